@@ -1,0 +1,61 @@
+"""Every error the engine raises on purpose.
+
+    EngineError
+    ├── InputError              the user's input is wrong; the CLI prints one line, exits 2
+    │   ├── HostsFileError      missing, empty or malformed hosts file
+    │   ├── DatasetError        unknown dataset, unreadable file, rows missing fields
+    │   └── RunConfigError      --out holds a run with another sampling configuration
+    ├── FleetError              no server answered as a vLLM server would (exit 2)
+    ├── SandboxError            the sandbox cannot run programs at all (exit 2)
+    └── StreamError             one request failed; the unfinished samples are retried
+        ├── HTTPStatusError     the server answered with an error status before streaming
+        └── ProtocolError       the server sent bytes that are not a valid SSE/OpenAI stream
+
+Library errors (aiohttp, sqlite3, datasets) are translated at the edge with ``raise ... from``.
+"""
+
+
+class EngineError(Exception):
+    """Base of all deliberate errors."""
+
+
+class InputError(EngineError):
+    """Bad input from the user: reported in one line, exit status 2."""
+
+
+class HostsFileError(InputError):
+    pass
+
+
+class DatasetError(InputError):
+    pass
+
+
+class RunConfigError(InputError):
+    pass
+
+
+class FleetError(EngineError):
+    pass
+
+
+class SandboxError(EngineError):
+    pass
+
+
+class StreamError(EngineError):
+    """A request failed; `retryable` says whether asking again could help."""
+
+    retryable = True
+
+
+class HTTPStatusError(StreamError):
+    def __init__(self, status: int, message: str):
+        super().__init__(f"HTTP {status}: {message}")
+        self.status = status
+        # 4xx other than 408/429 means the request itself is wrong: asking again won't help.
+        self.retryable = status >= 500 or status in (408, 429)
+
+
+class ProtocolError(StreamError):
+    pass
