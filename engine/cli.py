@@ -1,0 +1,172 @@
+"""The `engine` command line: a thin click layer over the Python API.
+
+Every error the user can cause ends as one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Coroutine
+
+import click
+import orjson
+from tqdm import tqdm
+
+from engine.errors import EngineError, FleetError, InputError, SandboxError
+
+log = logging.getLogger("engine")
+
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+
+
+class _TqdmHandler(logging.Handler):
+    """Log lines that do not tear the progress bar apart."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            tqdm.write(self.format(record), file=sys.stderr)
+        except Exception:  # logging must never take the sweep down
+            self.handleError(record)
+
+
+def _setup_logging(verbose: int) -> None:
+    handler = _TqdmHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname).1s %(message)s", "%H:%M:%S"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING)
+    logging.getLogger("engine").setLevel(logging.DEBUG if verbose else logging.INFO)
+    logging.getLogger("sandbox").setLevel(logging.DEBUG if verbose > 1 else logging.INFO)
+
+
+def run_async(coro: Coroutine):
+    """Run on uvloop; translate the errors a user can cause into one line and exit 2."""
+    import uvloop
+
+    try:
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            return runner.run(coro)
+    except (InputError, FleetError, SandboxError) as exc:
+        fail(str(exc))
+    except KeyboardInterrupt:
+        click.echo("engine: interrupted; what was collected is saved, run the same command to resume", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+
+
+def fail(message: str) -> None:
+    click.echo(f"engine: error: {message}", err=True)
+    sys.exit(EXIT_BAD_INPUT)
+
+
+def emit(summary: dict, as_json: bool, text: str) -> None:
+    if as_json:
+        sys.stdout.buffer.write(orjson.dumps(summary) + b"\n")
+        sys.stdout.flush()
+    else:
+        click.echo(text)
+
+
+class _OneLineErrors(click.Group):
+    """Click's usage errors are three lines; ours are one, with the same exit status 2."""
+
+    def main(self, *args, **kwargs):
+        try:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        except click.exceptions.Exit as exc:
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            prefix = f"{exc.ctx.command_path}: " if getattr(exc, "ctx", None) else "engine: "
+            click.echo(f"{prefix}error: {exc.format_message()}", err=True)
+            sys.exit(EXIT_BAD_INPUT if isinstance(exc, click.UsageError) else exc.exit_code)
+        except click.exceptions.Abort:
+            sys.exit(EXIT_INTERRUPTED)
+        except EngineError as exc:
+            fail(str(exc))
+
+
+@click.group(cls=_OneLineErrors, context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "ENGINE"})
+@click.version_option(package_name="engine")
+def main() -> None:
+    """Repeated sampling with execution-based verification.
+
+    Every option can also be set as an environment variable ENGINE_<COMMAND>_<OPTION>,
+    e.g. ENGINE_RUN_SAMPLES=1000.
+    """
+
+
+@main.command()
+@click.option("--servers", "servers", required=True, type=click.Path(dir_okay=False), help="Hosts file: one vLLM base URL per line.")
+@click.option("--model", default=None, help="Model name; default: what the servers' /v1/models report.")
+@click.option("--dataset", default="humaneval", show_default=True, help="'humaneval' or a JSONL/Parquet file with task_id, prompt, test, entry_point.")
+@click.option("--samples", default=100, show_default=True, type=click.IntRange(min=1), help="Samples per problem.")
+@click.option("--limit", default=None, type=click.IntRange(min=1), help="Only the first P problems.")
+@click.option("--out", default="runs/default", show_default=True, type=click.Path(file_okay=False), help="Run directory; the same command again resumes it.")
+@click.option("--metrics-port", default=9400, show_default=True, type=click.IntRange(0, 65535), help="Port of /metrics (0: any free port).")
+@click.option("--metrics-host", default="127.0.0.1", show_default=True, help="Address /metrics binds to.")
+@click.option("--no-metrics", is_flag=True, help="Do not serve /metrics.")
+@click.option("--temperature", default=0.8, show_default=True, type=click.FloatRange(min=0.0))
+@click.option("--top-p", default=0.95, show_default=True, type=click.FloatRange(0.0, 1.0, min_open=True))
+@click.option("--max-tokens", default=512, show_default=True, type=click.IntRange(min=1))
+@click.option("--seed", default=0, show_default=True, type=int, help="Base seed; each sample's seed derives from it.")
+@click.option("--request-n", default=64, show_default=True, type=click.IntRange(1, 1024), help="Samples per request at most.")
+@click.option("--max-seqs-per-server", default=256, show_default=True, type=click.IntRange(min=1), help="Sequences in flight per server.")
+@click.option("--queue-size", default=2048, show_default=True, type=click.IntRange(min=1), help="Samples held between generation and verdict.")
+@click.option("--retries", default=3, show_default=True, type=click.IntRange(min=0), help="Retries of a failed request's unfinished samples.")
+@click.option("--idle-timeout", default=120.0, show_default=True, type=click.FloatRange(min=0.1), help="Seconds without a byte before a stream counts as failed.")
+@click.option("--workers", default=os.cpu_count() or 1, show_default=True, type=click.IntRange(min=1), help="Parallel sandboxes.")
+@click.option("--timeout", default=3.0, show_default=True, type=click.FloatRange(min=0.1), help="Wall-clock limit of one test run, seconds.")
+@click.option("--memory-mb", default=1024, show_default=True, type=click.IntRange(min=64), help="Address-space limit of one test run.")
+@click.option("--json", "as_json", is_flag=True, help="Print the final summary as one JSON object.")
+@click.option("-v", "--verbose", count=True, help="One log line per sample transition.")
+def run(**opts) -> None:
+    """Sample every problem N times on a vLLM fleet and verify each sample in a sandbox."""
+    from engine.run import RunConfig, run_sweep
+    from engine.runner import SweepOptions
+    from engine.summary import render
+    from sandbox import Limits
+
+    _setup_logging(opts["verbose"])
+    if opts["request_n"] > opts["queue_size"]:
+        raise click.BadParameter("must not exceed --queue-size", param_hint="--request-n")
+    if opts["request_n"] > opts["max_seqs_per_server"]:
+        raise click.BadParameter("must not exceed --max-seqs-per-server", param_hint="--request-n")
+    cfg = RunConfig(
+        servers=opts["servers"], out=opts["out"], model=opts["model"], dataset=opts["dataset"],
+        samples=opts["samples"], limit=opts["limit"], temperature=opts["temperature"], top_p=opts["top_p"],
+        max_tokens=opts["max_tokens"], seed=opts["seed"],
+        options=SweepOptions(
+            samples=opts["samples"], request_n=opts["request_n"], max_seqs_per_server=opts["max_seqs_per_server"],
+            queue_size=opts["queue_size"], retries=opts["retries"], idle_timeout_s=opts["idle_timeout"],
+        ),
+        workers=opts["workers"], limits=Limits(timeout_s=opts["timeout"], memory_mb=opts["memory_mb"]),
+        metrics_host=opts["metrics_host"], metrics_port=None if opts["no_metrics"] else opts["metrics_port"],
+        progress=not opts["as_json"] or sys.stderr.isatty(),
+    )
+    summary = run_async(run_sweep(cfg))
+    title = (
+        f"engine run: {summary['samples']:,} samples of {summary['problems']} problems, model {summary['model']},"
+        f" {summary['tokens']:,} completion tokens; this session {summary['new_samples']:,} samples in"
+        f" {summary['elapsed_s']:.1f} s -> {summary['out']}"
+    )
+    emit(summary, opts["as_json"], render(summary, title))
+    if summary["generation_failures"]:
+        click.echo(
+            f"engine: {summary['generation_failures']} samples could not be generated; run the same command to retry them",
+            err=True,
+        )
+        sys.exit(1)
+
+
+def _register_optional_commands() -> None:
+    from engine.simulator.command import simulate
+    from engine.verify import verify
+
+    main.add_command(simulate)
+    main.add_command(verify)
+
+
+_register_optional_commands()

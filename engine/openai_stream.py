@@ -1,0 +1,112 @@
+"""Sans-IO assembly of an OpenAI-style completion stream into finished choices.
+
+Fed the `data` payloads of one streaming response (from `engine.sse.SSEParser`), it
+demultiplexes choices by `index` and hands back each choice the moment its `finish_reason`
+arrives, while the others keep streaming. It understands vLLM's wire format (one choice per
+chunk, a final `choices: []` usage chunk, `[DONE]`, in-band `{"error": ...}` events) and the
+chat variant (`delta.content` instead of `text`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import orjson
+
+from engine.errors import HTTPStatusError, ProtocolError
+
+
+@dataclass(frozen=True, slots=True)
+class FinishedChoice:
+    index: int
+    text: str
+    tokens: int  # chunks received for this choice; vLLM sends one token per chunk, rarely more
+    finish_reason: str
+    first_token_at: float | None
+    finished_at: float
+
+
+class StreamAssembler:
+    __slots__ = ("n", "chat", "done", "usage", "chunks", "_parts", "_counts", "_first", "_finished", "_clock")
+
+    def __init__(self, n: int, chat: bool = False, clock=time.time):
+        self.n = n
+        self.chat = chat
+        self.done = False
+        self.usage: dict | None = None
+        self.chunks = 0  # choice chunks seen in total, for live token counting
+        self._parts: list[list[str]] = [[] for _ in range(n)]
+        self._counts = [0] * n
+        self._first: list[float | None] = [None] * n
+        self._finished = [False] * n
+        self._clock = clock
+
+    def unfinished(self) -> list[int]:
+        return [i for i, done in enumerate(self._finished) if not done]
+
+    def feed(self, payload: bytes) -> list[FinishedChoice]:
+        if self.done:
+            raise ProtocolError("data after [DONE]")
+        if payload == b"[DONE]":
+            self.done = True
+            if not all(self._finished):
+                raise ProtocolError(f"[DONE] before choices {self.unfinished()} finished")
+            return []
+        try:
+            chunk = orjson.loads(payload)
+        except orjson.JSONDecodeError as exc:
+            raise ProtocolError(f"chunk is not JSON: {payload[:80]!r}") from exc
+        if not isinstance(chunk, dict):
+            raise ProtocolError(f"chunk is not a JSON object: {payload[:80]!r}")
+        if "error" in chunk:
+            raise _inband_error(chunk["error"])
+        choices = chunk.get("choices")
+        if not isinstance(choices, list):
+            raise ProtocolError(f"chunk without choices: {payload[:80]!r}")
+        usage = chunk.get("usage")
+        if not choices and isinstance(usage, dict):
+            self.usage = usage
+        finished: list[FinishedChoice] = []
+        for choice in choices:
+            done = self._choice(choice)
+            if done is not None:
+                finished.append(done)
+        return finished
+
+    def _choice(self, choice) -> FinishedChoice | None:
+        try:
+            index = choice["index"]
+            if self.chat:
+                text = choice["delta"].get("content") or ""
+            else:
+                text = choice["text"]
+            finish_reason = choice.get("finish_reason")
+        except (TypeError, KeyError, AttributeError) as exc:
+            raise ProtocolError(f"malformed choice: {str(choice)[:80]}") from exc
+        if not isinstance(index, int) or not 0 <= index < self.n or not isinstance(text, str):
+            raise ProtocolError(f"choice index {index!r} outside 0..{self.n - 1} or text not a string")
+        if self._finished[index]:
+            raise ProtocolError(f"choice {index} continued after its finish_reason")
+        self.chunks += 1
+        now = self._clock()
+        if self._first[index] is None:
+            self._first[index] = now
+        if text:
+            self._parts[index].append(text)
+        self._counts[index] += 1
+        if finish_reason is None:
+            return None
+        self._finished[index] = True
+        parts = self._parts[index]
+        self._parts[index] = []
+        return FinishedChoice(index, "".join(parts), self._counts[index], str(finish_reason), self._first[index], now)
+
+
+def _inband_error(error) -> HTTPStatusError:
+    """vLLM reports engine-side failures inside a 200 stream as {"error": {...}}."""
+    if not isinstance(error, dict):
+        return HTTPStatusError(500, str(error)[:200])
+    code = error.get("code")
+    status = code if isinstance(code, int) and 400 <= code < 600 else 500
+    return HTTPStatusError(status, f"in-stream error: {str(error.get('message', ''))[:200]}")

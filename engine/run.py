@@ -1,0 +1,130 @@
+"""`engine run`: set up the parts of a sweep, run it, and summarise it."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+from dataclasses import dataclass
+
+import aiohttp
+from prometheus_client import CollectorRegistry
+
+from engine.dataset import load_problems
+from engine.errors import RunConfigError
+from engine.hosts import read_hosts
+from engine.progress import Progress
+from engine.records import Problem
+from engine.runner import Sampling, Sweep, SweepOptions
+from engine.servers import Fleet
+from engine.store import Store
+from engine.summary import summarize
+from metrics.exporter import EngineMetrics
+from metrics.http import serve_metrics
+from metrics.running import RunningPassAtK
+from sandbox import Limits, SandboxPool
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class RunConfig:
+    servers: str
+    out: str
+    model: str | None = None
+    dataset: str = "humaneval"
+    samples: int = 100
+    limit: int | None = None
+    temperature: float = 0.8
+    top_p: float = 0.95
+    max_tokens: int = 512
+    seed: int = 0
+    options: SweepOptions | None = None
+    workers: int = os.cpu_count() or 1
+    limits: Limits = Limits()
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = 9400  # None: no endpoint
+    progress: bool = True
+
+
+async def run_sweep(cfg: RunConfig, registry: CollectorRegistry | None = None) -> dict:
+    """Run (or resume) a sweep to the end; returns the summary of the whole run."""
+    urls = read_hosts(cfg.servers)
+    all_problems = load_problems(cfg.dataset)
+    problems = all_problems[: cfg.limit] if cfg.limit is not None else all_problems
+    store = Store.open(cfg.out)
+    registry = registry if registry is not None else CollectorRegistry()
+    running = RunningPassAtK()
+    metrics = EngineMetrics(registry, running)
+    options = cfg.options or SweepOptions(samples=cfg.samples)
+    started = time.monotonic()
+    try:
+        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)  # the default limit=100 caps the fleet
+        async with aiohttp.ClientSession(connector=connector) as session:
+            fleet = Fleet(urls, session, options.max_seqs_per_server, metrics)
+            previous = store.get_meta("sampling")
+            requested_model = cfg.model or (previous or {}).get("model")
+            model = await fleet.discover(requested_model)
+            sampling = Sampling(
+                model=model, dataset=_fingerprint(cfg.dataset, all_problems), temperature=cfg.temperature,
+                top_p=cfg.top_p, max_tokens=cfg.max_tokens, seed=cfg.seed,
+            )
+            _check_same_run(previous, sampling, cfg.out)
+            store.set_meta("sampling", sampling.to_dict())
+            store.save_problems(all_problems)
+            for task_id, (n, c) in store.pass_counts().items():
+                running.add(task_id, False, n - c)
+                running.add(task_id, True, c)
+            metrics_runner = None
+            if cfg.metrics_port is not None:
+                metrics_runner, port = await serve_metrics(registry, cfg.metrics_host, cfg.metrics_port)
+                log.info("metrics on http://%s:%d/metrics", cfg.metrics_host, port)
+            try:
+                async with SandboxPool(workers=cfg.workers, limits=cfg.limits) as sandbox:
+                    sweep = Sweep(
+                        problems=problems, fleet=fleet, session=session, store=store, sandbox=sandbox,
+                        workers=cfg.workers, metrics=metrics, running=running, sampling=sampling, options=options,
+                    )
+                    verified = sum(n for n, _ in store.pass_counts().values())
+                    progress = Progress(len(problems) * options.samples, verified, sweep.status, cfg.progress)
+                    sweep.progress = progress
+                    log.info(
+                        "sweep: %d problems x %d samples of %s on %d servers -> %s",
+                        len(problems), options.samples, model, len(urls), cfg.out,
+                    )
+                    try:
+                        await sweep.run()
+                    finally:
+                        progress.close()
+            finally:
+                if metrics_runner is not None:
+                    await metrics_runner.cleanup()
+        totals = store.totals()
+        wanted = {p.task_id for p in problems}
+        counts = {t: nc for t, nc in store.pass_counts().items() if t in wanted}
+        verdicts = store.verdict_counts(wanted)
+        return summarize(
+            counts, verdicts, model=model, out=cfg.out, tokens=totals["tokens"],
+            elapsed_s=round(time.monotonic() - started, 3), generation_failures=totals["generation_failures"],
+            new_samples=sweep.stats.samples_verified, new_tokens=sweep.stats.tokens,
+        )
+    finally:
+        store.close()
+
+
+def _fingerprint(dataset: str, problems: list[Problem]) -> str:
+    digest = hashlib.sha256()
+    for p in problems:
+        digest.update(f"{p.task_id}\0{p.prompt}\0{p.test}\0{p.entry_point}\0".encode())
+    return f"{dataset}@{digest.hexdigest()[:16]}"
+
+
+def _check_same_run(previous: dict | None, sampling: Sampling, out: str) -> None:
+    if previous is None:
+        return
+    current = sampling.to_dict()
+    changed = [k for k in current if previous.get(k) != current[k]]
+    if changed:
+        what = ", ".join(f"{k} {previous.get(k)!r} -> {current[k]!r}" for k in changed)
+        raise RunConfigError(f"{out} holds a run with other sampling settings ({what}); use another --out")

@@ -1,0 +1,288 @@
+"""The sweep: requests stream in, finished samples queue for a sandbox, verdicts go to the store.
+
+Decisions (what to request, whether to admit it, which server) come from `engine.scheduler`;
+this module only carries them out on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+
+import aiohttp
+
+from engine.client import completion_body, stream_completion, timeout_for
+from engine.errors import StreamError
+from engine.openai_stream import FinishedChoice, StreamAssembler
+from engine.progress import Progress
+from engine.records import Problem, Sample
+from engine.scheduler import (
+    Admission,
+    Request,
+    ServerState,
+    backoff_seconds,
+    contiguous_runs,
+    pick_server,
+    plan_requests,
+    problem_seed,
+)
+from engine.servers import Fleet
+from engine.store import Store, StoredVerdict
+from metrics.exporter import EngineMetrics
+from metrics.running import RunningPassAtK
+from sandbox import Outcome, SandboxPool, humaneval_program
+
+log = logging.getLogger(__name__)
+
+HUMANEVAL_STOP = ("\ndef", "\nclass", "\nif", "\nprint", "\n#")
+
+
+@dataclass(frozen=True, slots=True)
+class Sampling:
+    """What decides the samples themselves; a run resumes only with the same values."""
+
+    model: str
+    dataset: str
+    temperature: float = 0.8
+    top_p: float = 0.95
+    max_tokens: int = 512
+    stop: tuple[str, ...] = HUMANEVAL_STOP
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return {
+            "model": self.model, "dataset": self.dataset, "temperature": self.temperature, "top_p": self.top_p,
+            "max_tokens": self.max_tokens, "stop": list(self.stop), "seed": self.seed,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class SweepOptions:
+    samples: int
+    request_n: int = 64  # vLLM misbehaves with very large n
+    max_seqs_per_server: int = 256
+    queue_size: int = 2048
+    retries: int = 3
+    idle_timeout_s: float = 120.0
+    flush_interval_s: float = 0.5
+
+
+@dataclass(slots=True)
+class SweepStats:
+    tokens: int = 0
+    samples_generated: int = 0
+    samples_verified: int = 0
+    failed_requests: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+
+class Sweep:
+    def __init__(
+        self,
+        *,
+        problems: list[Problem],
+        fleet: Fleet,
+        session: aiohttp.ClientSession,
+        store: Store,
+        sandbox: SandboxPool,
+        workers: int,
+        metrics: EngineMetrics,
+        running: RunningPassAtK,
+        sampling: Sampling,
+        options: SweepOptions,
+        progress: Progress | None = None,
+    ):
+        self.problems = {p.task_id: p for p in problems}
+        self._order = problems
+        self.fleet = fleet
+        self.session = session
+        self.store = store
+        self.sandbox = sandbox
+        self.workers = workers
+        self.metrics = metrics
+        self.running = running
+        self.sampling = sampling
+        self.options = options
+        self.progress = progress
+        self.stats = SweepStats()
+        self.admission = Admission(options.queue_size)
+        self._queue: asyncio.Queue[Sample] = asyncio.Queue()
+        self._retries: list[tuple[float, int, Request]] = []  # heap of (due, tiebreak, request)
+        self._retry_seq = 0
+        self._inflight: set[asyncio.Task] = set()
+        self._timeout = timeout_for(options.idle_timeout_s)
+        self._rng = random.Random()
+
+    async def run(self) -> None:
+        for sample in self.store.unverified():  # generated before a crash, never verified
+            self._enqueue(sample)
+            self.admission.reserve(1)
+        plan = plan_requests(self._order, self.options.samples, self.store.generated_indices(), self.options.request_n)
+        background = [asyncio.create_task(self._verifier()) for _ in range(self.workers)]
+        background += [asyncio.create_task(self._flusher()), asyncio.create_task(self.fleet.watch_health())]
+        work = asyncio.create_task(self._generate_and_drain(plan))
+        try:
+            # A verifier or the flusher dying must stop the sweep, not leave it waiting forever.
+            done, _ = await asyncio.wait([work, *background], return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                task.result()
+        finally:
+            for task in [work, *background, *self._inflight]:
+                task.cancel()
+            await asyncio.gather(work, *background, *self._inflight, return_exceptions=True)
+            self.store.flush()
+
+    # -- generation --------------------------------------------------------------------------
+
+    async def _generate_and_drain(self, plan) -> None:
+        pending: Request | None = None
+        while True:
+            self.fleet.changed.clear()
+            if pending is None:
+                pending = self._due_retry() or next(plan, None)
+            if pending is None and not self._inflight and not self._retries:
+                break
+            server = None
+            if pending is not None and self.admission.can_admit(pending.n):
+                server = pick_server(self.fleet.servers, pending.n)
+            if server is not None:
+                self._start(server, pending)
+                pending = None
+                continue
+            wait = self._retries[0][0] - time.monotonic() if self._retries else None
+            try:
+                await asyncio.wait_for(self.fleet.changed.wait(), timeout=None if wait is None else max(wait, 0.001))
+            except asyncio.TimeoutError:
+                pass
+        await self._queue.join()
+
+    def _due_retry(self) -> Request | None:
+        if self._retries and self._retries[0][0] <= time.monotonic():
+            return heapq.heappop(self._retries)[2]
+        return None
+
+    def _start(self, server: ServerState, request: Request) -> None:
+        self.admission.reserve(request.n)
+        server.inflight_requests += 1
+        server.inflight_seqs += request.n
+        self.metrics.inflight_requests.labels(server.url).inc()
+        task = asyncio.create_task(self._request(server, request))
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
+
+    async def _request(self, server: ServerState, request: Request) -> None:
+        problem = request.problem
+        s = self.sampling
+        body = completion_body(
+            s.model, problem.prompt, request.n, problem_seed(s.seed, problem.task_id) + request.start,
+            temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens, stop=list(s.stop),
+        )
+        assembler = StreamAssembler(request.n)
+        requested_at = time.time()
+        tokens = self.metrics.generated_tokens.labels(server.url)
+
+        def on_choice(choice: FinishedChoice) -> None:
+            sample = Sample(
+                problem.task_id, request.start + choice.index, choice.text, choice.tokens, choice.finish_reason,
+                server.url, requested_at, choice.first_token_at, choice.finished_at,
+            )
+            server.inflight_seqs -= 1
+            self.fleet.changed.set()
+            self.store.stage_sample(sample)
+            self.stats.samples_generated += 1
+            self.metrics.samples_generated.inc()
+            self._enqueue(sample)
+
+        def on_chunks(k: int) -> None:
+            tokens.inc(k)
+            self.stats.tokens += k
+            if self.progress is not None:
+                self.progress.tokens(k)
+
+        try:
+            await stream_completion(
+                self.session, server.url + "/v1/completions", body, assembler, on_choice, on_chunks, self._timeout
+            )
+            server.consecutive_failures = 0
+            reported = (assembler.usage or {}).get("completion_tokens")
+            if isinstance(reported, int) and reported > assembler.chunks:
+                on_chunks(reported - assembler.chunks)  # chunks that carried several tokens
+        except StreamError as exc:
+            self._failed(server, request, assembler.unfinished(), exc)
+        finally:
+            server.inflight_requests -= 1
+            server.inflight_seqs -= len(assembler.unfinished())
+            self.metrics.inflight_requests.labels(server.url).dec()
+            self.fleet.changed.set()
+
+    def _failed(self, server: ServerState, request: Request, unfinished: list[int], exc: StreamError) -> None:
+        server.consecutive_failures += 1
+        self.stats.failed_requests += 1
+        self.metrics.generation_errors.labels(server.url).inc()
+        self.admission.release(len(unfinished))
+        indices = [request.start + i for i in unfinished]
+        task_id = request.problem.task_id
+        if exc.retryable and request.attempt < self.options.retries:
+            delay = backoff_seconds(request.attempt, self._rng.random())
+            log.warning(
+                "%s: %s samples %s..%s failed on %s (%s); retrying in %.1f s",
+                task_id, len(indices), indices[0], indices[-1], server.url, exc, delay,
+            )
+            for start, n in contiguous_runs(indices, self.options.request_n):
+                self._retry_seq += 1
+                retry = Request(request.problem, start, n, request.attempt + 1)
+                heapq.heappush(self._retries, (time.monotonic() + delay, self._retry_seq, retry))
+        else:
+            log.error("%s: %d samples could not be generated: %s", task_id, len(indices), exc)
+            for index in indices:
+                self.store.stage_failure(task_id, index, str(exc), request.attempt + 1)
+
+    # -- verification ------------------------------------------------------------------------
+
+    def _enqueue(self, sample: Sample) -> None:
+        self._queue.put_nowait(sample)
+        self.metrics.queue_depth.set(self._queue.qsize())
+
+    async def _verifier(self) -> None:
+        while True:
+            sample = await self._queue.get()
+            self.metrics.queue_depth.set(self._queue.qsize())
+            try:
+                problem = self.problems[sample.task_id]
+                program = humaneval_program(problem.prompt, sample.completion, problem.test, problem.entry_point)
+                outcome = await self.sandbox.run(program)
+                self._record(sample, outcome)
+            finally:
+                self._queue.task_done()
+                self.admission.release(1)
+                self.fleet.changed.set()
+
+    def _record(self, sample: Sample, outcome: Outcome) -> None:
+        verdict = outcome.verdict.value
+        self.store.stage_verdict(
+            StoredVerdict(
+                sample.task_id, sample.sample_index, verdict, outcome.detail, outcome.output, outcome.wall_s,
+                outcome.backend, outcome.limits.to_dict(),
+            )
+        )
+        self.running.add(sample.task_id, verdict == "passed")
+        self.stats.samples_verified += 1
+        self.metrics.samples_verified.labels(verdict).inc()
+        self.metrics.verify_seconds.observe(outcome.wall_s)
+        log.debug("%s/%d %s in %.3f s (%s)", sample.task_id, sample.sample_index, verdict, outcome.wall_s, outcome.detail)
+        if self.progress is not None:
+            self.progress.advance(1)
+
+    def status(self) -> str:
+        """Short live figures for the progress line."""
+        p1 = self.running.scores([1]).get(1)
+        return f"pass@1 {'-' if p1 is None else f'{p1:.3f}'}, queue {self._queue.qsize()}"
+
+    async def _flusher(self) -> None:
+        while True:
+            await asyncio.sleep(self.options.flush_interval_s)
+            self.store.flush()

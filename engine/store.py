@@ -1,0 +1,231 @@
+"""The durable result store: one SQLite file (WAL) in the run's --out directory.
+
+One row per sample, inserted when its generation finishes and completed when its verdict
+arrives. Writes are staged in memory and committed in batches by `flush()`: a crash loses at
+most the last unflushed batch, and a lost row is simply generated (or verified) again on
+resume, so no sample is ever counted twice.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from engine.errors import InputError
+from engine.records import Problem, Sample
+
+DB_NAME = "results.sqlite"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS problems (
+    task_id TEXT PRIMARY KEY, position INTEGER NOT NULL,
+    prompt TEXT NOT NULL, test TEXT NOT NULL, entry_point TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS samples (
+    task_id TEXT NOT NULL,
+    sample_index INTEGER NOT NULL,
+    completion TEXT NOT NULL,
+    completion_tokens INTEGER NOT NULL,
+    finish_reason TEXT NOT NULL,
+    server TEXT NOT NULL,
+    requested_at REAL NOT NULL,
+    first_token_at REAL,
+    finished_at REAL NOT NULL,
+    verdict TEXT,               -- NULL until verified
+    detail TEXT,
+    output TEXT,
+    verify_wall_s REAL,
+    backend TEXT,
+    limits TEXT,                -- JSON: the limits the verdict was obtained under
+    verified_at REAL,
+    PRIMARY KEY (task_id, sample_index)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS generation_failures (
+    task_id TEXT NOT NULL, sample_index INTEGER NOT NULL,
+    error TEXT NOT NULL, attempts INTEGER NOT NULL, failed_at REAL NOT NULL,
+    PRIMARY KEY (task_id, sample_index)
+) WITHOUT ROWID;
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredVerdict:
+    task_id: str
+    sample_index: int
+    verdict: str
+    detail: str
+    output: str
+    wall_s: float
+    backend: str
+    limits: dict
+
+
+class Store:
+    def __init__(self, path: Path):
+        self.path = path
+        try:
+            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            raise InputError(f"{path} is not a usable results store: {exc}") from exc
+        self._staged_samples: list[tuple] = []
+        self._staged_verdicts: list[tuple] = []
+        self._staged_failures: list[tuple] = []
+
+    @classmethod
+    def open(cls, out_dir: str | Path, create: bool = True) -> Store:
+        out = Path(out_dir)
+        if not create and not (out / DB_NAME).is_file():
+            raise InputError(f"{out} holds no run (no {DB_NAME})")
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InputError(f"cannot create output directory {out}: {exc.strerror}") from exc
+        return cls(out / DB_NAME)
+
+    def close(self) -> None:
+        self.flush()
+        self._db.close()
+
+    # -- run configuration and problems ------------------------------------------------------
+
+    def get_meta(self, key: str) -> object | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def set_meta(self, key: str, value: object) -> None:
+        self._db.execute(
+            "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            (key, json.dumps(value, sort_keys=True)),
+        )
+
+    def save_problems(self, problems: list[Problem]) -> None:
+        with self._transaction():
+            self._db.executemany(
+                "INSERT OR IGNORE INTO problems (task_id, position, prompt, test, entry_point) VALUES (?, ?, ?, ?, ?)",
+                [(p.task_id, i, p.prompt, p.test, p.entry_point) for i, p in enumerate(problems)],
+            )
+
+    def problems(self) -> list[Problem]:
+        rows = self._db.execute("SELECT task_id, prompt, test, entry_point FROM problems ORDER BY position")
+        return [Problem(*row) for row in rows]
+
+    # -- writes, staged and committed in batches ---------------------------------------------
+
+    def stage_sample(self, s: Sample) -> None:
+        self._staged_samples.append(
+            (s.task_id, s.sample_index, s.completion, s.completion_tokens, s.finish_reason, s.server,
+             s.requested_at, s.first_token_at, s.finished_at)
+        )
+
+    def stage_verdict(self, v: StoredVerdict) -> None:
+        self._staged_verdicts.append(
+            (v.verdict, v.detail, v.output, v.wall_s, v.backend, json.dumps(v.limits, sort_keys=True),
+             time.time(), v.task_id, v.sample_index)
+        )
+
+    def stage_failure(self, task_id: str, sample_index: int, error: str, attempts: int) -> None:
+        self._staged_failures.append((task_id, sample_index, error, attempts, time.time()))
+
+    @property
+    def staged(self) -> int:
+        return len(self._staged_samples) + len(self._staged_verdicts) + len(self._staged_failures)
+
+    def flush(self) -> None:
+        if not self.staged:
+            return
+        samples, verdicts, failures = self._staged_samples, self._staged_verdicts, self._staged_failures
+        with self._transaction():
+            # Samples first: a verdict staged in the same batch updates the row just inserted.
+            self._db.executemany(
+                "INSERT OR IGNORE INTO samples (task_id, sample_index, completion, completion_tokens, finish_reason,"
+                " server, requested_at, first_token_at, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                samples,
+            )
+            self._db.executemany(
+                "DELETE FROM generation_failures WHERE task_id = ? AND sample_index = ?",
+                [(row[0], row[1]) for row in samples],
+            )
+            self._db.executemany(
+                "UPDATE samples SET verdict = ?, detail = ?, output = ?, verify_wall_s = ?, backend = ?, limits = ?,"
+                " verified_at = ? WHERE task_id = ? AND sample_index = ?",
+                verdicts,
+            )
+            self._db.executemany(
+                "INSERT OR REPLACE INTO generation_failures (task_id, sample_index, error, attempts, failed_at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                failures,
+            )
+        self._staged_samples, self._staged_verdicts, self._staged_failures = [], [], []
+
+    def _transaction(self):
+        return _Transaction(self._db)
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    def generated_indices(self) -> dict[str, set[int]]:
+        """Sample indices already generated (verified or not), per problem."""
+        done: dict[str, set[int]] = {}
+        for task_id, index in self._db.execute("SELECT task_id, sample_index FROM samples"):
+            done.setdefault(task_id, set()).add(index)
+        return done
+
+    def unverified(self) -> Iterator[Sample]:
+        rows = self._db.execute(
+            "SELECT task_id, sample_index, completion, completion_tokens, finish_reason, server, requested_at,"
+            " first_token_at, finished_at FROM samples WHERE verdict IS NULL ORDER BY task_id, sample_index"
+        ).fetchall()
+        return (Sample(*row) for row in rows)
+
+    def pass_counts(self) -> dict[str, tuple[int, int]]:
+        """(n verified, c passed) per problem."""
+        rows = self._db.execute(
+            "SELECT task_id, COUNT(*), SUM(verdict = 'passed') FROM samples WHERE verdict IS NOT NULL GROUP BY task_id"
+        )
+        return {task: (n, int(c)) for task, n, c in rows}
+
+    def verdict_counts(self, task_ids: set[str] | None = None) -> dict[str, int]:
+        """Samples per verdict, over all problems or only `task_ids`."""
+        rows = self._db.execute(
+            "SELECT task_id, verdict, COUNT(*) FROM samples WHERE verdict IS NOT NULL GROUP BY task_id, verdict"
+        )
+        counts: dict[str, int] = {}
+        for task_id, verdict, n in rows:
+            if task_ids is None or task_id in task_ids:
+                counts[verdict] = counts.get(verdict, 0) + n
+        return counts
+
+    def totals(self) -> dict[str, int]:
+        samples, tokens, verified = self._db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(completion_tokens), 0), COUNT(verdict) FROM samples"
+        ).fetchone()
+        failures = self._db.execute("SELECT COUNT(*) FROM generation_failures").fetchone()[0]
+        return {"samples": samples, "tokens": tokens, "verified": verified, "generation_failures": failures}
+
+    def rows(self) -> Iterator[dict]:
+        """Every sample with its verdict, in problem order then sample order (for export)."""
+        cursor = self._db.execute(
+            "SELECT s.* FROM samples s LEFT JOIN problems p USING (task_id)"
+            " ORDER BY COALESCE(p.position, 1e9), s.task_id, s.sample_index"
+        )
+        names = [d[0] for d in cursor.description]
+        for row in cursor:
+            yield dict(zip(names, row))
+
+
+class _Transaction:
+    def __init__(self, db: sqlite3.Connection):
+        self._db = db
+
+    def __enter__(self):
+        self._db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type, exc, tb):
+        self._db.execute("ROLLBACK" if exc_type else "COMMIT")

@@ -1,0 +1,1 @@
+"""Metrics: the pass@k estimator, running statistics and the Prometheus exporter."""

@@ -1,0 +1,97 @@
+"""Assembling real vLLM streams into finished choices."""
+
+import orjson
+import pytest
+
+import transcripts
+from engine.errors import HTTPStatusError, ProtocolError
+from engine.openai_stream import StreamAssembler
+from engine.sse import SSEParser
+
+COMPLETION_STREAMS = [
+    name for name in transcripts.streams() if not name.startswith(("31_", "55_", "56_"))
+]
+
+
+def payloads(name: str) -> list[bytes]:
+    parser = SSEParser()
+    return parser.feed(transcripts.load(name).body) + parser.close()
+
+
+def expected_choices(name: str, key=lambda c: c["text"]) -> dict[int, tuple[str, str, int]]:
+    """Per index: (text, finish_reason, chunks), read straight from the JSON."""
+    texts, finish, chunks = {}, {}, {}
+    for payload in payloads(name)[:-1]:
+        for choice in orjson.loads(payload)["choices"]:
+            i = choice["index"]
+            texts[i] = texts.get(i, "") + (key(choice) or "")
+            chunks[i] = chunks.get(i, 0) + 1
+            if choice["finish_reason"] is not None:
+                finish[i] = choice["finish_reason"]
+    return {i: (texts[i], finish[i], chunks[i]) for i in texts}
+
+
+@pytest.mark.parametrize("name", COMPLETION_STREAMS)
+def test_every_choice_finishes_once_with_its_whole_text(name):
+    request = transcripts.load(name).request_json()
+    prompts = request["prompt"] if isinstance(request["prompt"], list) and isinstance(request["prompt"][0], str) else [0]
+    n = request.get("n", 1) * len(prompts)
+    assembler = StreamAssembler(n)
+    finished = {}
+    for payload in payloads(name):
+        for choice in assembler.feed(payload):
+            assert choice.index not in finished
+            finished[choice.index] = (choice.text, choice.finish_reason, choice.tokens)
+    assert assembler.done and assembler.unfinished() == []
+    assert finished == expected_choices(name)
+    usage = assembler.usage
+    if request.get("stream_options", {}).get("include_usage"):
+        # chunk counting is exact whenever vLLM sent one token per chunk
+        assert usage["completion_tokens"] >= sum(t for _, _, t in finished.values())
+    else:
+        assert usage is None
+
+
+def test_chat_stream_reads_delta_content():
+    assembler = StreamAssembler(2, chat=True)
+    finished = {}
+    for payload in payloads("31_chat_stream_n2_usage"):
+        for choice in assembler.feed(payload):
+            finished[choice.index] = choice.text
+    expected = expected_choices("31_chat_stream_n2_usage", key=lambda c: c["delta"].get("content"))
+    assert finished == {i: text for i, (text, _, _) in expected.items()}
+
+
+@pytest.mark.parametrize("name", ["55_err_stream_inband_logprobs_too_many", "56_err_stream_inband_token_out_of_vocab"])
+def test_inband_error_event_is_a_non_retryable_400(name):
+    assembler = StreamAssembler(1)
+    with pytest.raises(HTTPStatusError) as info:
+        for payload in payloads(name):
+            assembler.feed(payload)
+    assert info.value.status == 400 and not info.value.retryable
+
+
+def test_done_before_every_choice_finished_is_a_protocol_error():
+    stream = payloads("24_stream_n4_include_usage_only")
+    assembler = StreamAssembler(4)
+    for payload in stream[:3]:
+        assembler.feed(payload)
+    with pytest.raises(ProtocolError):
+        assembler.feed(b"[DONE]")
+    assert assembler.unfinished() == [0, 1, 2, 3]
+
+
+def test_choice_after_its_finish_and_index_out_of_range_are_protocol_errors():
+    chunk = b'{"choices":[{"index":0,"text":"x","finish_reason":"stop"}]}'
+    assembler = StreamAssembler(1)
+    assert len(assembler.feed(chunk)) == 1
+    with pytest.raises(ProtocolError):
+        assembler.feed(chunk)
+    with pytest.raises(ProtocolError):
+        StreamAssembler(1).feed(b'{"choices":[{"index":3,"text":"x","finish_reason":null}]}')
+
+
+@pytest.mark.parametrize("payload", [b"not json", b"[1, 2]", b'{"id": 1}', b'{"choices":[{"text":"x"}]}'])
+def test_malformed_chunks_are_protocol_errors(payload):
+    with pytest.raises(ProtocolError):
+        StreamAssembler(1).feed(payload)
