@@ -170,3 +170,37 @@ def _register_optional_commands() -> None:
 
 
 _register_optional_commands()
+
+
+@main.command()
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(file_okay=False))
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
+              help="Where to save the figure [default: report.png in the first run directory].")
+@click.option("--no-plot", is_flag=True, help="Print only.")
+@click.option("--json", "as_json", is_flag=True, help="Print the first run's summary (all runs under 'runs') as JSON.")
+def report(run_dirs: tuple[str, ...], plot_path: str | None, no_plot: bool, as_json: bool) -> None:
+    """Print and plot pass@k, coverage and fail@k with its power-law fit, one curve per run."""
+    from pathlib import Path
+
+    from engine import report as rep
+
+    curves = [rep.curve(d) for d in run_dirs]
+    path = Path(plot_path) if plot_path else Path(run_dirs[0]) / "report.png"
+    if not no_plot:
+        rep.plot(curves, path)
+    text = rep.render(curves) + ("" if no_plot else f"\nplot: {path}")
+    emit({**curves[0], "runs": curves, "plot": None if no_plot else str(path)}, as_json, text)
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "parquet"]), default="jsonl", show_default=True)
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="File to write.")
+def export(run_dir: str, fmt: str, out: str) -> None:
+    """Write one row per sample: task_id, sample_index, completion, passed, result, and the rest."""
+    from pathlib import Path
+
+    from engine.export import export as do_export
+
+    count = do_export(run_dir, fmt, Path(out))
+    click.echo(f"engine export: {count:,} samples -> {out}", err=True)
