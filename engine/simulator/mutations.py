@@ -17,8 +17,9 @@ from dataclasses import dataclass
 KINDS = ("off_by_one", "wrong_operator", "missing_case", "exception", "infinite_loop", "syntax_error")
 _SITES_PER_KIND = 3
 
+# Comparisons are reversed rather than loosened: "<" for "<=" rarely changes a test's outcome.
 _SWAPS = {
-    "<": "<=", "<=": "<", ">": ">=", ">=": ">", "==": "!=", "!=": "==",
+    "<": ">", "<=": ">=", ">": "<", ">=": "<=", "==": "!=", "!=": "==",
     "+": "-", "-": "+", "*": "+", "//": "/", "%": "//", "+=": "-=", "-=": "+=",
     "and": "or", "or": "and", "min": "max", "max": "min", "True": "False", "False": "True",
 }  # fmt: skip

@@ -49,7 +49,7 @@ def _even_cuts(sub: str) -> list[str]:
     return [sub[a:b] for a, b in zip(bounds, bounds[1:])]
 
 
-@lru_cache(maxsize=4096)
+@lru_cache(maxsize=1024)
 def count_tokens(text: str) -> int:
     """Prompt tokens, counted by the same splitter (cached: prompts repeat across a sweep)."""
     return len(split_tokens(text))

@@ -1,0 +1,23 @@
+"""A simulated vLLM fleet: vLLM 0.32's OpenAI-compatible API over a SYNTHETIC model, no GPU.
+
+    config    settings of one server (vLLM names and defaults)
+    tokens    BPE-like token splitting (no vocabulary)
+    mutations plausible wrong answers made from canonical solutions
+    filler    generic code-like text
+    model     the synthetic model: prompt + sample seed -> sample
+    stops     vLLM's stop-string rules (pure)
+    plans     per-step emission plans, pre-encoded and shared
+    protocol  request parsing and validation, vLLM's error messages
+    wire      the bytes of chunks, bodies and errors
+    batch     continuous batching at a fixed token rate (the hot path)
+    metrics   vLLM's Prometheus metrics, per server
+    app       the aiohttp routes of one server
+    fleet     SimulatedServer and SimulatedFleet: lifecycle on one event loop
+    command   the `engine simulate` click command
+"""
+
+from engine.simulator.config import SimulatorConfig
+from engine.simulator.fleet import SimulatedFleet, SimulatedServer
+from engine.simulator.model import SyntheticModel
+
+__all__ = ["SimulatedFleet", "SimulatedServer", "SimulatorConfig", "SyntheticModel"]

@@ -1,0 +1,199 @@
+"""One simulated server's HTTP API (aiohttp): vLLM 0.32's OpenAI-compatible routes.
+
+Handlers only translate: validation lives in `protocol`, bytes in `wire`, generation in
+`batch`. A completion request becomes a `Job` of n sequences per prompt; the handler submits
+it to the batch engine and waits for it to finish, while the engine writes a stream's events
+to the connection as it goes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import random
+import time
+
+from aiohttp import HttpVersion11, web
+
+from engine.simulator.batch import BatchEngine, Job
+from engine.simulator.config import VLLM_VERSION, SimulatorConfig
+from engine.simulator.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from engine.simulator.metrics import ServerMetrics
+from engine.simulator.model import SyntheticModel
+from engine.simulator.plans import PlanCache
+from engine.simulator.protocol import (
+    DEFAULT_MAX_TOKENS,
+    APIError,
+    CompletionRequest,
+    check_prompt_length,
+    parse_completion_request,
+)
+from engine.simulator.tokens import count_tokens
+from engine.simulator.wire import (
+    DONE_EVENT,
+    ChunkEncoder,
+    completion_body,
+    error_body,
+    in_band_error_event,
+    models_body,
+)
+
+log = logging.getLogger(__name__)
+
+_JSON = "application/json"
+_SSE = "text/event-stream; charset=utf-8"
+_VARY = {"vary": "Origin"}
+
+
+def system_fingerprint(config: SimulatorConfig) -> str:
+    """Stable per model and seed, like vLLM's (which stays the same across restarts)."""
+    digest = hashlib.blake2b(f"{config.model_name}\0{config.seed}".encode(), digest_size=4).hexdigest()
+    return f"vllm-{VLLM_VERSION}-{digest}"
+
+
+class SimulatedAPI:
+    """The state behind one server's routes."""
+
+    def __init__(self, config: SimulatorConfig, model: SyntheticModel, plans: PlanCache):
+        self.config = config
+        self.model = model
+        self.plans = plans
+        self.rng = random.Random()  # request ids and unseeded samples: fresh randomness per server
+        self.fingerprint = system_fingerprint(config)
+        self.metrics = ServerMetrics(  # gauges read the engine when scraped
+            config.model_name,
+            running=lambda: len(self.engine.running),
+            waiting=lambda: self.engine.num_waiting(),
+            kv_usage=lambda: min(1.0, self.engine.kv_tokens() / config.kv_cache_tokens),
+        )
+        self.engine = BatchEngine(config.tokens_per_second, config.max_num_seqs, config.min_step_s, self.metrics,
+                                  self.rng)  # fmt: skip
+
+    def app(self) -> web.Application:
+        app = web.Application(middlewares=[_fastapi_errors], client_max_size=16 << 20)
+        app.router.add_get("/health", self.health)
+        app.router.add_get("/ping", self.health)
+        app.router.add_post("/ping", self.health)
+        app.router.add_get("/version", self.version)
+        app.router.add_get("/v1/models", self.models)
+        app.router.add_get("/load", self.load)
+        app.router.add_get("/metrics", self.metrics_page)
+        app.router.add_post("/v1/completions", self.completions)
+        return app
+
+    # -- small routes ----------------------------------------------------------------------------
+
+    async def health(self, request: web.Request) -> web.Response:
+        return web.Response(headers=_VARY)
+
+    async def version(self, request: web.Request) -> web.Response:
+        return _json(b'{"version":"%s"}' % VLLM_VERSION.encode())
+
+    async def models(self, request: web.Request) -> web.Response:
+        created = int(time.time())
+        permission = f"modelperm-{self.rng.getrandbits(64):016x}"
+        cfg = self.config
+        return _json(models_body(cfg.model_name, created, cfg.root, cfg.max_model_len, permission))
+
+    async def load(self, request: web.Request) -> web.Response:
+        load = len(self.engine.running) + self.engine.num_waiting()
+        return _json(b'{"server_load":%d}' % load)
+
+    async def metrics_page(self, request: web.Request) -> web.Response:
+        return web.Response(body=self.metrics.exposition(), headers={"Content-Type": METRICS_CONTENT_TYPE, **_VARY})
+
+    # -- completions -----------------------------------------------------------------------------
+
+    async def completions(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        cfg = self.config
+        try:
+            req = parse_completion_request(body, cfg.model_name, cfg.max_model_len)
+            prompt_tokens = [count_tokens(p) if isinstance(p, str) else len(p) for p in req.prompts]
+            for count in prompt_tokens:
+                check_prompt_length(count, cfg.max_model_len)
+        except APIError as exc:
+            if exc.in_band:
+                return await self._in_band_error(request, exc)
+            return _error(exc)
+        job = self._job(request, req, prompt_tokens)
+        if req.stream:
+            return await self._stream(request, job)
+        return await self._complete(job)
+
+    def _job(self, request: web.Request, req: CompletionRequest, prompt_tokens: list[int]) -> Job:
+        request_id = f"cmpl-{self.rng.getrandbits(64):016x}"
+        created = int(time.time())
+        encoder = ChunkEncoder(request_id, created, self.config.model_name, self.fingerprint) if req.stream else None
+        job = Job(request_id, created, encoder, request.transport, stream=req.stream,
+                  framed=request.version >= HttpVersion11, include_usage=req.include_usage,
+                  continuous=req.continuous_usage)  # fmt: skip
+        greedy = req.temperature == 0
+        for p, (prompt, count) in enumerate(zip(req.prompts, prompt_tokens)):
+            key = prompt if isinstance(prompt, str) else "token-ids:" + ",".join(map(str, prompt))
+            max_tokens = min(req.max_tokens or DEFAULT_MAX_TOKENS, self.config.max_model_len - count)
+            job.prompt_tokens += count
+            for j in range(req.n):
+                # vLLM gives child j of a seeded request the seed s + j.
+                seed = None if greedy else (req.seed + j if req.seed is not None else self.rng.getrandbits(63))
+                sample = self.model.sample(key, seed)
+                plan = self.plans.get(sample, req.stop, req.include_stop_str_in_output)
+                job.add(p * req.n + j, plan, count, max_tokens)
+        return job
+
+    async def _stream(self, request: web.Request, job: Job) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": _SSE, **_VARY})
+        if job.framed:
+            resp.enable_chunked_encoding()
+        try:
+            await resp.prepare(request)  # sends the headers now; the engine writes the events
+        except ConnectionError:
+            return resp  # the client left before we answered; aiohttp drops the connection
+        await self._run(job)
+        return resp  # aiohttp ends the chunked body (or finds the connection gone)
+
+    async def _complete(self, job: Job) -> web.Response:
+        await self._run(job)
+        if job.aborted:
+            raise web.HTTPServiceUnavailable()
+        cfg = self.config
+        body = completion_body(job.request_id, job.created, cfg.model_name, self.fingerprint, job.choices,
+                               job.prompt_tokens, job.completion_tokens)  # fmt: skip
+        return _json(body)
+
+    async def _run(self, job: Job) -> None:
+        self.engine.submit(job)
+        try:
+            await job.done
+        except asyncio.CancelledError:
+            self.engine.cancel(job)
+            raise
+
+    async def _in_band_error(self, request: web.Request, exc: APIError) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": _SSE, **_VARY})
+        try:
+            await resp.prepare(request)
+            await resp.write(in_band_error_event(exc.message, exc.type, exc.param, exc.status) + DONE_EVENT)
+        except ConnectionError:
+            pass  # the client left; aiohttp drops the connection
+        return resp
+
+
+@web.middleware
+async def _fastapi_errors(request: web.Request, handler) -> web.StreamResponse:
+    """Unknown routes and methods answer as FastAPI does, not with aiohttp's text pages."""
+    try:
+        return await handler(request)
+    except web.HTTPNotFound:
+        return _json(b'{"detail":"Not Found"}', status=404)
+    except web.HTTPMethodNotAllowed:
+        return _json(b'{"detail":"Method Not Allowed"}', status=405)
+
+
+def _json(body: bytes, status: int = 200) -> web.Response:
+    return web.Response(body=body, status=status, headers={"Content-Type": _JSON, **_VARY})
+
+
+def _error(exc: APIError) -> web.Response:
+    return _json(error_body(exc.message, exc.type, exc.param, exc.status), status=exc.status)

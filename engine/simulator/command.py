@@ -1,0 +1,112 @@
+"""`engine simulate`: K simulated vLLM servers in this process, until SIGINT or SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import tempfile
+from pathlib import Path
+
+import click
+import uvloop
+
+from engine.dataset import load_problems
+from engine.errors import InputError
+from engine.simulator.config import SimulatorConfig
+from engine.simulator.fleet import SimulatedFleet
+
+log = logging.getLogger(__name__)
+
+_DEFAULTS = SimulatorConfig()
+HOSTS_HEADER = "# simulated vLLM servers (engine simulate; synthetic model, no GPU)"
+
+
+class HostsFileWriteError(InputError):
+    """The hosts file cannot be written."""
+
+
+@click.command()
+@click.option("--servers", "servers", type=int, required=True, help="Number of simulated servers (K).")
+@click.option("--hosts-file", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Where to write the servers' base URLs, one per line.")  # fmt: skip
+@click.option("--tokens-per-second", type=float, default=4000.0, show_default=True,
+              help="Each server's aggregate generation rate.")  # fmt: skip
+@click.option("--seed", type=int, default=0, show_default=True, help="The synthetic model's seed.")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--base-port", type=int, default=0, show_default=True,
+              help="First port (then +1, +2, ...); 0 picks free ports.")  # fmt: skip
+@click.option("--model-name", default=_DEFAULTS.model_name, show_default=True)
+@click.option("--dataset", default="humaneval", show_default=True,
+              help="Problems the model knows: 'humaneval' or a JSONL/Parquet path.")  # fmt: skip
+@click.option("--max-num-seqs", type=int, default=_DEFAULTS.max_num_seqs, show_default=True)
+@click.option("--max-model-len", type=int, default=_DEFAULTS.max_model_len, show_default=True)
+def simulate(servers: int, hosts_file: Path, tokens_per_second: float, seed: int, host: str, base_port: int,
+             model_name: str, dataset: str, max_num_seqs: int, max_model_len: int) -> None:  # fmt: skip
+    """Start simulated vLLM servers (a synthetic model, no GPU) and serve until stopped."""
+    try:
+        _check_numbers(servers, base_port, tokens_per_second, max_num_seqs, max_model_len)
+        config = SimulatorConfig(model_name=model_name, max_num_seqs=max_num_seqs, max_model_len=max_model_len)
+        _check_writable(hosts_file)
+        problems = load_problems(dataset)
+        fleet = SimulatedFleet(servers, problems=problems, tokens_per_second=tokens_per_second, seed=seed,
+                               host=host, base_port=base_port, config=config)  # fmt: skip
+        uvloop.run(_serve(fleet, hosts_file))
+    except InputError as exc:
+        click.echo(f"engine simulate: {exc}", err=True)
+        raise click.exceptions.Exit(2) from None
+    except OSError as exc:  # most often: a --base-port already in use
+        click.echo(f"engine simulate: cannot listen on {host}: {exc.strerror or exc}", err=True)
+        raise click.exceptions.Exit(2) from None
+
+
+async def _serve(fleet: SimulatedFleet, hosts_file: Path) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with fleet:
+        write_hosts_file(hosts_file, fleet.urls)
+        click.echo(
+            f"engine simulate: {len(fleet.urls)} SIMULATED vLLM servers (synthetic model, no GPU, "
+            f"{fleet.config.tokens_per_second:g} tok/s each) listed in {hosts_file}",
+            err=True,
+        )
+        await stop.wait()
+        log.info("stopping %d simulated servers", len(fleet.urls))
+
+
+def write_hosts_file(path: Path, urls: list[str]) -> None:
+    """Atomically: readers never see a partial list."""
+    text = "\n".join([HOSTS_HEADER, *urls]) + "\n"
+    directory = path.parent if str(path.parent) else Path(".")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=directory)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise HostsFileWriteError(f"cannot write hosts file {str(path)!r}: {exc.strerror or exc}") from exc
+
+
+class SimulateOptionError(InputError):
+    """An option value out of range."""
+
+
+def _check_numbers(servers: int, base_port: int, rate: float, max_num_seqs: int, max_model_len: int) -> None:
+    if servers < 1:
+        raise SimulateOptionError(f"--servers must be at least 1, got {servers}")
+    if base_port and not 1 <= base_port <= 65536 - servers:
+        raise SimulateOptionError(f"--base-port {base_port} leaves no room for {servers} ports")
+    if rate <= 0:
+        raise SimulateOptionError(f"--tokens-per-second must be positive, got {rate:g}")
+    if max_num_seqs < 1 or max_model_len < 2:
+        raise SimulateOptionError("--max-num-seqs must be at least 1 and --max-model-len at least 2")
+
+
+def _check_writable(path: Path) -> None:
+    """Fail before starting servers rather than after."""
+    directory = path.parent if str(path.parent) else Path(".")
+    if path.is_dir() or not directory.is_dir() or not os.access(directory, os.W_OK):
+        raise HostsFileWriteError(f"cannot write hosts file {str(path)!r}: no writable directory there")

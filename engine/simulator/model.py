@@ -1,0 +1,191 @@
+"""The synthetic model behind the simulated fleet: SYNTHETIC, not a language model.
+
+For a HumanEval prompt (recognised by its exact text) each sample is either the canonical
+solution or one of a few plausible wrong answers (`mutations`), followed by the kind of text a
+real model keeps writing after the function (a `main()`, a `__main__` guard, example prints),
+so HumanEval's stop sequences cut it as they would cut a real completion. Any other prompt
+gets generic code-like text (`filler`).
+
+Which sample comes out is a pure function of (server seed, task, sample seed), so every server
+of a fleet, and every restart, gives the same text for the same request seed. Each problem has
+a solve rate, the chance that a sample is the canonical solution, drawn from the server seed so
+that the fleet behaves like an 8B model on HumanEval: pass@1 ≈ 0.56, pass@10 ≈ 0.80,
+pass@100 ≈ 0.89, pass@1000 ≈ 0.93, with fail@k close to a power law in k.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from engine.records import Problem
+from engine.simulator.filler import Filler
+from engine.simulator.mutations import KINDS, Mutant, mutants
+from engine.simulator.tokens import split_tokens
+
+# Solve rates: a share of problems the model never solves, the rest Kumaraswamy(a, b), a Beta
+# look-alike with a closed-form quantile. Its density ~ p^(a-1) near 0 makes fail@k ~ k^-a.
+# Rates are quantiles at evenly spaced levels, dealt to problems in a seed-dependent order, so
+# every seed gives the same spread of difficulty (and the same pass@k) on different problems.
+NEVER_SOLVED = 0.03
+RATE_A = 0.30
+RATE_B = 0.32
+
+# How a wrong answer is wrong, as weights (renormalised over the kinds a problem allows).
+KIND_WEIGHTS = {
+    "wrong_operator": 0.30,
+    "off_by_one": 0.25,
+    "missing_case": 0.20,
+    "exception": 0.13,
+    "syntax_error": 0.08,
+    "infinite_loop": 0.04,
+}
+assert set(KIND_WEIGHTS) == set(KINDS)
+
+# What the model writes after the function body. Each starts a new top-level statement, which
+# HumanEval's stop sequences ("\ndef", "\nclass", "\nif", "\nprint", "\n#") cut away.
+TRAILERS = (
+    "\n\ndef main():\n    print({call})\n\n\nif __name__ == \"__main__\":\n    main()\n",
+    "\n\nif __name__ == \"__main__\":\n    import doctest\n    doctest.testmod()\n",
+    "\n\n# Example usage:\nprint({call})\n",
+    "\n\nprint({call})\n",
+    "\n\n\ndef test_{entry}():\n    assert {call} is not None\n",
+    "\n\nclass Solution:\n    def {entry}(self, *args):\n        return {entry}(*args)\n",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One completion: its own token texts (`head`), then the filler from `filler_start` on."""
+
+    key: tuple  # identifies the text, for sharing emission plans between equal samples
+    kind: str  # "canonical", a mutation kind, or "generic"
+    head: tuple[str, ...]
+    filler_start: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Answers:
+    problem: Problem
+    rate: float
+    mutants: tuple[Mutant, ...]
+    call: str  # an example call of the entry point, for trailers
+
+
+class SyntheticModel:
+    """Maps (prompt, sample seed) to a `Sample`; everything derives from `seed`."""
+
+    def __init__(self, problems: Sequence[Problem], seed: int = 0):
+        self.seed = seed
+        self.filler = Filler(seed)
+        self._problems = {p.prompt: p for p in problems if p.canonical_solution}
+        self._rates = solve_rates([p.task_id for p in self._problems.values()], seed)
+        self._answers: dict[str, _Answers] = {}  # built on first use: startup stays cheap
+        self._heads: dict[tuple, tuple[str, ...]] = {}
+        self._pieces: dict[tuple, tuple[str, ...]] = {}
+
+    def problem(self, prompt: str) -> Problem | None:
+        return self._problems.get(prompt)
+
+    def solve_rate(self, task_id: str) -> float:
+        return self._rates[task_id]
+
+    def sample(self, prompt: str, sample_seed: int | None) -> Sample:
+        """The sample for `prompt`; `sample_seed` None means greedy (temperature 0)."""
+        problem = self._problems.get(prompt)
+        if problem is None:
+            return self._generic(prompt, sample_seed)
+        answers = self._answers_for(problem)
+        u_solve, u_kind, u_site, u_trailer = _uniforms(self.seed, problem.task_id, sample_seed)
+        if sample_seed is None:  # greedy: the canonical answer iff the model mostly gets it right
+            u_solve = 0.0 if answers.rate >= 0.5 else 1.0
+        if u_solve < answers.rate or not answers.mutants:
+            kind, index, body = "canonical", 0, problem.canonical_solution or ""
+        else:
+            kind = _pick_kind(answers.mutants, u_kind)
+            same_kind = [m for m in answers.mutants if m.kind == kind]
+            index = int(u_site * len(same_kind))
+            body = same_kind[index].body
+        trailer = int(u_trailer * len(TRAILERS))
+        key = (problem.task_id, kind, index, trailer)
+        head = self._heads.get(key)
+        if head is None:
+            # Token texts are shared between heads: a sweep meets most (answer, trailer) pairs.
+            head = self._tokens((problem.task_id, kind, index), body)
+            head += self._tokens((problem.task_id, trailer), TRAILERS[trailer].format(call=answers.call,
+                                                                                   entry=problem.entry_point))
+            self._heads[key] = head
+        return Sample(key, kind, head, filler_start=0)
+
+    def _tokens(self, key: tuple, text: str) -> tuple[str, ...]:
+        tokens = self._pieces.get(key)
+        if tokens is None:
+            tokens = self._pieces[key] = split_tokens(text)
+        return tokens
+
+    def sample_text(self, sample: Sample, tokens: int) -> str:
+        """The first `tokens` tokens of a sample as text (for tests and tools)."""
+        return "".join(self.token(sample, k) for k in range(tokens))
+
+    def token(self, sample: Sample, k: int) -> str:
+        head = sample.head
+        if k < len(head):
+            return head[k]
+        return self.filler.token(sample.filler_start + k - len(head))
+
+    def _generic(self, prompt: str, sample_seed: int | None) -> Sample:
+        u = _uniforms(self.seed, prompt, sample_seed)[0]
+        start = int(u * len(self.filler.tokens))
+        return Sample(("generic", start), "generic", (), start)
+
+    def _answers_for(self, problem: Problem) -> _Answers:
+        answers = self._answers.get(problem.task_id)
+        if answers is None:
+            found = mutants(problem.prompt, problem.canonical_solution or "", problem.entry_point)
+            call = _example_call(problem)
+            answers = _Answers(problem, self._rates[problem.task_id], found, call)
+            self._answers[problem.task_id] = answers
+        return answers
+
+
+def solve_rates(task_ids: Sequence[str], seed: int) -> dict[str, float]:
+    """Each task's chance that a sample is correct: stratified quantiles, shuffled by seed."""
+    order = sorted(task_ids)
+    random.Random(f"solve-rates/{seed}").shuffle(order)
+    n = len(order)
+    return {task: rate_quantile((i + 0.5) / n) for i, task in enumerate(order)}
+
+
+def rate_quantile(u: float) -> float:
+    """The solve-rate distribution's quantile function (never solved below NEVER_SOLVED)."""
+    if u < NEVER_SOLVED:
+        return 0.0
+    v = (u - NEVER_SOLVED) / (1.0 - NEVER_SOLVED)
+    return (1.0 - (1.0 - v) ** (1.0 / RATE_B)) ** (1.0 / RATE_A)
+
+
+def _uniforms(seed: int, subject: str, sample_seed: int | None) -> tuple[float, float, float, float]:
+    """Four independent uniforms in [0, 1) from a stable hash (not Python's salted hash())."""
+    digest = hashlib.blake2b(f"{seed}\0{subject}\0{sample_seed}".encode(), digest_size=16).digest()
+    a, b, c, d = (int.from_bytes(digest[i : i + 4], "little") / 2**32 for i in range(0, 16, 4))
+    return a, b, c, d
+
+
+def _pick_kind(found: Sequence[Mutant], u: float) -> str:
+    kinds = [k for k in KINDS if any(m.kind == k for m in found)]
+    total = sum(KIND_WEIGHTS[k] for k in kinds)
+    acc = 0.0
+    for kind in kinds:
+        acc += KIND_WEIGHTS[kind] / total
+        if u < acc:
+            return kind
+    return kinds[-1]
+
+
+def _example_call(problem: Problem) -> str:
+    """The first doctest-style call of the entry point in the prompt, else a bare call."""
+    match = re.search(rf">>>\s*({re.escape(problem.entry_point)}\(.*\))\s*$", problem.prompt, re.MULTILINE)
+    return match.group(1) if match else f"{problem.entry_point}()"

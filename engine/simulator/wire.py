@@ -1,0 +1,135 @@
+"""The bytes vLLM 0.32 puts on the wire for completions. Pure functions and pre-encoded parts.
+
+A stream chunk is concatenated from parts fixed per request (id, created, model), per choice
+(its index) and per state (running, or finished with a reason), around the text, which the
+emission plan already holds as a JSON string. Key order, compactness and which chunk carries
+`usage` and `system_fingerprint` follow the real transcripts:
+
+    data: {"id":"cmpl-…","object":"text_completion","created":…,"model":"…","choices":[{"index":0,
+    "text":"…","logprobs":null,"finish_reason":null,"stop_reason":null,"prompt_token_ids":null,
+    "token_ids":null}][,"usage":{…}][,"system_fingerprint":"…"]}
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import orjson
+
+DONE_EVENT = b"data: [DONE]\n\n"
+_RUNNING_TAIL = b',"logprobs":null,"finish_reason":null,"stop_reason":null,"prompt_token_ids":null,"token_ids":null}]'
+_EVENT_END = b"}\n\n"
+
+
+@dataclass(frozen=True, slots=True)
+class Choice:
+    """A finished choice, for the non-streaming body."""
+
+    index: int
+    text: str
+    finish_reason: str
+    stop_reason: str | None
+
+
+class ChunkEncoder:
+    """Pre-encoded parts of one request's stream."""
+
+    __slots__ = ("_head", "_fingerprint", "_prefixes")
+
+    def __init__(self, request_id: str, created: int, model: str, fingerprint: str):
+        self._head = (
+            b'data: {"id":' + orjson.dumps(request_id) + b',"object":"text_completion","created":%d,"model":'
+            % created + orjson.dumps(model) + b',"choices":'
+        )
+        self._fingerprint = b',"system_fingerprint":' + orjson.dumps(fingerprint)
+        self._prefixes: dict[int, bytes] = {}
+
+    def prefix(self, index: int) -> bytes:
+        """Everything up to the choice's text, for choice `index`."""
+        prefix = self._prefixes.get(index)
+        if prefix is None:
+            prefix = self._prefixes[index] = self._head + b'[{"index":%d,"text":' % index
+        return prefix
+
+    def finish_event(self, prefix: bytes, text: bytes, finish_reason: str, stop_reason: str | None, usage: bytes,
+                     fingerprint: bool) -> bytes:  # fmt: skip
+        """A choice's last chunk; `text` is a JSON string, `usage` a `usage_field` or b""."""
+        return (
+            prefix + text + b',"logprobs":null,"finish_reason":' + orjson.dumps(finish_reason) + b',"stop_reason":'
+            + orjson.dumps(stop_reason) + b',"prompt_token_ids":null,"token_ids":null}]' + usage
+            + (self._fingerprint if fingerprint else b"") + _EVENT_END
+        )  # fmt: skip
+
+    def usage_event(self, prompt_tokens: int, completion_tokens: int) -> bytes:
+        """The request-wide usage chunk (`include_usage`): no choices, and the fingerprint."""
+        return self._head + b"[]" + usage_field(prompt_tokens, completion_tokens) + self._fingerprint + _EVENT_END
+
+
+def token_event(prefix: bytes, text: bytes, usage: bytes = b"") -> bytes:
+    """A running choice's chunk: `prefix` from `ChunkEncoder.prefix`, `text` a JSON string."""
+    return prefix + text + _RUNNING_TAIL + usage + _EVENT_END
+
+
+def usage_field(prompt_tokens: int, completion_tokens: int) -> bytes:
+    return b',"usage":{"prompt_tokens":%d,"total_tokens":%d,"completion_tokens":%d}' % (
+        prompt_tokens, prompt_tokens + completion_tokens, completion_tokens
+    )  # fmt: skip
+
+
+def http_chunk(data: bytes) -> bytes:
+    """One HTTP/1.1 chunk: vLLM (uvicorn) sends each SSE event as its own chunk."""
+    return b"%x\r\n%b\r\n" % (len(data), data)
+
+
+def completion_body(request_id: str, created: int, model: str, fingerprint: str, choices: list[Choice],
+                    prompt_tokens: int, completion_tokens: int) -> bytes:  # fmt: skip
+    """The non-streaming response, all keys in vLLM's order."""
+    return orjson.dumps({
+        "id": request_id,
+        "object": "text_completion",
+        "created": created,
+        "model": model,
+        "choices": [
+            {
+                "index": c.index, "text": c.text, "logprobs": None, "finish_reason": c.finish_reason,
+                "stop_reason": c.stop_reason, "token_ids": None, "prompt_logprobs": None, "prompt_token_ids": None,
+                "routed_experts": None,
+            }
+            for c in choices
+        ],
+        "service_tier": None,
+        "system_fingerprint": fingerprint,
+        "usage": {
+            "prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens + completion_tokens,
+            "completion_tokens": completion_tokens, "prompt_tokens_details": None, "completion_tokens_details": None,
+        },
+        "kv_transfer_params": None,
+        "ec_transfer_params": None,
+        "metrics": None,
+    })  # fmt: skip
+
+
+def error_body(message: str, type: str, param: str | None, code: int) -> bytes:
+    return orjson.dumps({"error": {"message": message, "type": type, "param": param, "code": code}})
+
+
+def in_band_error_event(message: str, type: str, param: str | None, code: int) -> bytes:
+    """An error found after the stream started: note vLLM's non-compact JSON here."""
+    body = json.dumps({"error": {"message": message, "type": type, "param": param, "code": code}}, ensure_ascii=False)
+    return b"data: " + body.encode() + b"\n\n"
+
+
+def models_body(model: str, created: int, root: str, max_model_len: int, permission_id: str) -> bytes:
+    return orjson.dumps({
+        "object": "list",
+        "data": [{
+            "id": model, "object": "model", "created": created, "owned_by": "vllm", "root": root, "parent": None,
+            "max_model_len": max_model_len,
+            "permission": [{
+                "id": permission_id, "object": "model_permission", "created": created, "allow_create_engine": False,
+                "allow_sampling": True, "allow_logprobs": True, "allow_search_indices": False, "allow_view": True,
+                "allow_fine_tuning": False, "organization": "*", "group": None, "is_blocking": False,
+            }],
+        }],
+    })  # fmt: skip

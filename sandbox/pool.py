@@ -1,0 +1,74 @@
+"""A pool of sandbox workers for asyncio (uvloop or not): at most `workers` programs at once."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Protocol
+
+from sandbox.limits import Limits
+from sandbox.verdicts import Outcome
+
+
+class Backend(Protocol):
+    """A way to run one program and judge it (fresh nsjail now; a fork-server later)."""
+
+    name: str
+
+    async def start(self, limits: Limits) -> None: ...
+    async def run(self, program: str, limits: Limits, label: str = "") -> Outcome: ...
+    async def close(self) -> None: ...
+
+
+class SandboxPool:
+    """
+    async with SandboxPool(workers=2, limits=Limits()) as pool:
+        outcome = await pool.run(program)
+
+    `run()` waits for a free worker before it starts anything, so any number of callers may wait
+    on it while only `workers` jails exist. `close()` kills whatever still runs.
+    """
+
+    def __init__(self, workers: int | None = None, limits: Limits | None = None, *, backend: Backend | None = None):
+        workers = workers if workers is not None else (os.cpu_count() or 1)
+        if workers < 1:
+            raise ValueError(f"workers must be at least 1, not {workers}")
+        self.workers = workers
+        self.limits = limits or Limits()
+        if backend is None:
+            from sandbox.jail import NsjailBackend
+
+            backend = NsjailBackend()
+        self.backend = backend
+        self._slots = asyncio.Semaphore(workers)
+        self._state = "new"  # new -> started -> closed
+
+    async def start(self) -> None:
+        """Check the backend can run programs; raises engine.errors.SandboxError if not."""
+        if self._state != "new":
+            raise RuntimeError(f"SandboxPool.start() on a {self._state} pool")
+        await self.backend.start(self.limits)
+        self._state = "started"
+
+    async def run(self, program: str, *, limits: Limits | None = None, label: str = "") -> Outcome:
+        """Verify one program (build it with `humaneval_program`). `label` (e.g. a task id) shows
+        in logs and in `ps`. Cancelling the call kills the program's jail."""
+        if self._state != "started":
+            raise RuntimeError(f"SandboxPool.run() on a {self._state} pool")
+        async with self._slots:
+            if self._state != "started":
+                raise RuntimeError("SandboxPool closed while run() waited for a worker")
+            return await self.backend.run(program, limits or self.limits, label)
+
+    async def close(self) -> None:
+        if self._state == "closed":
+            return
+        self._state = "closed"
+        await self.backend.close()
+
+    async def __aenter__(self) -> SandboxPool:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()

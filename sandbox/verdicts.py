@@ -1,0 +1,156 @@
+"""Verdicts: what was observed about one run, and the one pure function that judges it.
+
+A sample passes only on a positive signal: the harness's pass record carrying this sample's
+nonce, which it writes only when exec of the program returned (so `check(entry_point)` returned).
+Exit statuses never make a pass: nsjail's 0, 1 and 255 each have several meanings, and the
+program can exit with any status it likes. The rows of `decide`, in order:
+
+    pass record with our nonce (after "ready")      passed
+    harness never said "ready"                       error    (sandbox fault: no program ran)
+    our wall-clock timer fired                       timeout
+    pool closed while it ran                         error
+    killed by SIGXCPU / nsjail's own time limit      timeout  (backstops)
+    killed by SIGKILL under a jail memory cap        oom      (the cgroup OOM killer)
+    killed by any other signal                       error    (a crash: SIGSEGV, SIGABRT ...)
+    oom record (MemoryError)                         oom
+    failed record (exception, SystemExit ...)        failed
+    output shows a MemoryError, no record            oom
+    pass record with a wrong nonce                   failed   (forged)
+    exited without a record                          failed   (os._exit, killed its process group ...)
+"""
+
+from __future__ import annotations
+
+import enum
+import signal
+from dataclasses import dataclass
+
+from sandbox.limits import Limits
+from sandbox.protocol import Failure
+
+
+class Verdict(str, enum.Enum):
+    passed = "passed"
+    failed = "failed"
+    timeout = "timeout"
+    oom = "oom"
+    error = "error"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class KillReason(str, enum.Enum):
+    """Why the engine itself killed a jail."""
+
+    timeout = "timeout"  # the program's wall-clock limit
+    startup = "startup"  # the harness did not say "ready" in time
+    closed = "closed"  # the pool was closed
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """The facts of one run, as gathered by a backend."""
+
+    ready: bool = False  # the harness said "ready": the jail started and the program began
+    passed_record: bool = False  # a pass record with this sample's nonce
+    forged_pass: bool = False  # a pass record with another nonce
+    failure: Failure | None = None  # the last failed/oom record
+    killed_by: KillReason | None = None  # the engine killed the jail, and why
+    exit_status: int | None = None  # the program's exit status, when it exited
+    signal: int | None = None  # the signal that ended the program
+    sandbox_fault: str | None = None  # the jail could not be set up (nsjail's own error)
+    jail_time_limit: bool = False  # nsjail's --time_limit backstop fired
+    memory_cap: bool = False  # a jail-wide memory cgroup was in force
+    output_memory_error: bool = False  # "MemoryError" in the captured output
+    timeout_s: float = 0.0
+    startup_timeout_s: float = 0.0
+
+
+def decide(obs: Observation) -> tuple[Verdict, str]:
+    """Verdict and a one-line detail; see the module docstring for the table."""
+    if obs.ready and obs.passed_record:
+        return Verdict.passed, "check() returned"
+    if not obs.ready:
+        return Verdict.error, "sandbox fault: " + _startup_fault(obs)
+    if obs.killed_by is KillReason.timeout:
+        return Verdict.timeout, f"wall-clock limit {float(obs.timeout_s)} s"
+    if obs.killed_by is not None:
+        return Verdict.error, "sandbox closed while the program ran"
+    if obs.signal is not None:
+        return _by_signal(obs)
+    if obs.failure is not None:
+        if obs.failure.oom:
+            return Verdict.oom, _exception_line(obs.failure)
+        return Verdict.failed, _exception_line(obs.failure)
+    if obs.output_memory_error:
+        return Verdict.oom, "MemoryError (in the output; no record from the harness)"
+    if obs.forged_pass:
+        return Verdict.failed, "pass record with a wrong nonce (forged)"
+    return Verdict.failed, f"exited without finishing check() ({_exit_text(obs)})"
+
+
+def _startup_fault(obs: Observation) -> str:
+    if obs.killed_by is KillReason.closed:
+        return "pool closed before the program started"
+    if obs.sandbox_fault:
+        return obs.sandbox_fault
+    if obs.killed_by is KillReason.startup:
+        return f"harness not ready after {float(obs.startup_timeout_s)} s"
+    return f"jail ended before the harness was ready ({_exit_text(obs)})"
+
+
+def _by_signal(obs: Observation) -> tuple[Verdict, str]:
+    name = signal_name(obs.signal)
+    if obs.signal == signal.SIGXCPU:
+        return Verdict.timeout, "cpu-time limit (SIGXCPU)"
+    if obs.jail_time_limit:
+        return Verdict.timeout, "nsjail time limit"
+    if obs.signal == signal.SIGKILL and obs.memory_cap:
+        return Verdict.oom, "killed by SIGKILL at the jail's memory limit"
+    return Verdict.error, f"killed by {name}"
+
+
+def _exception_line(failure: Failure) -> str:
+    return f"{failure.type}: {failure.message}" if failure.message else failure.type
+
+
+def _exit_text(obs: Observation) -> str:
+    if obs.signal is not None:
+        return f"killed by {signal_name(obs.signal)}"
+    if obs.exit_status is not None:
+        return f"exit status {obs.exit_status}"
+    return "no exit status"
+
+
+def signal_name(number: int | None) -> str:
+    try:
+        return signal.Signals(number).name  # type: ignore[arg-type]
+    except ValueError:
+        return f"signal {number}"
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The verdict on one program, with what it was obtained under."""
+
+    verdict: Verdict
+    detail: str  # one line: "AssertionError", "killed by SIGSEGV", "wall-clock limit 3 s" ...
+    wall_s: float  # the whole verification: spawn to verdict
+    backend: str  # "nsjail"
+    limits: Limits
+    output: str  # tail of the program's stdout+stderr, possibly truncated
+
+    @property
+    def passed(self) -> bool:
+        return self.verdict is Verdict.passed
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "verdict": self.verdict.value,
+            "detail": self.detail,
+            "wall_s": self.wall_s,
+            "backend": self.backend,
+            "limits": self.limits.to_dict(),
+            "output": self.output,
+        }

