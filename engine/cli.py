@@ -117,6 +117,7 @@ def main() -> None:
 @click.option("--queue-size", default=2048, show_default=True, type=click.IntRange(min=1), help="Samples held between generation and verdict.")
 @click.option("--retries", default=3, show_default=True, type=click.IntRange(min=0), help="Retries of a failed request's unfinished samples.")
 @click.option("--idle-timeout", default=120.0, show_default=True, type=click.FloatRange(min=0.1), help="Seconds without a byte before a stream counts as failed.")
+@click.option("--startup-timeout", default=300.0, show_default=True, type=click.FloatRange(min=0.0), help="Seconds to wait for servers that are still loading their model.")
 @click.option("--workers", default=os.cpu_count() or 1, show_default=True, type=click.IntRange(min=1), help="Parallel sandboxes.")
 @click.option("--timeout", default=3.0, show_default=True, type=click.FloatRange(min=0.1), help="Wall-clock limit of one test run, seconds.")
 @click.option("--memory-mb", default=1024, show_default=True, type=click.IntRange(min=64), help="Address-space limit of one test run.")
@@ -144,7 +145,7 @@ def run(**opts) -> None:
         ),
         workers=opts["workers"], limits=Limits(timeout_s=opts["timeout"], memory_mb=opts["memory_mb"]),
         metrics_host=opts["metrics_host"], metrics_port=None if opts["no_metrics"] else opts["metrics_port"],
-        progress=not opts["as_json"] or sys.stderr.isatty(),
+        startup_timeout_s=opts["startup_timeout"], progress=not opts["as_json"] or sys.stderr.isatty(),
     )
     summary = run_async(run_sweep(cfg))
     title = (

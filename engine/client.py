@@ -8,6 +8,8 @@ after which the caller retries only the choices that had not finished.
 from __future__ import annotations
 
 import asyncio
+import email.utils
+import time
 from collections.abc import Callable
 
 import aiohttp
@@ -60,7 +62,11 @@ async def stream_completion(
             url, data=body, headers={"Content-Type": "application/json"}, timeout=timeout
         ) as response:
             if response.status != 200:
-                raise HTTPStatusError(response.status, _error_message(await response.content.read(MAX_ERROR_BODY)))
+                raise HTTPStatusError(
+                    response.status,
+                    _error_message(await response.content.read(MAX_ERROR_BODY)),
+                    retry_after=_retry_after(response.headers.get("Retry-After")),
+                )
             parser = SSEParser()
             counted = 0
             async for data in response.content.iter_any():
@@ -75,6 +81,8 @@ async def stream_completion(
                     on_choice(choice)
             if not assembler.done:
                 raise ProtocolError("stream ended before [DONE]")
+    except aiohttp.ClientConnectorError as exc:
+        raise StreamError(_describe(exc), connect_failed=True) from exc
     except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
         raise StreamError(_describe(exc)) from exc
 
@@ -92,6 +100,21 @@ def _error_message(body: bytes) -> str:
         if "detail" in parsed:
             return str(parsed["detail"])[:300]
     return str(parsed)[:200]
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Retry-After in seconds or as an HTTP date (RFC 9110)."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
 
 
 def _describe(exc: BaseException) -> str:

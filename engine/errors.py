@@ -44,14 +44,20 @@ class SandboxError(EngineError):
 
 
 class StreamError(EngineError):
-    """A request failed; `retryable` says whether asking again could help."""
+    """A request failed. `retryable`: asking again could help; `connect_failed`: the server
+    was not even reached (down, or still loading); `retry_after`: the server asked for a pause."""
 
     retryable = True
 
+    def __init__(self, message: str, *, connect_failed: bool = False, retry_after: float | None = None):
+        super().__init__(message)
+        self.connect_failed = connect_failed
+        self.retry_after = retry_after
+
 
 class HTTPStatusError(StreamError):
-    def __init__(self, status: int, message: str):
-        super().__init__(f"HTTP {status}: {message}")
+    def __init__(self, status: int, message: str, retry_after: float | None = None):
+        super().__init__(f"HTTP {status}: {message}", retry_after=retry_after)
         self.status = status
         # 4xx other than 408/429 means the request itself is wrong: asking again won't help.
         self.retryable = status >= 500 or status in (408, 429)

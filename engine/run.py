@@ -45,6 +45,7 @@ class RunConfig:
     limits: Limits = Limits()
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = 9400  # None: no endpoint
+    startup_timeout_s: float = 300.0  # how long to wait for a fleet that is still loading
     progress: bool = True
 
 
@@ -62,10 +63,10 @@ async def run_sweep(cfg: RunConfig, registry: CollectorRegistry | None = None) -
     try:
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)  # the default limit=100 caps the fleet
         async with aiohttp.ClientSession(connector=connector) as session:
-            fleet = Fleet(urls, session, options.max_seqs_per_server, metrics)
+            fleet = Fleet(urls, session, options.max_seqs_per_server, metrics, hosts_path=cfg.servers)
             previous = store.get_meta("sampling")
             requested_model = cfg.model or (previous or {}).get("model")
-            model = await fleet.discover(requested_model)
+            model = await fleet.discover(requested_model, cfg.startup_timeout_s)
             sampling = Sampling(
                 model=model, dataset=_fingerprint(cfg.dataset, all_problems), temperature=cfg.temperature,
                 top_p=cfg.top_p, max_tokens=cfg.max_tokens, seed=cfg.seed,

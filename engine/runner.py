@@ -26,9 +26,12 @@ from engine.scheduler import (
     ServerState,
     backoff_seconds,
     contiguous_runs,
+    next_reopening,
     pick_server,
     plan_requests,
     problem_seed,
+    record_failure,
+    record_success,
 )
 from engine.servers import Fleet
 from engine.store import Store, StoredVerdict
@@ -123,7 +126,7 @@ class Sweep:
             self.admission.reserve(1)
         plan = plan_requests(self._order, self.options.samples, self.store.generated_indices(), self.options.request_n)
         background = [asyncio.create_task(self._verifier()) for _ in range(self.workers)]
-        background += [asyncio.create_task(self._flusher()), asyncio.create_task(self.fleet.watch_health())]
+        background += [asyncio.create_task(self._flusher()), asyncio.create_task(self.fleet.watch())]
         work = asyncio.create_task(self._generate_and_drain(plan))
         try:
             # A verifier or the flusher dying must stop the sweep, not leave it waiting forever.
@@ -146,16 +149,20 @@ class Sweep:
                 pending = self._due_retry() or next(plan, None)
             if pending is None and not self._inflight and not self._retries:
                 break
+            now = time.monotonic()
             server = None
             if pending is not None and self.admission.can_admit(pending.n):
-                server = pick_server(self.fleet.servers, pending.n)
+                server = pick_server(self.fleet.servers, pending.n, now, avoid=pending.avoid)
             if server is not None:
                 self._start(server, pending)
                 pending = None
                 continue
-            wait = self._retries[0][0] - time.monotonic() if self._retries else None
+            # Sleep until something changes: capacity freed, a server up, a retry or a breaker due.
+            wakeups = [t for t in (self._retries[0][0] if self._retries else None,
+                                   next_reopening(self.fleet.servers, now)) if t is not None]
+            timeout = max(min(wakeups) - now, 0.001) if wakeups else None
             try:
-                await asyncio.wait_for(self.fleet.changed.wait(), timeout=None if wait is None else max(wait, 0.001))
+                await asyncio.wait_for(self.fleet.changed.wait(), timeout=timeout)
             except asyncio.TimeoutError:
                 pass
         await self._queue.join()
@@ -207,7 +214,7 @@ class Sweep:
             await stream_completion(
                 self.session, server.url + "/v1/completions", body, assembler, on_choice, on_chunks, self._timeout
             )
-            server.consecutive_failures = 0
+            record_success(server)
             reported = (assembler.usage or {}).get("completion_tokens")
             if isinstance(reported, int) and reported > assembler.chunks:
                 on_chunks(reported - assembler.chunks)  # chunks that carried several tokens
@@ -220,26 +227,34 @@ class Sweep:
             self.fleet.changed.set()
 
     def _failed(self, server: ServerState, request: Request, unfinished: list[int], exc: StreamError) -> None:
-        server.consecutive_failures += 1
         self.stats.failed_requests += 1
         self.metrics.generation_errors.labels(server.url).inc()
         self.admission.release(len(unfinished))
         indices = [request.start + i for i in unfinished]
         task_id = request.problem.task_id
-        if exc.retryable and request.attempt < self.options.retries:
-            delay = backoff_seconds(request.attempt, self._rng.random())
+        now = time.monotonic()
+        if exc.connect_failed:
+            # Nothing was sent: the server is down (or still loading), not the request at fault.
+            self.fleet.mark_down(server)
+            attempt = request.attempt
+        else:
+            attempt = request.attempt + 1
+            if record_failure(server, now, exc.retry_after):
+                log.warning("%s failed %d requests in a row; pausing it", server.url, server.consecutive_failures)
+        if exc.retryable and attempt <= self.options.retries:
+            delay = max(backoff_seconds(attempt, self._rng.random()), exc.retry_after or 0.0)
             log.warning(
                 "%s: %s samples %s..%s failed on %s (%s); retrying in %.1f s",
                 task_id, len(indices), indices[0], indices[-1], server.url, exc, delay,
             )
             for start, n in contiguous_runs(indices, self.options.request_n):
                 self._retry_seq += 1
-                retry = Request(request.problem, start, n, request.attempt + 1)
-                heapq.heappush(self._retries, (time.monotonic() + delay, self._retry_seq, retry))
+                retry = Request(request.problem, start, n, attempt, avoid=server.url)
+                heapq.heappush(self._retries, (now + delay, self._retry_seq, retry))
         else:
             log.error("%s: %d samples could not be generated: %s", task_id, len(indices), exc)
             for index in indices:
-                self.store.stage_failure(task_id, index, str(exc), request.attempt + 1)
+                self.store.stage_failure(task_id, index, str(exc), attempt)
 
     # -- verification ------------------------------------------------------------------------
 

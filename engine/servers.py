@@ -1,81 +1,200 @@
-"""The fleet: model discovery at start, health checks while the sweep runs."""
+"""The fleet: model discovery (waiting for servers that are still loading), then health and
+load probes and hosts-file reloads while the sweep runs. Decisions about a server's state are
+the pure functions of `engine.scheduler`; this module does the I/O."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import time
 from collections import Counter
+from dataclasses import dataclass
 
 import aiohttp
 import orjson
 
-from engine.errors import FleetError
+from engine.errors import FleetError, InputError
+from engine.hosts import read_hosts
 from engine.scheduler import ServerState
 
 log = logging.getLogger(__name__)
 
 PROBE_TIMEOUT = aiohttp.ClientTimeout(total=5)
+MAX_PROBE_BACKOFF_S = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class ModelsAnswer:
+    models: list[str]
+    problem: str | None  # why this server cannot be used, if it cannot
+    reachable: bool  # something answered HTTP (it may still not be vLLM)
 
 
 class Fleet:
-    def __init__(self, urls: list[str], session: aiohttp.ClientSession, max_seqs: int, metrics=None):
+    def __init__(
+        self, urls: list[str], session: aiohttp.ClientSession, max_seqs: int, metrics=None,
+        hosts_path: str | None = None, clock=time.monotonic,
+    ):
         self.servers = [ServerState(url, max_seqs) for url in urls]
+        self.model: str | None = None
+        self.changed = asyncio.Event()  # set whenever a server may take work again
         self._session = session
+        self._max_seqs = max_seqs
         self._metrics = metrics
-        self.changed = asyncio.Event()  # set whenever a server comes up or frees capacity
+        self._hosts_path = hosts_path
+        self._hosts_stamp = _stamp(hosts_path)
+        self._clock = clock
+        self._verified: set[str] = set()  # servers whose /v1/models lists our model
+        self._next_probe: dict[str, tuple[float, float]] = {}  # url -> (due, backoff)
+        self._load_source: dict[str, str] = {}  # url -> "metrics" | "load" | "none"
+        self._fleet_down_since: float | None = None
 
-    async def discover(self, model: str | None) -> str:
-        """Ask every server for its models; returns the model to use. Servers that do not
-        answer like vLLM stay down. Raises FleetError when no server can serve the model."""
-        answers = await asyncio.gather(*(self._models(s.url) for s in self.servers))
-        offered: Counter[str] = Counter()
-        problems = []
-        for server, (models, problem) in zip(self.servers, answers):
-            if problem:
-                problems.append(f"{server.url}: {problem}")
-            offered.update(models)
-        if not offered:
-            raise FleetError("no server answered as a vLLM server would (" + "; ".join(problems[:3]) + ")")
-        if model is None:
-            model = offered.most_common(1)[0][0]
-        elif model not in offered:
-            raise FleetError(f"model {model!r} is not served by any server; they offer: {', '.join(sorted(offered))}")
-        for server, (models, _) in zip(self.servers, answers):
-            self._set_up(server, model in models)
-            if models and model not in models:
-                log.warning("%s does not serve %s (it offers %s); not using it", server.url, model, ", ".join(models))
-        return model
+    # -- start --------------------------------------------------------------------------------
 
-    async def watch_health(self, interval: float = 5.0) -> None:
-        """Runs for the whole sweep: a server that stops answering /health is not given work."""
+    async def discover(self, model: str | None, startup_timeout: float = 0.0) -> str:
+        """The model to use, once some server serves it. Servers that are unreachable may still
+        be loading their model (vLLM takes minutes): wait for them up to `startup_timeout`.
+        Servers that answer but are not vLLM, or serve other models, are an error at once."""
+        deadline = self._clock() + startup_timeout
+        delay = 1.0
+        announced = False
+        while True:
+            answers = await asyncio.gather(*(self._models(s.url) for s in self.servers))
+            offered = Counter(m for a in answers for m in set(a.models))
+            if offered:
+                self.model = model or offered.most_common(1)[0][0]
+                if self.model not in offered:
+                    raise FleetError(
+                        f"model {self.model!r} is not served by any server; they offer: {', '.join(sorted(offered))}"
+                    )
+                for server, answer in zip(self.servers, answers):
+                    self._set_up(server, self.model in answer.models)
+                    if self.model in answer.models:
+                        self._verified.add(server.url)
+                    elif answer.models:
+                        log.warning("%s serves %s, not %s: not using it", server.url, ", ".join(answer.models), self.model)
+                return self.model
+            problems = "; ".join(f"{s.url}: {a.problem}" for s, a in zip(self.servers, answers))
+            if all(a.reachable for a in answers):
+                raise FleetError(f"no server answered as a vLLM server would ({_clip(problems)})")
+            remaining = deadline - self._clock()
+            if remaining <= 0:
+                raise FleetError(f"no server answered within {startup_timeout:.0f} s ({_clip(problems)})")
+            if not announced:
+                log.warning(
+                    "waiting for the fleet: no server answers yet (vLLM can take minutes to load a model);"
+                    " giving up in %.0f s (--startup-timeout)", remaining,
+                )
+                announced = True
+            await asyncio.sleep(min(delay, remaining))
+            delay = min(delay * 2, 15.0)
+
+    # -- while the sweep runs -------------------------------------------------------------------
+
+    async def watch(self, interval: float = 2.0) -> None:
+        """Health, load and hosts-file changes, for the whole sweep. Down servers are probed
+        with exponential backoff; a fleet entirely down is reported once, and again when back."""
         while True:
             await asyncio.sleep(interval)
-            results = await asyncio.gather(*(self._healthy(s.url) for s in self.servers))
-            for server, healthy in zip(self.servers, results):
-                if healthy != server.up:
-                    log.warning("%s is %s", server.url, "back up" if healthy else "down")
-                self._set_up(server, healthy)
+            self._reload_hosts()
+            now = self._clock()
+            due = [s for s in self.servers if self._next_probe.get(s.url, (0.0, 0.0))[0] <= now]
+            await asyncio.gather(*(self._probe(s, interval) for s in due))
+            self._report_fleet()
+
+    def mark_down(self, server: ServerState) -> None:
+        """A request could not even connect: stop giving the server work until a probe says so."""
+        if server.up:
+            log.warning("%s refused a connection; marking it down", server.url)
+        self._set_up(server, False)
+        self._next_probe[server.url] = (self._clock() + 1.0, 1.0)
+
+    def any_up(self) -> bool:
+        return any(s.up and not s.retired for s in self.servers)
+
+    async def _probe(self, server: ServerState, interval: float) -> None:
+        if server.url in self._verified:
+            healthy = await self._healthy(server.url)
+        else:  # new or never seen serving our model: ask for the model list first
+            answer = await self._models(server.url)
+            healthy = self.model in answer.models
+            if healthy:
+                self._verified.add(server.url)
+            elif answer.models:
+                log.warning("%s serves %s, not %s: not using it", server.url, ", ".join(answer.models), self.model)
+        if healthy != server.up:
+            log.warning("%s is %s", server.url, "up" if healthy else "down")
+        self._set_up(server, healthy)
+        if healthy:
+            server.waiting = await self._waiting(server)
+            self._next_probe[server.url] = (self._clock() + interval, 0.0)
+        else:
+            backoff = min(MAX_PROBE_BACKOFF_S, max(1.0, self._next_probe.get(server.url, (0.0, 0.0))[1] * 2))
+            self._next_probe[server.url] = (self._clock() + backoff, backoff)
+
+    def _report_fleet(self) -> None:
+        if self.any_up():
+            if self._fleet_down_since is not None:
+                up = sum(s.up for s in self.servers)
+                log.warning("fleet back after %.0f s: %d of %d servers up", self._clock() - self._fleet_down_since,
+                            up, len(self.servers))
+                self._fleet_down_since = None
+        elif self._fleet_down_since is None:
+            self._fleet_down_since = self._clock()
+            log.warning("all %d servers are down; waiting for them (probing with backoff up to %.0f s)",
+                        len(self.servers), MAX_PROBE_BACKOFF_S)
+
+    def _reload_hosts(self) -> None:
+        stamp = _stamp(self._hosts_path)
+        if stamp == self._hosts_stamp:
+            return
+        self._hosts_stamp = stamp
+        try:
+            urls = read_hosts(self._hosts_path)
+        except InputError as exc:
+            log.warning("hosts file changed but cannot be used, keeping the current fleet: %s", exc)
+            return
+        known = {s.url: s for s in self.servers}
+        for url in urls:
+            if url not in known:
+                log.warning("%s joined the fleet", url)
+                self.servers.append(ServerState(url, self._max_seqs))
+            elif known[url].retired:
+                known[url].retired = False
+                log.warning("%s rejoined the fleet", url)
+        for server in self.servers:
+            if server.url not in urls and not server.retired:
+                log.warning("%s left the fleet; its running requests finish", server.url)
+                server.retired = True
+                self._set_up(server, server.up)
+        # forget retired servers once nothing runs there
+        self.servers = [s for s in self.servers if not (s.retired and s.inflight_requests == 0)]
+        self.changed.set()
 
     def _set_up(self, server: ServerState, up: bool) -> None:
         if up and not server.up:
             self.changed.set()
         server.up = up
         if self._metrics is not None:
-            self._metrics.server_up.labels(server.url).set(1 if up else 0)
+            self._metrics.server_up.labels(server.url).set(1 if up and not server.retired else 0)
 
-    async def _models(self, url: str) -> tuple[list[str], str | None]:
+    # -- probes -------------------------------------------------------------------------------
+
+    async def _models(self, url: str) -> ModelsAnswer:
         try:
             async with self._session.get(url + "/v1/models", timeout=PROBE_TIMEOUT) as response:
                 body = await response.read()
-                if response.status != 200:
-                    return [], f"/v1/models answered HTTP {response.status}"
-            listing = orjson.loads(body)
-            models = [m["id"] for m in listing["data"] if isinstance(m.get("id"), str)]
+                status = response.status
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-            return [], f"unreachable ({type(exc).__name__})"
+            return ModelsAnswer([], f"unreachable ({type(exc).__name__})", False)
+        if status != 200:
+            return ModelsAnswer([], f"/v1/models answered HTTP {status}", True)
+        try:
+            models = [m["id"] for m in orjson.loads(body)["data"] if isinstance(m.get("id"), str)]
         except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
-            return [], "/v1/models did not return an OpenAI model list"
-        return models, None if models else "/v1/models lists no model"
+            return ModelsAnswer([], "/v1/models did not return an OpenAI model list", True)
+        return ModelsAnswer(models, None if models else "/v1/models lists no model", True)
 
     async def _healthy(self, url: str) -> bool:
         try:
@@ -83,3 +202,51 @@ class Fleet:
                 return response.status == 200
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
             return False
+
+    async def _waiting(self, server: ServerState) -> int:
+        """Requests queued inside the server: vLLM's vllm:num_requests_waiting, else /load."""
+        source = self._load_source.get(server.url, "metrics")
+        try:
+            if source == "metrics":
+                async with self._session.get(server.url + "/metrics", timeout=PROBE_TIMEOUT) as response:
+                    if response.status == 200:
+                        waiting = _waiting_from_metrics(await response.text())
+                        if waiting is not None:
+                            return waiting
+                self._load_source[server.url] = source = "load"
+            if source == "load":
+                async with self._session.get(server.url + "/load", timeout=PROBE_TIMEOUT) as response:
+                    if response.status == 200:
+                        load = orjson.loads(await response.read()).get("server_load")
+                        if isinstance(load, int):  # counts our own requests too
+                            return max(0, load - server.inflight_requests)
+                self._load_source[server.url] = "none"
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError, orjson.JSONDecodeError, AttributeError):
+            pass
+        return 0
+
+
+def _waiting_from_metrics(text: str) -> int | None:
+    total, seen = 0.0, False
+    for line in text.splitlines():
+        if line.startswith("vllm:num_requests_waiting"):
+            try:
+                total += float(line.rsplit(" ", 1)[1])
+                seen = True
+            except (IndexError, ValueError):
+                continue
+    return int(total) if seen else None
+
+
+def _stamp(path: str | None):
+    if path is None:
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size)
+
+
+def _clip(text: str, limit: int = 300) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."

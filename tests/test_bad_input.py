@@ -45,7 +45,7 @@ def test_malformed_hosts_line(tmp_path):
 
 
 def test_no_healthy_server(tmp_path, hosts):
-    result = engine("run", "--servers", str(hosts), "--out", "o", "--no-metrics", cwd=tmp_path)
+    result = engine("run", "--servers", str(hosts), "--out", "o", "--no-metrics", "--startup-timeout", "0", cwd=tmp_path)
     assert_one_line_error(result, "no server answered")
 
 

@@ -2,11 +2,15 @@ from engine.records import Problem
 from engine.scheduler import (
     Admission,
     ServerState,
+    admits,
     backoff_seconds,
     contiguous_runs,
+    next_reopening,
     pick_server,
     plan_requests,
     problem_seed,
+    record_failure,
+    record_success,
 )
 
 P = [Problem(f"T/{i}", "p", "t", "f") for i in range(3)]
@@ -40,11 +44,46 @@ def test_admission_bounds_reserved_slots():
 def test_pick_server_least_outstanding_healthy_with_room():
     a, b, c = ServerState("a", 128, up=True), ServerState("b", 128, up=True), ServerState("c", 128, up=False)
     a.inflight_seqs = 64
-    assert pick_server([a, b, c], 64) is b
+    assert pick_server([a, b, c], 64, 0.0) is b
     b.inflight_seqs = 100
-    assert pick_server([a, b, c], 64) is a
+    assert pick_server([a, b, c], 64, 0.0) is a
     a.inflight_seqs = 100
-    assert pick_server([a, b, c], 64) is None
+    assert pick_server([a, b, c], 64, 0.0) is None
+
+
+def test_pick_server_counts_what_the_server_reports_waiting_and_avoids_the_failed_one():
+    a, b = ServerState("a", 256, up=True), ServerState("b", 256, up=True)
+    a.inflight_seqs, b.inflight_seqs, b.waiting = 32, 0, 40  # b is busy with other clients' work
+    assert pick_server([a, b], 16, 0.0) is a
+    assert pick_server([a, b], 16, 0.0, avoid="a") is b
+    b.inflight_seqs = 250
+    assert pick_server([a, b], 16, 0.0, avoid="a") is a  # the only one with room
+    b.retired = True
+    b.inflight_seqs = 0
+    assert pick_server([a, b], 16, 0.0, avoid="a") is a
+
+
+def test_breaker_opens_after_consecutive_failures_then_half_opens():
+    s = ServerState("s", 256, up=True)
+    assert not record_failure(s, 0.0) and not record_failure(s, 0.0)
+    assert admits(s, 0.0)
+    assert record_failure(s, 0.0)  # third in a row opens it
+    assert not admits(s, 1.0) and next_reopening([s], 1.0) == s.open_until
+    later = s.open_until
+    assert admits(s, later)  # half-open: one trial request
+    s.inflight_requests = 1
+    assert not admits(s, later)
+    assert record_failure(s, later)  # the trial failed: open again, for longer
+    assert s.open_until - later > later
+    record_success(s)
+    s.inflight_requests = 0
+    assert s.trips == 0 and s.consecutive_failures == 0 and admits(s, s.open_until)
+
+
+def test_retry_after_pauses_the_server_without_opening_the_breaker():
+    s = ServerState("s", 256, up=True)
+    assert not record_failure(s, 10.0, retry_after=7.0)
+    assert not admits(s, 16.9) and admits(s, 17.0)
 
 
 def test_seeds_are_stable_and_distinct_per_problem():
