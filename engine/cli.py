@@ -15,7 +15,7 @@ import click
 import orjson
 from tqdm import tqdm
 
-from engine.errors import EngineError, FleetError, InputError, SandboxError
+from engine.errors import EngineError, FleetError, InputError, SandboxError, StorageError
 
 log = logging.getLogger("engine")
 
@@ -50,7 +50,7 @@ def run_async(coro: Coroutine):
     try:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             return runner.run(coro)
-    except (InputError, FleetError, SandboxError) as exc:
+    except (InputError, FleetError, SandboxError, StorageError) as exc:
         fail(str(exc))
     except KeyboardInterrupt:
         click.echo("engine: interrupted; what was collected is saved, run the same command to resume", err=True)
@@ -108,6 +108,8 @@ def main() -> None:
 @click.option("--metrics-port", default=9400, show_default=True, type=click.IntRange(0, 65535), help="Port of /metrics (0: any free port).")
 @click.option("--metrics-host", default="127.0.0.1", show_default=True, help="Address /metrics binds to.")
 @click.option("--no-metrics", is_flag=True, help="Do not serve /metrics.")
+@click.option("--api", type=click.Choice(["completions", "chat"]), default="completions", show_default=True, help="chat: /v1/chat/completions for instruct models, code taken from the answer's ```python block.")
+@click.option("--system-prompt", default=None, help="System prompt of --api chat [default: ask for the whole function in a python block].")
 @click.option("--temperature", default=0.8, show_default=True, type=click.FloatRange(min=0.0))
 @click.option("--top-p", default=0.95, show_default=True, type=click.FloatRange(0.0, 1.0, min_open=True))
 @click.option("--max-tokens", default=512, show_default=True, type=click.IntRange(min=1))
@@ -117,6 +119,8 @@ def main() -> None:
 @click.option("--queue-size", default=2048, show_default=True, type=click.IntRange(min=1), help="Samples held between generation and verdict.")
 @click.option("--retries", default=3, show_default=True, type=click.IntRange(min=0), help="Retries of a failed request's unfinished samples.")
 @click.option("--idle-timeout", default=120.0, show_default=True, type=click.FloatRange(min=0.1), help="Seconds without a byte before a stream counts as failed.")
+@click.option("--drain-timeout", default=60.0, show_default=True, type=click.FloatRange(min=0.0), help="On SIGINT/SIGTERM, seconds live streams and queued samples may still finish.")
+@click.option("--new-run", is_flag=True, help="Start afresh in --out; an existing run there is kept as results.<time>.sqlite.")
 @click.option("--startup-timeout", default=300.0, show_default=True, type=click.FloatRange(min=0.0), help="Seconds to wait for servers that are still loading their model.")
 @click.option("--workers", default=os.cpu_count() or 1, show_default=True, type=click.IntRange(min=1), help="Parallel sandboxes.")
 @click.option("--timeout", default=3.0, show_default=True, type=click.FloatRange(min=0.1), help="Wall-clock limit of one test run, seconds.")
@@ -138,14 +142,16 @@ def run(**opts) -> None:
     cfg = RunConfig(
         servers=opts["servers"], out=opts["out"], model=opts["model"], dataset=opts["dataset"],
         samples=opts["samples"], limit=opts["limit"], temperature=opts["temperature"], top_p=opts["top_p"],
-        max_tokens=opts["max_tokens"], seed=opts["seed"],
+        max_tokens=opts["max_tokens"], seed=opts["seed"], api=opts["api"],
+        **({"system_prompt": opts["system_prompt"]} if opts["system_prompt"] is not None else {}),
         options=SweepOptions(
             samples=opts["samples"], request_n=opts["request_n"], max_seqs_per_server=opts["max_seqs_per_server"],
             queue_size=opts["queue_size"], retries=opts["retries"], idle_timeout_s=opts["idle_timeout"],
         ),
         workers=opts["workers"], limits=Limits(timeout_s=opts["timeout"], memory_mb=opts["memory_mb"]),
         metrics_host=opts["metrics_host"], metrics_port=None if opts["no_metrics"] else opts["metrics_port"],
-        startup_timeout_s=opts["startup_timeout"], progress=not opts["as_json"] or sys.stderr.isatty(),
+        startup_timeout_s=opts["startup_timeout"], drain_timeout_s=opts["drain_timeout"], new_run=opts["new_run"],
+        progress=not opts["as_json"] or sys.stderr.isatty(),
     )
     summary = run_async(run_sweep(cfg))
     title = (
@@ -154,23 +160,17 @@ def run(**opts) -> None:
         f" {summary['elapsed_s']:.1f} s -> {summary['out']}"
     )
     emit(summary, opts["as_json"], render(summary, title))
-    if summary["generation_failures"]:
+    if summary["stopped"]:
+        click.echo(
+            f"engine: stopped with {summary['samples']:,} of {summary['target']:,} samples verified;"
+            " run the same command to resume", err=True,
+        )
+    elif summary["generation_failures"]:
         click.echo(
             f"engine: {summary['generation_failures']} samples could not be generated; run the same command to retry them",
             err=True,
         )
         sys.exit(1)
-
-
-def _register_optional_commands() -> None:
-    from engine.simulator.command import simulate
-    from engine.verify import verify
-
-    main.add_command(simulate)
-    main.add_command(verify)
-
-
-_register_optional_commands()
 
 
 @main.command()
@@ -205,3 +205,26 @@ def export(run_dir: str, fmt: str, out: str) -> None:
 
     count = do_export(run_dir, fmt, Path(out))
     click.echo(f"engine export: {count:,} samples -> {out}", err=True)
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the status as one JSON object.")
+def status(run_dir: str, as_json: bool) -> None:
+    """Progress of a run, also while it runs: done, remaining, rate, ETA, current pass@k."""
+    from engine.status import render as render_status
+    from engine.status import run_status
+
+    state = run_status(run_dir)
+    emit(state, as_json, render_status(state))
+
+
+def _register_commands_defined_elsewhere() -> None:
+    from engine.simulator.command import simulate
+    from engine.verify import verify
+
+    main.add_command(simulate)
+    main.add_command(verify)
+
+
+_register_commands_defined_elsewhere()

@@ -22,24 +22,19 @@ from engine.sse import SSEParser
 MAX_ERROR_BODY = 4096
 
 
-def completion_body(
-    model: str, prompt: str, n: int, seed: int, *, temperature: float, top_p: float, max_tokens: int,
-    stop: list[str],
+def request_body(
+    model: str, n: int, seed: int, *, prompt: str | None = None, messages: list[dict] | None = None,
+    temperature: float, top_p: float, max_tokens: int, stop: list[str],
 ) -> bytes:
-    return orjson.dumps(
-        {
-            "model": model,
-            "prompt": prompt,
-            "n": n,
-            "seed": seed,
-            "temperature": temperature,
-            "top_p": top_p,
-            "max_tokens": max_tokens,
-            "stop": stop,
-            "stream": True,
-            "stream_options": {"include_usage": True},
-        }
+    """A streaming /v1/completions body (`prompt`) or /v1/chat/completions body (`messages`)."""
+    body = {"model": model, "prompt": prompt} if messages is None else {"model": model, "messages": messages}
+    body.update(
+        n=n, seed=seed, temperature=temperature, top_p=top_p, max_tokens=max_tokens, stream=True,
+        stream_options={"include_usage": True},
     )
+    if stop:
+        body["stop"] = stop
+    return orjson.dumps(body)
 
 
 def timeout_for(idle_timeout: float, connect_timeout: float = 10.0) -> aiohttp.ClientTimeout:

@@ -7,6 +7,7 @@
     │   └── RunConfigError      --out holds a run with another sampling configuration
     ├── FleetError              no server answered as a vLLM server would (exit 2)
     ├── SandboxError            the sandbox cannot run programs at all (exit 2)
+    ├── StorageError            the results store cannot be written (disk full ...; exit 2)
     └── StreamError             one request failed; the unfinished samples are retried
         ├── HTTPStatusError     the server answered with an error status before streaming
         └── ProtocolError       the server sent bytes that are not a valid SSE/OpenAI stream
@@ -41,6 +42,10 @@ class FleetError(EngineError):
 
 class SandboxError(EngineError):
     pass
+
+
+class StorageError(EngineError):
+    """Writing the store failed; what was committed before is intact."""
 
 
 class StreamError(EngineError):

@@ -60,7 +60,7 @@ def _parquet_schema():
     return pa.schema([
         ("task_id", text), ("sample_index", integer), ("completion", text), ("passed", pa.bool_()),
         ("result", text), ("completion_tokens", integer), ("finish_reason", text), ("server", text),
-        ("requested_at", real), ("first_token_at", real), ("finished_at", real), ("detail", text),
+        ("requested_at", real), ("first_token_at", real), ("finished_at", real), ("response", text), ("detail", text),
         ("output", text), ("verify_wall_s", real), ("backend", text), ("limits", text), ("verified_at", real),
     ])
 

@@ -75,10 +75,14 @@ class StreamAssembler:
         return finished
 
     def _choice(self, choice) -> FinishedChoice | None:
+        announcement = False
         try:
             index = choice["index"]
             if self.chat:
-                text = choice["delta"].get("content") or ""
+                delta = choice["delta"]
+                text = delta.get("content") or ""
+                # each chat choice opens with {"role": "assistant", "content": ""}: not a token
+                announcement = "role" in delta and not text
             else:
                 text = choice["text"]
             finish_reason = choice.get("finish_reason")
@@ -88,6 +92,8 @@ class StreamAssembler:
             raise ProtocolError(f"choice index {index!r} outside 0..{self.n - 1} or text not a string")
         if self._finished[index]:
             raise ProtocolError(f"choice {index} continued after its finish_reason")
+        if announcement and finish_reason is None:
+            return None
         self.chunks += 1
         now = self._clock()
         if self._first[index] is None:

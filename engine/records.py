@@ -27,3 +27,4 @@ class Sample:
     requested_at: float  # unix seconds
     first_token_at: float | None
     finished_at: float
+    response: str | None = None  # a chat model's whole answer, when `completion` was cut out of it

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import logging
+import signal
 import os
 import time
 from dataclasses import dataclass
@@ -16,7 +19,8 @@ from engine.errors import RunConfigError
 from engine.hosts import read_hosts
 from engine.progress import Progress
 from engine.records import Problem
-from engine.runner import Sampling, Sweep, SweepOptions
+from engine.chat import DEFAULT_SYSTEM_PROMPT
+from engine.runner import HUMANEVAL_STOP, Sampling, Sweep, SweepOptions
 from engine.servers import Fleet
 from engine.store import Store
 from engine.summary import summarize
@@ -40,12 +44,16 @@ class RunConfig:
     top_p: float = 0.95
     max_tokens: int = 512
     seed: int = 0
+    api: str = "completions"
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
     options: SweepOptions | None = None
     workers: int = os.cpu_count() or 1
     limits: Limits = Limits()
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = 9400  # None: no endpoint
     startup_timeout_s: float = 300.0  # how long to wait for a fleet that is still loading
+    drain_timeout_s: float = 60.0  # on the first SIGINT/SIGTERM: how long live work may finish
+    new_run: bool = False  # keep an existing run in --out aside and start afresh
     progress: bool = True
 
 
@@ -54,6 +62,8 @@ async def run_sweep(cfg: RunConfig, registry: CollectorRegistry | None = None) -
     urls = read_hosts(cfg.servers)
     all_problems = load_problems(cfg.dataset)
     problems = all_problems[: cfg.limit] if cfg.limit is not None else all_problems
+    if cfg.new_run and (kept := Store.move_aside(cfg.out)) is not None:
+        log.warning("--new-run: the previous run in %s is kept as %s", cfg.out, kept)
     store = Store.open(cfg.out)
     registry = registry if registry is not None else CollectorRegistry()
     running = RunningPassAtK()
@@ -69,10 +79,13 @@ async def run_sweep(cfg: RunConfig, registry: CollectorRegistry | None = None) -
             model = await fleet.discover(requested_model, cfg.startup_timeout_s)
             sampling = Sampling(
                 model=model, dataset=_fingerprint(cfg.dataset, all_problems), temperature=cfg.temperature,
-                top_p=cfg.top_p, max_tokens=cfg.max_tokens, seed=cfg.seed,
+                top_p=cfg.top_p, max_tokens=cfg.max_tokens, seed=cfg.seed, api=cfg.api,
+                stop=HUMANEVAL_STOP if cfg.api == "completions" else (),
+                system_prompt=cfg.system_prompt if cfg.api == "chat" else "",
             )
             _check_same_run(previous, sampling, cfg.out)
             store.set_meta("sampling", sampling.to_dict())
+            store.set_meta("target", {"problems": len(problems), "samples": options.samples})
             store.save_problems(all_problems)
             for task_id, (n, c) in store.pass_counts().items():
                 running.add(task_id, False, n - c)
@@ -95,7 +108,8 @@ async def run_sweep(cfg: RunConfig, registry: CollectorRegistry | None = None) -
                         len(problems), options.samples, model, len(urls), cfg.out,
                     )
                     try:
-                        await sweep.run()
+                        with _stop_on_signals(sweep, cfg.drain_timeout_s):
+                            await sweep.run()
                     finally:
                         progress.close()
             finally:
@@ -109,9 +123,40 @@ async def run_sweep(cfg: RunConfig, registry: CollectorRegistry | None = None) -
             counts, verdicts, model=model, out=cfg.out, tokens=totals["tokens"],
             elapsed_s=round(time.monotonic() - started, 3), generation_failures=totals["generation_failures"],
             new_samples=sweep.stats.samples_verified, new_tokens=sweep.stats.tokens,
+            target=len(problems) * options.samples, stopped=sweep.stopped,
         )
     finally:
         store.close()
+
+
+@contextlib.contextmanager
+def _stop_on_signals(sweep: Sweep, drain_timeout: float):
+    """First SIGINT/SIGTERM: stop admitting requests and let live work drain for up to
+    `drain_timeout`; a second one (or the deadline) stops at once. Either way the run resumes."""
+    loop = asyncio.get_running_loop()
+    received = 0
+
+    def on_signal() -> None:
+        nonlocal received
+        received += 1
+        if received == 1:
+            log.warning(
+                "stopping: no new requests; live streams and the queue drain for up to %.0f s"
+                " (signal again to stop at once)", drain_timeout,
+            )
+            sweep.stop()
+            loop.call_later(drain_timeout, sweep.abort)
+        else:
+            log.warning("stopping at once")
+            sweep.abort()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal)
+    try:
+        yield
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
 
 
 def _fingerprint(dataset: str, problems: list[Problem]) -> str:
@@ -128,4 +173,6 @@ def _check_same_run(previous: dict | None, sampling: Sampling, out: str) -> None
     changed = [k for k in current if previous.get(k) != current[k]]
     if changed:
         what = ", ".join(f"{k} {previous.get(k)!r} -> {current[k]!r}" for k in changed)
-        raise RunConfigError(f"{out} holds a run with other sampling settings ({what}); use another --out")
+        raise RunConfigError(
+            f"{out} holds a run with other sampling settings ({what}); use another --out, or --new-run to start afresh"
+        )

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
-from engine.client import completion_body, stream_completion, timeout_for
+from engine.chat import chat_messages, extract_completion
+from engine.client import request_body, stream_completion, timeout_for
 from engine.errors import StreamError
 from engine.openai_stream import FinishedChoice, StreamAssembler
 from engine.progress import Progress
@@ -42,6 +43,7 @@ from sandbox import Outcome, SandboxPool, humaneval_program
 log = logging.getLogger(__name__)
 
 HUMANEVAL_STOP = ("\ndef", "\nclass", "\nif", "\nprint", "\n#")
+HEARTBEAT_S = 2.0  # how often a running sweep says so in its store (for `engine status`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,11 +57,14 @@ class Sampling:
     max_tokens: int = 512
     stop: tuple[str, ...] = HUMANEVAL_STOP
     seed: int = 0
+    api: str = "completions"  # or "chat": /v1/chat/completions, code taken from the answer
+    system_prompt: str = ""  # chat only
 
     def to_dict(self) -> dict:
         return {
             "model": self.model, "dataset": self.dataset, "temperature": self.temperature, "top_p": self.top_p,
-            "max_tokens": self.max_tokens, "stop": list(self.stop), "seed": self.seed,
+            "max_tokens": self.max_tokens, "stop": list(self.stop), "seed": self.seed, "api": self.api,
+            "system_prompt": self.system_prompt,
         }
 
 
@@ -119,6 +124,25 @@ class Sweep:
         self._inflight: set[asyncio.Task] = set()
         self._timeout = timeout_for(options.idle_timeout_s)
         self._rng = random.Random()
+        self._stopping = False
+        self._work: asyncio.Task | None = None
+
+    @property
+    def stopped(self) -> bool:
+        """Whether the sweep was stopped before its end."""
+        return self._stopping
+
+    def stop(self) -> None:
+        """Graceful stop: admit no new request; live streams and the queue drain."""
+        self._stopping = True
+        self.fleet.changed.set()
+
+    def abort(self) -> None:
+        """Stop at once: streams and verifications are cancelled; what they had not finished
+        is generated or verified again when the run resumes."""
+        self._stopping = True
+        if self._work is not None:
+            self._work.cancel()
 
     async def run(self) -> None:
         for sample in self.store.unverified():  # generated before a crash, never verified
@@ -127,11 +151,13 @@ class Sweep:
         plan = plan_requests(self._order, self.options.samples, self.store.generated_indices(), self.options.request_n)
         background = [asyncio.create_task(self._verifier()) for _ in range(self.workers)]
         background += [asyncio.create_task(self._flusher()), asyncio.create_task(self.fleet.watch())]
-        work = asyncio.create_task(self._generate_and_drain(plan))
+        work = self._work = asyncio.create_task(self._generate_and_drain(plan))
         try:
             # A verifier or the flusher dying must stop the sweep, not leave it waiting forever.
             done, _ = await asyncio.wait([work, *background], return_when=asyncio.FIRST_COMPLETED)
             for task in done:
+                if task is work and task.cancelled() and self._stopping:
+                    continue  # abort()
                 task.result()
         finally:
             for task in [work, *background, *self._inflight]:
@@ -145,7 +171,10 @@ class Sweep:
         pending: Request | None = None
         while True:
             self.fleet.changed.clear()
-            if pending is None:
+            if self._stopping:
+                pending = None  # not started, so requested again when the run resumes
+                self._retries.clear()
+            elif pending is None:
                 pending = self._due_retry() or next(plan, None)
             if pending is None and not self._inflight and not self._retries:
                 break
@@ -184,18 +213,24 @@ class Sweep:
     async def _request(self, server: ServerState, request: Request) -> None:
         problem = request.problem
         s = self.sampling
-        body = completion_body(
-            s.model, problem.prompt, request.n, problem_seed(s.seed, problem.task_id) + request.start,
+        chat = s.api == "chat"
+        body = request_body(
+            s.model, request.n, problem_seed(s.seed, problem.task_id) + request.start,
+            prompt=None if chat else problem.prompt,
+            messages=chat_messages(s.system_prompt, problem.prompt) if chat else None,
             temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens, stop=list(s.stop),
         )
-        assembler = StreamAssembler(request.n)
+        url = server.url + ("/v1/chat/completions" if chat else "/v1/completions")
+        assembler = StreamAssembler(request.n, chat=chat)
         requested_at = time.time()
         tokens = self.metrics.generated_tokens.labels(server.url)
 
         def on_choice(choice: FinishedChoice) -> None:
+            completion = extract_completion(choice.text, problem.entry_point) if chat else choice.text
             sample = Sample(
-                problem.task_id, request.start + choice.index, choice.text, choice.tokens, choice.finish_reason,
+                problem.task_id, request.start + choice.index, completion, choice.tokens, choice.finish_reason,
                 server.url, requested_at, choice.first_token_at, choice.finished_at,
+                response=choice.text if chat else None,
             )
             server.inflight_seqs -= 1
             self.fleet.changed.set()
@@ -211,9 +246,7 @@ class Sweep:
                 self.progress.tokens(k)
 
         try:
-            await stream_completion(
-                self.session, server.url + "/v1/completions", body, assembler, on_choice, on_chunks, self._timeout
-            )
+            await stream_completion(self.session, url, body, assembler, on_choice, on_chunks, self._timeout)
             record_success(server)
             reported = (assembler.usage or {}).get("completion_tokens")
             if isinstance(reported, int) and reported > assembler.chunks:
@@ -298,6 +331,10 @@ class Sweep:
         return f"pass@1 {'-' if p1 is None else f'{p1:.3f}'}, queue {self._queue.qsize()}"
 
     async def _flusher(self) -> None:
+        beat = 0.0
         while True:
             await asyncio.sleep(self.options.flush_interval_s)
             self.store.flush()
+            if time.monotonic() - beat >= HEARTBEAT_S:
+                beat = time.monotonic()
+                self.store.heartbeat()

@@ -9,13 +9,15 @@ resume, so no sample is ever counted twice.
 from __future__ import annotations
 
 import json
+import os
+import socket
 import sqlite3
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.errors import InputError
+from engine.errors import InputError, StorageError
 from engine.records import Problem, Sample
 
 DB_NAME = "results.sqlite"
@@ -36,6 +38,7 @@ CREATE TABLE IF NOT EXISTS samples (
     requested_at REAL NOT NULL,
     first_token_at REAL,
     finished_at REAL NOT NULL,
+    response TEXT,              -- a chat model's raw answer, when the completion was cut out of it
     verdict TEXT,               -- NULL until verified
     detail TEXT,
     output TEXT,
@@ -45,12 +48,17 @@ CREATE TABLE IF NOT EXISTS samples (
     verified_at REAL,
     PRIMARY KEY (task_id, sample_index)
 ) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS samples_by_verified_at ON samples (verified_at);
 CREATE TABLE IF NOT EXISTS generation_failures (
     task_id TEXT NOT NULL, sample_index INTEGER NOT NULL,
     error TEXT NOT NULL, attempts INTEGER NOT NULL, failed_at REAL NOT NULL,
     PRIMARY KEY (task_id, sample_index)
 ) WITHOUT ROWID;
 """
+
+
+# Columns added after the first release, for stores created before them.
+_LATER_COLUMNS = [("samples", "response", "TEXT")]
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,11 +81,34 @@ class Store:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
+            self._add_missing_columns()
         except sqlite3.DatabaseError as exc:
             raise InputError(f"{path} is not a usable results store: {exc}") from exc
         self._staged_samples: list[tuple] = []
         self._staged_verdicts: list[tuple] = []
         self._staged_failures: list[tuple] = []
+
+    def _add_missing_columns(self) -> None:
+        """Stores written by an older engine lack newer columns; add them (all nullable)."""
+        for table, column, kind in _LATER_COLUMNS:
+            present = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+            if column not in present:
+                self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+
+    @staticmethod
+    def move_aside(out_dir: str | Path) -> Path | None:
+        """Start afresh in `out_dir`, keeping the old results as results.<time>.sqlite."""
+        db = Path(out_dir) / DB_NAME
+        if not db.exists():
+            return None
+        kept = db.with_name(f"results.{time.strftime('%Y%m%d-%H%M%S')}.sqlite")
+        connection = sqlite3.connect(db)
+        connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # fold the WAL in: one file to move
+        connection.close()
+        os.replace(db, kept)
+        for suffix in ("-wal", "-shm"):
+            Path(str(db) + suffix).unlink(missing_ok=True)
+        return kept
 
     @classmethod
     def open(cls, out_dir: str | Path, create: bool = True) -> Store:
@@ -91,8 +122,10 @@ class Store:
         return cls(out / DB_NAME)
 
     def close(self) -> None:
-        self.flush()
-        self._db.close()
+        try:
+            self.flush()
+        finally:
+            self._db.close()
 
     # -- run configuration and problems ------------------------------------------------------
 
@@ -101,10 +134,15 @@ class Store:
         return json.loads(row[0]) if row else None
 
     def set_meta(self, key: str, value: object) -> None:
-        self._db.execute(
-            "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            (key, json.dumps(value, sort_keys=True)),
-        )
+        with self._transaction():
+            self._db.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (key, json.dumps(value, sort_keys=True)),
+            )
+
+    def heartbeat(self) -> None:
+        """A running sweep says so, for `engine status` in another process."""
+        self.set_meta("heartbeat", {"pid": os.getpid(), "host": socket.gethostname(), "time": time.time()})
 
     def save_problems(self, problems: list[Problem]) -> None:
         with self._transaction():
@@ -122,7 +160,7 @@ class Store:
     def stage_sample(self, s: Sample) -> None:
         self._staged_samples.append(
             (s.task_id, s.sample_index, s.completion, s.completion_tokens, s.finish_reason, s.server,
-             s.requested_at, s.first_token_at, s.finished_at)
+             s.requested_at, s.first_token_at, s.finished_at, s.response)
         )
 
     def stage_verdict(self, v: StoredVerdict) -> None:
@@ -146,7 +184,7 @@ class Store:
             # Samples first: a verdict staged in the same batch updates the row just inserted.
             self._db.executemany(
                 "INSERT OR IGNORE INTO samples (task_id, sample_index, completion, completion_tokens, finish_reason,"
-                " server, requested_at, first_token_at, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " server, requested_at, first_token_at, finished_at, response) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 samples,
             )
             self._db.executemany(
@@ -166,7 +204,7 @@ class Store:
         self._staged_samples, self._staged_verdicts, self._staged_failures = [], [], []
 
     def _transaction(self):
-        return _Transaction(self._db)
+        return _Transaction(self._db, self.path)
 
     # -- reads ---------------------------------------------------------------------------------
 
@@ -180,7 +218,7 @@ class Store:
     def unverified(self) -> Iterator[Sample]:
         rows = self._db.execute(
             "SELECT task_id, sample_index, completion, completion_tokens, finish_reason, server, requested_at,"
-            " first_token_at, finished_at FROM samples WHERE verdict IS NULL ORDER BY task_id, sample_index"
+            " first_token_at, finished_at, response FROM samples WHERE verdict IS NULL ORDER BY task_id, sample_index"
         ).fetchall()
         return (Sample(*row) for row in rows)
 
@@ -209,6 +247,10 @@ class Store:
         failures = self._db.execute("SELECT COUNT(*) FROM generation_failures").fetchone()[0]
         return {"samples": samples, "tokens": tokens, "verified": verified, "generation_failures": failures}
 
+    def verified_since(self, since: float) -> int:
+        """Samples verified after the unix time `since` (for the rate in `engine status`)."""
+        return self._db.execute("SELECT COUNT(*) FROM samples WHERE verified_at > ?", (since,)).fetchone()[0]
+
     def rows(self) -> Iterator[dict]:
         """Every sample with its verdict, in problem order then sample order (for export)."""
         cursor = self._db.execute(
@@ -221,11 +263,28 @@ class Store:
 
 
 class _Transaction:
-    def __init__(self, db: sqlite3.Connection):
+    """BEGIN IMMEDIATE ... COMMIT; a failed write (disk full, I/O error) rolls back, leaving what
+    was committed before intact, and becomes a StorageError."""
+
+    def __init__(self, db: sqlite3.Connection, path: Path):
         self._db = db
+        self._path = path
 
     def __enter__(self):
-        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise StorageError(f"cannot write {self._path}: {exc}") from exc
 
     def __exit__(self, exc_type, exc, tb):
-        self._db.execute("ROLLBACK" if exc_type else "COMMIT")
+        if exc_type is None:
+            try:
+                self._db.execute("COMMIT")
+                return False
+            except sqlite3.OperationalError as failed:
+                exc = failed
+        if self._db.in_transaction:
+            self._db.execute("ROLLBACK")
+        if isinstance(exc, sqlite3.OperationalError):
+            raise StorageError(f"cannot write {self._path}: {exc}") from exc
+        return False

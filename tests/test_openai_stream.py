@@ -52,14 +52,15 @@ def test_every_choice_finishes_once_with_its_whole_text(name):
         assert usage is None
 
 
-def test_chat_stream_reads_delta_content():
+def test_chat_stream_reads_delta_content_and_counts_no_token_for_the_role_chunk():
     assembler = StreamAssembler(2, chat=True)
     finished = {}
     for payload in payloads("31_chat_stream_n2_usage"):
         for choice in assembler.feed(payload):
-            finished[choice.index] = choice.text
+            finished[choice.index] = choice
     expected = expected_choices("31_chat_stream_n2_usage", key=lambda c: c["delta"].get("content"))
-    assert finished == {i: text for i, (text, _, _) in expected.items()}
+    assert {i: c.text for i, c in finished.items()} == {i: text for i, (text, _, _) in expected.items()}
+    assert sum(c.tokens for c in finished.values()) == assembler.usage["completion_tokens"] == assembler.chunks
 
 
 @pytest.mark.parametrize("name", ["55_err_stream_inband_logprobs_too_many", "56_err_stream_inband_token_out_of_vocab"])
