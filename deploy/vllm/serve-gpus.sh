@@ -27,9 +27,9 @@
 #   LOG_DIR=logs/vllm one log per server: vllm-<host>-<port>.log
 #   WAIT_S=1800       how long a server may take to load before it counts as failed
 #
-# Deliberately absent: --disable-log-requests (request logging is off by default since vLLM 0.10
-# and the flag was removed in 0.12, so passing it breaks newer servers) and --disable-log-stats
-# (it also empties the vllm:* series on /metrics that the dashboard shows).
+# Deliberately absent: --disable-log-requests (request logging is off by default in current vLLM
+# and vLLM 0.12 removed the flag, so passing it breaks newer servers) and --disable-log-stats (it
+# also empties the vllm:* series on /metrics that the dashboard shows).
 set -euo pipefail
 
 MODEL=${1:?usage: serve-gpus.sh MODEL [extra vllm serve arguments]}
