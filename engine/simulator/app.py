@@ -161,6 +161,8 @@ class SimulatedAPI:
         resp = web.StreamResponse(headers={"Content-Type": _SSE, **_VARY})
         if job.framed:
             resp.enable_chunked_encoding()
+        else:  # HTTP/1.0: no chunks, no length, so the body ends when the connection does (as with h11)
+            resp.force_close()
         try:
             await resp.prepare(request)  # sends the headers now; the engine writes the events
         except ConnectionError:
