@@ -186,7 +186,10 @@ class _SabotagedTransport:
         self._t.write(data)
 
     def is_closing(self) -> bool:
-        return self._t.is_closing()
+        closing = self._t.is_closing()
+        if closing and self._stalled:  # the client left during a stall: nothing more to hold
+            self._finish()
+        return closing
 
     def get_write_buffer_size(self) -> int:
         return _FULL if self._stalled else self._t.get_write_buffer_size()
