@@ -20,7 +20,7 @@ import uvloop
 
 from engine.errors import InputError
 from engine.simulator import SimulatedFleet
-from engine.simulator.faults import KINDS, FaultPlan, FaultSpec, FaultSpecError, parse_faults
+from engine.simulator.faults import KINDS, FaultPlan, FaultSpecError, parse_faults
 
 SIMULATE = [sys.executable, "-m", "engine.simulator"]
 BODY = dict(prompt="import os\n", max_tokens=40)  # a generic prompt: 40 tokens, 40 events
@@ -634,8 +634,8 @@ def test_command_rejects_a_bad_spec_in_one_line(tmp_path):
 
 def test_command_injects_and_logs_faults(tmp_path):
     hosts = tmp_path / "hosts.txt"
-    proc = subprocess.Popen([*SIMULATE, "--servers", "1", "--hosts-file", str(hosts), "--faults", "http429=1:retry=4s",
-                             "--faults-seed", "9"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    args = ["--servers", "1", "--hosts-file", str(hosts), "--faults", "http429=1:retry=4s", "--faults-seed", "9"]
+    proc = subprocess.Popen([*SIMULATE, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 30
         while not hosts.exists():

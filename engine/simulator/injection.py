@@ -176,13 +176,13 @@ class _SabotagedTransport:
         after = self._s.plan.after
         for i, event in enumerate(events):
             if self._events >= after or self._payload(event) == DONE_EVENT:
-                self._t.write(b"".join(events[:i]))
+                if i:
+                    self._t.write(b"".join(events[:i]))
                 self._armed = False
                 self._fire(events[i:])
                 return
             self._events += 1
-            if self._payload(event) != DONE_EVENT:
-                self._last = event
+            self._last = event
         self._t.write(data)
 
     def is_closing(self) -> bool:
