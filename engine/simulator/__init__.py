@@ -13,11 +13,15 @@
     metrics   vLLM's Prometheus metrics, per server
     app       the aiohttp routes of one server
     fleet     SimulatedServer and SimulatedFleet: lifecycle on one event loop
+    faults    the --faults spec: parsing, validation, per-request draws (pure)
+    injection carrying faults out: per server, per stream, per fleet (scheduled events)
     command   the `engine simulate` click command
 """
 
 from engine.simulator.config import SimulatorConfig
+from engine.simulator.faults import FaultSpec, FaultSpecError, parse_faults
 from engine.simulator.fleet import SimulatedFleet, SimulatedServer
 from engine.simulator.model import SyntheticModel
 
-__all__ = ["SimulatedFleet", "SimulatedServer", "SimulatorConfig", "SyntheticModel"]
+__all__ = ["FaultSpec", "FaultSpecError", "SimulatedFleet", "SimulatedServer", "SimulatorConfig", "SyntheticModel",
+           "parse_faults"]

@@ -18,6 +18,8 @@ from aiohttp import HttpVersion11, web
 
 from engine.simulator.batch import BatchEngine, Job
 from engine.simulator.config import VLLM_VERSION, SimulatorConfig
+from engine.simulator.faults import HTTP_KINDS, FaultPlan
+from engine.simulator.injection import ServerFaults, StreamSabotage
 from engine.simulator.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from engine.simulator.metrics import ServerMetrics
 from engine.simulator.model import SyntheticModel
@@ -55,8 +57,10 @@ def system_fingerprint(config: SimulatorConfig) -> str:
 class SimulatedAPI:
     """The state behind one server's routes."""
 
-    def __init__(self, config: SimulatorConfig, model: SyntheticModel, plans: PlanCache):
+    def __init__(self, config: SimulatorConfig, model: SyntheticModel, plans: PlanCache,
+                 faults: ServerFaults | None = None):  # fmt: skip
         self.config = config
+        self.faults = faults  # None: no fault configured, nothing of `injection` runs
         self.model = model
         self.plans = plans
         self.rng = random.Random()  # request ids and unseeded samples: fresh randomness per server
@@ -69,6 +73,8 @@ class SimulatedAPI:
         )
         self.engine = BatchEngine(config.tokens_per_second, config.max_num_seqs, config.min_step_s, self.metrics,
                                   self.rng)  # fmt: skip
+        if faults is not None:
+            self.metrics.registry.register(faults.collector())
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[_fastapi_errors], client_max_size=16 << 20)
@@ -85,6 +91,8 @@ class SimulatedAPI:
     # -- small routes ----------------------------------------------------------------------------
 
     async def health(self, request: web.Request) -> web.Response:
+        if self.faults is not None and self.faults.degraded:
+            return web.Response(status=503, headers=_VARY)  # vLLM's answer when its engine is dead
         return web.Response(headers=_VARY)
 
     async def version(self, request: web.Request) -> web.Response:
@@ -117,9 +125,16 @@ class SimulatedAPI:
             if exc.in_band:
                 return await self._in_band_error(request, exc)
             return _error(exc)
+        fault: FaultPlan | None = None
+        if self.faults is not None:
+            if self.faults.failing:  # a degraded server: vLLM's handler of engine failures
+                return web.Response(status=500, headers=_VARY)
+            fault = self.faults.draw(req.stream)
+            if fault is not None and fault.kind in HTTP_KINDS:
+                return self.faults.http_error(fault)
         job = self._job(request, req, prompt_tokens)
         if req.stream:
-            return await self._stream(request, job)
+            return await self._stream(request, job, fault)
         return await self._complete(job)
 
     def _job(self, request: web.Request, req: CompletionRequest, prompt_tokens: list[int]) -> Job:
@@ -142,16 +157,25 @@ class SimulatedAPI:
                 job.add(p * req.n + j, plan, count, max_tokens)
         return job
 
-    async def _stream(self, request: web.Request, job: Job) -> web.StreamResponse:
+    async def _stream(self, request: web.Request, job: Job, fault: FaultPlan | None = None) -> web.StreamResponse:
         resp = web.StreamResponse(headers={"Content-Type": _SSE, **_VARY})
         if job.framed:
             resp.enable_chunked_encoding()
+        else:  # HTTP/1.0: no chunks, no length, so the body ends when the connection does (as with h11)
+            resp.force_close()
         try:
             await resp.prepare(request)  # sends the headers now; the engine writes the events
         except ConnectionError:
             return resp  # the client left before we answered; aiohttp drops the connection
+        if fault is None:
+            await self._run(job)
+            return resp  # aiohttp ends the chunked body (or finds the connection gone)
+        assert self.faults is not None
+        sabotage = StreamSabotage(fault, self.faults, job, lambda: self.engine.cancel(job))
+        await sabotage.before_generation()
         await self._run(job)
-        return resp  # aiohttp ends the chunked body (or finds the connection gone)
+        await sabotage.settled()
+        return resp
 
     async def _complete(self, job: Job) -> web.Response:
         await self._run(job)

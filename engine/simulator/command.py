@@ -15,6 +15,7 @@ import uvloop
 from engine.dataset import load_problems
 from engine.errors import InputError
 from engine.simulator.config import SimulatorConfig
+from engine.simulator.faults import FaultSpec, parse_faults
 from engine.simulator.fleet import SimulatedFleet
 
 log = logging.getLogger(__name__)
@@ -42,17 +43,28 @@ class HostsFileWriteError(InputError):
               help="Problems the model knows: 'humaneval' or a JSONL/Parquet path.")  # fmt: skip
 @click.option("--max-num-seqs", type=int, default=_DEFAULTS.max_num_seqs, show_default=True)
 @click.option("--max-model-len", type=int, default=_DEFAULTS.max_model_len, show_default=True)
+@click.option("--faults", "faults", default=None, metavar="SPEC",
+              help="Inject faults, e.g. 'reset=0.05,stall=0.01:30s,kill=server1@10s+5s' "
+                   "(syntax: README, or engine/simulator/faults.py).")  # fmt: skip
+@click.option("--faults-seed", type=int, default=0, show_default=True,
+              help="Seed of the per-request fault draws: the same seed, the same faults.")  # fmt: skip
 def simulate(servers: int, hosts_file: Path, tokens_per_second: float, seed: int, host: str, base_port: int,
-             model_name: str, dataset: str, max_num_seqs: int, max_model_len: int) -> None:  # fmt: skip
+             model_name: str, dataset: str, max_num_seqs: int, max_model_len: int, faults: str | None,
+             faults_seed: int) -> None:  # fmt: skip
     """Start simulated vLLM servers (a synthetic model, no GPU) and serve until stopped."""
     try:
         _check_numbers(servers, base_port, tokens_per_second, max_num_seqs, max_model_len)
+        spec = parse_faults(faults)
+        spec.check_fleet(servers)
         config = SimulatorConfig(model_name=model_name, max_num_seqs=max_num_seqs, max_model_len=max_model_len)
         _check_writable(hosts_file)
         problems = load_problems(dataset)
         fleet = SimulatedFleet(servers, problems=problems, tokens_per_second=tokens_per_second, seed=seed,
-                               host=host, base_port=base_port, config=config)  # fmt: skip
-        uvloop.run(_serve(fleet, hosts_file))
+                               host=host, base_port=base_port, config=config, faults=spec,
+                               faults_seed=faults_seed)  # fmt: skip
+        if spec:
+            _log_faults_to_stderr()
+        uvloop.run(_serve(fleet, hosts_file, spec, faults_seed))
     except InputError as exc:
         click.echo(f"engine simulate: {exc}", err=True)
         raise click.exceptions.Exit(2) from None
@@ -61,7 +73,7 @@ def simulate(servers: int, hosts_file: Path, tokens_per_second: float, seed: int
         raise click.exceptions.Exit(2) from None
 
 
-async def _serve(fleet: SimulatedFleet, hosts_file: Path) -> None:
+async def _serve(fleet: SimulatedFleet, hosts_file: Path, spec: FaultSpec, faults_seed: int) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -70,11 +82,23 @@ async def _serve(fleet: SimulatedFleet, hosts_file: Path) -> None:
         write_hosts_file(hosts_file, fleet.urls)
         click.echo(
             f"engine simulate: {len(fleet.urls)} SIMULATED vLLM servers (synthetic model, no GPU, "
-            f"{fleet.config.tokens_per_second:g} tok/s each) listed in {hosts_file}",
+            f"{fleet.config.tokens_per_second:g} tok/s each) listed in {hosts_file}"
+            + (f"; injecting faults {spec} (seed {faults_seed})" if spec else ""),
             err=True,
         )
         await stop.wait()
         log.info("stopping %d simulated servers", len(fleet.urls))
+
+
+def _log_faults_to_stderr() -> None:
+    """Each injected fault is one INFO line on stderr (unless logging is set up already)."""
+    if logging.getLogger().handlers:
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname).1s %(message)s", "%H:%M:%S"))
+    faults_log = logging.getLogger("engine.simulator.injection")
+    faults_log.addHandler(handler)
+    faults_log.setLevel(logging.INFO)
 
 
 def write_hosts_file(path: Path, urls: list[str]) -> None:

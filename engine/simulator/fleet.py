@@ -5,6 +5,9 @@
         await fleet.stop_server(3)      # crash one (clients see their streams cut)
         await fleet.start_server(3)     # and bring it back on the same port
 
+    SimulatedFleet(3, faults="reset=0.05,kill=server1@10s+5s", faults_seed=7)   # see `faults`
+    fleet.fault_counts()                # {"reset": 4, "kill": 1, ...} injected so far
+
 All servers share one synthetic model and its emission plans (both are pure functions of the
 seed); each has its own batch engine, metrics registry and aiohttp application.
 """
@@ -22,6 +25,8 @@ from aiohttp import web
 from engine.records import Problem
 from engine.simulator.app import SimulatedAPI
 from engine.simulator.config import SimulatorConfig
+from engine.simulator.faults import KINDS, FaultSpec, parse_faults
+from engine.simulator.injection import FaultController, ServerFaults
 from engine.simulator.model import SyntheticModel
 from engine.simulator.plans import PlanCache
 
@@ -34,8 +39,9 @@ class SimulatedServer:
     """One simulated vLLM server; `start` after `stop` restarts it, fresh, on the same port."""
 
     def __init__(self, config: SimulatorConfig, model: SyntheticModel, plans: PlanCache, host: str = "127.0.0.1",
-                 port: int = 0):  # fmt: skip
+                 port: int = 0, faults: ServerFaults | None = None):  # fmt: skip
         self.config = config
+        self.faults = faults
         self.host = host
         self.port = port  # 0 until started on an ephemeral port
         self._model = model
@@ -55,7 +61,7 @@ class SimulatedServer:
     async def start(self) -> None:
         if self._runner is not None:
             return
-        api = SimulatedAPI(self.config, self._model, self._plans)
+        api = SimulatedAPI(self.config, self._model, self._plans, self.faults)
         runner = web.AppRunner(api.app(), access_log=None, shutdown_timeout=_SHUTDOWN_TIMEOUT_S)
         await runner.setup()
         try:
@@ -90,10 +96,15 @@ class SimulatedFleet:
 
     def __init__(self, servers: int, *, problems: Sequence[Problem] = (), tokens_per_second: float | None = None,
                  seed: int | None = None, host: str = "127.0.0.1", base_port: int = 0,
-                 config: SimulatorConfig | None = None, **settings):  # fmt: skip
-        """`settings` override fields of `config` (SimulatorConfig's defaults if None)."""
+                 config: SimulatorConfig | None = None, faults: str | FaultSpec | None = None, faults_seed: int = 0,
+                 **settings):  # fmt: skip
+        """`settings` override fields of `config` (SimulatorConfig's defaults if None). `faults` is
+        a --faults spec (a string, parsed here: FaultSpecError if bad) or a FaultSpec; the same
+        `faults_seed` injects the same faults into the same requests."""
         if servers < 1:
             raise ValueError("a fleet needs at least one server")
+        spec = parse_faults(faults) if faults is None or isinstance(faults, str) else faults
+        self.faults = FaultController.for_fleet(spec, faults_seed, servers) if spec else None
         if tokens_per_second is not None:
             settings["tokens_per_second"] = tokens_per_second
         if seed is not None:
@@ -102,7 +113,8 @@ class SimulatedFleet:
         self.model = SyntheticModel(problems, self.config.seed)
         self.plans = PlanCache(self.model)
         self.servers = [
-            SimulatedServer(self.config, self.model, self.plans, host, base_port + i if base_port else 0)
+            SimulatedServer(self.config, self.model, self.plans, host, base_port + i if base_port else 0,
+                            self.faults.per_server[i] if self.faults else None)  # fmt: skip
             for i in range(servers)
         ]
 
@@ -117,10 +129,18 @@ class SimulatedFleet:
         except BaseException:
             await self.stop()
             raise
+        if self.faults is not None:
+            self.faults.start(self.servers)  # scheduled faults count from now
 
     async def stop(self) -> None:
+        if self.faults is not None:
+            await self.faults.stop()
         for server in self.servers:
             await server.stop()
+
+    def fault_counts(self) -> dict[str, int]:
+        """Faults injected so far, by kind, over all servers (all zero without faults)."""
+        return self.faults.counts() if self.faults is not None else dict.fromkeys(KINDS, 0)
 
     async def stop_server(self, i: int) -> None:
         await self.servers[i].stop()
