@@ -116,7 +116,7 @@ def main() -> None:
 @click.option("--seed", default=0, show_default=True, type=int, help="Base seed; each sample's seed derives from it.")
 @click.option("--request-n", default=64, show_default=True, type=click.IntRange(1, 1024), help="Samples per request at most.")
 @click.option("--max-seqs-per-server", default=256, show_default=True, type=click.IntRange(min=1), help="Sequences in flight per server.")
-@click.option("--queue-size", default=2048, show_default=True, type=click.IntRange(min=1), help="Samples held between generation and verdict.")
+@click.option("--queue-size", default=None, type=click.IntRange(min=1), help="Samples held from request to verdict [default: 2 x servers x --max-seqs-per-server, at least 1024].")
 @click.option("--retries", default=3, show_default=True, type=click.IntRange(min=0), help="Retries of a failed request's unfinished samples.")
 @click.option("--idle-timeout", default=120.0, show_default=True, type=click.FloatRange(min=0.1), help="Seconds without a byte before a stream counts as failed.")
 @click.option("--drain-timeout", default=60.0, show_default=True, type=click.FloatRange(min=0.0), help="On SIGINT/SIGTERM, seconds live streams and queued samples may still finish.")
@@ -135,7 +135,7 @@ def run(**opts) -> None:
     from sandbox import Limits
 
     _setup_logging(opts["verbose"])
-    if opts["request_n"] > opts["queue_size"]:
+    if opts["queue_size"] is not None and opts["request_n"] > opts["queue_size"]:
         raise click.BadParameter("must not exceed --queue-size", param_hint="--request-n")
     if opts["request_n"] > opts["max_seqs_per_server"]:
         raise click.BadParameter("must not exceed --max-seqs-per-server", param_hint="--request-n")

@@ -73,10 +73,16 @@ class SweepOptions:
     samples: int
     request_n: int = 64  # vLLM misbehaves with very large n
     max_seqs_per_server: int = 256
-    queue_size: int = 2048
+    queue_size: int | None = None  # None: twice the sequences the whole fleet runs at once
     retries: int = 3
     idle_timeout_s: float = 120.0
     flush_interval_s: float = 0.5
+
+
+def default_queue_size(servers: int, options: SweepOptions) -> int:
+    """Queue slots are held from admission to verdict, so they must cover every sequence the
+    fleet can run at once, and as much again waiting for a sandbox, or GPUs go idle."""
+    return max(1024, 2 * servers * options.max_seqs_per_server)
 
 
 @dataclass(slots=True)
@@ -117,7 +123,7 @@ class Sweep:
         self.options = options
         self.progress = progress
         self.stats = SweepStats()
-        self.admission = Admission(options.queue_size)
+        self.admission = Admission(options.queue_size or default_queue_size(len(fleet.servers), options))
         self._queue: asyncio.Queue[Sample] = asyncio.Queue()
         self._retries: list[tuple[float, int, Request]] = []  # heap of (due, tiebreak, request)
         self._retry_seq = 0
