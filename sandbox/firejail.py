@@ -6,8 +6,11 @@ refuses root-less use by system accounts and `nobody`), through setpriv, never a
 What firejail gives here (see the README for what it does not): new mount, pid, net (none: only
 `lo`), ipc and uts namespaces; all capabilities dropped, no_new_privs, firejail's default seccomp
 filter; a private tmpfs home and /tmp, a minimal /dev; the project directory, the engine's home
-and virtualenv, /root and /home blacklisted (firejail shows the rest of the host read-only...
-where the account's own permissions allow: firejail has no whitelist-only root like nsjail).
+and virtualenv, /root and /home blacklisted. firejail shows the rest of the host as the account's
+own permissions allow (it has no whitelist-only root like nsjail, and its --read-only=/ would
+forbid the per-program namespaces): readable where world-readable, writable nowhere, as the
+account owns nothing and the host's world-writable directories (/var/tmp, /run/lock, /dev/shm)
+are blacklisted too.
 The fork-server inside adds a pid namespace per program (kill every descendant) and the
 per-program seccomp filter; firejail's seccomp forbids mount, so the programs share the jail's
 private /tmp, emptied after each one.
@@ -21,6 +24,8 @@ import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+from sandbox.server_boot import BOOTSTRAP
 
 ACCOUNT = "engine-sandbox"
 PYTHON_FLAGS = ("-I", "-S", "-B", "-u", "-X", "utf8")
@@ -53,13 +58,14 @@ def discover_firejail(project_root: Path) -> FirejailLayout:
         account = pwd.getpwnam(ACCOUNT)
     except KeyError:
         raise FileNotFoundError(f"account {ACCOUNT!r} missing (scripts/setup-system.sh creates it)") from None
-    hidden = {"/root", "/home", "/etc/shadow", "/etc/gshadow", str(project_root.resolve()), str(Path.cwd().resolve()),
-              str(Path(sys.prefix).resolve()), str(Path.home().resolve())}  # fmt: skip
+    hidden = {"/root", "/home", "/etc/shadow", "/etc/gshadow", "/var/tmp", "/var/lock", "/run/lock", "/dev/shm",
+              str(project_root.resolve()), str(Path.cwd().resolve()), str(Path(sys.prefix).resolve()),
+              str(Path.home().resolve())}  # fmt: skip
     hidden = {h for h in hidden if h != "/" and os.path.lexists(h)}
     return FirejailLayout(firejail, setpriv, python, account.pw_uid, account.pw_gid, account.pw_dir, tuple(sorted(hidden)))
 
 
-def firejail_command(layout: FirejailLayout, *, server_source: str, server_config: str, label: str) -> list[str]:
+def firejail_command(layout: FirejailLayout, *, server_config: str, label: str) -> list[str]:
     drop = [layout.setpriv, f"--reuid={layout.uid}", f"--regid={layout.gid}", "--clear-groups", "--"]
     jail = [
         layout.firejail, "--quiet", "--noprofile", "--private", "--private-tmp", "--private-dev",
@@ -68,5 +74,6 @@ def firejail_command(layout: FirejailLayout, *, server_source: str, server_confi
         "--hostname=sandbox", "--deterministic-exit-code", "--deterministic-shutdown",
         *[f"--blacklist={path}" for path in layout.hidden],
     ]  # fmt: skip
-    interpreter = [layout.python, *PYTHON_FLAGS, "-c", server_source, server_config]
-    return drop + jail + ["--", *interpreter, *([label] if label else [])]
+    interpreter = [layout.python, *PYTHON_FLAGS, "-c", BOOTSTRAP, server_config]
+    # No "--" before the program: with it, firejail runs the command through the account's shell.
+    return drop + jail + [*interpreter, *([label] if label else [])]

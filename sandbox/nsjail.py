@@ -5,7 +5,8 @@ What the jail sees (Run as: unprivileged uid/gid 65534 inside AND outside, never
 - read-only: the Python prefix (sys.base_prefix, resolved) with its site-packages hidden behind
   an empty directory, and the system library dirs the interpreter links against (/usr/lib,
   /usr/lib64; /lib and /lib64 as the same symlinks as on the host);
-- /proc (read-only) of its own pid namespace; each program then gets a private tmpfs /tmp of
+- /proc of its own pid namespace (writable, for the fork-server to write its uid_map; no program
+  sees it, and the host's /proc/sys stays unwritable to the unprivileged uid); each program then gets a private tmpfs /tmp of
   `tmp_mb` (its working directory) and a /proc of its own namespace (sandbox/server.py);
 - no /dev, no /etc, no home, no project dir; an empty environment (Python itself then adds
   LC_CTYPE=C.UTF-8, PEP 538);
@@ -32,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sandbox.limits import Limits
+from sandbox.server_boot import BOOTSTRAP
 
 UNPRIVILEGED_ID = 65534  # "nobody"; mapped inside:outside so the jail is not root outside
 SERVER_TMP_MB = 1  # the worker's own /tmp; each program gets a private tmpfs of its own
@@ -77,7 +79,7 @@ class JailLayout:
     nice_level: int = 0  # our own wall-clock timer needs the program to get CPU time
 
 
-def nsjail_command(layout: JailLayout, limits: Limits, *, server_source: str, server_config: str,
+def nsjail_command(layout: JailLayout, limits: Limits, *, server_config: str,
                    label: str) -> list[str]:  # fmt: skip
     """The full argv of one worker jail: staging wrapper, nsjail, then the fork-server."""
     stage_python = os.path.join(layout.stage_dir, "python")
@@ -92,6 +94,7 @@ def nsjail_command(layout: JailLayout, limits: Limits, *, server_source: str, se
         "--disable_rlimits",  # each program's child sets its own (sandbox/server.py)
         "--nice_level", str(layout.nice_level),
         "--iface_no_lo",
+        "--proc_rw",  # the server maps its ids through it; programs get a read-only /proc of their own
         "--seccomp_string", SECCOMP_POLICY,
         "--bindmount_ro", f"{stage_python}:{layout.prefix}",
     ]  # fmt: skip
@@ -108,7 +111,7 @@ def nsjail_command(layout: JailLayout, limits: Limits, *, server_source: str, se
         jail += ["--cgroup_mem_max", memory_bytes, "--cgroup_mem_parent", layout.memory_cgroup_parent]
         if layout.memsw:
             jail += ["--cgroup_mem_memsw_max", memory_bytes]
-    interpreter = [layout.python, *PYTHON_FLAGS, "-c", server_source, server_config]
+    interpreter = [layout.python, *PYTHON_FLAGS, "-c", BOOTSTRAP, server_config]
     return stage + jail + ["--", *interpreter, *([label] if label else [])]
 
 

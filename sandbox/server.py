@@ -171,6 +171,7 @@ class Server:
             return
         # A user namespace of our own, in which we may create pid/mount namespaces; then become
         # pid 1 of a pid namespace owned by it, so that setns() back to it is allowed.
+        ids = os.geteuid(), os.getegid()  # before: inside the new namespace they read as unmapped
         _check(_libc.unshare(CLONE_NEWUSER | CLONE_NEWPID), "unshare(user, pid)")
         pid = os.fork()
         if pid:  # the original process waits for the real server and mirrors its end
@@ -178,7 +179,12 @@ class Server:
             os.close(1)
             _, status = os.waitpid(pid, 0)
             os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
+        _check(_libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0), "prctl(PR_SET_DUMPABLE)")  # for /proc/self/*_map
+        self._map_ids(*ids)  # (no untrusted code exists yet)
         _check(_libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0), "prctl(PR_SET_DUMPABLE)")
+        # As pid 1 of its namespace the server would ignore a SIGTERM from the jail (firejail's
+        # shutdown); exit on it instead.
+        signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
         self._own_pidns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
         # Prove once that a child can get everything it needs; learn whether /proc can be mounted.
         self.proc_mounted = self.mount_proc
@@ -188,6 +194,16 @@ class Server:
             probe = self._serve_one({"program": "pass", "limits": {"timeout_s": 10}})
         if not probe.get("ready"):
             raise OSError(0, "per-program isolation failed: " + (probe.get("fault") or probe.get("status", "")[-300:]))
+
+    def _map_ids(self, uid, gid):
+        """Map our own uid/gid into the new user namespace: unmapped ids cannot create files.
+        (Needs a writable /proc: nsjail runs with --proc_rw; each program mounts a read-only one.)"""
+        for name, data in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"), ("gid_map", f"{gid} {gid} 1")):
+            fd = os.open(f"/proc/self/{name}", os.O_WRONLY)
+            try:
+                os.write(fd, data.encode("ascii"))
+            finally:
+                os.close(fd)
 
     def serve(self):
         stdin = sys.stdin.buffer
@@ -231,8 +247,11 @@ class Server:
             return {"event": "result", "started": False, "fault": f"cannot start the program: {exc}"}
         for fd in (out_w, st_w, nonce_r):
             os.close(fd)
-        nonce = os.urandom(16).hex()
-        os.write(nonce_w, nonce.encode("ascii"))
+        nonce = os.urandom(16).hex()  # made after the fork: never in the child's memory
+        try:
+            os.write(nonce_w, nonce.encode("ascii"))
+        except BrokenPipeError:
+            pass  # the child has already ended
         os.close(nonce_w)
         output, status = _Tail(out_cap), _Tail(STATUS_TAIL_BYTES)
         timed_out = _watch(pid, started + timeout_s, {out_r: output, st_r: status})
@@ -264,6 +283,7 @@ class Server:
     def _child(self, program, limits, out_w, st_w, nonce_r, tmpdir):
         """In the fresh child: set up, then run the program. Never returns."""
         try:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
             os.setsid()
             if self.mountns:
                 _check(_libc.unshare(CLONE_NEWNS | CLONE_NEWIPC), "unshare(mount, ipc)")

@@ -37,11 +37,12 @@ from sandbox import cgroups, seccomp
 from sandbox.capture import TailBuffer
 from sandbox.limits import Limits
 from sandbox.protocol import StatusParser
+from sandbox.server_boot import BOOTSTRAP
 from sandbox.verdicts import KillReason, Observation, Outcome, Verdict, decide
 
 log = logging.getLogger(__name__)
 
-SERVER_SOURCE = (Path(__file__).parent / "server.py").read_text(encoding="utf-8")
+SERVER_SOURCE = (Path(__file__).parent / "server.py").read_bytes()
 SELF_TEST_PROGRAM = "def check(candidate):\n    assert candidate(2) == 4\n\ncheck(lambda x: x * 2)\n"
 BACKSTOP_S = 5.0  # after the program's own limit: the server should have answered long before
 KILL_GRACE_S = 1.0  # SIGTERM to the jail, then SIGKILL this much later
@@ -103,7 +104,7 @@ class NsjailLauncher:
     def command(self, config: dict, label: str) -> list[str]:
         from sandbox.nsjail import nsjail_command
 
-        return nsjail_command(self.layout, self.limits, server_source=SERVER_SOURCE, server_config=json.dumps(config),
+        return nsjail_command(self.layout, self.limits, server_config=json.dumps(config),
                               label=label)  # fmt: skip
 
     def sweep(self) -> None:
@@ -140,7 +141,7 @@ class FirejailLauncher:
     def command(self, config: dict, label: str) -> list[str]:
         from sandbox.firejail import firejail_command
 
-        return firejail_command(self.layout, server_source=SERVER_SOURCE, server_config=json.dumps(config),
+        return firejail_command(self.layout, server_config=json.dumps(config),
                                 label=label)  # fmt: skip
 
     def sweep(self) -> None:
@@ -167,7 +168,7 @@ class BareLauncher:
         return {"pidns": False, "mountns": False, "seccomp": "", "tmp_root": self._tmp}
 
     def command(self, config: dict, label: str) -> list[str]:
-        return [sys.executable, *PYTHON_FLAGS, "-c", SERVER_SOURCE, json.dumps(config), *([label] if label else [])]
+        return [sys.executable, *PYTHON_FLAGS, "-c", BOOTSTRAP, json.dumps(config), *([label] if label else [])]
 
     def sweep(self) -> None:
         pass
@@ -204,8 +205,8 @@ class ForkServerBackend:
         self._limits = limits
         try:
             try:
+                self._prepared = True  # close() undoes whatever part of prepare() ran
                 self.launcher.prepare(limits)
-                self._prepared = True
                 self._config = self.launcher.server_config()  # type: ignore[attr-defined]
             except (OSError, ValueError) as exc:
                 raise SandboxError(f"sandbox {self.name} unavailable: {exc}") from exc
@@ -264,7 +265,10 @@ class ForkServerBackend:
 
     async def _replace(self, worker: _Worker) -> None:
         self._workers.discard(worker)
-        await worker.kill_and_wait()
+        if worker.healthy:
+            await worker.shutdown()  # served its count: let it exit on its own
+        else:
+            await worker.kill_and_wait()
         self.launcher.sweep()  # type: ignore[attr-defined]
         if self._closed:
             return
@@ -289,7 +293,7 @@ class ForkServerBackend:
         for task in list(self._background):
             with contextlib.suppress(BaseException):
                 await task
-        await asyncio.gather(*(w.kill_and_wait() for w in list(self._workers)))
+        await asyncio.gather(*(w.kill_and_wait() if w.busy else w.shutdown() for w in list(self._workers)))
         self._workers.clear()
         if self._prepared:
             self.launcher.close()
@@ -320,6 +324,8 @@ class _Worker:
         self.proc: asyncio.subprocess.Process | None = None
         self.features: dict = {}
         self.served = 0
+        self.busy = False
+        self.healthy = True
         self.stderr = TailBuffer(STDERR_TAIL_BYTES)
         self._stderr_task: asyncio.Task | None = None
         self._killed_by: KillReason | None = None
@@ -333,6 +339,8 @@ class _Worker:
         except OSError as exc:
             raise SandboxError(f"cannot start the sandbox worker: {exc}") from exc
         self._stderr_task = asyncio.get_running_loop().create_task(self._read_stderr())
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(len(SERVER_SOURCE).to_bytes(4, "big") + SERVER_SOURCE)
         try:
             line = await asyncio.wait_for(self.proc.stdout.readline(), timeout_s)  # type: ignore[union-attr]
         except TimeoutError:
@@ -355,6 +363,7 @@ class _Worker:
         assert self.proc is not None and self.proc.stdin is not None and self.proc.stdout is not None
         started = time.monotonic()
         self.served += 1
+        self.busy = True
         payload = orjson.dumps({"program": program, "limits": limits.to_dict()})
         loop = asyncio.get_running_loop()
         backstop = loop.call_later(limits.timeout_s + BACKSTOP_S, self.kill, KillReason.unresponsive)
@@ -370,8 +379,10 @@ class _Worker:
             raise
         finally:
             backstop.cancel()
+            self.busy = False
         reply = _parse(line)
         observation, healthy = self._observe(reply, limits)
+        self.healthy = healthy
         verdict, detail = decide(observation)
         outcome = Outcome(
             verdict=verdict, detail=detail, wall_s=round(time.monotonic() - started, 6), backend=self.backend,
@@ -421,6 +432,14 @@ class _Worker:
             log.warning("sandbox worker %s ignored SIGTERM for %.1f s; SIGKILL", self.label, KILL_GRACE_S)
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
+
+    async def shutdown(self, grace_s: float = 2.0) -> None:
+        """End of input: the server exits, and with it the jail; killed if it takes longer."""
+        if self.proc is not None and self.proc.returncode is None and self.proc.stdin is not None:
+            self.proc.stdin.close()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.proc.wait(), grace_s)
+        await self.kill_and_wait()
 
     async def kill_and_wait(self) -> None:
         if self.proc is None:
