@@ -9,7 +9,8 @@
   loads verdicts from a store on resume. Sandbox faults are never reused.
 - Calibration: each problem's wall-clock limit is max(floor, factor x the median time of its
   canonical solution), capped by the ceiling, measured at preflight (every problem that has
-  one, `runs` times, in parallel). A fixed `timeout_s` overrides it; problems without a
+  one, in parallel; `runs` times where the first measurement could lift the limit off the floor).
+  A fixed `timeout_s` overrides it; problems without a
   canonical solution get `default_s`.
 - Preflight: the canonical solutions of a sample of problems must pass, and known-bad
   completions (one that raises, one that exits 0 early) must fail; otherwise the command refuses
@@ -88,15 +89,14 @@ class Verifier:
         with_canonical = [p for p in self.problems.values() if p.canonical_solution]
         sample = _spread(with_canonical, self.preflight_sample)
         calibrate = self.timing.timeout_s is None
-        measured = with_canonical if calibrate else sample
-        runs = self.timing.runs if calibrate else 1
         probe = replace(self.pool.limits, timeout_s=self.timing.ceiling_s if calibrate else self.limits_for("").timeout_s)
-        jobs = [(p, run) for run in range(runs) for p in measured]
-        outcomes = await asyncio.gather(*(
-            self.pool.run(humaneval_program(p.prompt, p.canonical_solution or "", p.test, p.entry_point),
-                          limits=probe, label=f"preflight:{p.task_id}")
-            for p, _ in jobs
-        ))  # fmt: skip
+        jobs = [(p, 0) for p in (with_canonical if calibrate else sample)]
+        outcomes = await self._run_canonical(jobs, probe)
+        if calibrate and self.timing.runs > 1:
+            # More runs only where the measurement could move the limit off the floor.
+            close = [(p, o) for (p, _), o in zip(jobs, outcomes) if o.passed and self.timing.limit(o.wall_s * 2) > self.timing.floor_s]
+            more = [(p, run) for p, _ in close for run in range(1, self.timing.runs)]
+            jobs, outcomes = jobs + more, outcomes + await self._run_canonical(more, probe)
         times: dict[str, list[float]] = {}
         failed: dict[str, Outcome] = {}
         for (problem, _), outcome in zip(jobs, outcomes):
@@ -125,6 +125,13 @@ class Verifier:
                 log.info("calibrated time limits for %d problems: %.2f-%.2f s (median %.2f s)", len(limits),
                          limits[0], limits[-1], statistics.median(limits))  # fmt: skip
         log.info("preflight passed: %d canonical solutions pass, known-bad completions fail", len(sample))
+
+    async def _run_canonical(self, jobs: list[tuple[Problem, int]], limits: Limits) -> list[Outcome]:
+        return list(await asyncio.gather(*(
+            self.pool.run(humaneval_program(p.prompt, p.canonical_solution or "", p.test, p.entry_point),
+                          limits=limits, label=f"preflight:{p.task_id}")
+            for p, _ in jobs
+        )))  # fmt: skip
 
     async def _check_known_bad(self) -> None:
         problems = _spread(list(self.problems.values()), min(self.preflight_sample, 4))
