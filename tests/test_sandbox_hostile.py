@@ -294,8 +294,9 @@ assert any(killed), killed
     # The pool's jails were sized for the default 1024 MB per process (2048 MB jail-wide): use a
     # pool sized for this test.
     async def body() -> Outcome:
-        async with SandboxPool(workers=1, limits=Limits(memory_mb=512), backend=sandbox.kind) as pool:
-            return await pool.run(program)
+        limits = Limits(memory_mb=512, timeout_s=30)  # slack for a loaded machine: this is about memory
+        async with SandboxPool(workers=1, limits=limits, backend=sandbox.kind) as pool:
+            return await pool.run(program, limits=limits)
 
     outcome = uvloop.run(body())
     assert outcome.verdict is Verdict.passed, f"{outcome.verdict.value}: {outcome.detail}\n{outcome.output}"
