@@ -18,6 +18,9 @@ from engine.openai_stream import FinishedChoice, StreamAssembler
 from engine.sse import SSEParser
 
 MAX_ERROR_BODY = 4096
+# vLLM 0.32 refuses more stop strings than OpenAI's API allows (HTTP 400, "List should have at
+# most 4 items"): the first four go to the server, and StreamAssembler applies all of them.
+MAX_STOP_STRINGS = 4
 
 
 def completion_body(
@@ -33,7 +36,7 @@ def completion_body(
             "temperature": temperature,
             "top_p": top_p,
             "max_tokens": max_tokens,
-            "stop": stop,
+            "stop": stop[:MAX_STOP_STRINGS],
             "stream": True,
             "stream_options": {"include_usage": True},
         }

@@ -10,6 +10,7 @@ chat variant (`delta.content` instead of `text`).
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import orjson
@@ -28,11 +29,14 @@ class FinishedChoice:
 
 
 class StreamAssembler:
-    __slots__ = ("n", "chat", "done", "usage", "chunks", "_parts", "_counts", "_first", "_finished", "_clock")
+    __slots__ = ("n", "chat", "stop", "done", "usage", "chunks", "_parts", "_counts", "_first", "_finished", "_clock")
 
-    def __init__(self, n: int, chat: bool = False, clock=time.time):
+    def __init__(self, n: int, chat: bool = False, clock=time.time, stop: Sequence[str] = ()):
+        """`stop`: stop strings to apply here as vLLM would (text cut before the first one, finish
+        reason "stop"), for those the server was not asked to apply."""
         self.n = n
         self.chat = chat
+        self.stop = tuple(s for s in stop if s)
         self.done = False
         self.usage: dict | None = None
         self.chunks = 0  # choice chunks seen in total, for live token counting
@@ -100,7 +104,13 @@ class StreamAssembler:
         self._finished[index] = True
         parts = self._parts[index]
         self._parts[index] = []
-        return FinishedChoice(index, "".join(parts), self._counts[index], str(finish_reason), self._first[index], now)
+        text, reason = _apply_stop("".join(parts), str(finish_reason), self.stop)
+        return FinishedChoice(index, text, self._counts[index], reason, self._first[index], now)
+
+
+def _apply_stop(text: str, finish_reason: str, stop: tuple[str, ...]) -> tuple[str, str]:
+    cut = min((i for i in map(text.find, stop) if i >= 0), default=-1)
+    return (text, finish_reason) if cut < 0 else (text[:cut], "stop")
 
 
 def _inband_error(error) -> HTTPStatusError:

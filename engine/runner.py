@@ -181,7 +181,7 @@ class Sweep:
             s.model, problem.prompt, request.n, problem_seed(s.seed, problem.task_id) + request.start,
             temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens, stop=list(s.stop),
         )
-        assembler = StreamAssembler(request.n)
+        assembler = StreamAssembler(request.n, stop=s.stop)  # the server applies only MAX_STOP_STRINGS
         requested_at = time.time()
         tokens = self.metrics.generated_tokens.labels(server.url)
 

@@ -95,3 +95,12 @@ def test_choice_after_its_finish_and_index_out_of_range_are_protocol_errors():
 def test_malformed_chunks_are_protocol_errors(payload):
     with pytest.raises(ProtocolError):
         StreamAssembler(1).feed(payload)
+
+
+def test_stop_strings_the_server_did_not_apply_are_applied_as_vllm_would():
+    assembler = StreamAssembler(2, stop=("\ndef", "\n#"))
+    assert assembler.feed(b'{"choices":[{"index":0,"text":"    return 1\\n# done","finish_reason":null}]}') == []
+    (first,) = assembler.feed(b'{"choices":[{"index":0,"text":"\\nprint(1)","finish_reason":"length"}]}')
+    assert (first.text, first.finish_reason, first.tokens) == ("    return 1", "stop", 2)
+    (second,) = assembler.feed(b'{"choices":[{"index":1,"text":"    return 2","finish_reason":"length"}]}')
+    assert (second.text, second.finish_reason) == ("    return 2", "length")
