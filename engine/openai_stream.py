@@ -5,6 +5,12 @@ demultiplexes choices by `index` and hands back each choice the moment its `fini
 arrives, while the others keep streaming. It understands vLLM's wire format (one choice per
 chunk, a final `choices: []` usage chunk, `[DONE]`, in-band `{"error": ...}` events) and the
 chat variant (`delta.content` instead of `text`).
+
+The hot path: almost every chunk is one running choice in vLLM 0.32's exact layout
+(`..."choices":[{"index":I,"text":"…","logprobs":null,"finish_reason":null,...}]...`). Such a
+chunk is recognised by byte searches, and its text is kept as the raw JSON string content; a
+choice's pieces are joined and decoded once, when it finishes (contents of JSON strings
+concatenate into a JSON string). Every other chunk is parsed in full with orjson.
 """
 
 from __future__ import annotations
@@ -28,8 +34,15 @@ class FinishedChoice:
     finished_at: float
 
 
+_CHOICE = b'"choices":[{"index":'
+_TEXT = b',"text":"'
+_TEXT_END = b'","logprobs":'  # cannot occur inside a JSON string: its quotes would be escaped
+_RUNNING_TAIL = b'","logprobs":null,"finish_reason":null,"stop_reason":null,"prompt_token_ids":null,"token_ids":null}]'
+
+
 class StreamAssembler:
-    __slots__ = ("n", "chat", "stop", "done", "usage", "chunks", "_parts", "_counts", "_first", "_finished", "_clock")
+    __slots__ = ("n", "chat", "stop", "done", "usage", "chunks", "_parts", "_counts", "_first", "_finished", "_clock",
+                 "_prefix")
 
     def __init__(self, n: int, chat: bool = False, clock=time.time, stop: Sequence[str] = ()):
         """`stop`: stop strings to apply here as vLLM would (text cut before the first one, finish
@@ -40,16 +53,44 @@ class StreamAssembler:
         self.done = False
         self.usage: dict | None = None
         self.chunks = 0  # choice chunks seen in total, for live token counting
-        self._parts: list[list[str]] = [[] for _ in range(n)]
+        self._parts: list[list[bytes]] = [[] for _ in range(n)]  # raw JSON string contents
         self._counts = [0] * n
         self._first: list[float | None] = [None] * n
         self._finished = [False] * n
         self._clock = clock
+        self._prefix: bytes | None = None  # a running chunk's bytes up to its index, once seen
 
     def unfinished(self) -> list[int]:
         return [i for i, done in enumerate(self._finished) if not done]
 
     def feed(self, payload: bytes) -> list[FinishedChoice]:
+        prefix = self._prefix
+        if prefix is not None and payload.startswith(prefix) and payload[-1:] == b"}":
+            # The bytes before the index are the same in every chunk of a response (id, created,
+            # model): one comparison instead of a search.
+            digits = len(prefix)
+            text = payload.find(_TEXT, digits, digits + 12)
+            if text > 0:
+                start = text + len(_TEXT)
+                end = payload.find(_TEXT_END, start)
+                if end > 0 and payload.startswith(_RUNNING_TAIL, end) and payload[digits:text].isdigit():
+                    index = int(payload[digits:text])
+                    if index < self.n and not self._finished[index] and not self.done:
+                        self.chunks += 1
+                        self._counts[index] += 1
+                        if self._first[index] is None:
+                            self._first[index] = self._clock()
+                        if end > start:
+                            self._parts[index].append(payload[start:end])
+                        return []
+        elif prefix is None and not self.chat:
+            at = payload.find(_CHOICE)
+            if at > 0 and payload.startswith(b'{"id":'):
+                self._prefix = payload[: at + len(_CHOICE)]
+                return self.feed(payload)
+        return self._feed_parsed(payload)
+
+    def _feed_parsed(self, payload: bytes) -> list[FinishedChoice]:
         if self.done:
             raise ProtocolError("data after [DONE]")
         if payload == b"[DONE]":
@@ -97,14 +138,18 @@ class StreamAssembler:
         if self._first[index] is None:
             self._first[index] = now
         if text:
-            self._parts[index].append(text)
+            self._parts[index].append(orjson.dumps(text)[1:-1])
         self._counts[index] += 1
         if finish_reason is None:
             return None
         self._finished[index] = True
-        parts = self._parts[index]
+        raw = b"".join(self._parts[index])
         self._parts[index] = []
-        text, reason = _apply_stop("".join(parts), str(finish_reason), self.stop)
+        try:
+            whole = orjson.loads(b'"' + raw + b'"') if raw else ""
+        except orjson.JSONDecodeError as exc:
+            raise ProtocolError(f"choice {index}: its text is not a valid JSON string") from exc
+        text, reason = _apply_stop(whole, str(finish_reason), self.stop)
         return FinishedChoice(index, text, self._counts[index], reason, self._first[index], now)
 
 

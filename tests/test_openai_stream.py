@@ -2,6 +2,8 @@
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import transcripts
 from engine.errors import HTTPStatusError, ProtocolError
@@ -104,3 +106,46 @@ def test_stop_strings_the_server_did_not_apply_are_applied_as_vllm_would():
     assert (first.text, first.finish_reason, first.tokens) == ("    return 1", "stop", 2)
     (second,) = assembler.feed(b'{"choices":[{"index":1,"text":"    return 2","finish_reason":"length"}]}')
     assert (second.text, second.finish_reason) == ("    return 2", "length")
+
+
+def _running(index: int, text: bytes) -> bytes:
+    """A running chunk in vLLM 0.32's exact layout (the assembler's byte-search fast path)."""
+    return (b'{"id":"cmpl-1","object":"text_completion","created":1,"model":"m","choices":[{"index":%d,"text":"%s",'
+            b'"logprobs":null,"finish_reason":null,"stop_reason":null,"prompt_token_ids":null,"token_ids":null}]}'
+            % (index, text))  # fmt: skip
+
+
+def test_fast_path_texts_are_decoded_as_json_strings_whatever_their_escapes():
+    pieces = [b"a\\\\", b"\\\"q\\\"", b"\\n\\t", b"\\u00e9\\ud83d", b"\\ude00 caf\xc3\xa9", b"\\\\"]
+    assembler = StreamAssembler(2)
+    for piece in pieces:
+        assert assembler.feed(_running(1, piece)) == []
+    assert assembler.chunks == len(pieces) and assembler.unfinished() == [0, 1]
+    (done,) = assembler.feed(b'{"choices":[{"index":1,"text":"!","finish_reason":"length"}]}')
+    expected = orjson.loads(b'"' + b"".join(pieces) + b'!"')
+    assert done.text == expected == 'a\\"q"\n\té\U0001f600 café\\!' and done.tokens == len(pieces) + 1
+
+
+def test_fast_path_leaves_errors_to_the_full_parse():
+    assembler = StreamAssembler(1)
+    with pytest.raises(ProtocolError):
+        assembler.feed(_running(1, b"x"))  # index out of range
+    assembler.feed(_running(0, b"bad \\x escape"))
+    with pytest.raises(ProtocolError):
+        assembler.feed(b'{"choices":[{"index":0,"text":"","finish_reason":"stop"}]}')
+    assembler = StreamAssembler(1)
+    assembler.feed(b'{"choices":[{"index":0,"text":"","finish_reason":"stop"}]}')
+    with pytest.raises(ProtocolError):
+        assembler.feed(_running(0, b"after the finish"))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300), st.integers(0, 3))
+def test_arbitrary_payloads_parse_or_raise_one_protocol_error(payload, n):
+    assembler = StreamAssembler(n or 1)
+    try:
+        assembler.feed(payload)
+        assembler.feed(_running(0, payload.replace(b"\\", b"").replace(b'"', b"")))
+        assembler.feed(b'{"choices":[{"index":0,"text":"","finish_reason":"stop"}]}')
+    except (ProtocolError, HTTPStatusError):
+        pass
