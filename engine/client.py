@@ -26,6 +26,7 @@ MAX_ERROR_BODY = 4096
 # vLLM 0.32 refuses more stop strings than OpenAI's API allows (HTTP 400, "List should have at
 # most 4 items"): the first four go to the server, and StreamAssembler applies all of them.
 MAX_STOP_STRINGS = 4
+MAX_CARRY = 1 << 20  # a partial chunk held back for the fast path; a larger one goes the general way
 
 
 def completion_body(
@@ -115,6 +116,7 @@ class _StreamProtocol(asyncio.Protocol):
         self.reader = ResponseReader()
         self.parser = SSEParser()
         self.counted = 0
+        self.carry = b""  # the partial chunk after the whole ones that feed_http_chunks took
         self.error_body = b""
         self.idle_timeout = idle_timeout
         self.last_data = loop.time()
@@ -131,6 +133,20 @@ class _StreamProtocol(asyncio.Protocol):
             return
         self.last_data = self.loop.time()
         try:
+            if self.reader.status == 200 and self.reader.between_chunks and self.parser.idle:
+                # Whole chunks of running choices go to the assembler in one pass; a partial
+                # chunk at the end waits for the next read.
+                block = self.carry + data if self.carry else data
+                cut = block.rfind(b"}\n\n\r\n") + 5
+                if cut > 4 and len(block) - cut < MAX_CARRY and self.assembler.feed_http_chunks(
+                    block if cut == len(block) else block[:cut]
+                ):
+                    self.carry = block[cut:]
+                    if self.assembler.chunks != self.counted:
+                        self.on_chunks(self.assembler.chunks - self.counted)
+                        self.counted = self.assembler.chunks
+                    return
+                data, self.carry = block, b""
             body = self.reader.feed(data)
             if self.reader.status != 200:
                 if self.reader.status is not None:
@@ -138,9 +154,8 @@ class _StreamProtocol(asyncio.Protocol):
                 return
             if body:
                 assembler, on_choice = self.assembler, self.on_choice
-                for payload in self.parser.feed(body):
-                    for choice in assembler.feed(payload):
-                        on_choice(choice)
+                for choice in assembler.feed_all(self.parser.feed(body)):
+                    on_choice(choice)
                 if assembler.chunks != self.counted:
                     self.on_chunks(assembler.chunks - self.counted)
                     self.counted = assembler.chunks
@@ -229,9 +244,8 @@ async def _stream_aiohttp(
             parser = SSEParser()
             counted = 0
             async for data in response.content.iter_any():
-                for payload in parser.feed(data):
-                    for choice in assembler.feed(payload):
-                        on_choice(choice)
+                for choice in assembler.feed_all(parser.feed(data)):
+                    on_choice(choice)
                 if assembler.chunks != counted:
                     on_chunks(assembler.chunks - counted)
                     counted = assembler.chunks

@@ -38,6 +38,11 @@ class ResponseReader:
         self._state = _SIZE
         self._remaining = 0  # chunk or Content-Length bytes still to come
 
+    @property
+    def between_chunks(self) -> bool:
+        """A chunked body is under way and everything fed so far ended exactly at a chunk's end."""
+        return self._framing == _CHUNKED and self._state == _SIZE and not self._buffer and not self.done
+
     def feed(self, data: bytes) -> bytes:
         if self.done:
             if data:

@@ -24,6 +24,11 @@ class SSEParser:
         self._max_event_bytes = max_event_bytes
         self._general = False  # set for good once a CR is seen
 
+    @property
+    def idle(self) -> bool:
+        """No partial event is buffered (and line ends have been plain LF so far)."""
+        return not self._buffer and not self._general
+
     def feed(self, data: bytes) -> list[bytes]:
         buffer = self._buffer + data if self._buffer else data
         if not self._general and b"\r" in data:

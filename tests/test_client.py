@@ -109,3 +109,31 @@ def test_connection_refused_is_a_stream_error():
 
     with pytest.raises(StreamError):
         run(main())
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_vllm_framed_stream_split_anywhere_gives_what_the_layered_parsers_give(seed):
+    """Each event its own HTTP chunk, as vLLM sends it, so reads of whole chunks take the fast path
+    and reads that end inside a chunk carry the rest over: the result must not depend on it."""
+    import random
+
+    from engine.sse import SSEParser
+
+    events = [e + b"\n\n" for e in STREAM.body.split(b"\n\n") if e]
+    data = OK_HEAD + b"".join(b"%x\r\n%s\r\n" % (len(e), e) for e in events) + b"0\r\n\r\n"
+    rng = random.Random(seed)
+    cuts = sorted(rng.sample(range(1, len(data)), 12)) if seed else []  # seed 0: one piece per event
+    pieces = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)])] if seed else [OK_HEAD] + [
+        b"%x\r\n%s\r\n" % (len(e), e) for e in events] + [b"0\r\n\r\n"]  # fmt: skip
+
+    async def script(writer):
+        for piece in pieces:
+            writer.write(piece)
+            await writer.drain()
+            await asyncio.sleep(0.001)
+
+    assembler, choices, chunks = run(consume(script))
+    expected = StreamAssembler(4).feed_all(SSEParser().feed(STREAM.body))
+    key = lambda c: (c.index, c.text, c.tokens, c.finish_reason)  # noqa: E731
+    assert sorted(map(key, choices)) == sorted(map(key, expected))
+    assert sum(chunks) == assembler.chunks == sum(c.tokens for c in expected)

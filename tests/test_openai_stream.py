@@ -149,3 +149,45 @@ def test_arbitrary_payloads_parse_or_raise_one_protocol_error(payload, n):
         assembler.feed(b'{"choices":[{"index":0,"text":"","finish_reason":"stop"}]}')
     except (ProtocolError, HTTPStatusError):
         pass
+
+
+def _vllm_chunks(name: str) -> list[bytes]:
+    """A transcript's events as vLLM sends them: each SSE event its own HTTP chunk."""
+    return [b"%x\r\n%s\r\n" % (len(e), e) for e in (b"data: " + p + b"\n\n" for p in payloads(name))]
+
+
+@pytest.mark.parametrize("name", ["20_stream_n4_stop_usage_continuous", "24_stream_n4_include_usage_only",
+                                  "29_stream_n2_raw_http_chunks", "23_stream_n1_include_usage"])  # fmt: skip
+def test_http_chunk_fast_path_takes_exactly_what_the_layered_path_takes(name):
+    if name.startswith("29_"):  # the raw capture: vLLM's own chunk framing, byte for byte
+        body = transcripts.load(name).body
+        chunks, pos = [], 0
+        while not body.startswith(b"0\r\n", pos):
+            size_end = body.index(b"\r\n", pos)
+            end = size_end + 2 + int(body[pos:size_end], 16) + 2
+            chunks.append(body[pos:end])
+            pos = end
+    else:
+        chunks = _vllm_chunks(name)
+    events = [c[c.index(b"\r\n") + 2 : -2] for c in chunks]
+    n = max(c["index"] for e in events if e != b"data: [DONE]\n\n" for c in orjson.loads(e[6:])["choices"]) + 1
+    layered, fast = StreamAssembler(n, clock=lambda: 0.0), StreamAssembler(n, clock=lambda: 0.0)
+    expected, got, taken = [], [], 0
+    for chunk in chunks:
+        event = chunk[chunk.index(b"\r\n") + 2 : -2]
+        expected += layered.feed_all(SSEParser().feed(event))
+        if fast.feed_http_chunks(chunk):
+            taken += 1
+        else:
+            got += fast.feed_all(SSEParser().feed(event))
+    assert got == expected and fast.chunks == layered.chunks and fast.usage == layered.usage
+    if not name.startswith("20_"):  # continuous usage stats: a layout the fast path leaves alone
+        assert taken > 0
+    # a block of several whole chunks at once, and blocks that must be refused untouched
+    block = b"".join(chunks[1:4])
+    again = StreamAssembler(n)
+    again.feed_all(SSEParser().feed(chunks[0][chunks[0].index(b"\r\n") + 2 : -2]))
+    before = (again.chunks, [list(p) for p in again._parts])
+    for bad in (block[:-1], block + b"0\r\n\r\n", b"x" + block, block.replace(b"\r\ndata", b";e\r\ndata", 1)):
+        assert not again.feed_http_chunks(bad)
+        assert (again.chunks, [list(p) for p in again._parts]) == before
