@@ -19,6 +19,10 @@ concurrent requests; the medians are printed with the ratios.
 
     .venv/bin/python bench/stream.py                                   # 64 requests, n=16, 256 tokens, 3 rounds
     .venv/bin/python bench/stream.py --clients engine aiohttp --rounds 5
+    .venv/bin/python bench/stream.py --clients engine --baseline 513a15f   # before/after, same run
+
+--baseline REV adds the client "engine@REV": the same request path with engine/client.py,
+sse.py, openai_stream.py, http11.py and runner.py as they were at git revision REV.
 """
 
 from __future__ import annotations
@@ -27,8 +31,10 @@ import argparse
 import asyncio
 import email.utils
 import gc
+import importlib
 import json
 import os
+import re
 import shutil
 import signal
 import statistics
@@ -235,16 +241,17 @@ class AiohttpJsonClient:
 class EngineClient:
     """The engine's own request path: Sweep._request, on a Sweep of one server, fresh metrics."""
 
-    def __init__(self, url: str, n: int, tokens: int):
+    def __init__(self, url: str, n: int, tokens: int, runner_module: str = "engine.runner"):
         from prometheus_client import CollectorRegistry
 
         from engine.records import Problem
-        from engine.runner import Sampling, Sweep, SweepOptions
         from engine.servers import Fleet
         from engine.store import Store
         from metrics.exporter import EngineMetrics
         from metrics.running import RunningPassAtK
 
+        runner = importlib.import_module(runner_module)
+        Sampling, Sweep, SweepOptions = runner.Sampling, runner.Sweep, runner.SweepOptions  # noqa: N806
         self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300))
         self.tmp = tempfile.mkdtemp(prefix="bench-stream-")
         self.store = Store.open(self.tmp)
@@ -282,6 +289,25 @@ class EngineClient:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
+_BASELINE_MODULES = ("sse", "http11", "openai_stream", "client", "runner")
+
+
+def load_baseline(rev: str, into: Path) -> str:
+    """engine's streaming modules as of git revision `rev`, importable as `engine_baseline.*`."""
+    package = into / "engine_baseline"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    repo = Path(__file__).resolve().parent.parent
+    names = "|".join(_BASELINE_MODULES)
+    for name in _BASELINE_MODULES:
+        shown = subprocess.run(["git", "-C", str(repo), "show", f"{rev}:engine/{name}.py"], capture_output=True, text=True)
+        if shown.returncode == 0:
+            source = re.sub(rf"\bfrom engine\.({names}) import", r"from engine_baseline.\1 import", shown.stdout)
+            (package / f"{name}.py").write_text(source)
+    sys.path.insert(0, str(into))
+    return "engine_baseline.runner"
+
+
 async def run_round(client, requests: int) -> int:
     if isinstance(client, EngineClient):
         return await client.round(requests)
@@ -291,6 +317,9 @@ async def run_round(client, requests: int) -> int:
 async def bench(args, url: str) -> None:
     makers = {"openai": OpenAIClient, "aiohttp": AiohttpJsonClient, "engine": EngineClient}
     clients = {name: makers[name](url, args.n, args.tokens) for name in args.clients}
+    if args.baseline:
+        clients[f"engine@{args.baseline}"] = EngineClient(url, args.n, args.tokens, args.baseline_module)
+        args.clients = [*args.clients, f"engine@{args.baseline}"]
     expected = args.requests * args.n * args.tokens
     results: dict[str, list[float]] = {name: [] for name in args.clients}
     walls: dict[str, list[float]] = {name: [] for name in args.clients}
@@ -323,6 +352,9 @@ async def bench(args, url: str) -> None:
     medians = {name: statistics.median(v) for name, v in results.items()}
     print("median CPU-s per million tokens: " + "   ".join(f"{k} {v:.2f}" for k, v in medians.items()))
     if "engine" in medians:
+        if args.baseline:
+            before = medians[f"engine@{args.baseline}"]
+            print(f"  engine@{args.baseline} / engine = {before / medians['engine']:.2f}x (before / after)")
         for name in ("openai", "aiohttp"):
             if name in medians:
                 target = {"openai": 20, "aiohttp": 2.5}[name]
@@ -338,6 +370,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--step-ms", type=float, default=10.0, help="the server's engine step")
     parser.add_argument("--clients", nargs="+", choices=CLIENTS, default=list(CLIENTS))
+    parser.add_argument("--baseline", metavar="REV", help="also run the engine path as of git revision REV")
     parser.add_argument("--serve", type=Path, help=argparse.SUPPRESS)  # internal: run the replay server
     args = parser.parse_args()
     if args.serve:
@@ -345,6 +378,8 @@ def main() -> None:
         return
     with tempfile.TemporaryDirectory(prefix="bench-stream-") as tmp:
         port_file = Path(tmp) / "port"
+        if args.baseline:
+            args.baseline_module = load_baseline(args.baseline, Path(tmp))
         cmd = [sys.executable, __file__, "--serve", str(port_file), "--n", str(args.n), "--tokens", str(args.tokens),
                "--step-ms", str(args.step_ms)]  # fmt: skip
         server = subprocess.Popen(cmd)
