@@ -186,6 +186,8 @@ def test_sweep_against_real_vllm_stores_every_sample_once_with_the_servers_token
     assert counted == usage_tokens == generated == summary["new_tokens"] > 0
     # Stored per-sample counts are chunks: vLLM can merge tokens into one chunk when it falls behind.
     stored = sum(r["completion_tokens"] for r in rows)
+    print(f"tokens: usage chunks {usage_tokens}, vLLM counter {generated}, stored (chunks) {stored}; "
+          f"finish reasons {sorted(r['finish_reason'] for r in rows)}")  # fmt: skip
     assert summary["tokens"] == stored
     assert PROBLEMS * SAMPLES <= stored <= usage_tokens
     assert all(r["completion_tokens"] <= 64 for r in rows)
