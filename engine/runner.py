@@ -217,7 +217,6 @@ class Sweep:
         self.metrics.inflight_requests.labels(server.url).inc()
         task = asyncio.create_task(self._request(server, request))
         self._inflight.add(task)
-        task.add_done_callback(self._inflight.discard)
 
     async def _request(self, server: ServerState, request: Request) -> None:
         problem = request.problem
@@ -230,7 +229,7 @@ class Sweep:
             temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens, stop=list(s.stop),
         )
         url = server.url + ("/v1/chat/completions" if chat else "/v1/completions")
-        assembler = StreamAssembler(request.n, chat=chat)
+        assembler = StreamAssembler(request.n, chat=chat, stop=s.stop)  # the server applies only MAX_STOP_STRINGS
         requested_at = time.time()
         tokens = self.metrics.generated_tokens.labels(server.url)
 
@@ -266,6 +265,9 @@ class Sweep:
             server.inflight_requests -= 1
             server.inflight_seqs -= len(assembler.unfinished())
             self.metrics.inflight_requests.labels(server.url).dec()
+            # Off the in-flight set before waking the dispatcher (a done-callback would run
+            # later, and the dispatcher would go back to sleep seeing this request still open).
+            self._inflight.discard(asyncio.current_task())
             self.fleet.changed.set()
 
     def _failed(self, server: ServerState, request: Request, unfinished: list[int], exc: StreamError) -> None:

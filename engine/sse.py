@@ -1,7 +1,8 @@
 """A sans-IO parser for Server-Sent Events: bytes in, `data` payloads out, no I/O at all.
 
-vLLM frames every event as ``data: <json>\\n\\n`` with LF line ends; that case takes a fast
-path of one `find` and one slice per event. Anything else the SSE specification allows (CR or
+vLLM frames every event as ``data: <json>\\n\\n`` with LF line ends; a read made of whole
+such events is split in one C call, and otherwise that case costs one `find` and one slice
+per event. Anything else the SSE specification allows (CR or
 CRLF line ends, multi-line data, `event:`/`id:` fields, comments) goes through the general path,
 so a proxy that rewrites line ends cannot break us.
 """
@@ -23,12 +24,25 @@ class SSEParser:
         self._max_event_bytes = max_event_bytes
         self._general = False  # set for good once a CR is seen
 
+    @property
+    def idle(self) -> bool:
+        """No partial event is buffered (and line ends have been plain LF so far)."""
+        return not self._buffer and not self._general
+
     def feed(self, data: bytes) -> list[bytes]:
         buffer = self._buffer + data if self._buffer else data
         if not self._general and b"\r" in data:
             self._general = True
         if self._general:
             payloads, self._buffer = _parse_general(buffer)
+        elif buffer.startswith(b"data: ") and buffer.endswith(b"\n\n"):
+            # Whole `data: ...` events only (vLLM, read by read): one split in C, valid when
+            # the only LFs are the events' ends.
+            payloads = buffer[6:-2].split(b"\n\ndata: ")
+            if buffer.count(b"\n") != 2 * len(payloads):
+                payloads, self._buffer = _parse_lf(buffer)
+            else:
+                self._buffer = b""
         else:
             payloads, self._buffer = _parse_lf(buffer)
         if len(self._buffer) > self._max_event_bytes:
@@ -51,15 +65,20 @@ def _parse_lf(buffer: bytes) -> tuple[list[bytes], bytes]:
     payloads: list[bytes] = []
     start = 0
     while True:
+        # vLLM's case, `data: <json>\n\n`, costs one scan: the event's first LF is its last line's.
+        line_end = buffer.find(b"\n", start)
+        if line_end < 0:
+            return payloads, buffer[start:]
+        if buffer[line_end + 1 : line_end + 2] == b"\n" and buffer.startswith(b"data: ", start):
+            payloads.append(buffer[start + 6 : line_end])
+            start = line_end + 2
+            continue
         end = buffer.find(b"\n\n", start)
         if end < 0:
             return payloads, buffer[start:]
-        if buffer.startswith(b"data: ", start) and buffer.find(b"\n", start, end) < 0:
-            payloads.append(buffer[start + 6 : end])
-        else:
-            payload = _event_data(buffer[start:end].split(b"\n"))
-            if payload is not None:
-                payloads.append(payload)
+        payload = _event_data(buffer[start:end].split(b"\n"))
+        if payload is not None:
+            payloads.append(payload)
         start = end + 2
 
 

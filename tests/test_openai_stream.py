@@ -2,6 +2,8 @@
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import transcripts
 from engine.errors import HTTPStatusError, ProtocolError
@@ -96,3 +98,97 @@ def test_choice_after_its_finish_and_index_out_of_range_are_protocol_errors():
 def test_malformed_chunks_are_protocol_errors(payload):
     with pytest.raises(ProtocolError):
         StreamAssembler(1).feed(payload)
+
+
+def test_stop_strings_the_server_did_not_apply_are_applied_as_vllm_would():
+    assembler = StreamAssembler(2, stop=("\ndef", "\n#"))
+    assert assembler.feed(b'{"choices":[{"index":0,"text":"    return 1\\n# done","finish_reason":null}]}') == []
+    (first,) = assembler.feed(b'{"choices":[{"index":0,"text":"\\nprint(1)","finish_reason":"length"}]}')
+    assert (first.text, first.finish_reason, first.tokens) == ("    return 1", "stop", 2)
+    (second,) = assembler.feed(b'{"choices":[{"index":1,"text":"    return 2","finish_reason":"length"}]}')
+    assert (second.text, second.finish_reason) == ("    return 2", "length")
+
+
+def _running(index: int, text: bytes) -> bytes:
+    """A running chunk in vLLM 0.32's exact layout (the assembler's byte-search fast path)."""
+    return (b'{"id":"cmpl-1","object":"text_completion","created":1,"model":"m","choices":[{"index":%d,"text":"%s",'
+            b'"logprobs":null,"finish_reason":null,"stop_reason":null,"prompt_token_ids":null,"token_ids":null}]}'
+            % (index, text))  # fmt: skip
+
+
+def test_fast_path_texts_are_decoded_as_json_strings_whatever_their_escapes():
+    pieces = [b"a\\\\", b"\\\"q\\\"", b"\\n\\t", b"\\u00e9\\ud83d", b"\\ude00 caf\xc3\xa9", b"\\\\"]
+    assembler = StreamAssembler(2)
+    for piece in pieces:
+        assert assembler.feed(_running(1, piece)) == []
+    assert assembler.chunks == len(pieces) and assembler.unfinished() == [0, 1]
+    (done,) = assembler.feed(b'{"choices":[{"index":1,"text":"!","finish_reason":"length"}]}')
+    expected = orjson.loads(b'"' + b"".join(pieces) + b'!"')
+    assert done.text == expected == 'a\\"q"\n\té\U0001f600 café\\!' and done.tokens == len(pieces) + 1
+
+
+def test_fast_path_leaves_errors_to_the_full_parse():
+    assembler = StreamAssembler(1)
+    with pytest.raises(ProtocolError):
+        assembler.feed(_running(1, b"x"))  # index out of range
+    assembler.feed(_running(0, b"bad \\x escape"))
+    with pytest.raises(ProtocolError):
+        assembler.feed(b'{"choices":[{"index":0,"text":"","finish_reason":"stop"}]}')
+    assembler = StreamAssembler(1)
+    assembler.feed(b'{"choices":[{"index":0,"text":"","finish_reason":"stop"}]}')
+    with pytest.raises(ProtocolError):
+        assembler.feed(_running(0, b"after the finish"))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300), st.integers(0, 3))
+def test_arbitrary_payloads_parse_or_raise_one_protocol_error(payload, n):
+    assembler = StreamAssembler(n or 1)
+    try:
+        assembler.feed(payload)
+        assembler.feed(_running(0, payload.replace(b"\\", b"").replace(b'"', b"")))
+        assembler.feed(b'{"choices":[{"index":0,"text":"","finish_reason":"stop"}]}')
+    except (ProtocolError, HTTPStatusError):
+        pass
+
+
+def _vllm_chunks(name: str) -> list[bytes]:
+    """A transcript's events as vLLM sends them: each SSE event its own HTTP chunk."""
+    return [b"%x\r\n%s\r\n" % (len(e), e) for e in (b"data: " + p + b"\n\n" for p in payloads(name))]
+
+
+@pytest.mark.parametrize("name", ["20_stream_n4_stop_usage_continuous", "24_stream_n4_include_usage_only",
+                                  "29_stream_n2_raw_http_chunks", "23_stream_n1_include_usage"])  # fmt: skip
+def test_http_chunk_fast_path_takes_exactly_what_the_layered_path_takes(name):
+    if name.startswith("29_"):  # the raw capture: vLLM's own chunk framing, byte for byte
+        body = transcripts.load(name).body
+        chunks, pos = [], 0
+        while not body.startswith(b"0\r\n", pos):
+            size_end = body.index(b"\r\n", pos)
+            end = size_end + 2 + int(body[pos:size_end], 16) + 2
+            chunks.append(body[pos:end])
+            pos = end
+    else:
+        chunks = _vllm_chunks(name)
+    events = [c[c.index(b"\r\n") + 2 : -2] for c in chunks]
+    n = max(c["index"] for e in events if e != b"data: [DONE]\n\n" for c in orjson.loads(e[6:])["choices"]) + 1
+    layered, fast = StreamAssembler(n, clock=lambda: 0.0), StreamAssembler(n, clock=lambda: 0.0)
+    expected, got, taken = [], [], 0
+    for chunk in chunks:
+        event = chunk[chunk.index(b"\r\n") + 2 : -2]
+        expected += layered.feed_all(SSEParser().feed(event))
+        if fast.feed_http_chunks(chunk):
+            taken += 1
+        else:
+            got += fast.feed_all(SSEParser().feed(event))
+    assert got == expected and fast.chunks == layered.chunks and fast.usage == layered.usage
+    if not name.startswith("20_"):  # continuous usage stats: a layout the fast path leaves alone
+        assert taken > 0
+    # a block of several whole chunks at once, and blocks that must be refused untouched
+    block = b"".join(chunks[1:4])
+    again = StreamAssembler(n)
+    again.feed_all(SSEParser().feed(chunks[0][chunks[0].index(b"\r\n") + 2 : -2]))
+    before = (again.chunks, [list(p) for p in again._parts])
+    for bad in (block[:-1], block + b"0\r\n\r\n", b"x" + block, block.replace(b"\r\ndata", b";e\r\ndata", 1)):
+        assert not again.feed_http_chunks(bad)
+        assert (again.chunks, [list(p) for p in again._parts]) == before
