@@ -1,5 +1,5 @@
-"""Parsing and validating `/v1/completions` bodies the way vLLM 0.32 does. Pure: bytes in, a
-`CompletionRequest` or an `APIError` out.
+"""Parsing and validating `/v1/completions` and `/v1/chat/completions` bodies the way vLLM 0.32
+does. Pure: bytes in, a `CompletionRequest` (or `ChatRequest`) or an `APIError` out.
 
 Messages, types, params and statuses follow the real server (see shared/real-vllm/NOTES.md):
 FastAPI/pydantic errors for bodies that are not valid JSON or have wrongly typed fields, then
@@ -14,6 +14,8 @@ import json
 from dataclasses import dataclass
 
 import orjson
+
+from engine.simulator.chat import Message
 
 DEFAULT_MAX_TOKENS = 16
 MAX_LOGPROBS = 20
@@ -98,6 +100,90 @@ def parse_completion_request(body: bytes, served_model: str, max_model_len: int)
         continuous_usage=bool(options.get("include_usage") and options.get("continuous_usage_stats")),
         include_stop_str_in_output=bool(_typed(data, "include_stop_str_in_output", bool)),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class ChatRequest:
+    messages: tuple[Message, ...]
+    n: int = 1
+    max_tokens: int | None = None  # max_completion_tokens, else max_tokens; None: what the context leaves
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    temperature: float = 1.0
+    stream: bool = False
+    include_usage: bool = False
+    continuous_usage: bool = False
+    include_stop_str_in_output: bool = False
+
+
+def parse_chat_request(body: bytes, served_model: str, max_model_len: int) -> ChatRequest:
+    data = _decode(body)
+    messages = _messages(data)
+    stream = _typed(data, "stream", bool) or False
+    options = _typed(data, "stream_options", dict)
+    if options and not stream:  # vLLM's chat validator tests truthiness: `{}` passes
+        raise APIError(400, "Stream options can only be defined when `stream=True`. (parameter=stream_options)",
+                       param="stream_options")  # fmt: skip
+    model = _typed(data, "model", str)
+    if model is not None and model != served_model:
+        raise APIError(404, f"The model `{model}` does not exist. Valid aliases: {served_model}.", "NotFoundError",
+                       "model")  # fmt: skip
+    limit = _typed(data, "max_completion_tokens", int)
+    param = "max_completion_tokens"
+    if limit is None:
+        limit, param = _typed(data, "max_tokens", int), "max_tokens"
+    if limit is not None and limit > max_model_len:
+        message = f"{param}={limit} cannot be greater than max_model_len={max_model_len}."
+        raise _param_error(param, message + " Please request fewer output tokens.", limit)
+    n = _typed(data, "n", int)
+    n = 1 if n is None else n
+    if n < 1:
+        raise APIError(400, f"n must be at least 1, got {n}.")
+    temperature = _typed(data, "temperature", float)
+    temperature = 1.0 if temperature is None else float(temperature)
+    if temperature < 0:
+        raise _param_error("temperature", f"temperature must be non-negative, got {temperature}.", temperature)
+    top_p = _typed(data, "top_p", float)
+    if top_p is not None and not 0 < top_p <= 1:
+        raise _param_error("top_p", f"top_p must be in (0, 1], got {float(top_p)}.", float(top_p))
+    if limit is not None and limit < 1:
+        raise _param_error("max_tokens", f"max_tokens must be at least 1, got {limit}.", limit)
+    options = options or {}
+    return ChatRequest(
+        messages=messages,
+        n=n,
+        max_tokens=limit,
+        stop=_stops(data.get("stop")),
+        seed=_typed(data, "seed", int),
+        temperature=temperature,
+        stream=stream,
+        include_usage=bool(options.get("include_usage")),
+        continuous_usage=bool(options.get("include_usage") and options.get("continuous_usage_stats")),
+        include_stop_str_in_output=bool(_typed(data, "include_stop_str_in_output", bool)),
+    )
+
+
+def _messages(data: dict) -> tuple[Message, ...]:
+    """`messages`: a list of {"role", "content"} objects, content a string or text parts."""
+    if "messages" not in data:
+        raise _validation_error(f"{{'type': 'missing', 'loc': ('body', 'messages'), 'msg': 'Field required', "
+                                f"'input': {data!r}}}", None)  # fmt: skip
+    value = data["messages"]
+    if not isinstance(value, list):
+        raise _validation_error(f"{{'type': 'list_type', 'loc': ('body', 'messages'), 'msg': 'Input should be a "
+                                f"valid list', 'input': {value!r}}}", None)  # fmt: skip
+    out = []
+    for i, message in enumerate(value):
+        role = message.get("role") if isinstance(message, dict) else None
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, list) and all(isinstance(p, dict) and p.get("type") == "text"
+                                             and isinstance(p.get("text"), str) for p in content):  # fmt: skip
+            content = "\n".join(p["text"] for p in content)
+        if not isinstance(role, str) or not (content is None or isinstance(content, str)):
+            raise _validation_error(f"{{'type': 'model_type', 'loc': ('body', 'messages', {i}), 'msg': 'Input should "
+                                    f"be a valid message', 'input': {message!r}}}", None)  # fmt: skip
+        out.append(Message(role, content or ""))
+    return tuple(out)
 
 
 def check_prompt_length(prompt_tokens: int, max_model_len: int) -> None:
