@@ -32,7 +32,6 @@ from engine.simulator.protocol import (
     APIError,
     ChatRequest,
     CompletionRequest,
-    check_prompt_length,
     parse_chat_request,
     parse_completion_request,
 )
@@ -125,25 +124,19 @@ class SimulatedAPI:
         body = await request.read()
         cfg = self.config
         try:
-            req = parse_completion_request(body, cfg.model_name, cfg.max_model_len)
-            prompt_tokens = [count_tokens(p) if isinstance(p, str) else len(p) for p in req.prompts]
-            for count in prompt_tokens:
-                check_prompt_length(count, cfg.max_model_len)
+            req = parse_completion_request(body, cfg.model_name, cfg.max_model_len, count_tokens)
         except APIError as exc:
             return await self._refuse(request, exc)
-        return await self._serve(request, req.stream, lambda: self._job(request, req, prompt_tokens), completion_body)
+        return await self._serve(request, req.stream, lambda: self._job(request, req), completion_body)
 
     async def chat_completions(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
         cfg = self.config
         try:
-            req = parse_chat_request(body, cfg.model_name, cfg.max_model_len)
-            prompt_tokens = chat.prompt_tokens(req.messages)
-            check_prompt_length(prompt_tokens, cfg.max_model_len)
+            req = parse_chat_request(body, cfg.model_name, cfg.max_model_len, chat.prompt_tokens)
         except APIError as exc:
             return await self._refuse(request, exc)
-        return await self._serve(request, req.stream, lambda: self._chat_job(request, req, prompt_tokens),
-                                 chat_completion_body)  # fmt: skip
+        return await self._serve(request, req.stream, lambda: self._chat_job(request, req), chat_completion_body)
 
     async def _refuse(self, request: web.Request, exc: APIError) -> web.StreamResponse:
         if exc.in_band:
@@ -165,7 +158,7 @@ class SimulatedAPI:
             return await self._stream(request, job, fault)
         return await self._complete(job, make_body)
 
-    def _job(self, request: web.Request, req: CompletionRequest, prompt_tokens: list[int]) -> Job:
+    def _job(self, request: web.Request, req: CompletionRequest) -> Job:
         request_id = f"cmpl-{self.rng.getrandbits(64):016x}"
         created = int(time.time())
         encoder = ChunkEncoder(request_id, created, self.config.model_name, self.fingerprint) if req.stream else None
@@ -173,7 +166,7 @@ class SimulatedAPI:
                   framed=request.version >= HttpVersion11, include_usage=req.include_usage,
                   continuous=req.continuous_usage)  # fmt: skip
         greedy = req.temperature == 0
-        for p, (prompt, count) in enumerate(zip(req.prompts, prompt_tokens)):
+        for p, (prompt, count) in enumerate(zip(req.prompts, req.prompt_tokens)):
             key = prompt if isinstance(prompt, str) else "token-ids:" + ",".join(map(str, prompt))
             max_tokens = min(req.max_tokens or DEFAULT_MAX_TOKENS, self.config.max_model_len - count)
             job.prompt_tokens += count
@@ -183,13 +176,14 @@ class SimulatedAPI:
                 job.add(p * req.n + j, plan, count, max_tokens)
         return job
 
-    def _chat_job(self, request: web.Request, req: ChatRequest, prompt_tokens: int) -> Job:
+    def _chat_job(self, request: web.Request, req: ChatRequest) -> Job:
         request_id = f"chatcmpl-{self.rng.getrandbits(64):016x}"
         created = int(time.time())
         encoder = ChatChunkEncoder(request_id, created, self.config.model_name, self.fingerprint) if req.stream else None
         job = Job(request_id, created, encoder, request.transport, stream=req.stream,
                   framed=request.version >= HttpVersion11, include_usage=req.include_usage,
                   continuous=req.continuous_usage)  # fmt: skip
+        prompt_tokens = req.prompt_tokens
         room = self.config.max_model_len - prompt_tokens  # also chat's default: whatever the context leaves
         max_tokens = min(req.max_tokens or room, room)
         job.prompt_tokens = prompt_tokens
