@@ -15,6 +15,7 @@ import click
 import orjson
 from tqdm import tqdm
 
+from engine.cli_options import sandbox_options, sandbox_settings
 from engine.errors import EngineError, FleetError, InputError, SandboxError, StorageError
 
 log = logging.getLogger("engine")
@@ -123,8 +124,7 @@ def main() -> None:
 @click.option("--new-run", is_flag=True, help="Start afresh in --out; an existing run there is kept as results.<time>.sqlite.")
 @click.option("--startup-timeout", default=300.0, show_default=True, type=click.FloatRange(min=0.0), help="Seconds to wait for servers that are still loading their model.")
 @click.option("--workers", default=os.cpu_count() or 1, show_default=True, type=click.IntRange(min=1), help="Parallel sandboxes.")
-@click.option("--timeout", default=3.0, show_default=True, type=click.FloatRange(min=0.1), help="Wall-clock limit of one test run, seconds.")
-@click.option("--memory-mb", default=1024, show_default=True, type=click.IntRange(min=64), help="Address-space limit of one test run.")
+@sandbox_options
 @click.option("--json", "as_json", is_flag=True, help="Print the final summary as one JSON object.")
 @click.option("-v", "--verbose", count=True, help="One log line per sample transition.")
 def run(**opts) -> None:
@@ -132,9 +132,9 @@ def run(**opts) -> None:
     from engine.run import RunConfig, run_sweep
     from engine.runner import SweepOptions
     from engine.summary import render
-    from sandbox import Limits
 
     _setup_logging(opts["verbose"])
+    backend, dedup, timing, limits = sandbox_settings(opts)
     if opts["queue_size"] is not None and opts["request_n"] > opts["queue_size"]:
         raise click.BadParameter("must not exceed --queue-size", param_hint="--request-n")
     if opts["request_n"] > opts["max_seqs_per_server"]:
@@ -148,7 +148,7 @@ def run(**opts) -> None:
             samples=opts["samples"], request_n=opts["request_n"], max_seqs_per_server=opts["max_seqs_per_server"],
             queue_size=opts["queue_size"], retries=opts["retries"], idle_timeout_s=opts["idle_timeout"],
         ),
-        workers=opts["workers"], limits=Limits(timeout_s=opts["timeout"], memory_mb=opts["memory_mb"]),
+        workers=opts["workers"], limits=limits, sandbox=backend, dedup=dedup, timing=timing,
         metrics_host=opts["metrics_host"], metrics_port=None if opts["no_metrics"] else opts["metrics_port"],
         startup_timeout_s=opts["startup_timeout"], drain_timeout_s=opts["drain_timeout"], new_run=opts["new_run"],
         progress=not opts["as_json"] or sys.stderr.isatty(),

@@ -62,6 +62,7 @@ def _parquet_schema():
         ("result", text), ("completion_tokens", integer), ("finish_reason", text), ("server", text),
         ("requested_at", real), ("first_token_at", real), ("finished_at", real), ("response", text), ("detail", text),
         ("output", text), ("verify_wall_s", real), ("backend", text), ("limits", text), ("verified_at", real),
+        ("cpu_s", real), ("reused", integer),
     ])
 
 

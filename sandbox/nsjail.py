@@ -1,29 +1,29 @@
-"""The nsjail command line for one sample (a pure function of the host layout and the limits),
-finding that layout on the host, and reading nsjail's log.
+"""The nsjail command line for one worker jail (a pure function of the host layout and the
+limits), finding that layout on the host, and reading nsjail's log.
 
 What the jail sees (Run as: unprivileged uid/gid 65534 inside AND outside, never root):
 - read-only: the Python prefix (sys.base_prefix, resolved) with its site-packages hidden behind
   an empty directory, and the system library dirs the interpreter links against (/usr/lib,
   /usr/lib64; /lib and /lib64 as the same symlinks as on the host);
-- a private tmpfs /tmp of `tmp_mb`, the working directory; /proc (read-only) of its own pid
-  namespace only;
+- /proc of its own pid namespace (writable, for the fork-server to write its uid_map; no program
+  sees it, and the host's /proc/sys stays unwritable to the unprivileged uid); each program then gets a private tmpfs /tmp of
+  `tmp_mb` (its working directory) and a /proc of its own namespace (sandbox/server.py);
 - no /dev, no /etc, no home, no project dir; an empty environment (Python itself then adds
   LC_CTYPE=C.UTF-8, PEP 538);
 - new user, pid, net (only `lo`, down), mount, ipc, uts and cgroup namespaces; a seccomp
-  deny-list (SECCOMP_POLICY); rlimits on address space, processes, file size, open files, core
-  (0) and CPU time (a backstop); nsjail's --time_limit as a backstop to our own timer.
+  deny-list (SECCOMP_POLICY); a memory cgroup over the whole jail. Rlimits and the wall-clock
+  limit are per program, set by the fork-server (sandbox/server.py).
 
 Why the unshare/mount wrapper: the prefix of a pyenv/home-installed Python lives under a 0700
 home (here /root/.pyenv/...). nsjail mounts as the jail's unprivileged user, which cannot
 traverse that home, and the alternatives are worse (mapping root into the jail's user namespace,
-or chmod o+x on the home). So each sample starts in a private mount namespace where the prefix
+or chmod o+x on the home). So each worker starts in a private mount namespace where the prefix
 is bind-mounted onto `stage_dir/python`, a path anyone may traverse; nsjail binds it from there
 to its real path (where the interpreter's RUNPATH expects it). Nothing changes on the host.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import re
 import shutil
@@ -33,19 +33,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sandbox.limits import Limits
+from sandbox.server_boot import BOOTSTRAP
 
 UNPRIVILEGED_ID = 65534  # "nobody"; mapped inside:outside so the jail is not root outside
-JAIL_TIME_MARGIN_S = 2  # nsjail's --time_limit backstop fires this long after our own timer
-CPU_MARGIN_S = 2  # RLIMIT_CPU backstop: a single thread cannot use more CPU than wall time
+SERVER_TMP_MB = 1  # the worker's own /tmp; each program gets a private tmpfs of its own
 SYSTEM_LIBRARY_DIRS = ("/lib", "/lib64", "/usr/lib", "/usr/lib64")
 PYTHON_FLAGS = ("-I", "-S", "-B", "-u", "-X", "utf8")  # isolated, no site, no .pyc, unbuffered
-# Deny (EPERM) what no verification needs and what most kernel exploits start from: nested
-# namespaces, mounts, ptrace, bpf, io_uring, keyrings, module loading. clone3 answers ENOSYS, as
-# Docker's profile does, because its flags cannot be inspected; glibc then falls back to clone.
-# 0x7e020000 = CLONE_NEWNS|NEWCGROUP|NEWUTS|NEWIPC|NEWUSER|NEWPID|NEWNET.
+# The jail-wide filter (the fork-server and everything under it). The server needs unshare, setns
+# and mount to build each program's namespaces, so those stay open here; each program's child
+# then installs the stricter filter of sandbox/seccomp.py, which closes them, before the program
+# runs. Denied (EPERM) here as there: ptrace, bpf, io_uring, keyrings, module loading ... clone3
+# answers ENOSYS, as Docker's profile does, because its flags cannot be inspected; glibc then
+# falls back to clone. 0x7e020000 = CLONE_NEWNS|NEWCGROUP|NEWUTS|NEWIPC|NEWUSER|NEWPID|NEWNET.
 SECCOMP_POLICY = (
     "ERRNO(38) { clone3 } "
-    "ERRNO(1) { clone { (clone_flags & 0x7e020000) != 0 }, unshare, setns, mount, umount, pivot_root, chroot,"
+    "ERRNO(1) { clone { (clone_flags & 0x7e020000) != 0 }, umount, pivot_root, chroot,"
     " mount_setattr, open_tree, move_mount, fsopen, fsconfig, fsmount, fspick, name_to_handle_at,"
     " open_by_handle_at, ptrace, process_vm_readv, process_vm_writev, bpf, perf_event_open, userfaultfd,"
     " keyctl, add_key, request_key, io_uring_setup, io_uring_enter, io_uring_register, kexec_load,"
@@ -77,38 +79,23 @@ class JailLayout:
     nice_level: int = 0  # our own wall-clock timer needs the program to get CPU time
 
 
-def nsjail_command(
-    layout: JailLayout,
-    limits: Limits,
-    *,
-    harness_source: str,
-    status_fd: int,
-    log_fd: int,
-    label: str,
-    startup_timeout_s: float,
-) -> list[str]:
-    """The full argv of one sample: staging wrapper, nsjail, then the jailed interpreter."""
+def nsjail_command(layout: JailLayout, limits: Limits, *, server_config: str,
+                   label: str) -> list[str]:  # fmt: skip
+    """The full argv of one worker jail: staging wrapper, nsjail, then the fork-server."""
     stage_python = os.path.join(layout.stage_dir, "python")
     stage = [layout.unshare, "--mount", "--propagation", "private", "--", layout.sh, "-c", STAGE_SCRIPT,
              "engine-sandbox-stage", layout.prefix, stage_python, layout.mount]  # fmt: skip
-    time_limit = math.ceil(startup_timeout_s + limits.timeout_s) + JAIL_TIME_MARGIN_S
     jail = [
         layout.nsjail, "-Mo",
-        "--log_fd", str(log_fd),
         "--hostname", "sandbox",
         "--user", f"{layout.uid}:{layout.uid}:1",
         "--group", f"{layout.gid}:{layout.gid}:1",
-        "--time_limit", str(time_limit),
-        "--rlimit_as", str(limits.memory_mb),
-        "--rlimit_nproc", str(limits.max_processes),
-        "--rlimit_fsize", str(limits.max_file_mb),
-        "--rlimit_nofile", str(limits.max_open_files),
-        "--rlimit_core", "0",
-        "--rlimit_cpu", str(math.ceil(limits.timeout_s) + CPU_MARGIN_S),
+        "--time_limit", "0",  # a worker lives for many programs; each has its own limits
+        "--disable_rlimits",  # each program's child sets its own (sandbox/server.py)
         "--nice_level", str(layout.nice_level),
         "--iface_no_lo",
+        "--proc_rw",  # the server maps its ids through it; programs get a read-only /proc of their own
         "--seccomp_string", SECCOMP_POLICY,
-        "--pass_fd", str(status_fd),
         "--bindmount_ro", f"{stage_python}:{layout.prefix}",
     ]  # fmt: skip
     empty = os.path.join(layout.stage_dir, "empty")
@@ -118,13 +105,13 @@ def nsjail_command(
         jail += ["--bindmount_ro", path]
     for path, target in layout.library_links:
         jail += ["--symlink", f"{target}:{path}"]
-    jail += ["--mount", f"none:/tmp:tmpfs:size={limits.tmp_mb * 1024 * 1024}", "--cwd", "/tmp"]
+    jail += ["--mount", f"none:/tmp:tmpfs:size={SERVER_TMP_MB * 1024 * 1024}", "--cwd", "/tmp"]
     if layout.memory_cgroup_parent is not None:
         memory_bytes = str(limits.jail_memory_mb * 1024 * 1024)
         jail += ["--cgroup_mem_max", memory_bytes, "--cgroup_mem_parent", layout.memory_cgroup_parent]
         if layout.memsw:
             jail += ["--cgroup_mem_memsw_max", memory_bytes]
-    interpreter = [layout.python, *PYTHON_FLAGS, "-c", harness_source, str(status_fd)]
+    interpreter = [layout.python, *PYTHON_FLAGS, "-c", BOOTSTRAP, server_config]
     return stage + jail + ["--", *interpreter, *([label] if label else [])]
 
 

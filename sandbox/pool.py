@@ -11,11 +11,11 @@ from sandbox.verdicts import Outcome
 
 
 class Backend(Protocol):
-    """A way to run one program and judge it (fresh nsjail now; a fork-server later)."""
+    """A way to run programs and judge them (sandbox/workers.py: fork-server jails)."""
 
     name: str
 
-    async def start(self, limits: Limits) -> None: ...
+    async def start(self, limits: Limits, workers: int) -> None: ...
     async def run(self, program: str, limits: Limits, label: str = "") -> Outcome: ...
     async def close(self) -> None: ...
 
@@ -29,16 +29,15 @@ class SandboxPool:
     on it while only `workers` jails exist. `close()` kills whatever still runs.
     """
 
-    def __init__(self, workers: int | None = None, limits: Limits | None = None, *, backend: Backend | None = None):
+    def __init__(self, workers: int | None = None, limits: Limits | None = None, *,
+                 backend: Backend | str | None = None):  # fmt: skip
         workers = workers if workers is not None else (os.cpu_count() or 1)
         if workers < 1:
             raise ValueError(f"workers must be at least 1, not {workers}")
         self.workers = workers
         self.limits = limits or Limits()
-        if backend is None:
-            from sandbox.jail import NsjailBackend
-
-            backend = NsjailBackend()
+        if backend is None or isinstance(backend, str):
+            backend = make_backend(backend or "nsjail")
         self.backend = backend
         self._slots = asyncio.Semaphore(workers)
         self._state = "new"  # new -> started -> closed
@@ -47,7 +46,7 @@ class SandboxPool:
         """Check the backend can run programs; raises engine.errors.SandboxError if not."""
         if self._state != "new":
             raise RuntimeError(f"SandboxPool.start() on a {self._state} pool")
-        await self.backend.start(self.limits)
+        await self.backend.start(self.limits, self.workers)
         self._state = "started"
 
     async def run(self, program: str, *, limits: Limits | None = None, label: str = "") -> Outcome:
@@ -72,3 +71,15 @@ class SandboxPool:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
+
+
+BACKENDS = ("nsjail", "firejail", "none")
+
+
+def make_backend(name: str) -> Backend:
+    """The fork-server backend of that kind: "nsjail" (default), "firejail", or "none" (no sandbox)."""
+    from sandbox.workers import LAUNCHERS, ForkServerBackend
+
+    if name not in LAUNCHERS:
+        raise ValueError(f"unknown sandbox {name!r}; choose one of {', '.join(BACKENDS)}")
+    return ForkServerBackend(LAUNCHERS[name]())

@@ -1,11 +1,12 @@
 """The harness's status channel, engine side: a sans-IO parser fed the bytes of the status fd.
 
-One JSON object per line (written by `sandbox/harness.py`):
+One JSON object per line (written by the child in `sandbox/server.py`):
 
     {"event": "ready"}                               stdin read; the program starts now
     {"event": "passed", "nonce": "<hex>"}            exec returned: check(entry_point) returned
     {"event": "failed", "type": T, "message": M}     the program raised (SystemExit included)
     {"event": "oom", "type": "MemoryError", ...}     the program ran out of memory
+    {"event": "setup_failed", "message": M}          the child could not set up (before "ready")
 
 The program under test can write to this fd too, so nothing here is trusted except a pass record
 carrying the nonce the engine chose for this sample. Memory stays bounded: an overlong line is
@@ -40,6 +41,7 @@ class StatusParser:
         self.passed = False  # a pass record with this sample's nonce arrived
         self.forged_pass = False  # a pass record with any other nonce arrived
         self.failure: Failure | None = None  # the last failed/oom record
+        self.setup_failure: str | None = None  # the child could not set up its sandbox
 
     def feed(self, data: bytes) -> None:
         lines = data.split(b"\n")
@@ -73,6 +75,8 @@ class StatusParser:
                 self.passed = True
             else:
                 self.forged_pass = True
+        elif event == "setup_failed" and not self.ready:
+            self.setup_failure = "program sandbox set-up failed: " + _text(record.get("message"))
         elif event in ("failed", "oom"):
             self.failure = Failure(
                 oom=event == "oom",

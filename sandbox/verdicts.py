@@ -9,6 +9,7 @@ program can exit with any status it likes. The rows of `decide`, in order:
     harness never said "ready"                       error    (sandbox fault: no program ran)
     our wall-clock timer fired                       timeout
     pool closed while it ran                         error
+    the worker died or stopped answering             error    (sandbox fault)
     killed by SIGXCPU / nsjail's own time limit      timeout  (backstops)
     killed by SIGKILL under a jail memory cap        oom      (the cgroup OOM killer)
     killed by any other signal                       error    (a crash: SIGSEGV, SIGABRT ...)
@@ -46,6 +47,7 @@ class KillReason(str, enum.Enum):
     timeout = "timeout"  # the program's wall-clock limit
     startup = "startup"  # the harness did not say "ready" in time
     closed = "closed"  # the pool was closed
+    unresponsive = "unresponsive"  # the worker did not answer by the engine's backstop
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +61,8 @@ class Observation:
     killed_by: KillReason | None = None  # the engine killed the jail, and why
     exit_status: int | None = None  # the program's exit status, when it exited
     signal: int | None = None  # the signal that ended the program
-    sandbox_fault: str | None = None  # the jail could not be set up (nsjail's own error)
+    sandbox_fault: str | None = None  # the program's sandbox could not be set up
+    worker_fault: str | None = None  # the worker (fork-server jail) died or hung while the program ran
     jail_time_limit: bool = False  # nsjail's --time_limit backstop fired
     memory_cap: bool = False  # a jail-wide memory cgroup was in force
     output_memory_error: bool = False  # "MemoryError" in the captured output
@@ -75,8 +78,10 @@ def decide(obs: Observation) -> tuple[Verdict, str]:
         return Verdict.error, "sandbox fault: " + _startup_fault(obs)
     if obs.killed_by is KillReason.timeout:
         return Verdict.timeout, f"wall-clock limit {float(obs.timeout_s)} s"
-    if obs.killed_by is not None:
+    if obs.killed_by is KillReason.closed:
         return Verdict.error, "sandbox closed while the program ran"
+    if obs.worker_fault is not None or obs.killed_by is not None:
+        return Verdict.error, "sandbox fault: " + (obs.worker_fault or "the worker stopped answering")
     if obs.signal is not None:
         return _by_signal(obs)
     if obs.failure is not None:
@@ -136,10 +141,12 @@ class Outcome:
 
     verdict: Verdict
     detail: str  # one line: "AssertionError", "killed by SIGSEGV", "wall-clock limit 3 s" ...
-    wall_s: float  # the whole verification: spawn to verdict
-    backend: str  # "nsjail"
+    wall_s: float  # the whole verification, engine side: request to verdict
+    backend: str  # "nsjail", "firejail", "none"
     limits: Limits
     output: str  # tail of the program's stdout+stderr, possibly truncated
+    cpu_s: float = 0.0  # CPU time of the program and all its descendants (user + system)
+    reused: bool = False  # the verdict of an identical earlier sample (dedup), not a new run
 
     @property
     def passed(self) -> bool:
@@ -150,6 +157,8 @@ class Outcome:
             "verdict": self.verdict.value,
             "detail": self.detail,
             "wall_s": self.wall_s,
+            "cpu_s": self.cpu_s,
+            "reused": self.reused,
             "backend": self.backend,
             "limits": self.limits.to_dict(),
             "output": self.output,

@@ -74,3 +74,30 @@ def test_verify_missing_and_malformed_files(tmp_path):
 
 def test_report_of_a_directory_without_a_run(tmp_path):
     assert_one_line_error(engine("report", "empty", cwd=tmp_path), "holds no run")
+
+
+def test_duplicate_hosts(tmp_path):
+    (tmp_path / "hosts.txt").write_text("http://127.0.0.1:8000\nhttp://127.0.0.1:8000/\n")
+    assert_one_line_error(engine("run", "--servers", "hosts.txt", cwd=tmp_path), "hosts.txt:2", "listed twice")
+
+
+def test_a_server_that_is_not_vllm(tmp_path):
+    import http.server
+    import threading
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        (tmp_path / "hosts.txt").write_text(f"http://127.0.0.1:{server.server_address[1]}\n")
+        result = engine("run", "--servers", "hosts.txt", "--no-metrics", cwd=tmp_path)
+    finally:
+        server.shutdown()
+    assert_one_line_error(result, "no server answered as a vLLM server would", "HTTP 404")
+
+
+def test_a_model_the_fleet_does_not_serve(tmp_path):
+    from fleet_process import simulated_fleet
+
+    with simulated_fleet(tmp_path, 1) as hosts:
+        result = engine("run", "--servers", str(hosts), "--model", "gpt-7", "--no-metrics", cwd=tmp_path)
+    assert_one_line_error(result, "'gpt-7' is not served", "simulated-llama-8b")

@@ -45,6 +45,12 @@ TABLE = [
      Verdict.timeout, "wall-clock limit 1.0 s"),
     ("pool closed while running", Observation(ready=True, killed_by=KillReason.closed, signal=9),
      Verdict.error, "sandbox closed while the program ran"),
+    ("the worker died mid-run", Observation(ready=True, worker_fault="the worker died while the program ran"),
+     Verdict.error, "sandbox fault: the worker died while the program ran"),
+    ("the worker stopped answering", Observation(ready=True, killed_by=KillReason.unresponsive),
+     Verdict.error, "sandbox fault: the worker stopped answering"),
+    ("worker fault beats a failure record", Observation(ready=True, worker_fault="gone", failure=ASSERTION),
+     Verdict.error, "sandbox fault: gone"),
     ("RLIMIT_CPU backstop", Observation(ready=True, signal=signal.SIGXCPU),
      Verdict.timeout, "cpu-time limit (SIGXCPU)"),
     ("nsjail time-limit backstop", Observation(ready=True, signal=9, jail_time_limit=True),
@@ -187,14 +193,13 @@ LAYOUT = JailLayout(
 
 
 def command(limits: Limits = Limits(), layout: JailLayout = LAYOUT) -> list[str]:
-    return nsjail_command(layout, limits, harness_source="HARNESS", status_fd=7, log_fd=9, label="HumanEval/3",
-                          startup_timeout_s=10.0)  # fmt: skip
+    return nsjail_command(layout, limits, server_config="CONFIG", label="worker-1")
 
 
 def options(argv: list[str]) -> list[tuple[str, str]]:
     """nsjail's (option, value) pairs, between nsjail and `--`."""
     jail = argv[argv.index("/opt/nsjail") + 2 : argv.index("--", argv.index("/opt/nsjail"))]
-    flags = {"--iface_no_lo"}
+    flags = {"--iface_no_lo", "--disable_rlimits", "--proc_rw"}
     pairs, i = [], 0
     while i < len(jail):
         if jail[i] in flags:
@@ -227,27 +232,28 @@ def test_command_mounts_only_what_the_interpreter_needs() -> None:
     assert mounts == [
         "/tmp/stage/python:/root/.pyenv/versions/3.11.7",
         "/tmp/stage/empty:/root/.pyenv/versions/3.11.7/lib/python3.11/site-packages",
-        "/usr/lib", "/usr/lib64", f"none:/tmp:tmpfs:size={64 * 2**20}",
+        "/usr/lib", "/usr/lib64", f"none:/tmp:tmpfs:size={2**20}",
     ]  # fmt: skip
     assert [v for k, v in opts if k == "--symlink"] == ["usr/lib:/lib", "usr/lib64:/lib64"]
-    assert ("--cwd", "/tmp") in opts and ("--pass_fd", "7") in opts and ("--log_fd", "9") in opts
+    assert ("--cwd", "/tmp") in opts
 
 
 def test_command_filters_syscalls() -> None:
     policy = dict(options(command()))["--seccomp_string"]
     assert policy.startswith("ERRNO(38) { clone3 }") and policy.endswith("DEFAULT ALLOW")
-    assert all(f" {name}," in policy for name in ("unshare", "setns", "mount", "ptrace", "bpf", "keyctl"))
+    assert all(f" {name}," in policy for name in ("ptrace", "bpf", "keyctl", "pivot_root"))
+    # the fork-server builds each program's namespaces: these stay open at the jail level
+    assert all(f" {name}," not in policy for name in ("unshare", "setns", "mount"))
 
 
-def test_command_carries_every_limit() -> None:
+def test_command_carries_the_jail_wide_limits() -> None:
     limits = Limits(timeout_s=2.5, memory_mb=300, max_processes=7, max_file_mb=3, max_open_files=40, tmp_mb=5)
-    opts = dict(options(command(limits)))
-    assert opts["--rlimit_as"] == "300" and opts["--cgroup_mem_max"] == str(600 * 2**20)
-    assert opts["--cgroup_mem_memsw_max"] == str(600 * 2**20) and opts["--cgroup_mem_parent"] == "a/b"
-    assert (opts["--rlimit_nproc"], opts["--rlimit_fsize"], opts["--rlimit_nofile"]) == ("7", "3", "40")
-    assert (opts["--rlimit_core"], opts["--rlimit_cpu"]) == ("0", "5")
-    assert opts["--time_limit"] == "15"  # ceil(10 + 2.5) + 2: a backstop after our own timers
-    assert f"none:/tmp:tmpfs:size={5 * 2**20}" in command(limits)
+    argv = command(limits)
+    opts = dict(options(argv))
+    assert opts["--cgroup_mem_max"] == str(600 * 2**20) and opts["--cgroup_mem_parent"] == "a/b"
+    assert opts["--cgroup_mem_memsw_max"] == str(600 * 2**20)
+    assert opts["--time_limit"] == "0" and "--disable_rlimits" in argv  # per program, in the fork-server
+    assert "--keep_caps" not in argv and "--cap" not in argv
 
 
 def test_command_without_cgroup() -> None:
@@ -257,11 +263,13 @@ def test_command_without_cgroup() -> None:
     assert "--cgroup_mem_max" not in opts and "--cgroup_mem_parent" not in opts
 
 
-def test_command_runs_isolated_python_with_the_harness() -> None:
+def test_command_runs_isolated_python_with_the_fork_server() -> None:
+    from sandbox.server_boot import BOOTSTRAP
+
     argv = command()
     assert argv[argv.index("--", 14) + 1 :] == [
-        "/root/.pyenv/versions/3.11.7/bin/python3.11", "-I", "-S", "-B", "-u", "-X", "utf8", "-c", "HARNESS", "7",
-        "HumanEval/3",
+        "/root/.pyenv/versions/3.11.7/bin/python3.11", "-I", "-S", "-B", "-u", "-X", "utf8", "-c", BOOTSTRAP, "CONFIG",
+        "worker-1",
     ]  # fmt: skip
 
 
@@ -326,8 +334,9 @@ def test_own_memory_cgroup() -> None:
 
 
 def test_outcome_to_dict() -> None:
-    outcome = Outcome(Verdict.failed, "AssertionError", 0.05, "nsjail", Limits(), "out")
+    outcome = Outcome(Verdict.failed, "AssertionError", 0.05, "nsjail", Limits(), "out", cpu_s=0.01)
     assert outcome.to_dict()["verdict"] == "failed" and outcome.to_dict()["limits"]["timeout_s"] == 3.0
+    assert outcome.to_dict()["cpu_s"] == 0.01 and outcome.to_dict()["reused"] is False
     assert not outcome.passed
 
 
@@ -342,7 +351,7 @@ class FakeBackend:
         self.most_running = 0
         self.started = self.closed = False
 
-    async def start(self, limits: Limits) -> None:
+    async def start(self, limits: Limits, workers: int) -> None:
         self.started = True
 
     async def run(self, program: str, limits: Limits, label: str = "") -> Outcome:
@@ -384,3 +393,30 @@ def test_pool_refuses_misuse() -> None:
     asyncio.run(main())
     with pytest.raises(ValueError):
         SandboxPool(workers=0, backend=FakeBackend())
+
+
+# --- the per-program seccomp filter -----------------------------------------------------------
+
+
+def test_seccomp_filter_denies_what_it_lists_and_allows_the_rest() -> None:
+    import errno
+
+    from sandbox import seccomp
+
+    for machine in ("x86_64", "aarch64"):
+        program = seccomp.sample_filter(machine)
+        arch, numbers = seccomp.ARCHES[machine]
+        eperm, enosys = seccomp.RET_ERRNO | errno.EPERM, seccomp.RET_ERRNO | errno.ENOSYS
+        for name in seccomp.DENIED:
+            assert seccomp.run_filter(program, numbers[name], arch) == eperm, (machine, name)
+        assert seccomp.run_filter(program, numbers["clone3"], arch) == enosys
+        assert seccomp.run_filter(program, numbers["clone"], arch, arg0=0x01200011) == seccomp.RET_ALLOW  # fork
+        assert seccomp.run_filter(program, numbers["clone"], arch, arg0=0x10000000 | 17) == eperm  # CLONE_NEWUSER
+        denied = {numbers[n] for n in (*seccomp.DENIED, "clone", "clone3")}
+        for nr in (n for n in range(0, 460) if n not in denied):
+            assert seccomp.run_filter(program, nr, arch) == seccomp.RET_ALLOW, (machine, nr)
+        assert seccomp.run_filter(program, 0, 0x40000003) == seccomp.RET_KILL_PROCESS  # i386 ABI
+    x86 = seccomp.sample_filter("x86_64")
+    assert seccomp.run_filter(x86, 0x40000000 | 1, seccomp.ARCHES["x86_64"][0]) == seccomp.RET_ERRNO | errno.EPERM
+    with pytest.raises(ValueError):
+        seccomp.sample_filter("sparc")

@@ -1,0 +1,138 @@
+"""Soak: a long simulated sweep, watching the engine for leaks.
+
+Starts `engine simulate` (10 servers) and `engine run` over all of HumanEval as two processes,
+samples the engine process every --every seconds and prints RSS, open descriptors, queue
+depth and throughput over time; stops at --samples verified samples or after --minutes,
+whichever comes first (SIGTERM: the graceful stop). At the end it prints the growth of RSS and
+descriptors after warm-up (the first --warmup share of the run). Target: under 10 %.
+
+    .venv/bin/python bench/soak.py                          # >= 1M samples or 30 min
+    .venv/bin/python bench/soak.py --minutes 5 --every 10   # a short look
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from procstat import cpu_seconds, open_fds, rss_mb  # noqa: E402
+
+ENGINE = [sys.executable, "-m", "engine"]
+
+
+def metric(text: str, name: str) -> float:
+    return sum(float(v) for v in re.findall(rf"^{re.escape(name)}(?:{{[^}}]*}})? (\S+)$", text, re.MULTILINE))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--samples", type=int, default=1_000_000, help="stop after this many verified samples")
+    parser.add_argument("--minutes", type=float, default=30.0, help="or after this long")
+    parser.add_argument("--every", type=float, default=30.0, help="seconds between observations")
+    parser.add_argument("--warmup", type=float, default=0.2, help="share of the run counted as warm-up")
+    parser.add_argument("--servers", type=int, default=10)
+    parser.add_argument("--tokens-per-second", type=int, default=4000)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="engine-soak-"))
+    hosts = work / "hosts.txt"
+    simulator = subprocess.Popen(
+        [*ENGINE, "simulate", "--servers", str(args.servers), "--hosts-file", str(hosts),
+         "--tokens-per-second", str(args.tokens_per_second)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    engine = None
+    try:
+        while not hosts.exists():
+            if simulator.poll() is not None:
+                print("soak: the simulator did not start", file=sys.stderr)
+                return 1
+            time.sleep(0.1)
+        per_problem = -(-args.samples // 164)  # ceil: all of HumanEval, enough samples each
+        log = open(work / "engine.log", "w")
+        engine = subprocess.Popen(
+            [*ENGINE, "run", "--servers", str(hosts), "--samples", str(per_problem), "--out", str(work / "run"),
+             "--metrics-port", "0", "--workers", str(args.workers)],
+            stdout=subprocess.DEVNULL, stderr=log,
+        )
+        port = None
+        while port is None:
+            time.sleep(0.2)
+            if engine.poll() is not None:
+                print(f"soak: the engine exited early; see {work / 'engine.log'}", file=sys.stderr)
+                return 1
+            found = re.search(r"metrics on http://127.0.0.1:(\d+)/", (work / "engine.log").read_text())
+            port = int(found.group(1)) if found else None
+        start = time.monotonic()
+        rows = []
+        print(f"{'min':>6} {'RSS MB':>8} {'fds':>5} {'queue':>6} {'verified':>10} {'samples/s':>10}"
+              f" {'tok/s':>8} {'CPU %':>6}", flush=True)
+        last = (start, 0.0, 0.0, cpu_seconds(engine.pid))
+        while engine.poll() is None:
+            time.sleep(args.every)
+            if engine.poll() is not None:
+                break
+            text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+            now = time.monotonic()
+            verified = metric(text, "engine_samples_verified_total")
+            tokens = metric(text, "engine_generated_tokens_total")
+            cpu = cpu_seconds(engine.pid)
+            t0, v0, k0, c0 = last
+            row = {
+                "minutes": (now - start) / 60, "rss": rss_mb(engine.pid), "fds": open_fds(engine.pid),
+                "queue": metric(text, "engine_queue_depth"), "verified": verified,
+                "rate": (verified - v0) / (now - t0), "tokens": (tokens - k0) / (now - t0),
+                "cpu": 100 * (cpu - c0) / (now - t0),
+            }
+            last = (now, verified, tokens, cpu)
+            rows.append(row)
+            print(f"{row['minutes']:6.1f} {row['rss']:8.1f} {row['fds']:5d} {row['queue']:6.0f} {row['verified']:10,.0f}"
+                  f" {row['rate']:10,.1f} {row['tokens']:8,.0f} {row['cpu']:6.1f}", flush=True)
+            if verified >= args.samples or now - start >= args.minutes * 60:
+                engine.send_signal(signal.SIGTERM)
+                engine.wait(timeout=300)
+                break
+        report(rows, args.warmup)
+        return 0
+    finally:
+        for process in (engine, simulator):
+            if process is not None and process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+        print(f"soak: run directory {work}", file=sys.stderr)
+
+
+def report(rows: list[dict], warmup: float) -> None:
+    if len(rows) < 4:
+        print("soak: too short to judge growth")
+        return
+    settled = rows[max(1, int(len(rows) * warmup)):]
+    head = settled[: max(1, len(settled) // 5)]
+    tail = settled[-max(1, len(settled) // 5):]
+    for key, label in (("rss", "RSS"), ("fds", "open descriptors")):
+        before = statistics.median(r[key] for r in head)
+        after = statistics.median(r[key] for r in tail)
+        growth = (after - before) / before if before else 0.0
+        print(f"{label}: {before:,.1f} after warm-up -> {after:,.1f} at the end ({growth:+.1%})")
+    print(f"verified {rows[-1]['verified']:,.0f} samples in {rows[-1]['minutes']:.1f} min;"
+          f" median {statistics.median(r['rate'] for r in settled):,.1f} samples/s,"
+          f" {statistics.median(r['tokens'] for r in settled):,.0f} tok/s,"
+          f" engine CPU {statistics.median(r['cpu'] for r in settled):.0f} % of one core")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

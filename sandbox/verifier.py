@@ -1,0 +1,238 @@
+"""Verifying samples of known problems: dedup, calibrated per-problem limits, preflight.
+
+    verifier = Verifier(pool, problems, dedup=True, timing=Timing())
+    await verifier.preflight()            # SandboxError (one line) if execution is misconfigured
+    outcome = await verifier.verify(problem, completion)
+
+- Dedup: identical (problem, completion) pairs are run once; the others get that verdict with
+  `reused=True` (no CPU used). Samples in flight at the same time are coalesced too. `seed()`
+  loads verdicts from a store on resume. Sandbox faults are never reused.
+- Calibration: each problem's wall-clock limit is max(floor, factor x the median time of its
+  canonical solution), capped by the ceiling, measured at preflight (every problem that has
+  one, in parallel; `runs` times where the first measurement could lift the limit off the floor).
+  A fixed `timeout_s` overrides it; problems without a
+  canonical solution get `default_s`.
+- Preflight: the canonical solutions of a sample of problems must pass, and known-bad
+  completions (one that raises, one that exits 0 early) must fail; otherwise the command refuses
+  to start and says why. Harnesses that skip this silently report 0 % or 100 % when execution is
+  misconfigured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import statistics
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+
+from engine.errors import SandboxError
+from engine.records import Problem
+from sandbox.limits import Limits
+from sandbox.pool import SandboxPool
+from sandbox.program import humaneval_program
+from sandbox.verdicts import Outcome, Verdict
+
+log = logging.getLogger(__name__)
+
+KNOWN_BAD = {
+    "raises": "    raise AssertionError('preflight: a known-bad completion')\n",
+    "exits 0 before check()": "    import os\n    os._exit(0)\n",
+}
+CACHE_OUTPUT_CHARS = 2048
+
+
+@dataclass(frozen=True, slots=True)
+class Timing:
+    """How each problem's wall-clock limit is chosen (seconds)."""
+
+    timeout_s: float | None = None  # fixed for every problem: no calibration
+    floor_s: float = 2.0
+    factor: float = 10.0
+    ceiling_s: float = 30.0
+    default_s: float = 3.0  # problems without a canonical solution (and when calibration fails)
+    runs: int = 3
+
+    def limit(self, measured_s: float) -> float:
+        return round(min(self.ceiling_s, max(self.floor_s, self.factor * measured_s)), 3)
+
+
+class Verifier:
+    def __init__(self, pool: SandboxPool, problems: Iterable[Problem], *, dedup: bool = True,
+                 timing: Timing = Timing(), preflight_sample: int = 8, cache_size: int = 500_000):  # fmt: skip
+        self.pool = pool
+        self.problems = {p.task_id: p for p in problems}
+        self.dedup = dedup
+        self.timing = timing
+        self.preflight_sample = preflight_sample
+        self.cache_size = cache_size
+        self.reused = 0  # verdicts reused instead of run
+        self.measured: dict[str, float] = {}  # task_id -> canonical solution's median wall time
+        self._limits: dict[str, Limits] = {}
+        self._cache: OrderedDict[tuple[str, bytes], Outcome] = OrderedDict()
+        self._inflight: dict[tuple[str, bytes], asyncio.Future[Outcome]] = {}
+
+    # -- limits ------------------------------------------------------------------------------
+
+    def limits_for(self, task_id: str) -> Limits:
+        if task_id in self._limits:
+            return self._limits[task_id]
+        timeout = self.timing.timeout_s or self.timing.default_s
+        return replace(self.pool.limits, timeout_s=timeout)
+
+    # -- preflight and calibration -----------------------------------------------------------
+
+    async def preflight(self) -> None:
+        """Prove the sandbox judges correctly (and calibrate); SandboxError saying why if not."""
+        with_canonical = [p for p in self.problems.values() if p.canonical_solution]
+        sample = _spread(with_canonical, self.preflight_sample)
+        calibrate = self.timing.timeout_s is None
+        probe = replace(self.pool.limits, timeout_s=self.timing.ceiling_s if calibrate else self.limits_for("").timeout_s)
+        jobs = [(p, 0) for p in (with_canonical if calibrate else sample)]
+        outcomes = await self._run_canonical(jobs, probe)
+        if calibrate and self.timing.runs > 1:
+            # More runs only where the measurement could move the limit off the floor.
+            close = [(p, o) for (p, _), o in zip(jobs, outcomes) if o.passed and self.timing.limit(o.wall_s * 2) > self.timing.floor_s]
+            more = [(p, run) for p, _ in close for run in range(1, self.timing.runs)]
+            jobs, outcomes = jobs + more, outcomes + await self._run_canonical(more, probe)
+        times: dict[str, list[float]] = {}
+        failed: dict[str, Outcome] = {}
+        for (problem, _), outcome in zip(jobs, outcomes):
+            if outcome.passed:
+                times.setdefault(problem.task_id, []).append(outcome.wall_s)
+            else:
+                failed.setdefault(problem.task_id, outcome)
+        for problem in sample:
+            if problem.task_id in failed:
+                o = failed[problem.task_id]
+                raise SandboxError(
+                    f"preflight: the canonical solution of {problem.task_id} did not pass in the {self.pool.backend.name}"
+                    f" sandbox ({o.verdict.value}: {o.detail}); execution is misconfigured, refusing to start"
+                )
+        if failed:
+            log.warning("preflight: canonical solutions of %d problems did not pass (%s): they keep the default limit",
+                        len(failed), ", ".join(sorted(failed)[:5]))  # fmt: skip
+        await self._check_known_bad()
+        if calibrate:
+            for task_id, walls in times.items():
+                if task_id not in failed:
+                    self.measured[task_id] = statistics.median(walls)
+                    self._limits[task_id] = replace(self.pool.limits, timeout_s=self.timing.limit(self.measured[task_id]))
+            if self.measured:
+                limits = sorted(lim.timeout_s for lim in self._limits.values())
+                log.info("calibrated time limits for %d problems: %.2f-%.2f s (median %.2f s)", len(limits),
+                         limits[0], limits[-1], statistics.median(limits))  # fmt: skip
+        log.info("preflight passed: %d canonical solutions pass, known-bad completions fail", len(sample))
+
+    async def _run_canonical(self, jobs: list[tuple[Problem, int]], limits: Limits) -> list[Outcome]:
+        return list(await asyncio.gather(*(
+            self.pool.run(humaneval_program(p.prompt, p.canonical_solution or "", p.test, p.entry_point),
+                          limits=limits, label=f"preflight:{p.task_id}")
+            for p, _ in jobs
+        )))  # fmt: skip
+
+    async def _check_known_bad(self) -> None:
+        problems = _spread(list(self.problems.values()), min(self.preflight_sample, 4))
+        jobs = [(p, name, completion) for p in problems for name, completion in KNOWN_BAD.items()]
+        outcomes = await asyncio.gather(*(
+            self.pool.run(humaneval_program(p.prompt, completion, p.test, p.entry_point), limits=self.limits_for(p.task_id),
+                          label=f"preflight:{p.task_id}")
+            for p, _, completion in jobs
+        ))  # fmt: skip
+        for (problem, name, _), outcome in zip(jobs, outcomes):
+            if outcome.verdict is not Verdict.failed:
+                raise SandboxError(
+                    f"preflight: a known-bad completion ({name}) of {problem.task_id} was judged"
+                    f" {outcome.verdict.value} ({outcome.detail}), not failed; refusing to start"
+                )
+
+    # -- verification ------------------------------------------------------------------------
+
+    def seed(self, task_id: str, completion: str, outcome: Outcome) -> None:
+        """A verdict already known (e.g. from the store on resume) for later identical samples."""
+        if self.dedup and _reusable(outcome):
+            self._remember(_key(task_id, completion), outcome)
+
+    async def verify(self, problem: Problem, completion: str) -> Outcome:
+        if not self.dedup:
+            return await self._run(problem, completion)
+        key = _key(problem.task_id, completion)
+        if (cached := self._cache.get(key)) is not None:
+            self._cache.move_to_end(key)
+            self.reused += 1
+            return _reuse(cached)
+        if (pending := self._inflight.get(key)) is not None:
+            try:
+                outcome = await asyncio.shield(pending)
+            except asyncio.CancelledError:
+                if not pending.cancelled():
+                    raise  # we were cancelled ourselves
+                return await self._run(problem, completion)  # the first one was cancelled: run it here
+            if not _reusable(outcome):
+                return await self._run(problem, completion)
+            self.reused += 1
+            return _reuse(outcome)
+        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        self._inflight[key] = future
+        try:
+            outcome = await self._run(problem, completion)
+        except BaseException:
+            future.cancel()
+            raise
+        finally:
+            del self._inflight[key]
+        future.set_result(outcome)
+        if _reusable(outcome):
+            self._remember(key, outcome)
+        return outcome
+
+    async def _run(self, problem: Problem, completion: str) -> Outcome:
+        program = humaneval_program(problem.prompt, completion, problem.test, problem.entry_point)
+        return await self.pool.run(program, limits=self.limits_for(problem.task_id), label=problem.task_id)
+
+    def _remember(self, key: tuple[str, bytes], outcome: Outcome) -> None:
+        slim = replace(outcome, output=outcome.output[-CACHE_OUTPUT_CHARS:])
+        self._cache[key] = slim
+        if len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+
+
+def _key(task_id: str, completion: str) -> tuple[str, bytes]:
+    return task_id, hashlib.blake2b(completion.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+
+def _reusable(outcome: Outcome) -> bool:
+    return not (outcome.verdict is Verdict.error and outcome.detail.startswith("sandbox"))
+
+
+def _reuse(outcome: Outcome) -> Outcome:
+    return replace(outcome, reused=True, wall_s=0.0, cpu_s=0.0)
+
+
+def _spread(items: list, n: int) -> list:
+    """Up to n items spread evenly over the list (first and last included)."""
+    if len(items) <= n:
+        return list(items)
+    step = (len(items) - 1) / (n - 1) if n > 1 else 0
+    return [items[round(i * step)] for i in range(n)]
+
+
+def seed_from_store(verifier: Verifier, store) -> int:
+    """Seed dedup with a run's verified samples (resume); returns how many were seeded."""
+    import json
+
+    if not verifier.dedup:
+        return 0
+    count = 0
+    for task_id, _, completion, verdict, detail, output, backend, limits, cpu_s in store.verified():
+        try:
+            known = {k: v for k, v in json.loads(limits or "{}").items() if k in Limits.__dataclass_fields__}
+            outcome = Outcome(Verdict(verdict), detail or "", 0.0, backend or "", Limits(**known), output or "",
+                              cpu_s or 0.0)  # fmt: skip
+        except (ValueError, TypeError):
+            continue
+        verifier.seed(task_id, completion, outcome)
+        count += 1
+    return count

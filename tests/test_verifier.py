@@ -1,0 +1,181 @@
+"""sandbox/verifier.py with a scripted backend (dedup, calibration, preflight), and `engine verify
+--retry timeout` and `--sandbox none` through the real command."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+
+import orjson
+import pytest
+
+from engine.dataset import load_problems
+from engine.errors import SandboxError
+from engine.records import Problem
+from sandbox import Limits, Outcome, SandboxPool, Verdict
+from sandbox.verifier import KNOWN_BAD, Timing, Verifier
+
+PROBLEMS = [
+    Problem(f"T/{i}", f"def f{i}(x):\n", "def check(c):\n    assert c(1) == 1\n", f"f{i}", "    return x\n")
+    for i in range(3)
+] + [Problem("T/none", "def g(x):\n", "def check(c):\n    assert c(1) == 1\n", "g", None)]
+
+
+class ScriptedBackend:
+    """Judges a program by what its completion says; counts runs; can be told to misjudge."""
+
+    name = "scripted"
+
+    def __init__(self, *, canonical_fails: bool = False, bad_passes: bool = False, delay_s: float = 0.0):
+        self.runs: list[str] = []
+        self.canonical_fails = canonical_fails
+        self.bad_passes = bad_passes
+        self.delay_s = delay_s
+
+    async def start(self, limits: Limits, workers: int) -> None:
+        pass
+
+    async def run(self, program: str, limits: Limits, label: str = "") -> Outcome:
+        self.runs.append(program)
+        await asyncio.sleep(self.delay_s)
+        if "return x" in program:
+            verdict = Verdict.failed if self.canonical_fails else Verdict.passed
+            wall = 0.5 if "f2" in program else 0.01
+        elif any(bad.strip() in program for bad in KNOWN_BAD.values()):
+            verdict, wall = (Verdict.passed if self.bad_passes else Verdict.failed), 0.01
+        elif "while True" in program:
+            verdict, wall = Verdict.timeout, limits.timeout_s
+        else:
+            verdict, wall = Verdict.failed, 0.01
+        return Outcome(verdict, verdict.value, wall, self.name, limits, "", cpu_s=wall)
+
+    async def close(self) -> None:
+        pass
+
+
+def run(body, backend: ScriptedBackend, **kwargs):
+    async def main():
+        async with SandboxPool(workers=4, backend=backend) as pool:
+            verifier = Verifier(pool, PROBLEMS, **kwargs)
+            return await body(verifier)
+
+    return asyncio.run(main())
+
+
+def test_dedup_runs_identical_samples_once_even_in_flight() -> None:
+    backend = ScriptedBackend(delay_s=0.02)
+
+    async def body(verifier: Verifier) -> list[Outcome]:
+        await verifier.preflight()
+        before = len(backend.runs)
+        samples = ["    return x\n"] * 5 + ["    return 2\n"] * 3 + ["    return x\n"]
+        outcomes = await asyncio.gather(*(verifier.verify(PROBLEMS[0], c) for c in samples))
+        assert len(backend.runs) - before == 2  # one per distinct completion, though all were in flight at once
+        other_problem = await verifier.verify(PROBLEMS[1], "    return 2\n")  # same text, other problem: runs
+        assert len(backend.runs) - before == 3 and not other_problem.reused
+        assert verifier.reused == 7
+        return outcomes
+
+    outcomes = run(body, backend)
+    assert [o.verdict for o in outcomes] == [Verdict.passed] * 5 + [Verdict.failed] * 3 + [Verdict.passed]
+    assert sum(o.reused for o in outcomes) == 7
+    assert all(o.cpu_s == 0 and o.wall_s == 0 for o in outcomes if o.reused)
+
+
+def test_no_dedup_runs_everything_and_sandbox_faults_are_never_reused() -> None:
+    backend = ScriptedBackend()
+
+    async def body(verifier: Verifier) -> None:
+        await verifier.preflight()
+        before = len(backend.runs)
+        await asyncio.gather(*(verifier.verify(PROBLEMS[0], "    return x\n") for _ in range(4)))
+        assert len(backend.runs) - before == 4 and verifier.reused == 0
+
+    run(body, backend, dedup=False)
+
+    fault = Outcome(Verdict.error, "sandbox fault: worker died", 0.1, "x", Limits(), "")
+    crash = Outcome(Verdict.error, "killed by SIGSEGV", 0.1, "x", Limits(), "")
+
+    async def seeded(verifier: Verifier) -> tuple[Outcome, Outcome]:
+        verifier.seed("T/0", "    boom\n", fault)
+        verifier.seed("T/0", "    crash\n", crash)
+        return await verifier.verify(PROBLEMS[0], "    boom\n"), await verifier.verify(PROBLEMS[0], "    crash\n")
+
+    ran, reused = run(seeded, ScriptedBackend())
+    assert not ran.reused and ran.verdict is Verdict.failed  # run again, not the seeded fault
+    assert reused.reused and reused.detail == "killed by SIGSEGV"
+
+
+def test_calibrated_limits_per_problem_and_the_fixed_override() -> None:
+    timing = Timing(floor_s=1.0, factor=10.0, ceiling_s=4.0, default_s=3.0)
+
+    async def body(verifier: Verifier) -> dict[str, float]:
+        await verifier.preflight()
+        return {p.task_id: verifier.limits_for(p.task_id).timeout_s for p in PROBLEMS}
+
+    limits = run(body, ScriptedBackend(), timing=timing)
+    # 0.01 s -> the floor; 0.5 s x 10 -> capped at the ceiling; no canonical solution -> the default
+    assert limits == {"T/0": 1.0, "T/1": 1.0, "T/2": 4.0, "T/none": 3.0}
+    fixed = run(body, ScriptedBackend(), timing=Timing(timeout_s=7.5))
+    assert set(fixed.values()) == {7.5}
+    assert Timing(floor_s=2, factor=10, ceiling_s=30).limit(0.4) == 4.0
+
+
+@pytest.mark.parametrize(("backend", "says"), [
+    (ScriptedBackend(canonical_fails=True), "canonical solution of T/0 did not pass"),
+    (ScriptedBackend(bad_passes=True), "known-bad completion"),
+])  # fmt: skip
+def test_preflight_refuses_a_misjudging_sandbox(backend: ScriptedBackend, says: str) -> None:
+    async def body(verifier: Verifier) -> None:
+        await verifier.preflight()
+
+    with pytest.raises(SandboxError) as caught:
+        run(body, backend)
+    assert says in str(caught.value) and "\n" not in str(caught.value)
+
+
+def _cli(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "engine", "verify", *args], capture_output=True, text=True,
+                          timeout=timeout)  # fmt: skip
+
+
+def test_retry_timeout_reruns_only_the_timeouts_of_a_results_file(tmp_path) -> None:
+    [problem] = load_problems(limit=1)
+    lines = [
+        {"task_id": problem.task_id, "completion": problem.canonical_solution},
+        {"task_id": problem.task_id, "completion": problem.canonical_solution + "import time\ntime.sleep(1.5)\n"},
+        {"task_id": problem.task_id, "completion": "    return None\n"},
+    ]
+    samples = tmp_path / "samples.jsonl"
+    samples.write_bytes(b"".join(orjson.dumps(line) + b"\n" for line in lines))
+    first = _cli(str(samples), "--json", "--timeout", "1", "--workers", "2")
+    assert first.returncode == 0, first.stderr
+    results_path = tmp_path / "samples.jsonl_results.jsonl"
+    results = [orjson.loads(x) for x in results_path.read_bytes().splitlines()]
+    assert [r["result"] for r in results] == ["passed", "timeout", "failed"]
+    assert all(r["limits"]["timeout_s"] == 1.0 and r["backend"] == "nsjail" for r in results)
+    results[2]["marker"] = "kept as it was"
+    results_path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in results))
+
+    again = _cli(str(results_path), "--retry", "timeout", "--json", "--timeout", "5", "--workers", "2")
+    assert again.returncode == 0, again.stderr
+    summary = orjson.loads(again.stdout)
+    assert summary["rerun"] == 1 and summary["verdicts"]["passed"] == 2
+    rewritten = [orjson.loads(x) for x in results_path.read_bytes().splitlines()]
+    assert [r["result"] for r in rewritten] == ["passed", "passed", "failed"]
+    assert rewritten[1]["limits"]["timeout_s"] == 5.0 and rewritten[0]["limits"]["timeout_s"] == 1.0
+    assert rewritten[2]["marker"] == "kept as it was"
+
+    plain = _cli(str(samples), "--retry", "timeout")
+    assert plain.returncode == 2 and "needs a results file" in plain.stderr
+
+
+def test_sandbox_none_warns_loudly(tmp_path) -> None:
+    [problem] = load_problems(limit=1)
+    samples = tmp_path / "s.jsonl"
+    samples.write_bytes(orjson.dumps({"task_id": problem.task_id, "completion": problem.canonical_solution}) + b"\n")
+    result = _cli(str(samples), "--sandbox", "none", "--json", "--workers", "1")
+    assert result.returncode == 0, result.stderr
+    assert "WARNING: --sandbox none" in result.stderr and "UNSANDBOXED" in result.stderr
+    assert orjson.loads(result.stdout)["verdicts"]["passed"] == 1
