@@ -169,7 +169,7 @@ def test_extracted_answers_pass_when_canonical_and_fail_when_wrong(problems, mod
 
 
 def parse(**body) -> object:
-    return parse_chat_request(json.dumps(body).encode(), MODEL, 1024)
+    return parse_chat_request(json.dumps(body).encode(), MODEL, 1024, prompt_tokens)
 
 
 def test_max_completion_tokens_wins_over_max_tokens():

@@ -82,7 +82,7 @@ class ChatRequest:
 
 
 def parse_completion_request(body: bytes, served_model: str, max_model_len: int,
-                             count: Callable[[str], int] = len) -> CompletionRequest:  # fmt: skip
+                             count: Callable[[str], int]) -> CompletionRequest:  # fmt: skip
     """`count` gives a text prompt's tokens (token-id prompts count their ids)."""
     data = _decode(body)
     if data.get("prompt") in (None, "") and data.get("prompt_embeds") is None:
@@ -138,7 +138,7 @@ def parse_completion_request(body: bytes, served_model: str, max_model_len: int,
 
 
 def parse_chat_request(body: bytes, served_model: str, max_model_len: int,
-                       count: Callable[[tuple[Message, ...]], int] = len) -> ChatRequest:  # fmt: skip
+                       count: Callable[[tuple[Message, ...]], int]) -> ChatRequest:  # fmt: skip
     """`count` gives the prompt's tokens once the chat template is applied to the messages."""
     data = _decode(body)
     messages = data.get("messages", [])
