@@ -266,6 +266,9 @@ class Sweep:
             server.inflight_requests -= 1
             server.inflight_seqs -= len(assembler.unfinished())
             self.metrics.inflight_requests.labels(server.url).dec()
+            # Out of _inflight before the wake-up: its done callback runs only after the generation
+            # loop has woken, seen this request still in flight and gone back to sleep for good.
+            self._inflight.discard(asyncio.current_task())
             self.fleet.changed.set()
 
     def _failed(self, server: ServerState, request: Request, unfinished: list[int], exc: StreamError) -> None:
