@@ -31,7 +31,9 @@ PROBLEMS, SAMPLES, MAX_TOKENS = 5, 8, 512
 async def generated_tokens(session: aiohttp.ClientSession, url: str) -> float:
     async with session.get(url + "/metrics") as r:
         text = await r.text()
-    return float(re.search(r"^vllm:generation_tokens_total\{[^}]*\} (\S+)$", text, re.M).group(1))  # type: ignore[union-attr]
+    match = re.search(r"^vllm:generation_tokens_total\{[^}]*\} (\S+)$", text, re.M)
+    assert match is not None
+    return float(match.group(1))
 
 
 def test_chat_sweep_stores_every_sample_once_with_code_from_the_fence(tmp_path):

@@ -179,7 +179,8 @@ class SimulatedAPI:
     def _chat_job(self, request: web.Request, req: ChatRequest) -> Job:
         request_id = f"chatcmpl-{self.rng.getrandbits(64):016x}"
         created = int(time.time())
-        encoder = ChatChunkEncoder(request_id, created, self.config.model_name, self.fingerprint) if req.stream else None
+        model = self.config.model_name
+        encoder = ChatChunkEncoder(request_id, created, model, self.fingerprint) if req.stream else None
         job = Job(request_id, created, encoder, request.transport, stream=req.stream,
                   framed=request.version >= HttpVersion11, include_usage=req.include_usage,
                   continuous=req.continuous_usage)  # fmt: skip

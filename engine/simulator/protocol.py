@@ -290,8 +290,10 @@ def _int_errors(value, loc: str) -> list[dict]:
     if isinstance(value, int):
         return []
     if isinstance(value, float):
-        return [] if value.is_integer() else [
-            _error("int_from_float", loc, "Input should be a valid integer, got a number with a fractional part", value)]
+        if value.is_integer():
+            return []
+        return [_error("int_from_float", loc, "Input should be a valid integer, got a number with a fractional part",
+                       value)]  # fmt: skip
     if isinstance(value, str):
         try:
             int(value.strip())
