@@ -26,7 +26,7 @@ import uvloop
 
 from engine.dataset import load_problems
 
-STOPS = ["\ndef", "\nclass", "\nif", "\nprint", "\n#"]
+STOPS = ["\ndef", "\nclass", "\nif", "\nprint"]  # what the engine sends: vLLM takes at most 4
 _TICKS = os.sysconf("SC_CLK_TCK")
 
 

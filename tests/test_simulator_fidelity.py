@@ -1,6 +1,9 @@
 """The simulator against real vLLM 0.32: every transcript request is replayed over HTTP and the
 answers compared field by field (status, headers that matter, framing, key order, types, the
-stream's rules, and exact error bodies)."""
+stream's rules, and exact error bodies). Completions and chat come from the shared captures
+(tests/fixtures/vllm-transcripts); more chat and validation cases from
+tests/fixtures/vllm-chat-transcripts (see its NOTES.md: another build of the tiny model, so
+prompt token counts are not compared there)."""
 
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ from engine.dataset import load_problems
 from engine.simulator import SimulatedFleet
 
 TRANSCRIPTS = transcripts.DIR
+CHAT_TRANSCRIPTS = TRANSCRIPTS.parent / "vllm-chat-transcripts"
 REAL_MODEL = "tiny-llama"
 MAX_MODEL_LEN = 1024  # the real server's, so that messages quoting it compare exactly
 
@@ -44,14 +48,14 @@ def parse_dump(raw: bytes) -> Http:
     return Http(int(status_line.split()[1]), headers, body)
 
 
-def transcript(name: str) -> Http:
-    (path,) = TRANSCRIPTS.glob(f"{name}_*.txt")
+def transcript(name: str, directory=TRANSCRIPTS) -> Http:
+    (path,) = directory.glob(f"{name}_*.txt")
     return parse_dump(path.read_bytes())
 
 
-def request_body(name: str) -> bytes:
+def request_body(name: str, directory=TRANSCRIPTS) -> bytes:
     """The body exactly as the capture script sent it (printf added a newline to the file)."""
-    (path,) = TRANSCRIPTS.glob(f"{name}_*.request.json")
+    (path,) = directory.glob(f"{name}_*.request.json")
     body = path.read_bytes()
     return body[:-1] if body.endswith(b"\n") else body
 
@@ -84,14 +88,14 @@ async def exchange(problems, requests: list[tuple[str, str, bytes | None]]) -> t
         return out, fleet.config.model_name
 
 
-def replay(problems, name: str) -> tuple[Http, Http, str]:
-    body = request_body(name)
+def replay(problems, name: str, path: str = "/v1/completions", directory=TRANSCRIPTS) -> tuple[Http, Http, str]:
+    body = request_body(name, directory)
     data = json.loads(body) if _is_json(body) else None
-    if data and data.get("model") == REAL_MODEL:
+    if isinstance(data, dict) and data.get("model") == REAL_MODEL:
         data["model"] = "simulated-llama-8b"
         body = orjson.dumps(data)
-    (answer,), model = run(exchange(problems, [("POST", "/v1/completions", body)]))
-    return transcript(name), answer, model
+    (answer,), model = run(exchange(problems, [("POST", path, body)]))
+    return transcript(name, directory), answer, model
 
 
 def _is_json(body: bytes) -> bool:
@@ -367,3 +371,243 @@ def test_encoded_chunks_equal_the_transcripts_byte_for_byte():
     body = completion_body(real["id"], real["created"], real["model"], fingerprint,
                            [Choice(0, choice["text"], "length", None)], 3, 16)  # fmt: skip
     assert body == transcript("10").body
+
+
+# -- /v1/chat/completions ------------------------------------------------------------------------
+
+
+def chat_name(path) -> str:
+    return path.name.split("_", 1)[0]
+
+
+def chat_captures(kind: str) -> list[str]:
+    """Numbers of the chat-dir captures of one kind: "stream", "body" (200 JSON), "error"."""
+    names = []
+    for path in sorted(CHAT_TRANSCRIPTS.glob("*.txt")):
+        http = parse_dump(path.read_bytes())
+        found = ("stream" if http.headers["content-type"].startswith("text/event-stream")
+                 else "body" if http.status == 200 else "error")  # fmt: skip
+        if found == kind:
+            names.append(chat_name(path))
+    return names
+
+
+def endpoint(name: str, directory=CHAT_TRANSCRIPTS) -> str:
+    (path,) = directory.glob(f"{name}_*.txt")
+    return "/v1/completions" if "_completions_" in path.name else "/v1/chat/completions"
+
+
+def chat_chunk_kind(chunk: dict) -> str:
+    if not chunk["choices"]:
+        return "usage"
+    choice = chunk["choices"][0]
+    if "role" in choice["delta"]:
+        return "role"
+    return "finish" if choice["finish_reason"] else "running"
+
+
+def chat_chunk_shapes(events: list[bytes]) -> dict[str, set]:
+    shapes = defaultdict(set)
+    for raw in events[:-1]:
+        chunk = json.loads(raw)
+        for choice in chunk["choices"]:  # null or a string: not a difference of shape
+            if "stop_reason" in choice:
+                choice["stop_reason"] = choice["stop_reason"] or "x"
+        shapes[chat_chunk_kind(chunk)].add(repr(shape(chunk)))
+    return shapes
+
+
+def check_chat_stream_rules(events: list[bytes], request: dict, one_token_per_chunk: bool) -> list[dict]:
+    """The rules every vLLM chat stream follows; returns the parsed chunks."""
+    assert events[-1] == b"[DONE]"
+    chunks = [json.loads(e) for e in events[:-1]]
+    for raw, chunk in zip(events, chunks):
+        assert orjson.dumps(chunk) == raw, "not compact JSON in vLLM's key order"
+        assert chunk["object"] == "chat.completion.chunk"
+        assert re.fullmatch(r"chatcmpl-[0-9a-f]{16}", chunk["id"])
+    assert len({c["id"] for c in chunks}) == 1 and len({c["created"] for c in chunks}) == 1
+    n = request.get("n", 1)
+    stops = request.get("stop") or []
+    stops = [stops] if isinstance(stops, str) else stops
+    options = request.get("stream_options") or {}
+    include_usage = bool(options.get("include_usage"))
+    continuous = include_usage and bool(options.get("continuous_usage_stats"))
+
+    # every choice's role chunk first, in index order, and only they carry prompt_token_ids/prompt_text
+    roles, rest = chunks[:n], [c for c in chunks[n:] if c["choices"]]
+    for i, chunk in enumerate(roles):
+        assert chunk["choices"] == [{"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
+                                     "finish_reason": None}]  # fmt: skip
+        assert (chunk["prompt_token_ids"], chunk["prompt_text"]) == (None, None)
+        if continuous:
+            usage = chunk["usage"]
+            assert (usage["completion_tokens"], usage["completion_tokens_details"]) == (0, None)
+            assert usage["total_tokens"] == usage["prompt_tokens"]
+        else:
+            assert "usage" not in chunk
+    per_choice: dict[int, list[dict]] = defaultdict(list)
+    for chunk in rest:
+        assert len(chunk["choices"]) == 1, "one choice per chunk"
+        assert "prompt_token_ids" not in chunk and "prompt_text" not in chunk
+        choice = chunk["choices"][0]
+        assert list(choice["delta"]) == ["content"]
+        per_choice[choice["index"]].append(chunk)
+    assert sorted(per_choice) == list(range(n))
+    counts = {}
+    for index, seq in per_choice.items():
+        finishes = [c for c in seq if c["choices"][0]["finish_reason"] is not None]
+        assert finishes == [seq[-1]], f"choice {index}: finish_reason must come once, in its last chunk"
+        last = seq[-1]["choices"][0]
+        assert all("stop_reason" not in c["choices"][0] for c in seq[:-1]), "stop_reason only when finishing"
+        if last["finish_reason"] == "stop":
+            assert last["stop_reason"] in stops or last["stop_reason"] is None  # a stop string, or end of sequence
+        else:
+            assert last["finish_reason"] == "length" and last["stop_reason"] is None
+        if continuous:
+            running = [c["usage"]["completion_tokens"] for c in seq]
+            assert running == sorted(running) and len(set(running)) == len(running)
+            assert all(list(c["usage"]) == ["prompt_tokens", "total_tokens", "completion_tokens",
+                                            "completion_tokens_details"] for c in seq)  # fmt: skip
+            counts[index] = running[-1]
+        else:
+            assert all("usage" not in c for c in seq)
+            counts[index] = len(seq)
+        fingerprinted = [c for c in seq if "system_fingerprint" in c]
+        if include_usage:
+            assert not fingerprinted
+        else:
+            assert fingerprinted == [seq[-1]], "without usage, the finishing chunk carries the fingerprint"
+    usage_chunks = [c for c in chunks if not c["choices"]]
+    if include_usage:
+        assert len(usage_chunks) == 1 and chunks[-1] is usage_chunks[0], "usage comes last, once"
+        usage = usage_chunks[0]["usage"]
+        assert list(usage) == ["prompt_tokens", "total_tokens", "completion_tokens"]
+        assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+        if continuous or one_token_per_chunk:
+            assert usage["completion_tokens"] == sum(counts.values())
+        else:
+            assert usage["completion_tokens"] >= sum(counts.values())
+        assert re.fullmatch(r"vllm-0\.32\.0-[0-9a-f]{8}", usage_chunks[0]["system_fingerprint"])
+    else:
+        assert not usage_chunks
+    return chunks
+
+
+def compare_chat_streams(real: Http, sim: Http, request: dict) -> tuple[list[dict], list[dict]]:
+    assert sim.status == real.status == 200
+    for header in ("content-type", "transfer-encoding", "vary"):
+        assert sim.headers.get(header) == real.headers.get(header), header
+    real_chunks = check_chat_stream_rules(real.events(), request, False)
+    sim_chunks = check_chat_stream_rules(sim.events(), request, True)
+    real_shapes, sim_shapes = chat_chunk_shapes(real.events()), chat_chunk_shapes(sim.events())
+    assert set(sim_shapes) <= set(real_shapes)
+    for kind in sim_shapes:
+        assert sim_shapes[kind] <= real_shapes[kind], f"{kind} chunks differ in keys, order or types"
+    return real_chunks, sim_chunks
+
+
+def test_chat_stream_matches_transcript_31(problems):
+    real, sim, model = replay(problems, "31", "/v1/chat/completions")
+    request = json.loads(request_body("31"))
+    real_chunks, sim_chunks = compare_chat_streams(real, sim, request)
+    assert set(chat_chunk_shapes(sim.events())) == set(chat_chunk_shapes(real.events()))
+    assert {c["model"] for c in sim_chunks} == {model}
+    # The same chat template token count as the real server's ("hi" alone: 11 tokens), and the same usage.
+    assert [c.get("usage") for c in sim_chunks[:2]] == [c.get("usage") for c in real_chunks[:2]]
+    assert sim_chunks[-1]["usage"] == real_chunks[-1]["usage"]
+
+
+@pytest.mark.parametrize("name", chat_captures("stream"))
+def test_chat_stream_matches_capture(problems, name):
+    real, sim, model = replay(problems, name, "/v1/chat/completions", CHAT_TRANSCRIPTS)
+    request = json.loads(request_body(name, CHAT_TRANSCRIPTS))
+    compare_chat_streams(real, sim, request)
+
+
+def test_chat_stream_ends_by_end_of_sequence_as_vllm_does(problems):
+    """Capture 39 forced vLLM's EOS token: a last chunk with empty content, "stop", no stop_reason,
+    and the EOS counted in the usage. The synthetic model's answers end the same way."""
+    real = check_chat_stream_rules(transcript("39", CHAT_TRANSCRIPTS).events(),
+                                   json.loads(request_body("39", CHAT_TRANSCRIPTS)), False)  # fmt: skip
+    request = {"messages": [{"role": "user", "content": "hi"}], "seed": 1, "stream": True,
+               "stream_options": {"include_usage": True, "continuous_usage_stats": True}}  # fmt: skip
+    (answer,), _ = run(exchange(problems, [("POST", "/v1/chat/completions", orjson.dumps(request))]))
+    sim = check_chat_stream_rules(answer.events(), request, True)
+    for chunks in (real, sim):
+        last = chunks[-2]
+        assert last["choices"][0]["delta"] == {"content": ""}
+        assert (last["choices"][0]["finish_reason"], last["choices"][0]["stop_reason"]) == ("stop", None)
+        assert chunks[-1]["usage"]["completion_tokens"] == last["usage"]["completion_tokens"]
+    assert repr(shape(sim[-2])) == repr(shape(real[-2]))
+
+
+def compare_chat_bodies(real: Http, sim: Http, request: dict, model: str) -> tuple[dict, dict]:
+    assert sim.status == real.status == 200
+    assert sim.headers["content-type"] == real.headers["content-type"] == "application/json"
+    real_body, sim_body = json.loads(real.body), json.loads(sim.body)
+    assert orjson.dumps(sim_body) == sim.body, "compact, in order"
+    for choice in real_body["choices"] + sim_body["choices"]:
+        choice["stop_reason"] = choice["stop_reason"] or "x"
+    assert shape(sim_body) == shape(real_body)
+    assert sim_body["object"] == "chat.completion" and sim_body["model"] == model
+    assert re.fullmatch(r"chatcmpl-[0-9a-f]{16}", sim_body["id"])
+    n = request.get("n", 1)
+    assert [c["index"] for c in sim_body["choices"]] == list(range(n if isinstance(n, int) else 1))
+    limit = request.get("max_completion_tokens") or request.get("max_tokens")
+    if limit is not None and all(c["finish_reason"] == "length" for c in sim_body["choices"]):
+        assert sim_body["usage"]["completion_tokens"] == int(limit) * len(sim_body["choices"])
+    return real_body, sim_body
+
+
+def test_chat_body_matches_transcript_30(problems):
+    real, sim, model = replay(problems, "30", "/v1/chat/completions")
+    real_body, sim_body = compare_chat_bodies(real, sim, json.loads(request_body("30")), model)
+    assert sim_body["usage"] == real_body["usage"]  # 11 prompt tokens, 8 generated
+
+
+@pytest.mark.parametrize("name", chat_captures("body"))
+def test_chat_body_matches_capture(problems, name):
+    path = endpoint(name)
+    real, sim, model = replay(problems, name, path, CHAT_TRANSCRIPTS)
+    if path == "/v1/completions":
+        assert sim.status == real.status == 200 and shape(json.loads(sim.body)) == shape(json.loads(real.body))
+        return
+    compare_chat_bodies(real, sim, json.loads(request_body(name, CHAT_TRANSCRIPTS)), model)
+
+
+@pytest.mark.parametrize("name", chat_captures("error"))
+def test_chat_and_validation_errors_match_captures_exactly(problems, name):
+    real, sim, model = replay(problems, name, endpoint(name), CHAT_TRANSCRIPTS)
+    assert sim.status == real.status
+    assert sim.headers["content-type"] == real.headers["content-type"] == "application/json"
+    assert sim.body == expected(real.body, model)
+
+
+def test_chat_encoders_equal_the_transcripts_byte_for_byte():
+    from engine.simulator.wire import ChatChunkEncoder, Choice, chat_completion_body
+
+    fingerprint = "vllm-0.32.0-5be7a34d"
+    lines = [b"data: " + e + b"\n\n" for e in transcript("31").events()]
+    first = json.loads(lines[0][len(b"data: ") :])
+    enc = ChatChunkEncoder(first["id"], first["created"], first["model"], fingerprint)
+    assert enc.role_event(0, enc.step_usage(11, 0)) == lines[0]
+    assert enc.role_event(1, enc.step_usage(11, 0)) == lines[1]
+    assert enc.token_event(enc.prefix(0), orjson.dumps("\n"), enc.step_usage(11, 1)) == lines[2]
+    assert enc.token_event(enc.prefix(1), orjson.dumps("all"), enc.step_usage(11, 2)) == lines[5]
+    assert enc.finish_event(enc.prefix(0), orjson.dumps(" #"), "length", None, enc.step_usage(11, 4), False) == lines[8]
+    assert enc.usage_event(11, 8) == lines[-2]
+    no_usage = [b"data: " + e + b"\n\n" for e in transcript("32", CHAT_TRANSCRIPTS).events()]
+    first = json.loads(no_usage[0][len(b"data: ") :])
+    enc = ChatChunkEncoder(first["id"], first["created"], first["model"], "vllm-0.32.0-bb7a8cf7")
+    assert enc.role_event(0) == no_usage[0]
+    assert enc.finish_event(enc.prefix(0), orjson.dumps('",'), "length", None, b"", True) == no_usage[5]
+    eos = [b"data: " + e + b"\n\n" for e in transcript("39", CHAT_TRANSCRIPTS).events()]
+    first = json.loads(eos[0][len(b"data: ") :])
+    enc = ChatChunkEncoder(first["id"], first["created"], first["model"], "vllm-0.32.0-bb7a8cf7")
+    assert enc.finish_event(enc.prefix(0), b'""', "stop", None, enc.step_usage(29, 4), False) == eos[-3]
+
+    real = json.loads(transcript("30").body)
+    (choice,) = real["choices"]
+    body = chat_completion_body(real["id"], real["created"], real["model"], fingerprint,
+                                [Choice(0, choice["message"]["content"], "length", None)], 11, 8)  # fmt: skip
+    assert body == transcript("30").body

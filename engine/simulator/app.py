@@ -1,9 +1,10 @@
 """One simulated server's HTTP API (aiohttp): vLLM 0.32's OpenAI-compatible routes.
 
 Handlers only translate: validation lives in `protocol`, bytes in `wire`, generation in
-`batch`. A completion request becomes a `Job` of n sequences per prompt; the handler submits
+`batch`. A completion request becomes a `Job` of n sequences per prompt, a chat request a `Job`
+of n sequences (its prompt is the chat template applied to the messages); the handler submits
 it to the batch engine and waits for it to finish, while the engine writes a stream's events
-to the connection as it goes.
+to the connection as it goes. Both go through the same faults, batch and pacing.
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ import hashlib
 import logging
 import random
 import time
+from collections.abc import Callable
 
 from aiohttp import HttpVersion11, web
 
+from engine.simulator import chat
 from engine.simulator.batch import BatchEngine, Job
 from engine.simulator.config import VLLM_VERSION, SimulatorConfig
 from engine.simulator.faults import HTTP_KINDS, FaultPlan
@@ -27,14 +30,17 @@ from engine.simulator.plans import PlanCache
 from engine.simulator.protocol import (
     DEFAULT_MAX_TOKENS,
     APIError,
+    ChatRequest,
     CompletionRequest,
-    check_prompt_length,
+    parse_chat_request,
     parse_completion_request,
 )
 from engine.simulator.tokens import count_tokens
 from engine.simulator.wire import (
     DONE_EVENT,
+    ChatChunkEncoder,
     ChunkEncoder,
+    chat_completion_body,
     completion_body,
     error_body,
     in_band_error_event,
@@ -86,6 +92,7 @@ class SimulatedAPI:
         app.router.add_get("/load", self.load)
         app.router.add_get("/metrics", self.metrics_page)
         app.router.add_post("/v1/completions", self.completions)
+        app.router.add_post("/v1/chat/completions", self.chat_completions)
         return app
 
     # -- small routes ----------------------------------------------------------------------------
@@ -117,27 +124,41 @@ class SimulatedAPI:
         body = await request.read()
         cfg = self.config
         try:
-            req = parse_completion_request(body, cfg.model_name, cfg.max_model_len)
-            prompt_tokens = [count_tokens(p) if isinstance(p, str) else len(p) for p in req.prompts]
-            for count in prompt_tokens:
-                check_prompt_length(count, cfg.max_model_len)
+            req = parse_completion_request(body, cfg.model_name, cfg.max_model_len, count_tokens)
         except APIError as exc:
-            if exc.in_band:
-                return await self._in_band_error(request, exc)
-            return _error(exc)
+            return await self._refuse(request, exc)
+        return await self._serve(request, req.stream, lambda: self._job(request, req), completion_body)
+
+    async def chat_completions(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        cfg = self.config
+        try:
+            req = parse_chat_request(body, cfg.model_name, cfg.max_model_len, chat.prompt_tokens)
+        except APIError as exc:
+            return await self._refuse(request, exc)
+        return await self._serve(request, req.stream, lambda: self._chat_job(request, req), chat_completion_body)
+
+    async def _refuse(self, request: web.Request, exc: APIError) -> web.StreamResponse:
+        if exc.in_band:
+            return await self._in_band_error(request, exc)
+        return _error(exc)
+
+    async def _serve(self, request: web.Request, stream: bool, make_job: Callable[[], Job],
+                     make_body: Callable[..., bytes]) -> web.StreamResponse:  # fmt: skip
+        """A valid request from here on: its fault (if any), then the stream or the body."""
         fault: FaultPlan | None = None
         if self.faults is not None:
             if self.faults.failing:  # a degraded server: vLLM's handler of engine failures
                 return web.Response(status=500, headers=_VARY)
-            fault = self.faults.draw(req.stream)
+            fault = self.faults.draw(stream)
             if fault is not None and fault.kind in HTTP_KINDS:
                 return self.faults.http_error(fault)
-        job = self._job(request, req, prompt_tokens)
-        if req.stream:
+        job = make_job()
+        if stream:
             return await self._stream(request, job, fault)
-        return await self._complete(job)
+        return await self._complete(job, make_body)
 
-    def _job(self, request: web.Request, req: CompletionRequest, prompt_tokens: list[int]) -> Job:
+    def _job(self, request: web.Request, req: CompletionRequest) -> Job:
         request_id = f"cmpl-{self.rng.getrandbits(64):016x}"
         created = int(time.time())
         encoder = ChunkEncoder(request_id, created, self.config.model_name, self.fingerprint) if req.stream else None
@@ -145,17 +166,43 @@ class SimulatedAPI:
                   framed=request.version >= HttpVersion11, include_usage=req.include_usage,
                   continuous=req.continuous_usage)  # fmt: skip
         greedy = req.temperature == 0
-        for p, (prompt, count) in enumerate(zip(req.prompts, prompt_tokens)):
+        for p, (prompt, count) in enumerate(zip(req.prompts, req.prompt_tokens)):
             key = prompt if isinstance(prompt, str) else "token-ids:" + ",".join(map(str, prompt))
             max_tokens = min(req.max_tokens or DEFAULT_MAX_TOKENS, self.config.max_model_len - count)
             job.prompt_tokens += count
             for j in range(req.n):
-                # vLLM gives child j of a seeded request the seed s + j.
-                seed = None if greedy else (req.seed + j if req.seed is not None else self.rng.getrandbits(63))
-                sample = self.model.sample(key, seed)
-                plan = self.plans.get(sample, req.stop, req.include_stop_str_in_output)
+                plan = self.plans.get(self.model.sample(key, self._seed(req.seed, j, greedy)), req.stop,
+                                      req.include_stop_str_in_output)  # fmt: skip
                 job.add(p * req.n + j, plan, count, max_tokens)
         return job
+
+    def _chat_job(self, request: web.Request, req: ChatRequest) -> Job:
+        request_id = f"chatcmpl-{self.rng.getrandbits(64):016x}"
+        created = int(time.time())
+        model = self.config.model_name
+        encoder = ChatChunkEncoder(request_id, created, model, self.fingerprint) if req.stream else None
+        job = Job(request_id, created, encoder, request.transport, stream=req.stream,
+                  framed=request.version >= HttpVersion11, include_usage=req.include_usage,
+                  continuous=req.continuous_usage)  # fmt: skip
+        prompt_tokens = req.prompt_tokens
+        room = self.config.max_model_len - prompt_tokens  # also chat's default: whatever the context leaves
+        max_tokens = min(req.max_tokens or room, room)
+        job.prompt_tokens = prompt_tokens
+        greedy = req.temperature == 0
+        for j in range(req.n):
+            plan = self.plans.get(self.model.chat_sample(req.messages, self._seed(req.seed, j, greedy)), req.stop,
+                                  req.include_stop_str_in_output)  # fmt: skip
+            job.add(j, plan, prompt_tokens, max_tokens)
+        if encoder is not None:
+            usage = encoder.step_usage(prompt_tokens, 0) if req.continuous_usage else b""
+            job.opening = [encoder.role_event(j, usage) for j in range(req.n)]
+        return job
+
+    def _seed(self, seed: int | None, child: int, greedy: bool) -> int | None:
+        """vLLM gives child j of a seeded request the seed s + j; None means greedy."""
+        if greedy:
+            return None
+        return seed + child if seed is not None else self.rng.getrandbits(63)
 
     async def _stream(self, request: web.Request, job: Job, fault: FaultPlan | None = None) -> web.StreamResponse:
         resp = web.StreamResponse(headers={"Content-Type": _SSE, **_VARY})
@@ -177,13 +224,12 @@ class SimulatedAPI:
         await sabotage.settled()
         return resp
 
-    async def _complete(self, job: Job) -> web.Response:
+    async def _complete(self, job: Job, make_body: Callable[..., bytes]) -> web.Response:
         await self._run(job)
         if job.aborted:
             raise web.HTTPServiceUnavailable()
-        cfg = self.config
-        body = completion_body(job.request_id, job.created, cfg.model_name, self.fingerprint, job.choices,
-                               job.prompt_tokens, job.completion_tokens)  # fmt: skip
+        body = make_body(job.request_id, job.created, self.config.model_name, self.fingerprint, job.choices,
+                         job.prompt_tokens, job.completion_tokens)  # fmt: skip
         return _json(body)
 
     async def _run(self, job: Job) -> None:

@@ -23,7 +23,7 @@ from collections import deque
 
 from engine.simulator.metrics import ServerMetrics
 from engine.simulator.plans import EmissionPlan
-from engine.simulator.wire import DONE_EVENT, ChunkEncoder, Choice, http_chunk, token_event, usage_field
+from engine.simulator.wire import DONE_EVENT, ChatChunkEncoder, ChunkEncoder, Choice, http_chunk
 
 log = logging.getLogger(__name__)
 
@@ -50,17 +50,19 @@ class Sequence:
 
 
 class Job:
-    """One /v1/completions request: its sequences, and the connection their output goes to.
+    """One /v1/completions or /v1/chat/completions request: its sequences, and the connection
+    their output goes to.
 
     `transport` is the client's connection (checked for disconnects; written to when
-    streaming). `framed` says whether to frame events as HTTP/1.1 chunks ourselves.
+    streaming). `framed` says whether to frame events as HTTP/1.1 chunks ourselves. `opening`
+    holds events that go out before the first token of any choice (chat's role chunks).
     """
 
     __slots__ = ("request_id", "created", "seqs", "encoder", "transport", "framed", "stream", "continuous",
                  "include_usage", "out", "open", "prompt_tokens", "completion_tokens", "choices", "done", "aborted",
-                 "stalled")  # fmt: skip
+                 "stalled", "opening")  # fmt: skip
 
-    def __init__(self, request_id: str, created: int, encoder: ChunkEncoder | None,
+    def __init__(self, request_id: str, created: int, encoder: ChunkEncoder | ChatChunkEncoder | None,
                  transport: asyncio.BaseTransport | None, *, stream: bool, framed: bool = True,
                  include_usage: bool = False, continuous: bool = False):  # fmt: skip
         self.request_id = request_id
@@ -80,6 +82,7 @@ class Job:
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.aborted = False
         self.stalled = False
+        self.opening: list[bytes] = []
 
     def add(self, index: int, plan: EmissionPlan, prompt_tokens: int, max_tokens: int) -> Sequence:
         seq = Sequence(self, index, plan, prompt_tokens, max_tokens)
@@ -212,17 +215,22 @@ class BatchEngine:
             tokens += 1
             if k == 0:
                 seq.first_token_at = now
+                if job.opening:  # like vLLM, on the request's first output, before its tokens
+                    for event in job.opening:
+                        job.emit(event)
+                    job.opening = []
             last = k == plan.stop_step or k + 1 == seq.max_tokens
             if job.stream:
-                usage = usage_field(seq.prompt_tokens, k + 1) if job.continuous else b""
+                encoder = job.encoder
+                usage = encoder.step_usage(seq.prompt_tokens, k + 1) if job.continuous else b""
                 if not last:
-                    job.emit(token_event(seq.prefix, plan.deltas[k], usage))
+                    job.emit(encoder.token_event(seq.prefix, plan.deltas[k], usage))
                 elif k == plan.stop_step:
-                    job.emit(job.encoder.finish_event(seq.prefix, plan.deltas[k], "stop", plan.stop_reason, usage,
-                                                      not job.include_usage))  # fmt: skip
+                    job.emit(encoder.finish_event(seq.prefix, plan.deltas[k], "stop", plan.stop_reason, usage,
+                                                  not job.include_usage))  # fmt: skip
                 else:
-                    job.emit(job.encoder.finish_event(seq.prefix, plan.final_delta(k), "length", None, usage,
-                                                      not job.include_usage))  # fmt: skip
+                    job.emit(encoder.finish_event(seq.prefix, plan.final_delta(k), "length", None, usage,
+                                                  not job.include_usage))  # fmt: skip
             if last:
                 self._finish(seq, now)
                 ended = True

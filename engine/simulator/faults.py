@@ -4,7 +4,7 @@ Pure: no I/O, no event loop. `injection` carries the faults out.
 
 A spec is a comma-separated list of items, each either a per-request rate or a scheduled event:
 
-    KIND=RATE[:OPT...]                      on each /v1/completions request, with probability RATE
+    KIND=RATE[:OPT...]                      on each completion or chat request, probability RATE
     KIND=[serverI]@START[+DURATION][:OPT...]  at START (from when the fleet listens), for DURATION
 
     reset=0.05,http503=0.02,stall=0.01:30s,kill=server2@10s+5s,fleet_down=@20s+15s
@@ -181,7 +181,7 @@ class FaultSpec:
                                      f"(servers count from server0)")  # fmt: skip
 
     def draw(self, seed: int, server: int, request: int, stream: bool) -> FaultPlan | None:
-        """The fault (if any) of the `request`-th completion request server `server` receives."""
+        """The fault (if any) of the `request`-th completion or chat request server `server` receives."""
         if not self.rates:
             return None
         rng = random.Random(f"faults/{seed}/{server}/{request}")

@@ -47,7 +47,7 @@ class ServerFaults:
         self.seed = seed
         self.index = index
         self.url = f"server{index}"  # for log lines; the server sets its URL when it listens
-        self.requests = 0  # completion requests drawn for so far
+        self.requests = 0  # completion and chat requests drawn for so far
         self.counts = dict.fromkeys(KINDS, 0)
         self.degraded = 0  # open degrade windows: /health answers 503
         self.failing = 0  # open degrade windows with `errors`: completions answer 500

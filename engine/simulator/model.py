@@ -4,7 +4,9 @@ For a HumanEval prompt (recognised by its exact text) each sample is either the 
 solution or one of a few plausible wrong answers (`mutations`), followed by the kind of text a
 real model keeps writing after the function (a `main()`, a `__main__` guard, example prints),
 so HumanEval's stop sequences cut it as they would cut a real completion. Any other prompt
-gets generic code-like text (`filler`).
+gets generic code-like text (`filler`). Through chat (`chat_sample`), the same draw is worded
+as an instruct model would answer (`chat`): the whole function in a ```python block, then the
+end of the sequence.
 
 Which sample comes out is a pure function of (server seed, task, sample seed), so every server
 of a fleet, and every restart, gives the same text for the same request seed. Each problem has
@@ -22,6 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from engine.records import Problem
+from engine.simulator import chat
 from engine.simulator.filler import Filler
 from engine.simulator.mutations import KINDS, Mutant, mutants
 from engine.simulator.tokens import split_tokens
@@ -59,12 +62,14 @@ TRAILERS = (
 
 @dataclass(frozen=True, slots=True)
 class Sample:
-    """One completion: its own token texts (`head`), then the filler from `filler_start` on."""
+    """One completion: its own token texts (`head`), then the filler from `filler_start` on,
+    or (`eos`) the end of the sequence right after the head."""
 
     key: tuple  # identifies the text, for sharing emission plans between equal samples
     kind: str  # "canonical", a mutation kind, or "generic"
     head: tuple[str, ...]
     filler_start: int
+    eos: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +91,9 @@ class SyntheticModel:
         self._answers: dict[str, _Answers] = {}  # built on first use: startup stays cheap
         self._heads: dict[tuple, tuple[str, ...]] = {}
         self._pieces: dict[tuple, tuple[str, ...]] = {}
+        self._by_code = {p.prompt.strip(): p for p in self._problems.values()}
+        self._found: dict[str, Problem | None] = {}  # user message -> its problem (chat)
+        self._prefixes: dict[str, dict[str, str]] = {}
 
     def problem(self, prompt: str) -> Problem | None:
         return self._problems.get(prompt)
@@ -100,15 +108,7 @@ class SyntheticModel:
             return self._generic(prompt, sample_seed)
         answers = self._answers_for(problem)
         u_solve, u_kind, u_site, u_trailer = _uniforms(self.seed, problem.task_id, sample_seed)
-        if sample_seed is None:  # greedy: the canonical answer iff the model mostly gets it right
-            u_solve = 0.0 if answers.rate >= 0.5 else 1.0
-        if u_solve < answers.rate or not answers.mutants:
-            kind, index, body = "canonical", 0, problem.canonical_solution or ""
-        else:
-            kind = _pick_kind(answers.mutants, u_kind)
-            same_kind = [m for m in answers.mutants if m.kind == kind]
-            index = int(u_site * len(same_kind))
-            body = same_kind[index].body
+        kind, index, body = self._answer(answers, sample_seed, u_solve, u_kind, u_site)
         trailer = int(u_trailer * len(TRAILERS))
         key = (problem.task_id, kind, index, trailer)
         head = self._heads.get(key)
@@ -119,6 +119,66 @@ class SyntheticModel:
                                                                                    entry=problem.entry_point))
             self._heads[key] = head
         return Sample(key, kind, head, filler_start=0)
+
+    def _answer(self, answers: _Answers, sample_seed: int | None, u_solve: float, u_kind: float,
+                u_site: float) -> tuple[str, int, str]:  # fmt: skip
+        """(kind, index among that kind's mutants, body): right or wrong, and how."""
+        problem = answers.problem
+        if sample_seed is None:  # greedy: the canonical answer iff the model mostly gets it right
+            u_solve = 0.0 if answers.rate >= 0.5 else 1.0
+        if u_solve < answers.rate or not answers.mutants:
+            return "canonical", 0, problem.canonical_solution or ""
+        kind = _pick_kind(answers.mutants, u_kind)
+        same_kind = [m for m in answers.mutants if m.kind == kind]
+        index = int(u_site * len(same_kind))
+        return kind, index, same_kind[index].body
+
+    # -- chat ------------------------------------------------------------------------------------
+
+    def chat_problem(self, messages: Sequence[chat.Message]) -> Problem | None:
+        """The HumanEval problem in the last user message: in a ```python block or bare."""
+        content = chat.last_user_content(messages)
+        if content is None:
+            return None
+        found = self._found.get(content, False)
+        if found is False:
+            found = next((p for c in chat.code_candidates(content) if (p := self._by_code.get(c.strip()))), None)
+            if len(self._found) >= 4096:
+                self._found.clear()
+            self._found[content] = found
+        return found
+
+    def chat_sample(self, messages: Sequence[chat.Message], sample_seed: int | None) -> Sample:
+        """The answer to a chat; for a HumanEval problem, right or wrong exactly when
+        `sample(problem.prompt, sample_seed)` is."""
+        problem = self.chat_problem(messages)
+        if problem is None:
+            subject = "\0".join(f"{m.role}\0{m.content}" for m in messages)
+            u_start, u_count, _, _ = _uniforms(self.seed, "chat\0" + subject, sample_seed)
+            start = int(u_start * chat.GENERIC_STARTS)
+            count = chat.GENERIC_COUNTS[int(u_count * len(chat.GENERIC_COUNTS))]
+            key = ("chat-generic", start, count)
+            return Sample(key, "generic", self._tokens(key, chat.generic_answer(start, count)), 0, eos=True)
+        answers = self._answers_for(problem)
+        u_solve, u_kind, u_site, _ = _uniforms(self.seed, problem.task_id, sample_seed)
+        kind, index, body = self._answer(answers, sample_seed, u_solve, u_kind, u_site)
+        u_intro, u_form, u_outro, _ = _uniforms(self.seed, "chat\0" + problem.task_id, sample_seed)
+        form = chat.pick_form(u_form)
+        i_intro, i_outro = int(u_intro * len(chat.INTROS)), int(u_outro * len(chat.OUTROS))
+        key = ("chat", problem.task_id, kind, index, form, i_intro, i_outro)
+        task = problem.task_id
+        prefixes = self._prefixes.get(task)
+        if prefixes is None:
+            prefixes = self._prefixes[task] = chat.function_prefixes(problem.prompt, problem.entry_point)
+        close = chat.FENCE_CLOSE if body.endswith("\n") else "\n" + chat.FENCE_CLOSE
+        # Not cached whole (too many combinations): joining the cached pieces takes a microsecond.
+        head = (
+            self._tokens(("chat-intro", task, i_intro), chat.intro(i_intro, problem.entry_point) + chat.FENCE_OPEN)
+            + self._tokens(("chat-prefix", task, form), prefixes.get(form, prefixes["whole_prompt"]))
+            + self._tokens((task, kind, index), body)
+            + self._tokens(("chat-outro", close, i_outro), close + chat.outro(i_outro))
+        )  # fmt: skip
+        return Sample(key, kind, head, 0, eos=True)
 
     def _tokens(self, key: tuple, text: str) -> tuple[str, ...]:
         tokens = self._pieces.get(key)

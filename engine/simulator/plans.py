@@ -3,7 +3,9 @@
 A plan runs the stop scanner once and keeps, per step, the released text already encoded as a
 JSON string, so that emitting a chunk costs a list lookup and a byte concatenation. Plans are
 shared by every sequence with the same sample and stop strings (in a HumanEval sweep, a few
-per problem) and grow lazily, only as far as some sequence has got.
+per problem) and grow lazily, only as far as some sequence has got. A sample that ends by
+itself (a chat answer) stops at its end-of-sequence step: that token releases whatever the stop
+scanner still held back and ends the sequence with finish_reason "stop" and no stop_reason.
 """
 
 from __future__ import annotations
@@ -21,17 +23,20 @@ _BLOCK = 16  # steps computed at a time
 
 
 class EmissionPlan:
-    __slots__ = ("deltas", "stop_step", "stop_reason", "_scanner", "_token", "_released", "_generated", "_meter")
+    __slots__ = ("deltas", "stop_step", "stop_reason", "_scanner", "_token", "_released", "_generated", "_meter",
+                 "_eos_step")  # fmt: skip
 
-    def __init__(self, token: Callable[[int], str], scanner: StopScanner, meter: list[int] | None = None):
+    def __init__(self, token: Callable[[int], str], scanner: StopScanner, meter: list[int] | None = None,
+                 eos_step: int = -1):  # fmt: skip
         self.deltas: list[bytes] = []  # step k -> the JSON string released by step k
-        self.stop_step = -1  # the step whose token completed a stop string, if any
-        self.stop_reason: str | None = None
+        self.stop_step = -1  # the step that ended the sequence (a stop string or end of sequence), if any
+        self.stop_reason: str | None = None  # the stop string; None at the end of sequence
         self._scanner = scanner
         self._token = token
         self._released = array("l")  # step k -> characters released once step k is done
         self._generated = array("l")  # step k -> characters generated (cut at a stop)
         self._meter = meter  # the cache's running count of steps held, while cached
+        self._eos_step = eos_step  # the step that generates the end-of-sequence token (-1: never)
 
     def extend(self, k: int) -> None:
         """Compute steps up to at least k (unless the sample stops earlier)."""
@@ -40,6 +45,12 @@ class EmissionPlan:
         scanner = self._scanner
         start = len(self.deltas)
         for step in range(start, max(k + 1, start + _BLOCK)):
+            if step == self._eos_step:  # its text is empty; what was held back comes out with it
+                self.deltas.append(orjson.dumps(scanner.flush()))
+                self._released.append(scanner.released)
+                self._generated.append(len(scanner.text))
+                self.stop_step = step
+                break
             delta = scanner.feed(self._token(step))
             self.deltas.append(orjson.dumps(delta))
             self._released.append(scanner.released)
@@ -84,7 +95,8 @@ class PlanCache:
             self._plans.move_to_end(key)
             return plan
         model = self._model
-        plan = EmissionPlan(lambda k: model.token(sample, k), StopScanner(stops, include_stop), self._meter)
+        eos = len(sample.head) if sample.eos else -1
+        plan = EmissionPlan(lambda k: model.token(sample, k), StopScanner(stops, include_stop), self._meter, eos)
         self._plans[key] = plan
         while self._meter[0] > self._max_steps and len(self._plans) > 1:
             _, old = self._plans.popitem(last=False)

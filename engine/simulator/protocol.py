@@ -1,23 +1,41 @@
-"""Parsing and validating `/v1/completions` bodies the way vLLM 0.32 does. Pure: bytes in, a
-`CompletionRequest` or an `APIError` out.
+"""Parsing and validating `/v1/completions` and `/v1/chat/completions` bodies the way vLLM 0.32
+does. Pure: bytes in, a `CompletionRequest` or `ChatRequest` or an `APIError` out.
 
-Messages, types, params and statuses follow the real server (see shared/real-vllm/NOTES.md):
-FastAPI/pydantic errors for bodies that are not valid JSON or have wrongly typed fields, then
-vLLM's own checks. Checks that vLLM only makes once the stream has started (sample logprobs
-above 20, token ids outside the vocabulary) are marked `in_band`: a streaming client gets them
-inside a 200 event stream, everyone else as a plain 400.
+Messages, types, params, statuses and their order follow the real server (shared/real-vllm/NOTES.md
+and the captures in tests/fixtures/vllm-transcripts and vllm-chat-transcripts):
+
+1. the request model's "before" validators, on the raw JSON (no prompt; stream_options without
+   stream; chat messages that cannot be iterated: a vLLM bug answers "'NoneType' object is not
+   iterable");
+2. pydantic's field validation in lax mode: every field's errors, collected in field order, as
+   FastAPI reports them ("N validation errors:", at most 10 shown, `param` the first `loc`);
+3. vLLM's checks: the model (404), max_tokens against the context, an empty prompt or
+   conversation, the prompt's length, then the sampling parameters (n, temperature, top_p,
+   max_tokens).
+
+Checks that vLLM only makes once the stream has started (sample logprobs above 20, token ids
+outside the vocabulary) are marked `in_band`: a streaming client gets them inside a 200 event
+stream, everyone else as a plain 400.
+
+Reproduced for the common shapes only: the exact lists of pydantic's union errors for malformed
+chat messages.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import orjson
 
+from engine.simulator.chat import Message
+
+MAX_STOP_STRINGS = 4  # vLLM 0.32's limit on a request's `stop` list
 DEFAULT_MAX_TOKENS = 16
 MAX_LOGPROBS = 20
 VOCAB_SIZE = 32_000  # token ids at or above are out of vocabulary (as in Llama 2)
+_SHOWN_ERRORS = 10  # FastAPI's message lists this many validation errors, then "...and N more errors"
 
 
 class APIError(Exception):
@@ -45,38 +63,57 @@ class CompletionRequest:
     include_usage: bool = False
     continuous_usage: bool = False
     include_stop_str_in_output: bool = False
+    prompt_tokens: tuple[int, ...] = ()  # per prompt
 
 
-def parse_completion_request(body: bytes, served_model: str, max_model_len: int) -> CompletionRequest:
+@dataclass(frozen=True, slots=True)
+class ChatRequest:
+    messages: tuple[Message, ...]
+    n: int = 1
+    max_tokens: int | None = None  # max_completion_tokens, else max_tokens; None: what the context leaves
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    temperature: float = 1.0
+    stream: bool = False
+    include_usage: bool = False
+    continuous_usage: bool = False
+    include_stop_str_in_output: bool = False
+    prompt_tokens: int = 0  # the chat template applied
+
+
+def parse_completion_request(body: bytes, served_model: str, max_model_len: int,
+                             count: Callable[[str], int]) -> CompletionRequest:  # fmt: skip
+    """`count` gives a text prompt's tokens (token-id prompts count their ids)."""
     data = _decode(body)
-    stream = _typed(data, "stream", bool) or False
-    options = _typed(data, "stream_options", dict)
-    if options is not None and not stream:
-        raise APIError(400, "Stream options can only be defined when `stream=True`. (parameter=stream_options)",
-                       param="stream_options")  # fmt: skip
-    prompts = _prompts(data.get("prompt"))
-    model = _typed(data, "model", str)
-    if model is not None and model != served_model:
-        raise APIError(404, f"The model `{model}` does not exist. Valid aliases: {served_model}.", "NotFoundError",
-                       "model")  # fmt: skip
-    n = _typed(data, "n", int)
-    n = 1 if n is None else n
-    if n < 1:
-        raise APIError(400, f"n must be at least 1, got {n}.")
-    temperature = _typed(data, "temperature", float)
-    temperature = 1.0 if temperature is None else float(temperature)
-    if temperature < 0:
-        raise _param_error("temperature", f"temperature must be non-negative, got {temperature}.", temperature)
-    top_p = _typed(data, "top_p", float)
-    if top_p is not None and not 0 < top_p <= 1:
-        raise _param_error("top_p", f"top_p must be in (0, 1], got {float(top_p)}.", float(top_p))
-    max_tokens = _typed(data, "max_tokens", int)
-    if max_tokens is not None and max_tokens < 1:
-        raise _param_error("max_tokens", f"max_tokens must be at least 1, got {max_tokens}.", max_tokens)
-    if max_tokens is not None and max_tokens > max_model_len:
-        message = f"max_tokens={max_tokens} cannot be greater than max_model_len={max_model_len}."
-        raise _param_error("max_tokens", message + " Please request fewer output tokens.", max_tokens)
-    logprobs = _typed(data, "logprobs", int)
+    if data.get("prompt") in (None, "") and data.get("prompt_embeds") is None:
+        raise APIError(400, "Either prompt or prompt_embeds must be provided and non-empty. (parameter=prompt)",
+                       param="prompt")  # fmt: skip
+    _check_stream_options(data)
+    f = _Fields(data)
+    model = f.str("model")
+    prompts = f.prompt("prompt")
+    logprobs = f.int("logprobs")
+    max_tokens = f.int("max_tokens")
+    n = f.int("n")
+    seed = f.int("seed")
+    stop = f.stop("stop")
+    stream = f.bool("stream")
+    options = f.options("stream_options")
+    temperature = f.float("temperature")
+    top_p = f.float("top_p")
+    include_stop = f.bool("include_stop_str_in_output")
+    f.check()
+    _check_model(model, served_model)
+    _check_max_tokens("max_tokens", max_tokens, max_model_len)
+    if not prompts:
+        raise APIError(400, "You must pass at least one prompt")
+    if any(len(p) == 0 for p in prompts):
+        raise APIError(400, "The decoder prompt cannot be empty")
+    counts = tuple(count(p) if isinstance(p, str) else len(p) for p in prompts)
+    for tokens in counts:
+        check_prompt_length(tokens, max_model_len)
+    n, temperature = _check_sampling(n, temperature, top_p, max_tokens)
+    stream = bool(stream)
     if logprobs is not None and logprobs > MAX_LOGPROBS:
         raise _param_error("logprobs", f"Requested sample logprobs of {logprobs}, which is greater than max "
                            f"allowed: {MAX_LOGPROBS}", logprobs, in_band=stream)  # fmt: skip
@@ -84,19 +121,66 @@ def parse_completion_request(body: bytes, served_model: str, max_model_len: int)
         for token in prompt if isinstance(prompt, tuple) else ():
             if not 0 <= token < VOCAB_SIZE:
                 raise APIError(400, f"Token id {token} is out of vocabulary", in_band=stream)
-    seed = _typed(data, "seed", int)
     options = options or {}
     return CompletionRequest(
         prompts=prompts,
         n=n,
         max_tokens=max_tokens,
-        stop=_stops(data.get("stop")),
+        stop=stop,
         seed=seed,
         temperature=temperature,
         stream=stream,
         include_usage=bool(options.get("include_usage")),
         continuous_usage=bool(options.get("include_usage") and options.get("continuous_usage_stats")),
-        include_stop_str_in_output=bool(_typed(data, "include_stop_str_in_output", bool)),
+        include_stop_str_in_output=bool(include_stop),
+        prompt_tokens=counts,
+    )
+
+
+def parse_chat_request(body: bytes, served_model: str, max_model_len: int,
+                       count: Callable[[tuple[Message, ...]], int]) -> ChatRequest:  # fmt: skip
+    """`count` gives the prompt's tokens once the chat template is applied to the messages."""
+    data = _decode(body)
+    messages = data.get("messages", [])
+    if not isinstance(messages, list | str | dict):  # vLLM iterates them in a "before" validator
+        raise APIError(400, f"'{type(messages).__name__}' object is not iterable")
+    _check_stream_options(data)
+    f = _Fields(data)
+    messages = f.messages("messages")
+    model = f.str("model")
+    max_tokens = f.int("max_tokens")
+    max_completion_tokens = f.int("max_completion_tokens")
+    n = f.int("n")
+    seed = f.int("seed")
+    stop = f.stop("stop")
+    stream = f.bool("stream")
+    options = f.options("stream_options")
+    temperature = f.float("temperature")
+    top_p = f.float("top_p")
+    include_stop = f.bool("include_stop_str_in_output")
+    f.check()
+    _check_model(model, served_model)
+    limit, param = (max_completion_tokens, "max_completion_tokens") if max_completion_tokens is not None else \
+                   (max_tokens, "max_tokens")  # fmt: skip
+    _check_max_tokens(param, limit, max_model_len)
+    if not messages:
+        raise APIError(400, "Cannot apply chat template to an empty conversation. Provide at least one message.")
+    tokens = count(messages)
+    check_prompt_length(tokens, max_model_len)
+    n, temperature = _check_sampling(n, temperature, top_p, limit)
+    options = options or {}
+    return ChatRequest(
+        messages=messages,
+        n=n,
+        max_tokens=limit,
+        stop=stop,
+        seed=seed,
+        temperature=temperature,
+        stream=bool(stream),
+        include_usage=bool(options.get("include_usage")),
+        continuous_usage=bool(options.get("include_usage") and options.get("continuous_usage_stats")),
+        include_stop_str_in_output=bool(include_stop),
+        prompt_tokens=tokens,
     )
 
 
@@ -113,6 +197,50 @@ def check_prompt_length(prompt_tokens: int, max_model_len: int) -> None:
         raise _param_error("input_tokens", message, seen)
 
 
+# -- vLLM's own checks ---------------------------------------------------------------------------
+
+
+def _check_stream_options(data: dict) -> None:
+    if data.get("stream_options") and not data.get("stream"):  # truthiness, as vLLM tests it: `{}` passes
+        raise APIError(400, "Stream options can only be defined when `stream=True`. (parameter=stream_options)",
+                       param="stream_options")  # fmt: skip
+
+
+def _check_model(model: str | None, served_model: str) -> None:
+    if model is not None and model != served_model:
+        raise APIError(404, f"The model `{model}` does not exist. Valid aliases: {served_model}.", "NotFoundError",
+                       "model")  # fmt: skip
+
+
+def _check_max_tokens(param: str, value: int | None, max_model_len: int) -> None:
+    if value is not None and value > max_model_len:
+        message = f"{param}={value} cannot be greater than max_model_len={max_model_len}."
+        raise _param_error(param, message + " Please request fewer output tokens.", value)
+
+
+def _check_sampling(n: int | None, temperature: float | None, top_p: float | None,
+                    max_tokens: int | None) -> tuple[int, float]:  # fmt: skip
+    """SamplingParams' checks, in its order; returns n and temperature with their defaults."""
+    n = 1 if n is None else n
+    if n < 1:
+        raise APIError(400, f"n must be at least 1, got {n}.")
+    temperature = 1.0 if temperature is None else temperature
+    if temperature < 0:
+        raise _param_error("temperature", f"temperature must be non-negative, got {temperature}.", temperature)
+    if top_p is not None and not 0 < top_p <= 1:
+        raise _param_error("top_p", f"top_p must be in (0, 1], got {top_p}.", top_p)
+    if max_tokens is not None and max_tokens < 1:  # also for max_completion_tokens: vLLM names max_tokens
+        raise _param_error("max_tokens", f"max_tokens must be at least 1, got {max_tokens}.", max_tokens)
+    return n, temperature
+
+
+def _param_error(param: str, message: str, value, in_band: bool = False) -> APIError:
+    return APIError(400, f"{message} (parameter={param}, value={value})", param=param, in_band=in_band)
+
+
+# -- FastAPI/pydantic ------------------------------------------------------------------------------
+
+
 def _decode(body: bytes) -> dict:
     try:
         data = orjson.loads(body)
@@ -122,88 +250,266 @@ def _decode(body: bytes) -> dict:
             json.loads(body)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             pos, msg = getattr(exc, "pos", 0), getattr(exc, "msg", "Invalid UTF-8")
-            raise _validation_error(
-                f"{{'type': 'json_invalid', 'loc': 'body.{pos}', 'msg': 'JSON decode error', "
-                f"'input': '<dict of 0 items>', 'ctx': {{'error': '{msg}'}}}}", f"body.{pos}"
-            ) from None
-        raise _validation_error("{'type': 'json_invalid', 'loc': 'body', 'msg': 'JSON decode error'}", "body") from None
+            raise _validation_error([_error("json_invalid", f"body.{pos}", "JSON decode error", {},
+                                            ctx={"error": msg})]) from None  # fmt: skip
+        raise _validation_error([_error("json_invalid", "body", "JSON decode error", {})]) from None
     if not isinstance(data, dict):
-        raise _validation_error(
-            f"{{'type': 'model_attributes_type', 'loc': ('body',), 'msg': 'Input should be a valid dictionary or "
-            f"object to extract fields from', 'input': {data!r}}}", None
-        )
+        raise _validation_error([_error("model_attributes_type", "body", "Input should be a valid dictionary or "
+                                        "object to extract fields from", data)])  # fmt: skip
     return data
 
 
-# pydantic's error type and wording per expected type
-_TYPE_ERRORS = {bool: ("bool_type", "a valid boolean"), int: ("int_type", "a valid integer"),
-                float: ("float_type", "a valid number"), str: ("string_type", "a valid string"),
-                dict: ("dict_type", "a valid dictionary")}  # fmt: skip
+def _shown(value) -> str:
+    """How vLLM shows a rejected input: containers by size, anything else as its str()."""
+    if isinstance(value, dict):
+        return f"<dict of {len(value)} items>"
+    if isinstance(value, list):
+        return f"<list of {len(value)} items>"
+    return str(value)
 
 
-def _typed(data: dict, field: str, kind: type):
-    """data[field] if it is null or of `kind` (ints pass as floats, integral floats as ints)."""
-    value = data.get(field)
-    if value is None:
+def _error(type: str, loc: str, msg: str, value, ctx: dict | None = None) -> dict:
+    error = {"type": type, "loc": loc, "msg": msg, "input": _shown(value)}
+    if ctx is not None:
+        error["ctx"] = ctx
+    return error
+
+
+def _validation_error(errors: list[dict]) -> APIError:
+    # FastAPI's request validation, as vLLM words it: note the type "Bad Request", not "BadRequestError".
+    count = len(errors)
+    lines = [repr(e) for e in errors[:_SHOWN_ERRORS]]
+    if count > _SHOWN_ERRORS:
+        lines.append(f"...and {count - _SHOWN_ERRORS} more errors")
+    message = f"{count} validation error{'s' if count != 1 else ''}:\n  " + "\n  ".join(lines)
+    return APIError(400, message, "Bad Request", errors[0]["loc"])
+
+
+def _int_errors(value, loc: str) -> list[dict]:
+    """pydantic's lax int: bools, integral floats and numeric strings pass."""
+    if isinstance(value, int):
+        return []
+    if isinstance(value, float):
+        if value.is_integer():
+            return []
+        return [_error("int_from_float", loc, "Input should be a valid integer, got a number with a fractional part",
+                       value)]  # fmt: skip
+    if isinstance(value, str):
+        try:
+            int(value.strip())
+            return []
+        except ValueError:
+            return [_error("int_parsing", loc, "Input should be a valid integer, unable to parse string as an integer",
+                           value)]  # fmt: skip
+    return [_error("int_type", loc, "Input should be a valid integer", value)]
+
+
+_TRUE = {"1", "on", "t", "true", "y", "yes"}
+_FALSE = {"0", "off", "f", "false", "n", "no"}
+_ROLES = ("developer", "system", "user", "assistant", "tool", "function")
+
+
+class _Fields:
+    """The body's fields validated one by one, errors collected in order; `check` raises them."""
+
+    def __init__(self, data: dict):
+        self.data = data
+        self.errors: list[dict] = []
+
+    def check(self) -> None:
+        if self.errors:
+            raise _validation_error(self.errors)
+
+    def _fail(self, errors: list[dict]) -> None:
+        self.errors.extend(errors)
+
+    def int(self, name: str) -> int | None:
+        value = self.data.get(name)
+        if value is None:
+            return None
+        errors = _int_errors(value, f"body.{name}")
+        self._fail(errors)
+        return None if errors else int(value.strip() if isinstance(value, str) else value)
+
+    def float(self, name: str) -> float | None:
+        value = self.data.get(name)
+        if value is None:
+            return None
+        if isinstance(value, int | float):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value.strip())
+            except ValueError:
+                self._fail([_error("float_parsing", f"body.{name}", "Input should be a valid number, unable to parse "
+                                   "string as a number", value)])  # fmt: skip
+                return None
+        self._fail([_error("float_type", f"body.{name}", "Input should be a valid number", value)])
         return None
-    if kind is int and isinstance(value, float) and value.is_integer():
-        return int(value)
-    ok = isinstance(value, kind) and not (kind in (int, float) and isinstance(value, bool))
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        ok = True
-    if not ok:
-        error, wanted = _TYPE_ERRORS[kind]
-        raise _validation_error(
-            f"{{'type': '{error}', 'loc': ('body', '{field}'), 'msg': 'Input should be {wanted}', "
-            f"'input': {value!r}}}", None
-        )
-    return value
 
+    def bool(self, name: str) -> bool | None:
+        value = self.data.get(name)
+        if value is None or isinstance(value, bool):
+            return value
+        if isinstance(value, int) and value in (0, 1):
+            return bool(value)
+        if isinstance(value, str) and value.lower() in _TRUE | _FALSE:
+            return value.lower() in _TRUE
+        kind = "bool_parsing" if isinstance(value, str) else "bool_type"
+        msg = "Input should be a valid boolean" + (", unable to interpret input" if isinstance(value, str) else "")
+        self._fail([_error(kind, f"body.{name}", msg, value)])
+        return None
 
-def _prompts(value) -> tuple[str | tuple[int, ...], ...]:
-    """A string, a list of strings, a list of token ids, or a list of lists of token ids."""
-    if isinstance(value, str):
-        prompts: list = [value]
-    elif isinstance(value, list) and value and all(_is_token(t) for t in value):
-        prompts = [tuple(value)]
-    elif isinstance(value, list) and value and all(isinstance(p, str) for p in value):
-        prompts = list(value)
-    elif isinstance(value, list) and value and all(isinstance(p, list) and all(map(_is_token, p)) for p in value):
-        prompts = [tuple(p) for p in value]
-    elif value is None or value == [] or value == "":
-        prompts = []
-    else:
-        raise _validation_error(
-            f"{{'type': 'string_type', 'loc': ('body', 'prompt'), 'msg': 'Input should be a valid string', "
-            f"'input': {value!r}}}", None
-        )
-    if not prompts or any(len(p) == 0 for p in prompts):
-        raise APIError(400, "Either prompt or prompt_embeds must be provided and non-empty. (parameter=prompt)",
-                       param="prompt")  # fmt: skip
-    return tuple(prompts)
+    def str(self, name: str) -> str | None:
+        value = self.data.get(name)
+        if value is None or isinstance(value, str):
+            return value
+        self._fail([_error("string_type", f"body.{name}", "Input should be a valid string", value)])
+        return None
 
+    def options(self, name: str) -> dict | None:
+        value = self.data.get(name)
+        if value is None or isinstance(value, dict):
+            return value
+        self._fail([_error("model_attributes_type", f"body.{name}", "Input should be a valid dictionary or object "
+                           "to extract fields from", value)])  # fmt: skip
+        return None
 
-def _is_token(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _stops(value) -> tuple[str, ...]:
-    if value is None:
+    def stop(self, name: str) -> tuple[str, ...]:
+        """str | list[str] of at most MAX_STOP_STRINGS (vLLM 0.32 refuses a fifth, capture 86)."""
+        value = self.data.get(name)
+        if value is None:
+            return ()
+        if isinstance(value, str):
+            return (value,)
+        loc = f"body.{name}"
+        if isinstance(value, list) and all(isinstance(s, str) for s in value):
+            if len(value) <= MAX_STOP_STRINGS:
+                return tuple(value)
+            self._fail([
+                _error("string_type", loc, "Input should be a valid string", value),
+                _error("too_long", loc, f"List should have at most {MAX_STOP_STRINGS} items after validation, not "
+                       f"{len(value)}", value, {"field_type": "List", "max_length": MAX_STOP_STRINGS,
+                                                "actual_length": len(value)}),
+            ])  # fmt: skip
+            return ()
+        errors = [_error("string_type", loc, "Input should be a valid string", value)]
+        if isinstance(value, list):
+            errors += [_error("string_type", f"{loc}.{i}", "Input should be a valid string", s)
+                       for i, s in enumerate(value) if not isinstance(s, str)]  # fmt: skip
+        else:
+            errors.append(_error("list_type", loc, "Input should be a valid list", value))
+        self._fail(errors)
         return ()
-    if isinstance(value, str):
-        return (value,)
-    if isinstance(value, list) and all(isinstance(s, str) for s in value):
-        return tuple(value)
-    raise _validation_error(
-        f"{{'type': 'list_type', 'loc': ('body', 'stop'), 'msg': 'Input should be a valid list', "
-        f"'input': {value!r}}}", None
-    )
+
+    def prompt(self, name: str) -> tuple[str | tuple[int, ...], ...]:
+        """list[int] | list[list[int]] | str | list[str]: the errors of every member, in order."""
+        value = self.data.get(name)
+        if value is None:
+            return ()
+        if isinstance(value, str):
+            return (value,)
+        loc = f"body.{name}"
+        if isinstance(value, list) and all(isinstance(p, str) for p in value):
+            return tuple(value)
+        if isinstance(value, list) and all(isinstance(t, int) and not isinstance(t, bool) for t in value):
+            return (tuple(value),) if value else ()
+        as_ids: list[dict] = []
+        as_lists: list[dict] = []
+        as_texts: list[dict] = []
+        if isinstance(value, list):
+            for i, item in enumerate(value):
+                as_ids += _int_errors(item, f"{loc}.{i}")
+                if isinstance(item, list):
+                    for j, token in enumerate(item):
+                        as_lists += _int_errors(token, f"{loc}.{i}.{j}")
+                else:
+                    as_lists.append(_error("list_type", f"{loc}.{i}", "Input should be a valid list", item))
+                if not isinstance(item, str):
+                    as_texts.append(_error("string_type", f"{loc}.{i}", "Input should be a valid string", item))
+        else:
+            as_ids = as_lists = as_texts = [_error("list_type", loc, "Input should be a valid list", value)]
+        if not as_lists:
+            return tuple(tuple(int(t) for t in p) for p in value)
+        if not as_ids:
+            return (tuple(int(t) for t in value),)
+        self._fail(as_ids + as_lists + [_error("string_type", loc, "Input should be a valid string", value)]
+                   + as_texts)  # fmt: skip
+        return ()
+
+    def messages(self, name: str) -> tuple[Message, ...]:
+        """A list of messages: {"role", "content"}, content a string or a list of text parts."""
+        if name not in self.data:
+            self._fail([_error("missing", f"body.{name}", "Field required", self.data)])
+            return ()
+        value = self.data[name]
+        loc = f"body.{name}"
+        if not isinstance(value, list):
+            self._fail([_error("list_type", loc, "Input should be a valid list", value)])
+            return ()
+        out = []
+        for i, message in enumerate(value):
+            errors = _message_errors(message, f"{loc}.{i}")
+            if errors:
+                self._fail(errors)
+                continue
+            content = message.get("content")
+            if isinstance(content, list):
+                content = "\n".join(p["text"] for p in content)
+            out.append(Message(message["role"], content or ""))
+        return tuple(out)
 
 
-def _param_error(param: str, message: str, value, in_band: bool = False) -> APIError:
-    return APIError(400, f"{message} (parameter={param}, value={value})", param=param, in_band=in_band)
+def _message_errors(message, loc: str) -> list[dict]:
+    """pydantic's errors for one message of the union vLLM accepts (only what matters here:
+    a role that is a string, content that is a string or text parts, None for the assistant)."""
+    members = ("ChatCompletionDeveloperMessageParam", "ChatCompletionSystemMessageParam",
+               "ChatCompletionUserMessageParam", "ChatCompletionAssistantMessageParam",
+               "ChatCompletionToolMessageParam", "ChatCompletionFunctionMessageParam",
+               "CustomChatCompletionMessageParam")  # fmt: skip
+    if not isinstance(message, dict):
+        return [_error("dict_type", f"{loc}.{m}", "Input should be a valid dictionary", message) for m in members] + [
+            _error("model_attributes_type", f"{loc}.Message", "Input should be a valid dictionary or object to "
+                   "extract fields from", message)]  # fmt: skip
+    role, content = message.get("role"), message.get("content")
+    text_parts = isinstance(content, list) and all(
+        isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str) for p in content)
+    content_ok = isinstance(content, str) or text_parts or (content is None and role == "assistant")
+    if isinstance(role, str) and content_ok:
+        return []
+    errors: list[dict] = []
 
+    def role_errors(member: str, expected: str) -> list[dict]:
+        at = f"{loc}.{member}.role"
+        if "role" not in message:
+            return [_error("missing", at, "Field required", message)]
+        if role == expected:
+            return []
+        return [_error("literal_error", at, f"Input should be '{expected}'", role, ctx={"expected": f"'{expected}'"})]
 
-def _validation_error(detail: str, param: str | None) -> APIError:
-    # FastAPI's request validation: note the type "Bad Request", not "BadRequestError".
-    return APIError(400, f"1 validation error:\n  {detail}", "Bad Request", param)
+    def content_errors(member: str, optional: bool = False, texts: bool = True) -> list[dict]:
+        if content_ok or (optional and content is None):
+            return []
+        at = f"{loc}.{member}.content"
+        errors = [_error("string_type", at, "Input should be a valid string", content)]
+        return errors + [_error("iterable_type", at, "Input should be iterable", content)] if texts else errors
+
+    for member, expected in zip(members[:3], _ROLES[:3]):
+        errors += content_errors(member) + role_errors(member, expected)
+    errors += role_errors(members[3], "assistant") + content_errors(members[3], optional=True)
+    errors += content_errors(members[4]) + role_errors(members[4], "tool")
+    if "tool_call_id" not in message:
+        errors.append(_error("missing", f"{loc}.{members[4]}.tool_call_id", "Field required", message))
+    if "name" not in message:
+        errors.append(_error("missing", f"{loc}.{members[5]}.name", "Field required", message))
+    errors += role_errors(members[5], "function") + content_errors(members[5], optional=True, texts=False)
+    at = f"{loc}.{members[6]}.role"
+    if "role" not in message:
+        errors.append(_error("missing", at, "Field required", message))
+    elif not isinstance(role, str):
+        errors.append(_error("string_type", at, "Input should be a valid string", role))
+    errors += content_errors(members[6])
+    if "author" not in message:
+        errors.append(_error("missing", f"{loc}.Message.author", "Field required", message))
+    errors.append(_error("missing", f"{loc}.Message.content", "Field required", message))  # (never shown: 11th+)
+    return errors

@@ -1,4 +1,5 @@
-"""The bytes vLLM 0.32 puts on the wire for completions. Pure functions and pre-encoded parts.
+"""The bytes vLLM 0.32 puts on the wire for completions and chat completions. Pure functions
+and pre-encoded parts.
 
 A stream chunk is concatenated from parts fixed per request (id, created, model), per choice
 (its index) and per state (running, or finished with a reason), around the text, which the
@@ -8,6 +9,17 @@ emission plan already holds as a JSON string. Key order, compactness and which c
     data: {"id":"cmpl-…","object":"text_completion","created":…,"model":"…","choices":[{"index":0,
     "text":"…","logprobs":null,"finish_reason":null,"stop_reason":null,"prompt_token_ids":null,
     "token_ids":null}][,"usage":{…}][,"system_fingerprint":"…"]}
+
+Chat chunks (`ChatChunkEncoder`) differ: `chatcmpl-` ids, object "chat.completion.chunk", the
+text in `delta.content`, `stop_reason` only in a choice's finishing chunk, a role chunk per
+choice before any content (the only chunks with the top-level `prompt_token_ids` and
+`prompt_text`), and `completion_tokens_details` in the per-chunk usage:
+
+    data: {"id":"chatcmpl-…","object":"chat.completion.chunk","created":…,"model":"…","choices":[{
+    "index":0,"delta":{"content":"…"},"logprobs":null,"finish_reason":null,"token_ids":null}]
+    [,"usage":{…,"completion_tokens_details":null}]}
+
+Both encoders offer the same methods, so the batch engine streams either without knowing which.
 """
 
 from __future__ import annotations
@@ -19,6 +31,7 @@ import orjson
 
 DONE_EVENT = b"data: [DONE]\n\n"
 _RUNNING_TAIL = b',"logprobs":null,"finish_reason":null,"stop_reason":null,"prompt_token_ids":null,"token_ids":null}]'
+_CHAT_RUNNING_TAIL = b'},"logprobs":null,"finish_reason":null,"token_ids":null}]'
 _EVENT_END = b"}\n\n"
 
 
@@ -65,6 +78,67 @@ class ChunkEncoder:
         """The request-wide usage chunk (`include_usage`): no choices, and the fingerprint."""
         return self._head + b"[]" + usage_field(prompt_tokens, completion_tokens) + self._fingerprint + _EVENT_END
 
+    @staticmethod
+    def token_event(prefix: bytes, text: bytes, usage: bytes = b"") -> bytes:
+        return prefix + text + _RUNNING_TAIL + usage + _EVENT_END
+
+    @staticmethod
+    def step_usage(prompt_tokens: int, completion_tokens: int) -> bytes:
+        """A choice's own running usage (`continuous_usage_stats`)."""
+        return usage_field(prompt_tokens, completion_tokens)
+
+
+class ChatChunkEncoder:
+    """Pre-encoded parts of one chat request's stream; the same methods as `ChunkEncoder`."""
+
+    __slots__ = ("_head", "_fingerprint", "_prefixes")
+
+    def __init__(self, request_id: str, created: int, model: str, fingerprint: str):
+        self._head = (
+            b'data: {"id":' + orjson.dumps(request_id) + b',"object":"chat.completion.chunk","created":%d,"model":'
+            % created + orjson.dumps(model) + b',"choices":'
+        )
+        self._fingerprint = b',"system_fingerprint":' + orjson.dumps(fingerprint)
+        self._prefixes: dict[int, bytes] = {}
+
+    def prefix(self, index: int) -> bytes:
+        """Everything up to the choice's content, for choice `index`."""
+        prefix = self._prefixes.get(index)
+        if prefix is None:
+            prefix = self._prefixes[index] = self._head + b'[{"index":%d,"delta":{"content":' % index
+        return prefix
+
+    def role_event(self, index: int, usage: bytes = b"") -> bytes:
+        """A choice's first chunk: the assistant role and empty content, before any token."""
+        return (
+            self._head + b'[{"index":%d,"delta":{"role":"assistant","content":""},"logprobs":null,'
+            b'"finish_reason":null}]' % index + usage + b',"prompt_token_ids":null,"prompt_text":null' + _EVENT_END
+        )  # fmt: skip
+
+    def finish_event(self, prefix: bytes, text: bytes, finish_reason: str, stop_reason: str | None, usage: bytes,
+                     fingerprint: bool) -> bytes:  # fmt: skip
+        """A choice's last chunk, the only one with `stop_reason`."""
+        return (
+            prefix + text + b'},"logprobs":null,"finish_reason":' + orjson.dumps(finish_reason) + b',"stop_reason":'
+            + orjson.dumps(stop_reason) + b',"token_ids":null}]' + usage
+            + (self._fingerprint if fingerprint else b"") + _EVENT_END
+        )  # fmt: skip
+
+    def usage_event(self, prompt_tokens: int, completion_tokens: int) -> bytes:
+        """The request-wide usage chunk: as for completions (no `completion_tokens_details`)."""
+        return self._head + b"[]" + usage_field(prompt_tokens, completion_tokens) + self._fingerprint + _EVENT_END
+
+    @staticmethod
+    def token_event(prefix: bytes, text: bytes, usage: bytes = b"") -> bytes:
+        return prefix + text + _CHAT_RUNNING_TAIL + usage + _EVENT_END
+
+    @staticmethod
+    def step_usage(prompt_tokens: int, completion_tokens: int) -> bytes:
+        """A choice's own running usage, which in chat carries `completion_tokens_details`."""
+        return b',"usage":{"prompt_tokens":%d,"total_tokens":%d,"completion_tokens":%d,' \
+               b'"completion_tokens_details":null}' % (prompt_tokens, prompt_tokens + completion_tokens,
+                                                       completion_tokens)  # fmt: skip
+
 
 def token_event(prefix: bytes, text: bytes, usage: bytes = b"") -> bytes:
     """A running choice's chunk: `prefix` from `ChunkEncoder.prefix`, `text` a JSON string."""
@@ -104,6 +178,41 @@ def completion_body(request_id: str, created: int, model: str, fingerprint: str,
             "prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens + completion_tokens,
             "completion_tokens": completion_tokens, "prompt_tokens_details": None, "completion_tokens_details": None,
         },
+        "kv_transfer_params": None,
+        "ec_transfer_params": None,
+        "metrics": None,
+    })  # fmt: skip
+
+
+def chat_completion_body(request_id: str, created: int, model: str, fingerprint: str, choices: list[Choice],
+                         prompt_tokens: int, completion_tokens: int) -> bytes:  # fmt: skip
+    """The non-streaming chat response, all keys in vLLM's order."""
+    return orjson.dumps({
+        "id": request_id,
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "choices": [
+            {
+                "index": c.index,
+                "message": {
+                    "role": "assistant", "content": c.text, "refusal": None, "annotations": None, "audio": None,
+                    "function_call": None, "reasoning": None,
+                },
+                "logprobs": None, "finish_reason": c.finish_reason, "stop_reason": c.stop_reason, "token_ids": None,
+                "routed_experts": None,
+            }
+            for c in choices
+        ],
+        "service_tier": None,
+        "system_fingerprint": fingerprint,
+        "usage": {
+            "prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens + completion_tokens,
+            "completion_tokens": completion_tokens, "prompt_tokens_details": None, "completion_tokens_details": None,
+        },
+        "prompt_logprobs": None,
+        "prompt_token_ids": None,
+        "prompt_text": None,
         "kv_transfer_params": None,
         "ec_transfer_params": None,
         "metrics": None,
