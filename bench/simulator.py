@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import re
 import subprocess
 import sys
@@ -26,8 +25,10 @@ import uvloop
 
 from engine.dataset import load_problems
 
+sys.path.insert(0, str(Path(__file__).parent))
+from procstat import cpu_seconds  # noqa: E402
+
 STOPS = ["\ndef", "\nclass", "\nif", "\nprint"]  # what the engine sends: vLLM takes at most 4
-_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 class _Stream(asyncio.Protocol):
@@ -85,11 +86,6 @@ async def _generated_tokens(urls: list[str]) -> float:
     return total
 
 
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _TICKS  # utime + stime
-
-
 async def _drive(args, pid: int, urls: list[str]) -> None:
     loop = asyncio.get_running_loop()
     prompts = [p.prompt for p in load_problems()]
@@ -102,9 +98,9 @@ async def _drive(args, pid: int, urls: list[str]) -> None:
             _, proto = await loop.create_connection(lambda: _Stream(requests, counters), host, int(port))
             streams.append(proto)
     await asyncio.sleep(args.warmup)
-    tokens0, cpu0, t0 = await _generated_tokens(urls), _cpu_seconds(pid), time.monotonic()
+    tokens0, cpu0, t0 = await _generated_tokens(urls), cpu_seconds(pid), time.monotonic()
     await asyncio.sleep(args.seconds)
-    tokens1, cpu1, t1 = await _generated_tokens(urls), _cpu_seconds(pid), time.monotonic()
+    tokens1, cpu1, t1 = await _generated_tokens(urls), cpu_seconds(pid), time.monotonic()
     for proto in streams:
         proto.transport.close()
     tokens, cpu, wall = tokens1 - tokens0, cpu1 - cpu0, t1 - t0

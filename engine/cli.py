@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import sys
 from collections.abc import Coroutine
 
@@ -17,6 +16,7 @@ from tqdm import tqdm
 
 from engine.cli_options import sandbox_options, sandbox_settings
 from engine.errors import EngineError, FleetError, InputError, SandboxError, StorageError
+from sandbox.pool import default_workers
 
 log = logging.getLogger("engine")
 
@@ -123,7 +123,7 @@ def main() -> None:
 @click.option("--drain-timeout", default=60.0, show_default=True, type=click.FloatRange(min=0.0), help="On SIGINT/SIGTERM, seconds live streams and queued samples may still finish.")
 @click.option("--new-run", is_flag=True, help="Start afresh in --out; an existing run there is kept as results.<time>.sqlite.")
 @click.option("--startup-timeout", default=300.0, show_default=True, type=click.FloatRange(min=0.0), help="Seconds to wait for servers that are still loading their model.")
-@click.option("--workers", default=os.cpu_count() or 1, show_default=True, type=click.IntRange(min=1), help="Parallel sandboxes.")
+@click.option("--workers", default=default_workers(), show_default=True, type=click.IntRange(min=1), help="Parallel sandboxes [default: 2 per core].")
 @sandbox_options
 @click.option("--json", "as_json", is_flag=True, help="Print the final summary as one JSON object.")
 @click.option("-v", "--verbose", count=True, help="One log line per sample transition.")

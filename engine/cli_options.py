@@ -19,6 +19,9 @@ def sandbox_options(command):
                      help="Calibrated limit: this many times the canonical solution's measured time."),
         click.option("--timeout-ceiling", default=30.0, show_default=True, type=click.FloatRange(min=0.1),
                      help="Calibrated limit: at most this many seconds."),
+        click.option("--cpu-time-floor", default=0.25, show_default=True, type=click.FloatRange(min=0.01),
+                     help="Calibrated CPU-time limit: at least this many seconds (then factor x the canonical"
+                          " solution's CPU time, at most the wall-clock limit)."),
         click.option("--memory-mb", default=1024, show_default=True, type=click.IntRange(min=64),
                      help="Address-space limit of one test run."),
     ]
@@ -41,6 +44,7 @@ def sandbox_settings(opts: dict):
             err=True,
         )
     timing = Timing(timeout_s=opts["timeout"], floor_s=opts["timeout_floor"], factor=opts["timeout_factor"],
-                    ceiling_s=opts["timeout_ceiling"])  # fmt: skip
-    limits = Limits(timeout_s=opts["timeout"] or timing.default_s, memory_mb=opts["memory_mb"])
+                    ceiling_s=opts["timeout_ceiling"], cpu_floor_s=opts["cpu_time_floor"])  # fmt: skip
+    fixed = opts["timeout"] or timing.default_s
+    limits = Limits(timeout_s=fixed, cpu_time_s=fixed, memory_mb=opts["memory_mb"])
     return opts["sandbox"], not opts["no_dedup"], timing, limits

@@ -7,9 +7,8 @@ import contextlib
 import hashlib
 import logging
 import signal
-import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import aiohttp
 from prometheus_client import CollectorRegistry
@@ -28,6 +27,7 @@ from metrics.exporter import EngineMetrics
 from metrics.http import serve_metrics
 from metrics.running import RunningPassAtK
 from sandbox import Limits, SandboxPool
+from sandbox.pool import default_workers
 from sandbox.verifier import Timing, Verifier, seed_from_store
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ class RunConfig:
     api: str = "completions"
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     options: SweepOptions | None = None
-    workers: int = os.cpu_count() or 1
+    workers: int = field(default_factory=default_workers)
     limits: Limits = Limits()
     sandbox: str = "nsjail"  # nsjail | firejail | none
     dedup: bool = True

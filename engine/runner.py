@@ -129,6 +129,7 @@ class Sweep:
         self.admission = Admission(options.queue_size or default_queue_size(len(fleet.servers), options))
         self._queue: asyncio.Queue[Sample] = asyncio.Queue()
         self._retries: list[tuple[float, int, Request]] = []  # heap of (due, tiebreak, request)
+        self._twins: dict[tuple[str, str], list[Sample]] = {}  # queued (task, completion) -> identical samples waiting
         self._retry_seq = 0
         self._inflight: set[asyncio.Task] = set()
         self._timeout = timeout_for(options.idle_timeout_s)
@@ -155,8 +156,8 @@ class Sweep:
 
     async def run(self) -> None:
         for sample in self.store.unverified():  # generated before a crash, never verified
-            self._enqueue(sample)
             self.admission.reserve(1)
+            self._enqueue(sample)
         plan = plan_requests(self._order, self.options.samples, self.store.generated_indices(), self.options.request_n)
         background = [asyncio.create_task(self._verifier()) for _ in range(self.workers)]
         background += [asyncio.create_task(self._flusher()), asyncio.create_task(self.fleet.watch())]
@@ -303,6 +304,20 @@ class Sweep:
     # -- verification ------------------------------------------------------------------------
 
     def _enqueue(self, sample: Sample) -> None:
+        """To a sandbox, through the queue, unless an identical sample has a verdict already (it
+        is reused at once) or is queued already (this one waits beside it, not in the queue
+        behind everything else)."""
+        known = self.verifier.known(sample.task_id, sample.completion)
+        if known is not None:
+            self._record(sample, known)
+            self._release()
+            return
+        if self.verifier.dedup:
+            key = (sample.task_id, sample.completion)
+            if key in self._twins:
+                self._twins[key].append(sample)
+                return
+            self._twins[key] = []
         self._queue.put_nowait(sample)
         self.metrics.queue_depth.set(self._queue.qsize())
 
@@ -313,10 +328,18 @@ class Sweep:
             try:
                 outcome = await self.verifier.verify(self.problems[sample.task_id], sample.completion)
                 self._record(sample, outcome)
+                self._release()
             finally:
+                # Twins get the verdict now; if it could not be reused (a sandbox fault), they
+                # queue for a sandbox of their own. Before task_done, so a drain waits for them.
+                for twin in self._twins.pop((sample.task_id, sample.completion), ()):
+                    self._enqueue(twin)
                 self._queue.task_done()
-                self.admission.release(1)
-                self.fleet.changed.set()
+
+    def _release(self) -> None:
+        """A sample has its verdict: its queue slot may admit new work."""
+        self.admission.release(1)
+        self.fleet.changed.set()
 
     def _record(self, sample: Sample, outcome: Outcome) -> None:
         verdict = outcome.verdict.value

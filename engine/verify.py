@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import click
@@ -23,6 +23,7 @@ from engine.progress import Progress
 from engine.store import Store, StoredVerdict
 from engine.summary import render, summarize
 from sandbox import Limits, Outcome, SandboxPool
+from sandbox.pool import default_workers
 from sandbox.verifier import Timing, Verifier
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,7 @@ def read_samples(path: Path, known: set[str]) -> list[dict]:
 
 @dataclass(frozen=True, slots=True)
 class VerifySettings:
-    workers: int = os.cpu_count() or 1
+    workers: int = field(default_factory=default_workers)
     limits: Limits = Limits()
     backend: str = "nsjail"
     dedup: bool = True
@@ -155,7 +156,7 @@ async def retry_run(run_dir: Path, settings: VerifySettings, retry: str) -> dict
               help="Re-run only the samples with this verdict, of a results JSONL (rewritten, same order) or of a "
                    "run directory (its store updated).")
 @click.option("--dataset", default="humaneval", show_default=True, help="'humaneval' or a JSONL/Parquet file.")
-@click.option("--workers", default=os.cpu_count() or 1, show_default=True, type=click.IntRange(min=1))
+@click.option("--workers", default=default_workers(), show_default=True, type=click.IntRange(min=1), help="Parallel sandboxes [default: 2 per core].")
 @sandbox_options
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 @click.option("-v", "--verbose", count=True)

@@ -11,6 +11,7 @@ class Limits:
     """Resource limits of one verification; stored with every verdict (`to_dict`)."""
 
     timeout_s: float = 3.0  # wall clock of the program itself, from "ready" to exit
+    cpu_time_s: float | None = None  # CPU time (user + system) of the program's own process; None: none
     memory_mb: int = 1024  # address space per process (the whole jail: see jail_memory_mb)
     max_processes: int = 32  # processes and threads in the jail
     max_file_mb: int = 16  # largest file the program may write
@@ -21,7 +22,9 @@ class Limits:
     def __post_init__(self) -> None:
         for field in fields(self):
             value = getattr(self, field.name)
-            kinds = (int, float) if field.name == "timeout_s" else (int,)
+            if value is None and field.name == "cpu_time_s":
+                continue
+            kinds = (int, float) if field.name in ("timeout_s", "cpu_time_s") else (int,)
             if isinstance(value, bool) or not isinstance(value, kinds):
                 raise TypeError(f"Limits.{field.name} must be {' or '.join(k.__name__ for k in kinds)}, not {value!r}")
             if not math.isfinite(value) or value <= 0:

@@ -31,7 +31,7 @@ class SandboxPool:
 
     def __init__(self, workers: int | None = None, limits: Limits | None = None, *,
                  backend: Backend | str | None = None):  # fmt: skip
-        workers = workers if workers is not None else (os.cpu_count() or 1)
+        workers = workers if workers is not None else default_workers()
         if workers < 1:
             raise ValueError(f"workers must be at least 1, not {workers}")
         self.workers = workers
@@ -83,3 +83,11 @@ def make_backend(name: str) -> Backend:
     if name not in LAUNCHERS:
         raise ValueError(f"unknown sandbox {name!r}; choose one of {', '.join(BACKENDS)}")
     return ForkServerBackend(LAUNCHERS[name]())
+
+
+def default_workers() -> int:
+    """Two sandboxes per core: while some programs sit out a time limit (sleeping, or spinning
+    until their CPU limit) others keep the cores busy and short samples keep flowing. Measured
+    on 2 cores: the same throughput as one per core or better, and a sweep's verification lag
+    p99 0.9 s instead of 2.3 s (bench/e2e.py)."""
+    return 2 * (os.cpu_count() or 1)

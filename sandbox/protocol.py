@@ -6,6 +6,7 @@ One JSON object per line (written by the child in `sandbox/server.py`):
     {"event": "passed", "nonce": "<hex>"}            exec returned: check(entry_point) returned
     {"event": "failed", "type": T, "message": M}     the program raised (SystemExit included)
     {"event": "oom", "type": "MemoryError", ...}     the program ran out of memory
+    {"event": "cpu_limit"}                           the program used up its CPU-time limit
     {"event": "setup_failed", "message": M}          the child could not set up (before "ready")
 
 The program under test can write to this fd too, so nothing here is trusted except a pass record
@@ -42,6 +43,7 @@ class StatusParser:
         self.forged_pass = False  # a pass record with any other nonce arrived
         self.failure: Failure | None = None  # the last failed/oom record
         self.setup_failure: str | None = None  # the child could not set up its sandbox
+        self.cpu_limit = False  # the CPU-time limit ended the program
 
     def feed(self, data: bytes) -> None:
         lines = data.split(b"\n")
@@ -75,6 +77,8 @@ class StatusParser:
                 self.passed = True
             else:
                 self.forged_pass = True
+        elif event == "cpu_limit":
+            self.cpu_limit = True
         elif event == "setup_failed" and not self.ready:
             self.setup_failure = "program sandbox set-up failed: " + _text(record.get("message"))
         elif event in ("failed", "oom"):

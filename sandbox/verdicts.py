@@ -10,6 +10,7 @@ program can exit with any status it likes. The rows of `decide`, in order:
     our wall-clock timer fired                       timeout
     pool closed while it ran                         error
     the worker died or stopped answering             error    (sandbox fault)
+    killed by SIGPROF, or a CPU-limit record         timeout  (the CPU-time limit, Limits.cpu_time_s)
     killed by SIGXCPU / nsjail's own time limit      timeout  (backstops)
     killed by SIGKILL under a jail memory cap        oom      (the cgroup OOM killer)
     killed by any other signal                       error    (a crash: SIGSEGV, SIGABRT ...)
@@ -66,7 +67,9 @@ class Observation:
     jail_time_limit: bool = False  # nsjail's --time_limit backstop fired
     memory_cap: bool = False  # a jail-wide memory cgroup was in force
     output_memory_error: bool = False  # "MemoryError" in the captured output
+    cpu_limit: bool = False  # the harness's CPU-time limit record (the program could forge one: still a failure)
     timeout_s: float = 0.0
+    cpu_time_s: float | None = None
     startup_timeout_s: float = 0.0
 
 
@@ -84,6 +87,8 @@ def decide(obs: Observation) -> tuple[Verdict, str]:
         return Verdict.error, "sandbox fault: " + (obs.worker_fault or "the worker stopped answering")
     if obs.signal is not None:
         return _by_signal(obs)
+    if obs.cpu_limit:
+        return Verdict.timeout, f"CPU-time limit {obs.cpu_time_s} s"
     if obs.failure is not None:
         if obs.failure.oom:
             return Verdict.oom, _exception_line(obs.failure)
@@ -107,6 +112,8 @@ def _startup_fault(obs: Observation) -> str:
 
 def _by_signal(obs: Observation) -> tuple[Verdict, str]:
     name = signal_name(obs.signal)
+    if obs.signal == signal.SIGPROF:
+        return Verdict.timeout, f"CPU-time limit {obs.cpu_time_s} s"
     if obs.signal == signal.SIGXCPU:
         return Verdict.timeout, "cpu-time limit (SIGXCPU)"
     if obs.jail_time_limit:

@@ -46,17 +46,22 @@ CACHE_OUTPUT_CHARS = 2048
 
 @dataclass(frozen=True, slots=True)
 class Timing:
-    """How each problem's wall-clock limit is chosen (seconds)."""
+    """How each problem's time limits are chosen (seconds): a wall-clock limit, and a CPU-time
+    limit that ends busy loops sooner and does not depend on how loaded the machine is."""
 
-    timeout_s: float | None = None  # fixed for every problem: no calibration
+    timeout_s: float | None = None  # fixed wall-clock (and CPU) limit for every problem: no calibration
     floor_s: float = 2.0
     factor: float = 10.0
     ceiling_s: float = 30.0
+    cpu_floor_s: float = 0.25
     default_s: float = 3.0  # problems without a canonical solution (and when calibration fails)
     runs: int = 3
 
     def limit(self, measured_s: float) -> float:
         return round(min(self.ceiling_s, max(self.floor_s, self.factor * measured_s)), 3)
+
+    def cpu_limit(self, measured_cpu_s: float, wall_limit_s: float) -> float:
+        return round(min(wall_limit_s, max(self.cpu_floor_s, self.factor * measured_cpu_s)), 3)
 
 
 class Verifier:
@@ -80,7 +85,7 @@ class Verifier:
         if task_id in self._limits:
             return self._limits[task_id]
         timeout = self.timing.timeout_s or self.timing.default_s
-        return replace(self.pool.limits, timeout_s=timeout)
+        return replace(self.pool.limits, timeout_s=timeout, cpu_time_s=timeout)
 
     # -- preflight and calibration -----------------------------------------------------------
 
@@ -89,7 +94,8 @@ class Verifier:
         with_canonical = [p for p in self.problems.values() if p.canonical_solution]
         sample = _spread(with_canonical, self.preflight_sample)
         calibrate = self.timing.timeout_s is None
-        probe = replace(self.pool.limits, timeout_s=self.timing.ceiling_s if calibrate else self.limits_for("").timeout_s)
+        probe_s = self.timing.ceiling_s if calibrate else self.limits_for("").timeout_s
+        probe = replace(self.pool.limits, timeout_s=probe_s, cpu_time_s=probe_s)
         jobs = [(p, 0) for p in (with_canonical if calibrate else sample)]
         outcomes = await self._run_canonical(jobs, probe)
         if calibrate and self.timing.runs > 1:
@@ -97,11 +103,11 @@ class Verifier:
             close = [(p, o) for (p, _), o in zip(jobs, outcomes) if o.passed and self.timing.limit(o.wall_s * 2) > self.timing.floor_s]
             more = [(p, run) for p, _ in close for run in range(1, self.timing.runs)]
             jobs, outcomes = jobs + more, outcomes + await self._run_canonical(more, probe)
-        times: dict[str, list[float]] = {}
+        times: dict[str, list[tuple[float, float]]] = {}
         failed: dict[str, Outcome] = {}
         for (problem, _), outcome in zip(jobs, outcomes):
             if outcome.passed:
-                times.setdefault(problem.task_id, []).append(outcome.wall_s)
+                times.setdefault(problem.task_id, []).append((outcome.wall_s, outcome.cpu_s))
             else:
                 failed.setdefault(problem.task_id, outcome)
         for problem in sample:
@@ -116,14 +122,17 @@ class Verifier:
                         len(failed), ", ".join(sorted(failed)[:5]))  # fmt: skip
         await self._check_known_bad()
         if calibrate:
-            for task_id, walls in times.items():
+            for task_id, measured in times.items():
                 if task_id not in failed:
-                    self.measured[task_id] = statistics.median(walls)
-                    self._limits[task_id] = replace(self.pool.limits, timeout_s=self.timing.limit(self.measured[task_id]))
+                    self.measured[task_id] = statistics.median(wall for wall, _ in measured)
+                    wall_limit = self.timing.limit(self.measured[task_id])
+                    cpu_limit = self.timing.cpu_limit(statistics.median(cpu for _, cpu in measured), wall_limit)
+                    self._limits[task_id] = replace(self.pool.limits, timeout_s=wall_limit, cpu_time_s=cpu_limit)
             if self.measured:
-                limits = sorted(lim.timeout_s for lim in self._limits.values())
-                log.info("calibrated time limits for %d problems: %.2f-%.2f s (median %.2f s)", len(limits),
-                         limits[0], limits[-1], statistics.median(limits))  # fmt: skip
+                walls = sorted(lim.timeout_s for lim in self._limits.values())
+                cpus = sorted(lim.cpu_time_s for lim in self._limits.values())
+                log.info("calibrated limits for %d problems: wall clock %.2f-%.2f s, CPU time %.2f-%.2f s (median %.2f s)",
+                         len(walls), walls[0], walls[-1], cpus[0], cpus[-1], statistics.median(cpus))  # fmt: skip
         log.info("preflight passed: %d canonical solutions pass, known-bad completions fail", len(sample))
 
     async def _run_canonical(self, jobs: list[tuple[Problem, int]], limits: Limits) -> list[Outcome]:
@@ -155,14 +164,24 @@ class Verifier:
         if self.dedup and _reusable(outcome):
             self._remember(_key(task_id, completion), outcome)
 
+    def known(self, task_id: str, completion: str) -> Outcome | None:
+        """The verdict of an identical sample already verified, at once (no sandbox, no waiting
+        in the queue behind samples that need one); None if there is none."""
+        if not self.dedup:
+            return None
+        key = _key(task_id, completion)
+        if (cached := self._cache.get(key)) is None:
+            return None
+        self._cache.move_to_end(key)
+        self.reused += 1
+        return _reuse(cached)
+
     async def verify(self, problem: Problem, completion: str) -> Outcome:
         if not self.dedup:
             return await self._run(problem, completion)
+        if (cached := self.known(problem.task_id, completion)) is not None:
+            return cached
         key = _key(problem.task_id, completion)
-        if (cached := self._cache.get(key)) is not None:
-            self._cache.move_to_end(key)
-            self.reused += 1
-            return _reuse(cached)
         if (pending := self._inflight.get(key)) is not None:
             try:
                 outcome = await asyncio.shield(pending)

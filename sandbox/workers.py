@@ -392,7 +392,7 @@ class _Worker:
         return outcome, healthy
 
     def _observe(self, reply: dict | None, limits: Limits) -> tuple[Observation, bool]:
-        base = {"timeout_s": limits.timeout_s, "memory_cap": self.memory_cap}
+        base = {"timeout_s": limits.timeout_s, "cpu_time_s": limits.cpu_time_s, "memory_cap": self.memory_cap}
         if reply is None or reply.get("event") != "result":
             if self._killed_by is KillReason.closed:
                 return Observation(ready=True, killed_by=KillReason.closed, **base), False
@@ -413,7 +413,7 @@ class _Worker:
             killed_by=KillReason.timeout if timed_out else None,
             exit_status=reply.get("exit_status") if isinstance(reply.get("exit_status"), int) else None,
             signal=sig, sandbox_fault=None if ready else (status.setup_failure or "the program's set-up failed"),
-            output_memory_error="MemoryError" in str(reply.get("output", "")), **base,
+            output_memory_error="MemoryError" in str(reply.get("output", "")), cpu_limit=status.cpu_limit, **base,
         )  # fmt: skip
         healthy = ready and not (sig == signal.SIGKILL and not timed_out)
         return observation, healthy

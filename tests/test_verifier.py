@@ -179,3 +179,24 @@ def test_sandbox_none_warns_loudly(tmp_path) -> None:
     assert result.returncode == 0, result.stderr
     assert "WARNING: --sandbox none" in result.stderr and "UNSANDBOXED" in result.stderr
     assert orjson.loads(result.stdout)["verdicts"]["passed"] == 1
+
+
+def test_known_answers_at_once_from_verdicts_already_in_and_never_runs_anything() -> None:
+    backend = ScriptedBackend()
+
+    async def body(verifier: Verifier) -> None:
+        assert verifier.known("T/0", "    return x\n") is None  # nothing verified yet
+        first = await verifier.verify(PROBLEMS[0], "    return x\n")
+        runs = len(backend.runs)
+        again = verifier.known("T/0", "    return x\n")
+        assert again is not None and again.reused and again.verdict is first.verdict and not first.reused
+        assert verifier.known("T/1", "    return x\n") is None  # the same text for another problem is new
+        assert len(backend.runs) == runs and verifier.reused == 1
+
+    run(body, backend)
+
+    async def without_dedup(verifier: Verifier) -> None:
+        await verifier.verify(PROBLEMS[0], "    return x\n")
+        assert verifier.known("T/0", "    return x\n") is None
+
+    run(without_dedup, ScriptedBackend(), dedup=False)

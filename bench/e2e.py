@@ -1,0 +1,159 @@
+"""End to end: a full HumanEval sweep with verification against the default simulated fleet.
+
+`engine simulate` (10 servers x 4,000 tok/s = 40k tok/s offered, its own process) and
+`engine run` (its own process) over all 164 problems x --samples. Every --every seconds it
+scrapes the engine's /metrics and reads /proc: achieved tokens/s, samples/s generated and
+verified, queue depth, the engine's CPU (its own process, not the sandboxes). At the end it
+reads the store for the verification lag (generation finished -> verdict) and prints the
+sustained figures over the steady part of the run (the ramp-up and the drain excluded).
+
+Target on the 2-core box: >= 99 % of the offered tokens/s sustained, verification keeping pace
+(the queue bounded, lag p99 under 2 s) and the engine process under one core.
+
+    .venv/bin/python bench/e2e.py                    # 164 x 200 samples
+    .venv/bin/python bench/e2e.py --samples 500 --every 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import signal
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from procstat import cpu_seconds, peak_rss_mb, rss_mb  # noqa: E402
+
+ENGINE = [sys.executable, "-m", "engine"]
+
+
+def metric(text: str, name: str) -> float:
+    """Sum of a metric's samples over all its label sets."""
+    return sum(float(v) for v in re.findall(rf"^{re.escape(name)}(?:{{[^}}]*}})? (\S+)$", text, re.MULTILINE))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--samples", type=int, default=200, help="samples per problem")
+    parser.add_argument("--servers", type=int, default=10)
+    parser.add_argument("--tokens-per-second", type=int, default=4000, help="per server")
+    parser.add_argument("--every", type=float, default=2.0, help="seconds between observations")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("engine_args", nargs="*", help="more `engine run` options, after --")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="engine-e2e-"))
+    hosts = work / "hosts.txt"
+    offered = args.servers * args.tokens_per_second
+    simulator = subprocess.Popen(
+        [*ENGINE, "simulate", "--servers", str(args.servers), "--hosts-file", str(hosts),
+         "--tokens-per-second", str(args.tokens_per_second)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    engine = None
+    try:
+        while not hosts.exists():
+            if simulator.poll() is not None:
+                print("e2e: the simulator did not start", file=sys.stderr)
+                return 1
+            time.sleep(0.1)
+        log = open(work / "engine.log", "w")
+        engine = subprocess.Popen(
+            [*ENGINE, "run", "--servers", str(hosts), "--samples", str(args.samples), "--out", str(work / "run"),
+             "--metrics-port", "0", "--workers", str(args.workers), *args.engine_args],
+            stdout=subprocess.DEVNULL, stderr=log,
+        )
+        port = wait_for_port(engine, work / "engine.log")
+        rows = observe(engine, port, args.every)
+        if engine.wait() != 0:
+            print(f"e2e: the engine failed; see {work / 'engine.log'}", file=sys.stderr)
+            return 1
+        report(rows, work / "run" / "results.sqlite", offered, engine_peak=rows[-1]["peak_rss"] if rows else 0.0)
+        print(f"e2e: run directory {work}", file=sys.stderr)
+        return 0
+    finally:
+        for process in (engine, simulator):
+            if process is not None and process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+
+
+def wait_for_port(engine: subprocess.Popen, log: Path) -> int:
+    while True:
+        found = re.search(r"metrics on http://127.0.0.1:(\d+)/", log.read_text())
+        if found:
+            return int(found.group(1))
+        if engine.poll() is not None:
+            raise SystemExit(f"e2e: the engine exited early; see {log}")
+        time.sleep(0.1)
+
+
+def observe(engine: subprocess.Popen, port: int, every: float) -> list[dict]:
+    print(f"{'s':>6} {'tok/s':>8} {'gen/s':>7} {'ver/s':>7} {'queue':>6} {'CPU %':>6} {'RSS MB':>7}", flush=True)
+    rows: list[dict] = []
+    start = last_t = time.monotonic()
+    last = {"tokens": 0.0, "generated": 0.0, "verified": 0.0, "cpu": cpu_seconds(engine.pid)}
+    while True:
+        time.sleep(every)
+        try:
+            text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+            now, cpu, rss, peak = time.monotonic(), cpu_seconds(engine.pid), rss_mb(engine.pid), peak_rss_mb(engine.pid)
+        except (OSError, ValueError):
+            return rows  # the engine has finished and closed its endpoint
+        current = {
+            "tokens": metric(text, "engine_generated_tokens_total"),
+            "generated": metric(text, "engine_samples_generated_total"),
+            "verified": metric(text, "engine_samples_verified_total"),
+            "cpu": cpu,
+        }
+        dt = now - last_t
+        row = {key + "_rate": (current[key] - last[key]) / dt for key in current}
+        row.update(t=now - start, queue=metric(text, "engine_queue_depth"), rss=rss, peak_rss=peak, **current)
+        rows.append(row)
+        print(f"{row['t']:6.1f} {row['tokens_rate']:8,.0f} {row['generated_rate']:7,.0f} {row['verified_rate']:7,.0f}"
+              f" {row['queue']:6.0f} {100 * row['cpu_rate']:6.1f} {rss:7.1f}", flush=True)
+        last, last_t = current, now
+
+
+def report(rows: list[dict], db: Path, offered: int, engine_peak: float) -> None:
+    # Steady state: from the first full interval to the last interval still generating at speed.
+    generating = [r for r in rows if r["tokens_rate"] > 0]
+    steady = generating[1:-1] if len(generating) > 2 else generating
+    if not steady:
+        print("e2e: too short to measure; use more --samples")
+        return
+    span = steady[-1]["t"] - steady[0]["t"] + (steady[1]["t"] - steady[0]["t"] if len(steady) > 1 else 0)
+    tokens = sum(r["tokens_rate"] for r in steady) / len(steady)
+    connection = sqlite3.connect(db)
+    lags = sorted(row[0] for row in connection.execute(
+        "SELECT verified_at - finished_at FROM samples WHERE verified_at IS NOT NULL"))
+    reused = connection.execute("SELECT COUNT(*), SUM(reused) FROM samples").fetchone()
+    connection.close()
+
+    def pct(q: float) -> float:
+        return lags[min(len(lags) - 1, int(q * len(lags)))]
+
+    print(f"\nsteady state over {span:.0f} s ({len(steady)} observations):")
+    print(f"  tokens/s        {tokens:10,.0f}   ({tokens / offered:.1%} of {offered:,} offered)")
+    print(f"  generated/s     {statistics.mean(r['generated_rate'] for r in steady):10,.1f}")
+    print(f"  verified/s      {statistics.mean(r['verified_rate'] for r in steady):10,.1f}"
+          f"   ({(reused[1] or 0) / max(1, reused[0]):.0%} of all verdicts reused by dedup)")
+    print(f"  queue depth     max {max(r['queue'] for r in rows):,.0f}, median {statistics.median(r['queue'] for r in steady):,.0f}")
+    print(f"  verification lag p50 {pct(0.5):.3f} s, p99 {pct(0.99):.3f} s, max {lags[-1]:.3f} s")
+    print(f"  engine CPU      {100 * statistics.mean(r['cpu_rate'] for r in steady):.0f} % of one core"
+          f" (its own process, sandboxes excluded); peak RSS {engine_peak:,.0f} MB")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
