@@ -17,9 +17,6 @@ Target on the 2-core box: >= 99 % of the offered tokens/s sustained, verificatio
 from __future__ import annotations
 
 import argparse
-import os
-import re
-import signal
 import sqlite3
 import statistics
 import subprocess
@@ -31,13 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from procstat import cpu_seconds, peak_rss_mb, rss_mb  # noqa: E402
-
-ENGINE = [sys.executable, "-m", "engine"]
-
-
-def metric(text: str, name: str) -> float:
-    """Sum of a metric's samples over all its label sets."""
-    return sum(float(v) for v in re.findall(rf"^{re.escape(name)}(?:{{[^}}]*}})? (\S+)$", text, re.MULTILINE))
+from simfleet import metric, start_engine, start_simulator, stop  # noqa: E402
 
 
 def main() -> int:
@@ -46,32 +37,17 @@ def main() -> int:
     parser.add_argument("--servers", type=int, default=10)
     parser.add_argument("--tokens-per-second", type=int, default=4000, help="per server")
     parser.add_argument("--every", type=float, default=2.0, help="seconds between observations")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--workers", type=int, help="sandbox workers (default: the engine's, two per core)")
     parser.add_argument("engine_args", nargs="*", help="more `engine run` options, after --")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="engine-e2e-"))
     hosts = work / "hosts.txt"
     offered = args.servers * args.tokens_per_second
-    simulator = subprocess.Popen(
-        [*ENGINE, "simulate", "--servers", str(args.servers), "--hosts-file", str(hosts),
-         "--tokens-per-second", str(args.tokens_per_second)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    engine = None
+    simulator = engine = None
     try:
-        while not hosts.exists():
-            if simulator.poll() is not None:
-                print("e2e: the simulator did not start", file=sys.stderr)
-                return 1
-            time.sleep(0.1)
-        log = open(work / "engine.log", "w")
-        engine = subprocess.Popen(
-            [*ENGINE, "run", "--servers", str(hosts), "--samples", str(args.samples), "--out", str(work / "run"),
-             "--metrics-port", "0", "--workers", str(args.workers), *args.engine_args],
-            stdout=subprocess.DEVNULL, stderr=log,
-        )
-        port = wait_for_port(engine, work / "engine.log")
+        simulator = start_simulator(hosts, args.servers, args.tokens_per_second)
+        engine, port = start_engine(hosts, args.samples, work, args.workers, args.engine_args)
         rows = observe(engine, port, args.every)
         if engine.wait() != 0:
             print(f"e2e: the engine failed; see {work / 'engine.log'}", file=sys.stderr)
@@ -80,23 +56,7 @@ def main() -> int:
         print(f"e2e: run directory {work}", file=sys.stderr)
         return 0
     finally:
-        for process in (engine, simulator):
-            if process is not None and process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(timeout=60)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-
-
-def wait_for_port(engine: subprocess.Popen, log: Path) -> int:
-    while True:
-        found = re.search(r"metrics on http://127.0.0.1:(\d+)/", log.read_text())
-        if found:
-            return int(found.group(1))
-        if engine.poll() is not None:
-            raise SystemExit(f"e2e: the engine exited early; see {log}")
-        time.sleep(0.1)
+        stop(engine, simulator)
 
 
 def observe(engine: subprocess.Popen, port: int, every: float) -> list[dict]:

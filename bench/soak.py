@@ -13,11 +13,8 @@ descriptors after warm-up (the first --warmup share of the run). Target: under 1
 from __future__ import annotations
 
 import argparse
-import os
-import re
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,12 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from procstat import cpu_seconds, open_fds, rss_mb  # noqa: E402
-
-ENGINE = [sys.executable, "-m", "engine"]
-
-
-def metric(text: str, name: str) -> float:
-    return sum(float(v) for v in re.findall(rf"^{re.escape(name)}(?:{{[^}}]*}})? (\S+)$", text, re.MULTILINE))
+from simfleet import metric, start_engine, start_simulator, stop  # noqa: E402
 
 
 def main() -> int:
@@ -42,38 +34,16 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=0.2, help="share of the run counted as warm-up")
     parser.add_argument("--servers", type=int, default=10)
     parser.add_argument("--tokens-per-second", type=int, default=4000)
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--workers", type=int, help="sandbox workers (default: the engine's, two per core)")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="engine-soak-"))
     hosts = work / "hosts.txt"
-    simulator = subprocess.Popen(
-        [*ENGINE, "simulate", "--servers", str(args.servers), "--hosts-file", str(hosts),
-         "--tokens-per-second", str(args.tokens_per_second)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    engine = None
+    simulator = engine = None
     try:
-        while not hosts.exists():
-            if simulator.poll() is not None:
-                print("soak: the simulator did not start", file=sys.stderr)
-                return 1
-            time.sleep(0.1)
+        simulator = start_simulator(hosts, args.servers, args.tokens_per_second)
         per_problem = -(-args.samples // 164)  # ceil: all of HumanEval, enough samples each
-        log = open(work / "engine.log", "w")
-        engine = subprocess.Popen(
-            [*ENGINE, "run", "--servers", str(hosts), "--samples", str(per_problem), "--out", str(work / "run"),
-             "--metrics-port", "0", "--workers", str(args.workers)],
-            stdout=subprocess.DEVNULL, stderr=log,
-        )
-        port = None
-        while port is None:
-            time.sleep(0.2)
-            if engine.poll() is not None:
-                print(f"soak: the engine exited early; see {work / 'engine.log'}", file=sys.stderr)
-                return 1
-            found = re.search(r"metrics on http://127.0.0.1:(\d+)/", (work / "engine.log").read_text())
-            port = int(found.group(1)) if found else None
+        engine, port = start_engine(hosts, per_problem, work, args.workers, [])
         start = time.monotonic()
         rows = []
         print(f"{'min':>6} {'RSS MB':>8} {'fds':>5} {'queue':>6} {'verified':>10} {'samples/s':>10}"
@@ -106,13 +76,7 @@ def main() -> int:
         report(rows, args.warmup)
         return 0
     finally:
-        for process in (engine, simulator):
-            if process is not None and process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(timeout=60)
-                except subprocess.TimeoutExpired:
-                    process.kill()
+        stop(engine, simulator)
         print(f"soak: run directory {work}", file=sys.stderr)
 
 

@@ -12,7 +12,8 @@ import pytest
 
 from engine.dataset import load_problems
 from engine.errors import SandboxError
-from engine.records import Problem
+from engine.records import Problem, Sample
+from engine.store import Store, StoredVerdict
 from sandbox import Limits, Outcome, SandboxPool, Verdict
 from sandbox.verifier import KNOWN_BAD, Timing, Verifier
 
@@ -169,6 +170,32 @@ def test_retry_timeout_reruns_only_the_timeouts_of_a_results_file(tmp_path) -> N
 
     plain = _cli(str(samples), "--retry", "timeout")
     assert plain.returncode == 2 and "needs a results file" in plain.stderr
+
+
+def test_retry_timeout_of_a_run_directory_updates_only_its_timeouts(tmp_path) -> None:
+    [problem] = load_problems(limit=1)
+    store = Store.open(tmp_path)
+    store.save_problems([problem])
+    slow = problem.canonical_solution + "import time\ntime.sleep(1.5)\n"
+    for index, (completion, verdict) in enumerate([(problem.canonical_solution, "passed"), (slow, "timeout"),
+                                                   ("    return None\n", "failed")]):  # fmt: skip
+        store.stage_sample(Sample(problem.task_id, index, completion, 5, "stop", "http://s:1", 1.0, 1.1, 1.2))
+        store.stage_verdict(StoredVerdict(problem.task_id, index, verdict, "as stored", "", 1.0, "nsjail",
+                                          {"timeout_s": 1.0}))  # fmt: skip
+    store.flush()
+    store.close()
+
+    result = _cli(str(tmp_path), "--retry", "timeout", "--json", "--timeout", "5", "--workers", "2")
+    assert result.returncode == 0, result.stderr
+    summary = orjson.loads(result.stdout)
+    assert summary["rerun"] == 1
+    assert summary["verdicts"] == {"passed": 2, "failed": 1, "timeout": 0, "oom": 0, "error": 0}
+    rows = {row["sample_index"]: row for row in Store.open(tmp_path, create=False).rows()}
+    assert rows[1]["verdict"] == "passed" and rows[1]["detail"] != "as stored"
+    assert orjson.loads(rows[1]["limits"])["timeout_s"] == 5.0
+    assert [rows[i]["detail"] for i in (0, 2)] == ["as stored", "as stored"]  # the others untouched
+
+    assert _cli(str(tmp_path), "--json").returncode == 2  # a run directory needs --retry
 
 
 def test_sandbox_none_warns_loudly(tmp_path) -> None:

@@ -20,8 +20,17 @@
 
 from engine.simulator.config import SimulatorConfig
 from engine.simulator.faults import FaultSpec, FaultSpecError, parse_faults
-from engine.simulator.fleet import SimulatedFleet, SimulatedServer
-from engine.simulator.model import SyntheticModel
+
+_LAZY = {"SimulatedFleet": "fleet", "SimulatedServer": "fleet", "SyntheticModel": "model"}
+
+
+def __getattr__(name: str):
+    """The servers (aiohttp, numpy) load on first use: `engine verify` never needs them."""
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(f"engine.simulator.{_LAZY[name]}"), name)
 
 __all__ = ["FaultSpec", "FaultSpecError", "SimulatedFleet", "SimulatedServer", "SimulatorConfig", "SyntheticModel",
            "parse_faults"]

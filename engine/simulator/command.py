@@ -8,6 +8,7 @@ import os
 import signal
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 import uvloop
@@ -16,7 +17,9 @@ from engine.dataset import load_problems
 from engine.errors import InputError
 from engine.simulator.config import SimulatorConfig
 from engine.simulator.faults import FaultSpec, parse_faults
-from engine.simulator.fleet import SimulatedFleet
+
+if TYPE_CHECKING:
+    from engine.simulator.fleet import SimulatedFleet
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +61,8 @@ def simulate(servers: int, hosts_file: Path, tokens_per_second: float, seed: int
         spec.check_fleet(servers)
         config = SimulatorConfig(model_name=model_name, max_num_seqs=max_num_seqs, max_model_len=max_model_len)
         _check_writable(hosts_file)
+        from engine.simulator.fleet import SimulatedFleet  # aiohttp: only when simulating
+
         problems = load_problems(dataset)
         fleet = SimulatedFleet(servers, problems=problems, tokens_per_second=tokens_per_second, seed=seed,
                                host=host, base_port=base_port, config=config, faults=spec,
