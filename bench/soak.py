@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import signal
+import sqlite3
 import statistics
 import sys
 import tempfile
@@ -74,6 +75,7 @@ def main() -> int:
                 engine.wait(timeout=300)
                 break
         report(rows, args.warmup)
+        stored(work / "run" / "results.sqlite")
         return 0
     finally:
         stop(engine, simulator)
@@ -92,10 +94,18 @@ def report(rows: list[dict], warmup: float) -> None:
         after = statistics.median(r[key] for r in tail)
         growth = (after - before) / before if before else 0.0
         print(f"{label}: {before:,.1f} after warm-up -> {after:,.1f} at the end ({growth:+.1%})")
-    print(f"verified {rows[-1]['verified']:,.0f} samples in {rows[-1]['minutes']:.1f} min;"
+    print(f"last observation: {rows[-1]['verified']:,.0f} samples verified at {rows[-1]['minutes']:.1f} min;"
           f" median {statistics.median(r['rate'] for r in settled):,.1f} samples/s,"
           f" {statistics.median(r['tokens'] for r in settled):,.0f} tok/s,"
           f" engine CPU {statistics.median(r['cpu'] for r in settled):.0f} % of one core")
+
+
+def stored(db: Path) -> None:
+    """What the store holds at the end: every sample once, verified or resumable."""
+    connection = sqlite3.connect(db)
+    samples, verified = connection.execute("SELECT COUNT(*), COUNT(verdict) FROM samples").fetchone()
+    connection.close()
+    print(f"store: {samples:,} samples, {verified:,} verified ({db.stat().st_size / 2**20:,.0f} MB)")
 
 
 if __name__ == "__main__":
