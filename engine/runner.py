@@ -91,7 +91,6 @@ class SweepStats:
     tokens: int = 0
     samples_generated: int = 0
     samples_verified: int = 0
-    failed_requests: int = 0
     started: float = field(default_factory=time.monotonic)
 
 
@@ -272,7 +271,6 @@ class Sweep:
             self.fleet.changed.set()
 
     def _failed(self, server: ServerState, request: Request, unfinished: list[int], exc: StreamError) -> None:
-        self.stats.failed_requests += 1
         self.metrics.generation_errors.labels(server.url).inc()
         self.admission.release(len(unfinished))
         indices = [request.start + i for i in unfinished]

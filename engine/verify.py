@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,8 +21,10 @@ from engine.cli_options import sandbox_options, sandbox_settings
 from engine.dataset import load_problems
 from engine.errors import InputError
 from engine.progress import Progress
+from engine.records import Problem
 from engine.store import Store, StoredVerdict
 from engine.summary import render, summarize
+from metrics.running import RunningPassAtK
 from sandbox import Limits, Outcome, SandboxPool
 from sandbox.pool import default_workers
 from sandbox.verifier import Timing, Verifier
@@ -83,22 +86,13 @@ async def verify_file(samples: Path, out: Path, dataset: str, settings: VerifySe
         raise InputError(f"--retry {retry} needs a results file (lines with a 'result' field): {samples}")
     todo = [i for i, row in enumerate(rows) if retry is None or row["result"] == retry]
     results: dict[int, dict] = {}
-    bar = Progress(len(todo), 0, enabled=settings.progress)
-    pending = iter(todo)
-    async with SandboxPool(workers=settings.workers, limits=settings.limits, backend=settings.backend) as pool:
-        verifier = Verifier(pool, problems.values(), dedup=settings.dedup, timing=settings.timing)
-        await verifier.preflight()
 
-        async def worker() -> None:
-            for position in pending:
-                row = rows[position]
-                outcome = await verifier.verify(problems[row["task_id"]], row["completion"])
-                results[position] = result_fields(outcome)
-                bar.advance()
+    def record(position: int, outcome: Outcome) -> None:
+        results[position] = result_fields(outcome)
 
-        await asyncio.gather(*(worker() for _ in range(settings.workers * 2)))
-    bar.close()
-    counts: dict[str, list[int]] = {}
+    jobs = [(position, problems[rows[position]["task_id"]], rows[position]["completion"]) for position in todo]
+    reused = await _verify_all(problems.values(), jobs, settings, record)
+    counts = RunningPassAtK()
     verdicts: dict[str, int] = {}
     tmp = out.with_name(out.name + ".partial")
     try:
@@ -107,16 +101,34 @@ async def verify_file(samples: Path, out: Path, dataset: str, settings: VerifySe
                 row = {**row, **results[position]} if position in results else row
                 sink.write(orjson.dumps(row) + b"\n")
                 verdict = row.get("result")
-                nc = counts.setdefault(row["task_id"], [0, 0])
-                nc[0] += 1
-                nc[1] += verdict == "passed"
+                counts.add(row["task_id"], verdict == "passed")
                 verdicts[verdict] = verdicts.get(verdict, 0) + 1
         os.replace(tmp, out)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise InputError(f"cannot write {out}: {exc.strerror}") from exc
-    return summarize({t: (n, c) for t, (n, c) in counts.items()}, verdicts, out=str(out), rerun=len(todo),
-                     reused=verifier.reused)  # fmt: skip
+    return summarize(counts.counts(), verdicts, out=str(out), rerun=len(todo),
+                     reused=reused)  # fmt: skip
+
+
+async def _verify_all(problems, jobs: list[tuple[object, Problem, str]], settings: VerifySettings,
+                      record: Callable[[object, Outcome], None]) -> int:  # fmt: skip
+    """Open the sandboxes, preflight, and verify every (key, problem, completion) job, calling
+    `record(key, outcome)` as each verdict arrives; the number of verdicts reused by dedup."""
+    bar = Progress(len(jobs), 0, enabled=settings.progress)
+    pending = iter(jobs)
+    async with SandboxPool(workers=settings.workers, limits=settings.limits, backend=settings.backend) as pool:
+        verifier = Verifier(pool, problems, dedup=settings.dedup, timing=settings.timing)
+        await verifier.preflight()
+
+        async def worker() -> None:
+            for key, problem, completion in pending:
+                record(key, await verifier.verify(problem, completion))
+                bar.advance()
+
+        await asyncio.gather(*(worker() for _ in range(settings.workers * 2)))
+    bar.close()
+    return verifier.reused
 
 
 async def retry_run(run_dir: Path, settings: VerifySettings, retry: str) -> dict:
@@ -125,24 +137,16 @@ async def retry_run(run_dir: Path, settings: VerifySettings, retry: str) -> dict
     try:
         problems = {p.task_id: p for p in store.problems()}
         rows = [row for row in store.verified(retry) if row[0] in problems]
-        bar = Progress(len(rows), 0, enabled=settings.progress)
-        pending = iter(rows)
-        async with SandboxPool(workers=settings.workers, limits=settings.limits, backend=settings.backend) as pool:
-            verifier = Verifier(pool, problems.values(), dedup=settings.dedup, timing=settings.timing)
-            await verifier.preflight()
 
-            async def worker() -> None:
-                for task_id, index, completion, *_ in pending:
-                    o = await verifier.verify(problems[task_id], completion)
-                    store.stage_verdict(StoredVerdict(task_id, index, o.verdict.value, o.detail, o.output, o.wall_s,
-                                                      o.backend, o.limits.to_dict(), o.cpu_s, o.reused))  # fmt: skip
-                    bar.advance()
+        def record(key: tuple[str, int], o: Outcome) -> None:
+            store.stage_verdict(StoredVerdict(*key, o.verdict.value, o.detail, o.output, o.wall_s, o.backend,
+                                              o.limits.to_dict(), o.cpu_s, o.reused))  # fmt: skip
 
-            await asyncio.gather(*(worker() for _ in range(settings.workers * 2)))
-        bar.close()
+        jobs = [((task_id, index), problems[task_id], completion) for task_id, index, completion, *_ in rows]
+        reused = await _verify_all(problems.values(), jobs, settings, record)
         store.flush()
         return summarize(store.pass_counts(), store.verdict_counts(), out=str(run_dir), rerun=len(rows),
-                         reused=verifier.reused)  # fmt: skip
+                         reused=reused)  # fmt: skip
     finally:
         store.close()
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from metrics.passk import ks_for, mean_pass_at_k
+from metrics.passk import ks_for, pass_at_k_table
 
 
 class RunningPassAtK:
@@ -23,14 +23,8 @@ class RunningPassAtK:
         return {task: (n, c) for task, (n, c) in self._counts.items()}
 
     def scores(self, ks: list[int] | None = None) -> dict[int, float]:
-        """{k: mean pass@k over problems with at least k samples}."""
-        if not self._counts:
-            return {}
-        ns = [n for n, _ in self._counts.values()]
-        cs = [c for _, c in self._counts.values()]
-        out = {}
-        for k in ks if ks is not None else ks_for(max(ns)):
-            score = mean_pass_at_k(ns, cs, k)
-            if score is not None:
-                out[k] = score
-        return out
+        """{k: mean pass@k over problems with at least k samples}; by default every k up to the
+        most samples any problem has."""
+        if ks is None and self._counts:
+            ks = ks_for(max(n for n, _ in self._counts.values()))
+        return pass_at_k_table(self._counts, ks)

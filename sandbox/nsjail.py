@@ -1,5 +1,5 @@
 """The nsjail command line for one worker jail (a pure function of the host layout and the
-limits), finding that layout on the host, and reading nsjail's log.
+limits), and finding that layout on the host.
 
 What the jail sees (Run as: unprivileged uid/gid 65534 inside AND outside, never root):
 - read-only: the Python prefix (sys.base_prefix, resolved) with its site-packages hidden behind
@@ -25,7 +25,6 @@ to its real path (where the interpreter's RUNPATH expects it). Nothing changes o
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import sys
 import sysconfig
@@ -190,43 +189,3 @@ def _which(tool: str) -> str:
     if path is None:
         raise FileNotFoundError(f"{tool} (util-linux/coreutils) not found in /usr/bin or /bin")
     return path
-
-
-@dataclass(frozen=True, slots=True)
-class JailReport:
-    """What nsjail's own log says about how the jailed process ended."""
-
-    exit_status: int | None = None
-    signal: int | None = None
-    time_limit_hit: bool = False
-    errors: tuple[str, ...] = ()  # its [E]rror and [F]atal messages: why a jail did not start
-    warnings: tuple[str, ...] = ()  # its [W]arnings, which often name the root cause
-
-    def fault(self) -> str | None:
-        """One line on why the jail failed, if nsjail said so."""
-        if not self.errors:
-            return None
-        return self.errors[0] + (f" ({self.warnings[0]})" if self.warnings else "")
-
-
-_EXITED = re.compile(r"\) exited with status: (\d+)")
-_SIGNALED = re.compile(r"\) terminated with signal: \S+ \((\d+)\)")
-_TIME_LIMIT = re.compile(r"run time >= time limit")
-_MESSAGE = re.compile(r"^\[([WEF])\]\[[^\]]*\](?:\[\d+\])? (.*)$")
-
-
-def parse_nsjail_log(text: str) -> JailReport:
-    exit_status = signal = None
-    time_limit_hit = False
-    messages: dict[str, list[str]] = {"W": [], "E": [], "F": []}
-    for line in text.splitlines():
-        if m := _EXITED.search(line):
-            exit_status = int(m.group(1))
-        elif m := _SIGNALED.search(line):
-            signal = int(m.group(1))
-        elif _TIME_LIMIT.search(line):
-            time_limit_hit = True
-        elif m := _MESSAGE.match(line):
-            messages[m.group(1)].append(m.group(2).strip())
-    errors = tuple(messages["E"] + messages["F"])
-    return JailReport(exit_status, signal, time_limit_hit, errors, tuple(messages["W"]))

@@ -167,9 +167,9 @@ class Verifier:
     def known(self, task_id: str, completion: str) -> Outcome | None:
         """The verdict of an identical sample already verified, at once (no sandbox, no waiting
         in the queue behind samples that need one); None if there is none."""
-        if not self.dedup:
-            return None
-        key = _key(task_id, completion)
+        return self._cached(_key(task_id, completion)) if self.dedup else None
+
+    def _cached(self, key: tuple[str, bytes]) -> Outcome | None:
         if (cached := self._cache.get(key)) is None:
             return None
         self._cache.move_to_end(key)
@@ -179,9 +179,9 @@ class Verifier:
     async def verify(self, problem: Problem, completion: str) -> Outcome:
         if not self.dedup:
             return await self._run(problem, completion)
-        if (cached := self.known(problem.task_id, completion)) is not None:
-            return cached
         key = _key(problem.task_id, completion)
+        if (cached := self._cached(key)) is not None:
+            return cached
         if (pending := self._inflight.get(key)) is not None:
             try:
                 outcome = await asyncio.shield(pending)

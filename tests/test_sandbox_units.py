@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from sandbox import Limits, Outcome, SandboxPool, Verdict, humaneval_program
 from sandbox.capture import TailBuffer
 from sandbox.cgroups import own_memory_cgroup
-from sandbox.nsjail import JailLayout, nsjail_command, parse_nsjail_log
+from sandbox.nsjail import JailLayout, nsjail_command
 from sandbox.protocol import MAX_LINE_BYTES, Failure, StatusParser
 from sandbox.verdicts import KillReason, Observation, decide
 
@@ -275,37 +275,6 @@ def test_command_runs_isolated_python_with_the_fork_server() -> None:
         "/root/.pyenv/versions/3.11.7/bin/python3.11", "-I", "-S", "-B", "-u", "-X", "utf8", "-c", BOOTSTRAP, "CONFIG",
         "worker-1",
     ]  # fmt: skip
-
-
-NSJAIL_LOG_SEGV = """\
-[I][2026-11-25T14:14:47+0000] Mode: STANDALONE_ONCE
-[I][2026-11-25T14:14:47+0000] Executing '/usr/bin/python3' for '[STANDALONE MODE]'
-[I][2026-11-25T14:14:47+0000] pid=3881 ([STANDALONE MODE]) terminated with signal: SIGSEGV (11), (PIDs left: 0)
-"""
-NSJAIL_LOG_TIME = """\
-[I][2026-11-25T14:19:56+0000] pid=8716 run time >= time limit (1 >= 1) ([STANDALONE MODE]). Killing it
-[I][2026-11-25T14:19:56+0000] pid=8716 ([STANDALONE MODE]) terminated with signal: SIGKILL (9), (PIDs left: 0)
-"""
-NSJAIL_LOG_SETUP = """\
-[W][2026-11-25T14:11:31+0000][1] mountSinglePoint():222 mount('/x' -> '/y'): Permission denied
-[E][2026-11-25T14:11:31+0000][1] buildMountTree():328 Failed to mount mandatory point: '/x'
-[F][2026-11-25T14:11:31+0000][1] runChild():506 Launching child process failed
-[I][2026-11-25T14:11:31+0000] pid=3297 ([STANDALONE MODE]) terminated with signal: SIGKILL (9), (PIDs left: 0)
-"""
-
-
-def test_parse_nsjail_log() -> None:
-    assert parse_nsjail_log(NSJAIL_LOG_SEGV).signal == 11
-    exited = parse_nsjail_log("[I][x] pid=9 ([STANDALONE MODE]) exited with status: 3, (PIDs left: 0)\n")
-    assert (exited.exit_status, exited.signal) == (3, None)
-    timed = parse_nsjail_log(NSJAIL_LOG_TIME)
-    assert timed.time_limit_hit and timed.signal == 9
-    setup = parse_nsjail_log(NSJAIL_LOG_SETUP)
-    assert setup.errors[0] == "buildMountTree():328 Failed to mount mandatory point: '/x'"
-    assert setup.fault() == ("buildMountTree():328 Failed to mount mandatory point: '/x' "
-                             "(mountSinglePoint():222 mount('/x' -> '/y'): Permission denied)")  # fmt: skip
-    assert parse_nsjail_log(NSJAIL_LOG_SEGV).fault() is None
-    assert parse_nsjail_log("") == parse_nsjail_log("garbage\n[E] no timestamp")
 
 
 # --- small pieces ---------------------------------------------------------------------------

@@ -342,7 +342,7 @@ def test_raw_http_chunk_framing(problems):
 
 def test_encoded_chunks_equal_the_transcripts_byte_for_byte():
     """The pure encoders, given the real server's values, reproduce its bytes exactly."""
-    from engine.simulator.wire import ChunkEncoder, Choice, completion_body, token_event, usage_field
+    from engine.simulator.wire import ChunkEncoder, Choice, completion_body, usage_field
 
     fingerprint = "vllm-0.32.0-5be7a34d"
 
@@ -355,13 +355,13 @@ def test_encoded_chunks_equal_the_transcripts_byte_for_byte():
 
     plain = lines("22")
     enc = encoder_for(plain[0])
-    assert token_event(enc.prefix(0), orjson.dumps("#")) == plain[0]
+    assert enc.token_event(enc.prefix(0), orjson.dumps("#")) == plain[0]
     assert enc.finish_event(enc.prefix(0), orjson.dumps("HAVE"), "length", None, b"", True) == plain[-2]
     assert plain[-1] == b"data: [DONE]\n\n"
 
     continuous = lines("20")
     enc = encoder_for(continuous[0])
-    assert token_event(enc.prefix(1), orjson.dumps("\n"), usage_field(4, 2)) == continuous[3]
+    assert enc.token_event(enc.prefix(1), orjson.dumps("\n"), usage_field(4, 2)) == continuous[3]
     stop_chunk = enc.finish_event(enc.prefix(3), orjson.dumps(" )"), "stop", "\ndef", usage_field(4, 7), False)
     assert stop_chunk == continuous[29]
     assert enc.usage_event(4, 199) == continuous[-2]

@@ -87,6 +87,14 @@ class _Context:
     def indent(self, node: ast.AST) -> str:
         return " " * node.col_offset
 
+    def before_body(self, lines: str) -> _Edit:
+        """Insert `lines` (each given without indentation, newline-terminated) before the first
+        statement of the function body, at its indentation."""
+        first = self.body[0]
+        start = self.line_span(first.lineno, first.lineno)[0]
+        pad = self.indent(first)
+        return _Edit(start, start, "".join(pad + line for line in lines.splitlines(keepends=True)))
+
     def params(self) -> list[str]:
         if self.func is None:
             return []
@@ -139,9 +147,7 @@ def _missing_case(ctx: _Context) -> list[_Edit]:
                 start, end = ctx.line_span(stmt.lineno, stmt.end_lineno)
                 edits.append(_Edit(start, end, ""))
     if not edits and ctx.body:
-        first = ctx.body[0]
-        start = ctx.line_span(first.lineno, first.lineno)[0]
-        edits.append(_Edit(start, start, f"{ctx.indent(first)}return {_trivial_value(ctx)}\n"))
+        edits.append(ctx.before_body(f"return {_trivial_value(ctx)}\n"))
     return edits
 
 
@@ -156,9 +162,7 @@ def _exception(ctx: _Context) -> list[_Edit]:
             wrong = tok.string[:-1] if tok.string.endswith("s") and len(tok.string) > 1 else tok.string + "s"
             edits.append(_Edit(ctx.offset(tok.start), ctx.offset(tok.end), wrong))
     if not edits and ctx.body:
-        first = ctx.body[0]
-        start = ctx.line_span(first.lineno, first.lineno)[0]
-        edits.append(_Edit(start, start, f"{ctx.indent(first)}raise NotImplementedError()\n"))
+        edits.append(ctx.before_body("raise NotImplementedError()\n"))
     return edits
 
 
@@ -166,12 +170,8 @@ def _infinite_loop(ctx: _Context) -> list[_Edit]:
     """A scan loop that forgets to advance its index."""
     if not ctx.body:
         return []
-    first = ctx.body[0]
-    pad = ctx.indent(first)
     arg = (ctx.params() or ["0"])[0]
-    loop = f"{pad}i = 0\n{pad}while i < len(str({arg})) + 1:\n{pad}    pass\n"
-    start = ctx.line_span(first.lineno, first.lineno)[0]
-    return [_Edit(start, start, loop)]
+    return [ctx.before_body(f"i = 0\nwhile i < len(str({arg})) + 1:\n    pass\n")]
 
 
 def _syntax_error(ctx: _Context) -> list[_Edit]:

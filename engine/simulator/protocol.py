@@ -94,14 +94,7 @@ def parse_completion_request(body: bytes, served_model: str, max_model_len: int,
     prompts = f.prompt("prompt")
     logprobs = f.int("logprobs")
     max_tokens = f.int("max_tokens")
-    n = f.int("n")
-    seed = f.int("seed")
-    stop = f.stop("stop")
-    stream = f.bool("stream")
-    options = f.options("stream_options")
-    temperature = f.float("temperature")
-    top_p = f.float("top_p")
-    include_stop = f.bool("include_stop_str_in_output")
+    common = _Common(f)
     f.check()
     _check_model(model, served_model)
     _check_max_tokens("max_tokens", max_tokens, max_model_len)
@@ -112,8 +105,8 @@ def parse_completion_request(body: bytes, served_model: str, max_model_len: int,
     counts = tuple(count(p) if isinstance(p, str) else len(p) for p in prompts)
     for tokens in counts:
         check_prompt_length(tokens, max_model_len)
-    n, temperature = _check_sampling(n, temperature, top_p, max_tokens)
-    stream = bool(stream)
+    n, temperature = _check_sampling(common.n, common.temperature, common.top_p, max_tokens)
+    stream = bool(common.stream)
     if logprobs is not None and logprobs > MAX_LOGPROBS:
         raise _param_error("logprobs", f"Requested sample logprobs of {logprobs}, which is greater than max "
                            f"allowed: {MAX_LOGPROBS}", logprobs, in_band=stream)  # fmt: skip
@@ -121,20 +114,8 @@ def parse_completion_request(body: bytes, served_model: str, max_model_len: int,
         for token in prompt if isinstance(prompt, tuple) else ():
             if not 0 <= token < VOCAB_SIZE:
                 raise APIError(400, f"Token id {token} is out of vocabulary", in_band=stream)
-    options = options or {}
-    return CompletionRequest(
-        prompts=prompts,
-        n=n,
-        max_tokens=max_tokens,
-        stop=stop,
-        seed=seed,
-        temperature=temperature,
-        stream=stream,
-        include_usage=bool(options.get("include_usage")),
-        continuous_usage=bool(options.get("include_usage") and options.get("continuous_usage_stats")),
-        include_stop_str_in_output=bool(include_stop),
-        prompt_tokens=counts,
-    )
+    return CompletionRequest(prompts=prompts, n=n, max_tokens=max_tokens, temperature=temperature, stream=stream,
+                             prompt_tokens=counts, **common.passed_on())  # fmt: skip
 
 
 def parse_chat_request(body: bytes, served_model: str, max_model_len: int,
@@ -150,14 +131,7 @@ def parse_chat_request(body: bytes, served_model: str, max_model_len: int,
     model = f.str("model")
     max_tokens = f.int("max_tokens")
     max_completion_tokens = f.int("max_completion_tokens")
-    n = f.int("n")
-    seed = f.int("seed")
-    stop = f.stop("stop")
-    stream = f.bool("stream")
-    options = f.options("stream_options")
-    temperature = f.float("temperature")
-    top_p = f.float("top_p")
-    include_stop = f.bool("include_stop_str_in_output")
+    common = _Common(f)
     f.check()
     _check_model(model, served_model)
     limit, param = (max_completion_tokens, "max_completion_tokens") if max_completion_tokens is not None else \
@@ -167,21 +141,33 @@ def parse_chat_request(body: bytes, served_model: str, max_model_len: int,
         raise APIError(400, "Cannot apply chat template to an empty conversation. Provide at least one message.")
     tokens = count(messages)
     check_prompt_length(tokens, max_model_len)
-    n, temperature = _check_sampling(n, temperature, top_p, limit)
-    options = options or {}
-    return ChatRequest(
-        messages=messages,
-        n=n,
-        max_tokens=limit,
-        stop=stop,
-        seed=seed,
-        temperature=temperature,
-        stream=bool(stream),
-        include_usage=bool(options.get("include_usage")),
-        continuous_usage=bool(options.get("include_usage") and options.get("continuous_usage_stats")),
-        include_stop_str_in_output=bool(include_stop),
-        prompt_tokens=tokens,
-    )
+    n, temperature = _check_sampling(common.n, common.temperature, common.top_p, limit)
+    return ChatRequest(messages=messages, n=n, max_tokens=limit, temperature=temperature, stream=bool(common.stream),
+                       prompt_tokens=tokens, **common.passed_on())  # fmt: skip
+
+
+class _Common:
+    """The sampling and streaming fields both endpoints take, read in vLLM's field order (which
+    is the order of its validation errors)."""
+
+    def __init__(self, f: _Fields):
+        self.n = f.int("n")
+        self.seed = f.int("seed")
+        self.stop = f.stop("stop")
+        self.stream = f.bool("stream")
+        self.options = f.options("stream_options")
+        self.temperature = f.float("temperature")
+        self.top_p = f.float("top_p")
+        self.include_stop = f.bool("include_stop_str_in_output")
+
+    def passed_on(self) -> dict:
+        """The request's fields that need no check of their own."""
+        options = self.options or {}
+        return {
+            "stop": self.stop, "seed": self.seed, "include_stop_str_in_output": bool(self.include_stop),
+            "include_usage": bool(options.get("include_usage")),
+            "continuous_usage": bool(options.get("include_usage") and options.get("continuous_usage_stats")),
+        }  # fmt: skip
 
 
 def check_prompt_length(prompt_tokens: int, max_model_len: int) -> None:

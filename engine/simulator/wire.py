@@ -45,14 +45,16 @@ class Choice:
     stop_reason: str | None
 
 
-class ChunkEncoder:
-    """Pre-encoded parts of one request's stream."""
+class _Encoder:
+    """Pre-encoded parts of one request's stream: the chunk head and the per-choice prefixes."""
 
     __slots__ = ("_head", "_fingerprint", "_prefixes")
+    OBJECT: bytes
+    CHOICE_OPEN: bytes  # a choice's fields up to its text, after "index"
 
     def __init__(self, request_id: str, created: int, model: str, fingerprint: str):
         self._head = (
-            b'data: {"id":' + orjson.dumps(request_id) + b',"object":"text_completion","created":%d,"model":'
+            b'data: {"id":' + orjson.dumps(request_id) + b',"object":"' + self.OBJECT + b'","created":%d,"model":'
             % created + orjson.dumps(model) + b',"choices":'
         )
         self._fingerprint = b',"system_fingerprint":' + orjson.dumps(fingerprint)
@@ -62,8 +64,21 @@ class ChunkEncoder:
         """Everything up to the choice's text, for choice `index`."""
         prefix = self._prefixes.get(index)
         if prefix is None:
-            prefix = self._prefixes[index] = self._head + b'[{"index":%d,"text":' % index
+            prefix = self._prefixes[index] = self._head + b'[{"index":%d,' % index + self.CHOICE_OPEN
         return prefix
+
+    def usage_event(self, prompt_tokens: int, completion_tokens: int) -> bytes:
+        """The request-wide usage chunk (`include_usage`): no choices, and the fingerprint (chat: the
+        same, no `completion_tokens_details`)."""
+        return self._head + b"[]" + usage_field(prompt_tokens, completion_tokens) + self._fingerprint + _EVENT_END
+
+
+class ChunkEncoder(_Encoder):
+    """/v1/completions chunks."""
+
+    __slots__ = ()
+    OBJECT = b"text_completion"
+    CHOICE_OPEN = b'"text":'
 
     def finish_event(self, prefix: bytes, text: bytes, finish_reason: str, stop_reason: str | None, usage: bytes,
                      fingerprint: bool) -> bytes:  # fmt: skip
@@ -74,12 +89,9 @@ class ChunkEncoder:
             + (self._fingerprint if fingerprint else b"") + _EVENT_END
         )  # fmt: skip
 
-    def usage_event(self, prompt_tokens: int, completion_tokens: int) -> bytes:
-        """The request-wide usage chunk (`include_usage`): no choices, and the fingerprint."""
-        return self._head + b"[]" + usage_field(prompt_tokens, completion_tokens) + self._fingerprint + _EVENT_END
-
     @staticmethod
     def token_event(prefix: bytes, text: bytes, usage: bytes = b"") -> bytes:
+        """A running choice's chunk: `prefix` from `prefix()`, `text` a JSON string."""
         return prefix + text + _RUNNING_TAIL + usage + _EVENT_END
 
     @staticmethod
@@ -88,25 +100,12 @@ class ChunkEncoder:
         return usage_field(prompt_tokens, completion_tokens)
 
 
-class ChatChunkEncoder:
-    """Pre-encoded parts of one chat request's stream; the same methods as `ChunkEncoder`."""
+class ChatChunkEncoder(_Encoder):
+    """/v1/chat/completions chunks: the same methods as `ChunkEncoder`, and a role chunk."""
 
-    __slots__ = ("_head", "_fingerprint", "_prefixes")
-
-    def __init__(self, request_id: str, created: int, model: str, fingerprint: str):
-        self._head = (
-            b'data: {"id":' + orjson.dumps(request_id) + b',"object":"chat.completion.chunk","created":%d,"model":'
-            % created + orjson.dumps(model) + b',"choices":'
-        )
-        self._fingerprint = b',"system_fingerprint":' + orjson.dumps(fingerprint)
-        self._prefixes: dict[int, bytes] = {}
-
-    def prefix(self, index: int) -> bytes:
-        """Everything up to the choice's content, for choice `index`."""
-        prefix = self._prefixes.get(index)
-        if prefix is None:
-            prefix = self._prefixes[index] = self._head + b'[{"index":%d,"delta":{"content":' % index
-        return prefix
+    __slots__ = ()
+    OBJECT = b"chat.completion.chunk"
+    CHOICE_OPEN = b'"delta":{"content":'
 
     def role_event(self, index: int, usage: bytes = b"") -> bytes:
         """A choice's first chunk: the assistant role and empty content, before any token."""
@@ -124,10 +123,6 @@ class ChatChunkEncoder:
             + (self._fingerprint if fingerprint else b"") + _EVENT_END
         )  # fmt: skip
 
-    def usage_event(self, prompt_tokens: int, completion_tokens: int) -> bytes:
-        """The request-wide usage chunk: as for completions (no `completion_tokens_details`)."""
-        return self._head + b"[]" + usage_field(prompt_tokens, completion_tokens) + self._fingerprint + _EVENT_END
-
     @staticmethod
     def token_event(prefix: bytes, text: bytes, usage: bytes = b"") -> bytes:
         return prefix + text + _CHAT_RUNNING_TAIL + usage + _EVENT_END
@@ -138,11 +133,6 @@ class ChatChunkEncoder:
         return b',"usage":{"prompt_tokens":%d,"total_tokens":%d,"completion_tokens":%d,' \
                b'"completion_tokens_details":null}' % (prompt_tokens, prompt_tokens + completion_tokens,
                                                        completion_tokens)  # fmt: skip
-
-
-def token_event(prefix: bytes, text: bytes, usage: bytes = b"") -> bytes:
-    """A running choice's chunk: `prefix` from `ChunkEncoder.prefix`, `text` a JSON string."""
-    return prefix + text + _RUNNING_TAIL + usage + _EVENT_END
 
 
 def usage_field(prompt_tokens: int, completion_tokens: int) -> bytes:
