@@ -129,7 +129,7 @@ def main() -> None:
 @click.option("-v", "--verbose", count=True, help="One log line per sample transition.")
 def run(**opts) -> None:
     """Sample every problem N times on a vLLM fleet and verify each sample in a sandbox."""
-    from engine.run import RunConfig, run_sweep
+    from engine.run import RunConfig, exit_status, run_sweep
     from engine.runner import SweepOptions
     from engine.summary import render
 
@@ -165,12 +165,13 @@ def run(**opts) -> None:
             f"engine: stopped with {summary['samples']:,} of {summary['target']:,} samples verified;"
             " run the same command to resume", err=True,
         )
-    elif summary["generation_failures"]:
+    elif status := exit_status(summary):
         click.echo(
-            f"engine: {summary['generation_failures']} samples could not be generated; run the same command to retry them",
+            f"engine: {summary['missing']:,} of {summary['target']:,} samples have no verdict"
+            f" ({summary['generation_failures']:,} could not be generated); run the same command to retry them",
             err=True,
         )
-        sys.exit(1)
+        sys.exit(status)
 
 
 @main.command()

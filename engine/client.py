@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -110,11 +110,9 @@ class _StreamProtocol(asyncio.Protocol):
         self.loop = loop
         self.finished: asyncio.Future[None] = loop.create_future()
         self.assembler = assembler
-        self.on_choice = on_choice
-        self.on_chunks = on_chunks
+        self.delivery = _Delivery(assembler, on_choice, on_chunks)
         self.reader = ResponseReader()
         self.parser = SSEParser()
-        self.counted = 0
         self.carry = b""  # the partial chunk after the whole ones that feed_http_chunks took
         self.error_body = b""
         self.idle_timeout = idle_timeout
@@ -141,9 +139,7 @@ class _StreamProtocol(asyncio.Protocol):
                     block if cut == len(block) else block[:cut]
                 ):
                     self.carry = block[cut:]
-                    if self.assembler.chunks != self.counted:
-                        self.on_chunks(self.assembler.chunks - self.counted)
-                        self.counted = self.assembler.chunks
+                    self.delivery.count_chunks()
                     return
                 data, self.carry = block, b""
             body = self.reader.feed(data)
@@ -152,12 +148,7 @@ class _StreamProtocol(asyncio.Protocol):
                     self._error_status(body)
                 return
             if body:
-                assembler, on_choice = self.assembler, self.on_choice
-                for choice in assembler.feed_all(self.parser.feed(body)):
-                    on_choice(choice)
-                if assembler.chunks != self.counted:
-                    self.on_chunks(assembler.chunks - self.counted)
-                    self.counted = assembler.chunks
+                self.delivery.feed(self.parser.feed(body))
             if self.reader.done:
                 self._end()
         except Exception as exc:  # a StreamError, or a callback's own failure: the caller gets it
@@ -197,12 +188,7 @@ class _StreamProtocol(asyncio.Protocol):
             )
 
     def _end(self) -> None:
-        for payload in self.parser.close():
-            for choice in self.assembler.feed(payload):
-                self.on_choice(choice)
-        if self.assembler.chunks != self.counted:
-            self.on_chunks(self.assembler.chunks - self.counted)
-            self.counted = self.assembler.chunks
+        self.delivery.feed(self.parser.close())
         if not self.assembler.done:
             raise ProtocolError("stream ended before [DONE]")
         if not self.finished.done():
@@ -248,22 +234,43 @@ async def _stream_aiohttp(
                     retry_after=_retry_after(response.headers.get("Retry-After")),
                 )
             parser = SSEParser()
-            counted = 0
+            delivery = _Delivery(assembler, on_choice, on_chunks)
             async for data in response.content.iter_any():
-                for choice in assembler.feed_all(parser.feed(data)):
-                    on_choice(choice)
-                if assembler.chunks != counted:
-                    on_chunks(assembler.chunks - counted)
-                    counted = assembler.chunks
-            for payload in parser.close():
-                for choice in assembler.feed(payload):
-                    on_choice(choice)
+                delivery.feed(parser.feed(data))
+            delivery.feed(parser.close())
             if not assembler.done:
                 raise ProtocolError("stream ended before [DONE]")
     except aiohttp.ClientConnectorError as exc:
         raise StreamError(_describe(exc), connect_failed=True) from exc
     except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
         raise StreamError(_describe(exc)) from exc
+
+
+class _Delivery:
+    """Hands the caller each finished choice the moment it finishes, and counts choice chunks,
+    also when a later payload of the same read breaks the stream: what finished is never lost."""
+
+    __slots__ = ("assembler", "on_choice", "on_chunks", "counted")
+
+    def __init__(self, assembler: StreamAssembler, on_choice: Callable[[FinishedChoice], None],
+                 on_chunks: Callable[[int], None]):  # fmt: skip
+        self.assembler = assembler
+        self.on_choice = on_choice
+        self.on_chunks = on_chunks
+        self.counted = 0
+
+    def feed(self, payloads: Iterable[bytes]) -> None:
+        try:
+            for choice in self.assembler.feed_all(payloads):
+                self.on_choice(choice)
+        finally:
+            self.count_chunks()
+
+    def count_chunks(self) -> None:
+        chunks = self.assembler.chunks
+        if chunks != self.counted:
+            self.on_chunks(chunks - self.counted)
+            self.counted = chunks
 
 
 def _error_message(body: bytes) -> str:

@@ -11,6 +11,7 @@
     └── StreamError             one request failed; the unfinished samples are retried
         ├── HTTPStatusError     the server answered with an error status before streaming
         └── ProtocolError       the server sent bytes that are not a valid SSE/OpenAI stream
+            └── IgnoredNError   the server answered one choice where n > 1 were asked
 
 Library errors (aiohttp, sqlite3, datasets) are translated at the edge with ``raise ... from``.
 """
@@ -70,3 +71,8 @@ class HTTPStatusError(StreamError):
 
 class ProtocolError(StreamError):
     pass
+
+
+class IgnoredNError(ProtocolError):
+    """The stream ended with only choice 0 where n > 1 were asked: the server ignores `n`
+    (llama.cpp-style servers, some gateways). Ask it for one sample per request."""

@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from itertools import repeat
 from dataclasses import dataclass
 
 import orjson
 
-from engine.errors import HTTPStatusError, ProtocolError
+from engine.errors import HTTPStatusError, IgnoredNError, ProtocolError
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +39,7 @@ class FinishedChoice:
 _CHOICE = b'"choices":[{"index":'
 _TEXT = b',"text":"'
 _TEXT_END = b'","logprobs":'  # cannot occur inside a JSON string: its quotes would be escaped
+MAX_USAGE_TOKENS = 1 << 31  # more than any context length times any n a request may ask for
 _RUNNING_TAIL = b'","logprobs":null,"finish_reason":null,"stop_reason":null,"prompt_token_ids":null,"token_ids":null}]'
 
 
@@ -68,12 +69,14 @@ class StreamAssembler:
     def unfinished(self) -> list[int]:
         return [i for i, done in enumerate(self._finished) if not done]
 
-    def feed(self, payload: bytes) -> list[FinishedChoice]:
+    def feed(self, payload: bytes) -> Iterator[FinishedChoice]:
         return self.feed_all((payload,))
 
-    def feed_all(self, payloads: Iterable[bytes]) -> list[FinishedChoice]:
-        """Feed payloads in order; returns the choices they finished, in order."""
-        finished: list[FinishedChoice] = []
+    def feed_all(self, payloads: Iterable[bytes]) -> Iterator[FinishedChoice]:
+        """Feed payloads in order, yielding each choice the moment it finishes (a generator:
+        nothing is fed until it is iterated). A payload that breaks the protocol raises
+        ProtocolError only after every choice finished before it was yielded: a caller that
+        stores what it is given loses nothing to a later error in the same read."""
         parts, counts, first, indices = self._parts, self._counts, self._first, self._indices
         prefix = self._prefix
         skip = len(prefix) if prefix is not None else 0
@@ -103,9 +106,8 @@ class StreamAssembler:
                     skip = len(prefix)
             self.chunks += fast
             fast = 0
-            finished += self._feed_parsed(payload)
+            yield from self._feed_parsed(payload)
         self.chunks += fast
-        return finished
 
     def feed_http_chunks(self, block: bytes) -> bool:
         """The hottest path: `block` is whole HTTP/1.1 chunks of a chunked body (the caller's
@@ -148,15 +150,17 @@ class StreamAssembler:
         self.chunks += len(found)
         return True
 
-    def _feed_parsed(self, payload: bytes) -> list[FinishedChoice]:
+    def _feed_parsed(self, payload: bytes) -> Iterator[FinishedChoice]:
         if self.done:
             raise ProtocolError("data after [DONE]")
         if payload == b"[DONE]":
             self.done = True
             self._indices.clear()
+            if self.n > 1 and self._finished[0] and not any(self._counts[1:]):
+                raise IgnoredNError(f"the server answered with one choice where n={self.n} were asked")
             if not all(self._finished):
                 raise ProtocolError(f"[DONE] before choices {self.unfinished()} finished")
-            return []
+            return
         try:
             chunk = orjson.loads(payload)
         except orjson.JSONDecodeError as exc:
@@ -170,13 +174,11 @@ class StreamAssembler:
             raise ProtocolError(f"chunk without choices: {payload[:80]!r}")
         usage = chunk.get("usage")
         if not choices and isinstance(usage, dict):
-            self.usage = usage
-        finished: list[FinishedChoice] = []
+            self.usage = _checked_usage(usage)
         for choice in choices:
             done = self._choice(choice)
             if done is not None:
-                finished.append(done)
-        return finished
+                yield done
 
     def _choice(self, choice) -> FinishedChoice | None:
         announcement = False
@@ -207,14 +209,14 @@ class StreamAssembler:
         self._counts[index] += 1
         if finish_reason is None:
             return None
-        self._finished[index] = True
-        self._indices.pop(b"%d" % index, None)
         raw = b"".join(self._parts[index])
-        self._parts[index] = []
-        try:
+        try:  # invalid UTF-8, a lone surrogate or a bad escape: the choice stays unfinished (retried)
             whole = orjson.loads(b'"' + raw + b'"') if raw else ""
         except orjson.JSONDecodeError as exc:
             raise ProtocolError(f"choice {index}: its text is not a valid JSON string") from exc
+        self._finished[index] = True
+        self._indices.pop(b"%d" % index, None)
+        self._parts[index] = []
         text, reason = _apply_stop(whole, str(finish_reason), self.stop)
         return FinishedChoice(index, text, self._counts[index], reason, self._first[index], now)
 
@@ -222,6 +224,15 @@ class StreamAssembler:
 def _apply_stop(text: str, finish_reason: str, stop: tuple[str, ...]) -> tuple[str, str]:
     cut = min((i for i in map(text.find, stop) if i >= 0), default=-1)
     return (text, finish_reason) if cut < 0 else (text[:cut], "stop")
+
+
+def _checked_usage(usage: dict) -> dict:
+    """A usage object whose token counts are plausible integers; anything else is a broken server."""
+    for key in ("prompt_tokens", "completion_tokens", "total_tokens"):
+        value = usage.get(key)
+        if value is not None and (type(value) is not int or not 0 <= value <= MAX_USAGE_TOKENS):
+            raise ProtocolError(f"usage {key} is not a plausible token count: {str(value)[:40]}")
+    return usage
 
 
 def _inband_error(error) -> HTTPStatusError:

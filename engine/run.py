@@ -132,9 +132,21 @@ async def run_sweep(cfg: RunConfig, registry: CollectorRegistry | None = None) -
             elapsed_s=round(time.monotonic() - started, 3), generation_failures=totals["generation_failures"],
             new_samples=sweep.stats.samples_verified, new_tokens=sweep.stats.tokens,
             target=len(problems) * options.samples, stopped=sweep.stopped,
+            missing=sum(max(0, options.samples - counts.get(t, (0, 0))[0]) for t in wanted),
         )
     finally:
         store.close()
+
+
+def exit_status(summary: dict) -> int:
+    """`engine run`'s exit status (DESIGN.md), from what the store holds at the end: 0 when every
+    sample of the target is verified, or when a signal stopped the run (it resumes); 1 when
+    samples are missing, failed to generate or ended as infrastructure errors (the same command
+    retries them)."""
+    if summary["stopped"]:
+        return 0
+    holes = summary["missing"] + summary["generation_failures"] + summary.get("infra_errors", 0)
+    return 1 if holes else 0
 
 
 @contextlib.contextmanager

@@ -17,7 +17,7 @@ import aiohttp
 
 from engine.chat import chat_messages, extract_completion
 from engine.client import request_body, stream_completion, timeout_for
-from engine.errors import StreamError
+from engine.errors import IgnoredNError, StreamError
 from engine.openai_stream import FinishedChoice, StreamAssembler
 from engine.progress import Progress
 from engine.records import Problem, Sample
@@ -33,6 +33,7 @@ from engine.scheduler import (
     problem_seed,
     record_failure,
     record_success,
+    take_for,
 )
 from engine.servers import Fleet
 from engine.store import Store, StoredVerdict
@@ -134,6 +135,7 @@ class Sweep:
         self._timeout = timeout_for(options.idle_timeout_s)
         self._rng = random.Random()
         self._stopping = False
+        self._crashed: Exception | None = None
         self._work: asyncio.Task | None = None
 
     @property
@@ -165,6 +167,8 @@ class Sweep:
             # A verifier or the flusher dying must stop the sweep, not leave it waiting forever.
             done, _ = await asyncio.wait([work, *background], return_when=asyncio.FIRST_COMPLETED)
             for task in done:
+                if self._crashed is not None:
+                    raise self._crashed
                 if task is work and task.cancelled() and self._stopping:
                     continue  # abort()
                 task.result()
@@ -192,8 +196,8 @@ class Sweep:
             if pending is not None and self.admission.can_admit(pending.n):
                 server = pick_server(self.fleet.servers, pending.n, now, avoid=pending.avoid)
             if server is not None:
-                self._start(server, pending)
-                pending = None
+                now_part, pending = take_for(pending, server)
+                self._start(server, now_part)
                 continue
             # Sleep until something changes: capacity freed, a server up, a retry or a breaker due.
             wakeups = [t for t in (self._retries[0][0] if self._retries else None,
@@ -261,6 +265,8 @@ class Sweep:
                 on_chunks(reported - assembler.chunks)  # chunks that carried several tokens
         except StreamError as exc:
             self._failed(server, request, assembler.unfinished(), exc)
+        except Exception as exc:  # a bug of ours, not the server's: end the sweep, never leave a hole
+            self._crash(exc)
         finally:
             server.inflight_requests -= 1
             server.inflight_seqs -= len(assembler.unfinished())
@@ -271,11 +277,16 @@ class Sweep:
             self.fleet.changed.set()
 
     def _failed(self, server: ServerState, request: Request, unfinished: list[int], exc: StreamError) -> None:
-        self.metrics.generation_errors.labels(server.url).inc()
+        """The request ended early: its unfinished samples are retried or recorded as failed;
+        those that finished are stored already."""
         self.admission.release(len(unfinished))
         indices = [request.start + i for i in unfinished]
         task_id = request.problem.task_id
         now = time.monotonic()
+        if isinstance(exc, IgnoredNError):
+            self._fall_back_to_one_per_request(server, request, indices)
+            return
+        self.metrics.generation_errors.labels(server.url).inc()
         if exc.connect_failed:
             # Nothing was sent: the server is down (or still loading), not the request at fault.
             self.fleet.mark_down(server)
@@ -284,20 +295,42 @@ class Sweep:
             attempt = request.attempt + 1
             if record_failure(server, now, exc.retry_after):
                 log.warning("%s failed %d requests in a row; pausing it", server.url, server.consecutive_failures)
-        if exc.retryable and attempt <= self.options.retries:
+        if not indices:
+            log.warning("%s: %s broke its stream after every sample finished (%s)", task_id, server.url, exc)
+        elif exc.retryable and attempt <= self.options.retries:
             delay = max(backoff_seconds(attempt, self._rng.random()), exc.retry_after or 0.0)
             log.warning(
                 "%s: %s samples %s..%s failed on %s (%s); retrying in %.1f s",
                 task_id, len(indices), indices[0], indices[-1], server.url, exc, delay,
             )
-            for start, n in contiguous_runs(indices, self.options.request_n):
-                self._retry_seq += 1
-                retry = Request(request.problem, start, n, attempt, avoid=server.url)
-                heapq.heappush(self._retries, (now + delay, self._retry_seq, retry))
+            self._retry(request, indices, attempt, now + delay, avoid=server.url)
         else:
             log.error("%s: %d samples could not be generated: %s", task_id, len(indices), exc)
             for index in indices:
                 self.store.stage_failure(task_id, index, str(exc), attempt)
+
+    def _fall_back_to_one_per_request(self, server: ServerState, request: Request, indices: list[int]) -> None:
+        """The server gave one choice where n were asked: from now on it gets one sample per
+        request, and the samples it left out are asked for again at once, as no failure."""
+        if not server.ignores_n:
+            log.warning("%s ignores n (one choice where %d were asked): one sample per request from now on",
+                        server.url, request.n)  # fmt: skip
+        server.ignores_n = True
+        self._retry(request, indices, request.attempt, time.monotonic(), avoid=None)
+
+    def _retry(self, request: Request, indices: list[int], attempt: int, due: float, avoid: str | None) -> None:
+        for start, n in contiguous_runs(indices, self.options.request_n):
+            self._retry_seq += 1
+            retry = Request(request.problem, start, n, attempt, avoid=avoid)
+            heapq.heappush(self._retries, (due, self._retry_seq, retry))
+
+    def _crash(self, exc: Exception) -> None:
+        """End the sweep with `exc` (raised by run()); what is stored stays, and resumes."""
+        if self._crashed is None:
+            self._crashed = exc
+            self._stopping = True
+            if self._work is not None:
+                self._work.cancel()
 
     # -- verification ------------------------------------------------------------------------
 

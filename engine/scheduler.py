@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from engine.records import Problem
 
@@ -55,6 +55,14 @@ def plan_requests(
             yield Request(problem, start, n)
 
 
+def take_for(request: Request, server: ServerState) -> tuple[Request, Request | None]:
+    """The part of `request` that `server` gets now, and the rest for the next server (None when
+    it takes all): a server that ignores `n` gets one sample per request."""
+    if not server.ignores_n or request.n == 1:
+        return request, None
+    return replace(request, n=1), replace(request, start=request.start + 1, n=request.n - 1)
+
+
 class Admission:
     """Backpressure: a request is admitted only while the bounded queue has room for every
     sample it will produce. Slots are held from admission until a sample's verdict is in, so
@@ -87,6 +95,7 @@ class ServerState:
     inflight_seqs: int = 0
     waiting: int = 0  # requests queued inside the server, as it reports them (other clients too)
     consecutive_failures: int = 0
+    ignores_n: bool = False  # answers one choice whatever n asks (llama.cpp-style servers, some gateways)
     open_until: float = 0.0  # circuit breaker: no new request before this (monotonic seconds)
     trips: int = 0  # breaker openings in a row; each doubles the cooldown
 

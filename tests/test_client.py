@@ -133,7 +133,7 @@ def test_vllm_framed_stream_split_anywhere_gives_what_the_layered_parsers_give(s
             await asyncio.sleep(0.001)
 
     assembler, choices, chunks = run(consume(script))
-    expected = StreamAssembler(4).feed_all(SSEParser().feed(STREAM.body))
+    expected = list(StreamAssembler(4).feed_all(SSEParser().feed(STREAM.body)))
     key = lambda c: (c.index, c.text, c.tokens, c.finish_reason)  # noqa: E731
     assert sorted(map(key, choices)) == sorted(map(key, expected))
     assert sum(chunks) == assembler.chunks == sum(c.tokens for c in expected)

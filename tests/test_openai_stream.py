@@ -70,7 +70,7 @@ def test_inband_error_event_is_a_non_retryable_400(name):
     assembler = StreamAssembler(1)
     with pytest.raises(HTTPStatusError) as info:
         for payload in payloads(name):
-            assembler.feed(payload)
+            list(assembler.feed(payload))
     assert info.value.status == 400 and not info.value.retryable
 
 
@@ -78,34 +78,34 @@ def test_done_before_every_choice_finished_is_a_protocol_error():
     stream = payloads("24_stream_n4_include_usage_only")
     assembler = StreamAssembler(4)
     for payload in stream[:3]:
-        assembler.feed(payload)
+        list(assembler.feed(payload))
     with pytest.raises(ProtocolError):
-        assembler.feed(b"[DONE]")
+        list(assembler.feed(b"[DONE]"))
     assert assembler.unfinished() == [0, 1, 2, 3]
 
 
 def test_choice_after_its_finish_and_index_out_of_range_are_protocol_errors():
     chunk = b'{"choices":[{"index":0,"text":"x","finish_reason":"stop"}]}'
     assembler = StreamAssembler(1)
-    assert len(assembler.feed(chunk)) == 1
+    assert len(list(assembler.feed(chunk))) == 1
     with pytest.raises(ProtocolError):
-        assembler.feed(chunk)
+        list(assembler.feed(chunk))
     with pytest.raises(ProtocolError):
-        StreamAssembler(1).feed(b'{"choices":[{"index":3,"text":"x","finish_reason":null}]}')
+        list(StreamAssembler(1).feed(b'{"choices":[{"index":3,"text":"x","finish_reason":null}]}'))
 
 
 @pytest.mark.parametrize("payload", [b"not json", b"[1, 2]", b'{"id": 1}', b'{"choices":[{"text":"x"}]}'])
 def test_malformed_chunks_are_protocol_errors(payload):
     with pytest.raises(ProtocolError):
-        StreamAssembler(1).feed(payload)
+        list(StreamAssembler(1).feed(payload))
 
 
 def test_stop_strings_the_server_did_not_apply_are_applied_as_vllm_would():
     assembler = StreamAssembler(2, stop=("\ndef", "\n#"))
-    assert assembler.feed(b'{"choices":[{"index":0,"text":"    return 1\\n# done","finish_reason":null}]}') == []
-    (first,) = assembler.feed(b'{"choices":[{"index":0,"text":"\\nprint(1)","finish_reason":"length"}]}')
+    assert list(assembler.feed(b'{"choices":[{"index":0,"text":"    return 1\\n# done","finish_reason":null}]}')) == []
+    (first,) = list(assembler.feed(b'{"choices":[{"index":0,"text":"\\nprint(1)","finish_reason":"length"}]}'))
     assert (first.text, first.finish_reason, first.tokens) == ("    return 1", "stop", 2)
-    (second,) = assembler.feed(b'{"choices":[{"index":1,"text":"    return 2","finish_reason":"length"}]}')
+    (second,) = list(assembler.feed(b'{"choices":[{"index":1,"text":"    return 2","finish_reason":"length"}]}'))
     assert (second.text, second.finish_reason) == ("    return 2", "length")
 
 
@@ -120,9 +120,9 @@ def test_fast_path_texts_are_decoded_as_json_strings_whatever_their_escapes():
     pieces = [b"a\\\\", b"\\\"q\\\"", b"\\n\\t", b"\\u00e9\\ud83d", b"\\ude00 caf\xc3\xa9", b"\\\\"]
     assembler = StreamAssembler(2)
     for piece in pieces:
-        assert assembler.feed(_running(1, piece)) == []
+        assert list(assembler.feed(_running(1, piece))) == []
     assert assembler.chunks == len(pieces) and assembler.unfinished() == [0, 1]
-    (done,) = assembler.feed(b'{"choices":[{"index":1,"text":"!","finish_reason":"length"}]}')
+    (done,) = list(assembler.feed(b'{"choices":[{"index":1,"text":"!","finish_reason":"length"}]}'))
     expected = orjson.loads(b'"' + b"".join(pieces) + b'!"')
     assert done.text == expected == 'a\\"q"\n\té\U0001f600 café\\!' and done.tokens == len(pieces) + 1
 
@@ -130,14 +130,14 @@ def test_fast_path_texts_are_decoded_as_json_strings_whatever_their_escapes():
 def test_fast_path_leaves_errors_to_the_full_parse():
     assembler = StreamAssembler(1)
     with pytest.raises(ProtocolError):
-        assembler.feed(_running(1, b"x"))  # index out of range
-    assembler.feed(_running(0, b"bad \\x escape"))
+        list(assembler.feed(_running(1, b"x")))  # index out of range
+    list(assembler.feed(_running(0, b"bad \\x escape")))
     with pytest.raises(ProtocolError):
-        assembler.feed(b'{"choices":[{"index":0,"text":"","finish_reason":"stop"}]}')
+        list(assembler.feed(b'{"choices":[{"index":0,"text":"","finish_reason":"stop"}]}'))
     assembler = StreamAssembler(1)
-    assembler.feed(b'{"choices":[{"index":0,"text":"","finish_reason":"stop"}]}')
+    list(assembler.feed(b'{"choices":[{"index":0,"text":"","finish_reason":"stop"}]}'))
     with pytest.raises(ProtocolError):
-        assembler.feed(_running(0, b"after the finish"))
+        list(assembler.feed(_running(0, b"after the finish")))
 
 
 @settings(max_examples=300, deadline=None)
@@ -145,9 +145,9 @@ def test_fast_path_leaves_errors_to_the_full_parse():
 def test_arbitrary_payloads_parse_or_raise_one_protocol_error(payload, n):
     assembler = StreamAssembler(n or 1)
     try:
-        assembler.feed(payload)
-        assembler.feed(_running(0, payload.replace(b"\\", b"").replace(b'"', b"")))
-        assembler.feed(b'{"choices":[{"index":0,"text":"","finish_reason":"stop"}]}')
+        list(assembler.feed(payload))
+        list(assembler.feed(_running(0, payload.replace(b"\\", b"").replace(b'"', b""))))
+        list(assembler.feed(b'{"choices":[{"index":0,"text":"","finish_reason":"stop"}]}'))
     except (ProtocolError, HTTPStatusError):
         pass
 
@@ -187,7 +187,7 @@ def test_http_chunk_fast_path_takes_exactly_what_the_layered_path_takes(name):
     # a block of several whole chunks at once, and blocks that must be refused untouched
     block = b"".join(chunks[1:4])
     again = StreamAssembler(n)
-    again.feed_all(SSEParser().feed(chunks[0][chunks[0].index(b"\r\n") + 2 : -2]))
+    list(again.feed_all(SSEParser().feed(chunks[0][chunks[0].index(b"\r\n") + 2 : -2])))
     before = (again.chunks, [list(p) for p in again._parts])
     for bad in (block[:-1], block + b"0\r\n\r\n", b"x" + block, block.replace(b"\r\ndata", b";e\r\ndata", 1)):
         assert not again.feed_http_chunks(bad)
