@@ -657,3 +657,91 @@ def test_command_injects_and_logs_faults(tmp_path):
     assert proc.returncode == 0, err
     assert "injecting faults http429=1:retry=4s (seed 9)" in err
     assert re.search(r"I fault http429 on server0 \(http://127\.0\.0\.1:\d+\): 429 before streaming", err), err
+
+
+# -- broken-server faults and positions counted from the end (issue 9) ----------------------------
+
+USAGE = {"stream_options": {"include_usage": True}}
+
+
+async def _events_of(spec: str, n: int = 1, **body) -> tuple[list[bytes], dict[str, int]]:
+    """One streaming request's event payloads (after `data: `), and the faults counted."""
+    async with fleet(spec) as f, aiohttp.ClientSession() as s:
+        async with await post(s, f.urls[0], stream=True, n=n, **USAGE, **body) as r:
+            events = await read_events(r)
+        return events, f.fault_counts()
+
+
+def _finishing(event: bytes) -> bool:
+    return b'"finish_reason":"' in event
+
+
+def test_new_kinds_and_before_parse_and_print_back():
+    spec = parse_faults("dup=0.1:before=0-3,bad_index=0.1:after=2,bad_utf8=0.1,surrogate=0.1:before=1,usage=0.1,"
+                        "reset=0.1:before=0")  # fmt: skip
+    rates = {f.kind: f for f in spec.rates}
+    assert rates["dup"].before == (0, 3) and rates["surrogate"].before == (1, 1) and rates["reset"].before == (0, 0)
+    assert rates["bad_index"].after == (2, 2) and rates["bad_index"].before is None
+    assert parse_faults(str(spec)) == spec
+    for bad, message in [("reset=0.1:after=1:before=2", "conflicts"), ("usage=0.1:after=1", "takes no option"),
+                         ("dup=0.1:before=x", "before takes a count"), ("cut=0.1:before=5-1", "empty range")]:
+        with pytest.raises(FaultSpecError, match=message):
+            parse_faults(bad)
+
+
+@pytest.mark.parametrize("before", [0, 1, 2, 3])
+def test_before_counts_events_back_from_done(before):
+    """n=1, 40 tokens: 39 running events, the finishing one, the usage chunk, [DONE]. A reset with
+    K events left lets exactly 42 - 1 - K events through."""
+
+    async def main():
+        async with fleet(f"reset=1:before={before}") as f, aiohttp.ClientSession() as s:
+            async with await post(s, f.urls[0], stream=True, **USAGE) as r:
+                got = []
+                with pytest.raises(aiohttp.ClientPayloadError):
+                    while True:
+                        got.append(await next_event(r))
+            assert len(got) == 41 - before
+            assert only(f.fault_counts(), reset=1)
+
+    run(main())
+
+
+def test_dup_sends_a_finishing_event_twice_even_as_the_last_event():
+    events, counts = run(_events_of("dup=1:before=0", n=2))
+    finishing = [e for e in events if _finishing(e)]
+    assert len(finishing) == 3 and finishing[-1] == finishing[-2]  # the last one again, just before [DONE]
+    assert events[-2] == finishing[-1] and events[-1] == b"[DONE]" and only(counts, dup=1)
+    events, _ = run(_events_of("dup=1:after=3", n=2))  # mid-stream: the next finishing event, twice
+    i = next(i for i, e in enumerate(events) if _finishing(e))
+    assert events[i] == events[i + 1] and i >= 3
+
+
+def test_bad_index_utf8_and_surrogate_alter_the_next_choice_event():
+    events, counts = run(_events_of("bad_index=1:after=3"))
+    assert json.loads(events[3])["choices"][0]["index"] == 1000000 and only(counts, bad_index=1)
+    assert len(events) == 40 + 2  # altered, not added
+    events, _ = run(_events_of("bad_utf8=1:before=2"))  # the last choice event: the finishing one
+    bad = events[-3]
+    assert _finishing(bad) and b'"text":"\xff\xfe' in bad
+    with pytest.raises(UnicodeDecodeError):
+        bad.decode()
+    events, _ = run(_events_of("surrogate=1:after=0"))
+    assert b'"text":"\\ud800' in events[0]
+
+
+def test_usage_fault_sends_an_absurd_count():
+    events, counts = run(_events_of("usage=1"))
+    usage = json.loads(events[-2])
+    assert usage["choices"] == [] and usage["usage"]["completion_tokens"] == 2**64 - 1 and only(counts, usage=1)
+
+
+def test_a_server_that_ignores_n_answers_one_choice():
+    async def main():
+        async with fleet("", ignore_n=True) as f, aiohttp.ClientSession() as s:
+            async with await post(s, f.urls[0], stream=True, n=4, **USAGE) as r:
+                events = await read_events(r)
+        indices = {c["index"] for e in events[:-1] for c in json.loads(e)["choices"]}
+        assert indices == {0} and events[-1] == b"[DONE]"
+
+    run(main())

@@ -166,14 +166,15 @@ class SimulatedAPI:
                   framed=request.version >= HttpVersion11, include_usage=req.include_usage,
                   continuous=req.continuous_usage)  # fmt: skip
         greedy = req.temperature == 0
+        n = 1 if self.config.ignore_n else req.n
         for p, (prompt, count) in enumerate(zip(req.prompts, req.prompt_tokens)):
             key = prompt if isinstance(prompt, str) else "token-ids:" + ",".join(map(str, prompt))
             max_tokens = min(req.max_tokens or DEFAULT_MAX_TOKENS, self.config.max_model_len - count)
             job.prompt_tokens += count
-            for j in range(req.n):
+            for j in range(n):
                 plan = self.plans.get(self.model.sample(key, self._seed(req.seed, j, greedy)), req.stop,
                                       req.include_stop_str_in_output)  # fmt: skip
-                job.add(p * req.n + j, plan, count, max_tokens)
+                job.add(p * n + j, plan, count, max_tokens)
         return job
 
     def _chat_job(self, request: web.Request, req: ChatRequest) -> Job:
@@ -189,13 +190,14 @@ class SimulatedAPI:
         max_tokens = min(req.max_tokens or room, room)
         job.prompt_tokens = prompt_tokens
         greedy = req.temperature == 0
-        for j in range(req.n):
+        n = 1 if self.config.ignore_n else req.n
+        for j in range(n):
             plan = self.plans.get(self.model.chat_sample(req.messages, self._seed(req.seed, j, greedy)), req.stop,
                                   req.include_stop_str_in_output)  # fmt: skip
             job.add(j, plan, prompt_tokens, max_tokens)
         if encoder is not None:
             usage = encoder.step_usage(prompt_tokens, 0) if req.continuous_usage else b""
-            job.opening = [encoder.role_event(j, usage) for j in range(req.n)]
+            job.opening = [encoder.role_event(j, usage) for j in range(n)]
         return job
 
     def _seed(self, seed: int | None, child: int, greedy: bool) -> int | None:

@@ -51,15 +51,18 @@ class HostsFileWriteError(InputError):
                    "(syntax: README, or engine/simulator/faults.py).")  # fmt: skip
 @click.option("--faults-seed", type=int, default=0, show_default=True,
               help="Seed of the per-request fault draws: the same seed, the same faults.")  # fmt: skip
+@click.option("--ignore-n", is_flag=True,
+              help="Answer one choice per request whatever n asks, as llama.cpp's server and some gateways do.")
 def simulate(servers: int, hosts_file: Path, tokens_per_second: float, seed: int, host: str, base_port: int,
              model_name: str, dataset: str, max_num_seqs: int, max_model_len: int, faults: str | None,
-             faults_seed: int) -> None:  # fmt: skip
+             faults_seed: int, ignore_n: bool) -> None:  # fmt: skip
     """Start simulated vLLM servers (a synthetic model, no GPU) and serve until stopped."""
     try:
         _check_numbers(servers, base_port, tokens_per_second, max_num_seqs, max_model_len)
         spec = parse_faults(faults)
         spec.check_fleet(servers)
-        config = SimulatorConfig(model_name=model_name, max_num_seqs=max_num_seqs, max_model_len=max_model_len)
+        config = SimulatorConfig(model_name=model_name, max_num_seqs=max_num_seqs, max_model_len=max_model_len,
+                                 ignore_n=ignore_n)  # fmt: skip
         _check_writable(hosts_file)
         from engine.simulator.fleet import SimulatedFleet  # aiohttp: only when simulating
 

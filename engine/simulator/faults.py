@@ -13,6 +13,9 @@ RATE is a probability (`0.05`) or a percentage (`5%`). Durations always carry a 
 `0.5s`, `30s`, `2m`. `serverI` is the I-th server, from 0, in hosts-file order. Options:
 `after=N` (or `after=A-B`, drawn per request) is how many SSE events reach the client before
 the fault (default 1); when the stream has fewer, the fault happens just before `[DONE]`.
+`before=K` (or `before=A-B`) counts from the other end instead: the fault happens with K events
+left before `[DONE]` (`before=0`: just before it; `before=1`: before the usage chunk), the
+events of the stream's end being held back until `[DONE]` shows where the end is.
 
 Per-request kinds; at most one fault per request, rates add up to at most 1:
 
@@ -34,6 +37,13 @@ Per-request kinds; at most one fault per request, rates add up to at most 1:
                 clean end of the response
     kill        after N events the server is killed (listener closed, every connection
                 dropped) and restarts after T (required)
+    dup         the next event that finishes a choice is sent twice (a duplicate choice index;
+                at the end: the last finishing event again), then the stream goes on
+    bad_index   the next choice event gets index 1000000 (out of range), then the stream goes on
+    bad_utf8    the next choice event's text gets invalid UTF-8 bytes, then the stream goes on
+    surrogate   the next choice event's text gets a lone surrogate (the escape \ud800)
+    usage       the usage chunk says completion_tokens = 2^64 - 1
+    (for the four before usage, with no choice event left: the last finishing event, altered)
 
 Stream kinds apply to streaming requests only; a non-streaming request that draws one is
 served normally (and nothing is counted). The draw for the k-th request a server receives is a
@@ -57,7 +67,8 @@ from dataclasses import dataclass
 from engine.errors import InputError
 
 HTTP_KINDS = ("http500", "http503", "http429")
-STREAM_KINDS = ("slow_first", "stall", "reset", "cut", "malformed", "inband", "kill")
+STREAM_KINDS = ("slow_first", "stall", "reset", "cut", "malformed", "inband", "kill", "dup", "bad_index", "bad_utf8",
+                "surrogate", "usage")  # fmt: skip
 RATE_KINDS = HTTP_KINDS + STREAM_KINDS  # also the order in which a request's draw is resolved
 SCHEDULED_KINDS = ("kill", "fleet_down", "degrade")
 KINDS = tuple(dict.fromkeys(RATE_KINDS + SCHEDULED_KINDS))  # every label of sim_faults_injected_total
@@ -74,12 +85,17 @@ _RATE_OPTIONS = {
     "http503": {"retry"},
     "http429": {"retry"},
     "slow_first": {"T"},
-    "stall": {"T", "after", "close"},
-    "reset": {"after"},
-    "cut": {"after", "close"},
-    "malformed": {"after", "truncated", "garbage"},
-    "inband": {"after"},
-    "kill": {"T", "after"},
+    "stall": {"T", "after", "before", "close"},
+    "reset": {"after", "before"},
+    "cut": {"after", "before", "close"},
+    "malformed": {"after", "before", "truncated", "garbage"},
+    "inband": {"after", "before"},
+    "kill": {"T", "after", "before"},
+    "dup": {"after", "before"},
+    "bad_index": {"after", "before"},
+    "bad_utf8": {"after", "before"},
+    "surrogate": {"after", "before"},
+    "usage": set(),
 }
 _NEEDS_T = {"slow_first", "stall", "kill"}
 _SCHEDULED_OPTIONS = {"kill": set(), "fleet_down": set(), "degrade": {"errors"}}
@@ -100,6 +116,7 @@ class FaultPlan:
 
     kind: str
     after: int = 1  # SSE events delivered before the fault (stream kinds)
+    before: int | None = None  # or: events left between the fault and [DONE]
     seconds: float = 0.0  # stall, slow_first: silence; kill: time down
     retry_after: int | None = None  # http429, http503: the Retry-After header
     variant: str = ""  # http500: body; stall: "close"; malformed: "garbage" or "truncated"
@@ -114,15 +131,17 @@ class RateFault:
     after: tuple[int, int] = (1, 1)
     retry_after: int | None = None
     variant: str = ""
+    before: tuple[int, int] | None = None
 
     def plan(self, rng: random.Random) -> FaultPlan:
         lo, hi = self.after
         after = lo if lo == hi else rng.randint(lo, hi)
+        before = None if self.before is None else rng.randint(*self.before)
         noise = b""
         if self.kind == "malformed" and self.variant == "garbage":
             # 0xff never starts valid UTF-8 or JSON; no CR/LF, so the event stays one line.
             noise = b"\xff" + rng.randbytes(_GARBAGE_BYTES).replace(b"\n", b"?").replace(b"\r", b"?")
-        return FaultPlan(self.kind, after, self.seconds, self.retry_after, self.variant, noise)
+        return FaultPlan(self.kind, after, before, self.seconds, self.retry_after, self.variant, noise)
 
     def __str__(self) -> str:
         opts = []
@@ -131,6 +150,9 @@ class RateFault:
         if "after" in _RATE_OPTIONS[self.kind] and self.after != (1, 1):
             lo, hi = self.after
             opts.append(f"after={lo}" if lo == hi else f"after={lo}-{hi}")
+        if self.before is not None:
+            lo, hi = self.before
+            opts.append(f"before={lo}" if lo == hi else f"before={lo}-{hi}")
         if self.retry_after is not None and not (self.kind == "http429" and self.retry_after == 1):
             opts.append(f"retry={self.retry_after}s")
         if self.kind == "http500" and self.variant != "empty":
@@ -244,6 +266,7 @@ def _rate(item: str, kind: str, head: str, options: list[str]) -> RateFault:
     allowed = _RATE_OPTIONS[kind]
     seconds: float | None = None
     after = (1, 1)
+    before: tuple[int, int] | None = None
     retry_after = 1 if kind == "http429" else None
     variant = {"http500": "empty", "stall": "continue", "malformed": "garbage"}.get(kind, "")
     seen: set[str] = set()
@@ -254,7 +277,8 @@ def _rate(item: str, kind: str, head: str, options: list[str]) -> RateFault:
             raise _BadDuration(f"bad duration {opt!r}: use a number with a unit, e.g. 250ms, 0.5s, 30s, 2m")
         if key not in allowed:
             raise FaultSpecError(f"fault {item!r}: {kind} takes no option {opt!r} (it takes: {_describe(allowed)})")
-        if key in seen or (key in ("close", "truncated", "garbage") and seen & {"close", "truncated", "garbage"}):
+        if (key in seen or (key in ("close", "truncated", "garbage") and seen & {"close", "truncated", "garbage"})
+                or (key in ("after", "before") and seen & {"after", "before"})):  # fmt: skip
             raise FaultSpecError(f"fault {item!r}: option {opt!r} conflicts with an earlier one")
         seen.add(key)
         if key == "T":
@@ -263,6 +287,8 @@ def _rate(item: str, kind: str, head: str, options: list[str]) -> RateFault:
                 raise FaultSpecError(f"fault {item!r}: the duration must be positive")
         elif key == "after":
             after = _after(item, val)
+        elif key == "before":
+            before = _after(item, val, "before")
         elif key == "retry":
             retry = parse_duration(val, "retry")
             if retry != int(retry):
@@ -278,7 +304,7 @@ def _rate(item: str, kind: str, head: str, options: list[str]) -> RateFault:
             variant = key
     if kind in _NEEDS_T and seconds is None:
         raise FaultSpecError(f"fault {item!r}: {kind} needs a duration, e.g. {kind}={head}:{_EXAMPLE_T[kind]}")
-    return RateFault(kind, rate, seconds or 0.0, after, retry_after, variant)
+    return RateFault(kind, rate, seconds or 0.0, after, retry_after, variant, before)
 
 
 _EXAMPLE_T = {"slow_first": "2s", "stall": "30s", "kill": "5s"}
@@ -321,19 +347,20 @@ def _probability(item: str, text: str) -> float:
     return rate
 
 
-def _after(item: str, text: str) -> tuple[int, int]:
+def _after(item: str, text: str, name: str = "after") -> tuple[int, int]:
     match = _AFTER.fullmatch(text)
     if match is None:
-        raise FaultSpecError(f"fault {item!r}: after takes a count of events, N or A-B, got {text!r}")
+        raise FaultSpecError(f"fault {item!r}: {name} takes a count of events, N or A-B, got {text!r}")
     lo = int(match.group(1))
     hi = int(match.group(2)) if match.group(2) is not None else lo
     if hi < lo:
-        raise FaultSpecError(f"fault {item!r}: after={text} is an empty range")
+        raise FaultSpecError(f"fault {item!r}: {name}={text} is an empty range")
     return lo, hi
 
 
 def _describe(allowed: set[str]) -> str:
-    names = {"T": "a duration", "after": "after=N", "retry": "retry=T", "body": "body=empty|plain|json"}
+    names = {"T": "a duration", "after": "after=N", "before": "before=K", "retry": "retry=T",
+             "body": "body=empty|plain|json"}  # fmt: skip
     return ", ".join(names.get(a, a) for a in sorted(allowed, key=lambda a: (a != "T", a))) or "no options"
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import socket
 import struct
 from collections.abc import Callable, Iterator, Sequence
@@ -37,6 +38,12 @@ _FULL = 1 << 62  # the write-buffer size a stalled stream reports: the engine pa
 _RESTART_RETRY_S = 0.5
 
 INBAND_MESSAGE = "simulated fault: the engine failed while generating (engine simulate --faults)"
+_ALTERS = ("bad_index", "bad_utf8", "surrogate")  # kinds that alter the next choice event
+_FINISHING = b'"finish_reason":"'  # in a choice event: that choice finishes here (running: null)
+_CHOICE_EVENT = b'"choices":[{'
+_USAGE_EVENT = b'"choices":[]'
+_ABSURD_USAGE = b'"completion_tokens":18446744073709551615'
+_TEXT_OPENING = re.compile(rb'"(?:text|content)":"')
 
 
 class ServerFaults:
@@ -158,6 +165,8 @@ class _SabotagedTransport:
         self._timer: asyncio.TimerHandle | None = None
         self._events = 0  # events let through so far
         self._last = b""  # the last JSON event let through, for `truncated`
+        self._last_finishing = b""  # the last event let through that finished a choice, for `dup`
+        self._window: list[bytes] = []  # with `before=K`: the last events, held until [DONE] comes
         self.idle = asyncio.Event()  # nothing held
         self.idle.set()
 
@@ -173,17 +182,56 @@ class _SabotagedTransport:
             self._t.write(data)
             return
         events = self._split(data)
+        if self._s.plan.before is not None:
+            self._write_from_the_end(events)
+            return
         after = self._s.plan.after
         for i, event in enumerate(events):
-            if self._events >= after or self._payload(event) == DONE_EVENT:
-                if i:
-                    self._t.write(b"".join(events[:i]))
+            if (self._events + i >= after and self._ready(event)) or self._payload(event) == DONE_EVENT:
+                self._let_through(events[:i])
                 self._armed = False
                 self._fire(events[i:])
                 return
+        self._let_through(events)
+
+    def _write_from_the_end(self, events: list[bytes]) -> None:
+        """`before=K`: hold the last K events back; at [DONE], fire K events before it."""
+        window = self._window
+        window += events
+        done = next((i for i, e in enumerate(window) if self._payload(e) == DONE_EVENT), None)
+        if done is None:
+            keep = len(window) - self._s.plan.before
+            if keep > 0:
+                self._let_through(window[:keep])
+                del window[:keep]
+            return
+        at = max(0, done - self._s.plan.before)
+        self._let_through(window[:at])
+        self._armed = False
+        self._fire(window[at:])
+        self._window = []
+
+    def _let_through(self, events: list[bytes]) -> None:
+        if not events:
+            return
+        for event in events:
             self._events += 1
             self._last = event
-        self._t.write(data)
+            if _FINISHING in event:
+                self._last_finishing = event
+        self._t.write(b"".join(events))
+
+    def _ready(self, event: bytes) -> bool:
+        """Whether the fault may happen before `event`: the kinds that alter an event wait for
+        one they can alter, or the end of the choices."""
+        kind = self._s.plan.kind
+        if kind == "dup":
+            return _FINISHING in event or _USAGE_EVENT in event
+        if kind in _ALTERS:
+            return _CHOICE_EVENT in event or _USAGE_EVENT in event
+        if kind == "usage":
+            return _USAGE_EVENT in event
+        return True
 
     def is_closing(self) -> bool:
         closing = self._t.is_closing()
@@ -237,6 +285,8 @@ class _SabotagedTransport:
             self._held = list(rest)
             self.idle.clear()
             self._timer = asyncio.get_running_loop().call_later(plan.seconds, self._end_stall)
+        elif plan.kind in ("dup", "usage", *_ALTERS):
+            self._alter(rest)
         elif plan.kind == "kill":
             s._record(f"server killed after {n} events of this stream, down for {plan.seconds:g} s")
             self._dead = True
@@ -246,6 +296,27 @@ class _SabotagedTransport:
                 on_kill(plan.seconds)
         else:  # pragma: no cover - the spec parser admits no other kind here
             raise AssertionError(plan.kind)
+
+    def _alter(self, rest: list[bytes]) -> None:
+        """dup, bad_index, bad_utf8, surrogate, usage: one event sent twice or altered, then the
+        rest of the stream. With no event of the kind left, the last finishing event is used."""
+        kind, s = self._s.plan.kind, self._s
+        wanted = {"dup": _FINISHING, "usage": _USAGE_EVENT}.get(kind, _CHOICE_EVENT)
+        at = next((i for i, e in enumerate(rest) if wanted in e), None)
+        again = at is None and kind != "usage"  # the last finishing event, sent again (altered)
+        if again:
+            rest, at = [self._last_finishing, *rest], 0
+        if at is None or not rest[at]:
+            s._record("nothing to alter: the stream had no such event")
+            self._t.write(b"".join(rest))
+            return
+        event = rest[at]
+        if kind == "dup":
+            altered = [event] if again else [event, event]
+        else:
+            altered = [self._frame(_altered(kind, self._payload(event)))]
+        s._record(f"{kind}: event {self._events + at + 1} altered")
+        self._t.write(b"".join([*rest[:at], *altered, *rest[at + 1 :]]))
 
     def _end_stall(self) -> None:
         self._timer = None
@@ -301,6 +372,16 @@ class _SabotagedTransport:
             event = self._payload(self._last)
         body = event[len(b"data: ") : -2]
         return b"data: " + body[: max(1, len(body) // 2)] + b"\n\n"  # a proper prefix of an object
+
+
+def _altered(kind: str, event: bytes) -> bytes:
+    """One SSE event (`data: {...}\n\n`) as a broken server would send it."""
+    if kind == "bad_index":
+        return re.sub(rb'"index":\d+', b'"index":1000000', event, count=1)
+    if kind == "usage":
+        return re.sub(rb'"completion_tokens":\d+', _ABSURD_USAGE, event, count=1)
+    insert = b"\xff\xfe" if kind == "bad_utf8" else b"\\ud800"  # raw bytes / a JSON escape
+    return _TEXT_OPENING.sub(lambda m: m.group(0) + insert, event, count=1)
 
 
 class _Server(Protocol):
