@@ -314,7 +314,7 @@ class _SabotagedTransport:
         if kind == "dup":
             altered = [event] if again else [event, event]
         else:
-            altered = [self._frame(_altered(kind, self._payload(event)))]
+            altered = [self._frame(altered_event(kind, self._payload(event)))]
         s._record(f"{kind}: event {self._events + at + 1} altered")
         self._t.write(b"".join([*rest[:at], *altered, *rest[at + 1 :]]))
 
@@ -374,7 +374,7 @@ class _SabotagedTransport:
         return b"data: " + body[: max(1, len(body) // 2)] + b"\n\n"  # a proper prefix of an object
 
 
-def _altered(kind: str, event: bytes) -> bytes:
+def altered_event(kind: str, event: bytes) -> bytes:
     """One SSE event (`data: {...}\n\n`) as a broken server would send it."""
     if kind == "bad_index":
         return re.sub(rb'"index":\d+', b'"index":1000000', event, count=1)
