@@ -97,3 +97,17 @@ def test_backoff_grows_and_is_capped():
     assert backoff_seconds(0, 0.5) == 0.5
     assert backoff_seconds(3, 0.5) == 4.0
     assert backoff_seconds(20, 0.99) <= 30 * 1.5
+
+
+def test_a_server_that_ignores_n_takes_one_sample_of_a_request_and_leaves_the_rest():
+    """Invariant: the part taken and the rest cover the request's samples exactly, in order."""
+    from engine.scheduler import Request, take_for
+
+    problem = Problem("t", "p", "x", "f")
+    for n in (1, 2, 64):
+        request = Request(problem, 10, n, attempt=2, avoid="http://a")
+        honest, ignoring = ServerState("http://b", 8), ServerState("http://c", 8, ignores_n=True)
+        assert take_for(request, honest) == (request, None)
+        taken, rest = take_for(request, ignoring)
+        assert (taken.start, taken.n, taken.attempt) == (10, 1, 2)
+        assert rest is None if n == 1 else (rest.start, rest.n, rest.attempt) == (11, n - 1, 2)
