@@ -9,6 +9,7 @@ import logging
 import subprocess
 
 import orjson
+import pytest
 import uvloop
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -126,3 +127,12 @@ def test_engine_run_exits_1_with_holes_and_0_once_the_same_command_fills_them(tm
                                timeout=300)  # fmt: skip
     assert fixed.returncode == 0, fixed.stderr
     assert orjson.loads(fixed.stdout)["samples"] == 8 and orjson.loads(fixed.stdout)["missing"] == 0
+
+
+def test_a_bug_while_storing_a_sample_ends_the_sweep_with_it_instead_of_leaving_a_hole(tmp_path, monkeypatch):
+    def broken(self, sample):
+        raise RuntimeError("a bug in the engine")
+
+    monkeypatch.setattr(Store, "stage_sample", broken)
+    with pytest.raises(RuntimeError, match="a bug in the engine"):
+        sweep(tmp_path, "")
