@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import orjson
 
-from engine.errors import HTTPStatusError, IgnoredNError, ProtocolError
+from engine.errors import HTTPStatusError, IgnoredNError, ProtocolError, StreamError
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +106,14 @@ class StreamAssembler:
                     skip = len(prefix)
             self.chunks += fast
             fast = 0
-            yield from self._feed_parsed(payload)
+            finished: list[FinishedChoice] = []
+            try:
+                self._feed_parsed(payload, finished)
+            except StreamError:
+                yield from finished  # the choices this payload finished before its error
+                raise
+            if finished:
+                yield from finished
         self.chunks += fast
 
     def feed_http_chunks(self, block: bytes) -> bool:
@@ -150,7 +157,8 @@ class StreamAssembler:
         self.chunks += len(found)
         return True
 
-    def _feed_parsed(self, payload: bytes) -> Iterator[FinishedChoice]:
+    def _feed_parsed(self, payload: bytes, finished: list[FinishedChoice]) -> None:
+        """Parse one payload; the choices it finishes go to `finished` as they do."""
         if self.done:
             raise ProtocolError("data after [DONE]")
         if payload == b"[DONE]":
@@ -178,7 +186,7 @@ class StreamAssembler:
         for choice in choices:
             done = self._choice(choice)
             if done is not None:
-                yield done
+                finished.append(done)
 
     def _choice(self, choice) -> FinishedChoice | None:
         announcement = False
