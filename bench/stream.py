@@ -59,7 +59,7 @@ def encode_stream(n: int, tokens: int) -> list[bytes]:
     """One response body as HTTP chunks, grouped by engine step: element s is what step s sends."""
     from engine.dataset import load_problems
     from engine.simulator.tokens import split_tokens
-    from engine.simulator.wire import DONE_EVENT, ChunkEncoder, http_chunk, token_event
+    from engine.simulator.wire import DONE_EVENT, ChunkEncoder, http_chunk
 
     texts: list[bytes] = []
     for problem in load_problems():
@@ -75,7 +75,7 @@ def encode_stream(n: int, tokens: int) -> list[bytes]:
             if s == tokens - 1:
                 events.append(encoder.finish_event(prefix, text, "length", None, b"", False))
             else:
-                events.append(token_event(prefix, text))
+                events.append(encoder.token_event(prefix, text))
         steps.append(b"".join(http_chunk(e) for e in events))
     steps[-1] += http_chunk(encoder.usage_event(5, n * tokens)) + http_chunk(DONE_EVENT) + b"0\r\n\r\n"
     return steps
