@@ -249,6 +249,7 @@ class EngineClient:
         from engine.store import Store
         from metrics.exporter import EngineMetrics
         from metrics.running import RunningPassAtK
+        from sandbox.verifier import Verifier
 
         runner = importlib.import_module(runner_module)
         Sampling, Sweep, SweepOptions = runner.Sampling, runner.Sweep, runner.SweepOptions  # noqa: N806
@@ -258,7 +259,7 @@ class EngineClient:
         running = RunningPassAtK()
         self.sweep = Sweep(
             problems=[], fleet=Fleet([url], self.session, 1 << 20), session=self.session, store=self.store,
-            sandbox=None, workers=0, metrics=EngineMetrics(CollectorRegistry(), running), running=running,  # type: ignore[arg-type]
+            sandbox=None, verifier=Verifier(None, [], dedup=False), workers=0, metrics=EngineMetrics(CollectorRegistry(), running), running=running,  # type: ignore[arg-type]
             sampling=Sampling(model=MODEL, dataset="bench", max_tokens=tokens), options=SweepOptions(samples=n),
         )
         self.problem = Problem("bench/0", PROMPT, "", "add")
