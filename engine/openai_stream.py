@@ -127,7 +127,7 @@ class StreamAssembler:
                 return False
             event_head = b"data: " + self._prefix
             pattern = self._chunk_re = re.compile(
-                rb"([0-9a-fA-F]{1,6})\r\n" + re.escape(event_head) + rb'(\d{1,6}),"text":"((?:[^"\\\n]|\\.)*)'
+                rb"([0-9a-fA-F]{1,6})\r\n" + re.escape(event_head) + rb'(\d{1,6}),"text":"([^"\\\n]*(?:\\.[^"\\\n]*)*)'
                 + re.escape(_RUNNING_TAIL) + rb"\}\n\n\r\n"
             )  # fmt: skip
             self._chunk_fixed = len(event_head) + len(_TEXT) + len(_RUNNING_TAIL) + 3

@@ -114,8 +114,9 @@ def honest_events(n: int = N, tokens: int = MAX_TOKENS) -> list[bytes]:
     return events + [http_chunk(ENCODER.usage_event(3, n * tokens)), http_chunk(DONE_EVENT), b"0\r\n\r\n"]
 
 
-async def consume(url: str, *, idle: float = 5.0, deadline: float | None = 10.0, max_tokens: int = MAX_TOKENS):
-    assembler = StreamAssembler(N, max_tokens=max_tokens)
+async def consume(url: str, *, idle: float = 5.0, deadline: float | None = 10.0, n: int = N,
+                  max_tokens: int = MAX_TOKENS):  # fmt: skip
+    assembler = StreamAssembler(n, max_tokens=max_tokens)
     choices: list = []
     error = None
     async with aiohttp.ClientSession() as session:
@@ -162,12 +163,8 @@ def test_a_hostile_stream_ends_its_request_with_bounded_memory(kind, at, data):
     events = honest_events()
     start = b"" if kind == "endless 100 Continue" else OK_HEAD + b"".join(events[:at])  # 1xx come first
 
-    async def script(writer):
-        await _write(writer, start)
-        await HOSTILE_TAILS[kind](writer)
-
     async def main():
-        server, url = await serve_raw(script)
+        server, url = await serve_raw(lambda writer: _then_tail(writer, start, kind))
         try:
             return await consume(url)
         finally:
@@ -180,6 +177,29 @@ def test_a_hostile_stream_ends_its_request_with_bounded_memory(kind, at, data):
     indices = [c.index for c in choices]
     assert len(indices) == len(set(indices)) and set(indices).isdisjoint(assembler.unfinished())
     assert all(c.tokens <= MAX_TOKENS + CHUNK_SLACK for c in choices)
+
+
+@pytest.mark.parametrize("kind", ["100 MB choice", "endless stream"])
+def test_at_the_engines_defaults_a_hostile_stream_costs_bounded_memory(kind):
+    """n=64, max_tokens=512 (the largest request a sweep makes by default): the response cap is
+    ~34 MB on the wire, and reading that much keeps the peak RSS within bounds."""
+
+    async def main():
+        server, url = await serve_raw(lambda w: _then_tail(w, OK_HEAD, kind))
+        try:
+            return await consume(url, n=64, max_tokens=512, deadline=30.0)
+        finally:
+            server.close()
+
+    with peak_rss_growth() as growth:
+        _, choices, error = run(main(), timeout=60)
+    assert isinstance(error, StreamError) and not choices
+    assert growth[0] < RSS_GROWTH_LIMIT, f"peak RSS rose {growth[0] / MB:.0f} MB"
+
+
+async def _then_tail(writer, start: bytes, kind: str):
+    await _write(writer, start)
+    await HOSTILE_TAILS[kind](writer)
 
 
 def test_an_honest_stream_at_its_caps_is_read_whole():
