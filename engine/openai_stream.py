@@ -47,8 +47,8 @@ TEXT_BYTES_PER_TOKEN = 256  # JSON-escaped text per token on average, ~10x a lon
 
 
 class StreamAssembler:
-    __slots__ = ("n", "chat", "stop", "max_tokens", "done", "usage", "chunks", "_parts", "_counts", "_first", "_finished", "_clock",
-                 "_prefix", "_indices", "_chunk_re", "_chunk_fixed")
+    __slots__ = ("n", "chat", "stop", "max_tokens", "done", "usage", "chunks", "_parts", "_counts", "_first",
+                 "_finished", "_clock", "_prefix", "_indices", "_chunk_re", "_chunk_fixed")
 
     def __init__(self, n: int, chat: bool = False, clock=time.time, stop: Sequence[str] = (),
                  max_tokens: int | None = None):  # fmt: skip
@@ -226,7 +226,6 @@ class StreamAssembler:
             raise ProtocolError(f"choice {index}: its text is not a valid JSON string") from exc
         text, reason = _apply_stop(whole, str(finish_reason), self.stop)
         return FinishedChoice(index, text, self._counts[index], reason, self._first[index], now)
-
 
     def _check_size(self, index: int, text_bytes: int) -> None:
         """Before a choice counts as finished: a server that ignored max_tokens gets it asked again."""

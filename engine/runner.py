@@ -236,7 +236,8 @@ class Sweep:
             temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens, stop=list(s.stop),
         )
         url = server.url + ("/v1/chat/completions" if chat else "/v1/completions")
-        assembler = StreamAssembler(request.n, chat=chat, stop=s.stop, max_tokens=s.max_tokens)  # the server applies only MAX_STOP_STRINGS
+        # stop: the server applies only MAX_STOP_STRINGS; max_tokens caps every choice
+        assembler = StreamAssembler(request.n, chat=chat, stop=s.stop, max_tokens=s.max_tokens)
         requested_at = time.time()
         tokens = self.metrics.generated_tokens.labels(server.url)
 

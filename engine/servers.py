@@ -44,15 +44,14 @@ def choose_model(requested: str | None, answers: list[ModelsAnswer]) -> str:
     offered = {m for a in answers for m in a.models}
     if requested is not None:
         if requested not in offered:
-            raise FleetError(f"model {requested!r} is not served by any server; they offer: {_clip(', '.join(sorted(offered)))}")
+            choices = _clip(", ".join(sorted(offered)))
+            raise FleetError(f"model {requested!r} is not served by any server; they offer: {choices}")
         return requested
     bases = sorted({m for a in answers for m in a.models if m not in a.adapters})
     if len(bases) == 1:
         return bases[0]
-    raise FleetError(
-        f"the servers offer {'several models' if bases else 'only adapters'} ({_clip(', '.join(bases or sorted(offered)))});"
-        " choose one with --model"
-    )
+    what, choices = ("several models", bases) if bases else ("only adapters", sorted(offered))
+    raise FleetError(f"the servers offer {what} ({_clip(', '.join(choices))}); choose one with --model")
 
 
 class Fleet:

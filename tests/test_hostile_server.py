@@ -33,7 +33,14 @@ from engine.http11 import MAX_CHUNK_BYTES, MAX_INTERIM, ResponseReader
 from engine.openai_stream import CHUNK_SLACK, TEXT_BYTES_PER_TOKEN, StreamAssembler
 from engine.run import RunConfig, run_sweep
 from engine.runner import SweepOptions
-from engine.servers import MAX_CREDIBLE_WAITING, MAX_PROBE_BYTES, Fleet, ModelsAnswer, _waiting_from_metrics, choose_model
+from engine.servers import (
+    MAX_CREDIBLE_WAITING,
+    MAX_PROBE_BYTES,
+    Fleet,
+    ModelsAnswer,
+    _waiting_from_metrics,
+    choose_model,
+)
 from engine.simulator import SimulatedFleet
 from engine.simulator.wire import DONE_EVENT, ChunkEncoder, http_chunk
 from engine.store import Store
@@ -205,7 +212,8 @@ async def _then_tail(writer, start: bytes, kind: str):
 def test_an_honest_stream_at_its_caps_is_read_whole():
     """The other end: n choices of exactly max_tokens tokens, each token as long as the caps allow."""
     longest = b'"' + b"a" * (TEXT_BYTES_PER_TOKEN - 1) + b'"'
-    events = [token(i, longest) for _ in range(MAX_TOKENS - 1) for i in range(N)] + [finish(i, longest) for i in range(N)]
+    events = [token(i, longest) for _ in range(MAX_TOKENS - 1) for i in range(N)]
+    events += [finish(i, longest) for i in range(N)]
     body = b"".join(events) + http_chunk(ENCODER.usage_event(3, N * MAX_TOKENS)) + http_chunk(DONE_EVENT) + b"0\r\n\r\n"
     assert len(OK_HEAD + body) < response_byte_cap(N, MAX_TOKENS)
 
@@ -270,8 +278,10 @@ def test_a_choice_over_its_byte_cap_is_refused(max_tokens, extra):
 # -- HTTP framing ------------------------------------------------------------------------------
 
 
-@given(size=st.one_of(st.integers(0, 2 * MAX_CHUNK_BYTES), st.sampled_from([MAX_CHUNK_BYTES, MAX_CHUNK_BYTES + 1, 1 << 56, 16**15 - 1])),
-       split=st.integers(0, 24))  # fmt: skip
+ENDS = [0, 1, MAX_CHUNK_BYTES, MAX_CHUNK_BYTES + 1, 1 << 56, 16**15 - 1]  # 16**15 - 1: the longest size line
+
+
+@given(size=st.one_of(st.integers(0, 2 * MAX_CHUNK_BYTES), st.sampled_from(ENDS)), split=st.integers(0, 24))
 def test_a_chunk_size_over_the_cap_is_a_protocol_error_wherever_the_read_splits(size, split):
     """Invariant: a chunk announced larger than MAX_CHUNK_BYTES ends the response at once (a
     2^56 chunk would stream forever); any size up to it is read on."""
@@ -371,7 +381,8 @@ async def _paused_server(retry_after: str) -> tuple[web.AppRunner, str]:
     """A server that looks like vLLM to the probes and answers every completion with 429."""
 
     async def models(request):
-        return web.json_response({"object": "list", "data": [{"id": "simulated-llama-8b", "object": "model", "parent": None}]})
+        model = {"id": "simulated-llama-8b", "object": "model", "parent": None}
+        return web.json_response({"object": "list", "data": [model]})
 
     async def completions(request):
         return web.Response(status=429, text='{"error":{"message":"slow down"}}', headers={"Retry-After": retry_after})
@@ -533,7 +544,10 @@ def test_without_model_the_base_model_is_chosen_over_its_adapters(adapters, serv
 
 
 def test_several_base_models_are_refused_with_the_choices_in_one_line():
-    answers = [ModelsAnswer(["llama"], None, True), ModelsAnswer(["qwen", "qwen-lora"], None, True, frozenset({"qwen-lora"}))]
+    answers = [
+        ModelsAnswer(["llama"], None, True),
+        ModelsAnswer(["qwen", "qwen-lora"], None, True, frozenset({"qwen-lora"})),
+    ]
     with pytest.raises(FleetError, match=r"several models \(llama, qwen\); choose one with --model") as info:
         choose_model(None, answers)
     assert "\n" not in str(info.value)
