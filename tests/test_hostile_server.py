@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email.utils
+import logging
 import math
 
 import aiohttp
@@ -135,14 +136,15 @@ async def consume(url: str, *, idle: float = 5.0, deadline: float | None = 10.0,
     return assembler, choices, error
 
 
-# What a hostile server sends after an honest start: each kind runs until the client hangs up.
+# What a hostile server sends after an honest start, about choice i: each kind runs until the
+# client hangs up.
 HUNDRED_MB_TEXT = b'"' + b"a" * (48 * 1024) + b'"'
 HOSTILE_TAILS = {
-    "endless stream": lambda w: send_forever(w, b"".join(token(N - 1) for _ in range(200))),
-    "2^56 chunk size": lambda w: _giant_chunk(w),
-    "100 MB choice": lambda w: _hundred_mb_choice(w),
-    "endless keep-alive comments": lambda w: send_forever(w, http_chunk(b": keep-alive\n\n") * 500),
-    "endless 100 Continue": lambda w: send_forever(w, b"HTTP/1.1 100 Continue\r\n\r\n" * 100),
+    "endless stream": lambda w, i: send_forever(w, b"".join(token(i) for _ in range(200))),
+    "2^56 chunk size": lambda w, i: _giant_chunk(w),
+    "100 MB choice": lambda w, i: _hundred_mb_choice(w, i),
+    "endless keep-alive comments": lambda w, i: send_forever(w, http_chunk(b": keep-alive\n\n") * 500),
+    "endless 100 Continue": lambda w, i: send_forever(w, b"HTTP/1.1 100 Continue\r\n\r\n" * 100),
 }
 
 
@@ -151,12 +153,12 @@ async def _giant_chunk(writer):
     await send_forever(writer, b": filler\n\n" * 4096)
 
 
-async def _hundred_mb_choice(writer):
-    piece = token(N - 1, HUNDRED_MB_TEXT)
+async def _hundred_mb_choice(writer, index: int):
+    piece = token(index, HUNDRED_MB_TEXT)
     for _ in range(100 * MB // len(piece)):
         writer.write(piece)
         await writer.drain()
-    writer.write(finish(N - 1) + http_chunk(DONE_EVENT) + b"0\r\n\r\n")
+    writer.write(finish(index) + http_chunk(DONE_EVENT) + b"0\r\n\r\n")
 
 
 @HYPOTHESIS
@@ -204,9 +206,9 @@ def test_at_the_engines_defaults_a_hostile_stream_costs_bounded_memory(kind):
     assert growth[0] < RSS_GROWTH_LIMIT, f"peak RSS rose {growth[0] / MB:.0f} MB"
 
 
-async def _then_tail(writer, start: bytes, kind: str):
+async def _then_tail(writer, start: bytes, kind: str, index: int = N - 1):
     await _write(writer, start)
-    await HOSTILE_TAILS[kind](writer)
+    await HOSTILE_TAILS[kind](writer, index)
 
 
 def test_an_honest_stream_at_its_caps_is_read_whole():
@@ -429,6 +431,69 @@ def test_a_huge_retry_after_pauses_its_server_while_a_healthy_one_finishes_the_s
     assert summary["samples"] == 2 and summary["generation_failures"] == 0
     rows = list(Store.open(tmp_path / "run", create=False).rows())
     assert sorted(r["sample_index"] for r in rows) == [0, 1]
+
+
+# -- a whole sweep beside a hostile server ---------------------------------------------------
+
+
+async def serve_fleet_member(script):
+    """A raw server that answers the fleet's probes as vLLM would (model "simulated-llama-8b") and
+    every completion request with `script(writer)`."""
+    model = {"id": "simulated-llama-8b", "object": "model", "parent": None}
+    models = orjson.dumps({"object": "list", "data": [model]})
+
+    async def handle(reader, writer):
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next((int(line.split(b":")[1]) for line in head.lower().split(b"\r\n")
+                               if line.startswith(b"content-length:")), 0)  # fmt: skip
+                await reader.readexactly(length)
+                if head.startswith(b"POST"):
+                    await script(writer)
+                    return
+                body = models if b" /v1/models " in head else b""
+                status = b"200 OK" if head.split(b" ")[1] in (b"/v1/models", b"/health") else b"404 Not Found"
+                await _write(writer, b"HTTP/1.1 %s\r\ncontent-length: %d\r\n\r\n%s" % (status, len(body), body))
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    return server, f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+
+
+SWEEP_HOSTILE = {  # what the hostile server answers to a request for one sample
+    **{kind: (lambda w, k=kind: _then_tail(w, OK_HEAD, k, 0)) for kind in ["endless stream", "100 MB choice", "2^56 chunk size"]},
+    "slowloris": SLOW["slowloris"],
+}
+
+
+@pytest.mark.parametrize("kind", sorted(SWEEP_HOSTILE))
+def test_a_sweep_beside_a_hostile_server_stores_every_sample(tmp_path, kind, caplog):
+    """Invariant: stored samples + generation failures == target, and here no failure at all: the
+    hostile server (asked first) costs its requests, which go to the healthy server."""
+
+    async def main():
+        server, hostile = await serve_fleet_member(SWEEP_HOSTILE[kind])
+        try:
+            async with SimulatedFleet(1, problems=load_problems(limit=1), tokens_per_second=8000) as fleet:
+                hosts = tmp_path / "hosts.txt"
+                hosts.write_text(f"{hostile}\n{fleet.urls[0]}\n")
+                cfg = RunConfig(
+                    servers=str(hosts), out=str(tmp_path / "run"), samples=3, limit=1, workers=1,
+                    limits=Limits(timeout_s=2.0), metrics_port=None, progress=False,
+                    options=SweepOptions(samples=3, request_n=1, retries=3, idle_timeout_s=1.0, request_timeout_s=2.0),
+                )
+                return hostile, await run_sweep(cfg, registry=CollectorRegistry())
+        finally:
+            server.close()
+
+    caplog.set_level(logging.WARNING, logger="engine")
+    hostile, summary = run(main(), timeout=90)
+    assert summary["samples"] == 3 and summary["generation_failures"] == 0
+    assert f"failed on {hostile}" in caplog.text, "the hostile server was never asked: the test would prove nothing"
 
 
 # -- numbers a server reports ------------------------------------------------------------------
