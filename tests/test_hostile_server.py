@@ -465,7 +465,7 @@ async def serve_fleet_member(script):
 
 
 SWEEP_HOSTILE = {  # what the hostile server answers to a request for one sample
-    **{kind: (lambda w, k=kind: _then_tail(w, OK_HEAD, k, 0)) for kind in ["endless stream", "100 MB choice", "2^56 chunk size"]},
+    **{k: (lambda w, k=k: _then_tail(w, OK_HEAD, k, 0)) for k in ["endless stream", "100 MB choice", "2^56 chunk size"]},
     "slowloris": SLOW["slowloris"],
 }
 
