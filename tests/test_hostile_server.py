@@ -162,18 +162,25 @@ async def _hundred_mb_choice(writer, index: int):
 
 
 @HYPOTHESIS
-@given(kind=st.sampled_from(sorted(HOSTILE_TAILS)), at=st.integers(0, len(honest_events()) - 2))
-@example(kind="100 MB choice", at=0)
-@example(kind="2^56 chunk size", at=len(honest_events()) - 2)  # right after the last choice finished
-def test_a_hostile_stream_ends_its_request_with_bounded_memory(kind, at):
-    """Invariant: after any honest prefix (`at` events, from none to all but [DONE]), any hostile
-    tail ends the request with a StreamError, in bounded time, the peak RSS rising less than
-    RSS_GROWTH_LIMIT; choices finished before it are delivered once each; every choice within caps."""
+@given(kind=st.sampled_from(sorted(HOSTILE_TAILS)), at=st.integers(0, len(honest_events()) - 2),
+       piece=st.sampled_from([7, 97, 4096, 1 << 20]))  # fmt: skip
+@example(kind="100 MB choice", at=0, piece=1 << 20)
+@example(kind="2^56 chunk size", at=len(honest_events()) - 2, piece=7)  # right after the last choice finished
+def test_a_hostile_stream_ends_its_request_with_bounded_memory(kind, at, piece):
+    """Invariant: after any honest prefix (`at` events, from none to all but [DONE], written in
+    `piece`-byte writes), any hostile tail ends the request with a StreamError, in bounded time,
+    the peak RSS rising less than RSS_GROWTH_LIMIT; choices finished before it are delivered once
+    each; every choice within caps."""
     events = honest_events()
     start = b"" if kind == "endless 100 Continue" else OK_HEAD + b"".join(events[:at])  # 1xx come first
 
+    async def script(writer):
+        for i in range(0, len(start), piece):
+            await _write(writer, start[i : i + piece])
+        await HOSTILE_TAILS[kind](writer, N - 1)
+
     async def main():
-        server, url = await serve_raw(lambda writer: _then_tail(writer, start, kind))
+        server, url = await serve_raw(script)
         try:
             return await consume(url)
         finally:
