@@ -260,7 +260,7 @@ class EngineClient:
         self.sweep = Sweep(
             problems=[], fleet=Fleet([url], self.session, 1 << 20), session=self.session, store=self.store,
             sandbox=None, verifier=Verifier(None, [], dedup=False), workers=0,  # type: ignore[arg-type]
-            metrics=EngineMetrics(CollectorRegistry(), running), running=running,  # type: ignore[arg-type]
+            metrics=EngineMetrics(CollectorRegistry(), running), running=running,
             sampling=Sampling(model=MODEL, dataset="bench", max_tokens=tokens), options=SweepOptions(samples=n),
         )
         self.problem = Problem("bench/0", PROMPT, "", "add")

@@ -120,6 +120,7 @@ def main() -> None:
 @click.option("--queue-size", default=None, type=click.IntRange(min=1), help="Samples held from request to verdict [default: 2 x servers x --max-seqs-per-server, at least 1024].")
 @click.option("--retries", default=3, show_default=True, type=click.IntRange(min=0), help="Retries of a failed request's unfinished samples.")
 @click.option("--idle-timeout", default=120.0, show_default=True, type=click.FloatRange(min=0.1), help="Seconds without a byte before a stream counts as failed.")
+@click.option("--request-timeout", default=900.0, show_default=True, type=click.FloatRange(min=1.0), help="Seconds one request may take in all, first byte to last; then its unfinished samples are retried.")
 @click.option("--drain-timeout", default=60.0, show_default=True, type=click.FloatRange(min=0.0), help="On SIGINT/SIGTERM, seconds live streams and queued samples may still finish.")
 @click.option("--new-run", is_flag=True, help="Start afresh in --out; an existing run there is kept as results.<time>.sqlite.")
 @click.option("--startup-timeout", default=300.0, show_default=True, type=click.FloatRange(min=0.0), help="Seconds to wait for servers that are still loading their model.")
@@ -147,6 +148,7 @@ def run(**opts) -> None:
         options=SweepOptions(
             samples=opts["samples"], request_n=opts["request_n"], max_seqs_per_server=opts["max_seqs_per_server"],
             queue_size=opts["queue_size"], retries=opts["retries"], idle_timeout_s=opts["idle_timeout"],
+            request_timeout_s=opts["request_timeout"],
         ),
         workers=opts["workers"], limits=limits, sandbox=backend, dedup=dedup, timing=timing,
         metrics_host=opts["metrics_host"], metrics_port=None if opts["no_metrics"] else opts["metrics_port"],

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import math
 import time
 from collections.abc import Callable, Iterable
 from urllib.parse import urlsplit
@@ -20,8 +21,8 @@ import aiohttp
 import orjson
 
 from engine.errors import HTTPStatusError, ProtocolError, StreamError
-from engine.http11 import ResponseReader
-from engine.openai_stream import FinishedChoice, StreamAssembler
+from engine.http11 import MAX_HEAD_BYTES, ResponseReader
+from engine.openai_stream import CHUNK_SLACK, FinishedChoice, StreamAssembler
 from engine.sse import SSEParser
 
 MAX_ERROR_BODY = 4096
@@ -29,6 +30,15 @@ MAX_ERROR_BODY = 4096
 # most 4 items"): the first four go to the server, and StreamAssembler applies all of them.
 MAX_STOP_STRINGS = 4
 MAX_CARRY = 1 << 20  # a partial chunk held back for the fast path; a larger one goes the general way
+
+# What a server can make one request cost, whatever it sends (see README, "A hostile server").
+DEFAULT_REQUEST_DEADLINE_S = 900.0  # a whole response, from connecting to its last byte
+MAX_RETRY_AFTER_S = 60.0  # a server's Retry-After pauses it at most as long as the circuit breaker's longest pause
+# vLLM sends ~300 bytes of JSON per token chunk; a response more than 3x that per token of max_tokens
+# (plus a few chunks per choice: role, finish, usage) is not streaming tokens.
+WIRE_BYTES_PER_TOKEN = 1024
+TOKENS_IF_UNCAPPED = 16384  # a request without max_tokens is capped as if it asked for this many
+TOO_LARGE = "response larger than its max_tokens allows (a server streaming without end?)"
 
 
 def request_body(
@@ -46,9 +56,27 @@ def request_body(
     return orjson.dumps(body)
 
 
-def timeout_for(idle_timeout: float, connect_timeout: float = 10.0) -> aiohttp.ClientTimeout:
-    # aiohttp's default total=300 s would kill long streams: bound only connect and idle reads.
-    return aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout, sock_read=idle_timeout)
+def timeout_for(
+    idle_timeout: float, deadline: float | None = DEFAULT_REQUEST_DEADLINE_S, connect_timeout: float = 10.0
+) -> aiohttp.ClientTimeout:
+    """`total` is the whole request's deadline: aiohttp's default (300 s) would kill long streams,
+    none at all lets a server that trickles bytes (or 100 Continue) hold a request forever."""
+    return aiohttp.ClientTimeout(total=deadline, sock_connect=connect_timeout, sock_read=idle_timeout)
+
+
+def response_byte_cap(n: int, max_tokens: int | None) -> int:
+    """Bytes one streaming response of n choices may take on the wire (head and framing included)."""
+    return n * ((max_tokens or TOKENS_IF_UNCAPPED) + CHUNK_SLACK) * WIRE_BYTES_PER_TOKEN + MAX_HEAD_BYTES
+
+
+def credible_completion_tokens(usage: dict | None, chunks: int, n: int, max_tokens: int | None) -> int:
+    """Completion tokens of a response: the server's usage count where the stream bears it out
+    (at least one token per chunk received, at most max_tokens per choice), else the chunks."""
+    reported = (usage or {}).get("completion_tokens")
+    ceiling = n * (max_tokens or TOKENS_IF_UNCAPPED)
+    if type(reported) is int and chunks <= reported <= ceiling:
+        return reported
+    return chunks
 
 
 async def stream_completion(
@@ -71,7 +99,7 @@ async def stream_completion(
     if target.hostname is None:
         raise StreamError(f"bad server URL {url!r}")
     loop = asyncio.get_running_loop()
-    protocol = _StreamProtocol(loop, assembler, on_choice, on_chunks, timeout.sock_read)
+    protocol = _StreamProtocol(loop, assembler, on_choice, on_chunks, timeout.sock_read, timeout.total)
     try:
         transport, _ = await asyncio.wait_for(
             loop.create_connection(lambda: protocol, target.hostname, target.port or 80), timeout.sock_connect
@@ -106,30 +134,38 @@ class _StreamProtocol(asyncio.Protocol):
 
     def __init__(self, loop: asyncio.AbstractEventLoop, assembler: StreamAssembler,
                  on_choice: Callable[[FinishedChoice], None], on_chunks: Callable[[int], None],
-                 idle_timeout: float | None):  # fmt: skip
+                 idle_timeout: float | None, deadline: float | None = None):  # fmt: skip
         self.loop = loop
         self.finished: asyncio.Future[None] = loop.create_future()
         self.assembler = assembler
         self.delivery = _Delivery(assembler, on_choice, on_chunks)
         self.reader = ResponseReader()
         self.parser = SSEParser()
+        self.budget = response_byte_cap(assembler.n, assembler.max_tokens)  # bytes this response may still take
         self.carry = b""  # the partial chunk after the whole ones that feed_http_chunks took
         self.error_body = b""
         self.idle_timeout = idle_timeout
+        self.deadline = deadline  # seconds from connecting to the response's end
         self.last_data = loop.time()
         self.timer: asyncio.TimerHandle | None = None
+        self.deadline_timer: asyncio.TimerHandle | None = None
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport) -> None:
         self.transport = transport
         if self.idle_timeout:
             self.timer = self.loop.call_later(self.idle_timeout, self._check_idle)
+        if self.deadline:
+            self.deadline_timer = self.loop.call_later(self.deadline, self._expire)
 
     def data_received(self, data: bytes) -> None:
         if self.finished.done():
             return
         self.last_data = self.loop.time()
+        self.budget -= len(data)
         try:
+            if self.budget < 0:
+                raise ProtocolError(TOO_LARGE)
             if self.reader.status == 200 and self.reader.between_chunks and self.parser.idle:
                 # Whole chunks of running choices go to the assembler in one pass; a partial
                 # chunk at the end waits for the next read.
@@ -209,9 +245,13 @@ class _StreamProtocol(asyncio.Protocol):
         else:
             self.timer = self.loop.call_later(self.idle_timeout - idle, self._check_idle)
 
+    def _expire(self) -> None:
+        self._fail(StreamError(_past_deadline(self.deadline)))
+
     def stop_timer(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
+        for timer in (self.timer, self.deadline_timer):
+            if timer is not None:
+                timer.cancel()
 
 
 async def _stream_aiohttp(
@@ -235,7 +275,11 @@ async def _stream_aiohttp(
                 )
             parser = SSEParser()
             delivery = _Delivery(assembler, on_choice, on_chunks)
+            budget = response_byte_cap(assembler.n, assembler.max_tokens)
             async for data in response.content.iter_any():
+                budget -= len(data)
+                if budget < 0:
+                    raise ProtocolError(TOO_LARGE)
                 delivery.feed(parser.feed(data))
             delivery.feed(parser.close())
             if not assembler.done:
@@ -289,18 +333,22 @@ def _error_message(body: bytes) -> str:
 
 
 def _retry_after(value: str | None) -> float | None:
-    """Retry-After in seconds or as an HTTP date (RFC 9110)."""
+    """Retry-After in seconds or as an HTTP date (RFC 9110), within [0, MAX_RETRY_AFTER_S];
+    None when absent or not a number (inf, nan) nor a date."""
     if not value:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
+        try:
+            seconds = email.utils.parsedate_to_datetime(value).timestamp() - time.time()
+        except (TypeError, ValueError, OverflowError, IndexError):
+            return None
+    return min(max(0.0, seconds), MAX_RETRY_AFTER_S) if math.isfinite(seconds) else None
+
+
+def _past_deadline(deadline: float | None) -> str:
+    return f"no complete response within the request deadline ({deadline:g} s, --request-timeout)"
 
 
 def _describe(exc: BaseException) -> str:

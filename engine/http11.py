@@ -15,6 +15,8 @@ from engine.errors import ProtocolError
 
 MAX_HEAD_BYTES = 64 * 1024  # status line and headers
 MAX_CHUNK_LINE = 1024  # a chunk-size line, extensions included
+MAX_CHUNK_BYTES = 16 << 20  # vLLM sends one SSE event per chunk, a few hundred bytes
+MAX_INTERIM = 16  # 1xx responses (100 Continue, 103) before the real one
 
 # Body framing
 _CHUNKED, _LENGTH, _UNTIL_CLOSE = 1, 2, 3
@@ -27,7 +29,7 @@ class ResponseReader:
     completed. `status` and `headers` (names lower-cased) are set once the head is in; `done`
     once the body has ended."""
 
-    __slots__ = ("status", "headers", "done", "_buffer", "_framing", "_state", "_remaining")
+    __slots__ = ("status", "headers", "done", "_buffer", "_framing", "_state", "_remaining", "_interim")
 
     def __init__(self) -> None:
         self.status: int | None = None
@@ -37,6 +39,7 @@ class ResponseReader:
         self._framing = 0
         self._state = _SIZE
         self._remaining = 0  # chunk or Content-Length bytes still to come
+        self._interim = 0  # 1xx responses seen
 
     @property
     def between_chunks(self) -> bool:
@@ -85,6 +88,9 @@ class ResponseReader:
             if not 100 <= status < 200:  # 1xx (100 Continue, 103) precede the real response
                 self.status = status
                 return buffer
+            self._interim += 1
+            if self._interim > MAX_INTERIM:
+                raise ProtocolError(f"more than {MAX_INTERIM} interim (1xx) responses")
 
     def _parse_head(self, head: bytes) -> int:
         try:
@@ -146,8 +152,8 @@ class ResponseReader:
                     remaining = int(size, 16) if size.isalnum() and len(size) <= 15 else -1
                 except ValueError:
                     remaining = -1
-                if remaining < 0:
-                    raise ProtocolError(f"bad chunk size {buffer[pos:line_end][:20]!r}")
+                if not 0 <= remaining <= MAX_CHUNK_BYTES:
+                    raise ProtocolError(f"bad chunk size {buffer[pos:line_end][:20]!r} (at most {MAX_CHUNK_BYTES})")
                 pos = line_end + 2
                 if remaining == 0:
                     state = _TRAILER

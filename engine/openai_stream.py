@@ -42,17 +42,24 @@ _TEXT_END = b'","logprobs":'  # cannot occur inside a JSON string: its quotes wo
 MAX_USAGE_TOKENS = 1 << 31  # more than any context length times any n a request may ask for
 _RUNNING_TAIL = b'","logprobs":null,"finish_reason":null,"stop_reason":null,"prompt_token_ids":null,"token_ids":null}]'
 
+# A finished choice is refused (and asked for again) beyond what max_tokens allows.
+CHUNK_SLACK = 8  # chunks beyond max_tokens: an empty finishing chunk, a chat choice's role
+TEXT_BYTES_PER_TOKEN = 256  # JSON-escaped text per token on average, ~10x a long code token
+
 
 class StreamAssembler:
-    __slots__ = ("n", "chat", "stop", "done", "usage", "chunks", "_parts", "_counts", "_first", "_finished", "_clock",
-                 "_prefix", "_indices", "_chunk_re", "_chunk_fixed")
+    __slots__ = ("n", "chat", "stop", "max_tokens", "done", "usage", "chunks", "_parts", "_counts", "_first",
+                 "_finished", "_clock", "_prefix", "_indices", "_chunk_re", "_chunk_fixed")
 
-    def __init__(self, n: int, chat: bool = False, clock=time.time, stop: Sequence[str] = ()):
+    def __init__(self, n: int, chat: bool = False, clock=time.time, stop: Sequence[str] = (),
+                 max_tokens: int | None = None):  # fmt: skip
         """`stop`: stop strings to apply here as vLLM would (text cut before the first one, finish
-        reason "stop"), for those the server was not asked to apply."""
+        reason "stop"), for those the server was not asked to apply. `max_tokens`: the request's,
+        which caps every choice (CHUNK_SLACK, TEXT_BYTES_PER_TOKEN)."""
         self.n = n
         self.chat = chat
         self.stop = tuple(s for s in stop if s)
+        self.max_tokens = max_tokens
         self.done = False
         self.usage: dict | None = None
         self.chunks = 0  # choice chunks seen in total, for live token counting
@@ -129,7 +136,7 @@ class StreamAssembler:
                 return False
             event_head = b"data: " + self._prefix
             pattern = self._chunk_re = re.compile(
-                rb"([0-9a-fA-F]{1,6})\r\n" + re.escape(event_head) + rb'(\d{1,6}),"text":"((?:[^"\\\n]|\\.)*)'
+                rb"([0-9a-fA-F]{1,6})\r\n" + re.escape(event_head) + rb'(\d{1,6}),"text":"([^"\\\n]*(?:\\.[^"\\\n]*)*)'
                 + re.escape(_RUNNING_TAIL) + rb"\}\n\n\r\n"
             )  # fmt: skip
             self._chunk_fixed = len(event_head) + len(_TEXT) + len(_RUNNING_TAIL) + 3
@@ -218,6 +225,8 @@ class StreamAssembler:
         if finish_reason is None:
             return None
         raw = b"".join(self._parts[index])
+        if self.max_tokens is not None:
+            self._check_size(index, len(raw))
         try:  # invalid UTF-8, a lone surrogate or a bad escape: the choice stays unfinished (retried)
             whole = orjson.loads(b'"' + raw + b'"') if raw else ""
         except orjson.JSONDecodeError as exc:
@@ -227,6 +236,15 @@ class StreamAssembler:
         self._parts[index] = []
         text, reason = _apply_stop(whole, str(finish_reason), self.stop)
         return FinishedChoice(index, text, self._counts[index], reason, self._first[index], now)
+
+    def _check_size(self, index: int, text_bytes: int) -> None:
+        """Before a choice counts as finished: a server that ignored max_tokens gets it asked again."""
+        allowed = self.max_tokens + CHUNK_SLACK
+        if self._counts[index] > allowed or text_bytes > allowed * TEXT_BYTES_PER_TOKEN:
+            raise ProtocolError(
+                f"choice {index}: {self._counts[index]} chunks, {text_bytes} bytes of text: more than max_tokens"
+                f" {self.max_tokens} allows"
+            )
 
 
 def _apply_stop(text: str, finish_reason: str, stop: tuple[str, ...]) -> tuple[str, str]:

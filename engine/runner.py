@@ -16,7 +16,13 @@ from dataclasses import dataclass, field
 import aiohttp
 
 from engine.chat import chat_messages, extract_completion
-from engine.client import request_body, stream_completion, timeout_for
+from engine.client import (
+    DEFAULT_REQUEST_DEADLINE_S,
+    credible_completion_tokens,
+    request_body,
+    stream_completion,
+    timeout_for,
+)
 from engine.errors import IgnoredNError, StreamError
 from engine.openai_stream import FinishedChoice, StreamAssembler
 from engine.progress import Progress
@@ -78,6 +84,7 @@ class SweepOptions:
     queue_size: int | None = None  # None: twice the sequences the whole fleet runs at once
     retries: int = 3
     idle_timeout_s: float = 120.0
+    request_timeout_s: float = DEFAULT_REQUEST_DEADLINE_S  # one whole response, whatever the server sends
     flush_interval_s: float = 0.5
 
 
@@ -132,7 +139,7 @@ class Sweep:
         self._twins: dict[tuple[str, str], list[Sample]] = {}  # queued (task, completion) -> identical samples waiting
         self._retry_seq = 0
         self._inflight: set[asyncio.Task] = set()
-        self._timeout = timeout_for(options.idle_timeout_s)
+        self._timeout = timeout_for(options.idle_timeout_s, options.request_timeout_s)
         self._rng = random.Random()
         self._stopping = False
         self._crashed: Exception | None = None
@@ -233,7 +240,8 @@ class Sweep:
             temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens, stop=list(s.stop),
         )
         url = server.url + ("/v1/chat/completions" if chat else "/v1/completions")
-        assembler = StreamAssembler(request.n, chat=chat, stop=s.stop)  # the server applies only MAX_STOP_STRINGS
+        # stop: the server applies only MAX_STOP_STRINGS; max_tokens caps every choice
+        assembler = StreamAssembler(request.n, chat=chat, stop=s.stop, max_tokens=s.max_tokens)
         requested_at = time.time()
         tokens = self.metrics.generated_tokens.labels(server.url)
 
@@ -260,8 +268,8 @@ class Sweep:
         try:
             await stream_completion(self.session, url, body, assembler, on_choice, on_chunks, self._timeout)
             record_success(server)
-            reported = (assembler.usage or {}).get("completion_tokens")
-            if isinstance(reported, int) and reported > assembler.chunks:
+            reported = credible_completion_tokens(assembler.usage, assembler.chunks, request.n, s.max_tokens)
+            if reported > assembler.chunks:
                 on_chunks(reported - assembler.chunks)  # chunks that carried several tokens
         except StreamError as exc:
             self._failed(server, request, assembler.unfinished(), exc)
@@ -298,7 +306,7 @@ class Sweep:
         if not indices:
             log.warning("%s: %s broke its stream after every sample finished (%s)", task_id, server.url, exc)
         elif exc.retryable and attempt <= self.options.retries:
-            delay = max(backoff_seconds(attempt, self._rng.random()), exc.retry_after or 0.0)
+            delay = backoff_seconds(attempt, self._rng.random())  # a Retry-After pauses the server, not these samples
             log.warning(
                 "%s: %s samples %s..%s failed on %s (%s); retrying in %.1f s",
                 task_id, len(indices), indices[0], indices[-1], server.url, exc, delay,

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import time
-from collections import Counter
 from dataclasses import dataclass
 
 import aiohttp
@@ -22,6 +22,12 @@ log = logging.getLogger(__name__)
 
 PROBE_TIMEOUT = aiohttp.ClientTimeout(total=5)
 MAX_PROBE_BACKOFF_S = 30.0
+MAX_PROBE_BYTES = 4 << 20  # a /v1/models, /metrics or /load answer; vLLM's are a few kB to ~100 kB
+MAX_CREDIBLE_WAITING = 1_000_000  # requests a server may say it queues; more is not a count
+
+
+class _TooLarge(Exception):
+    pass
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +35,23 @@ class ModelsAnswer:
     models: list[str]
     problem: str | None  # why this server cannot be used, if it cannot
     reachable: bool  # something answered HTTP (it may still not be vLLM)
+    adapters: frozenset[str] = frozenset()  # models with a parent (vLLM's LoRA adapters)
+
+
+def choose_model(requested: str | None, answers: list[ModelsAnswer]) -> str:
+    """The model of the sweep: `requested`, else the one base model the fleet serves (LoRA
+    adapters are never taken implicitly). FleetError when that is not one model."""
+    offered = {m for a in answers for m in a.models}
+    if requested is not None:
+        if requested not in offered:
+            choices = _clip(", ".join(sorted(offered)))
+            raise FleetError(f"model {requested!r} is not served by any server; they offer: {choices}")
+        return requested
+    bases = sorted({m for a in answers for m in a.models if m not in a.adapters})
+    if len(bases) == 1:
+        return bases[0]
+    what, choices = ("several models", bases) if bases else ("only adapters", sorted(offered))
+    raise FleetError(f"the servers offer {what} ({_clip(', '.join(choices))}); choose one with --model")
 
 
 class Fleet:
@@ -61,13 +84,8 @@ class Fleet:
         announced = False
         while True:
             answers = await asyncio.gather(*(self._models(s.url) for s in self.servers))
-            offered = Counter(m for a in answers for m in set(a.models))
-            if offered:
-                self.model = model or offered.most_common(1)[0][0]
-                if self.model not in offered:
-                    raise FleetError(
-                        f"model {self.model!r} is not served by any server; they offer: {', '.join(sorted(offered))}"
-                    )
+            if any(a.models for a in answers):
+                self.model = choose_model(model, answers)
                 for server, answer in zip(self.servers, answers):
                     self._set_up(server, self.model in answer.models)
                     if self.model in answer.models:
@@ -184,17 +202,21 @@ class Fleet:
     async def _models(self, url: str) -> ModelsAnswer:
         try:
             async with self._session.get(url + "/v1/models", timeout=PROBE_TIMEOUT) as response:
-                body = await response.read()
+                body = await _read_capped(response)
                 status = response.status
+        except _TooLarge:
+            return ModelsAnswer([], f"/v1/models answered more than {MAX_PROBE_BYTES} bytes", True)
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
             return ModelsAnswer([], f"unreachable ({type(exc).__name__})", False)
         if status != 200:
             return ModelsAnswer([], f"/v1/models answered HTTP {status}", True)
         try:
-            models = [m["id"] for m in orjson.loads(body)["data"] if isinstance(m.get("id"), str)]
+            entries = [m for m in orjson.loads(body)["data"] if isinstance(m.get("id"), str)]
         except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
             return ModelsAnswer([], "/v1/models did not return an OpenAI model list", True)
-        return ModelsAnswer(models, None if models else "/v1/models lists no model", True)
+        models = [m["id"] for m in entries]
+        adapters = frozenset(m["id"] for m in entries if m.get("parent"))
+        return ModelsAnswer(models, None if models else "/v1/models lists no model", True, adapters)
 
     async def _healthy(self, url: str) -> bool:
         try:
@@ -210,32 +232,46 @@ class Fleet:
             if source == "metrics":
                 async with self._session.get(server.url + "/metrics", timeout=PROBE_TIMEOUT) as response:
                     if response.status == 200:
-                        waiting = _waiting_from_metrics(await response.text())
+                        waiting = _waiting_from_metrics((await _read_capped(response)).decode("utf-8", "replace"))
                         if waiting is not None:
                             return waiting
                 self._load_source[server.url] = source = "load"
             if source == "load":
                 async with self._session.get(server.url + "/load", timeout=PROBE_TIMEOUT) as response:
                     if response.status == 200:
-                        load = orjson.loads(await response.read()).get("server_load")
-                        if isinstance(load, int):  # counts our own requests too
+                        load = orjson.loads(await _read_capped(response)).get("server_load")
+                        if type(load) is int and 0 <= load <= MAX_CREDIBLE_WAITING:  # counts our own requests too
                             return max(0, load - server.inflight_requests)
                 self._load_source[server.url] = "none"
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError, orjson.JSONDecodeError, AttributeError):
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError, orjson.JSONDecodeError, AttributeError, _TooLarge):
             pass
         return 0
 
 
+async def _read_capped(response: aiohttp.ClientResponse, limit: int = MAX_PROBE_BYTES) -> bytes:
+    """A probe's body, or _TooLarge as soon as it passes `limit` (a server cannot fill our memory)."""
+    body = bytearray()
+    async for piece in response.content.iter_any():
+        body += piece
+        if len(body) > limit:
+            raise _TooLarge
+    return bytes(body)
+
+
 def _waiting_from_metrics(text: str) -> int | None:
-    total, seen = 0.0, False
+    """vllm:num_requests_waiting summed over its series; None when the metric is absent. A value
+    that is not a count (NaN, infinite, negative, absurd) says nothing: it counts as 0."""
+    total, seen = 0, False
     for line in text.splitlines():
         if line.startswith("vllm:num_requests_waiting"):
+            seen = True
             try:
-                total += float(line.rsplit(" ", 1)[1])
-                seen = True
+                value = float(line.rsplit(" ", 1)[1])
             except (IndexError, ValueError):
                 continue
-    return int(total) if seen else None
+            if math.isfinite(value) and 0 <= value <= MAX_CREDIBLE_WAITING:
+                total += int(value)
+    return min(total, MAX_CREDIBLE_WAITING) if seen else None
 
 
 def _stamp(path: str | None):
