@@ -165,10 +165,10 @@ def run(**opts) -> None:
             f"engine: stopped with {summary['samples']:,} of {summary['target']:,} samples verified;"
             " run the same command to resume", err=True,
         )
-    elif summary["generation_failures"]:
+    elif summary["generation_failures"] or summary["infra_errors"]:
         click.echo(
-            f"engine: {summary['generation_failures']} samples could not be generated; run the same command to retry them",
-            err=True,
+            f"engine: {summary['generation_failures']} samples could not be generated, {summary['infra_errors']} met"
+            " sandbox failures; run the same command to retry them", err=True,
         )
         sys.exit(1)
 

@@ -82,14 +82,15 @@ for n in range(60):  # page cache of the sample's own tmpfs, charged to the jail
 """
 
 
+@pytest.mark.parametrize("backend", ["nsjail", "firejail"])
 @pytest.mark.parametrize("program", [MEMFD_FILL, TMPFS_FILL], ids=["memfd", "tmpfs"])
-def test_memory_outside_rlimits_is_oom_and_the_fork_server_survives(program: str) -> None:
+def test_memory_outside_rlimits_is_oom_and_the_fork_server_survives(program: str, backend: str) -> None:
     """Invariant: the sample gets `oom`; the worker that ran it is the same process afterwards
     and passes the next sample."""
     limits = Limits(memory_mb=256, timeout_s=30, tmp_mb=4096)
 
     async def body() -> tuple[Outcome, Outcome, list[int], list[int]]:
-        async with SandboxPool(workers=1, limits=limits) as pool:
+        async with SandboxPool(workers=1, limits=limits, backend=backend) as pool:
             before = pool.backend.worker_pids()  # type: ignore[attr-defined]
             filled = await pool.run(program)
             after = pool.backend.worker_pids()  # type: ignore[attr-defined]
