@@ -191,7 +191,7 @@ class ForkServerBackend:
         try:
             try:
                 self._prepared = True  # close() undoes whatever part of prepare() ran
-                sweep_leftovers()
+                await asyncio.to_thread(sweep_leftovers)
                 if self._want_cgroups:
                     self._cgroups = PoolCgroups.create(workers + RESERVED_WORKERS)
                 self.launcher.prepare(limits)
@@ -287,7 +287,7 @@ class ForkServerBackend:
         else:
             await worker.kill_and_wait()
         if worker.cgroup is not None:
-            worker.cgroup.remove()
+            await asyncio.to_thread(worker.cgroup.remove)  # may wait a moment for the jail's last exits
 
     def worker_pids(self) -> list[int]:
         """Host pids of the live workers' top processes (for tests and diagnostics)."""
