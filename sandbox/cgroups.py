@@ -86,7 +86,8 @@ class PoolCgroups:
 
     @classmethod
     def create(cls, workers: int, proc_cgroup: Path = Path("/proc/self/cgroup")) -> PoolCgroups | None:
-        """Parents in every usable controller; None (and a warning) where none is usable."""
+        """Parents in every usable controller; None (and a warning) where none is usable. The
+        cpu parent weighs what `workers` busy processes weighed without cgroups."""
         own = own_cgroups(proc_cgroup.read_text() if proc_cgroup.exists() else "")
         name = f"{PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
         parents: dict[str, Path] = {}

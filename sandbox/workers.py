@@ -193,7 +193,7 @@ class ForkServerBackend:
                 self._prepared = True  # close() undoes whatever part of prepare() ran
                 await asyncio.to_thread(sweep_leftovers)
                 if self._want_cgroups:
-                    self._cgroups = PoolCgroups.create(workers + RESERVED_WORKERS)
+                    self._cgroups = PoolCgroups.create(workers)  # the reserved jail weighs on its own
                 self.launcher.prepare(limits)
                 self._config = self.launcher.server_config()  # type: ignore[attr-defined]
             except (OSError, ValueError) as exc:
