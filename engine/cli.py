@@ -170,7 +170,8 @@ def run(**opts) -> None:
     elif status := exit_status(summary):
         click.echo(
             f"engine: {summary['missing']:,} of {summary['target']:,} samples have no verdict"
-            f" ({summary['generation_failures']:,} could not be generated); run the same command to retry them",
+            f" ({summary['generation_failures']:,} could not be generated, {summary['infra_errors']:,} met sandbox"
+            " failures); run the same command to retry them",
             err=True,
         )
         sys.exit(status)

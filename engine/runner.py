@@ -45,7 +45,7 @@ from engine.servers import Fleet
 from engine.store import Store, StoredVerdict
 from metrics.exporter import EngineMetrics
 from metrics.running import RunningPassAtK
-from sandbox import Outcome, SandboxPool
+from sandbox import Outcome, SandboxPool, Verdict
 from sandbox.verifier import Verifier
 
 log = logging.getLogger(__name__)
@@ -99,6 +99,7 @@ class SweepStats:
     tokens: int = 0
     samples_generated: int = 0
     samples_verified: int = 0
+    infra_errors: int = 0  # samples whose sandbox kept failing: stored as such, retried on resume
     started: float = field(default_factory=time.monotonic)
 
 
@@ -390,9 +391,13 @@ class Sweep:
         )
         if outcome.reused:
             self.metrics.verify_dedup.inc()
-        self.running.add(sample.task_id, verdict == "passed")
-        self.stats.samples_verified += 1
-        self.metrics.samples_verified.labels(verdict).inc()
+        if outcome.verdict is Verdict.infra_error:  # not a verdict: out of pass@k, verified again on resume
+            self.stats.infra_errors += 1
+            self.metrics.infra_errors.inc()
+        else:
+            self.running.add(sample.task_id, verdict == "passed")
+            self.stats.samples_verified += 1
+            self.metrics.samples_verified.labels(verdict).inc()
         if not outcome.reused:
             self.metrics.verify_seconds.observe(outcome.wall_s)
         log.debug("%s/%d %s in %.3f s (%s)", sample.task_id, sample.sample_index, verdict, outcome.wall_s, outcome.detail)

@@ -1,7 +1,8 @@
 """The durable result store: one SQLite file (WAL) in the run's --out directory.
 
 One row per sample, inserted when its generation finishes and completed when its verdict
-arrives. Writes are staged in memory and committed in batches by `flush()`: a crash loses at
+arrives. A row whose verdict is `infra_error` (the sandbox failed, not the program) counts as
+not verified: it is left out of pass@k and verified again by the next run. Writes are staged in memory and committed in batches by `flush()`: a crash loses at
 most the last unflushed batch, and a lost row is simply generated (or verified) again on
 resume, so no sample is ever counted twice.
 """
@@ -21,6 +22,7 @@ from engine.errors import InputError, StorageError
 from engine.records import Problem, Sample
 
 DB_NAME = "results.sqlite"
+INFRA_ERROR = "infra_error"  # not a verdict about the program (sandbox/verdicts.py)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -39,7 +41,7 @@ CREATE TABLE IF NOT EXISTS samples (
     first_token_at REAL,
     finished_at REAL NOT NULL,
     response TEXT,              -- a chat model's raw answer, when the completion was cut out of it
-    verdict TEXT,               -- NULL until verified
+    verdict TEXT,               -- NULL until verified; 'infra_error': the sandbox failed, verified again on resume
     detail TEXT,
     output TEXT,
     verify_wall_s REAL,
@@ -222,28 +224,31 @@ class Store:
     def unverified(self) -> Iterator[Sample]:
         rows = self._db.execute(
             "SELECT task_id, sample_index, completion, completion_tokens, finish_reason, server, requested_at,"
-            " first_token_at, finished_at, response FROM samples WHERE verdict IS NULL ORDER BY task_id, sample_index"
+            " first_token_at, finished_at, response FROM samples WHERE verdict IS NULL OR verdict = ?"
+            " ORDER BY task_id, sample_index", (INFRA_ERROR,),
         ).fetchall()
         return (Sample(*row) for row in rows)
 
     def verified(self, verdict: str | None = None) -> Iterator[tuple]:
         """(task_id, sample_index, completion, verdict, detail, output, backend, limits JSON, cpu_s) of the
-        verified samples, or of those with one verdict (e.g. for `engine verify --retry timeout`)."""
+        verified samples (infrastructure errors aside), or of those with one verdict (e.g. for
+        `engine verify --retry timeout`)."""
         query = ("SELECT task_id, sample_index, completion, verdict, detail, output, backend, limits, cpu_s"
                  " FROM samples WHERE verdict IS NOT NULL")  # fmt: skip
         if verdict is not None:
             return iter(self._db.execute(query + " AND verdict = ? ORDER BY task_id, sample_index", (verdict,)).fetchall())
-        return iter(self._db.execute(query).fetchall())
+        return iter(self._db.execute(query + " AND verdict != ?", (INFRA_ERROR,)).fetchall())
 
     def pass_counts(self) -> dict[str, tuple[int, int]]:
-        """(n verified, c passed) per problem."""
+        """(n verified, c passed) per problem; infrastructure errors are not in n."""
         rows = self._db.execute(
-            "SELECT task_id, COUNT(*), SUM(verdict = 'passed') FROM samples WHERE verdict IS NOT NULL GROUP BY task_id"
+            "SELECT task_id, COUNT(*), SUM(verdict = 'passed') FROM samples WHERE verdict IS NOT NULL AND verdict != ?"
+            " GROUP BY task_id", (INFRA_ERROR,),
         )
         return {task: (n, int(c)) for task, n, c in rows}
 
     def verdict_counts(self, task_ids: set[str] | None = None) -> dict[str, int]:
-        """Samples per verdict, over all problems or only `task_ids`."""
+        """Samples per verdict (and infra_error), over all problems or only `task_ids`."""
         rows = self._db.execute(
             "SELECT task_id, verdict, COUNT(*) FROM samples WHERE verdict IS NOT NULL GROUP BY task_id, verdict"
         )
@@ -254,11 +259,13 @@ class Store:
         return counts
 
     def totals(self) -> dict[str, int]:
-        samples, tokens, verified = self._db.execute(
-            "SELECT COUNT(*), COALESCE(SUM(completion_tokens), 0), COUNT(verdict) FROM samples"
+        samples, tokens, verified, infra = self._db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(completion_tokens), 0), COUNT(verdict) - COUNT(verdict = ? OR NULL),"
+            " COUNT(verdict = ? OR NULL) FROM samples", (INFRA_ERROR, INFRA_ERROR),
         ).fetchone()
         failures = self._db.execute("SELECT COUNT(*) FROM generation_failures").fetchone()[0]
-        return {"samples": samples, "tokens": tokens, "verified": verified, "generation_failures": failures}
+        return {"samples": samples, "tokens": tokens, "verified": verified, "generation_failures": failures,
+                "infra_errors": infra}  # fmt: skip
 
     def verified_since(self, since: float) -> int:
         """Samples verified after the unix time `since` (for the rate in `engine status`)."""

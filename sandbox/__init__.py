@@ -10,7 +10,7 @@ Modules: limits (Limits), verdicts (Verdict, Outcome, the decision table), pool 
 workers (the fork-server backend, engine side: nsjail, firejail or none), server (the
 fork-server inside each jail), nsjail and firejail (their command lines), seccomp (the
 per-program filter), protocol (the child's status records), capture (bounded output), cgroups (a
-jail-wide memory cap), program (humaneval_program), verifier (dedup, calibrated limits,
+CPU share, a memory cap and CPU accounting per jail; leftovers of killed runs), program (humaneval_program), verifier (dedup, calibrated limits,
 preflight).
 """
 

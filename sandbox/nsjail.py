@@ -11,8 +11,9 @@ What the jail sees (Run as: unprivileged uid/gid 65534 inside AND outside, never
 - no /dev, no /etc, no home, no project dir; an empty environment (Python itself then adds
   LC_CTYPE=C.UTF-8, PEP 538);
 - new user, pid, net (only `lo`, down), mount, ipc, uts and cgroup namespaces; a seccomp
-  deny-list (SECCOMP_POLICY); a memory cgroup over the whole jail. Rlimits and the wall-clock
-  limit are per program, set by the fork-server (sandbox/server.py).
+  deny-list (SECCOMP_POLICY). Rlimits and the wall-clock limit are per program, set by the
+  fork-server (sandbox/server.py); the jail's cgroups (CPU share, memory cap) are joined before
+  nsjail starts (sandbox/cgroups.py).
 
 Why the unshare/mount wrapper: the prefix of a pyenv/home-installed Python lives under a 0700
 home (here /root/.pyenv/...). nsjail mounts as the jail's unprivileged user, which cannot
@@ -31,7 +32,6 @@ import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
 
-from sandbox.limits import Limits
 from sandbox.server_boot import BOOTSTRAP
 
 UNPRIVILEGED_ID = 65534  # "nobody"; mapped inside:outside so the jail is not root outside
@@ -73,13 +73,10 @@ class JailLayout:
     mount: str
     uid: int = UNPRIVILEGED_ID
     gid: int = UNPRIVILEGED_ID
-    memory_cgroup_parent: str | None = None  # relative to /sys/fs/cgroup/memory; None: no cgroup
-    memsw: bool = False  # the memory cgroup also limits memory+swap
     nice_level: int = 0  # our own wall-clock timer needs the program to get CPU time
 
 
-def nsjail_command(layout: JailLayout, limits: Limits, *, server_config: str,
-                   label: str) -> list[str]:  # fmt: skip
+def nsjail_command(layout: JailLayout, *, server_config: str, label: str) -> list[str]:
     """The full argv of one worker jail: staging wrapper, nsjail, then the fork-server."""
     stage_python = os.path.join(layout.stage_dir, "python")
     stage = [layout.unshare, "--mount", "--propagation", "private", "--", layout.sh, "-c", STAGE_SCRIPT,
@@ -105,17 +102,11 @@ def nsjail_command(layout: JailLayout, limits: Limits, *, server_config: str,
     for path, target in layout.library_links:
         jail += ["--symlink", f"{target}:{path}"]
     jail += ["--mount", f"none:/tmp:tmpfs:size={SERVER_TMP_MB * 1024 * 1024}", "--cwd", "/tmp"]
-    if layout.memory_cgroup_parent is not None:
-        memory_bytes = str(limits.jail_memory_mb * 1024 * 1024)
-        jail += ["--cgroup_mem_max", memory_bytes, "--cgroup_mem_parent", layout.memory_cgroup_parent]
-        if layout.memsw:
-            jail += ["--cgroup_mem_memsw_max", memory_bytes]
     interpreter = [layout.python, *PYTHON_FLAGS, "-c", BOOTSTRAP, server_config]
     return stage + jail + ["--", *interpreter, *([label] if label else [])]
 
 
-def discover_layout(stage_dir: str, *, nsjail: str | None = None, memory_cgroup_parent: str | None = None,
-                    memsw: bool = False) -> JailLayout:  # fmt: skip
+def discover_layout(stage_dir: str, *, nsjail: str | None = None) -> JailLayout:
     """Find the interpreter, its libraries and the tools on this host. Raises FileNotFoundError
     naming whatever is missing."""
     prefix = Path(sys.base_prefix).resolve()
@@ -137,8 +128,6 @@ def discover_layout(stage_dir: str, *, nsjail: str | None = None, memory_cgroup_
         unshare=_which("unshare"),
         sh=_which("sh"),
         mount=_which("mount"),
-        memory_cgroup_parent=memory_cgroup_parent,
-        memsw=memsw,
     )
 
 

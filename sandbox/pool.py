@@ -16,7 +16,7 @@ class Backend(Protocol):
     name: str
 
     async def start(self, limits: Limits, workers: int) -> None: ...
-    async def run(self, program: str, limits: Limits, label: str = "") -> Outcome: ...
+    async def run(self, program: str, limits: Limits, label: str = "", reserved: bool = False) -> Outcome: ...
     async def close(self) -> None: ...
 
 
@@ -40,6 +40,7 @@ class SandboxPool:
             backend = make_backend(backend or "nsjail")
         self.backend = backend
         self._slots = asyncio.Semaphore(workers)
+        self._reserved = asyncio.Semaphore(1)  # the backend's reserved worker (confirmations)
         self._state = "new"  # new -> started -> closed
 
     async def start(self) -> None:
@@ -49,15 +50,21 @@ class SandboxPool:
         await self.backend.start(self.limits, self.workers)
         self._state = "started"
 
-    async def run(self, program: str, *, limits: Limits | None = None, label: str = "") -> Outcome:
+    async def run(self, program: str, *, limits: Limits | None = None, label: str = "",
+                  reserved: bool = False) -> Outcome:  # fmt: skip
         """Verify one program (build it with `humaneval_program`). `label` (e.g. a task id) shows
-        in logs and in `ps`. Cancelling the call kills the program's jail."""
+        in logs and in `ps`. `reserved`: on the worker kept apart for confirming load-sensitive
+        verdicts. Cancelling the call kills the program's jail."""
         if self._state != "started":
             raise RuntimeError(f"SandboxPool.run() on a {self._state} pool")
-        async with self._slots:
+        async with self._reserved if reserved else self._slots:
             if self._state != "started":
                 raise RuntimeError("SandboxPool closed while run() waited for a worker")
-            return await self.backend.run(program, limits or self.limits, label)
+            return await self.backend.run(program, limits or self.limits, label, reserved)
+
+    @property
+    def closed(self) -> bool:
+        return self._state == "closed"
 
     async def close(self) -> None:
         if self._state == "closed":

@@ -25,7 +25,7 @@ Per program, in order (nsjail: all of it):
 2. The child: own session and process group; new mount and IPC namespaces with a fresh, size-
    limited tmpfs on /tmp (its cwd; empty, private, gone with it) and, where the jail allows, a
    fresh read-only /proc that shows only its own namespace; rlimits (address space, processes,
-   file size, open files, CPU as a backstop, no core); stdin at EOF, stdout+stderr to one pipe,
+   file size, open files, CPU as a backstop, no core); first in line for the OOM killer; stdin at EOF, stdout+stderr to one pipe,
    every other descriptor closed; all capabilities dropped, no_new_privs, then the seccomp
    filter of sandbox/seccomp.py. Then it runs the program in a fresh globals dict.
 3. The server enforces the wall-clock limit (SIGKILL to the child = the whole namespace), reads
@@ -284,6 +284,7 @@ class Server:
         """In the fresh child: set up, then run the program. Never returns."""
         try:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            _first_for_the_oom_killer()
             os.setsid()
             if self.mountns:
                 _check(_libc.unshare(CLONE_NEWNS | CLONE_NEWIPC), "unshare(mount, ipc)")
@@ -325,6 +326,20 @@ class Server:
             finally:
                 os._exit(CHILD_SETUP_FAILED)
         _run_program(program)
+
+
+def _first_for_the_oom_killer():
+    """Memory no rlimit sees (memfd, tmpfs, page cache) can fill the jail's memory cgroup; its OOM
+    killer must then take this child (and all it spawns: inherited), never the fork-server. (A
+    non-dumpable process's /proc files belong to root: dumpable for the moment of the write,
+    before any untrusted code exists in it.)"""
+    _check(_libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0), "prctl(PR_SET_DUMPABLE)")
+    fd = os.open("/proc/self/oom_score_adj", os.O_WRONLY)
+    try:
+        os.write(fd, b"1000")
+    finally:
+        os.close(fd)
+    _check(_libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0), "prctl(PR_SET_DUMPABLE)")
 
 
 def _run_program(source):

@@ -6,10 +6,10 @@ Exit statuses never make a pass: nsjail's 0, 1 and 255 each have several meaning
 program can exit with any status it likes. The rows of `decide`, in order:
 
     pass record with our nonce (after "ready")      passed
-    harness never said "ready"                       error    (sandbox fault: no program ran)
-    our wall-clock timer fired                       timeout
-    pool closed while it ran                         error
-    the worker died or stopped answering             error    (sandbox fault)
+    harness never said "ready"                       infra_error  (sandbox fault: no program ran)
+    our wall-clock timer fired                       timeout  (load-sensitive unless its CPU reached the limit)
+    pool closed while it ran                         infra_error
+    the worker died or stopped answering             infra_error  (sandbox fault)
     killed by SIGPROF, or a CPU-limit record         timeout  (the CPU-time limit, Limits.cpu_time_s)
     killed by SIGXCPU / nsjail's own time limit      timeout  (backstops)
     killed by SIGKILL under a jail memory cap        oom      (the cgroup OOM killer)
@@ -19,6 +19,14 @@ program can exit with any status it likes. The rows of `decide`, in order:
     output shows a MemoryError, no record            oom
     pass record with a wrong nonce                   failed   (forged)
     exited without a record                          failed   (os._exit, killed its process group ...)
+
+`infra_error` is not a verdict about the program: the sandbox failed, so the sample is retried
+(sandbox/verifier.py), and if that persists it is stored as such and left out of pass@k.
+
+Load-sensitive: a wall-clock timeout whose CPU time (the jail's cgroup: the sample and all it
+spawned) stayed under its CPU limit could have been caused by a loaded machine; `load_sensitive`
+says so, and the verifier confirms it on a reserved sandbox before it is stored or reused. A CPU
+overrun cannot come from load, so every other verdict is final at once.
 """
 
 from __future__ import annotations
@@ -37,6 +45,7 @@ class Verdict(str, enum.Enum):
     timeout = "timeout"
     oom = "oom"
     error = "error"
+    infra_error = "infra_error"  # not a verdict about the program: the sandbox failed (never reused)
 
     def __str__(self) -> str:
         return self.value
@@ -71,6 +80,7 @@ class Observation:
     timeout_s: float = 0.0
     cpu_time_s: float | None = None
     startup_timeout_s: float = 0.0
+    cpu_used_s: float | None = None  # CPU time of the sample and its descendants; None: not measured
 
 
 def decide(obs: Observation) -> tuple[Verdict, str]:
@@ -78,13 +88,13 @@ def decide(obs: Observation) -> tuple[Verdict, str]:
     if obs.ready and obs.passed_record:
         return Verdict.passed, "check() returned"
     if not obs.ready:
-        return Verdict.error, "sandbox fault: " + _startup_fault(obs)
+        return Verdict.infra_error, "sandbox fault: " + _startup_fault(obs)
     if obs.killed_by is KillReason.timeout:
         return Verdict.timeout, f"wall-clock limit {float(obs.timeout_s)} s"
     if obs.killed_by is KillReason.closed:
-        return Verdict.error, "sandbox closed while the program ran"
+        return Verdict.infra_error, "sandbox closed while the program ran"
     if obs.worker_fault is not None or obs.killed_by is not None:
-        return Verdict.error, "sandbox fault: " + (obs.worker_fault or "the worker stopped answering")
+        return Verdict.infra_error, "sandbox fault: " + (obs.worker_fault or "the worker stopped answering")
     if obs.signal is not None:
         return _by_signal(obs)
     if obs.cpu_limit:
@@ -98,6 +108,15 @@ def decide(obs: Observation) -> tuple[Verdict, str]:
     if obs.forged_pass:
         return Verdict.failed, "pass record with a wrong nonce (forged)"
     return Verdict.failed, f"exited without finishing check() ({_exit_text(obs)})"
+
+
+def load_sensitive(obs: Observation) -> bool:
+    """A wall-clock timeout whose measured CPU stayed under the CPU limit (or was not measured):
+    on an idle machine the sample might have finished, so this verdict needs confirming."""
+    if decide(obs)[0] is not Verdict.timeout or obs.killed_by is not KillReason.timeout:
+        return False
+    limit = obs.cpu_time_s or obs.timeout_s
+    return obs.cpu_used_s is None or obs.cpu_used_s < limit
 
 
 def _startup_fault(obs: Observation) -> str:
@@ -154,10 +173,16 @@ class Outcome:
     output: str  # tail of the program's stdout+stderr, possibly truncated
     cpu_s: float = 0.0  # CPU time of the program and all its descendants (user + system)
     reused: bool = False  # the verdict of an identical earlier sample (dedup), not a new run
+    load_sensitive: bool = False  # a timeout the machine's load could have caused: not final (see module doc)
 
     @property
     def passed(self) -> bool:
         return self.verdict is Verdict.passed
+
+    @property
+    def final(self) -> bool:
+        """May be stored and reused as it is: a verdict about the program that load cannot have caused."""
+        return self.verdict is not Verdict.infra_error and not self.load_sensitive
 
     def to_dict(self) -> dict[str, object]:
         return {

@@ -10,8 +10,12 @@ stdin/stdout carry the protocol of sandbox/server.py. The server enforces each p
 wall-clock limit itself; the engine keeps a backstop (`timeout_s + BACKSTOP_S`) after which it
 kills the whole jail. A worker is recycled (its jail killed, a fresh one started in the
 background) after `recycle_after` programs or on any anomaly: a reply missing or malformed, the
-backstop, a program that never said "ready", a SIGKILL the server did not send (the jail's
-memory cgroup), a cancelled call.
+backstop, a program that never said "ready", a cancelled call.
+
+Each jail has cgroups of its own (sandbox/cgroups.py: a fair, bounded CPU share, a memory cap,
+its CPU time counting every process in it). One more jail than `workers` is reserved: it runs
+only the confirmations of load-sensitive verdicts (`run(..., reserved=True)`), with a CPU weight
+that gets it a core on a loaded machine.
 """
 
 from __future__ import annotations
@@ -33,12 +37,13 @@ from typing import Protocol
 import orjson
 
 from engine.errors import SandboxError
-from sandbox import cgroups, seccomp
+from sandbox import seccomp
+from sandbox.cgroups import JailCgroup, PoolCgroups, sweep_leftovers
 from sandbox.capture import TailBuffer
 from sandbox.limits import Limits
 from sandbox.protocol import StatusParser
 from sandbox.server_boot import BOOTSTRAP
-from sandbox.verdicts import KillReason, Observation, Outcome, Verdict, decide
+from sandbox.verdicts import KillReason, Observation, Outcome, Verdict, decide, load_sensitive
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +53,7 @@ BACKSTOP_S = 5.0  # after the program's own limit: the server should have answer
 KILL_GRACE_S = 1.0  # SIGTERM to the jail, then SIGKILL this much later
 STDERR_TAIL_BYTES = 16 * 1024
 RESTART_ATTEMPTS = 3
+RESERVED_WORKERS = 1  # jails that only confirm load-sensitive verdicts
 PYTHON_FLAGS = ("-I", "-S", "-B", "-u", "-X", "utf8")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -56,7 +62,6 @@ class Launcher(Protocol):
     """How a worker jail is started: one per backend kind."""
 
     name: str
-    memory_cap: bool  # a memory cgroup covers each jail (a SIGKILL the server did not send is the OOM killer)
 
     def prepare(self, limits: Limits) -> None: ...  # host-side set-up; OSError/FileNotFoundError if impossible
     def command(self, config: dict, label: str) -> list[str]: ...
@@ -68,35 +73,21 @@ class NsjailLauncher:
 
     name = "nsjail"
 
-    def __init__(self, *, nsjail_path: str | None = None, memory_cgroup: bool = True):
+    def __init__(self, *, nsjail_path: str | None = None):
         self._nsjail_path = nsjail_path
-        self._want_cgroup = memory_cgroup
         self._stage_dir: str | None = None
-        self._cgroup: cgroups.MemoryCgroup | None = None
         self.layout = None
-        self.limits = Limits()
-
-    @property
-    def memory_cap(self) -> bool:
-        return self._cgroup is not None
 
     def prepare(self, limits: Limits) -> None:
         from sandbox.nsjail import discover_layout
 
-        self.limits = limits
         # Under /tmp whatever TMPDIR says: every directory above it must be traversable by the
         # jail's unprivileged user, for nsjail to bind the staged prefix from it.
         self._stage_dir = tempfile.mkdtemp(prefix=f"engine-sandbox-{os.getpid()}-", dir="/tmp")
         for sub in ("python", "empty"):
             os.mkdir(os.path.join(self._stage_dir, sub), 0o755)
         os.chmod(self._stage_dir, 0o755)
-        if self._want_cgroup:
-            self._cgroup = cgroups.MemoryCgroup.create()
-        self.layout = discover_layout(
-            self._stage_dir, nsjail=self._nsjail_path,
-            memory_cgroup_parent=self._cgroup.nsjail_parent if self._cgroup else None,
-            memsw=self._cgroup.memsw if self._cgroup else False,
-        )  # fmt: skip
+        self.layout = discover_layout(self._stage_dir, nsjail=self._nsjail_path)
 
     def server_config(self) -> dict:
         return {"pidns": True, "mountns": True, "mount_proc": True, "seccomp": seccomp.sample_filter().hex()}
@@ -104,17 +95,9 @@ class NsjailLauncher:
     def command(self, config: dict, label: str) -> list[str]:
         from sandbox.nsjail import nsjail_command
 
-        return nsjail_command(self.layout, self.limits, server_config=json.dumps(config),
-                              label=label)  # fmt: skip
-
-    def sweep(self) -> None:
-        if self._cgroup is not None:
-            self._cgroup.sweep()
+        return nsjail_command(self.layout, server_config=json.dumps(config), label=label)
 
     def close(self) -> None:
-        if self._cgroup is not None:
-            self._cgroup.remove()
-            self._cgroup = None
         if self._stage_dir is not None:
             shutil.rmtree(self._stage_dir, ignore_errors=True)
             self._stage_dir = None
@@ -124,7 +107,6 @@ class FirejailLauncher:
     """firejail (Debian's), run as the unprivileged account engine-sandbox."""
 
     name = "firejail"
-    memory_cap = False
 
     def __init__(self) -> None:
         self.layout = None
@@ -144,9 +126,6 @@ class FirejailLauncher:
         return firejail_command(self.layout, server_config=json.dumps(config),
                                 label=label)  # fmt: skip
 
-    def sweep(self) -> None:
-        pass
-
     def close(self) -> None:
         pass
 
@@ -156,7 +135,6 @@ class BareLauncher:
     a session per program and a scratch directory; no isolation at all. Trusted code only."""
 
     name = "none"
-    memory_cap = False
 
     def __init__(self) -> None:
         self._tmp: str | None = None
@@ -170,9 +148,6 @@ class BareLauncher:
     def command(self, config: dict, label: str) -> list[str]:
         return [sys.executable, *PYTHON_FLAGS, "-c", BOOTSTRAP, json.dumps(config), *([label] if label else [])]
 
-    def sweep(self) -> None:
-        pass
-
     def close(self) -> None:
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
@@ -183,22 +158,32 @@ LAUNCHERS = {"nsjail": NsjailLauncher, "firejail": FirejailLauncher, "none": Bar
 
 
 class ForkServerBackend:
-    """A sandbox Backend (see sandbox/pool.py) made of `workers` fork-server jails."""
+    """A sandbox Backend (see sandbox/pool.py) made of `workers` fork-server jails, and one more
+    reserved for confirmations."""
 
-    def __init__(self, launcher: Launcher, *, startup_timeout_s: float = 30.0, recycle_after: int = 1000):
+    def __init__(self, launcher: Launcher, *, startup_timeout_s: float = 30.0, recycle_after: int = 1000,
+                 cgroups: bool = True):  # fmt: skip
         self.launcher = launcher
         self.name = launcher.name
         self.startup_timeout_s = startup_timeout_s
         self.recycle_after = recycle_after
         self.features: dict = {}
         self.restarts = 0
+        self._want_cgroups = cgroups
+        self._cgroups: PoolCgroups | None = None
+        self._sh = shutil.which("sh", path="/usr/bin:/bin") or "/bin/sh"
         self._limits = Limits()
-        self._idle: asyncio.Queue[_Worker] = asyncio.Queue()
+        self._idle: dict[bool, asyncio.Queue[_Worker]] = {False: asyncio.Queue(), True: asyncio.Queue()}
         self._workers: set[_Worker] = set()
         self._background: set[asyncio.Task] = set()
         self._closed = False
         self._prepared = False
         self._config: dict = {}
+
+    @property
+    def memory_cap(self) -> bool:
+        """Each jail's memory is capped as a whole (a cgroup), not only per process."""
+        return self._cgroups is not None and "memory" in self._cgroups.parents
 
     async def start(self, limits: Limits, workers: int = 1) -> None:
         """Start the jails and prove they run Python; SandboxError (one line) if they cannot."""
@@ -206,32 +191,47 @@ class ForkServerBackend:
         try:
             try:
                 self._prepared = True  # close() undoes whatever part of prepare() ran
+                await asyncio.to_thread(sweep_leftovers)
+                if self._want_cgroups:
+                    self._cgroups = PoolCgroups.create(workers)  # the reserved jail weighs on its own
                 self.launcher.prepare(limits)
                 self._config = self.launcher.server_config()  # type: ignore[attr-defined]
             except (OSError, ValueError) as exc:
                 raise SandboxError(f"sandbox {self.name} unavailable: {exc}") from exc
-            started = await asyncio.gather(*(self._new_worker() for _ in range(workers)), return_exceptions=True)
+            kinds = [False] * workers + [True] * RESERVED_WORKERS
+            started = await asyncio.gather(*(self._new_worker(reserved) for reserved in kinds), return_exceptions=True)
             failures = [w for w in started if isinstance(w, BaseException)]
             for worker in started:
                 if isinstance(worker, _Worker):
-                    self._idle.put_nowait(worker)
+                    self._idle[worker.reserved].put_nowait(worker)
             if failures:
                 raise failures[0]
             self.features = dict(next(iter(self._workers)).features)
-            outcome = await self.run(SELF_TEST_PROGRAM, limits, label="self-test")
-            if outcome.verdict is not Verdict.passed:
-                said = outcome.output.strip().splitlines()[-1:]
-                raise SandboxError(f"sandbox {self.name} self-test failed: {outcome.verdict.value}: {outcome.detail}"
-                                   + (f": {said[0][:200]}" if said else ""))  # fmt: skip
+            self.features["cgroups"] = ",".join(self._cgroups.parents) if self._cgroups else "none"
+            for reserved in (False, True):
+                outcome = await self.run(SELF_TEST_PROGRAM, limits, label="self-test", reserved=reserved)
+                if outcome.verdict is not Verdict.passed:
+                    said = outcome.output.strip().splitlines()[-1:]
+                    raise SandboxError(f"sandbox {self.name} self-test failed: {outcome.verdict.value}: {outcome.detail}"
+                                       + (f": {said[0][:200]}" if said else ""))  # fmt: skip
         except BaseException:
             await self.close()
             raise
-        log.info("sandbox ready: %s, %d fork-server workers (%s)", self.name, workers,
-                 ", ".join(f"{k} {'on' if v else 'off'}" for k, v in self.features.items() if isinstance(v, bool)))  # fmt: skip
+        log.info("sandbox ready: %s, %d fork-server workers + %d reserved (%s)", self.name, workers, RESERVED_WORKERS,
+                 ", ".join(f"{k} {v if isinstance(v, str) else 'on' if v else 'off'}" for k, v in self.features.items()
+                           if k != "python"))  # fmt: skip
 
-    async def _new_worker(self) -> _Worker:
+    async def _new_worker(self, reserved: bool) -> _Worker:
         label = f"engine-sandbox-{self.name}-{secrets.token_hex(4)}"
-        worker = _Worker(self.launcher.command(self._config, label), label, self.launcher.memory_cap, self.name)
+        argv = self.launcher.command(self._config, label)
+        cgroup = None
+        if self._cgroups is not None:
+            try:
+                cgroup = self._cgroups.jail(label, self._limits.jail_memory_mb * 1024 * 1024, reserved=reserved)
+            except OSError as exc:
+                raise SandboxError(f"cannot create the cgroups of a sandbox worker: {exc}") from exc
+            argv = cgroup.join_command(self._sh) + argv
+        worker = _Worker(argv, label, cgroup, self.name, reserved)
         self._workers.add(worker)
         try:
             await worker.start(self.startup_timeout_s)
@@ -241,10 +241,10 @@ class ForkServerBackend:
             raise
         return worker
 
-    async def run(self, program: str, limits: Limits, label: str = "") -> Outcome:
+    async def run(self, program: str, limits: Limits, label: str = "", reserved: bool = False) -> Outcome:
         if self._closed:
             raise RuntimeError("ForkServerBackend.run() after close()")
-        worker = await self._idle.get()
+        worker = await self._idle[reserved].get()
         keep = False
         try:
             outcome, keep = await worker.run(program, limits)
@@ -253,36 +253,41 @@ class ForkServerBackend:
             return outcome
         finally:
             if keep:
-                self._idle.put_nowait(worker)
+                self._idle[reserved].put_nowait(worker)
             else:
-                self._retire(worker)
+                self._retire(worker, reserved)
 
-    def _retire(self, worker: _Worker) -> None:
+    def _retire(self, worker: _Worker, reserved: bool) -> None:
         """Kill the worker's jail and start a fresh one in the background."""
-        task = asyncio.get_running_loop().create_task(self._replace(worker))
+        task = asyncio.get_running_loop().create_task(self._replace(worker, reserved))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def _replace(self, worker: _Worker) -> None:
-        self._workers.discard(worker)
-        if worker.healthy:
-            await worker.shutdown()  # served its count: let it exit on its own
-        else:
-            await worker.kill_and_wait()
-        self.launcher.sweep()  # type: ignore[attr-defined]
+    async def _replace(self, worker: _Worker, reserved: bool) -> None:
+        await self._discard(worker)
         if self._closed:
             return
         self.restarts += 1
         error: BaseException | None = None
         for attempt in range(RESTART_ATTEMPTS):
             try:
-                self._idle.put_nowait(await self._new_worker())
+                self._idle[reserved].put_nowait(await self._new_worker(reserved))
                 return
             except SandboxError as exc:
                 error = exc
                 log.warning("sandbox %s: worker restart %d failed: %s", self.name, attempt + 1, exc)
                 await asyncio.sleep(0.5 * (attempt + 1))
-        self._idle.put_nowait(_BrokenWorker(f"cannot restart a worker: {error}"))  # type: ignore[arg-type]
+        self._idle[reserved].put_nowait(_BrokenWorker(f"cannot restart a worker: {error}"))  # type: ignore[arg-type]
+
+    async def _discard(self, worker: _Worker) -> None:
+        """End the worker's jail (gently when it is healthy and idle) and remove its cgroups."""
+        self._workers.discard(worker)
+        if worker.healthy and not worker.busy:
+            await worker.shutdown()
+        else:
+            await worker.kill_and_wait()
+        if worker.cgroup is not None:
+            await asyncio.to_thread(worker.cgroup.remove)  # may wait a moment for the jail's last exits
 
     def worker_pids(self) -> list[int]:
         """Host pids of the live workers' top processes (for tests and diagnostics)."""
@@ -293,15 +298,17 @@ class ForkServerBackend:
         for task in list(self._background):
             with contextlib.suppress(BaseException):
                 await task
-        await asyncio.gather(*(w.kill_and_wait() if w.busy else w.shutdown() for w in list(self._workers)))
-        self._workers.clear()
+        await asyncio.gather(*(self._discard(w) for w in list(self._workers)))
         if self._prepared:
+            if self._cgroups is not None:
+                self._cgroups.remove()
+                self._cgroups = None
             self.launcher.close()
             self._prepared = False
 
 
 class _BrokenWorker:
-    """Stands in for a worker that could not be restarted: every program gets an error verdict."""
+    """Stands in for a worker that could not be restarted: every program gets an infrastructure error."""
 
     served = 0
 
@@ -316,11 +323,13 @@ class _BrokenWorker:
 class _Worker:
     """One jail with a fork-server in it."""
 
-    def __init__(self, argv: list[str], label: str, memory_cap: bool, backend: str):
+    def __init__(self, argv: list[str], label: str, cgroup: JailCgroup | None, backend: str, reserved: bool = False):
         self.backend = backend
         self.argv = argv
         self.label = label
-        self.memory_cap = memory_cap
+        self.cgroup = cgroup
+        self.memory_cap = cgroup is not None and cgroup.memory_cap
+        self.reserved = reserved
         self.proc: asyncio.subprocess.Process | None = None
         self.features: dict = {}
         self.served = 0
@@ -367,6 +376,7 @@ class _Worker:
         payload = orjson.dumps({"program": program, "limits": limits.to_dict()})
         loop = asyncio.get_running_loop()
         backstop = loop.call_later(limits.timeout_s + BACKSTOP_S, self.kill, KillReason.unresponsive)
+        cpu_before = self._cpu_clock()
         try:
             self.proc.stdin.write(len(payload).to_bytes(4, "big") + payload)
             await self.proc.stdin.drain()
@@ -381,18 +391,32 @@ class _Worker:
             backstop.cancel()
             self.busy = False
         reply = _parse(line)
-        observation, healthy = self._observe(reply, limits)
+        cpu_s = self._cpu_used(cpu_before, reply)
+        observation, healthy = self._observe(reply, limits, cpu_s)
         self.healthy = healthy
         verdict, detail = decide(observation)
         outcome = Outcome(
             verdict=verdict, detail=detail, wall_s=round(time.monotonic() - started, 6), backend=self.backend,
             limits=limits, output=(reply or {}).get("output", "") if isinstance((reply or {}).get("output"), str) else "",
-            cpu_s=float((reply or {}).get("cpu_s") or 0.0),
+            cpu_s=round(cpu_s or 0.0, 6), load_sensitive=load_sensitive(observation),
         )  # fmt: skip
         return outcome, healthy
 
-    def _observe(self, reply: dict | None, limits: Limits) -> tuple[Observation, bool]:
-        base = {"timeout_s": limits.timeout_s, "cpu_time_s": limits.cpu_time_s, "memory_cap": self.memory_cap}
+    def _cpu_clock(self) -> float | None:
+        return self.cgroup.cpu_usage_s() if self.cgroup is not None else None
+
+    def _cpu_used(self, before: float | None, reply: dict | None) -> float | None:
+        """CPU time of the sample and everything it spawned (its jail's cgroup: the server's
+        share is ~1 ms); without a cgroup, what wait4 saw (the processes it waited for)."""
+        after = self._cpu_clock()
+        if before is not None and after is not None:
+            return max(after - before, 0.0)
+        reported = (reply or {}).get("cpu_s")
+        return float(reported) if isinstance(reported, (int, float)) else None
+
+    def _observe(self, reply: dict | None, limits: Limits, cpu_s: float | None) -> tuple[Observation, bool]:
+        base = {"timeout_s": limits.timeout_s, "cpu_time_s": limits.cpu_time_s, "memory_cap": self.memory_cap,
+                "cpu_used_s": cpu_s}  # fmt: skip
         if reply is None or reply.get("event") != "result":
             if self._killed_by is KillReason.closed:
                 return Observation(ready=True, killed_by=KillReason.closed, **base), False
@@ -415,8 +439,7 @@ class _Worker:
             signal=sig, sandbox_fault=None if ready else (status.setup_failure or "the program's set-up failed"),
             output_memory_error="MemoryError" in str(reply.get("output", "")), cpu_limit=status.cpu_limit, **base,
         )  # fmt: skip
-        healthy = ready and not (sig == signal.SIGKILL and not timed_out)
-        return observation, healthy
+        return observation, ready  # it answered: the fork-server survived whatever the program did
 
     def kill(self, reason: KillReason) -> None:
         """SIGTERM the jail (nsjail/firejail kill and reap everything in it); SIGKILL later."""

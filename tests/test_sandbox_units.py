@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+from dataclasses import replace
 
 import pytest
 from hypothesis import given
@@ -12,10 +13,10 @@ from hypothesis import strategies as st
 
 from sandbox import Limits, Outcome, SandboxPool, Verdict, humaneval_program
 from sandbox.capture import TailBuffer
-from sandbox.cgroups import own_memory_cgroup
+from sandbox.cgroups import own_cgroups, own_memory_cgroup
 from sandbox.nsjail import JailLayout, nsjail_command
 from sandbox.protocol import MAX_LINE_BYTES, Failure, StatusParser
-from sandbox.verdicts import KillReason, Observation, decide
+from sandbox.verdicts import KillReason, Observation, decide, load_sensitive
 
 NONCE = "0123456789abcdef0123456789abcdef"
 ASSERTION = Failure(oom=False, type="AssertionError", message="")
@@ -29,28 +30,28 @@ TABLE = [
     ("pass record wins over a late timer", Observation(ready=True, passed_record=True, killed_by=KillReason.timeout),
      Verdict.passed, "check() returned"),
     ("pass record without ready is impossible: no program ran", Observation(passed_record=True),
-     Verdict.error, "sandbox fault: jail ended before the harness was ready (no exit status)"),
+     Verdict.infra_error, "sandbox fault: jail ended before the harness was ready (no exit status)"),
     ("nsjail could not set up the jail", Observation(sandbox_fault="nsjail: Failed to mount", exit_status=255),
-     Verdict.error, "sandbox fault: nsjail: Failed to mount"),
+     Verdict.infra_error, "sandbox fault: nsjail: Failed to mount"),
     ("harness never said ready", Observation(killed_by=KillReason.startup, startup_timeout_s=10),
-     Verdict.error, "sandbox fault: harness not ready after 10.0 s"),
+     Verdict.infra_error, "sandbox fault: harness not ready after 10.0 s"),
     ("jail ended before ready", Observation(exit_status=1),
-     Verdict.error, "sandbox fault: jail ended before the harness was ready (exit status 1)"),
+     Verdict.infra_error, "sandbox fault: jail ended before the harness was ready (exit status 1)"),
     ("pool closed before ready", Observation(killed_by=KillReason.closed),
-     Verdict.error, "sandbox fault: pool closed before the program started"),
+     Verdict.infra_error, "sandbox fault: pool closed before the program started"),
     ("our timer fired", Observation(ready=True, killed_by=KillReason.timeout, signal=9, timeout_s=3.0),
      Verdict.timeout, "wall-clock limit 3.0 s"),
     ("timer beats a (possibly forged) failure record",
      Observation(ready=True, killed_by=KillReason.timeout, failure=ASSERTION, timeout_s=1),
      Verdict.timeout, "wall-clock limit 1.0 s"),
     ("pool closed while running", Observation(ready=True, killed_by=KillReason.closed, signal=9),
-     Verdict.error, "sandbox closed while the program ran"),
+     Verdict.infra_error, "sandbox closed while the program ran"),
     ("the worker died mid-run", Observation(ready=True, worker_fault="the worker died while the program ran"),
-     Verdict.error, "sandbox fault: the worker died while the program ran"),
+     Verdict.infra_error, "sandbox fault: the worker died while the program ran"),
     ("the worker stopped answering", Observation(ready=True, killed_by=KillReason.unresponsive),
-     Verdict.error, "sandbox fault: the worker stopped answering"),
+     Verdict.infra_error, "sandbox fault: the worker stopped answering"),
     ("worker fault beats a failure record", Observation(ready=True, worker_fault="gone", failure=ASSERTION),
-     Verdict.error, "sandbox fault: gone"),
+     Verdict.infra_error, "sandbox fault: gone"),
     ("CPU-time limit record", Observation(ready=True, cpu_limit=True, cpu_time_s=0.25, failure=ASSERTION),
      Verdict.timeout, "CPU-time limit 0.25 s"),
     ("killed by SIGPROF", Observation(ready=True, signal=signal.SIGPROF, cpu_time_s=0.25),
@@ -107,8 +108,40 @@ def test_nothing_but_the_nonce_record_passes(ready, forged, exit_status, sig, ki
     assert detail and "\n" not in detail
 
 
+@given(
+    killed=st.none() | st.sampled_from(list(KillReason)), ready=st.booleans(), passed=st.booleans(),
+    cpu_used=st.none() | st.floats(0, 100), cpu_limit=st.none() | st.floats(0.01, 50), wall=st.floats(0.01, 50),
+    sig=st.none() | st.sampled_from([signal.SIGKILL, signal.SIGPROF]),
+)  # fmt: skip
+def test_only_a_wall_clock_timeout_under_its_cpu_limit_is_load_sensitive(killed, ready, passed, cpu_used, cpu_limit,
+                                                                          wall, sig) -> None:  # fmt: skip
+    """Invariant: load-sensitive <=> the verdict is a wall-clock timeout and the CPU the sample used
+    (all its processes) is unknown or below its CPU limit (the wall limit when it has none): a
+    CPU overrun, and every other verdict, is final at once."""
+    obs = Observation(ready=ready, passed_record=passed, killed_by=killed, signal=sig, cpu_used_s=cpu_used,
+                      cpu_time_s=cpu_limit, timeout_s=wall)  # fmt: skip
+    wall_clock_timeout = decide(obs) == (Verdict.timeout, f"wall-clock limit {wall} s")
+    under = cpu_used is None or cpu_used < (cpu_limit or wall)
+    assert load_sensitive(obs) is (wall_clock_timeout and under)
+
+
+def test_load_sensitive_at_the_ends() -> None:
+    timeout = Observation(ready=True, killed_by=KillReason.timeout, timeout_s=3.0, cpu_time_s=1.0)
+    assert load_sensitive(replace(timeout, cpu_used_s=0.0)) and load_sensitive(replace(timeout, cpu_used_s=0.999))
+    assert not load_sensitive(replace(timeout, cpu_used_s=1.0))  # exactly the limit: used it all
+    assert load_sensitive(timeout)  # not measured: cannot rule load out
+    assert not load_sensitive(replace(timeout, cpu_used_s=5.0, cpu_time_s=None)) and \
+        load_sensitive(replace(timeout, cpu_used_s=2.9, cpu_time_s=None))  # fmt: skip
+    cpu_overrun = Observation(ready=True, signal=signal.SIGPROF, cpu_time_s=1.0, cpu_used_s=0.1)
+    assert decide(cpu_overrun)[0] is Verdict.timeout and not load_sensitive(cpu_overrun)
+    sensitive = Outcome(Verdict.timeout, "wall-clock limit 3.0 s", 3.0, "x", Limits(), "", load_sensitive=True)
+    infra = Outcome(Verdict.infra_error, "sandbox fault: x", 0.0, "x", Limits(), "")
+    assert not sensitive.final and not infra.final
+    assert replace(sensitive, load_sensitive=False).final and not infra.passed
+
+
 def test_verdict_values() -> None:
-    assert [v.value for v in Verdict] == ["passed", "failed", "timeout", "oom", "error"]
+    assert [v.value for v in Verdict] == ["passed", "failed", "timeout", "oom", "error", "infra_error"]
     assert Verdict("oom") is Verdict.oom and Verdict.oom == "oom" and str(Verdict.oom) == "oom"
 
 
@@ -192,12 +225,12 @@ LAYOUT = JailLayout(
     nsjail="/opt/nsjail", python="/root/.pyenv/versions/3.11.7/bin/python3.11", prefix="/root/.pyenv/versions/3.11.7",
     hidden_dirs=("/root/.pyenv/versions/3.11.7/lib/python3.11/site-packages",), library_dirs=("/usr/lib", "/usr/lib64"),
     library_links=(("/lib", "usr/lib"), ("/lib64", "usr/lib64")), stage_dir="/tmp/stage", unshare="/usr/bin/unshare",
-    sh="/bin/sh", mount="/bin/mount", memory_cgroup_parent="a/b", memsw=True,
+    sh="/bin/sh", mount="/bin/mount",
 )  # fmt: skip
 
 
-def command(limits: Limits = Limits(), layout: JailLayout = LAYOUT) -> list[str]:
-    return nsjail_command(layout, limits, server_config="CONFIG", label="worker-1")
+def command(layout: JailLayout = LAYOUT) -> list[str]:
+    return nsjail_command(layout, server_config="CONFIG", label="worker-1")
 
 
 def options(argv: list[str]) -> list[tuple[str, str]]:
@@ -250,21 +283,30 @@ def test_command_filters_syscalls() -> None:
     assert all(f" {name}," not in policy for name in ("unshare", "setns", "mount"))
 
 
-def test_command_carries_the_jail_wide_limits() -> None:
-    limits = Limits(timeout_s=2.5, memory_mb=300, max_processes=7, max_file_mb=3, max_open_files=40, tmp_mb=5)
-    argv = command(limits)
+def test_command_leaves_limits_to_the_fork_server_and_cgroups_to_the_engine() -> None:
+    argv = command()
     opts = dict(options(argv))
-    assert opts["--cgroup_mem_max"] == str(600 * 2**20) and opts["--cgroup_mem_parent"] == "a/b"
-    assert opts["--cgroup_mem_memsw_max"] == str(600 * 2**20)
     assert opts["--time_limit"] == "0" and "--disable_rlimits" in argv  # per program, in the fork-server
+    assert not any(k.startswith("--cgroup") for k in opts)  # joined before nsjail starts (sandbox/cgroups.py)
     assert "--keep_caps" not in argv and "--cap" not in argv
 
 
-def test_command_without_cgroup() -> None:
-    from dataclasses import replace
+def test_a_worker_joins_its_cgroups_before_its_jail_starts(tmp_path) -> None:
+    """The wrapper writes its own pid into every cgroup.procs, then execs the jail's command:
+    every process of the jail is inside from the first; a cgroup it cannot join stops it."""
+    import subprocess
+    from pathlib import Path
 
-    opts = dict(options(command(layout=replace(LAYOUT, memory_cgroup_parent=None))))
-    assert "--cgroup_mem_max" not in opts and "--cgroup_mem_parent" not in opts
+    from sandbox.cgroups import JailCgroup
+
+    dirs = {c: tmp_path / c for c in ("cpu", "memory")}
+    for path in dirs.values():
+        path.mkdir()
+    argv = JailCgroup(dirs).join_command("/bin/sh") + ["/bin/sh", "-c", "echo $$"]
+    done = subprocess.run(argv, capture_output=True, text=True, check=True)
+    assert {(p / "cgroup.procs").read_text().strip() for p in dirs.values()} == {done.stdout.strip()}
+    missing = JailCgroup({"cpu": Path("/nonexistent/x")}).join_command("/bin/sh") + ["/bin/true"]
+    assert subprocess.run(missing, capture_output=True).returncode == 125
 
 
 def test_command_runs_isolated_python_with_the_fork_server() -> None:
@@ -300,8 +342,9 @@ def test_limits_defaults_units_and_validation() -> None:
         limits.timeout_s = 5  # type: ignore[misc]
 
 
-def test_own_memory_cgroup() -> None:
+def test_own_cgroups() -> None:
     text = "9:name=systemd:/\n4:memory:/process_api/43e5\n2:cpu,cpuacct:/\n0::/\n"
+    assert own_cgroups(text) == {"name=systemd": "/", "memory": "/process_api/43e5", "cpu": "/", "cpuacct": "/"}
     assert own_memory_cgroup(text) == "/process_api/43e5"
     assert own_memory_cgroup("0::/user.slice\n") is None
     assert own_memory_cgroup("garbage\n\n") is None
@@ -328,7 +371,7 @@ class FakeBackend:
     async def start(self, limits: Limits, workers: int) -> None:
         self.started = True
 
-    async def run(self, program: str, limits: Limits, label: str = "") -> Outcome:
+    async def run(self, program: str, limits: Limits, label: str = "", reserved: bool = False) -> Outcome:
         self.running += 1
         self.most_running = max(self.most_running, self.running)
         try:

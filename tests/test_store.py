@@ -79,3 +79,29 @@ def test_not_a_database_is_an_input_error(tmp_path):
 def test_open_without_create_needs_a_run(tmp_path):
     with pytest.raises(InputError, match="holds no run"):
         Store.open(tmp_path / "nothing", create=False)
+
+
+def test_infra_errors_are_not_verified_not_in_pass_at_k_and_come_back_on_resume(tmp_path):
+    """Invariant: an infra_error row counts nowhere a verdict counts (n of pass@k, verified
+    samples, seeds for dedup) and is handed out again as unverified, until a verdict replaces it."""
+    from engine.summary import summarize
+
+    store = Store.open(tmp_path)
+    for i, v in enumerate(["passed", "infra_error", "failed"]):
+        store.stage_sample(sample("A", i))
+        store.stage_verdict(verdict("A", i, v))
+    store.stage_sample(sample("B", 0))
+    store.stage_verdict(verdict("B", 0, "infra_error"))  # a problem with nothing but an infra error
+    store.flush()
+    assert store.pass_counts() == {"A": (2, 1)}
+    assert [(s.task_id, s.sample_index) for s in store.unverified()] == [("A", 1), ("B", 0)]
+    assert sorted((r[0], r[1]) for r in store.verified()) == [("A", 0), ("A", 2)]
+    assert [(r[0], r[1]) for r in store.verified("infra_error")] == [("A", 1), ("B", 0)]
+    totals = store.totals()
+    assert (totals["samples"], totals["verified"], totals["infra_errors"]) == (4, 2, 2)
+    summary = summarize(store.pass_counts(), store.verdict_counts())
+    assert summary["samples"] == 4 and summary["infra_errors"] == 2 and sum(summary["verdicts"].values()) == 2
+    assert summary["pass_at_k"] == {"1": 0.5, "2": 1.0}
+    store.stage_verdict(verdict("B", 0, "failed"))  # verified again on resume
+    store.flush()
+    assert store.pass_counts() == {"A": (2, 1), "B": (1, 0)} and store.totals()["infra_errors"] == 1

@@ -9,6 +9,8 @@ import sys
 
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from engine.dataset import load_problems
 from engine.errors import SandboxError
@@ -37,7 +39,7 @@ class ScriptedBackend:
     async def start(self, limits: Limits, workers: int) -> None:
         pass
 
-    async def run(self, program: str, limits: Limits, label: str = "") -> Outcome:
+    async def run(self, program: str, limits: Limits, label: str = "", reserved: bool = False) -> Outcome:
         self.runs.append(program)
         await asyncio.sleep(self.delay_s)
         if "return x" in program:
@@ -95,7 +97,7 @@ def test_no_dedup_runs_everything_and_sandbox_faults_are_never_reused() -> None:
 
     run(body, backend, dedup=False)
 
-    fault = Outcome(Verdict.error, "sandbox fault: worker died", 0.1, "x", Limits(), "")
+    fault = Outcome(Verdict.infra_error, "sandbox fault: worker died", 0.1, "x", Limits(), "")
     crash = Outcome(Verdict.error, "killed by SIGSEGV", 0.1, "x", Limits(), "")
 
     async def seeded(verifier: Verifier) -> tuple[Outcome, Outcome]:
@@ -227,3 +229,87 @@ def test_known_answers_at_once_from_verdicts_already_in_and_never_runs_anything(
         assert verifier.known("T/0", "    return x\n") is None
 
     run(without_dedup, ScriptedBackend(), dedup=False)
+
+
+# --- infrastructure errors and load-sensitive timeouts ----------------------------------------
+
+INFRA = Outcome(Verdict.infra_error, "sandbox fault: the worker died while the program ran", 0.1, "s", Limits(), "")
+SENSITIVE = Outcome(Verdict.timeout, "wall-clock limit 3.0 s", 3.0, "s", Limits(), "", cpu_s=0.01, load_sensitive=True)
+OVERRUN = Outcome(Verdict.timeout, "CPU-time limit 3.0 s", 3.0, "s", Limits(), "", cpu_s=3.0)
+PASSED = Outcome(Verdict.passed, "check() returned", 0.01, "s", Limits(), "")
+FAILED = Outcome(Verdict.failed, "AssertionError", 0.01, "s", Limits(), "")
+
+
+class ScheduleBackend:
+    """Answers each run with the next outcome of a schedule (then the last one forever), and
+    records which runs went to the reserved worker."""
+
+    name = "schedule"
+
+    def __init__(self, schedule: list[Outcome]):
+        self.schedule = list(schedule)
+        self.calls: list[bool] = []  # reserved?
+
+    async def start(self, limits: Limits, workers: int) -> None:
+        pass
+
+    async def run(self, program: str, limits: Limits, label: str = "", reserved: bool = False) -> Outcome:
+        self.calls.append(reserved)
+        return self.schedule.pop(0) if len(self.schedule) > 1 else self.schedule[0]
+
+    async def close(self) -> None:
+        pass
+
+
+def verify_with(schedule: list[Outcome], completion: str = "    return 2\n", repeat: int = 1) -> tuple[list[Outcome], list[bool]]:
+    backend = ScheduleBackend(schedule)
+
+    async def main() -> list[Outcome]:
+        async with SandboxPool(workers=2, backend=backend) as pool:
+            verifier = Verifier(pool, PROBLEMS, timing=Timing(timeout_s=3.0), retry_delay_s=0.0)
+            return [await verifier.verify(PROBLEMS[0], completion) for _ in range(repeat)]
+
+    return asyncio.run(main()), backend.calls
+
+
+@given(st.lists(st.sampled_from([INFRA, SENSITIVE, OVERRUN, PASSED, FAILED]), min_size=1, max_size=8))
+def test_what_is_stored_is_final_or_a_persistent_infra_error(schedule: list[Outcome]) -> None:
+    """Invariants, for any schedule of what the sandbox answers: the outcome is final (never
+    load-sensitive) or infra_error; infra_error only after INFRA_ATTEMPTS sandbox faults in a row;
+    a load-sensitive timeout is run again on the reserved worker, and only then; at most
+    2 x INFRA_ATTEMPTS runs in all."""
+    from sandbox.verifier import INFRA_ATTEMPTS
+
+    (outcome,), calls = verify_with(schedule)
+    assert not outcome.load_sensitive
+    assert outcome.verdict is Verdict.infra_error or outcome.final
+    answers = (schedule + [schedule[-1]] * 16)[: len(calls)]
+    if outcome.verdict is Verdict.infra_error:
+        assert answers[-INFRA_ATTEMPTS:] == [INFRA] * INFRA_ATTEMPTS
+    first = next((i for i, a in enumerate(answers) if a is not INFRA), None)
+    if first is not None and answers[first] is SENSITIVE:
+        assert calls[: first + 1] == [False] * (first + 1) and all(calls[first + 1 :])
+    else:
+        assert not any(calls)
+    assert len(calls) <= 2 * INFRA_ATTEMPTS
+
+
+def test_infra_errors_are_retried_and_never_reused() -> None:
+    from sandbox.verifier import INFRA_ATTEMPTS
+
+    recovered, calls = verify_with([INFRA, INFRA, PASSED])
+    assert recovered[0].verdict is Verdict.passed and len(calls) == 3
+    persistent, calls = verify_with([INFRA], repeat=2)
+    assert [o.verdict for o in persistent] == [Verdict.infra_error] * 2 and not any(o.reused for o in persistent)
+    assert len(calls) == 2 * INFRA_ATTEMPTS  # the second identical sample ran again
+
+
+def test_a_load_sensitive_timeout_is_confirmed_once_and_busy_loops_are_not() -> None:
+    starved, calls = verify_with([SENSITIVE, PASSED], repeat=2)
+    assert [o.verdict for o in starved] == [Verdict.passed] * 2 and calls == [False, True]  # then reused
+    assert starved[1].reused
+    sleeper, calls = verify_with([SENSITIVE], repeat=2)
+    assert sleeper[0].detail == "wall-clock limit 3.0 s (confirmed on the reserved sandbox)" and calls == [False, True]
+    assert sleeper[1].reused and sleeper[1].verdict is Verdict.timeout  # confirmed: final, reused
+    loop, calls = verify_with([OVERRUN], repeat=2)
+    assert loop[0].detail == "CPU-time limit 3.0 s" and calls == [False]
