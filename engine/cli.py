@@ -14,7 +14,7 @@ import click
 import orjson
 from tqdm import tqdm
 
-from engine.cli_options import sandbox_options, sandbox_settings
+from engine.cli_options import HTTP_HEADER, fleet_headers, sandbox_options, sandbox_settings, use_envvars
 from engine.errors import EngineError, FleetError, InputError, SandboxError, StorageError
 from sandbox.pool import default_workers
 
@@ -89,7 +89,7 @@ class _OneLineErrors(click.Group):
             fail(str(exc))
 
 
-@click.group(cls=_OneLineErrors, context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "ENGINE"})
+@click.group(cls=_OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="engine")
 def main() -> None:
     """Repeated sampling with execution-based verification.
@@ -122,6 +122,11 @@ def main() -> None:
 @click.option("--idle-timeout", default=120.0, show_default=True, type=click.FloatRange(min=0.1), help="Seconds without a byte before a stream counts as failed.")
 @click.option("--drain-timeout", default=60.0, show_default=True, type=click.FloatRange(min=0.0), help="On SIGINT/SIGTERM, seconds live streams and queued samples may still finish.")
 @click.option("--new-run", is_flag=True, help="Start afresh in --out; an existing run there is kept as results.<time>.sqlite.")
+@click.option("--api-key", default=None, metavar="KEY",
+              help="Sent as 'Authorization: Bearer KEY' on every request to the fleet (vllm serve --api-key).")
+@click.option("--header", "headers", multiple=True, type=HTTP_HEADER, metavar="NAME:VALUE",
+              help="An HTTP header sent on every request to the fleet; repeatable (in the environment variable:"
+                   " one per line).")
 @click.option("--startup-timeout", default=300.0, show_default=True, type=click.FloatRange(min=0.0), help="Seconds to wait for servers that are still loading their model.")
 @click.option("--workers", default=default_workers(), show_default=True, type=click.IntRange(min=1), help="Parallel sandboxes [default: 2 per core].")
 @sandbox_options
@@ -152,6 +157,7 @@ def run(**opts) -> None:
         metrics_host=opts["metrics_host"], metrics_port=None if opts["no_metrics"] else opts["metrics_port"],
         startup_timeout_s=opts["startup_timeout"], drain_timeout_s=opts["drain_timeout"], new_run=opts["new_run"],
         progress=not opts["as_json"] or sys.stderr.isatty(),
+        headers=fleet_headers(opts["api_key"], opts["headers"]),
     )
     summary = run_async(run_sweep(cfg))
     title = (
@@ -228,3 +234,4 @@ def _register_commands_defined_elsewhere() -> None:
 
 
 _register_commands_defined_elsewhere()
+use_envvars(main, "ENGINE")

@@ -4,8 +4,11 @@
     ├── InputError              the user's input is wrong; the CLI prints one line, exits 2
     │   ├── HostsFileError      missing, empty or malformed hosts file
     │   ├── DatasetError        unknown dataset, unreadable file, rows missing fields
-    │   └── RunConfigError      --out holds a run with another sampling configuration
+    │   ├── RunConfigError      --out holds a run with another sampling configuration
+    │   ├── RunLockedError      another process is running the run in that directory
+    │   └── StoreDamagedError   the results store has a corrupt page or is not SQLite
     ├── FleetError              no server answered as a vLLM server would (exit 2)
+    │   └── UnauthorizedError   a server refused our credentials (HTTP 401/403): --api-key
     ├── SandboxError            the sandbox cannot run programs at all (exit 2)
     ├── StorageError            the results store cannot be written (disk full ...; exit 2)
     └── StreamError             one request failed; the unfinished samples are retried
@@ -36,8 +39,20 @@ class RunConfigError(InputError):
     pass
 
 
+class RunLockedError(InputError):
+    pass
+
+
+class StoreDamagedError(InputError):
+    pass
+
+
 class FleetError(EngineError):
     pass
+
+
+class UnauthorizedError(FleetError):
+    """Asking again with the same credentials cannot help: the run ends (exit 2)."""
 
 
 class SandboxError(EngineError):
@@ -66,6 +81,7 @@ class HTTPStatusError(StreamError):
         self.status = status
         # 4xx other than 408/429 means the request itself is wrong: asking again won't help.
         self.retryable = status >= 500 or status in (408, 429)
+        self.unauthorized = status in (401, 403)
 
 
 class ProtocolError(StreamError):

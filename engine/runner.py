@@ -17,7 +17,7 @@ import aiohttp
 
 from engine.chat import chat_messages, extract_completion
 from engine.client import request_body, stream_completion, timeout_for
-from engine.errors import StreamError
+from engine.errors import StreamError, UnauthorizedError
 from engine.openai_stream import FinishedChoice, StreamAssembler
 from engine.progress import Progress
 from engine.records import Problem, Sample
@@ -44,7 +44,6 @@ from sandbox.verifier import Verifier
 log = logging.getLogger(__name__)
 
 HUMANEVAL_STOP = ("\ndef", "\nclass", "\nif", "\nprint", "\n#")
-HEARTBEAT_S = 2.0  # how often a running sweep says so in its store (for `engine status`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +134,7 @@ class Sweep:
         self._rng = random.Random()
         self._stopping = False
         self._work: asyncio.Task | None = None
+        self._fatal: UnauthorizedError | None = None  # ends the run: retrying cannot help
 
     @property
     def stopped(self) -> bool:
@@ -168,6 +168,8 @@ class Sweep:
                 if task is work and task.cancelled() and self._stopping:
                     continue  # abort()
                 task.result()
+            if self._fatal is not None:
+                raise self._fatal
         finally:
             for task in [work, *background, *self._inflight]:
                 task.cancel()
@@ -276,6 +278,10 @@ class Sweep:
         indices = [request.start + i for i in unfinished]
         task_id = request.problem.task_id
         now = time.monotonic()
+        if getattr(exc, "unauthorized", False):
+            self._fatal = UnauthorizedError(f"{server.url} refused our credentials ({exc}); check --api-key and --header")
+            self.abort()
+            return
         if exc.connect_failed:
             # Nothing was sent: the server is down (or still loading), not the request at fault.
             self.fleet.mark_down(server)
@@ -364,10 +370,6 @@ class Sweep:
         return f"pass@1 {'-' if p1 is None else f'{p1:.3f}'}, queue {self._queue.qsize()}"
 
     async def _flusher(self) -> None:
-        beat = 0.0
         while True:
             await asyncio.sleep(self.options.flush_interval_s)
             self.store.flush()
-            if time.monotonic() - beat >= HEARTBEAT_S:
-                beat = time.monotonic()
-                self.store.heartbeat()

@@ -126,7 +126,11 @@ async def _verify_all(problems, jobs: list[tuple[object, Problem, str]], setting
                 record(key, await verifier.verify(problem, completion))
                 bar.advance()
 
-        await asyncio.gather(*(worker() for _ in range(settings.workers * 2)))
+        refreshing = asyncio.create_task(bar.refresh_forever())
+        try:
+            await asyncio.gather(*(worker() for _ in range(settings.workers * 2)))
+        finally:
+            refreshing.cancel()
     bar.close()
     return verifier.reused
 

@@ -17,6 +17,7 @@ class SimulatorConfig:
     min_step_s: float = 0.010  # an engine step never takes less (one token per sequence per step)
     kv_cache_tokens: int = 262_144  # for vllm:kv_cache_usage_perc
     root: str = "simulated://synthetic-humaneval"
+    api_key: str | None = None  # vllm serve --api-key: /v1/* needs "Authorization: Bearer <key>"
 
     def __post_init__(self) -> None:
         if self.tokens_per_second <= 0:
