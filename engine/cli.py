@@ -201,16 +201,18 @@ def report(run_dirs: tuple[str, ...], plot_path: str | None, no_plot: bool, as_j
 
 @main.command()
 @click.argument("run_dir", type=click.Path(file_okay=False))
-@click.option("--format", "fmt", type=click.Choice(["jsonl", "parquet"]), default="jsonl", show_default=True)
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="File to write.")
-def export(run_dir: str, fmt: str, out: str) -> None:
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "parquet"]), default=None,
+              help="[default: from --out's name: .parquet or .jsonl; jsonl for '-']")
+@click.option("--out", required=True, type=click.Path(dir_okay=False, allow_dash=True),
+              help="File to write; '-' writes to stdout.")
+def export(run_dir: str, fmt: str | None, out: str) -> None:
     """Write one row per sample: task_id, sample_index, completion, passed, result, and the rest."""
-    from pathlib import Path
-
     from engine.export import export as do_export
+    from engine.export import format_for
 
-    count = do_export(run_dir, fmt, Path(out))
-    click.echo(f"engine export: {count:,} samples -> {out}", err=True)
+    fmt = fmt or format_for(out)
+    count = do_export(run_dir, fmt, out)
+    click.echo(f"engine export: {count:,} samples ({fmt}) -> {'stdout' if out == '-' else out}", err=True)
 
 
 @main.command()

@@ -20,9 +20,9 @@ from engine.progress import Progress
 from engine.records import Problem
 from engine.chat import DEFAULT_SYSTEM_PROMPT
 from engine.runner import HUMANEVAL_STOP, Sampling, Sweep, SweepOptions
-from engine.runlock import RunLock
+from engine.runlock import RunLock, keep_heartbeat
 from engine.servers import Fleet
-from engine.store import HEARTBEAT_S, Store
+from engine.store import Store
 from engine.summary import summarize
 from metrics.exporter import EngineMetrics
 from metrics.http import serve_metrics
@@ -78,7 +78,7 @@ async def run_sweep(cfg: RunConfig, registry: CollectorRegistry | None = None) -
                 log.warning("--new-run: the previous run in %s is kept as %s", cfg.out, kept)
             store = Store.open(cfg.out)
             live: dict = {}  # figures the heartbeat carries for `engine status` (servers up)
-            beating = asyncio.create_task(_keep_heartbeat(store, live))
+            beating = asyncio.create_task(keep_heartbeat(store, live))
             try:
                 return await _sweep(cfg, store, urls, all_problems, metrics, running, live)
             finally:
@@ -175,15 +175,6 @@ async def _serve_metrics(registry: CollectorRegistry, host: str, port: int | Non
                          " (another --metrics-port, or --no-metrics)") from exc  # fmt: skip
     log.info("metrics on http://%s:%d/metrics", host, bound)
     return runner
-
-
-async def _keep_heartbeat(store: Store, live: dict) -> None:
-    """For the run's whole life, from the lock on: `engine status` and the run lock read it."""
-    while True:
-        servers = live.get("servers")
-        up, total = servers() if servers else (None, None)
-        store.heartbeat(servers_up=up, servers=total)
-        await asyncio.sleep(HEARTBEAT_S)
 
 
 @contextlib.contextmanager

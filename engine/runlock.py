@@ -11,6 +11,7 @@ holds the run; one whose heartbeat is older than `STALE_AFTER_S` is gone. Reader
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import json
 import os
@@ -18,8 +19,8 @@ import socket
 import time
 from pathlib import Path
 
-from engine.errors import RunLockedError
-from engine.store import HEARTBEAT_S, read_heartbeat
+from engine.errors import InputError, RunLockedError
+from engine.store import HEARTBEAT_S, Store, read_heartbeat
 
 LOCK_NAME = "run.lock"
 STALE_AFTER_S = 5 * HEARTBEAT_S  # a heartbeat this old on another host: its writer is gone
@@ -39,7 +40,10 @@ class RunLock:
         directory = Path(run_dir)
         try:
             directory.mkdir(parents=True, exist_ok=True)
-            fd = os.open(directory / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise InputError(f"cannot create output directory {directory}: {exc.strerror}") from exc
+        try:
+            fd = os.open(directory / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         except OSError as exc:
             raise RunLockedError(f"cannot lock {directory}: {exc.strerror}") from exc
         try:
@@ -71,6 +75,16 @@ class RunLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+async def keep_heartbeat(store: Store, live: dict | None = None) -> None:
+    """While a lock is held: the heartbeat that backs it, with `live` figures for `engine status`
+    (`live["servers"]`: a callable giving (servers up, servers))."""
+    while True:
+        servers = (live or {}).get("servers")
+        up, total = servers() if servers else (None, None)
+        store.heartbeat(servers_up=up, servers=total)
+        await asyncio.sleep(HEARTBEAT_S)
 
 
 def _alive_elsewhere(holder: dict, beat: dict | None, now: float) -> bool:

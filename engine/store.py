@@ -165,11 +165,17 @@ class Store:
             Path(str(db) + suffix).unlink(missing_ok=True)
         return kept
 
+    @staticmethod
+    def require(out_dir: str | Path) -> None:
+        """InputError unless `out_dir` holds a run."""
+        if not (Path(out_dir) / DB_NAME).is_file():
+            raise InputError(f"{out_dir} holds no run (no {DB_NAME})")
+
     @classmethod
     def open(cls, out_dir: str | Path, create: bool = True) -> Store:
         out = Path(out_dir)
-        if not create and not (out / DB_NAME).is_file():
-            raise InputError(f"{out} holds no run (no {DB_NAME})")
+        if not create:
+            cls.require(out)
         try:
             out.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
