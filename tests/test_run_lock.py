@@ -5,6 +5,7 @@ run --new-run, verify DIR --retry) ends with one line naming the holder and exit
 from __future__ import annotations
 
 import json
+import re
 import socket
 import subprocess
 import time
@@ -22,8 +23,9 @@ from test_resume import LIMIT, SAMPLES, finish, rows, run_args, start, verified,
 
 
 def assert_one_line_error(result, *fragments):
+    """Exit 2 and one line saying why (progress lines at INFO before it may come and go)."""
     assert result.returncode == 2, result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    lines = [line for line in result.stderr.splitlines() if line.strip() and not re.match(r"\d\d:\d\d:\d\d I ", line)]
     assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
     for fragment in fragments:
         assert fragment in lines[0], lines[0]
