@@ -59,7 +59,8 @@ def run_async(coro: Coroutine):
 
 
 def fail(message: str) -> None:
-    click.echo(f"engine: error: {message}", err=True)
+    one_line = " ".join(message.split())  # a message may quote what it was given, newlines and all
+    click.echo(f"engine: error: {one_line}", err=True)
     sys.exit(EXIT_BAD_INPUT)
 
 

@@ -102,7 +102,8 @@ def _reads(method):
 
 
 def _damaged(path: Path, exc: sqlite3.DatabaseError) -> StoreDamagedError:
-    return StoreDamagedError(f"cannot read {path}: {exc} (a damaged store: sqlite3's .recover may save its rows)")
+    said = "".join(c if c.isprintable() else "?" for c in str(exc))[:200]  # it may quote damaged bytes
+    return StoreDamagedError(f"cannot read {path}: {said} (a damaged store: sqlite3's .recover may save its rows)")
 
 
 def read_heartbeat(run_dir: str | Path) -> dict | None:
