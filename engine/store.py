@@ -23,6 +23,8 @@ from engine.errors import InputError, StorageError, StoreDamagedError
 from engine.records import Problem, Sample
 
 DB_NAME = "results.sqlite"
+# What sqlite3 raises on a damaged file (it even fails to decode some of its own messages).
+DAMAGE = (sqlite3.DatabaseError, UnicodeDecodeError)
 HEARTBEAT_S = 2.0  # how often a running command says so in its store (`engine status`, the run lock)
 
 _SCHEMA = """
@@ -88,7 +90,7 @@ def _reads(method):
         def generator(self, *args, **kwargs):
             try:
                 yield from method(self, *args, **kwargs)
-            except sqlite3.DatabaseError as exc:
+            except DAMAGE as exc:
                 raise _damaged(self.path, exc) from exc
         return generator
 
@@ -96,12 +98,12 @@ def _reads(method):
     def call(self, *args, **kwargs):
         try:
             return method(self, *args, **kwargs)
-        except sqlite3.DatabaseError as exc:
+        except DAMAGE as exc:
             raise _damaged(self.path, exc) from exc
     return call
 
 
-def _damaged(path: Path, exc: sqlite3.DatabaseError) -> StoreDamagedError:
+def _damaged(path: Path, exc: Exception) -> StoreDamagedError:
     said = "".join(c if c.isprintable() else "?" for c in str(exc))[:200]  # it may quote damaged bytes
     return StoreDamagedError(f"cannot read {path}: {said} (a damaged store: sqlite3's .recover may save its rows)")
 
@@ -118,7 +120,7 @@ def read_heartbeat(run_dir: str | Path) -> dict | None:
         finally:
             db.close()
         return json.loads(row[0]) if row else None
-    except (sqlite3.Error, ValueError):
+    except (sqlite3.Error, ValueError):  # ValueError: UnicodeDecodeError, bad JSON
         return None
 
 
@@ -131,8 +133,8 @@ class Store:
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
             self._add_missing_columns()
-        except sqlite3.DatabaseError as exc:
-            raise InputError(f"{path} is not a usable results store: {exc}") from exc
+        except DAMAGE as exc:
+            raise StoreDamagedError(f"{path} is not a usable results store: {exc}") from exc
         self._staged_samples: list[tuple] = []
         self._staged_verdicts: list[tuple] = []
         self._staged_failures: list[tuple] = []
@@ -157,7 +159,7 @@ class Store:
                 connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # fold the WAL in: one file to move
             finally:
                 connection.close()
-        except sqlite3.DatabaseError:  # a damaged store: keep its WAL beside it, as it is
+        except DAMAGE:  # a damaged store: keep its WAL beside it, as it is
             wal = Path(str(db) + "-wal")
             if wal.exists():
                 os.replace(wal, str(kept) + "-wal")
@@ -360,7 +362,7 @@ class _Transaction:
     def __enter__(self):
         try:
             self._db.execute("BEGIN IMMEDIATE")
-        except sqlite3.DatabaseError as exc:
+        except DAMAGE as exc:
             raise StorageError(f"cannot write {self._path}: {exc}") from exc
 
     def __exit__(self, exc_type, exc, tb):
@@ -368,10 +370,10 @@ class _Transaction:
             try:
                 self._db.execute("COMMIT")
                 return False
-            except sqlite3.DatabaseError as failed:
+            except DAMAGE as failed:
                 exc = failed
         if self._db.in_transaction:
             self._db.execute("ROLLBACK")
-        if isinstance(exc, sqlite3.DatabaseError):  # disk full, I/O error, a damaged page
+        if isinstance(exc, DAMAGE):  # disk full, I/O error, a damaged page
             raise StorageError(f"cannot write {self._path}: {exc}") from exc
         return False
