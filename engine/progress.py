@@ -87,8 +87,9 @@ class Progress:
 
     def figures(self, now: float) -> str:
         rate, token_rate = self.rates(now)
+        stalled = self.stalled_s(now)
         remaining = self.total - self.done
-        eta = "?" if rate <= 0 else _duration(remaining / rate)
+        eta = "?" if rate <= 0 or stalled is not None else _duration(remaining / rate)  # no ETA from a stale rate
         parts = [f"{rate:,.1f} samples/s", f"{token_rate:,.0f} tok/s"]
         if self._servers is not None:
             up, servers = self._servers()
@@ -96,7 +97,6 @@ class Progress:
         status = self._status()
         if status:
             parts.append(status)
-        stalled = self.stalled_s(now)
         if stalled is not None:
             parts.append(f"no progress for {stalled:.0f} s")
         return ", ".join(parts) + f", ETA {eta}"

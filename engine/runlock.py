@@ -80,10 +80,11 @@ class RunLock:
 async def keep_heartbeat(store: Store, live: dict | None = None) -> None:
     """While a lock is held: the heartbeat that backs it, with `live` figures for `engine status`
     (`live["servers"]`: a callable giving (servers up, servers))."""
+    started = time.time()  # `engine status` counts "no progress" from here before the first verdict
     while True:
         servers = (live or {}).get("servers")
         up, total = servers() if servers else (None, None)
-        store.heartbeat(servers_up=up, servers=total)
+        store.heartbeat(started=started, servers_up=up, servers=total)
         await asyncio.sleep(HEARTBEAT_S)
 
 

@@ -30,6 +30,9 @@ def run_status(run_dir: str, now: float | None = None) -> dict:
     finally:
         store.close()
     wanted = target.get("problems", 0) * target.get("samples", 0)
+    no_progress = _no_progress_s(beat, last_verdict, now)
+    running = _alive(beat, now)
+    stalled = running and no_progress is not None and no_progress >= STALL_AFTER_S  # no ETA from a stale rate
     remaining = max(0, wanted - totals["verified"])
     ns = [n for n, _ in counts.values()]
     cs = [c for _, c in counts.values()]
@@ -41,7 +44,7 @@ def run_status(run_dir: str, now: float | None = None) -> dict:
     return {
         "out": run_dir,
         "model": sampling.get("model"),
-        "running": _alive(beat, now),
+        "running": running,
         "last_write_s_ago": None if beat is None else round(now - beat["time"], 1),
         "target": wanted,
         "samples": totals["verified"],
@@ -51,12 +54,18 @@ def run_status(run_dir: str, now: float | None = None) -> dict:
         "tokens": totals["tokens"],
         "servers_up": (beat or {}).get("servers_up"),
         "servers": (beat or {}).get("servers"),
-        "no_progress_s": None if last_verdict is None else round(max(0.0, now - last_verdict), 1),
+        "no_progress_s": no_progress,
         "verdicts": {v: verdicts.get(v, 0) for v in VERDICT_ORDER},
         "rate_per_s": round(rate, 3),
-        "eta_s": round(remaining / rate) if rate > 0 and remaining else (0 if not remaining else None),
+        "eta_s": None if stalled else round(remaining / rate) if rate > 0 and remaining else (0 if not remaining else None),
         "pass_at_k": pass_at_k,
     }
+
+
+def _no_progress_s(beat: dict | None, last_verdict: float | None, now: float) -> float | None:
+    """Seconds since the last verdict, or since the running process started if that is later."""
+    since = max(last_verdict or 0.0, float((beat or {}).get("started") or 0.0))
+    return round(max(0.0, now - since), 1) if since else None
 
 
 def _alive(beat: dict | None, now: float) -> bool:
