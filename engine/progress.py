@@ -41,7 +41,7 @@ class Progress:
         self._bar = None
         if enabled and sys.stderr.isatty():
             self._bar = tqdm(total=total, initial=initial, unit="sample", desc="verified", dynamic_ncols=True,
-                             file=sys.stderr, bar_format="{desc} {n_fmt}/{total_fmt} |{bar}| {postfix}")  # fmt: skip
+                             file=sys.stderr, bar_format="{desc} {n_fmt}/{total_fmt} ({percentage:.1f}%) |{bar}|{postfix}")  # fmt: skip
 
     def tokens(self, k: int) -> None:
         self._tokens += k
