@@ -14,13 +14,16 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import json
+import logging
 import os
 import socket
 import time
 from pathlib import Path
 
-from engine.errors import InputError, RunLockedError
+from engine.errors import InputError, RunLockedError, StorageError
 from engine.store import HEARTBEAT_S, Store, read_heartbeat
+
+log = logging.getLogger(__name__)
 
 LOCK_NAME = "run.lock"
 STALE_AFTER_S = 5 * HEARTBEAT_S  # a heartbeat this old on another host: its writer is gone
@@ -84,7 +87,10 @@ async def keep_heartbeat(store: Store, live: dict | None = None) -> None:
     while True:
         servers = (live or {}).get("servers")
         up, total = servers() if servers else (None, None)
-        store.heartbeat(started=started, servers_up=up, servers=total)
+        try:
+            store.heartbeat(started=started, servers_up=up, servers=total)
+        except StorageError as exc:  # a full disk is the sweep's to report; keep trying meanwhile
+            log.warning("cannot write the heartbeat: %s", exc)
         await asyncio.sleep(HEARTBEAT_S)
 
 
