@@ -65,9 +65,11 @@ class StorageError(EngineError):
 
 class StreamError(EngineError):
     """A request failed. `retryable`: asking again could help; `connect_failed`: the server
-    was not even reached (down, or still loading); `retry_after`: the server asked for a pause."""
+    was not even reached (down, or still loading); `retry_after`: the server asked for a pause;
+    `unauthorized`: it refused our credentials."""
 
     retryable = True
+    unauthorized = False  # the server refused our credentials (401/403): the run ends
 
     def __init__(self, message: str, *, connect_failed: bool = False, retry_after: float | None = None):
         super().__init__(message)

@@ -278,7 +278,7 @@ class Sweep:
         indices = [request.start + i for i in unfinished]
         task_id = request.problem.task_id
         now = time.monotonic()
-        if getattr(exc, "unauthorized", False):
+        if exc.unauthorized:
             self._fatal = UnauthorizedError(f"{server.url} refused our credentials ({exc}); check --api-key and --header")
             self.abort()
             return
