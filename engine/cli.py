@@ -90,7 +90,7 @@ class _OneLineErrors(click.Group):
             fail(str(exc))
 
 
-@click.group(cls=_OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_OneLineErrors, context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "ENGINE"})
 @click.version_option(package_name="engine")
 def main() -> None:
     """Repeated sampling with execution-based verification.
