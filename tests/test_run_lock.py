@@ -33,7 +33,9 @@ def assert_one_line_error(result, *fragments):
 
 def test_second_writers_are_refused_readers_work_and_a_sigkilled_holder_blocks_nothing(tmp_path):
     out = tmp_path / "run"
-    with simulated_fleet(tmp_path, 1, 500) as hosts:
+    slow, fast = tmp_path / "slow", tmp_path / "fast"
+    slow.mkdir(), fast.mkdir()
+    with simulated_fleet(slow, 1, 100) as hosts:  # the holder needs ~90 s: it outlives every writer below
         first = start(hosts, out)
         try:
             wait_until(lambda: verified(out) >= 2)
@@ -43,6 +45,7 @@ def test_second_writers_are_refused_readers_work_and_a_sigkilled_holder_blocks_n
                        [*ENGINE, "verify", str(out), "--retry", "timeout", "--workers", "1"]]
             for args in writers:
                 refused = subprocess.run(args, capture_output=True, text=True, timeout=120)
+                assert first.poll() is None, "the holder ended before the test was done with it"
                 assert_one_line_error(refused, f"pid {first.pid}", f"host {socket.gethostname()}")
             assert sorted(p.name for p in out.glob("results*.sqlite")) == ["results.sqlite"]  # nothing moved aside
             readers = [[*ENGINE, "status", str(out), "--json"], [*ENGINE, "export", str(out), "--out", "-"],
@@ -54,6 +57,7 @@ def test_second_writers_are_refused_readers_work_and_a_sigkilled_holder_blocks_n
         finally:
             first.kill()  # SIGKILL: no chance to release anything
             first.wait(timeout=60)
+    with simulated_fleet(fast, 2, 20_000) as hosts:  # the same model on another fleet: the run resumes
         final = finish(hosts, out)
     assert final["samples"] == LIMIT * SAMPLES
     assert len(rows(out)) == LIMIT * SAMPLES
@@ -62,7 +66,7 @@ def test_second_writers_are_refused_readers_work_and_a_sigkilled_holder_blocks_n
 
 def test_two_runs_started_at_once_one_runs_the_other_is_refused(tmp_path):
     out = tmp_path / "run"
-    with simulated_fleet(tmp_path, 2, 20_000) as hosts:
+    with simulated_fleet(tmp_path, 1, 50) as hosts:  # ~30 s of sweep: the two overlap however slow they start
         both = [start(hosts, out, "--limit", "2"), start(hosts, out, "--limit", "2")]
         results = [(p.wait(timeout=300), p.communicate()) for p in both]
     assert sorted(code for code, _ in results) == [0, 2]
