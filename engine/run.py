@@ -8,18 +8,19 @@ import hashlib
 import logging
 import signal
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import aiohttp
 from prometheus_client import CollectorRegistry
 
 from engine.dataset import load_problems
-from engine.errors import RunConfigError
+from engine.errors import InputError, RunConfigError
 from engine.hosts import read_hosts
 from engine.progress import Progress
 from engine.records import Problem
 from engine.chat import DEFAULT_SYSTEM_PROMPT
 from engine.runner import HUMANEVAL_STOP, Sampling, Sweep, SweepOptions
+from engine.runlock import RunLock, keep_heartbeat
 from engine.servers import Fleet
 from engine.store import Store
 from engine.summary import summarize
@@ -59,83 +60,122 @@ class RunConfig:
     drain_timeout_s: float = 60.0  # on the first SIGINT/SIGTERM: how long live work may finish
     new_run: bool = False  # keep an existing run in --out aside and start afresh
     progress: bool = True
+    headers: tuple[tuple[str, str], ...] = ()  # sent on every request to the fleet (--api-key, --header)
 
 
 async def run_sweep(cfg: RunConfig, registry: CollectorRegistry | None = None) -> dict:
     """Run (or resume) a sweep to the end; returns the summary of the whole run."""
     urls = read_hosts(cfg.servers)
     all_problems = load_problems(cfg.dataset)
-    problems = all_problems[: cfg.limit] if cfg.limit is not None else all_problems
-    if cfg.new_run and (kept := Store.move_aside(cfg.out)) is not None:
-        log.warning("--new-run: the previous run in %s is kept as %s", cfg.out, kept)
-    store = Store.open(cfg.out)
     registry = registry if registry is not None else CollectorRegistry()
     running = RunningPassAtK()
     metrics = EngineMetrics(registry, running)
-    options = cfg.options or SweepOptions(samples=cfg.samples)
-    started = time.monotonic()
+    # /metrics first: a port in use ends the command before it leaves anything in --out.
+    metrics_runner = await _serve_metrics(registry, cfg.metrics_host, cfg.metrics_port)
     try:
-        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)  # the default limit=100 caps the fleet
-        async with aiohttp.ClientSession(connector=connector) as session:
-            fleet = Fleet(urls, session, options.max_seqs_per_server, metrics, hosts_path=cfg.servers)
-            previous = store.get_meta("sampling")
-            requested_model = cfg.model or (previous or {}).get("model")
-            model = await fleet.discover(requested_model, cfg.startup_timeout_s)
-            sampling = Sampling(
-                model=model, dataset=_fingerprint(cfg.dataset, all_problems), temperature=cfg.temperature,
-                top_p=cfg.top_p, max_tokens=cfg.max_tokens, seed=cfg.seed, api=cfg.api,
-                stop=HUMANEVAL_STOP if cfg.api == "completions" else (),
-                system_prompt=cfg.system_prompt if cfg.api == "chat" else "",
-            )
-            _check_same_run(previous, sampling, cfg.out)
-            store.set_meta("sampling", sampling.to_dict())
-            store.set_meta("target", {"problems": len(problems), "samples": options.samples})
-            store.save_problems(all_problems)
-            for task_id, (n, c) in store.pass_counts().items():
-                running.add(task_id, False, n - c)
-                running.add(task_id, True, c)
-            metrics_runner = None
-            if cfg.metrics_port is not None:
-                metrics_runner, port = await serve_metrics(registry, cfg.metrics_host, cfg.metrics_port)
-                log.info("metrics on http://%s:%d/metrics", cfg.metrics_host, port)
+        with RunLock.acquire(cfg.out):  # one writer per run, for the run's whole life
+            if cfg.new_run and (kept := Store.move_aside(cfg.out)) is not None:
+                log.warning("--new-run: the previous run in %s is kept as %s", cfg.out, kept)
+            store = Store.open(cfg.out)
+            live: dict = {}  # figures the heartbeat carries for `engine status` (servers up)
+            beating = asyncio.create_task(keep_heartbeat(store, live))
             try:
-                async with SandboxPool(workers=cfg.workers, limits=cfg.limits, backend=cfg.sandbox) as sandbox:
-                    verifier = Verifier(sandbox, problems, dedup=cfg.dedup, timing=cfg.timing)
-                    await verifier.preflight()
-                    seed_from_store(verifier, store)
-                    sweep = Sweep(
-                        problems=problems, fleet=fleet, session=session, store=store, sandbox=sandbox,
-                        verifier=verifier, workers=cfg.workers, metrics=metrics, running=running, sampling=sampling,
-                        options=options,
-                    )
-                    verified = sum(n for n, _ in store.pass_counts().values())
-                    progress = Progress(len(problems) * options.samples, verified, sweep.status, cfg.progress)
-                    sweep.progress = progress
-                    log.info(
-                        "sweep: %d problems x %d samples of %s on %d servers -> %s",
-                        len(problems), options.samples, model, len(urls), cfg.out,
-                    )
-                    try:
-                        with _stop_on_signals(sweep, cfg.drain_timeout_s):
-                            await sweep.run()
-                    finally:
-                        progress.close()
+                return await _sweep(cfg, store, urls, all_problems, metrics, running, live)
             finally:
-                if metrics_runner is not None:
-                    await metrics_runner.cleanup()
-        totals = store.totals()
-        wanted = {p.task_id for p in problems}
-        counts = {t: nc for t, nc in store.pass_counts().items() if t in wanted}
-        verdicts = store.verdict_counts(wanted)
-        return summarize(
-            counts, verdicts, model=model, out=cfg.out, tokens=totals["tokens"],
-            elapsed_s=round(time.monotonic() - started, 3), generation_failures=totals["generation_failures"],
-            new_samples=sweep.stats.samples_verified, new_tokens=sweep.stats.tokens,
-            target=len(problems) * options.samples, stopped=sweep.stopped,
-            missing=sum(max(0, options.samples - counts.get(t, (0, 0))[0]) for t in wanted),
-        )
+                beating.cancel()
+                await asyncio.gather(beating, return_exceptions=True)
+                store.close()
     finally:
-        store.close()
+        if metrics_runner is not None:
+            await metrics_runner.cleanup()
+
+
+async def _sweep(cfg: RunConfig, store: Store, urls: list[str], all_problems: list[Problem], metrics: EngineMetrics,
+                 running: RunningPassAtK, live: dict) -> dict:  # fmt: skip
+    options, problem_count = _target(cfg, store, len(all_problems))
+    problems = all_problems[:problem_count]
+    started = time.monotonic()
+    connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)  # the default limit=100 caps the fleet
+    async with aiohttp.ClientSession(connector=connector, headers=cfg.headers) as session:
+        fleet = Fleet(urls, session, options.max_seqs_per_server, metrics, hosts_path=cfg.servers)
+        live["servers"] = lambda: (sum(s.up and not s.retired for s in fleet.servers), len(fleet.servers))
+        previous = store.get_meta("sampling")
+        requested_model = cfg.model or (previous or {}).get("model")
+        model = await fleet.discover(requested_model, cfg.startup_timeout_s)
+        sampling = Sampling(
+            model=model, dataset=_fingerprint(cfg.dataset, all_problems), temperature=cfg.temperature,
+            top_p=cfg.top_p, max_tokens=cfg.max_tokens, seed=cfg.seed, api=cfg.api,
+            stop=HUMANEVAL_STOP if cfg.api == "completions" else (),
+            system_prompt=cfg.system_prompt if cfg.api == "chat" else "",
+        )
+        _check_same_run(previous, sampling, cfg.out)
+        store.set_meta("sampling", sampling.to_dict())
+        store.set_meta("target", {"problems": len(problems), "samples": options.samples})
+        store.save_problems(all_problems)
+        for task_id, (n, c) in store.pass_counts().items():
+            running.add(task_id, False, n - c)
+            running.add(task_id, True, c)
+        async with SandboxPool(workers=cfg.workers, limits=cfg.limits, backend=cfg.sandbox) as sandbox:
+            verifier = Verifier(sandbox, problems, dedup=cfg.dedup, timing=cfg.timing)
+            await verifier.preflight()
+            seed_from_store(verifier, store)
+            sweep = Sweep(
+                problems=problems, fleet=fleet, session=session, store=store, sandbox=sandbox,
+                verifier=verifier, workers=cfg.workers, metrics=metrics, running=running, sampling=sampling,
+                options=options,
+            )
+            verified = sum(n for n, _ in store.pass_counts().values())
+            progress = Progress(len(problems) * options.samples, verified, sweep.status, cfg.progress,
+                                servers=live["servers"])  # fmt: skip
+            sweep.progress = progress
+            log.info(
+                "sweep: %d problems x %d samples of %s on %d servers -> %s",
+                len(problems), options.samples, model, len(urls), cfg.out,
+            )
+            refreshing = asyncio.create_task(progress.refresh_forever())
+            try:
+                with _stop_on_signals(sweep, cfg.drain_timeout_s):
+                    await sweep.run()
+            finally:
+                refreshing.cancel()
+                progress.close()
+    totals = store.totals()
+    wanted = {p.task_id for p in problems}
+    counts = {t: nc for t, nc in store.pass_counts().items() if t in wanted}
+    verdicts = store.verdict_counts(wanted)
+    return summarize(
+        counts, verdicts, model=model, out=cfg.out, tokens=totals["tokens"],
+        elapsed_s=round(time.monotonic() - started, 3), generation_failures=totals["generation_failures"],
+        new_samples=sweep.stats.samples_verified, new_tokens=sweep.stats.tokens,
+        target=len(problems) * options.samples, stopped=sweep.stopped,
+        missing=sum(max(0, options.samples - counts.get(t, (0, 0))[0]) for t in wanted),
+    )
+
+
+def _target(cfg: RunConfig, store: Store, available: int) -> tuple[SweepOptions, int]:
+    """(sweep options, problem count): --samples and --limit may grow a run's stored target, never
+    shrink it (the run goes on to its target, so `engine status` never shows more than 100 %)."""
+    options = cfg.options or SweepOptions(samples=cfg.samples)
+    requested = min(cfg.limit, available) if cfg.limit is not None else available
+    stored = store.get_meta("target") or {}
+    samples = max(options.samples, int(stored.get("samples", 0)))
+    problems = min(available, max(requested, int(stored.get("problems", 0))))
+    if samples > options.samples or problems > requested:
+        log.warning("%s holds a run of %d problems x %d samples; a smaller --samples or --limit does not shrink it:"
+                    " going on to that target (--new-run starts afresh)", cfg.out, problems, samples)  # fmt: skip
+    return replace(options, samples=samples), problems
+
+
+async def _serve_metrics(registry: CollectorRegistry, host: str, port: int | None):
+    if port is None:
+        return None
+    try:
+        runner, bound = await serve_metrics(registry, host, port)
+    except OSError as exc:
+        raise InputError(f"cannot serve /metrics on {host}:{port}: {exc.strerror or exc}"
+                         " (another --metrics-port, or --no-metrics)") from exc  # fmt: skip
+    log.info("metrics on http://%s:%d/metrics", host, bound)
+    return runner
 
 
 def exit_status(summary: dict) -> int:

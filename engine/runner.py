@@ -23,7 +23,7 @@ from engine.client import (
     stream_completion,
     timeout_for,
 )
-from engine.errors import IgnoredNError, StreamError
+from engine.errors import IgnoredNError, StreamError, UnauthorizedError
 from engine.openai_stream import FinishedChoice, StreamAssembler
 from engine.progress import Progress
 from engine.records import Problem, Sample
@@ -51,7 +51,6 @@ from sandbox.verifier import Verifier
 log = logging.getLogger(__name__)
 
 HUMANEVAL_STOP = ("\ndef", "\nclass", "\nif", "\nprint", "\n#")
-HEARTBEAT_S = 2.0  # how often a running sweep says so in its store (for `engine status`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,6 +291,10 @@ class Sweep:
         indices = [request.start + i for i in unfinished]
         task_id = request.problem.task_id
         now = time.monotonic()
+        if exc.unauthorized:
+            # Retrying cannot help: the run ends with one line (exit 2).
+            self._crash(UnauthorizedError(f"{server.url} refused our credentials ({exc}); check --api-key and --header"))
+            return
         if isinstance(exc, IgnoredNError):
             self._fall_back_to_one_per_request(server, request, indices)
             return
@@ -410,10 +413,6 @@ class Sweep:
         return f"pass@1 {'-' if p1 is None else f'{p1:.3f}'}, queue {self._queue.qsize()}"
 
     async def _flusher(self) -> None:
-        beat = 0.0
         while True:
             await asyncio.sleep(self.options.flush_interval_s)
             self.store.flush()
-            if time.monotonic() - beat >= HEARTBEAT_S:
-                beat = time.monotonic()
-                self.store.heartbeat()

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import aiohttp
 import orjson
 
-from engine.errors import FleetError, InputError
+from engine.errors import FleetError, InputError, UnauthorizedError
 from engine.hosts import read_hosts
 from engine.scheduler import ServerState
 
@@ -135,7 +135,11 @@ class Fleet:
         if server.url in self._verified:
             healthy = await self._healthy(server.url)
         else:  # new or never seen serving our model: ask for the model list first
-            answer = await self._models(server.url)
+            try:
+                answer = await self._models(server.url)
+            except UnauthorizedError as exc:  # a server that joined with other credentials: not ours
+                answer = ModelsAnswer([], str(exc), True)
+                log.warning("%s", exc)
             healthy = self.model in answer.models
             if healthy:
                 self._verified.add(server.url)
@@ -208,6 +212,8 @@ class Fleet:
             return ModelsAnswer([], f"/v1/models answered more than {MAX_PROBE_BYTES} bytes", True)
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
             return ModelsAnswer([], f"unreachable ({type(exc).__name__})", False)
+        if status in (401, 403):  # vLLM's --api-key guards /v1/*: asking again cannot help
+            raise UnauthorizedError(f"{url}/v1/models answered HTTP {status}: check --api-key and --header")
         if status != 200:
             return ModelsAnswer([], f"/v1/models answered HTTP {status}", True)
         try:

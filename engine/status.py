@@ -6,6 +6,7 @@ import os
 import socket
 import time
 
+from engine.progress import STALL_AFTER_S
 from engine.store import Store
 from engine.summary import VERDICT_ORDER
 from metrics.passk import ks_for, mean_pass_at_k
@@ -25,9 +26,13 @@ def run_status(run_dir: str, now: float | None = None) -> dict:
         counts = store.pass_counts()
         verdicts = store.verdict_counts()
         rate = store.verified_since(now - RATE_WINDOW_S) / RATE_WINDOW_S
+        last_verdict = store.last_verified_at()
     finally:
         store.close()
     wanted = target.get("problems", 0) * target.get("samples", 0)
+    no_progress = _no_progress_s(beat, last_verdict, now)
+    running = _alive(beat, now)
+    stalled = running and no_progress is not None and no_progress >= STALL_AFTER_S  # no ETA from a stale rate
     remaining = max(0, wanted - totals["verified"])
     ns = [n for n, _ in counts.values()]
     cs = [c for _, c in counts.values()]
@@ -39,7 +44,7 @@ def run_status(run_dir: str, now: float | None = None) -> dict:
     return {
         "out": run_dir,
         "model": sampling.get("model"),
-        "running": _alive(beat, now),
+        "running": running,
         "last_write_s_ago": None if beat is None else round(now - beat["time"], 1),
         "target": wanted,
         "samples": totals["verified"],
@@ -47,11 +52,20 @@ def run_status(run_dir: str, now: float | None = None) -> dict:
         "remaining": remaining,
         "generation_failures": totals["generation_failures"],
         "tokens": totals["tokens"],
+        "servers_up": (beat or {}).get("servers_up"),
+        "servers": (beat or {}).get("servers"),
+        "no_progress_s": no_progress,
         "verdicts": {v: verdicts.get(v, 0) for v in VERDICT_ORDER},
         "rate_per_s": round(rate, 3),
-        "eta_s": round(remaining / rate) if rate > 0 and remaining else (0 if not remaining else None),
+        "eta_s": None if stalled else round(remaining / rate) if rate > 0 and remaining else (0 if not remaining else None),
         "pass_at_k": pass_at_k,
     }
+
+
+def _no_progress_s(beat: dict | None, last_verdict: float | None, now: float) -> float | None:
+    """Seconds since the last verdict, or since the running process started if that is later."""
+    since = max(last_verdict or 0.0, float((beat or {}).get("started") or 0.0))
+    return round(max(0.0, now - since), 1) if since else None
 
 
 def _alive(beat: dict | None, now: float) -> bool:
@@ -75,6 +89,10 @@ def render(s: dict) -> str:
     share = s["samples"] / s["target"] if s["target"] else 0.0
     eta = "-" if s["eta_s"] is None else time.strftime("%H:%M:%S", time.gmtime(s["eta_s"])) if s["eta_s"] < 86400 \
         else f"{s['eta_s'] / 86400:.1f} days"
+    if s["running"] and s["servers"] is not None:
+        state += f"; servers up {s['servers_up']} of {s['servers']}"
+    if s["running"] and s["remaining"] and (s["no_progress_s"] or 0) >= STALL_AFTER_S:
+        state += f"; no progress for {s['no_progress_s']:.0f} s"
     lines = [
         f"{s['out']}: model {s['model']}, {state}",
         f"  verified {s['samples']:,} of {s['target']:,} ({share:.1%}); {s['remaining']:,} remaining;"

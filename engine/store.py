@@ -9,6 +9,8 @@ resume, so no sample is ever counted twice.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import os
 import socket
@@ -18,11 +20,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.errors import InputError, StorageError
+from engine.errors import InputError, StorageError, StoreDamagedError
 from engine.records import Problem, Sample
 
 DB_NAME = "results.sqlite"
 INFRA_ERROR = "infra_error"  # not a verdict about the program (sandbox/verdicts.py)
+# What sqlite3 raises on a damaged file (it even fails to decode some of its own messages).
+DAMAGE = (sqlite3.DatabaseError, UnicodeDecodeError)
+HEARTBEAT_S = 2.0  # how often a running command says so in its store (`engine status`, the run lock)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -79,6 +84,48 @@ class StoredVerdict:
     reused: bool = False
 
 
+def _reads(method):
+    """A damaged store (a corrupt page, a file that is not SQLite) is found only when a read
+    reaches it: say so in one line, naming the file, instead of a sqlite3 traceback."""
+    if inspect.isgeneratorfunction(method):
+        @functools.wraps(method)
+        def generator(self, *args, **kwargs):
+            try:
+                yield from method(self, *args, **kwargs)
+            except DAMAGE as exc:
+                raise _damaged(self.path, exc) from exc
+        return generator
+
+    @functools.wraps(method)
+    def call(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except DAMAGE as exc:
+            raise _damaged(self.path, exc) from exc
+    return call
+
+
+def _damaged(path: Path, exc: Exception) -> StoreDamagedError:
+    said = "".join(c if c.isprintable() else "?" for c in str(exc))[:200]  # it may quote damaged bytes
+    return StoreDamagedError(f"cannot read {path}: {said} (a damaged store: sqlite3's .recover may save its rows)")
+
+
+def read_heartbeat(run_dir: str | Path) -> dict | None:
+    """The last heartbeat of the run in `run_dir`, read-only; None without a readable store."""
+    path = Path(run_dir) / DB_NAME
+    if not path.is_file():
+        return None
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            row = db.execute("SELECT value FROM meta WHERE key = 'heartbeat'").fetchone()
+        finally:
+            db.close()
+        return json.loads(row[0]) if row else None
+    except (sqlite3.Error, ValueError):  # ValueError: UnicodeDecodeError, bad JSON
+        return None
+
+
 class Store:
     def __init__(self, path: Path):
         self.path = path
@@ -88,8 +135,8 @@ class Store:
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
             self._add_missing_columns()
-        except sqlite3.DatabaseError as exc:
-            raise InputError(f"{path} is not a usable results store: {exc}") from exc
+        except DAMAGE as exc:
+            raise StoreDamagedError(f"{path} is not a usable results store: {exc}") from exc
         self._staged_samples: list[tuple] = []
         self._staged_verdicts: list[tuple] = []
         self._staged_failures: list[tuple] = []
@@ -108,19 +155,32 @@ class Store:
         if not db.exists():
             return None
         kept = db.with_name(f"results.{time.strftime('%Y%m%d-%H%M%S')}.sqlite")
-        connection = sqlite3.connect(db)
-        connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # fold the WAL in: one file to move
-        connection.close()
+        try:
+            connection = sqlite3.connect(db)
+            try:
+                connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # fold the WAL in: one file to move
+            finally:
+                connection.close()
+        except DAMAGE:  # a damaged store: keep its WAL beside it, as it is
+            wal = Path(str(db) + "-wal")
+            if wal.exists():
+                os.replace(wal, str(kept) + "-wal")
         os.replace(db, kept)
         for suffix in ("-wal", "-shm"):
             Path(str(db) + suffix).unlink(missing_ok=True)
         return kept
 
+    @staticmethod
+    def require(out_dir: str | Path) -> None:
+        """InputError unless `out_dir` holds a run."""
+        if not (Path(out_dir) / DB_NAME).is_file():
+            raise InputError(f"{out_dir} holds no run (no {DB_NAME})")
+
     @classmethod
     def open(cls, out_dir: str | Path, create: bool = True) -> Store:
         out = Path(out_dir)
-        if not create and not (out / DB_NAME).is_file():
-            raise InputError(f"{out} holds no run (no {DB_NAME})")
+        if not create:
+            cls.require(out)
         try:
             out.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -135,6 +195,7 @@ class Store:
 
     # -- run configuration and problems ------------------------------------------------------
 
+    @_reads
     def get_meta(self, key: str) -> object | None:
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return json.loads(row[0]) if row else None
@@ -146,9 +207,10 @@ class Store:
                 (key, json.dumps(value, sort_keys=True)),
             )
 
-    def heartbeat(self) -> None:
-        """A running sweep says so, for `engine status` in another process."""
-        self.set_meta("heartbeat", {"pid": os.getpid(), "host": socket.gethostname(), "time": time.time()})
+    def heartbeat(self, **extra) -> None:
+        """A running command says so, for `engine status` and the run lock of another process;
+        `extra`: live figures for `engine status` (servers up)."""
+        self.set_meta("heartbeat", {"pid": os.getpid(), "host": socket.gethostname(), "time": time.time(), **extra})
 
     def save_problems(self, problems: list[Problem]) -> None:
         with self._transaction():
@@ -157,6 +219,7 @@ class Store:
                 [(p.task_id, i, p.prompt, p.test, p.entry_point) for i, p in enumerate(problems)],
             )
 
+    @_reads
     def problems(self) -> list[Problem]:
         rows = self._db.execute("SELECT task_id, prompt, test, entry_point FROM problems ORDER BY position")
         return [Problem(*row) for row in rows]
@@ -214,6 +277,7 @@ class Store:
 
     # -- reads ---------------------------------------------------------------------------------
 
+    @_reads
     def generated_indices(self) -> dict[str, set[int]]:
         """Sample indices already generated (verified or not), per problem."""
         done: dict[str, set[int]] = {}
@@ -221,6 +285,7 @@ class Store:
             done.setdefault(task_id, set()).add(index)
         return done
 
+    @_reads
     def unverified(self) -> Iterator[Sample]:
         rows = self._db.execute(
             "SELECT task_id, sample_index, completion, completion_tokens, finish_reason, server, requested_at,"
@@ -229,6 +294,7 @@ class Store:
         ).fetchall()
         return (Sample(*row) for row in rows)
 
+    @_reads
     def verified(self, verdict: str | None = None) -> Iterator[tuple]:
         """(task_id, sample_index, completion, verdict, detail, output, backend, limits JSON, cpu_s) of the
         verified samples (infrastructure errors aside), or of those with one verdict (e.g. for
@@ -239,6 +305,7 @@ class Store:
             return iter(self._db.execute(query + " AND verdict = ? ORDER BY task_id, sample_index", (verdict,)).fetchall())
         return iter(self._db.execute(query + " AND verdict != ?", (INFRA_ERROR,)).fetchall())
 
+    @_reads
     def pass_counts(self) -> dict[str, tuple[int, int]]:
         """(n verified, c passed) per problem; infrastructure errors are not in n."""
         rows = self._db.execute(
@@ -247,6 +314,7 @@ class Store:
         )
         return {task: (n, int(c)) for task, n, c in rows}
 
+    @_reads
     def verdict_counts(self, task_ids: set[str] | None = None) -> dict[str, int]:
         """Samples per verdict (and infra_error), over all problems or only `task_ids`."""
         rows = self._db.execute(
@@ -258,6 +326,7 @@ class Store:
                 counts[verdict] = counts.get(verdict, 0) + n
         return counts
 
+    @_reads
     def totals(self) -> dict[str, int]:
         samples, tokens, verified, infra = self._db.execute(
             "SELECT COUNT(*), COALESCE(SUM(completion_tokens), 0), COUNT(verdict) - COUNT(verdict = ? OR NULL),"
@@ -267,10 +336,17 @@ class Store:
         return {"samples": samples, "tokens": tokens, "verified": verified, "generation_failures": failures,
                 "infra_errors": infra}  # fmt: skip
 
+    @_reads
     def verified_since(self, since: float) -> int:
         """Samples verified after the unix time `since` (for the rate in `engine status`)."""
         return self._db.execute("SELECT COUNT(*) FROM samples WHERE verified_at > ?", (since,)).fetchone()[0]
 
+    @_reads
+    def last_verified_at(self) -> float | None:
+        """Unix time of the latest verdict (how long a run has made no progress)."""
+        return self._db.execute("SELECT MAX(verified_at) FROM samples").fetchone()[0]
+
+    @_reads
     def rows(self) -> Iterator[dict]:
         """Every sample with its verdict, in problem order then sample order (for export)."""
         cursor = self._db.execute(
@@ -293,7 +369,7 @@ class _Transaction:
     def __enter__(self):
         try:
             self._db.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
+        except DAMAGE as exc:
             raise StorageError(f"cannot write {self._path}: {exc}") from exc
 
     def __exit__(self, exc_type, exc, tb):
@@ -301,10 +377,10 @@ class _Transaction:
             try:
                 self._db.execute("COMMIT")
                 return False
-            except sqlite3.OperationalError as failed:
+            except DAMAGE as failed:
                 exc = failed
         if self._db.in_transaction:
             self._db.execute("ROLLBACK")
-        if isinstance(exc, sqlite3.OperationalError):
+        if isinstance(exc, DAMAGE):  # disk full, I/O error, a damaged page
             raise StorageError(f"cannot write {self._path}: {exc}") from exc
         return False

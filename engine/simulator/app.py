@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import hmac
 import logging
 import random
 import time
@@ -83,7 +84,8 @@ class SimulatedAPI:
             self.metrics.registry.register(faults.collector())
 
     def app(self) -> web.Application:
-        app = web.Application(middlewares=[_fastapi_errors], client_max_size=16 << 20)
+        guards = [_api_key_guard(self.config.api_key)] if self.config.api_key is not None else []
+        app = web.Application(middlewares=[*guards, _fastapi_errors], client_max_size=16 << 20)
         app.router.add_get("/health", self.health)
         app.router.add_get("/ping", self.health)
         app.router.add_post("/ping", self.health)
@@ -261,6 +263,23 @@ async def _fastapi_errors(request: web.Request, handler) -> web.StreamResponse:
         return _json(b'{"detail":"Not Found"}', status=404)
     except web.HTTPMethodNotAllowed:
         return _json(b'{"detail":"Method Not Allowed"}', status=405)
+
+
+def _api_key_guard(key: str):
+    """vLLM's AuthenticationMiddleware: paths under /v1 need `Authorization: Bearer <key>`
+    (scheme case-insensitive), else 401 {"error": "Unauthorized"}; /health, /metrics stay open."""
+    expected = hashlib.sha256(key.encode()).digest()
+
+    @web.middleware
+    async def guard(request: web.Request, handler) -> web.StreamResponse:
+        if request.method != "OPTIONS" and request.path.startswith("/v1"):
+            scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+            given = hashlib.sha256(token.encode()).digest()
+            if scheme.lower() != "bearer" or not hmac.compare_digest(given, expected):
+                return _json(b'{"error":"Unauthorized"}', status=401)
+        return await handler(request)
+
+    return guard
 
 
 def _json(body: bytes, status: int = 200) -> web.Response:

@@ -46,6 +46,8 @@ class HostsFileWriteError(InputError):
               help="Problems the model knows: 'humaneval' or a JSONL/Parquet path.")  # fmt: skip
 @click.option("--max-num-seqs", type=int, default=_DEFAULTS.max_num_seqs, show_default=True)
 @click.option("--max-model-len", type=int, default=_DEFAULTS.max_model_len, show_default=True)
+@click.option("--api-key", default=None, metavar="KEY",
+              help="As vllm serve --api-key: /v1/* routes need 'Authorization: Bearer KEY' (401 otherwise).")
 @click.option("--faults", "faults", default=None, metavar="SPEC",
               help="Inject faults, e.g. 'reset=0.05,stall=0.01:30s,kill=server1@10s+5s' "
                    "(syntax: README, or engine/simulator/faults.py).")  # fmt: skip
@@ -55,14 +57,14 @@ class HostsFileWriteError(InputError):
               help="Answer one choice per request whatever n asks, as llama.cpp's server and some gateways do.")
 def simulate(servers: int, hosts_file: Path, tokens_per_second: float, seed: int, host: str, base_port: int,
              model_name: str, dataset: str, max_num_seqs: int, max_model_len: int, faults: str | None,
-             faults_seed: int, ignore_n: bool) -> None:  # fmt: skip
+             faults_seed: int, ignore_n: bool, api_key: str | None) -> None:  # fmt: skip
     """Start simulated vLLM servers (a synthetic model, no GPU) and serve until stopped."""
     try:
         _check_numbers(servers, base_port, tokens_per_second, max_num_seqs, max_model_len)
         spec = parse_faults(faults)
         spec.check_fleet(servers)
         config = SimulatorConfig(model_name=model_name, max_num_seqs=max_num_seqs, max_model_len=max_model_len,
-                                 ignore_n=ignore_n)  # fmt: skip
+                                 ignore_n=ignore_n, api_key=api_key)  # fmt: skip
         _check_writable(hosts_file)
         from engine.simulator.fleet import SimulatedFleet  # aiohttp: only when simulating
 

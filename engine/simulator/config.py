@@ -18,6 +18,7 @@ class SimulatorConfig:
     kv_cache_tokens: int = 262_144  # for vllm:kv_cache_usage_perc
     root: str = "simulated://synthetic-humaneval"
     ignore_n: bool = False  # one choice per prompt whatever `n` asks, as llama.cpp's server and some gateways
+    api_key: str | None = None  # vllm serve --api-key: /v1/* needs "Authorization: Bearer <key>"
 
     def __post_init__(self) -> None:
         if self.tokens_per_second <= 0:
