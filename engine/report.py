@@ -15,14 +15,17 @@ from __future__ import annotations
 import datetime
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 
 import numpy as np
 
 from engine.analysis.backtest import backtest
 from engine.analysis.estimators import VERDICTS
-from engine.analysis.fits import LABELS, METHODS
+from engine.analysis.html import write_html
 from engine.analysis.load import Run, load_run
+from engine.analysis.plots import plot as plot_figure
 from engine.analysis.scaling import Settings, analyse
+from engine.analysis.table import write_table
 from engine.errors import InputError
 from metrics.passk import pass_at_k_table
 
@@ -157,83 +160,53 @@ def curve(run_dir: str, settings: Settings = Settings(), backtest_m: int | None 
     return analyse_run(load_run(run_dir), settings, backtest_m)
 
 
-# -- text -------------------------------------------------------------------------------------
+# -- the command's outputs ----------------------------------------------------------------------
 
 
-def _num(x: float | None, digits: int = 4) -> str:
-    return "-" if x is None else f"{x:.{digits}f}"
+def parse_reference(text: str) -> tuple[str, float]:
+    """'GPT-4o pass@1=0.902' -> ('GPT-4o pass@1', 0.902)."""
+    label, _, value = text.rpartition("=")
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    if not label.strip() or not 0.0 <= number <= 1.0:
+        raise InputError(f"--reference {text!r}: expected 'LABEL=VALUE' with VALUE between 0 and 1")
+    return label.strip(), number
 
 
-def _with_interval(s: dict | None, digits: int = 3) -> str:
-    if s is None or s.get("value") is None:
-        return "unreachable"
-    if s["lo"] is None and s["hi"] is None:
-        return _num(s["value"], digits)
-    return f"{_num(s['value'], digits)} [{_num(s['lo'], digits)}, {_num(s['hi'], digits)}]"
+def figure_path(plot: str | None, run_dirs: list[str]) -> Path:
+    """Where the figure goes: --plot as a file, or report.png in --plot's directory; by default
+    the run's directory for one run and the current directory for several (never a run's own)."""
+    if plot is None:
+        return Path(run_dirs[0] if len(run_dirs) == 1 else ".") / "report.png"
+    path = Path(plot)
+    return path / "report.png" if path.is_dir() or not path.suffix else path
 
 
-def _k_text(s: dict) -> str:
-    if s["value"] is None:
-        return "beyond 1e12"
-    hi = "1e12+" if s["hi"] is None else f"{s['hi']:,.0f}"
-    lo = "-" if s["lo"] is None else f"{s['lo']:,.0f}"
-    return f"{s['value']:,.0f} [{lo}, {hi}]"
+def make_report(run_dirs: list[str], settings: Settings, backtest_m: int | None, plot: str | None, no_plot: bool,
+                table: str | None, references: list[str]) -> tuple[dict, str]:  # fmt: skip
+    """Analyse every run, write the table, figure and HTML asked for; the JSON summary and the text."""
+    from engine.analysis.text import render
 
-
-def _render_fits(c: dict) -> list[str]:
-    horizons = list(next((f["predict"] for f in c["fits"].values() if f["ok"]), {}))
-    lines = [f"  {'fit':<40} {'exponent':<22}" + "".join(f"{'pass@' + k:<24}" for k in horizons)
-             + f"k for {c['target']:.0%}"]  # fmt: skip
-    for method in METHODS:
-        f = c["fits"][method]
-        if not f["ok"]:
-            lines.append(f"  {f['label']:<40} not fitted: {f['note']}")
-            continue
-        cells = "".join(f"{_with_interval(f['predict'][k]):<24}" for k in horizons)
-        lines.append(f"  {f['label']:<40} {_with_interval(f['exponent']):<22}{cells}{_k_text(f['k_for_target'])}")
-    bb = c["fits"]["beta_binomial"]
-    if bb["ok"]:
-        p = bb["params"]
-        lines.append(f"  beta-binomial: alpha {_with_interval(p['alpha'])}, beta {_with_interval(p['beta'])},"
-                     f" never-solvable share {_with_interval(p['zero_mass'])}")  # fmt: skip
-    return lines
-
-
-def _render_backtest(b: dict) -> list[str]:
-    lines = [f"  backtest: fitted on the first {b['m']} samples, predicting pass@{b['k']} (observed {b['observed']:.4f})"]
-    for method in METHODS:
-        m = b["methods"][method]
-        outcome = f"not fitted: {m['note']}" if m["predicted"] is None else f"{m['predicted']:.4f}  error {m['error']:+.4f}"
-        lines.append(f"    {LABELS[method]:<40} {outcome}")
-    return lines
-
-
-def render_one(c: dict) -> list[str]:
-    excluded = ", ".join(f"{n:,} {r}" for r, n in c["excluded"].items())
-    lines = [f"{c['out']}: model {c['model']}, {c['samples']:,} samples of {c['problems']} problems"
-             + (f" ({excluded} excluded from n)" if excluded else "")]  # fmt: skip
-    if not c["curve"]:
-        return lines + ["  no verified samples yet"]
-    lines.append(f"  {'k':>7}  {'pass@k':>8}  {'95% interval':>18}  {'SE':>7}  {'fail@k':>8}")
-    for k in c["pass_at_k"]:
-        iv = c["intervals"][k]
-        se = "-" if iv["se"] is None else f"{iv['se']:.4f}"
-        lines.append(f"  {k:>7}  {iv['value']:>8.4f}  [{iv['lo']:.4f}, {iv['hi']:.4f}]  {se:>7}  {1 - iv['value']:>8.4f}")
-    lines.append(f"  coverage (pass@{c['n']}) {c['coverage']:.4f}")
-    if c["fit"]:
-        f = c["fit"]
-        lines.append(f"  fail@k ~= {f['a']:.3f} * k^{f['b']:.3f}  (log-log fit, R^2 {f['r2']:.3f})")
-    lines += _render_fits(c)
-    if c["backtest"]:
-        lines += _render_backtest(c["backtest"])
-    d, cost = c["distribution"], c["cost"]
-    lines.append(f"  distribution: {d['never_solved']} of {d['problems']} problems never solved,"
-                 f" {d['always_solved']} solved by every sample")  # fmt: skip
-    per_solved = "-" if cost["tokens_per_solved_problem"] is None else f"{cost['tokens_per_solved_problem']:,.0f}"
-    lines.append(f"  cost: {cost['tokens']:,} completion tokens, {cost['tokens_per_sample']:,.1f} per sample,"
-                 f" {per_solved} per solved problem ({cost['solved']} solved)")  # fmt: skip
-    return lines
-
-
-def render(curves: list[dict]) -> str:
-    return "\n".join(line for c in curves for line in render_one(c))
+    lines_of_reference = [parse_reference(r) for r in references]
+    runs = [load_run(d) for d in run_dirs]
+    curves = [analyse_run(run, settings, backtest_m) for run in runs]
+    text = [render(curves)]
+    outputs = {"plot": None, "html": None, "table": None}
+    if table is not None:
+        count = write_table(runs, Path(table))
+        outputs["table"] = table
+        text.append(f"table: {table} ({count} problems)")
+    if not no_plot:
+        png = figure_path(plot, run_dirs)
+        try:
+            png.parent.mkdir(parents=True, exist_ok=True)
+            plot_figure(curves, png, lines_of_reference)
+            write_html(curves, png, png.with_suffix(".html"))
+        except OSError as exc:
+            raise InputError(f"cannot write {png}: {exc.strerror}") from exc
+        outputs["plot"], outputs["html"] = str(png), str(png.with_suffix(".html"))
+        text.append(f"plot: {png}\nhtml: {outputs['html']}")
+    references_json = [{"label": label, "value": value} for label, value in lines_of_reference]
+    return {**curves[0], "runs": curves, "references": references_json, **outputs}, "\n".join(text)
