@@ -47,7 +47,7 @@ def _summary(value: float, replicates: list[float], level: float) -> dict:
     if len(values) == 0:
         return {"value": _finite(value), "lo": None, "hi": None}
     tail = (1 - level) / 2 * 100
-    lo, hi = np.percentile(values, [tail, 100 - tail])
+    lo, hi = np.percentile(values, [tail, 100 - tail], method="inverted_cdf")  # no interpolation: k may be inf
     return {"value": _finite(value), "lo": _finite(lo), "hi": _finite(hi)}
 
 
