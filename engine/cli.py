@@ -124,6 +124,10 @@ def main() -> None:
 @click.option("--new-run", is_flag=True, help="Start afresh in --out; an existing run there is kept as results.<time>.sqlite.")
 @click.option("--startup-timeout", default=300.0, show_default=True, type=click.FloatRange(min=0.0), help="Seconds to wait for servers that are still loading their model.")
 @click.option("--workers", default=default_workers(), show_default=True, type=click.IntRange(min=1), help="Parallel sandboxes [default: 2 per core].")
+@click.option("--policy", type=click.Choice(["uniform", "until-solved", "hardest-first"]), default="uniform", show_default=True,
+              help="uniform: --samples per problem; until-solved: stop a problem after --stop-after passes;"
+                   " hardest-first: each request to the problem with the fewest passes.")
+@click.option("--stop-after", default=1, show_default=True, type=click.IntRange(min=1), help="until-solved: passes that end a problem.")
 @sandbox_options
 @click.option("--json", "as_json", is_flag=True, help="Print the final summary as one JSON object.")
 @click.option("-v", "--verbose", count=True, help="One log line per sample transition.")
@@ -147,6 +151,7 @@ def run(**opts) -> None:
         options=SweepOptions(
             samples=opts["samples"], request_n=opts["request_n"], max_seqs_per_server=opts["max_seqs_per_server"],
             queue_size=opts["queue_size"], retries=opts["retries"], idle_timeout_s=opts["idle_timeout"],
+            policy=opts["policy"], stop_after=opts["stop_after"],
         ),
         workers=opts["workers"], limits=limits, sandbox=backend, dedup=dedup, timing=timing,
         metrics_host=opts["metrics_host"], metrics_port=None if opts["no_metrics"] else opts["metrics_port"],

@@ -90,6 +90,7 @@ async def run_sweep(cfg: RunConfig, registry: CollectorRegistry | None = None) -
             _check_same_run(previous, sampling, cfg.out)
             store.set_meta("sampling", sampling.to_dict())
             store.set_meta("target", {"problems": len(problems), "samples": options.samples})
+            store.set_meta("policy", {"name": options.policy, "stop_after": options.stop_after})
             store.save_problems(all_problems)
             for task_id, (n, c) in store.pass_counts().items():
                 running.add(task_id, False, n - c)
