@@ -12,6 +12,7 @@ statistics live in `engine.analysis`; this module assembles them into the report
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
@@ -27,7 +28,10 @@ from engine.analysis.plots import plot as plot_figure
 from engine.analysis.scaling import Settings, analyse
 from engine.analysis.table import write_table
 from engine.errors import InputError
-from metrics.passk import pass_at_k_table
+from metrics.passk import ks_for, pass_at_k_table
+
+ADAPTIVE_NOTE = ("under the {name} policy a problem's sample count depends on its results, so Chen's estimator"
+                 " is biased; the headline is the beta-binomial likelihood estimate, which stays valid")  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,9 +110,24 @@ def _distribution(run: Run) -> dict:
     }
 
 
+def _estimate(policy: dict, chen: dict, fits: dict) -> dict:
+    """Which pass@k to believe: Chen's under uniform sampling, the likelihood fit's otherwise."""
+    adaptive = policy.get("name", "uniform") != "uniform"
+    bb = fits.get("beta_binomial", {})
+    return {
+        "headline": "beta_binomial" if adaptive else "chen",
+        "chen_unbiased": not adaptive,
+        "note": ADAPTIVE_NOTE.format(name=policy["name"]) if adaptive else None,
+        "chen": chen,
+        "beta_binomial": bb.get("pass_at_k") if bb.get("ok") else None,
+    }
+
+
 def analyse_run(run: Run, settings: Settings = Settings(), backtest_m: int | None = None) -> dict:
     """The report of one run, as the documented JSON object."""
     problems = run.counted()
+    most = max([p.n for p in problems], default=0)
+    settings = dataclasses.replace(settings, estimate_ks=tuple(ks_for(run.target.get("samples") or most)))
     results: dict[str, int] = {}
     for p in run.problems:
         for result, count in p.results.items():
@@ -123,11 +142,13 @@ def analyse_run(run: Run, settings: Settings = Settings(), backtest_m: int | Non
         "excluded": {r: n for r, n in results.items() if r not in VERDICTS},
         "pass_at_k": {str(k): round(s, 6) for k, s in pass_at_k_table(counts).items()},
         "target": settings.target,
+        "policy": run.policy,
         "provenance": provenance(run),
     }
     if not problems:
         return {**summary, "tokens": 0, "n": 0, "coverage": None, "curve": {}, "intervals": {}, "fit": None,
-                "fits": {}, "backtest": None, "distribution": _distribution(run), "cost": _cost(run, [])}  # fmt: skip
+                "fits": {}, "backtest": None, "distribution": _distribution(run), "cost": _cost(run, []),
+                "estimate": _estimate(run.policy, {}, {})}  # fmt: skip
     n = np.array([p.n for p in problems])
     c = np.array([p.c for p in problems])
     scaling = analyse(n, c, settings)
@@ -144,7 +165,8 @@ def analyse_run(run: Run, settings: Settings = Settings(), backtest_m: int | Non
         **summary,
         "tokens": cost["tokens"],
         "n": int(n.min()),
-        "coverage": curve[str(ks[-1])],
+        # under an adaptive policy a problem unsolved has all its samples: the share solved is the coverage
+        "coverage": curve[str(ks[-1])] if run.policy.get("name", "uniform") == "uniform" else cost["solved"] / len(problems),
         "curve": curve,
         "intervals": scaling["intervals"],
         "fit": None if legacy is None else {"a": legacy.a, "b": legacy.b, "r2": legacy.r2},
@@ -152,6 +174,7 @@ def analyse_run(run: Run, settings: Settings = Settings(), backtest_m: int | Non
         "backtest": tested if backtest_m is not None else None,
         "distribution": _distribution(run),
         "cost": cost,
+        "estimate": _estimate(run.policy, summary["pass_at_k"], scaling["fits"]),
     }
 
 

@@ -50,6 +50,7 @@ class Run:
     backends: list[str]
     started: float | None
     finished: float | None
+    policy: dict  # how samples were allotted: {"name": "uniform" | "until-solved" | "hardest-first", "stop_after"}
 
     def counted(self) -> list[ProblemSamples]:
         """Problems with at least one sample that counts in pass@k."""
@@ -117,7 +118,8 @@ def load_run(run_dir: str) -> Run:
     try:
         limits, backends = _limits(db)
         started, finished = db.execute("SELECT MIN(requested_at), MAX(verified_at) FROM samples").fetchone()
-        return Run(str(out), _meta(db, "sampling"), _meta(db, "target"), _problems(db), limits, backends, started, finished)
+        return Run(str(out), _meta(db, "sampling"), _meta(db, "target"), _problems(db), limits, backends, started, finished,
+                   _meta(db, "policy") or {"name": "uniform"})  # fmt: skip
     except sqlite3.DatabaseError as exc:
         raise InputError(f"{out / DB_NAME} is not a usable results store: {exc}") from exc
     finally:

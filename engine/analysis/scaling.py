@@ -24,6 +24,7 @@ class Settings:
     level: float = 0.95
     target: float = 0.95
     horizons: tuple[int, ...] = HORIZONS
+    estimate_ks: tuple[int, ...] = ()  # where each fit also gives pass@k (the headline under adaptive policies)
 
 
 def curve_ks(n_min: int) -> list[int]:
@@ -54,13 +55,14 @@ def _summary(value: float, replicates: list[float], level: float) -> dict:
 def _describe(fit: F.Fit, settings: Settings) -> list[float]:
     """The numbers a fit is judged by, in a fixed order: params, exponent, predictions, k for target."""
     names = [p for p in fit.params if p != "log_likelihood"]
-    return [fit.params[p] for p in names] + [fit.exponent, *fit.pass_at(settings.horizons), fit.k_for(settings.target)]
+    return [fit.params[p] for p in names] + [fit.exponent, *fit.pass_at(settings.horizons), fit.k_for(settings.target),
+                                             *fit.pass_at(settings.estimate_ks)]  # fmt: skip
 
 
 def _report(fit: F.Fit, replicates: list[F.Fit], settings: Settings, replicate_kind: str) -> dict:
     names = [p for p in fit.params if p != "log_likelihood"]
-    table = np.array([_describe(r, settings) for r in replicates]) if replicates else np.empty((0, len(names) + 2 + len(settings.horizons)))
     point = _describe(fit, settings)
+    table = np.array([_describe(r, settings) for r in replicates]) if replicates else np.empty((0, len(point)))
     column = iter(range(len(point)))
 
     def next_summary() -> dict:
@@ -75,6 +77,7 @@ def _report(fit: F.Fit, replicates: list[F.Fit], settings: Settings, replicate_k
         "exponent": next_summary(),
         "predict": {str(k): next_summary() for k in settings.horizons},
         "k_for_target": next_summary(),
+        "pass_at_k": {str(k): next_summary() for k in settings.estimate_ks},
         "intervals": f"{replicate_kind}, {len(replicates)} replicates",
         **({"log_likelihood": fit.params["log_likelihood"]} if "log_likelihood" in fit.params else {}),
     }

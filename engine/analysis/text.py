@@ -54,18 +54,34 @@ def _render_backtest(b: dict) -> list[str]:
     return lines
 
 
+def _render_adaptive(c: dict) -> list[str]:
+    e = c["estimate"]
+    lines = [f"  NOTE: {e['note']}", f"  {'k':>7}  {'likelihood':>28}  {'Chen (biased)':>13}"]
+    for k, s in (e["beta_binomial"] or {}).items():
+        chen = e["chen"].get(k)
+        lines.append(f"  {k:>7}  {_with_interval(s, 4):>28}  {'-' if chen is None else f'{chen:.4f}':>13}")
+    if e["beta_binomial"] is None:
+        lines.append(f"  the likelihood fit is not available: {c['fits']['beta_binomial']['note']}")
+    return lines
+
+
 def render_one(c: dict) -> list[str]:
     excluded = ", ".join(f"{n:,} {r}" for r, n in c["excluded"].items())
     lines = [f"{c['out']}: model {c['model']}, {c['samples']:,} samples of {c['problems']} problems"
              + (f" ({excluded} excluded from n)" if excluded else "")]  # fmt: skip
     if not c["curve"]:
         return lines + ["  no verified samples yet"]
+    if c["estimate"]["note"]:
+        lines += _render_adaptive(c)
     lines.append(f"  {'k':>7}  {'pass@k':>8}  {'95% interval':>18}  {'SE':>7}  {'fail@k':>8}")
     for k in c["pass_at_k"]:
         iv = c["intervals"][k]
         se = "-" if iv["se"] is None else f"{iv['se']:.4f}"
         lines.append(f"  {k:>7}  {iv['value']:>8.4f}  [{iv['lo']:.4f}, {iv['hi']:.4f}]  {se:>7}  {1 - iv['value']:>8.4f}")
-    lines.append(f"  coverage (pass@{c['n']}) {c['coverage']:.4f}")
+    if c["estimate"]["note"]:
+        lines.append(f"  coverage (share of problems solved) {c['coverage']:.4f}")
+    else:
+        lines.append(f"  coverage (pass@{c['n']}) {c['coverage']:.4f}")
     if c["fit"]:
         f = c["fit"]
         lines.append(f"  fail@k ~= {f['a']:.3f} * k^{f['b']:.3f}  (log-log fit, R^2 {f['r2']:.3f})")
