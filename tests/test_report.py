@@ -76,13 +76,14 @@ def test_report_when_nothing_or_everything_passes_says_so(tmp_path, rate):
 
 @pytest.fixture(scope="module")
 def two_runs(tmp_path_factory):
-    """Two simulated sweeps of the first 12 HumanEval problems, 24 samples each (two sampling seeds)."""
+    """Simulated sweeps of the first 12 HumanEval problems, 24 samples each: two uniform (two
+    sampling seeds) and one until-solved with the first one's seed."""
     work = tmp_path_factory.mktemp("runs")
     with simulated_fleet(work) as hosts:
-        for name, seed in (("run1", "0"), ("run2", "1")):
+        for name, seed, policy in (("run1", "0", "uniform"), ("run2", "1", "uniform"), ("solved", "0", "until-solved")):
             subprocess.run(
                 [*ENGINE, "run", "--servers", str(hosts), "--samples", str(SAMPLES), "--limit", str(PROBLEMS),
-                 "--out", str(work / name), "--metrics-port", "0", "--workers", "2", "--seed", seed],
+                 "--out", str(work / name), "--metrics-port", "0", "--workers", "2", "--seed", seed, "--policy", policy],
                 check=True, capture_output=True, timeout=240,
             )  # fmt: skip
     return work
@@ -156,3 +157,38 @@ def test_bad_report_input_is_one_line_and_exit_2(two_runs, tmp_path, args, messa
 def test_report_of_a_directory_without_a_run_is_exit_2(tmp_path):
     done = engine_report(tmp_path, str(tmp_path))
     assert done.returncode == 2 and "holds no run" in done.stderr
+
+
+def test_until_solved_run_is_a_prefix_of_the_uniform_run_and_the_report_headlines_the_likelihood(two_runs, tmp_path):
+    """Same seeds, so the until-solved run's samples are the uniform run's first ones: each
+    problem stops in the request that brought its first pass (or at 24), the share solved equals
+    the uniform run's coverage, fewer tokens are spent, and the report says Chen's estimate is
+    biased and headlines the likelihood one, which lands nearer the uniform run's unbiased pass@1."""
+    def verdicts(run):
+        store = Store.open(two_runs / run, create=False)
+        rows = {(r["task_id"], r["sample_index"]): r for r in store.rows()}
+        store.close()
+        return rows
+
+    uniform, solved = verdicts("run1"), verdicts("solved")
+    assert set(solved) < set(uniform)
+    assert all(solved[key]["verdict"] == uniform[key]["verdict"] for key in solved)
+    for task in {t for t, _ in uniform}:
+        got = sorted(i for t, i in solved if t == task)
+        assert got == list(range(len(got)))
+        passes = [i for i in got if solved[(task, i)]["verdict"] == "passed"]
+        first = min([i for (t, i), r in uniform.items() if t == task and r["verdict"] == "passed"], default=None)
+        assert (len(got) == SAMPLES) if first is None else (passes and passes[0] == first and len(got) <= 2 * first + 2)
+
+    done = engine_report(tmp_path, str(two_runs / "run1"), str(two_runs / "solved"), "--json", "--no-plot")
+    assert done.returncode == 0, done.stderr
+    full, adaptive = json.loads(done.stdout)["runs"]
+    assert full["estimate"]["headline"] == "chen" and full["estimate"]["chen_unbiased"]
+    assert adaptive["policy"] == {"name": "until-solved", "stop_after": 1}
+    assert adaptive["estimate"]["headline"] == "beta_binomial" and not adaptive["estimate"]["chen_unbiased"]
+    assert "biased" in adaptive["estimate"]["note"]
+    assert adaptive["coverage"] == pytest.approx(full["coverage"])
+    assert adaptive["tokens"] < full["tokens"]
+    truth = full["pass_at_k"]["1"]
+    naive, likelihood = adaptive["pass_at_k"]["1"], adaptive["estimate"]["beta_binomial"]["1"]["value"]
+    assert abs(likelihood - truth) < abs(naive - truth)
