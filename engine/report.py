@@ -110,9 +110,10 @@ def _distribution(run: Run) -> dict:
     }
 
 
-def _estimate(policy: dict, chen: dict, fits: dict) -> dict:
-    """Which pass@k to believe: Chen's under uniform sampling, the likelihood fit's otherwise."""
-    adaptive = policy.get("name", "uniform") != "uniform"
+def _estimate(policy: dict, chen: dict, fits: dict, every_sample_taken: bool = False) -> dict:
+    """Which pass@k to believe: Chen's when every problem got the same samples whatever its
+    results (uniform, or an adaptive run that took them all), the likelihood fit's otherwise."""
+    adaptive = policy.get("name", "uniform") != "uniform" and not every_sample_taken
     bb = fits.get("beta_binomial", {})
     return {
         "headline": "beta_binomial" if adaptive else "chen",
@@ -161,12 +162,15 @@ def analyse_run(run: Run, settings: Settings = Settings(), backtest_m: int | Non
         except ValueError as exc:
             raise InputError(f"{run.out}: {exc}") from exc
     cost = _cost(run, ks)
+    estimate = _estimate(run.policy, summary["pass_at_k"], scaling["fits"],
+                         bool(run.target.get("samples")) and int(n.min()) >= run.target["samples"])  # fmt: skip
+    adaptive_counts = not estimate["chen_unbiased"]
     return {
         **summary,
         "tokens": cost["tokens"],
         "n": int(n.min()),
         # under an adaptive policy a problem unsolved has all its samples: the share solved is the coverage
-        "coverage": curve[str(ks[-1])] if run.policy.get("name", "uniform") == "uniform" else cost["solved"] / len(problems),
+        "coverage": cost["solved"] / len(problems) if adaptive_counts else curve[str(ks[-1])],
         "curve": curve,
         "intervals": scaling["intervals"],
         "fit": None if legacy is None else {"a": legacy.a, "b": legacy.b, "r2": legacy.r2},
@@ -174,7 +178,7 @@ def analyse_run(run: Run, settings: Settings = Settings(), backtest_m: int | Non
         "backtest": tested if backtest_m is not None else None,
         "distribution": _distribution(run),
         "cost": cost,
-        "estimate": _estimate(run.policy, summary["pass_at_k"], scaling["fits"]),
+        "estimate": estimate,
     }
 
 
