@@ -180,8 +180,9 @@ def test_until_solved_run_is_a_prefix_of_the_uniform_run_and_the_report_headline
         first = min([i for (t, i), r in uniform.items() if t == task and r["verdict"] == "passed"], default=None)
         assert (len(got) == SAMPLES) if first is None else (passes and passes[0] == first and len(got) <= 2 * first + 2)
 
-    done = engine_report(tmp_path, str(two_runs / "run1"), str(two_runs / "solved"), "--json", "--no-plot")
+    done = engine_report(tmp_path, str(two_runs / "run1"), str(two_runs / "solved"), "--json", "--plot", "out")
     assert done.returncode == 0, done.stderr
+    assert 'class="note">under the until-solved policy' in (tmp_path / "out" / "report.html").read_text()
     full, adaptive = json.loads(done.stdout)["runs"]
     assert full["estimate"]["headline"] == "chen" and full["estimate"]["chen_unbiased"]
     assert adaptive["policy"] == {"name": "until-solved", "stop_after": 1}

@@ -58,6 +58,15 @@ def _backtest_table(b: dict) -> str:
             f"observed {b['observed']:.4f}.</p>" + _table(["method", "predicted", "error"], rows))  # fmt: skip
 
 
+def _adaptive(c: dict) -> list[str]:
+    """Under an adaptive policy: the note, and the likelihood estimate beside Chen's."""
+    e = c["estimate"]
+    if not e["note"]:
+        return []
+    rows = [[k, _cell(s), "-" if e["chen"].get(k) is None else f"{e['chen'][k]:.4f}"] for k, s in (e["beta_binomial"] or {}).items()]
+    return [f'<p class="note">{escape(e["note"])}.</p>', _table(["k", "pass@k, likelihood (headline)", "Chen (biased)"], rows)]
+
+
 def _run_section(c: dict) -> str:
     parts = [f"<h2>{escape(c['out'])}</h2>", "<h3>Provenance</h3>",
              f"<pre>{escape(json.dumps(c['provenance'], indent=2))}</pre>"]  # fmt: skip
@@ -70,6 +79,7 @@ def _run_section(c: dict) -> str:
         f"coverage pass@{c['n']} = {c['coverage']:.4f}. {d['never_solved']} problems never solved, "
         f"{d['always_solved']} solved by every sample. {cost['tokens']:,} completion tokens: "
         f"{cost['tokens_per_sample'] or 0:,.1f} per sample, {cost['tokens_per_solved_problem'] or 0:,.0f} per solved problem.</p>",
+        *_adaptive(c),
         "<h3>pass@k</h3>", _pass_table(c), "<h3>Fits and extrapolation</h3>", _fits_table(c),
     ]
     if c["backtest"]:
