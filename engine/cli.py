@@ -133,6 +133,8 @@ def main() -> None:
 @click.option("-v", "--verbose", count=True, help="One log line per sample transition.")
 def run(**opts) -> None:
     """Sample every problem N times on a vLLM fleet and verify each sample in a sandbox."""
+    from dataclasses import replace
+
     from engine.run import RunConfig, run_sweep
     from engine.runner import SweepOptions
     from engine.summary import render
@@ -151,13 +153,13 @@ def run(**opts) -> None:
         options=SweepOptions(
             samples=opts["samples"], request_n=opts["request_n"], max_seqs_per_server=opts["max_seqs_per_server"],
             queue_size=opts["queue_size"], retries=opts["retries"], idle_timeout_s=opts["idle_timeout"],
-            policy=opts["policy"], stop_after=opts["stop_after"],
         ),
         workers=opts["workers"], limits=limits, sandbox=backend, dedup=dedup, timing=timing,
         metrics_host=opts["metrics_host"], metrics_port=None if opts["no_metrics"] else opts["metrics_port"],
         startup_timeout_s=opts["startup_timeout"], drain_timeout_s=opts["drain_timeout"], new_run=opts["new_run"],
         progress=not opts["as_json"] or sys.stderr.isatty(),
     )
+    cfg = replace(cfg, options=replace(cfg.options, policy=opts["policy"], stop_after=opts["stop_after"]))
     summary = run_async(run_sweep(cfg))
     title = (
         f"engine run: {summary['samples']:,} samples of {summary['problems']} problems, model {summary['model']},"

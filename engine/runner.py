@@ -21,15 +21,14 @@ from engine.errors import StreamError
 from engine.openai_stream import FinishedChoice, StreamAssembler
 from engine.progress import Progress
 from engine.records import Problem, Sample
+from engine.policies import AdaptivePlan, more_ready
 from engine.scheduler import (
-    AdaptivePlan,
     Admission,
     Request,
     ServerState,
     backoff_seconds,
     contiguous_runs,
     next_reopening,
-    more_ready,
     pick_server,
     plan_requests,
     problem_seed,
@@ -80,7 +79,7 @@ class SweepOptions:
     retries: int = 3
     idle_timeout_s: float = 120.0
     flush_interval_s: float = 0.5
-    policy: str = "uniform"  # or an adaptive one (scheduler.AdaptivePlan)
+    policy: str = "uniform"  # or an adaptive one (engine.policies)
     stop_after: int = 1  # until-solved: passes after which a problem stops
 
 
