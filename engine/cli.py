@@ -133,8 +133,6 @@ def main() -> None:
 @click.option("-v", "--verbose", count=True, help="One log line per sample transition.")
 def run(**opts) -> None:
     """Sample every problem N times on a vLLM fleet and verify each sample in a sandbox."""
-    from dataclasses import replace
-
     from engine.run import RunConfig, run_sweep
     from engine.runner import SweepOptions
     from engine.summary import render
@@ -159,6 +157,8 @@ def run(**opts) -> None:
         startup_timeout_s=opts["startup_timeout"], drain_timeout_s=opts["drain_timeout"], new_run=opts["new_run"],
         progress=not opts["as_json"] or sys.stderr.isatty(),
     )
+    from dataclasses import replace
+
     cfg = replace(cfg, options=replace(cfg.options, policy=opts["policy"], stop_after=opts["stop_after"]))
     summary = run_async(run_sweep(cfg))
     title = (
