@@ -75,3 +75,11 @@ class AdaptivePlan:
 def more_ready(plan: Iterator) -> bool:
     """After a drain: whether an adaptive plan has requests to make now."""
     return isinstance(plan, AdaptivePlan) and plan.has_ready()
+
+
+def samples_owed(policy: str, samples: int, stop_after: int, n: int, c: int) -> int:
+    """Samples a problem still lacks at the end of a run: an until-solved problem with its
+    passes owes none (for `engine run`'s exit status and "missing" count)."""
+    if policy == "until-solved" and c >= stop_after:
+        return 0
+    return max(0, samples - n)

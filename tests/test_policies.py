@@ -94,3 +94,13 @@ def test_adaptive_plan_skips_generated_samples_and_counts_them_as_issued():
     assert (last.start, last.n) == (6, 2)  # the cap
     with pytest.raises(StopIteration):  # nothing left to ask (the runner drains what is queued)
         next(plan)
+
+
+@pytest.mark.parametrize("policy,n,c,owed", [
+    ("uniform", 3, 3, 7), ("uniform", 10, 0, 0), ("until-solved", 3, 1, 0), ("until-solved", 3, 0, 7),
+    ("until-solved", 10, 0, 0), ("hardest-first", 3, 3, 7), ("uniform", 12, 1, 0),
+])  # fmt: skip
+def test_samples_owed_at_the_end_of_a_run(policy, n, c, owed):
+    from engine.policies import samples_owed
+
+    assert samples_owed(policy, 10, 1, n, c) == owed
