@@ -14,7 +14,7 @@ import click
 import orjson
 from tqdm import tqdm
 
-from engine.cli_options import HTTP_HEADER, fleet_headers, sandbox_options, sandbox_settings, use_envvars
+from engine.cli_options import HTTP_HEADER, LINE, fleet_headers, sandbox_options, sandbox_settings, use_envvars
 from engine.errors import EngineError, FleetError, InputError, SandboxError, StorageError
 from sandbox.pool import default_workers
 
@@ -131,6 +131,10 @@ def main() -> None:
                    " one per line).")
 @click.option("--startup-timeout", default=300.0, show_default=True, type=click.FloatRange(min=0.0), help="Seconds to wait for servers that are still loading their model.")
 @click.option("--workers", default=default_workers(), show_default=True, type=click.IntRange(min=1), help="Parallel sandboxes [default: 2 per core].")
+@click.option("--policy", type=click.Choice(["uniform", "until-solved", "hardest-first"]), default="uniform", show_default=True,
+              help="uniform: --samples per problem; until-solved: stop a problem after --stop-after passes;"
+                   " hardest-first: each request to the problem with the fewest passes.")
+@click.option("--stop-after", default=1, show_default=True, type=click.IntRange(min=1), help="until-solved: passes that end a problem.")
 @sandbox_options
 @click.option("--json", "as_json", is_flag=True, help="Print the final summary as one JSON object.")
 @click.option("-v", "--verbose", count=True, help="One log line per sample transition.")
@@ -162,6 +166,9 @@ def run(**opts) -> None:
         progress=not opts["as_json"] or sys.stderr.isatty(),
         headers=fleet_headers(opts["api_key"], opts["headers"]),
     )
+    from dataclasses import replace
+
+    cfg = replace(cfg, options=replace(cfg.options, policy=opts["policy"], stop_after=opts["stop_after"]))
     summary = run_async(run_sweep(cfg))
     title = (
         f"engine run: {summary['samples']:,} samples of {summary['problems']} problems, model {summary['model']},"
@@ -186,22 +193,30 @@ def run(**opts) -> None:
 
 @main.command()
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(file_okay=False))
-@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
-              help="Where to save the figure [default: report.png in the first run directory].")
-@click.option("--no-plot", is_flag=True, help="Print only.")
-@click.option("--json", "as_json", is_flag=True, help="Print the first run's summary (all runs under 'runs') as JSON.")
-def report(run_dirs: tuple[str, ...], plot_path: str | None, no_plot: bool, as_json: bool) -> None:
-    """Print and plot pass@k, coverage and fail@k with its power-law fit, one curve per run."""
-    from pathlib import Path
-
+@click.option("--plot", "plot_path", type=click.Path(), default=None,
+              help="Figure file, or a directory for report.png; report.html goes beside it"
+                   " [default: the run's directory for one run, the current directory for several].")
+@click.option("--no-plot", is_flag=True, help="Print only (no figure, no HTML).")
+@click.option("--json", "as_json", is_flag=True, help="Print the first run's report (all runs under 'runs') as JSON.")
+@click.option("--table", type=click.Path(dir_okay=False), default=None, help="Per-problem table, FILE.csv or FILE.parquet.")
+@click.option("--target", default=0.95, show_default=True, type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              help="Coverage whose k each fit predicts.")
+@click.option("--backtest", "backtest_m", type=click.IntRange(min=1), default=None,
+              help="Fit on the first M samples of every problem and score the prediction of pass@n.")
+@click.option("--reference", "references", multiple=True, type=LINE, metavar="'LABEL=VALUE'",
+              help="A horizontal line, e.g. 'GPT-4o pass@1=0.902' (repeatable).")
+@click.option("--bootstrap", "boots", default=1000, show_default=True, type=click.IntRange(min=10),
+              help="Bootstrap replicates over problems.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the bootstraps.")
+def report(run_dirs: tuple[str, ...], plot_path: str | None, no_plot: bool, as_json: bool, table: str | None,
+           target: float, backtest_m: int | None, references: tuple[str, ...], boots: int, seed: int) -> None:
+    """pass@k with intervals, four scaling-law fits with extrapolations, backtest, cost; one analysis per run."""
     from engine import report as rep
+    from engine.analysis.scaling import Settings
 
-    curves = [rep.curve(d) for d in run_dirs]
-    path = Path(plot_path) if plot_path else Path(run_dirs[0]) / "report.png"
-    if not no_plot:
-        rep.plot(curves, path)
-    text = rep.render(curves) + ("" if no_plot else f"\nplot: {path}")
-    emit({**curves[0], "runs": curves, "plot": None if no_plot else str(path)}, as_json, text)
+    settings = Settings(boots=boots, parametric_boots=min(boots, 200), seed=seed, target=target)
+    summary, text = rep.make_report(list(run_dirs), settings, backtest_m, plot_path, no_plot, table, list(references))
+    emit(summary, as_json, text)
 
 
 @main.command()

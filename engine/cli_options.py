@@ -35,6 +35,15 @@ class HeaderType(click.ParamType):
 HTTP_HEADER = HeaderType()
 
 
+class LineType(click.types.StringParamType):
+    """A repeatable text option whose values may hold spaces: from the environment, one per line."""
+
+    envvar_list_splitter = "\n"
+
+
+LINE = LineType()
+
+
 def fleet_headers(api_key: str | None, headers: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
     """--header values, and --api-key as vLLM's `Authorization: Bearer KEY` (it wins over a --header)."""
     if api_key is None:

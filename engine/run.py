@@ -18,6 +18,7 @@ from engine.errors import InputError, RunConfigError
 from engine.hosts import read_hosts
 from engine.progress import Progress
 from engine.records import Problem
+from engine.policies import samples_owed
 from engine.chat import DEFAULT_SYSTEM_PROMPT
 from engine.runner import HUMANEVAL_STOP, Sampling, Sweep, SweepOptions
 from engine.runlock import RunLock, keep_heartbeat
@@ -111,6 +112,7 @@ async def _sweep(cfg: RunConfig, store: Store, urls: list[str], all_problems: li
         _check_same_run(previous, sampling, cfg.out)
         store.set_meta("sampling", sampling.to_dict())
         store.set_meta("target", {"problems": len(problems), "samples": options.samples})
+        store.set_meta("policy", {"name": options.policy, "stop_after": options.stop_after})
         store.save_problems(all_problems)
         for task_id, (n, c) in store.pass_counts().items():
             running.add(task_id, False, n - c)
@@ -148,7 +150,8 @@ async def _sweep(cfg: RunConfig, store: Store, urls: list[str], all_problems: li
         elapsed_s=round(time.monotonic() - started, 3), generation_failures=totals["generation_failures"],
         new_samples=sweep.stats.samples_verified, new_tokens=sweep.stats.tokens,
         target=len(problems) * options.samples, stopped=sweep.stopped,
-        missing=sum(max(0, options.samples - counts.get(t, (0, 0))[0]) for t in wanted),
+        missing=sum(samples_owed(options.policy, options.samples, options.stop_after, *counts.get(t, (0, 0)))
+                    for t in wanted),
     )
 
 

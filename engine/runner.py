@@ -27,6 +27,7 @@ from engine.errors import IgnoredNError, StreamError, UnauthorizedError
 from engine.openai_stream import FinishedChoice, StreamAssembler
 from engine.progress import Progress
 from engine.records import Problem, Sample
+from engine.policies import AdaptivePlan, more_ready
 from engine.scheduler import (
     Admission,
     Request,
@@ -85,6 +86,8 @@ class SweepOptions:
     idle_timeout_s: float = 120.0
     request_timeout_s: float = DEFAULT_REQUEST_DEADLINE_S  # one whole response, whatever the server sends
     flush_interval_s: float = 0.5
+    policy: str = "uniform"  # or an adaptive one (engine.policies)
+    stop_after: int = 1  # until-solved: passes after which a problem stops
 
 
 def default_queue_size(servers: int, options: SweepOptions) -> int:
@@ -166,7 +169,12 @@ class Sweep:
         for sample in self.store.unverified():  # generated before a crash, never verified
             self.admission.reserve(1)
             self._enqueue(sample)
-        plan = plan_requests(self._order, self.options.samples, self.store.generated_indices(), self.options.request_n)
+        o = self.options
+        if o.policy == "uniform":
+            plan = plan_requests(self._order, o.samples, self.store.generated_indices(), o.request_n)
+        else:
+            plan = AdaptivePlan(self._order, o.samples, self.store.generated_indices(), o.request_n, self.running.counts,
+                                o.policy, o.stop_after)  # fmt: skip
         background = [asyncio.create_task(self._verifier()) for _ in range(self.workers)]
         background += [asyncio.create_task(self._flusher()), asyncio.create_task(self.fleet.watch())]
         work = self._work = asyncio.create_task(self._generate_and_drain(plan))
@@ -188,6 +196,12 @@ class Sweep:
     # -- generation --------------------------------------------------------------------------
 
     async def _generate_and_drain(self, plan) -> None:
+        # An adaptive plan may wait for verdicts still queued when the last stream ends.
+        await self._generate_until_idle(plan)
+        while not self._stopping and more_ready(plan):
+            await self._generate_until_idle(plan)
+
+    async def _generate_until_idle(self, plan) -> None:
         pending: Request | None = None
         while True:
             self.fleet.changed.clear()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 
+from metrics.estimate import PassAtKEstimateCollector
 from metrics.running import RunningPassAtK
 
 VERDICTS = ("passed", "failed", "timeout", "oom", "error")
@@ -53,6 +54,7 @@ class EngineMetrics:
             "engine_verify_dedup", "Verdicts reused from an identical earlier sample instead of run", registry=registry
         )
         registry.register(_PassAtKCollector(running))
+        registry.register(PassAtKEstimateCollector(running))
 
 
 class _PassAtKCollector:

@@ -8,6 +8,7 @@ import click
 import pytest
 
 from engine.cli import main
+from engine.cli_options import HeaderType
 
 COMMANDS = sorted(main.commands)
 OPTIONS = [(name, p) for name in COMMANDS for p in main.commands[name].params
@@ -25,8 +26,10 @@ def sample(option: click.Option) -> tuple[str, object]:
         return "2", 2
     if option.is_flag:
         return "1", True
-    if option.multiple:
+    if option.multiple and isinstance(kind, HeaderType):
         return "X-A: 1\nX-B: two words", (("X-A", "1"), ("X-B", "two words"))
+    if option.multiple:  # one value per line: values may hold spaces
+        return "GPT-4o pass@1=0.902\nB=0.5", ("GPT-4o pass@1=0.902", "B=0.5")
     if isinstance(kind, click.Choice):
         return kind.choices[-1], kind.choices[-1]
     if isinstance(kind, (click.IntRange, click.FloatRange)) or kind in (click.INT, click.FLOAT):
