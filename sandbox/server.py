@@ -86,11 +86,12 @@ def main():
     for name in PREWARM:
         __import__(name)
     _warm_up()
+    guards = GuardSnapshot()  # sandbox/guards.py, whose source comes first in the jail (workers.SERVER_SOURCE)
     import gc
 
     gc.collect()
     gc.freeze()  # children then never walk (and so never copy) the server's own objects
-    server = Server(config)
+    server = Server(config, guards)
     hello = {"event": "hello", "python": sys.version.split()[0], "pid": os.getpid()}
     try:
         server.setup()
@@ -146,7 +147,8 @@ def _warm_up():
 
 
 class Server:
-    def __init__(self, config):
+    def __init__(self, config, guards=None):
+        self.guards = guards  # what guarded programs restore (sandbox/guards.py)
         self.isolate = bool(config.get("pidns"))  # per-program pid namespaces (and a user ns for them)
         self.mountns = self.isolate and bool(config.get("mountns"))  # private /tmp (+ /proc) per program
         self.mount_proc = self.mountns and bool(config.get("mount_proc"))
@@ -324,17 +326,25 @@ class Server:
                 os.write(st_w, json.dumps({"event": "setup_failed", "message": str(exc)[:300]}).encode() + b"\n")
             finally:
                 os._exit(CHILD_SETUP_FAILED)
-        _run_program(program)
+        _run_program(program, self.guards if limits.get("guards") else None)
 
 
-def _run_program(source):
+def _run_program(source, guards=None):
+    """Run the program; with `guards` (a GuardSnapshot), a program built with guards runs as
+    candidate, restore, test (sandbox/guards.py)."""
     write, exit_now, read, dumps = os.write, os._exit, os.read, json.dumps
     print_exception = traceback.print_exception
     sys.stdin = sys.__stdin__ = open(0, "r", closefd=False)  # the server's stdin buffer stays out of reach
     flush_out, flush_err = sys.stdout.flush, sys.stderr.flush
+    parts = guard_split(source) if guards is not None else None
+    if parts is not None:
+        guards.accept(sys.__dict__)
     write(STATUS_FD, READY)
     try:
-        exec(compile(source, "<program>", "exec"), {})
+        if parts is None:
+            exec(compile(source, "<program>", "exec"), {})
+        else:
+            guard_run(guards, *parts)
     except MemoryError:
         _report(write, dumps, "oom", "MemoryError", "")
         _flush(flush_out, flush_err)

