@@ -29,6 +29,7 @@ a test that itself calls what the candidate defined other than the entry point.
 import builtins as _g_builtins
 import sys as _g_sys
 import types as _g_types
+from operator import is_not as _g_is_not
 
 GUARD_MARKER = "\n#<engine guards: the test of "  # + entry point + ">\n", then the test, then check(entry point)
 _G_MISSING = object()
@@ -123,10 +124,16 @@ class GuardSnapshot:
         module_type = _g_types.ModuleType
         dicts = [(_g_builtins.__dict__, dict(_g_builtins.__dict__), frozenset(), "modules")]  # first: see restore()
         # (dict, its snapshot, keys not restored, extra keys: "keep", "modules" or "drop")
-        for module in list(sys.modules.values()):
-            if type(module) is module_type and module is not _g_builtins:
+        for name, module in list(sys.modules.items()):  # not __main__: the fork-server itself
+            if type(module) is module_type and module is not _g_builtins and name != "__main__":
                 skip = _G_SYS_OWN if module is sys else frozenset()
                 dicts.append((module.__dict__, dict(module.__dict__), skip, "modules"))
+        self.by_name = {}  # a module's name and its last component -> indices of its dict
+        for i, (d, *_) in enumerate(dicts):
+            name = d.get("__name__")
+            if type(name) is str:
+                for key in {name, name.rpartition(".")[2]}:
+                    self.by_name.setdefault(key, []).append(i)
         dicts.append((sys.modules, dict(sys.modules), frozenset(), "keep"))
         dicts.append((sys.path_importer_cache, dict(sys.path_importer_cache), frozenset(), "keep"))
         dicts.append((random._inst.__dict__, dict(random._inst.__dict__), frozenset(), "drop"))
@@ -135,34 +142,44 @@ class GuardSnapshot:
         self.random = random._inst
         self.random_dict = len(dicts) - 1
         self.indices = tuple(range(len(dicts)))
+        self.always = (0, self.by_name["sys"][0], *range(len(dicts) - 3, len(dicts)))
         self.touched = []  # indices of the dicts restored by the current restore()
         self.reseed = random.Random.__mro__[1].seed  # _random.Random.seed: C, from os.urandom
         self.trace = (sys.gettrace, sys.settrace, sys.gettrace())
         self.profile = (sys.getprofile, sys.setprofile, sys.getprofile())
-        self._tag = _guard_version_reader()
-        self.versions = [self._tag(d) for d, *_ in dicts] if self._tag else None
+        self.cells = _guard_version_cells([d for d, *_ in dicts])
+        self.versions = [cell.value for cell in self.cells] if self.cells is not None else None
 
     def accept(self, changed):
         """The harness itself changed this dict (e.g. sys.stdin in the child): not a change to undo."""
-        if self._tag:
-            for i, (d, *_) in enumerate(self.dicts):
-                if d is changed:
-                    self.versions[i] = self._tag(d)
+        for i, (d, *_) in enumerate(self.dicts):
+            if d is changed and self.cells is not None:
+                self.versions[i] = self.cells[i].value
 
-    def restore(self, reseed=False):
-        """Put back what changed; reseed random's generator if asked or if it was seeded.
-        Builtins come first, and until they are back no builtin is called (one may be the
-        candidate's)."""
-        tag, versions, dicts = self._tag, self.versions, self.dicts
-        touched = self.touched
-        for i in self.indices:
-            if tag is None or tag(dicts[i][0]) != versions[i]:
+    def used_by(self, code):
+        """Indices of the dicts a test's code can reach by name: builtins, sys, the import
+        machinery, random's generator, and every module named in it (checked after each call;
+        all of them are checked before the test starts)."""
+        names, stack = set(), [code]
+        while stack:
+            code = stack.pop()
+            names.update(code.co_names)
+            stack.extend(const for const in code.co_consts if type(const) is _g_types.CodeType)
+        return self.always + tuple(sorted({i for name in names for i in self.by_name.get(name, ())}))
+
+    def restore(self, reseed=False, only=None, _is_not=_g_is_not):
+        """Put back what changed (of the dicts at indices `only`, if given); reseed random's
+        generator if asked or if it was seeded. Builtins come first, and until they are back no
+        builtin is called (one may be the candidate's)."""
+        dicts, cells, versions, touched = self.dicts, self.cells, self.versions, self.touched
+        for i in self.indices if only is None else only:
+            if cells is None or cells[i].value != versions[i]:
                 if _guard_restore_dict(*dicts[i]):
                     touched.append(i)
-                if tag is not None:
-                    versions[i] = tag(dicts[i][0])
+                if cells is not None:
+                    versions[i] = cells[i].value
         for lst, snapshot in self.lists:
-            if len(lst) != len(snapshot) or any(a is not b for a, b in zip(lst, snapshot)):
+            if len(lst) != len(snapshot) or any(map(_is_not, lst, snapshot)):
                 lst[:] = snapshot
         for get, set_, original in (self.trace, self.profile):
             if get() is not original:
@@ -170,8 +187,8 @@ class GuardSnapshot:
         _guard_monitoring_off()
         if reseed or self.random_dict in touched:
             self.reseed(self.random)
-            if tag is not None:
-                versions[self.random_dict] = tag(dicts[self.random_dict][0])
+            if cells is not None:
+                versions[self.random_dict] = cells[self.random_dict].value
         touched.clear()
 
 
@@ -193,25 +210,25 @@ def _guard_restore_dict(d, snapshot, skip, extra):
     return changed
 
 
-def _guard_version_reader():
-    """A function reading a dict's version tag (PEP 509: CPython changes it on every change of the
-    dict), or None where this interpreter does not keep one: then every dict is compared."""
+def _guard_version_cells(dicts):
+    """For each dict, a ctypes view of its version tag (PEP 509: CPython changes it on every
+    change of the dict), or None where this interpreter keeps none: then every dict is compared."""
     try:
         import ctypes
 
-        u64 = ctypes.c_uint64.from_address
         offset = 3 * ctypes.sizeof(ctypes.c_ssize_t)  # after ob_refcnt, ob_type, ma_used
 
-        def tag(d, u64=u64, offset=offset, _id=id):
-            return u64(_id(d) + offset).value
+        def cell(d):
+            return ctypes.c_uint64.from_address(id(d) + offset)
 
         probe = {"a": 1}
-        before = tag(probe)
+        seen = [cell(probe).value]
         probe["a"] = 2
-        middle = tag(probe)
+        seen.append(cell(probe).value)
         probe["b"] = 3
-        if before != middle and middle != tag(probe) and _g_sys.implementation.name == "cpython":
-            return tag
+        seen.append(cell(probe).value)
+        if _g_sys.implementation.name == "cpython" and len(set(seen)) == 3:
+            return [cell(d) for d in dicts]
     except Exception:  # noqa: BLE001 - no ctypes, another layout: compare everything instead
         pass
     return None
@@ -239,12 +256,13 @@ def guard_run(snapshot, candidate_source, test_source, entry_point, _exec=exec, 
     test_globals = {k: v for k, v in candidate_globals.items() if k not in _G_BUILTIN_NAMES}
     test_globals["__builtins__"] = _g_builtins
     candidate = candidate_globals[entry_point]
-    _exec(_compile(test_source, "<program>", "exec"), test_globals)
+    test_code = _compile(test_source, "<program>", "exec")
+    _exec(test_code, test_globals)
     snapshot.restore()
-    test_globals["check"](guard_call(candidate, snapshot))
+    test_globals["check"](guard_call(candidate, snapshot, snapshot.used_by(test_code)))
 
 
-def guard_call(candidate, snapshot, _copy=guard_copy_args, _plain=guard_plain, _dict=dict, _zip=zip):
+def guard_call(candidate, snapshot, used, _copy=guard_copy_args, _plain=guard_plain, _dict=dict, _zip=zip):
     """`candidate` as the test sees it (see the module docstring, step 3)."""
 
     def candidate_call(*args, **kwargs):
@@ -256,7 +274,7 @@ def guard_call(candidate, snapshot, _copy=guard_copy_args, _plain=guard_plain, _
             value = _plain(result)
             result = None  # a finalizer of what it returned runs now, before the restore
         finally:
-            snapshot.restore()
+            snapshot.restore(only=used)
         return value
 
     return candidate_call
