@@ -29,6 +29,7 @@ a test that itself calls what the candidate defined other than the entry point.
 import builtins as _g_builtins
 import sys as _g_sys
 import types as _g_types
+from array import array
 from operator import is_not as _g_is_not
 
 GUARD_MARKER = "\n#<engine guards: the test of "  # + entry point + ">\n", then the test, then check(entry point)
@@ -50,7 +51,8 @@ def guard_split(program):
     test, _, call = rest.rpartition("\n")
     if not entry.isidentifier() or call != "check(" + entry + ")":
         return None
-    return head, "\n" * (head.count("\n") + 2) + test, entry  # test lines keep their program line numbers
+    lines = head.count("\n") + head.count("\r") - head.count("\r\n")  # as the compiler counts them
+    return head, "\n" * (lines + 2) + test, entry  # test lines keep their program line numbers
 
 
 # -- plain copies ------------------------------------------------------------------------------
@@ -147,14 +149,21 @@ class GuardSnapshot:
         self.reseed = random.Random.__mro__[1].seed  # _random.Random.seed: C, from os.urandom
         self.trace = (sys.gettrace, sys.settrace, sys.gettrace())
         self.profile = (sys.getprofile, sys.setprofile, sys.getprofile())
-        self.cells = _guard_version_cells([d for d, *_ in dicts])
-        self.versions = [cell.value for cell in self.cells] if self.cells is not None else None
+        # Version tags: addresses and values in flat arrays, so that reading them in a child
+        # touches (and copies) no page of the fork-server's objects.
+        self.tag, offset = _guard_version_tags()
+        self.addresses = array("Q", [id(d) + offset for d, *_ in dicts])
+        self.versions = array("Q", [self.tag(a).value for a in self.addresses] if self.tag else [])
+        self.random_state = _guard_random_state(random._inst)
+        self.restore()  # here once, so that no child pays for the first call (ctypes, bytecode warm-up)
+        guard_plain([1, (2.0,), {"3": {None}}])
 
     def accept(self, changed):
         """The harness itself changed this dict (e.g. sys.stdin in the child): not a change to undo."""
-        for i, (d, *_) in enumerate(self.dicts):
-            if d is changed and self.cells is not None:
-                self.versions[i] = self.cells[i].value
+        if self.tag is not None:
+            for i in self.indices:
+                if self.dicts[i][0] is changed:
+                    self.versions[i] = self.tag(self.addresses[i]).value
 
     def used_by(self, code):
         """Indices of the dicts a test's code can reach by name: builtins, sys, the import
@@ -171,13 +180,13 @@ class GuardSnapshot:
         """Put back what changed (of the dicts at indices `only`, if given); reseed random's
         generator if asked or if it was seeded. Builtins come first, and until they are back no
         builtin is called (one may be the candidate's)."""
-        dicts, cells, versions, touched = self.dicts, self.cells, self.versions, self.touched
+        dicts, tag, addresses, versions, touched = self.dicts, self.tag, self.addresses, self.versions, self.touched
         for i in self.indices if only is None else only:
-            if cells is None or cells[i].value != versions[i]:
+            if tag is None or tag(addresses[i]).value != versions[i]:
                 if _guard_restore_dict(*dicts[i]):
                     touched.append(i)
-                if cells is not None:
-                    versions[i] = cells[i].value
+                if tag is not None:
+                    versions[i] = tag(addresses[i]).value
         for lst, snapshot in self.lists:
             if len(lst) != len(snapshot) or any(map(_is_not, lst, snapshot)):
                 lst[:] = snapshot
@@ -187,8 +196,8 @@ class GuardSnapshot:
         _guard_monitoring_off()
         if reseed or self.random_dict in touched:
             self.reseed(self.random)
-            if cells is not None:
-                versions[self.random_dict] = cells[self.random_dict].value
+            if tag is not None:
+                versions[self.random_dict] = tag(addresses[self.random_dict]).value
         touched.clear()
 
 
@@ -210,28 +219,53 @@ def _guard_restore_dict(d, snapshot, skip, extra):
     return changed
 
 
-def _guard_version_cells(dicts):
-    """For each dict, a ctypes view of its version tag (PEP 509: CPython changes it on every
-    change of the dict), or None where this interpreter keeps none: then every dict is compared."""
+def _guard_version_tags():
+    """(tag, offset): `tag(id(d) + offset).value` is dict d's version tag (PEP 509: CPython
+    changes it on every change of the dict); (None, 0) where this interpreter keeps none, and
+    then every dict is compared."""
     try:
         import ctypes
 
-        offset = 3 * ctypes.sizeof(ctypes.c_ssize_t)  # after ob_refcnt, ob_type, ma_used
-
-        def cell(d):
-            return ctypes.c_uint64.from_address(id(d) + offset)
-
+        tag, offset = ctypes.c_uint64.from_address, 3 * ctypes.sizeof(ctypes.c_ssize_t)  # after refcnt, type, ma_used
         probe = {"a": 1}
-        seen = [cell(probe).value]
+        seen = [tag(id(probe) + offset).value]
         probe["a"] = 2
-        seen.append(cell(probe).value)
+        seen.append(tag(id(probe) + offset).value)
         probe["b"] = 3
-        seen.append(cell(probe).value)
+        seen.append(tag(id(probe) + offset).value)
         if _g_sys.implementation.name == "cpython" and len(set(seen)) == 3:
-            return [cell(d) for d in dicts]
+            return tag, offset
     except Exception:  # noqa: BLE001 - no ctypes, another layout: compare everything instead
         pass
-    return None
+    return None, 0
+
+
+def _guard_random_state(generator):
+    """A function returning the raw state of random's generator (CPython's RandomObject: an int
+    index, then 624 uint32 words, after the object header), to notice a seed() or a draw during a
+    call in a few microseconds; where that layout cannot be confirmed, a function whose result
+    never repeats (then random is reseeded after every call)."""
+    try:
+        import ctypes
+
+        address, size = id(generator) + 2 * ctypes.sizeof(ctypes.c_ssize_t), 4 + 624 * 4
+
+        def state(string_at=ctypes.string_at):
+            return string_at(address, size)
+
+        saved = generator.getstate()
+        try:
+            first = state()
+            generator.random()
+            drawn = state()
+            generator.setstate(saved)
+            if first != drawn and state() == first:
+                return state
+        finally:
+            generator.setstate(saved)
+    except Exception:  # noqa: BLE001
+        pass
+    return object
 
 
 def _guard_monitoring_off():
@@ -258,23 +292,27 @@ def guard_run(snapshot, candidate_source, test_source, entry_point, _exec=exec, 
     candidate = candidate_globals[entry_point]
     test_code = _compile(test_source, "<program>", "exec")
     _exec(test_code, test_globals)
-    snapshot.restore()
-    test_globals["check"](guard_call(candidate, snapshot, snapshot.used_by(test_code)))
+    used = snapshot.used_by(test_code)
+    snapshot.restore(only=used)
+    test_globals["check"](guard_call(candidate, snapshot, used))
 
 
 def guard_call(candidate, snapshot, used, _copy=guard_copy_args, _plain=guard_plain, _dict=dict, _zip=zip):
     """`candidate` as the test sees it (see the module docstring, step 3)."""
 
+    random_state = snapshot.random_state
+
     def candidate_call(*args, **kwargs):
         args = _copy(args)
         if kwargs:
             kwargs = _dict(_zip(kwargs, _copy(list(kwargs.values()))))
+        before = random_state()
         try:
             result = candidate(*args, **kwargs)
             value = _plain(result)
             result = None  # a finalizer of what it returned runs now, before the restore
         finally:
-            snapshot.restore(only=used)
+            snapshot.restore(only=used, reseed=random_state() != before)  # seeded or drawn from: reseeded
         return value
 
     return candidate_call
