@@ -125,7 +125,8 @@ class GuardSnapshot:
         sys = _g_sys
         module_type = _g_types.ModuleType
         dicts = [(_g_builtins.__dict__, dict(_g_builtins.__dict__), frozenset(), "modules")]  # first: see restore()
-        # (dict, its snapshot, keys not restored, extra keys: "keep", "modules" or "drop")
+        # (dict, its snapshot, keys not restored, extra keys: "keep", "modules", "drop" or "named"; see
+        # _guard_restore_dict)
         for name, module in list(sys.modules.items()):  # not __main__: the fork-server itself
             if type(module) is module_type and module is not _g_builtins and name != "__main__":
                 skip = _G_SYS_OWN if module is sys else frozenset()
@@ -136,7 +137,7 @@ class GuardSnapshot:
             if type(name) is str:
                 for key in {name, name.rpartition(".")[2]}:
                     self.by_name.setdefault(key, []).append(i)
-        dicts.append((sys.modules, dict(sys.modules), frozenset(), "keep"))
+        dicts.append((sys.modules, dict(sys.modules), frozenset(), "named"))
         dicts.append((sys.path_importer_cache, dict(sys.path_importer_cache), frozenset(), "keep"))
         dicts.append((random._inst.__dict__, dict(random._inst.__dict__), frozenset(), "drop"))
         self.dicts = dicts
@@ -158,32 +159,33 @@ class GuardSnapshot:
         self.restore()  # here once, so that no child pays for the first call (ctypes, bytecode warm-up)
         guard_plain([1, (2.0,), {"3": {None}}])
 
-    def accept(self, changed):
-        """The harness itself changed this dict (e.g. sys.stdin in the child): not a change to undo."""
+    def accept(self, module):
+        """The harness itself changed this module (e.g. sys.stdin in the child): not a change to undo."""
         if self.tag is not None:
-            for i in self.indices:
-                if self.dicts[i][0] is changed:
-                    self.versions[i] = self.tag(self.addresses[i]).value
+            i = self.by_name[module.__name__][0]
+            self.versions[i] = self.tag(self.addresses[i]).value
 
     def used_by(self, code):
-        """Indices of the dicts a test's code can reach by name: builtins, sys, the import
-        machinery, random's generator, and every module named in it (checked after each call;
-        all of them are checked before the test starts)."""
+        """(indices, names): the dicts a test's code can reach by name (builtins, sys, the import
+        machinery, random's generator, every module named in it), and the names in it (of
+        sys.modules, only the entries of these modules are put back: comparing all would touch
+        every module object)."""
         names, stack = set(), [code]
         while stack:
             code = stack.pop()
             names.update(code.co_names)
             stack.extend(const for const in code.co_consts if type(const) is _g_types.CodeType)
-        return self.always + tuple(sorted({i for name in names for i in self.by_name.get(name, ())}))
+        names.update(name.rpartition(".")[0] for name in list(names) if "." in name)  # packages of submodules
+        return self.always + tuple(sorted({i for name in names for i in self.by_name.get(name, ())})), frozenset(names)
 
-    def restore(self, reseed=False, only=None, _is_not=_g_is_not):
-        """Put back what changed (of the dicts at indices `only`, if given); reseed random's
-        generator if asked or if it was seeded. Builtins come first, and until they are back no
-        builtin is called (one may be the candidate's)."""
+    def restore(self, reseed=False, indices=None, names=None, _is_not=_g_is_not):
+        """Put back what changed (of the dicts at `indices`, if given; of sys.modules, the entries
+        in `names`, if given); reseed random's generator if asked or if it was seeded. Builtins
+        come first, and until they are back no builtin is called (one may be the candidate's)."""
         dicts, tag, addresses, versions, touched = self.dicts, self.tag, self.addresses, self.versions, self.touched
-        for i in self.indices if only is None else only:
+        for i in self.indices if indices is None else indices:
             if tag is None or tag(addresses[i]).value != versions[i]:
-                if _guard_restore_dict(*dicts[i]):
+                if _guard_restore_dict(*dicts[i], names):
                     touched.append(i)
                 if tag is not None:
                     versions[i] = tag(addresses[i]).value
@@ -201,17 +203,19 @@ class GuardSnapshot:
         touched.clear()
 
 
-def _guard_restore_dict(d, snapshot, skip, extra):
+def _guard_restore_dict(d, snapshot, skip, extra, names=None):
     """Make `d` hold `snapshot`'s values (by identity) again; True if anything was put back. Extra
     keys: kept ("keep"), dropped ("drop"), or dropped unless a module or outside builtins' names
-    ("modules": submodules and a module's own lazy globals stay, a shadowed builtin does not)."""
+    ("modules": submodules and a module's own lazy globals stay, a shadowed builtin does not);
+    "named": extra keys kept, and only the keys in `names` put back, if given."""
     changed = False
     get = d.get
-    for key, value in snapshot.items():
+    items = snapshot.items() if extra != "named" or names is None else [(k, snapshot[k]) for k in names if k in snapshot]
+    for key, value in items:
         if get(key, _G_MISSING) is not value and key not in skip:
             d[key] = value
             changed = True
-    if extra != "keep" and len(d) != len(snapshot):
+    if extra not in ("keep", "named") and len(d) != len(snapshot):
         for key in [k for k in d if k not in snapshot]:
             if extra == "drop" or (key in _G_BUILTIN_NAMES and not issubclass(type(d[key]), _g_types.ModuleType)):
                 del d[key]
@@ -284,20 +288,21 @@ def _guard_monitoring_off():
 
 def guard_run(snapshot, candidate_source, test_source, entry_point, _exec=exec, _compile=compile):
     """Steps 1-3 of the module docstring; returns when check() returned, raises otherwise."""
+    candidate_code = _compile(candidate_source, "<program>", "exec")
+    test_code = _compile(test_source, "<program>", "exec")
+    indices, names = snapshot.used_by(test_code)
     candidate_globals = {}
-    _exec(_compile(candidate_source, "<program>", "exec"), candidate_globals)
-    snapshot.restore(reseed=True)
+    _exec(candidate_code, candidate_globals)
+    snapshot.restore(reseed=True, names=names)
     test_globals = {k: v for k, v in candidate_globals.items() if k not in _G_BUILTIN_NAMES}
     test_globals["__builtins__"] = _g_builtins
     candidate = candidate_globals[entry_point]
-    test_code = _compile(test_source, "<program>", "exec")
     _exec(test_code, test_globals)
-    used = snapshot.used_by(test_code)
-    snapshot.restore(only=used)
-    test_globals["check"](guard_call(candidate, snapshot, used))
+    snapshot.restore(indices=indices, names=names)
+    test_globals["check"](guard_call(candidate, snapshot, indices, names))
 
 
-def guard_call(candidate, snapshot, used, _copy=guard_copy_args, _plain=guard_plain, _dict=dict, _zip=zip):
+def guard_call(candidate, snapshot, indices, names, _copy=guard_copy_args, _plain=guard_plain, _dict=dict, _zip=zip):
     """`candidate` as the test sees it (see the module docstring, step 3)."""
 
     random_state = snapshot.random_state
@@ -312,7 +317,7 @@ def guard_call(candidate, snapshot, used, _copy=guard_copy_args, _plain=guard_pl
             value = _plain(result)
             result = None  # a finalizer of what it returned runs now, before the restore
         finally:
-            snapshot.restore(only=used, reseed=random_state() != before)  # seeded or drawn from: reseeded
+            snapshot.restore(reseed=random_state() != before, indices=indices, names=names)  # seeded or drawn from: reseeded
         return value
 
     return candidate_call

@@ -338,7 +338,7 @@ def _run_program(source, guards=None):
     flush_out, flush_err = sys.stdout.flush, sys.stderr.flush
     parts = guard_split(source) if guards is not None else None
     if parts is not None:
-        guards.accept(sys.__dict__)
+        guards.accept(sys)
     write(STATUS_FD, READY)
     try:
         if parts is None:

@@ -254,7 +254,7 @@ def test_restore_undoes_every_patch_in_any_combination_and_keeps_honest_set_up(c
             candidate()
             snapshot.restore(reseed=True)
         else:  # during a call of it by the test: then what the test names is restored
-            assert guard_call(candidate, snapshot, snapshot.used_by(checks))() is None
+            assert guard_call(candidate, snapshot, *snapshot.used_by(checks))() is None
         exec(checks, {"ORIGINAL": original})
         assert "colorsys" in sys.modules and program_globals["mine"] == 1 and sys.getrecursionlimit() == 4321
         return "ok"
