@@ -2,19 +2,21 @@
 
 Standard library only. Its source travels into the jail in front of sandbox/server.py's (see
 sandbox/workers.py: SERVER_SOURCE), so it has no imports of the project and defines only names
-prefixed `guard`/`_g`.
+prefixed `guard`/`Guard`/`_g`.
 
 A guarded HumanEval program is run in three steps instead of one `exec`:
 
 1. the candidate (prompt + completion) in globals of its own;
 2. `GuardSnapshot.restore()`: what the test's code relies on is put back as the fork-server had
    it before any program ran (builtins, the attributes of every module imported then, the import
-   machinery: sys.modules, sys.meta_path, sys.path_hooks, sys.path, sys.path_importer_cache;
-   trace and profile hooks; random's generator is reseeded); what an honest completion sets up
-   stays (its own globals, the modules it imported, the recursion limit);
+   machinery: the sys.modules entries of the modules the test names, sys.meta_path,
+   sys.path_hooks, sys.path, sys.path_importer_cache; trace and profile hooks; random's generator
+   is reseeded); what an honest completion sets up stays (its own globals, the modules it
+   imported, the recursion limit);
 3. the test in globals of its own (the candidate's, minus any name that shadows a builtin), then
-   `check(guarded_call(candidate))`: every call deep-copies its arguments, converts the value
-   returned to a plain copy built from builtin types (`guard_plain`), and restores again.
+   `check(guard_call(candidate, ...))`: every call deep-copies its arguments, converts the value
+   returned to a plain copy built from builtin types (`guard_plain`), and puts back what the
+   test names (builtins, sys, the import hooks, the modules named in its code).
 
 `guard_plain` reads values through the builtin base types' own C methods (`int.__int__`,
 `str.__str__`, `tuple.__iter__`...), never through methods a subclass defines, so an object
@@ -29,7 +31,7 @@ a test that itself calls what the candidate defined other than the entry point.
 import builtins as _g_builtins
 import sys as _g_sys
 import types as _g_types
-from array import array
+from array import array as _g_array
 from operator import is_not as _g_is_not
 
 GUARD_MARKER = "\n#<engine guards: the test of "  # + entry point + ">\n", then the test, then check(entry point)
@@ -153,8 +155,8 @@ class GuardSnapshot:
         # Version tags: addresses and values in flat arrays, so that reading them in a child
         # touches (and copies) no page of the fork-server's objects.
         self.tag, offset = _guard_version_tags()
-        self.addresses = array("Q", [id(d) + offset for d, *_ in dicts])
-        self.versions = array("Q", [self.tag(a).value for a in self.addresses] if self.tag else [])
+        self.addresses = _g_array("Q", [id(d) + offset for d, *_ in dicts])
+        self.versions = _g_array("Q", [self.tag(a).value for a in self.addresses] if self.tag else [])
         self.random_state = _guard_random_state(random._inst)
         self.restore()  # here once, so that no child pays for the first call (ctypes, bytecode warm-up)
         guard_plain([1, (2.0,), {"3": {None}}])
