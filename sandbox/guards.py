@@ -82,32 +82,43 @@ def guard_plain(value, memo=None, _type=type, _id=id, _scalars=_G_SCALARS, _by_v
     return _guard_container(value, kind, memo)
 
 
-def _guard_container(value, kind, memo, _issubclass=issubclass, _id=id, _TypeError=TypeError,
+def _guard_container(value, kind, memo, _issubclass=issubclass, _id=id, _type=type, _scalars=_G_SCALARS,
+                     _TypeError=TypeError, _list=list, _tuple=tuple, _dict=dict, _set=set, _frozenset=frozenset,
                      _list_iter=list.__iter__, _tuple_iter=tuple.__iter__, _dict_items=dict.items,
                      _set_iter=set.__iter__, _frozenset_iter=frozenset.__iter__):  # fmt: skip
+    """(Builtins bound as defaults: this runs before builtins are put back after a call.)"""
     plain = guard_plain
-    if _issubclass(kind, list):
+    if _issubclass(kind, _list):
         copy = memo[_id(value)] = []
-        copy.extend(plain(item, memo) for item in _list_iter(value))
+        copy.extend(item if _type(item) in _scalars else plain(item, memo) for item in _list_iter(value))
         return copy
-    if _issubclass(kind, tuple):
-        return tuple(plain(item, memo) for item in _tuple_iter(value))
-    if _issubclass(kind, dict):
+    if _issubclass(kind, _tuple):
+        return _tuple(item if _type(item) in _scalars else plain(item, memo) for item in _tuple_iter(value))
+    if _issubclass(kind, _dict):
         copy = memo[_id(value)] = {}
         for key, item in _dict_items(value):
-            copy[plain(key, memo)] = plain(item, memo)
+            copy[plain(key, memo)] = item if _type(item) in _scalars else plain(item, memo)
         return copy
-    if _issubclass(kind, set):
-        return set(plain(item, memo) for item in _set_iter(value))
-    if _issubclass(kind, frozenset):
-        return frozenset(plain(item, memo) for item in _frozenset_iter(value))
+    if _issubclass(kind, _set):
+        return _set(plain(item, memo) for item in _set_iter(value))
+    if _issubclass(kind, _frozenset):
+        return _frozenset(plain(item, memo) for item in _frozenset_iter(value))
     raise _TypeError(f"the candidate returned a {kind.__name__!r}: only builtin types reach the test (guards)")
 
 
-def guard_copy_args(values, _type=type, _plain=guard_plain, _scalars=_G_SCALARS,
+def guard_copy_args(values, _type=type, _plain=guard_plain, _TypeError=TypeError,
                     _containers=frozenset((list, tuple, dict, set, frozenset))):  # fmt: skip
-    """Arguments as the candidate gets them: builtin values deep-copied, anything else as is."""
-    return [_plain(v) if _type(v) in _containers else v for v in values]
+    """Arguments as the candidate gets them: builtin values deep-copied, anything else (also a
+    container holding anything else) as is."""
+    copies = []
+    for v in values:
+        if _type(v) in _containers:
+            try:
+                v = _plain(v)
+            except _TypeError:
+                pass
+        copies.append(v)
+    return copies
 
 
 # -- the environment ---------------------------------------------------------------------------

@@ -120,6 +120,23 @@ def test_an_object_pretending_to_be_an_int_through_class_is_refused() -> None:
         guard_plain(Liar())
 
 
+def test_conversion_does_not_use_builtins_the_candidate_may_have_patched() -> None:
+    # guard_plain runs right after the call, before builtins are put back.
+    def body():
+        import builtins
+
+        value = [(1, 2), {3}, frozenset([4]), {"a": (5,)}]
+        saved = dict(builtins.__dict__)
+        for name in ("tuple", "set", "frozenset", "type", "issubclass", "id", "list", "dict"):
+            setattr(builtins, name, None)
+        try:
+            return guard_plain(value)
+        finally:
+            builtins.__dict__.update(saved)
+
+    assert _in_child(body) == repr([(1, 2), {3}, frozenset([4]), {"a": (5,)}])
+
+
 def test_cycles_and_shared_parts_are_kept_and_deep_nesting_is_bounded() -> None:
     cycle: list = [1]
     cycle.append(cycle)
@@ -141,6 +158,8 @@ def test_arguments_are_deep_copied_and_other_objects_pass_as_they_are() -> None:
     copies = guard_copy_args(args)
     assert copies == args and copies[0] is not args[0] and copies[0][1] is not args[0][1] and copies[3] is marker
     assert guard_copy_args([]) == []
+    holder = [marker]
+    assert guard_copy_args([holder])[0] is holder  # a container of other objects: as it is
 
 
 # -- the split -----------------------------------------------------------------------------------
