@@ -27,7 +27,9 @@ Per program, in order (nsjail: all of it):
    fresh read-only /proc that shows only its own namespace; rlimits (address space, processes,
    file size, open files, CPU as a backstop, no core); stdin at EOF, stdout+stderr to one pipe,
    every other descriptor closed; all capabilities dropped, no_new_privs, then the seccomp
-   filter of sandbox/seccomp.py. Then it runs the program in a fresh globals dict.
+   filter of sandbox/seccomp.py. Then it runs the program in a fresh globals dict, or, for a
+   program built with guards when the limits ask for them, as candidate, restore, test
+   (sandbox/guards.py, whose source precedes this one in the jail).
 3. The server enforces the wall-clock limit (SIGKILL to the child = the whole namespace), reads
    the child's output into a bounded tail and its status records, reaps it with wait4 (CPU time
    of it and all its descendants) and answers one line. The engine keeps its own backstop timer.
@@ -331,7 +333,7 @@ class Server:
 
 def _run_program(source, guards=None):
     """Run the program; with `guards` (a GuardSnapshot), a program built with guards runs as
-    candidate, restore, test (sandbox/guards.py)."""
+    candidate, restore, test (sandbox/guards.py); any other program (a probe) as it is."""
     write, exit_now, read, dumps = os.write, os._exit, os.read, json.dumps
     print_exception = traceback.print_exception
     sys.stdin = sys.__stdin__ = open(0, "r", closefd=False)  # the server's stdin buffer stays out of reach
