@@ -309,10 +309,10 @@ def guard_run(snapshot, candidate_source, test_source, entry_point, _exec=exec, 
     snapshot.restore(reseed=True, names=names)
     test_globals = {k: v for k, v in candidate_globals.items() if k not in _G_BUILTIN_NAMES}
     test_globals["__builtins__"] = _g_builtins
-    candidate = candidate_globals[entry_point]
-    _exec(test_code, test_globals)
+    guarded = test_globals[entry_point] = guard_call(candidate_globals[entry_point], snapshot, indices, names)
+    _exec(test_code, test_globals)  # (a test may call the entry point by its name, too: HumanEval/33)
     snapshot.restore(indices=indices, names=names)
-    test_globals["check"](guard_call(candidate, snapshot, indices, names))
+    test_globals["check"](guarded)
 
 
 def guard_call(candidate, snapshot, indices, names, _copy=guard_copy_args, _plain=guard_plain, _dict=dict, _zip=zip):

@@ -376,6 +376,20 @@ def test_a_candidate_that_patches_builtins_during_each_call_is_undone_after_each
     assert outcome.verdict is Verdict.failed
 
 
+def test_a_test_that_calls_the_entry_point_by_name_gets_the_guarded_one_too() -> None:
+    # As HumanEval/33's test does (sort_third(...) beside candidate(...)).
+    completion = "    class Anything:\n        __eq__ = lambda self, other: True\n    return Anything()\n"
+    test = "def check(candidate):\n    assert f(1) == 2\n"
+
+    async def main():
+        async with SandboxPool(workers=1, limits=LIMITS) as pool:
+            return [await pool.run(humaneval_program("def f(x):\n", completion, test, "f", guards=g),
+                                   limits=replace(LIMITS, guards=g)) for g in (False, True)]  # fmt: skip
+
+    plain, guarded = asyncio.run(main())
+    assert (plain.verdict, guarded.verdict) == (Verdict.passed, Verdict.failed)
+
+
 # -- what a verdict records, and dedup -----------------------------------------------------------
 
 
