@@ -53,8 +53,9 @@ def guard_split(program):
     test, _, call = rest.rpartition("\n")
     if not entry.isidentifier() or call != "check(" + entry + ")":
         return None
-    lines = head.count("\n") + head.count("\r") - head.count("\r\n")  # as the compiler counts them
-    return head, "\n" * (lines + 2) + test, entry  # test lines keep their program line numbers
+    before = program[: len(program) - len(rest)]
+    breaks = before.count("\n") + before.count("\r") - before.count("\r\n")  # as the compiler counts lines
+    return head, "\n" * breaks + test, entry  # test lines keep their program line numbers
 
 
 # -- plain copies ------------------------------------------------------------------------------

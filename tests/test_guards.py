@@ -165,8 +165,8 @@ def test_arguments_are_deep_copied_and_other_objects_pass_as_they_are() -> None:
 # -- the split -----------------------------------------------------------------------------------
 
 
-@settings(max_examples=200, deadline=None)
-@given(st.text(max_size=40), st.integers(0, 40), st.booleans())
+@settings(max_examples=500, deadline=None)
+@given(st.text(st.sampled_from("\r\n\x85\"'#x ") | st.characters(), max_size=40), st.integers(0, 40), st.booleans())
 def test_the_split_finds_the_real_test_wherever_a_completion_forges_the_marker(noise, at, forge) -> None:
     # Invariant: whatever the completion contains (a forged marker and check line included),
     # the test is exactly the dataset's test and the candidate everything before it.
