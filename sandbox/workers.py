@@ -47,7 +47,8 @@ from sandbox.verdicts import KillReason, Observation, Outcome, Verdict, decide, 
 
 log = logging.getLogger(__name__)
 
-SERVER_SOURCE = (Path(__file__).parent / "server.py").read_bytes()
+# The fork-server's source: sandbox/guards.py's, then sandbox/server.py's, which uses its names.
+SERVER_SOURCE = b"".join((Path(__file__).parent / name).read_bytes() for name in ("guards.py", "server.py"))
 SELF_TEST_PROGRAM = "def check(candidate):\n    assert candidate(2) == 4\n\ncheck(lambda x: x * 2)\n"
 BACKSTOP_S = 5.0  # after the program's own limit: the server should have answered long before
 KILL_GRACE_S = 1.0  # SIGTERM to the jail, then SIGKILL this much later

@@ -330,7 +330,7 @@ def test_limits_defaults_units_and_validation() -> None:
     limits = Limits()
     assert limits.to_dict() == {"timeout_s": 3.0, "cpu_time_s": None, "memory_mb": 1024, "max_processes": 32,
                                 "max_file_mb": 16, "max_open_files": 64, "tmp_mb": 64, "max_output_bytes": 16384,
-                                "jail_memory_mb": 2048}  # fmt: skip
+                                "guards": True, "jail_memory_mb": 2048}  # fmt: skip
     assert Limits(cpu_time_s=0.25).cpu_time_s == 0.25
     for bad in ({"timeout_s": 0}, {"memory_mb": -1}, {"timeout_s": float("inf")}, {"cpu_time_s": 0}):
         with pytest.raises(ValueError):
