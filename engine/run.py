@@ -26,6 +26,7 @@ from engine.summary import summarize
 from metrics.exporter import EngineMetrics
 from metrics.http import serve_metrics
 from metrics.running import RunningPassAtK
+from metrics.sweep_state import SweepState, SweepStateCollector, ensure_run_id, sampling_hash
 from sandbox import Limits, SandboxPool
 from sandbox.pool import default_workers
 from sandbox.verifier import Timing, Verifier, seed_from_store
@@ -57,6 +58,7 @@ class RunConfig:
     metrics_port: int | None = 9400  # None: no endpoint
     startup_timeout_s: float = 300.0  # how long to wait for a fleet that is still loading
     drain_timeout_s: float = 60.0  # on the first SIGINT/SIGTERM: how long live work may finish
+    final_scrape_timeout_s: float = 15.0  # after the sweep: how long to wait for Prometheus to see its end
     new_run: bool = False  # keep an existing run in --out aside and start afresh
     progress: bool = True
 
@@ -69,6 +71,7 @@ async def run_sweep(cfg: RunConfig, registry: CollectorRegistry | None = None) -
     if cfg.new_run and (kept := Store.move_aside(cfg.out)) is not None:
         log.warning("--new-run: the previous run in %s is kept as %s", cfg.out, kept)
     store = Store.open(cfg.out)
+    run_id = ensure_run_id(store)
     registry = registry if registry is not None else CollectorRegistry()
     running = RunningPassAtK()
     metrics = EngineMetrics(registry, running)
@@ -94,10 +97,12 @@ async def run_sweep(cfg: RunConfig, registry: CollectorRegistry | None = None) -
             for task_id, (n, c) in store.pass_counts().items():
                 running.add(task_id, False, n - c)
                 running.add(task_id, True, c)
-            metrics_runner = None
+            state = _sweep_state(run_id, sampling, problems, options.samples, running, store)
+            registry.register(SweepStateCollector(state))
+            metrics_server = None
             if cfg.metrics_port is not None:
-                metrics_runner, port = await serve_metrics(registry, cfg.metrics_host, cfg.metrics_port)
-                log.info("metrics on http://%s:%d/metrics", cfg.metrics_host, port)
+                metrics_server, port = await serve_metrics(registry, cfg.metrics_host, cfg.metrics_port, run_id)
+                log.info("metrics on http://%s:%d/metrics (run_id %s)", cfg.metrics_host, port, run_id)
             try:
                 async with SandboxPool(workers=cfg.workers, limits=cfg.limits, backend=cfg.sandbox) as sandbox:
                     verifier = Verifier(sandbox, problems, dedup=cfg.dedup, timing=cfg.timing)
@@ -111,6 +116,8 @@ async def run_sweep(cfg: RunConfig, registry: CollectorRegistry | None = None) -
                     verified = sum(n for n, _ in store.pass_counts().values())
                     progress = Progress(len(problems) * options.samples, verified, sweep.status, cfg.progress)
                     sweep.progress = progress
+                    state.queue_capacity = sweep.admission.capacity
+                    state.draining = lambda: sweep.stopped
                     log.info(
                         "sweep: %d problems x %d samples of %s on %d servers -> %s",
                         len(problems), options.samples, model, len(urls), cfg.out,
@@ -120,9 +127,13 @@ async def run_sweep(cfg: RunConfig, registry: CollectorRegistry | None = None) -
                             await sweep.run()
                     finally:
                         progress.close()
+                state.phase = "stopped" if sweep.stopped else "finished"
+                if metrics_server is not None:  # let Prometheus record the end, not a vanished engine
+                    await metrics_server.next_scrape(cfg.final_scrape_timeout_s)
             finally:
-                if metrics_runner is not None:
-                    await metrics_runner.cleanup()
+                state.close()
+                if metrics_server is not None:
+                    await metrics_server.cleanup()
         totals = store.totals()
         wanted = {p.task_id for p in problems}
         counts = {t: nc for t, nc in store.pass_counts().items() if t in wanted}
@@ -135,6 +146,15 @@ async def run_sweep(cfg: RunConfig, registry: CollectorRegistry | None = None) -
         )
     finally:
         store.close()
+
+
+def _sweep_state(run_id: str, sampling: Sampling, problems: list[Problem], samples: int,
+                 running: RunningPassAtK, store: Store) -> SweepState:
+    settings = sampling.to_dict()
+    info = {"run_id": run_id, "model": sampling.model, "dataset": sampling.dataset,
+            "task": settings.get("task", "humaneval"), "sampling_hash": sampling_hash(settings)}
+    return SweepState(run_id=run_id, info=info, problems=[p.task_id for p in problems], samples=samples,
+                      running=running, store_path=store.path)
 
 
 @contextlib.contextmanager

@@ -1,18 +1,75 @@
-"""Serve /metrics on the caller's own event loop."""
+"""Serve /metrics on the caller's own event loop, every series labelled with the run's id."""
 
 from __future__ import annotations
+
+import asyncio
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.aiohttp import make_aiohttp_handler
+from prometheus_client.metrics_core import Metric
 
 
-async def serve_metrics(registry: CollectorRegistry, host: str, port: int) -> tuple[web.AppRunner, int]:
-    """Start the endpoint; returns the runner (call `cleanup()` to stop) and the bound port."""
-    app = web.Application()
-    app.router.add_get("/metrics", make_aiohttp_handler(registry))
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port)
-    await site.start()
-    return runner, runner.addresses[0][1]  # the real port when port=0
+class RunLabelled:
+    """A collector that shows another registry's series with run_id="<id>" added, so several
+    sweeps on one Prometheus stay apart. The engine's own registry stays unlabelled."""
+
+    def __init__(self, registry: CollectorRegistry, run_id: str):
+        self._registry = registry
+        self._run_id = run_id
+
+    def collect(self):
+        for family in self._registry.collect():
+            labelled = Metric(family.name, family.documentation, family.type, family.unit)
+            labelled.samples = [s._replace(labels={**s.labels, "run_id": self._run_id}) for s in family.samples]
+            yield labelled
+
+
+class MetricsServer:
+    """/metrics over aiohttp; counts scrapes so a finished sweep can wait for the one that
+    records its final state."""
+
+    def __init__(self, registry: CollectorRegistry, run_id: str):
+        exposed = CollectorRegistry(auto_describe=False)
+        exposed.register(RunLabelled(registry, run_id))
+        self._handler = make_aiohttp_handler(exposed if run_id else registry)
+        self.app = web.Application()
+        self.app.router.add_get("/metrics", self._metrics)
+        self.scrapes = 0
+        self._scraped = asyncio.Event()
+        self._runner: web.AppRunner | None = None
+
+    async def _metrics(self, request: web.Request) -> web.StreamResponse:
+        response = await self._handler(request)
+        self.scrapes += 1
+        self._scraped.set()
+        return response
+
+    async def start(self, host: str, port: int) -> int:
+        """Listen; returns the bound port (the real one when port=0)."""
+        self._runner = web.AppRunner(self.app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, host, port).start()
+        return self._runner.addresses[0][1]
+
+    async def next_scrape(self, timeout: float) -> bool:
+        """Wait for the next scrape, if anyone has scraped so far; False when nobody came."""
+        if not self.scrapes:
+            return False
+        self._scraped.clear()
+        try:
+            await asyncio.wait_for(self._scraped.wait(), timeout)
+            return True
+        except TimeoutError:
+            return False
+
+    async def cleanup(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+
+async def serve_metrics(registry: CollectorRegistry, host: str, port: int, run_id: str = "") -> tuple[MetricsServer, int]:
+    """Start the endpoint; returns the server (call `cleanup()`) and the bound port. Without a
+    run_id the series go out as the registry has them."""
+    server = MetricsServer(registry, run_id)
+    return server, await server.start(host, port)
