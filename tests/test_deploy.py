@@ -232,24 +232,68 @@ def test_yaml_parses(path):
     assert [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
 
 
-def test_prometheus_scrapes_the_engine_and_the_generated_targets():
+def test_prometheus_scrapes_the_engine_and_the_generated_targets(tmp_path):
+    """The engine's target is generated like the fleet's, from `engine run`'s defaults or --engine,
+    so the config follows --metrics-port; the two jobs read different files."""
     config = yaml.safe_load((DEPLOY / "prometheus/prometheus.yml").read_text())
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
-    run_options = {param.name: param.default for param in engine_cli.commands["run"].params}
-    engine_targets = jobs["engine"]["static_configs"][0]["targets"]
-    assert engine_targets == [f"{run_options['metrics_host']}:{run_options['metrics_port']}"]  # `engine run` defaults
+    engine_files = jobs["engine"]["file_sd_configs"][0]["files"]
+    vllm_files = jobs["vllm"]["file_sd_configs"][0]["files"]
+    assert any(fnmatch("targets/engine.json", p) for p in engine_files)
+    assert not any(fnmatch("targets/engine.json", p) for p in vllm_files)
+    assert any(fnmatch("targets/vllm.json", p) for p in vllm_files)  # where the README writes them
     assert jobs["engine"].get("metrics_path", "/metrics") == "/metrics"
-    patterns = jobs["vllm"]["file_sd_configs"][0]["files"]
-    assert any(fnmatch("targets/vllm.json", p) for p in patterns)  # where the README writes them
+    run_options = {param.name: param.default for param in engine_cli.commands["run"].params}
+    hosts = tmp_path / "hosts.txt"
+    hosts.write_text("http://10.0.0.5:8000\n")
+    assert run_hosts_to_targets(str(hosts), "-o", str(tmp_path / "vllm.json")).returncode == 0
+    assert json.loads((tmp_path / "engine.json").read_text()) == [
+        {"targets": [f"{run_options['metrics_host']}:{run_options['metrics_port']}"], "labels": {}}]
+    result = run_hosts_to_targets(str(hosts), "-o", str(tmp_path / "vllm.json"), "--engine", "127.0.0.1:9555")
+    assert result.returncode == 0, result.stderr
+    assert json.loads((tmp_path / "engine.json").read_text())[0]["targets"] == ["127.0.0.1:9555"]
 
 
-def test_prometheus_config_passes_promtool(tmp_path):
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        pytest.skip("promtool is not installed")
-    result = subprocess.run([promtool, "check", "config", str(DEPLOY / "prometheus/prometheus.yml")],
-                            capture_output=True, text=True, timeout=60)
+@pytest.mark.parametrize("address", ["9400", "host:", "host:port", "host:70000", ":9400"])
+def test_hosts_to_targets_rejects_a_bad_engine_address(tmp_path, address):
+    hosts = tmp_path / "hosts.txt"
+    hosts.write_text("http://10.0.0.5:8000\n")
+    result = run_hosts_to_targets(str(hosts), "-o", str(tmp_path / "vllm.json"), "--engine", address)
+    assert result.returncode == 2 and len(result.stderr.splitlines()) == 1 and "HOST:PORT" in result.stderr
+    assert not (tmp_path / "engine.json").exists() and not (tmp_path / "vllm.json").exists()
+
+
+def _tool(name: str) -> str:
+    path = shutil.which(name)
+    assert path is not None, f"{name} is not installed: `make test` installs it (scripts/setup-test-system.sh)"
+    return path
+
+
+def test_prometheus_config_and_rules_pass_promtool():
+    for check in (["check", "config", str(DEPLOY / "prometheus/prometheus.yml")],
+                  ["check", "rules", *map(str, sorted((DEPLOY / "prometheus/rules").glob("*.yml")))]):
+        result = subprocess.run([_tool("promtool"), *check], capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_alert_rules_pass_their_unit_tests():
+    tests = sorted((DEPLOY / "prometheus/rules/tests").glob("*.yml"))
+    assert tests
+    result = subprocess.run([_tool("promtool"), "test", "rules", *map(str, tests)], capture_output=True, text=True,
+                            timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_alert_the_issue_asks_for_exists_and_has_a_unit_test_that_fires_it():
+    rules = yaml.safe_load((DEPLOY / "prometheus/rules/engine.yml").read_text())
+    alerts = {r["alert"] for g in rules["groups"] for r in g["rules"] if "alert" in r}
+    assert alerts == {"EngineSweepStalled", "EngineVllmServerDown", "EngineVerificationBehind",
+                      "EngineGoneUnfinished", "EngineInfraErrorRatioHigh", "EnginePassAt1Suspicious"}
+    fired = set()
+    for path in (DEPLOY / "prometheus/rules/tests").glob("*.yml"):
+        for case in yaml.safe_load(path.read_text())["tests"]:
+            fired |= {t["alertname"] for t in case.get("alert_rule_test", []) if t["exp_alerts"]}
+    assert alerts <= fired, f"never seen firing in a unit test: {sorted(alerts - fired)}"
 
 
 def test_compose_mounts_exist_and_grafana_finds_the_dashboards():
@@ -303,9 +347,7 @@ def test_script_syntax(script):
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
 def test_shellcheck(script):
-    if shutil.which("shellcheck") is None:
-        pytest.skip("shellcheck is not installed (apt-get install shellcheck)")
-    result = subprocess.run(["shellcheck", "-s", "bash", str(script)], capture_output=True, text=True)
+    result = subprocess.run([_tool("shellcheck"), "-s", "bash", str(script)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout
 
 
