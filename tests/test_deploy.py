@@ -26,6 +26,7 @@ from engine.cli import main as engine_cli
 from engine.simulator.metrics import ServerMetrics
 from metrics.exporter import EngineMetrics
 from metrics.running import RunningPassAtK
+from metrics.sweep_state import SweepState, SweepStateCollector
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -63,7 +64,12 @@ def engine_series() -> dict[str, set[str]]:
     m.generation_errors.labels(server).inc()
     m.verify_seconds.observe(0.2)
     running.add("HumanEval/0", True)
-    return {name: labels | ENGINE_TARGET_LABELS for name, labels in _series(generate_latest(registry).decode()).items()}
+    info = {"run_id": "r", "model": "m", "dataset": "d", "task": "humaneval", "sampling_hash": "h"}
+    registry.register(SweepStateCollector(SweepState(
+        run_id="r", info=info, problems=["HumanEval/0"], samples=1, running=running, store_path=Path("/nonexistent"))))
+    # every served engine series carries run_id (metrics/http.py adds it)
+    return {name: labels | ENGINE_TARGET_LABELS | {"run_id"}
+            for name, labels in _series(generate_latest(registry).decode()).items()}
 
 
 def vllm_series() -> dict[str, set[str]]:
@@ -74,7 +80,9 @@ def vllm_series() -> dict[str, set[str]]:
     return {name: real[name] | simulated[name] | VLLM_TARGET_LABELS for name in real.keys() & simulated.keys()}
 
 
-KNOWN = {**engine_series(), **vllm_series()}
+# Names of older vLLM releases the dashboard falls back to (`a or b`).
+OLDER_VLLM = {"vllm:gpu_cache_usage_perc": VLLM_TARGET_LABELS | {"model_name"}}
+KNOWN = {**engine_series(), **vllm_series(), **OLDER_VLLM}
 
 
 # --- reading PromQL ----------------------------------------------------------------------------
@@ -142,21 +150,46 @@ def targets():
             yield panel, target
 
 
-def test_dashboard_panels_have_title_datasource_and_queries():
+def test_dashboard_json_is_what_its_generator_writes():
+    sys.path.insert(0, str(DEPLOY / "grafana"))
+    try:
+        import dashboard as generator
+    finally:
+        sys.path.pop(0)
+    assert DASHBOARD.read_text() == generator.render(), "run python deploy/grafana/dashboard.py"
+
+
+def test_dashboard_imports_anywhere_and_is_provisioned_from_files():
+    """No hard-wired datasource uid and no __inputs (file provisioning does not resolve them): a
+    datasource variable; a run variable over run_id; rows of panels on a 24-wide grid."""
     board = dashboard()
-    datasource_uid = yaml.safe_load((DEPLOY / "grafana/provisioning/datasources/prometheus.yaml").read_text())[
-        "datasources"][0]["uid"]
+    variables = {v["name"]: v for v in board["templating"]["list"]}
+    assert "__inputs" not in board
+    assert variables["datasource"]["type"] == "datasource" and variables["datasource"]["query"] == "prometheus"
+    assert "engine_run_info" in variables["run"]["definition"] and "run_id" in variables["run"]["definition"]
     panels = board["panels"]
     assert board["uid"] and board["title"] and panels
     assert len({p["id"] for p in panels}) == len(panels), "panel ids must be unique"
+    assert [p["title"] for p in panels if p["type"] == "row"][:2] == ["Progress", "Health"]
     for panel in panels:
         assert panel.get("title", "").strip(), f"panel {panel['id']} has no title"
-        assert panel.get("datasource", {}).get("uid") == datasource_uid, panel["title"]
-        assert panel["targets"], f"{panel['title']}: no queries"
         grid = panel["gridPos"]
         assert grid["x"] + grid["w"] <= 24 and grid["h"] > 0, panel["title"]
+        if panel["type"] == "row":
+            continue
+        assert panel["datasource"]["uid"] == "${datasource}", panel["title"]
+        assert panel["targets"], f"{panel['title']}: no queries"
         for target in panel["targets"]:
-            assert target["expr"].strip() and target.get("datasource", {}).get("uid") == datasource_uid, panel["title"]
+            assert target["expr"].strip() and target["datasource"]["uid"] == "${datasource}", panel["title"]
+
+
+def test_every_engine_query_is_limited_to_the_chosen_runs_and_rates_use_the_rate_interval():
+    for panel, target in targets():
+        expr = target["expr"]
+        if any(n.startswith("engine_") for n in promql_metrics(expr)):
+            assert 'run_id=~"$run"' in expr, f"{panel['title']}: {expr}"
+        for window in re.findall(r"\b(?:rate|deriv)\([^\[]*\[([^\]]*)\]", expr):
+            assert window == "$__rate_interval" or panel["title"] == "ETA", f"{panel['title']}: {expr}"
 
 
 def test_every_query_uses_only_existing_series_and_labels():
