@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 
 from aiohttp import web
+
+from engine.errors import InputError
 from prometheus_client import CollectorRegistry
 from prometheus_client.aiohttp import make_aiohttp_handler
 from prometheus_client.metrics_core import Metric
@@ -46,10 +48,16 @@ class MetricsServer:
         return response
 
     async def start(self, host: str, port: int) -> int:
-        """Listen; returns the bound port (the real one when port=0)."""
+        """Listen; returns the bound port (the real one when port=0). A port in use or an address
+        not of this host is bad input (InputError), not a crash."""
         self._runner = web.AppRunner(self.app, access_log=None)
         await self._runner.setup()
-        await web.TCPSite(self._runner, host, port).start()
+        try:
+            await web.TCPSite(self._runner, host, port).start()
+        except OSError as exc:
+            await self._runner.cleanup()
+            raise InputError(f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}"
+                             " (another --metrics-port, or --no-metrics)") from exc
         return self._runner.addresses[0][1]
 
     async def next_scrape(self, timeout: float) -> bool:

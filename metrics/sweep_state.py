@@ -50,13 +50,23 @@ class SweepState:
         self.problems = problems
         self.samples = samples
         self.running = running
-        self.phase = "running"  # then finished or stopped
+        self._phase = "running"
         self.draining = lambda: False  # whether a stop was asked for while running
         self.queue_capacity = 0
         self._store_path = store_path
         self._db: sqlite3.Connection | None = None
         self._max_age_s = max_age_s
         self._cached: tuple[float, dict] | None = None
+
+    @property
+    def phase(self) -> str:
+        return self._phase
+
+    @phase.setter
+    def phase(self, value: str) -> None:
+        """running, then finished or stopped; the next read shows it with fresh figures."""
+        self._phase = value
+        self._cached = None
 
     @property
     def target(self) -> int:
@@ -72,7 +82,7 @@ class SweepState:
         verified = sum(n for n, _ in wanted)
         stored = self._from_store()
         figures = {
-            "state": "draining" if self.phase == "running" and self.draining() else self.phase,
+            "state": "draining" if self._phase == "running" and self.draining() else self._phase,
             "target": self.target,
             "verified": verified,
             "remaining": max(0, self.target - verified),

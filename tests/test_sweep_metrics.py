@@ -4,6 +4,8 @@ running counts, so they survive resumes; every served series carries the run's i
 from __future__ import annotations
 
 import asyncio
+import socket
+import subprocess
 import time
 
 import aiohttp
@@ -13,6 +15,7 @@ from hypothesis import given, settings, strategies as st
 from prometheus_client import CollectorRegistry, Gauge
 from prometheus_client.parser import text_string_to_metric_families
 
+from fleet_process import ENGINE, simulated_fleet
 from engine.dataset import load_problems
 from engine.records import Sample
 from engine.run import RunConfig, run_sweep
@@ -157,3 +160,33 @@ def test_state_survives_a_resume_and_run_id_is_kept_until_new_run(tmp_path):
         assert value("engine_queue_capacity") >= 1
     assert resumed.get_sample_value("engine_samples_generated_total") == 0  # the counter restarted
     assert run_id(first) == run_id(resumed) != run_id(fresh)
+
+
+def test_the_end_of_a_sweep_is_never_hidden_by_the_cache(tmp_path):
+    """Figures are cached between scrapes, but a change of phase shows at the next read, with fresh
+    counts: the final scrape must report the final state and figures."""
+    state, registry, store = _state(tmp_path, [["passed"]], 2)
+    state._max_age_s = 3600
+    assert registry.get_sample_value("engine_sweep_verified_samples") == 1
+    state.running.add("T/0", False)
+    assert registry.get_sample_value("engine_sweep_verified_samples") == 1  # cached
+    state.phase = "finished"
+    assert registry.get_sample_value("engine_sweep_state", {"state": "finished"}) == 1
+    assert registry.get_sample_value("engine_sweep_verified_samples") == 2
+    state.close()
+    store.close()
+
+
+def test_a_metrics_port_in_use_is_one_line_and_status_2(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        hosts = tmp_path / "hosts.txt"
+        with simulated_fleet(tmp_path, 1) as hosts:
+            result = subprocess.run(
+                [*ENGINE, "run", "--servers", str(hosts), "--out", str(tmp_path / "run"), "--limit", "1",
+                 "--samples", "1", "--metrics-port", str(port)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    (line,) = result.stderr.strip().splitlines()[-1:]
+    assert f"cannot serve metrics on 127.0.0.1:{port}" in line and "Traceback" not in result.stderr

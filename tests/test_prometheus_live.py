@@ -1,0 +1,265 @@
+"""A real Prometheus (Debian's) scrapes two `engine run` processes and a simulated fleet with
+faults: every dashboard query is evaluated through its HTTP API and checked against the store and
+the engine's own summary, and the simulator's faults drive the alert rules (a test copy with
+second-long windows, evaluated every second).
+
+One sweep (A) runs to its end through a server outage, a whole-fleet outage and a verification
+bottleneck; another (B) is killed with SIGKILL while running. Bounded: about a minute.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import orjson
+import pytest
+import yaml
+
+from engine.hosts import parse_hosts
+from fleet_process import ENGINE, simulated_fleet
+
+ROOT = Path(__file__).resolve().parents[1]
+DEPLOY = ROOT / "deploy"
+DASHBOARD = DEPLOY / "grafana" / "dashboards" / "engine.json"
+LIMIT, SAMPLES = 16, 40
+# Seconds after the simulator starts: server1 dies for 7 s, then the whole fleet for 9 s.
+FAULTS = "kill=server1@9s+7s,fleet_down=@19s+9s"
+RATE_INTERVAL, RANGE = "4s", "15m"  # what Grafana would put for $__rate_interval and $__range
+
+
+def free_port() -> int:
+    """A free port below the ephemeral range, so no outgoing connection (Prometheus scraping, the
+    engine's streams) takes it before the engine binds it."""
+    for port in random.sample(range(20000, 32000), 200):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+                return port
+            except OSError:
+                continue
+    raise RuntimeError("no free port in 20000-32000")
+
+
+def fast_rules(text: str) -> str:
+    """The shipped rules with minutes turned into seconds: `for: 5m` -> 1s, `[10m]` -> [3s]."""
+    text = re.sub(r"for: \d+m", "for: 1s", text)
+    return re.sub(r"\[\d+m\]", "[3s]", text)
+
+
+class Prometheus:
+    def __init__(self, workdir: Path, engine_ports: list[int], hosts: Path):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = yaml.safe_load((DEPLOY / "prometheus/prometheus.yml").read_text())
+        config["global"] = {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"}
+        (workdir / "rules").mkdir(parents=True)
+        for rules in (DEPLOY / "prometheus/rules").glob("*.yml"):
+            (workdir / "rules" / rules.name).write_text(fast_rules(rules.read_text()))
+        (workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
+        result = subprocess.run([sys.executable, str(DEPLOY / "prometheus/hosts_to_targets.py"), str(hosts), "-o",
+                                 str(workdir / "targets/vllm.json")], capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        (workdir / "targets/engine.json").write_text(json.dumps(
+            [{"targets": [f"127.0.0.1:{p}" for p in engine_ports], "labels": {}}]))
+        self.log = (workdir / "prometheus.log").open("w")
+        self.process = subprocess.Popen(
+            [shutil.which("prometheus"), f"--config.file={workdir / 'prometheus.yml'}",
+             f"--web.listen-address=127.0.0.1:{self.port}", f"--storage.tsdb.path={workdir / 'data'}"],
+            stdout=self.log, stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 30
+        while not self._ready():
+            assert self.process.poll() is None and time.monotonic() < deadline, "Prometheus did not start"
+            time.sleep(0.2)
+
+    def _ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+    def api(self, path: str, **params) -> object:
+        url = f"{self.url}/api/v1/{path}?{urllib.parse.urlencode(params)}"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            body = json.load(response)
+        assert body["status"] == "success", body
+        return body["data"]
+
+    def query(self, expr: str, at: float | None = None) -> list[dict]:
+        return self.api("query", query=expr, **({"time": at} if at is not None else {}))["result"]
+
+    def value(self, expr: str, at: float | None = None) -> float | None:
+        result = self.query(expr, at)
+        assert len(result) <= 1, (expr, result)
+        return float(result[0]["value"][1]) if result else None
+
+    def fired(self, alert: str, start: float, end: float) -> list[dict]:
+        """Label sets of `alert` seen firing between start and end."""
+        data = self.api("query_range", query=f'ALERTS{{alertname="{alert}", alertstate="firing"}}',
+                        start=start, end=end, step="1s")
+        return [series["metric"] for series in data["result"]]
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.log.close()
+
+
+def engine_run(hosts: Path, out: Path, port: int, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [*ENGINE, "run", "--servers", str(hosts), "--out", str(out), "--limit", str(LIMIT), "--samples",
+         str(SAMPLES), "--metrics-port", str(port), "--json", "--request-n", "8", *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def wait_for(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if (value := predicate()):
+            return value
+        time.sleep(0.25)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def dashboard_queries(run_id: str) -> list[tuple[str, str, str]]:
+    """(panel title, legend, PromQL) of every dashboard query, variables filled in as Grafana would."""
+    out = []
+    for panel in json.loads(DASHBOARD.read_text())["panels"]:
+        for target in panel.get("targets", []):
+            expr = (target["expr"].replace("$__rate_interval", RATE_INTERVAL).replace("$__range", RANGE)
+                    .replace("$run", run_id))
+            out.append((panel["title"], target.get("legendFormat", ""), expr))
+    return out
+
+
+def store_facts(out: Path) -> dict:
+    db = sqlite3.connect(out / "results.sqlite")
+    try:
+        run_id = json.loads(db.execute("SELECT value FROM meta WHERE key = 'run_id'").fetchone()[0])
+        solved = db.execute("SELECT COUNT(DISTINCT task_id) FROM samples WHERE verdict = 'passed'").fetchone()[0]
+        verified = db.execute("SELECT COUNT(verdict) FROM samples").fetchone()[0]
+    finally:
+        db.close()
+    return {"run_id": run_id, "solved": solved, "verified": verified}
+
+
+@pytest.mark.timeout(240)
+def test_real_prometheus_scrapes_a_faulty_sweep_and_every_dashboard_query_agrees(tmp_path):
+    assert shutil.which("prometheus"), "prometheus is not installed: `make test` installs it"
+    port_a, port_b = free_port(), free_port()
+    with simulated_fleet(tmp_path, 3, 800, "--faults", FAULTS) as hosts:
+        fleet_started = time.time()
+        prometheus = Prometheus(tmp_path / "prometheus", [port_a, port_b], hosts)
+        try:
+            # B: scraped while running, then killed without a chance to say so.
+            b = engine_run(hosts, tmp_path / "run-b", port_b, "--workers", "1")
+            wait_for(lambda: prometheus.value(f'count_over_time(engine_sweep_state{{state="running",'
+                                              f'instance="127.0.0.1:{port_b}"}}[1m]) >= 2'), 60, "B scraped")
+            b.send_signal(signal.SIGKILL)
+            b.communicate(timeout=30)
+            # A: through the faults to the end; one sandbox and a small queue make verification lag.
+            started = time.time()
+            a = engine_run(hosts, tmp_path / "run-a", port_a, "--workers", "1", "--queue-size", "40")
+            stdout, stderr = a.communicate(timeout=180)
+            ended = time.time()
+            print(f"\nB took {started - fleet_started:.1f} s from the fleet's start; A {ended - started:.1f} s")
+            assert a.returncode == 0, stderr
+            summary = orjson.loads(stdout)
+            facts = store_facts(tmp_path / "run-a") | {"servers": parse_hosts(hosts.read_text())}
+            run_b = store_facts(tmp_path / "run-b")["run_id"]
+            assert facts["run_id"] != run_b
+            wait_for(lambda: prometheus.fired("EngineGoneUnfinished", started, time.time()), 30, "the gone alert")
+            time.sleep(2)  # the last rule evaluations
+            check_dashboard(prometheus, facts, summary, started, ended)
+            check_alerts(prometheus, facts["run_id"], run_b, facts["servers"][1], fleet_started, time.time())
+        finally:
+            prometheus.stop()
+
+
+def check_dashboard(prometheus: Prometheus, facts: dict, summary: dict, started: float, ended: float) -> None:
+    run_id = facts["run_id"]
+    # Evaluate where the final scrape left every series live: the engine's exit made them stale.
+    (live,) = prometheus.api("query_range", query=f'engine_sweep_verified_samples{{run_id="{run_id}"}}',
+                             start=started, end=ended + 5, step="0.5s")["result"]
+    final = float(live["values"][-1][0])
+    assert float(live["values"][-1][1]) == summary["samples"]  # the final scrape saw the end
+    values: dict[tuple[str, str], list] = {}
+    for title, legend, expr in dashboard_queries(run_id):
+        values[(title, legend)] = prometheus.query(expr, at=final)
+    empty = [key for key, result in values.items() if not result]
+    assert not empty, f"queries with no data at the end of the sweep: {empty}"
+    print("\ndashboard queries at the end of the sweep:")
+    for (title, legend), result in values.items():
+        shown = ", ".join(f"{_legend(legend, r['metric'])}={float(r['value'][1]):.6g}" for r in result[:4])
+        print(f"  {title} [{legend}]: {shown}")
+
+    def one(title: str, legend: str) -> float:
+        (result,) = values[(title, legend)]
+        return float(result["value"][1])
+
+    target = LIMIT * SAMPLES
+    assert one("Verified / target", "verified") == facts["verified"] == summary["samples"] == target
+    assert one("Verified / target", "target") == target
+    assert one("Done", "{{run_id}}") == 1.0
+    assert one("Problems solved", "solved") == facts["solved"]
+    assert one("Problems solved", "problems") == LIMIT
+    assert [r["metric"]["state"] for r in values[("State", "{{state}}")]] == ["finished"]
+    pass_at_k = {r["metric"]["k"]: float(r["value"][1]) for r in values[("Running pass@k", "pass@{{k}}")]}
+    assert pass_at_k.keys() == summary["pass_at_k"].keys()
+    for k, score in summary["pass_at_k"].items():
+        assert round(pass_at_k[k], 4) == round(score, 4), k
+    verdicts = {r["metric"]["verdict"]: float(r["value"][1]) for r in prometheus.query(
+        f'engine_samples_verified_total{{run_id="{run_id}"}}', at=final)}
+    assert verdicts == {v: float(n) for v, n in summary["verdicts"].items()}  # a fresh run: counters from 0
+    tokens = prometheus.value(f'sum(engine_generated_tokens_total{{run_id="{run_id}"}})', at=final)
+    assert tokens >= summary["tokens"] > 0  # streams cut by the outages were received, not stored
+    assert one("Servers up", "listed") == 3
+    vllm_servers = {r["metric"]["server"] for r in values[("vLLM: requests running", "{{server}}")]}
+    assert vllm_servers <= set(facts["servers"])
+    # Servers up dipped to 2 during server1's outage, to 0 during the fleet's, and ended at 3.
+    ups = prometheus.api("query_range", query=f'sum(engine_server_up{{run_id="{run_id}"}})',
+                         start=started, end=final, step="1s")["result"][0]["values"]
+    seen = [float(v) for _, v in ups]
+    assert {2.0, 0.0, 3.0} <= set(seen) and seen[-1] == 3.0, seen
+    # ETA half-way through: positive and not absurd against what the rest really took.
+    middle = (started + ended) / 2
+    eta = prometheus.value(dashboard_queries(run_id)[[t for t, _, _ in dashboard_queries(run_id)].index("ETA")][2],
+                           at=middle)
+    assert eta is not None and 0 < eta < 20 * (ended - middle) + 60, (eta, ended - middle)
+    # After the engine is gone, the stat panels still show the final figures.
+    for title, legend, expr in dashboard_queries(run_id):
+        if title in ("Verified / target", "Problems solved", "State", "Done"):
+            assert prometheus.query(expr), f"{title} [{legend}] went blank after the sweep"
+
+
+def check_alerts(prometheus: Prometheus, run_a: str, run_b: str, server1: str, start: float, end: float) -> None:
+    def runs(alert: str) -> set[str]:
+        return {m.get("run_id") for m in prometheus.fired(alert, start, end)}
+
+    assert runs("EngineGoneUnfinished") == {run_b}  # A said it finished before it left
+    down = prometheus.fired("EngineVllmServerDown", start, end)
+    assert server1 in {m["server"] for m in down if m["run_id"] == run_a}
+    assert run_a in runs("EngineSweepStalled")  # the whole fleet down: no verdicts for seconds
+    assert run_a in runs("EngineVerificationBehind")  # one sandbox, a queue of 40
+
+
+def _legend(legend: str, labels: dict) -> str:
+    return re.sub(r"\{\{\s*(\w+)\s*\}\}", lambda m: labels.get(m.group(1), ""), legend) or "value"
