@@ -116,7 +116,7 @@ async def run_sweep(cfg: RunConfig, registry: CollectorRegistry | None = None) -
                     verified = sum(n for n, _ in store.pass_counts().values())
                     progress = Progress(len(problems) * options.samples, verified, sweep.status, cfg.progress)
                     sweep.progress = progress
-                    state.queue_capacity = sweep.admission.capacity
+                    state.admission = sweep.admission
                     state.draining = lambda: sweep.stopped
                     log.info(
                         "sweep: %d problems x %d samples of %s on %d servers -> %s",

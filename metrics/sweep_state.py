@@ -39,7 +39,7 @@ def sampling_hash(sampling: dict) -> str:
 
 
 class SweepState:
-    """The figures of one sweep. `phase` and `queue_capacity` are set by whoever runs it."""
+    """The figures of one sweep. `phase`, `draining` and `admission` are set by whoever runs it."""
 
     def __init__(
         self, *, run_id: str, info: dict[str, str], problems: list[str], samples: int,
@@ -52,7 +52,7 @@ class SweepState:
         self.running = running
         self._phase = "running"
         self.draining = lambda: False  # whether a stop was asked for while running
-        self.queue_capacity = 0
+        self.admission = None  # the sweep's Admission: queue slots held and their capacity
         self._store_path = store_path
         self._db: sqlite3.Connection | None = None
         self._max_age_s = max_age_s
@@ -88,7 +88,8 @@ class SweepState:
             "remaining": max(0, self.target - verified),
             "problems": len(self.problems),
             "solved": sum(1 for _, c in wanted if c > 0),
-            "queue_capacity": self.queue_capacity,
+            "queue_held": self.admission.reserved if self.admission else 0,
+            "queue_capacity": self.admission.capacity if self.admission else 0,
             **stored,
         }
         self._cached = (now, figures)
@@ -136,7 +137,10 @@ class SweepStateCollector:
                      f["infra_errors"])
         yield _gauge("engine_sweep_last_progress_timestamp_seconds", "Unix time of the latest verdict in the store",
                      f["last_progress"])
-        yield _gauge("engine_queue_capacity", "Queue slots: samples admitted and not yet verified", f["queue_capacity"])
+        yield _gauge("engine_queue_held", "Samples admitted and not yet verified (streaming, queued, verifying)",
+                     f["queue_held"])
+        yield _gauge("engine_queue_capacity", "Most samples held at once (--queue-size); admission waits beyond",
+                     f["queue_capacity"])
         state = GaugeMetricFamily("engine_sweep_state", "1 for the sweep's current state", labels=["state"])
         for name in STATES:
             state.add_metric([name], 1.0 if f["state"] == name else 0.0)

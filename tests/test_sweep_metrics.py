@@ -157,7 +157,7 @@ def test_state_survives_a_resume_and_run_id_is_kept_until_new_run(tmp_path):
         assert value("engine_sweep_verified_samples") == value("engine_sweep_target_samples") == PROBLEMS * SAMPLES
         assert value("engine_sweep_remaining_samples") == 0
         assert value("engine_sweep_state", {"state": "finished"}) == 1
-        assert value("engine_queue_capacity") >= 1
+        assert value("engine_queue_capacity") >= 1 and value("engine_queue_held") == 0
     assert resumed.get_sample_value("engine_samples_generated_total") == 0  # the counter restarted
     assert run_id(first) == run_id(resumed) != run_id(fresh)
 

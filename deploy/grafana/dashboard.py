@@ -54,8 +54,10 @@ ROWS: list[tuple[str, list[dict]]] = [
                                    q(f"sum by (run_id) ({last('engine_sweep_target_samples')})", "target")], w=5),
         stat("Done", [q(f"{last('engine_sweep_verified_samples')} / on (run_id, instance) "
                         f"{last('engine_sweep_target_samples')}", "{{run_id}}")], unit="percentunit"),
-        stat("ETA", [q(f"engine_sweep_remaining_samples{{{RUN}}} / on (run_id, instance) "
-                       f"sum by (run_id, instance) (rate(engine_samples_verified_total{{{RUN}}}[5m]))", "{{run_id}}")],
+        # deriv fits the samples present: right for a sweep younger than the window, where rate()
+        # would divide by the whole window; the gauge also carries across resumes.
+        stat("ETA", [q(f"engine_sweep_remaining_samples{{{RUN}}} / "
+                       f"deriv(engine_sweep_verified_samples{{{RUN}}}[5m])", "{{run_id}}")],
              unit="s", description="Samples still to verify over the verdict rate of the last 5 minutes"),
         stat("Samples verified/s", [q(f"sum by (run_id) (rate(engine_samples_verified_total{{{RUN}}}[{RATE}]))",
                                       "{{run_id}}")]),
@@ -84,6 +86,7 @@ ROWS: list[tuple[str, list[dict]]] = [
     ]),
     ("Queue and lag", [
         panel("Queue", [q(f"engine_queue_depth{{{RUN}}}", "waiting for a sandbox"),
+                        q(f"engine_queue_held{{{RUN}}}", "held (admitted, no verdict yet)"),
                         q(f"engine_queue_capacity{{{RUN}}}", "capacity")], w=8),
         panel("Generated vs verified per second", [
             q(f"sum(rate(engine_samples_generated_total{{{RUN}}}[{RATE}]))", "generated"),
