@@ -25,6 +25,7 @@ from engine.store import Store
 from engine.summary import summarize
 from metrics.exporter import EngineMetrics
 from metrics.http import serve_metrics
+from metrics.page import PageData
 from metrics.running import RunningPassAtK
 from metrics.sweep_state import SweepState, SweepStateCollector, ensure_run_id, sampling_hash
 from sandbox import Limits, SandboxPool
@@ -99,10 +100,12 @@ async def run_sweep(cfg: RunConfig, registry: CollectorRegistry | None = None) -
                 running.add(task_id, True, c)
             state = _sweep_state(run_id, sampling, problems, options.samples, running, store)
             registry.register(SweepStateCollector(state))
+            page = PageData(state, metrics)
             metrics_server = None
             if cfg.metrics_port is not None:
-                metrics_server, port = await serve_metrics(registry, cfg.metrics_host, cfg.metrics_port, run_id)
-                log.info("metrics on http://%s:%d/metrics (run_id %s)", cfg.metrics_host, port, run_id)
+                metrics_server, port = await serve_metrics(registry, cfg.metrics_host, cfg.metrics_port, run_id, page)
+                log.info("live page on http://%s:%d/ and metrics on /metrics (run_id %s)",
+                         cfg.metrics_host, port, run_id)
             try:
                 async with SandboxPool(workers=cfg.workers, limits=cfg.limits, backend=cfg.sandbox) as sandbox:
                     verifier = Verifier(sandbox, problems, dedup=cfg.dedup, timing=cfg.timing)
@@ -132,6 +135,7 @@ async def run_sweep(cfg: RunConfig, registry: CollectorRegistry | None = None) -
                     await metrics_server.next_scrape(cfg.final_scrape_timeout_s)
             finally:
                 state.close()
+                page.close()
                 if metrics_server is not None:
                     await metrics_server.cleanup()
         totals = store.totals()

@@ -1,12 +1,19 @@
-"""Serve /metrics on the caller's own event loop, every series labelled with the run's id."""
+"""Serve /metrics on the caller's own event loop, every series labelled with the run's id, and
+the live page: / (metrics/page.html) and the JSON it polls, /api/state."""
 
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
+
+import orjson
 
 from aiohttp import web
 
 from engine.errors import InputError
+from metrics.page import PageData
+
+PAGE = Path(__file__).with_name("page.html")
 from prometheus_client import CollectorRegistry
 from prometheus_client.aiohttp import make_aiohttp_handler
 from prometheus_client.metrics_core import Metric
@@ -16,7 +23,7 @@ class RunLabelled:
     """A collector that shows another registry's series with run_id="<id>" added, so several
     sweeps on one Prometheus stay apart. The engine's own registry stays unlabelled."""
 
-    def __init__(self, registry: CollectorRegistry, run_id: str):
+    def __init__(self, registry: CollectorRegistry, run_id: str, page: PageData | None = None):
         self._registry = registry
         self._run_id = run_id
 
@@ -31,12 +38,17 @@ class MetricsServer:
     """/metrics over aiohttp; counts scrapes so a finished sweep can wait for the one that
     records its final state."""
 
-    def __init__(self, registry: CollectorRegistry, run_id: str):
+    def __init__(self, registry: CollectorRegistry, run_id: str, page: PageData | None = None):
         exposed = CollectorRegistry(auto_describe=False)
         exposed.register(RunLabelled(registry, run_id))
         self._handler = make_aiohttp_handler(exposed if run_id else registry)
         self.app = web.Application()
         self.app.router.add_get("/metrics", self._metrics)
+        if page is not None:
+            self._page = page
+            self._html = PAGE.read_bytes()
+            self.app.router.add_get("/", self._index)
+            self.app.router.add_get("/api/state", self._state)
         self.scrapes = 0
         self._scraped = asyncio.Event()
         self._runner: web.AppRunner | None = None
@@ -46,6 +58,13 @@ class MetricsServer:
         self.scrapes += 1
         self._scraped.set()
         return response
+
+    async def _index(self, request: web.Request) -> web.Response:
+        return web.Response(body=self._html, content_type="text/html", charset="utf-8")
+
+    async def _state(self, request: web.Request) -> web.Response:
+        return web.Response(body=orjson.dumps(self._page.snapshot()), content_type="application/json",
+                            headers={"Cache-Control": "no-store"})
 
     async def start(self, host: str, port: int) -> int:
         """Listen; returns the bound port (the real one when port=0). A port in use or an address
@@ -76,8 +95,9 @@ class MetricsServer:
             await self._runner.cleanup()
 
 
-async def serve_metrics(registry: CollectorRegistry, host: str, port: int, run_id: str = "") -> tuple[MetricsServer, int]:
+async def serve_metrics(registry: CollectorRegistry, host: str, port: int, run_id: str = "",
+                        page: PageData | None = None) -> tuple[MetricsServer, int]:
     """Start the endpoint; returns the server (call `cleanup()`) and the bound port. Without a
-    run_id the series go out as the registry has them."""
-    server = MetricsServer(registry, run_id)
+    run_id the series go out as the registry has them; without a page, / is not served."""
+    server = MetricsServer(registry, run_id, page)
     return server, await server.start(host, port)

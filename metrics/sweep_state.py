@@ -59,6 +59,10 @@ class SweepState:
         self._cached: tuple[float, dict] | None = None
 
     @property
+    def store_path(self) -> Path:
+        return self._store_path
+
+    @property
     def phase(self) -> str:
         return self._phase
 
