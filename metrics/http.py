@@ -44,14 +44,15 @@ class MetricsServer:
         self._handler = make_aiohttp_handler(exposed if run_id else registry)
         self.app = web.Application()
         self.app.router.add_get("/metrics", self._metrics)
+        self._page = page
         if page is not None:
-            self._page = page
             self._html = PAGE.read_bytes()
             self.app.router.add_get("/", self._index)
             self.app.router.add_get("/api/state", self._state)
         self.scrapes = 0
         self._scraped = asyncio.Event()
         self._runner: web.AppRunner | None = None
+        self._recorder: asyncio.Task | None = None
 
     async def _metrics(self, request: web.Request) -> web.StreamResponse:
         response = await self._handler(request)
@@ -63,7 +64,13 @@ class MetricsServer:
         return web.Response(body=self._html, content_type="text/html", charset="utf-8")
 
     async def _state(self, request: web.Request) -> web.Response:
-        return web.Response(body=orjson.dumps(self._page.snapshot()), content_type="application/json",
+        """The page's figures, and the chart points after ?since= (unix time; all of them without)."""
+        try:
+            since = float(request.query.get("since", 0))
+        except ValueError:
+            raise web.HTTPBadRequest(text="since: a unix time") from None
+        body = {**self._page.snapshot(), "history": self._page.history(since)}
+        return web.Response(body=orjson.dumps(body), content_type="application/json",
                             headers={"Cache-Control": "no-store"})
 
     async def start(self, host: str, port: int) -> int:
@@ -77,6 +84,8 @@ class MetricsServer:
             await self._runner.cleanup()
             raise InputError(f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}"
                              " (another --metrics-port, or --no-metrics)") from exc
+        if self._page is not None:
+            self._recorder = asyncio.create_task(self._page.record_history())
         return self._runner.addresses[0][1]
 
     async def next_scrape(self, timeout: float) -> bool:
@@ -91,6 +100,8 @@ class MetricsServer:
             return False
 
     async def cleanup(self) -> None:
+        if self._recorder is not None:
+            self._recorder.cancel()
         if self._runner is not None:
             await self._runner.cleanup()
 

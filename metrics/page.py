@@ -5,8 +5,10 @@ Cached for `max_age_s`, so any number of open pages costs one build per second a
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import time
+from collections import deque
 
 from engine.status import RATE_WINDOW_S
 from metrics.exporter import EngineMetrics
@@ -15,6 +17,8 @@ from metrics.sweep_state import SweepState
 LIST_LENGTH = 10  # rows in each problem list
 UNSOLVED_SHOWN = 50
 SLOW_WINDOW_S = 300.0  # "slowest problems" looks at the verdicts of the last five minutes
+HISTORY_EVERY_S = 5.0  # the throughput charts: a point every 5 s, the last hour
+HISTORY_POINTS = 720
 
 
 class PageData:
@@ -24,6 +28,18 @@ class PageData:
         self._max_age_s = max_age_s
         self._cached: tuple[float, dict] | None = None
         self._db: sqlite3.Connection | None = None
+        self._history: deque[tuple[float, float, int]] = deque(maxlen=HISTORY_POINTS)  # (time, tokens, verified)
+
+    async def record_history(self, every_s: float = HISTORY_EVERY_S) -> None:
+        """Sample the counters for the charts, whether a page is open or not (so a page opened
+        late shows the past hour at once); runs until cancelled."""
+        while True:
+            self._history.append((time.time(), self._tokens(), self._state.figures()["verified"]))
+            await asyncio.sleep(every_s)
+
+    def history(self, since: float = 0.0) -> list[tuple[float, float, int]]:
+        """Chart points after `since` (unix time): a page asks for all once, then for what is new."""
+        return [point for point in self._history if point[0] > since]
 
     def snapshot(self) -> dict:
         now = time.monotonic()
@@ -42,7 +58,7 @@ class PageData:
             **state.figures(),
             "samples_per_problem": state.samples,
             "queue_depth": _value(self._metrics.queue_depth),
-            "tokens": sum(_by_label(self._metrics.generated_tokens, "server").values()),
+            "tokens": self._tokens(),
             "pass_at_k": {str(k): v for k, v in state.running.scores().items()},
             "servers": self._servers(),
             "unsolved": [t for t, (_, c) in wanted.items() if c == 0][:UNSOLVED_SHOWN],
@@ -50,6 +66,9 @@ class PageData:
             "most_failing": _most_failing(wanted),
             **self._from_store(),
         }
+
+    def _tokens(self) -> float:
+        return sum(_by_label(self._metrics.generated_tokens, "server").values())
 
     def _servers(self) -> list[dict]:
         up = _by_label(self._metrics.server_up, "server")

@@ -130,6 +130,7 @@ def test_the_page_during_a_sweep_shows_the_store_and_the_server_that_is_down(tmp
             assert result.returncode == 0, result.stderr
             shown = Shown(result.stdout)
             SCREENSHOT.parent.mkdir(exist_ok=True)
+            SCREENSHOT.unlink(missing_ok=True)
             shot = chromium(url, tmp_path / "profile-2", "--window-size=1280,1500", f"--screenshot={SCREENSHOT}")
             assert shot.returncode == 0 and SCREENSHOT.stat().st_size > 10_000, shot.stderr
         finally:
@@ -147,6 +148,9 @@ def test_the_page_during_a_sweep_shows_the_store_and_the_server_that_is_down(tmp
     assert rows[servers[1]] == "down" and [rows[s] for s in (servers[0], servers[2])] == ["up", "up"]
     assert shown.text["up_count"] == "2/3 up"
     assert [r[0] for r in shown.rows("passk")][0] == "1"
+    # opened seconds into the sweep, the page draws tokens/s and samples/s from the engine's history
+    rates_chart = result.stdout.split('id="rates"')[1].split("</svg>")[0]
+    assert rates_chart.count("<polyline") == 2, rates_chart
     print(f"\nscreenshot: {SCREENSHOT}")
 
 
@@ -185,6 +189,10 @@ def test_the_page_shows_exactly_what_the_store_holds(tmp_path):
             async with aiohttp.ClientSession() as session:
                 async with session.get(f"http://127.0.0.1:{port}/api/state") as response:
                     data = orjson.loads(await response.read())
+                async with session.get(f"http://127.0.0.1:{port}/api/state?since={time.time() + 1}") as response:
+                    assert orjson.loads(await response.read())["history"] == []  # nothing newer
+                async with session.get(f"http://127.0.0.1:{port}/api/state?since=yesterday") as response:
+                    assert response.status == 400
             dump = await asyncio.create_subprocess_exec(
                 shutil.which("chromium"), *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom",
                 f"http://127.0.0.1:{port}/", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
@@ -201,6 +209,7 @@ def test_the_page_shows_exactly_what_the_store_holds(tmp_path):
     assert {int(k): v for k, v in data["pass_at_k"].items()} == pytest.approx(expected_pass)
     assert {r[0]: r[1] for r in shown.rows("passk")} == {str(k): f"{v:.4f}" for k, v in expected_pass.items()}
     assert shown.text["state"] == "finished"
+    assert [point[1:] for point in data["history"]] == [[0, 8]]  # (time, tokens, verified) since start
     assert data["rate_per_s"] == pytest.approx(9 / 60)  # every row with a result was written just now
     assert data["eta_s"] == pytest.approx(7 / (9 / 60)) and shown.text["eta"] == "47 s"
     assert number(shown.text["verified"]) == 8 and number(shown.text["target"]) == 15
