@@ -69,7 +69,7 @@ class MetricsServer:
             since = float(request.query.get("since", 0))
         except ValueError:
             raise web.HTTPBadRequest(text="since: a unix time") from None
-        body = {**self._page.snapshot(), "history": self._page.history(since)}
+        body = {**await self._page.snapshot_async(), "history": self._page.history(since)}
         return web.Response(body=orjson.dumps(body), content_type="application/json",
                             headers={"Cache-Control": "no-store"})
 

@@ -1,7 +1,9 @@
 """The live page's data: one JSON object with where the sweep stands, built from the same
-SweepState as the engine_sweep_* gauges plus the engine's own metrics and a few cheap store reads
-(indexed: the verdict mix, the last minutes' verification times, the latest generation failures).
-Cached for `max_age_s`, so any number of open pages costs one build per second at most."""
+SweepState as the engine_sweep_* gauges plus the engine's own metrics and a few indexed store
+reads (the verdict mix, the last minute's rate and verification times, the latest generation
+failures). Cached for `max_age_s` (the store reads for STORE_MAX_AGE_S, and done in a thread off
+the event loop), so any number of open pages costs one build per second at most:
+bench/page_cost.py measures it."""
 
 from __future__ import annotations
 
@@ -16,7 +18,8 @@ from metrics.sweep_state import SweepState
 
 LIST_LENGTH = 10  # rows in each problem list
 UNSOLVED_SHOWN = 50
-SLOW_WINDOW_S = 300.0  # "slowest problems" looks at the verdicts of the last five minutes
+SLOW_WINDOW_S = 60.0  # "slowest problems" looks at the verdicts of the last minute
+STORE_MAX_AGE_S = 5.0  # the store reads scan up to a minute of verdicts: not more often than this
 HISTORY_EVERY_S = 5.0  # the throughput charts: a point every 5 s, the last hour
 HISTORY_POINTS = 720
 
@@ -27,6 +30,8 @@ class PageData:
         self._metrics = metrics
         self._max_age_s = max_age_s
         self._cached: tuple[float, dict] | None = None
+        self._stored: tuple[float, dict] | None = None
+        self._reading = asyncio.Lock()
         self._db: sqlite3.Connection | None = None
         self._history: deque[tuple[float, float, int]] = deque(maxlen=HISTORY_POINTS)  # (time, tokens, verified)
 
@@ -40,6 +45,13 @@ class PageData:
     def history(self, since: float = 0.0) -> list[tuple[float, float, int]]:
         """Chart points after `since` (unix time): a page asks for all once, then for what is new."""
         return [point for point in self._history if point[0] > since]
+
+    async def snapshot_async(self) -> dict:
+        """snapshot(), with the store read in a thread: a long read does not hold up the sweep."""
+        async with self._reading:
+            if self._store_is_stale():
+                self._stored = (time.monotonic(), await asyncio.to_thread(self._read_store))
+        return self.snapshot()
 
     def snapshot(self) -> dict:
         now = time.monotonic()
@@ -64,8 +76,16 @@ class PageData:
             "unsolved": [t for t, (_, c) in wanted.items() if c == 0][:UNSOLVED_SHOWN],
             "unsolved_count": sum(1 for _, c in wanted.values() if c == 0),
             "most_failing": _most_failing(wanted),
-            **self._from_store(),
+            **self._with_eta(self._from_store()),
         }
+
+    def _with_eta(self, stored: dict) -> dict:
+        """The rate and ETA of `engine status`: verdicts of the last minute, from the store."""
+        stored = dict(stored)
+        recent = stored.pop("recent")
+        rate = None if recent is None else recent / RATE_WINDOW_S
+        remaining = self._state.figures()["remaining"]
+        return {**stored, "rate_per_s": rate, "eta_s": 0 if not remaining else remaining / rate if rate else None}
 
     def _tokens(self) -> float:
         return sum(_by_label(self._metrics.generated_tokens, "server").values())
@@ -78,21 +98,28 @@ class PageData:
         return [{"url": url, "up": bool(up.get(url)), "inflight": inflight.get(url, 0), "tokens": tokens.get(url, 0),
                  "errors": errors.get(url, 0)} for url in sorted(up.keys() | inflight.keys() | tokens.keys())]
 
+    def _store_is_stale(self) -> bool:
+        max_age = min(STORE_MAX_AGE_S, self._max_age_s * 5)
+        return self._stored is None or time.monotonic() - self._stored[0] >= max_age
+
     def _from_store(self) -> dict:
+        if self._store_is_stale():
+            self._stored = (time.monotonic(), self._read_store())
+        return self._stored[1]
+
+    def _read_store(self) -> dict:
         try:
             return self._query_store()
         except sqlite3.Error:  # busy or gone: the page shows the rest
-            return {"verdicts": {}, "slowest": [], "recent_errors": [], "rate_per_s": None, "eta_s": None}
+            return self._stored[1] if self._stored else {"verdicts": {}, "slowest": [], "recent_errors": [],
+                                                         "recent": None}
 
     def _query_store(self) -> dict:
         if self._db is None:
             self._db = sqlite3.connect(f"file:{self._state.store_path}?mode=ro", uri=True, check_same_thread=False)
         db = self._db
         now = time.time()
-        # The rate and ETA of `engine status`: verdicts of the last minute, from the store.
         recent = db.execute("SELECT COUNT(*) FROM samples WHERE verified_at > ?", (now - RATE_WINDOW_S,)).fetchone()[0]
-        rate = recent / RATE_WINDOW_S
-        remaining = self._state.figures()["remaining"]
         verdicts = dict(db.execute("SELECT verdict, COUNT(*) FROM samples WHERE verdict IS NOT NULL GROUP BY verdict"))
         slowest = db.execute(
             "SELECT task_id, AVG(verify_wall_s), COUNT(*) FROM samples WHERE verified_at > ? AND COALESCE(reused, 0) = 0"
@@ -101,8 +128,7 @@ class PageData:
             "SELECT task_id, sample_index, error, failed_at FROM generation_failures ORDER BY failed_at DESC LIMIT ?",
             (LIST_LENGTH,)).fetchall()
         return {
-            "rate_per_s": rate,
-            "eta_s": 0 if not remaining else remaining / rate if rate else None,
+            "recent": recent,
             "verdicts": verdicts,
             "slowest": [{"task": t, "mean_s": s, "n": n} for t, s, n in slowest],
             "recent_errors": [{"task": t, "index": i, "error": e, "at": at} for t, i, e, at in errors],

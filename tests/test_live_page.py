@@ -107,7 +107,7 @@ def store_now(out: Path) -> dict:
     return {"verified": verified, "solved": solved}
 
 
-LIMIT, SAMPLES = 10, 30
+LIMIT, SAMPLES = 10, 100  # far more than the test waits for: the engine is stopped, not finished
 
 
 @pytest.mark.timeout(240)
@@ -132,8 +132,10 @@ def test_the_page_during_a_sweep_shows_the_store_and_the_server_that_is_down(tmp
             SCREENSHOT.parent.mkdir(exist_ok=True)
             SCREENSHOT.unlink(missing_ok=True)
             shot = chromium(url, tmp_path / "profile-2", "--window-size=1280,1500", f"--screenshot={SCREENSHOT}")
-            assert shot.returncode == 0 and SCREENSHOT.stat().st_size > 10_000, shot.stderr
+            assert shot.returncode == 0 and SCREENSHOT.exists() and SCREENSHOT.stat().st_size > 10_000, shot.stderr
         finally:
+            engine.send_signal(signal.SIGINT)  # stop admitting; a second signal stops at once
+            time.sleep(0.5)
             engine.send_signal(signal.SIGINT)
             engine.communicate(timeout=120)
         servers = parse_hosts(hosts.read_text())
@@ -230,7 +232,10 @@ def _wait_until_verdicts(out: Path, engine: subprocess.Popen, timeout: float = 6
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert engine.poll() is None, engine.stderr.read()
-        if (out / "results.sqlite").exists() and store_now(out)["verified"] >= 20:
-            return
+        try:
+            if store_now(out)["verified"] >= 20:
+                return
+        except sqlite3.Error:  # not created yet
+            pass
         time.sleep(0.2)
     pytest.fail("no verdicts within a minute")
