@@ -104,8 +104,7 @@ async def run_sweep(cfg: RunConfig, registry: CollectorRegistry | None = None) -
             metrics_server = None
             if cfg.metrics_port is not None:
                 metrics_server, port = await serve_metrics(registry, cfg.metrics_host, cfg.metrics_port, run_id, page)
-                log.info("live page on http://%s:%d/ and metrics on /metrics (run_id %s)",
-                         cfg.metrics_host, port, run_id)
+                log.info("metrics on http://%s:%d/metrics, live page on / (run_id %s)", cfg.metrics_host, port, run_id)
             try:
                 async with SandboxPool(workers=cfg.workers, limits=cfg.limits, backend=cfg.sandbox) as sandbox:
                     verifier = Verifier(sandbox, problems, dedup=cfg.dedup, timing=cfg.timing)
