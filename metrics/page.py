@@ -14,7 +14,7 @@ from collections import deque
 
 from engine.status import RATE_WINDOW_S
 from metrics.exporter import EngineMetrics
-from metrics.sweep_state import SweepState
+from metrics.sweep_state import STALL_AFTER_S, SweepState
 
 LIST_LENGTH = 10  # rows in each problem list
 UNSOLVED_SHOWN = 50
@@ -69,6 +69,7 @@ class PageData:
             "info": state.info,
             **state.figures(),
             "samples_per_problem": state.samples,
+            "stall_after_s": STALL_AFTER_S,
             "queue_depth": _value(self._metrics.queue_depth),
             "tokens": self._tokens(),
             "pass_at_k": {str(k): v for k, v in state.running.scores().items()},

@@ -24,7 +24,8 @@ from engine.simulator import SimulatedFleet
 from engine.store import Store, StoredVerdict
 from metrics.http import serve_metrics
 from metrics.running import RunningPassAtK
-from metrics.sweep_state import STATES, SweepState, SweepStateCollector
+from engine.status import render, run_status
+from metrics.sweep_state import STALL_AFTER_S, STATES, SweepState, SweepStateCollector, alarms
 
 VERDICTS = ("passed", "failed", "timeout", "oom", "error", "infra_error")
 
@@ -190,3 +191,34 @@ def test_a_metrics_port_in_use_is_one_line_and_status_2(tmp_path):
     assert result.returncode == 2, result.stderr
     (line,) = result.stderr.strip().splitlines()[-1:]
     assert f"cannot serve metrics on 127.0.0.1:{port}" in line and "Traceback" not in result.stderr
+
+
+@settings(max_examples=200, deadline=None)
+@given(state=st.sampled_from(STATES), idle=st.one_of(st.none(), st.floats(0, 1000)),
+       ups=st.dictionaries(st.sampled_from(["http://a", "http://b", "http://c"]), st.booleans(), max_size=3))
+def test_alarms_say_servers_down_and_stalls_as_the_page_does(state, idle, ups):
+    """Invariant: 'servers down' iff a listed server is down; 'stalled' iff running, at least one
+    verdict, and none for STALL_AFTER_S or more (the page's rule)."""
+    now = 10_000.0
+    last = None if idle is None else now - idle
+    said = alarms(state, last, ups, now)
+    down = sum(not up for up in ups.values())
+    assert any("servers down" in a for a in said) == (down > 0)
+    if down:
+        assert f"{down}/{len(ups)} servers down" in said
+    assert any("stalled" in a for a in said) == (state == "running" and idle is not None and idle >= STALL_AFTER_S)
+
+
+@pytest.mark.parametrize("idle, stalled", [(STALL_AFTER_S + 80, True), (STALL_AFTER_S, True),
+                                           (STALL_AFTER_S - 1, False), (None, False)])
+def test_engine_status_says_a_running_sweep_is_stalled(tmp_path, idle, stalled):
+    store = Store.open(tmp_path)
+    if idle is not None:
+        _fill(store, [["passed"]], 0)
+        store._db.execute("UPDATE samples SET verified_at = ?", (time.time() - idle,))
+    store.heartbeat()  # this process runs it
+    store.close()
+    status = run_status(str(tmp_path))
+    assert status["running"]
+    assert (status["stalled_s"] is not None) == stalled
+    assert ("stalled: no verdict for" in render(status)) == stalled
