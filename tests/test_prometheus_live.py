@@ -28,6 +28,7 @@ import orjson
 import pytest
 import yaml
 
+from engine.dataset import load_problems
 from engine.hosts import parse_hosts
 from fleet_process import ENGINE, simulated_fleet
 
@@ -35,8 +36,8 @@ ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
 DASHBOARD = DEPLOY / "grafana" / "dashboards" / "engine.json"
 LIMIT, SAMPLES = 16, 40
-# Seconds after the simulator starts: server1 dies for 6 s, then the whole fleet for 8 s.
-FAULTS = "kill=server1@6s+6s,fleet_down=@16s+8s"
+# Seconds after the simulator starts: server1 dies for 6 s, then the whole fleet for 10 s.
+FAULTS = "kill=server1@5s+6s,fleet_down=@14s+10s"
 RATE_INTERVAL, RANGE = "4s", "15m"  # what Grafana would put for $__rate_interval and $__range
 
 
@@ -191,9 +192,10 @@ def test_real_prometheus_scrapes_a_faulty_sweep_and_every_dashboard_query_agrees
         with simulated_fleet(tmp_path / "fleet-a", 3, 2000, "--faults", FAULTS) as hosts:
             started = time.time()
             prometheus.scrape(hosts, port_a)
-            # 3 servers x 6 streams fill at most 18 of 40 slots: the rest hold samples waiting for a verdict.
+            # 3 servers x 6 streams fill at most 18 of 40 slots: the rest hold samples waiting for a
+            # verdict, and one sandbox without dedup cannot keep up.
             a = engine_run(hosts, tmp_path / "run-a", port_a, "--workers", "1", "--queue-size", "40",
-                           "--max-seqs-per-server", "6", "--request-n", "3")
+                           "--max-seqs-per-server", "6", "--request-n", "3", "--no-dedup")
             stdout, stderr = a.communicate(timeout=180)
             ended = time.time()
             print(f"\nA took {ended - started:.1f} s")
@@ -206,6 +208,7 @@ def test_real_prometheus_scrapes_a_faulty_sweep_and_every_dashboard_query_agrees
             time.sleep(2)  # the last rule evaluations
             check_dashboard(prometheus, facts, summary, started, ended)
             check_alerts(prometheus, facts["run_id"], run_b, facts["servers"][1], started - 60, time.time())
+            check_a_misconfigured_harness_is_flagged(prometheus, hosts, tmp_path)
     finally:
         prometheus.stop()
 
@@ -224,7 +227,7 @@ def check_dashboard(prometheus: Prometheus, facts: dict, summary: dict, started:
     assert not empty, f"queries with no data at the end of the sweep: {empty}"
     print("\ndashboard queries at the end of the sweep:")
     for (title, legend), result in values.items():
-        shown = ", ".join(f"{_legend(legend, r['metric'])}={float(r['value'][1]):.6g}" for r in result[:4])
+        shown = ", ".join(f"{_legend(legend, r['metric'])}={float(r['value'][1]):.6g}" for r in result)
         print(f"  {title} [{legend}]: {shown}")
 
     def one(title: str, legend: str) -> float:
@@ -255,7 +258,7 @@ def check_dashboard(prometheus: Prometheus, facts: dict, summary: dict, started:
                          start=started, end=final, step=1)["result"][0]["values"]
     seen = [float(v) for _, v in ups]
     assert {2.0, 0.0, 3.0} <= set(seen) and seen[-1] == 3.0, seen
-    # ETA three quarters through (the outages are over): positive, and near what the rest took.
+    # ETA three quarters through (after the outages): positive, and near what the rest took.
     at = started + 0.75 * (ended - started)
     (eta_expr,) = [expr for title, _, expr in dashboard_queries(run_id) if title == "ETA"]
     eta = prometheus.value(eta_expr, at=at)
@@ -275,8 +278,38 @@ def check_alerts(prometheus: Prometheus, run_a: str, run_b: str, server1: str, s
     down = prometheus.fired("EngineVllmServerDown", start, end)
     assert server1 in {m["server"] for m in down if m["run_id"] == run_a}
     assert run_a in runs("EngineSweepStalled")  # the whole fleet down: no verdicts for seconds
-    assert run_a in runs("EngineVerificationBehind"), prometheus.query(  # one sandbox, 40 slots
+    assert run_a in runs("EngineVerificationBehind"), prometheus.query(  # one sandbox, no dedup, 40 slots
         f'max_over_time(engine_queue_held{{run_id="{run_a}"}}[{RANGE}])')
+
+
+def check_a_misconfigured_harness_is_flagged(prometheus: Prometheus, hosts: Path, tmp_path: Path) -> None:
+    """C sweeps HumanEval problems whose prompts were changed: the simulated model does not know
+    them, every sample fails, and pass@1 = 0 over hundreds of samples fires the alert."""
+    dataset = tmp_path / "changed-prompts.jsonl"
+    dataset.write_bytes(b"".join(orjson.dumps({"task_id": p.task_id, "prompt": "# changed\n" + p.prompt, "test": p.test,
+                                               "entry_point": p.entry_point}) + b"\n"
+                                 for p in load_problems(limit=5)))
+    port = free_port()
+    prometheus.scrape(hosts, port)
+    c = engine_run(hosts, tmp_path / "run-c", port, "--dataset", str(dataset), "--samples", "200", "--workers", "2")
+    try:
+        wait_for(lambda: (tmp_path / "run-c/results.sqlite").exists(), 60, "C's store")
+        run_c = wait_for(lambda: _run_id(tmp_path / "run-c"), 60, "C's run_id")
+        fired = wait_for(lambda: prometheus.fired("EnginePassAt1Suspicious", time.time() - 120, time.time()),
+                         120, "the pass@1 alert")
+        assert {m["run_id"] for m in fired} == {run_c}
+    finally:
+        c.send_signal(signal.SIGINT)  # stop admitting; a second signal stops at once
+        time.sleep(0.5)
+        c.send_signal(signal.SIGINT)
+        c.communicate(timeout=120)
+
+
+def _run_id(out: Path) -> str | None:
+    try:
+        return store_facts(out)["run_id"]
+    except (sqlite3.Error, TypeError):  # not written yet
+        return None
 
 
 def _legend(legend: str, labels: dict) -> str:
