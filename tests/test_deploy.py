@@ -538,3 +538,21 @@ def test_hosts_from_k8s_lists_ready_pods(fake_bin, tmp_path):
     result = subprocess.run([script, str(tmp_path / "none.txt")], env=env, capture_output=True, text=True, timeout=30)
     assert result.returncode == 2 and "no ready pods" in result.stderr
     assert not (tmp_path / "none.txt").exists()
+
+
+def test_the_test_only_system_setup_is_clean_quiet_and_idempotent():
+    """scripts/setup-test-system.sh (run by `make test`): passes shellcheck, and once everything is
+    installed a second run installs nothing and prints one line."""
+    script = ROOT / "scripts" / "setup-test-system.sh"
+    result = subprocess.run([_tool("shellcheck"), "-s", "bash", str(script)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout
+    for tool in ("prometheus", "promtool", "shellcheck", "chromium"):
+        _tool(tool)
+    result = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and result.stderr == ""
+    assert result.stdout.splitlines() == ["setup-test-system: prometheus, promtool, shellcheck and chromium already there"]
+    makefile = (ROOT / "Makefile").read_text()
+    test_target = re.search(r"^test:(.*)$", makefile, re.M).group(1)
+    demo_target = re.search(r"^demo:(.*)$", makefile, re.M).group(1)
+    assert "test-system" in test_target and "test-system" not in demo_target
+    assert re.search(r"^test-system:\n\tbash scripts/setup-test-system.sh$", makefile, re.M)
