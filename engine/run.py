@@ -27,7 +27,7 @@ from metrics.exporter import EngineMetrics
 from metrics.http import serve_metrics
 from metrics.page import PageData
 from metrics.running import RunningPassAtK
-from metrics.sweep_state import SweepState, SweepStateCollector, alarms, ensure_run_id, sampling_hash
+from metrics.sweep_state import SweepState, SweepStateCollector, ensure_run_id, sampling_hash
 from sandbox import Limits, SandboxPool
 from sandbox.pool import default_workers
 from sandbox.verifier import Timing, Verifier, seed_from_store
@@ -116,8 +116,7 @@ async def run_sweep(cfg: RunConfig, registry: CollectorRegistry | None = None) -
                         options=options,
                     )
                     verified = sum(n for n, _ in store.pass_counts().values())
-                    progress = Progress(len(problems) * options.samples, verified, lambda: _line(sweep, state, fleet),
-                                        cfg.progress)
+                    progress = Progress(len(problems) * options.samples, verified, sweep.status, cfg.progress)
                     sweep.progress = progress
                     state.admission = sweep.admission
                     state.draining = lambda: sweep.stopped
@@ -150,13 +149,6 @@ async def run_sweep(cfg: RunConfig, registry: CollectorRegistry | None = None) -
         )
     finally:
         store.close()
-
-
-def _line(sweep: Sweep, state: SweepState, fleet: Fleet) -> str:
-    """The progress line's figures, with the facts the live page shows: servers down, a stall."""
-    figures = state.figures()
-    servers = {s.url: s.up for s in fleet.servers if not s.retired}
-    return ", ".join([sweep.status(), *alarms(figures["state"], figures["last_progress"], servers, time.time())])
 
 
 def _sweep_state(run_id: str, sampling: Sampling, problems: list[Problem], samples: int,

@@ -9,7 +9,6 @@ import time
 from engine.store import Store
 from engine.summary import VERDICT_ORDER
 from metrics.passk import ks_for, mean_pass_at_k
-from metrics.sweep_state import stalled_for
 
 RATE_WINDOW_S = 60.0
 ALIVE_AFTER_S = 10.0  # a heartbeat older than this means nobody is running the sweep
@@ -26,7 +25,6 @@ def run_status(run_dir: str, now: float | None = None) -> dict:
         counts = store.pass_counts()
         verdicts = store.verdict_counts()
         rate = store.verified_since(now - RATE_WINDOW_S) / RATE_WINDOW_S
-        last_verdict = store.last_verified_at()
     finally:
         store.close()
     wanted = target.get("problems", 0) * target.get("samples", 0)
@@ -38,13 +36,10 @@ def run_status(run_dir: str, now: float | None = None) -> dict:
         score = mean_pass_at_k(ns, cs, k)
         if score is not None:
             pass_at_k[str(k)] = round(score, 6)
-    running = _alive(beat, now)
-    stalled = stalled_for("running" if running else "", last_verdict, now)
     return {
         "out": run_dir,
         "model": sampling.get("model"),
-        "running": running,
-        "stalled_s": None if stalled is None else round(stalled),  # as the live page and the progress line say
+        "running": _alive(beat, now),
         "last_write_s_ago": None if beat is None else round(now - beat["time"], 1),
         "target": wanted,
         "samples": totals["verified"],
@@ -80,8 +75,6 @@ def render(s: dict) -> str:
     share = s["samples"] / s["target"] if s["target"] else 0.0
     eta = "-" if s["eta_s"] is None else time.strftime("%H:%M:%S", time.gmtime(s["eta_s"])) if s["eta_s"] < 86400 \
         else f"{s['eta_s'] / 86400:.1f} days"
-    if s.get("stalled_s") is not None:
-        state += f"; stalled: no verdict for {s['stalled_s']:.0f} s"
     lines = [
         f"{s['out']}: model {s['model']}, {state}",
         f"  verified {s['samples']:,} of {s['target']:,} ({share:.1%}); {s['remaining']:,} remaining;"

@@ -261,10 +261,6 @@ class Store:
         failures = self._db.execute("SELECT COUNT(*) FROM generation_failures").fetchone()[0]
         return {"samples": samples, "tokens": tokens, "verified": verified, "generation_failures": failures}
 
-    def last_verified_at(self) -> float | None:
-        """Unix time of the latest verdict (for stalls in `engine status`); indexed."""
-        return self._db.execute("SELECT MAX(verified_at) FROM samples").fetchone()[0]
-
     def verified_since(self, since: float) -> int:
         """Samples verified after the unix time `since` (for the rate in `engine status`)."""
         return self._db.execute("SELECT COUNT(*) FROM samples WHERE verified_at > ?", (since,)).fetchone()[0]

@@ -23,7 +23,7 @@ class RunLabelled:
     """A collector that shows another registry's series with run_id="<id>" added, so several
     sweeps on one Prometheus stay apart. The engine's own registry stays unlabelled."""
 
-    def __init__(self, registry: CollectorRegistry, run_id: str, page: PageData | None = None):
+    def __init__(self, registry: CollectorRegistry, run_id: str):
         self._registry = registry
         self._run_id = run_id
 
@@ -36,23 +36,40 @@ class RunLabelled:
 
 class MetricsServer:
     """/metrics over aiohttp; counts scrapes so a finished sweep can wait for the one that
-    records its final state."""
+    records its final state.
 
-    def __init__(self, registry: CollectorRegistry, run_id: str, page: PageData | None = None):
-        exposed = CollectorRegistry(auto_describe=False)
-        exposed.register(RunLabelled(registry, run_id))
-        self._handler = make_aiohttp_handler(exposed if run_id else registry)
+    It may start before the run's id is known (a port in use should end the command before it
+    touches --out): with run_id=None, /metrics answers with no series until `label()` names the
+    run, so no series ever goes out without its run_id. run_id="" serves the registry as it is.
+    The live page answers 503 until `show()` gives it its data."""
+
+    def __init__(self, registry: CollectorRegistry, run_id: str | None = "", page: PageData | None = None):
+        self._registry = registry
+        self._handler = make_aiohttp_handler(CollectorRegistry(auto_describe=False))  # nothing, until labelled
+        if run_id is not None:
+            self.label(run_id)
+        self._page = page
+        self._html = PAGE.read_bytes()
         self.app = web.Application()
         self.app.router.add_get("/metrics", self._metrics)
-        self._page = page
-        if page is not None:
-            self._html = PAGE.read_bytes()
-            self.app.router.add_get("/", self._index)
-            self.app.router.add_get("/api/state", self._state)
+        self.app.router.add_get("/", self._index)
+        self.app.router.add_get("/api/state", self._state)
         self.scrapes = 0
         self._scraped = asyncio.Event()
         self._runner: web.AppRunner | None = None
         self._recorder: asyncio.Task | None = None
+
+    def label(self, run_id: str) -> None:
+        """From now on every series goes out with run_id="<run_id>" ("": as the registry has them)."""
+        exposed = CollectorRegistry(auto_describe=False)
+        exposed.register(RunLabelled(self._registry, run_id))
+        self._handler = make_aiohttp_handler(exposed if run_id else self._registry)
+
+    def show(self, page: PageData) -> None:
+        """Serve the live page from `page` (and sample its history) from now on."""
+        self._page = page
+        if self._runner is not None and self._recorder is None:
+            self._recorder = asyncio.create_task(page.record_history())
 
     async def _metrics(self, request: web.Request) -> web.StreamResponse:
         response = await self._handler(request)
@@ -61,6 +78,8 @@ class MetricsServer:
         return response
 
     async def _index(self, request: web.Request) -> web.Response:
+        if self._page is None:
+            raise web.HTTPServiceUnavailable(text="the sweep is starting; reload in a few seconds")
         return web.Response(body=self._html, content_type="text/html", charset="utf-8")
 
     async def _state(self, request: web.Request) -> web.Response:
@@ -69,6 +88,8 @@ class MetricsServer:
             since = float(request.query.get("since", 0))
         except ValueError:
             raise web.HTTPBadRequest(text="since: a unix time") from None
+        if self._page is None:
+            raise web.HTTPServiceUnavailable(text="the sweep is starting")
         body = {**await self._page.snapshot_async(), "history": self._page.history(since)}
         return web.Response(body=orjson.dumps(body), content_type="application/json",
                             headers={"Cache-Control": "no-store"})

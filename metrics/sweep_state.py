@@ -21,7 +21,7 @@ from prometheus_client.core import GaugeMetricFamily
 from metrics.running import RunningPassAtK
 
 STATES = ("running", "draining", "finished", "stopped")
-STALL_AFTER_S = 120.0  # running without a verdict for this long is a stall (page, progress line, engine status)
+STALL_AFTER_S = 120.0  # running without a verdict for this long: the live page says "stalled"
 INFRA_ERROR = "infra_error"
 _STORED = ("generation_failures", "infra_errors", "last_progress")  # a row's result when the sandbox, not the program, kept failing
 
@@ -33,25 +33,6 @@ def ensure_run_id(store) -> str:
         run_id = uuid.uuid4().hex[:12]
         store.set_meta("run_id", run_id)
     return run_id
-
-
-def stalled_for(state: str, last_progress: float | None, now: float) -> float | None:
-    """Seconds without a verdict if the sweep runs and that is a stall; None otherwise (also
-    before the first verdict: a fleet may take minutes to load)."""
-    if state != "running" or not last_progress or now - last_progress < STALL_AFTER_S:
-        return None
-    return now - last_progress
-
-
-def alarms(state: str, last_progress: float | None, servers_up: dict[str, bool], now: float) -> list[str]:
-    """What the progress line and `engine status` say beside the figures, as the page does."""
-    out = []
-    down = sum(1 for up in servers_up.values() if not up)
-    if down:
-        out.append(f"{down}/{len(servers_up)} servers down")
-    if (idle := stalled_for(state, last_progress, now)) is not None:
-        out.append(f"stalled: no verdict for {idle:.0f} s")
-    return out
 
 
 def sampling_hash(sampling: dict) -> str:

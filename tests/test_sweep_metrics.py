@@ -9,7 +9,7 @@ import subprocess
 import time
 
 import aiohttp
-import pytest
+import orjson
 import uvloop
 from hypothesis import given, settings, strategies as st
 from prometheus_client import CollectorRegistry, Gauge
@@ -22,10 +22,11 @@ from engine.run import RunConfig, run_sweep
 from engine.runner import SweepOptions
 from engine.simulator import SimulatedFleet
 from engine.store import Store, StoredVerdict
+from metrics.exporter import EngineMetrics
 from metrics.http import serve_metrics
+from metrics.page import PageData
 from metrics.running import RunningPassAtK
-from engine.status import render, run_status
-from metrics.sweep_state import STALL_AFTER_S, STATES, SweepState, SweepStateCollector, alarms
+from metrics.sweep_state import STATES, SweepState, SweepStateCollector
 
 VERDICTS = ("passed", "failed", "timeout", "oom", "error", "infra_error")
 
@@ -193,32 +194,35 @@ def test_a_metrics_port_in_use_is_one_line_and_status_2(tmp_path):
     assert f"cannot serve metrics on 127.0.0.1:{port}" in line and "Traceback" not in result.stderr
 
 
-@settings(max_examples=200, deadline=None)
-@given(state=st.sampled_from(STATES), idle=st.one_of(st.none(), st.floats(0, 1000)),
-       ups=st.dictionaries(st.sampled_from(["http://a", "http://b", "http://c"]), st.booleans(), max_size=3))
-def test_alarms_say_servers_down_and_stalls_as_the_page_does(state, idle, ups):
-    """Invariant: 'servers down' iff a listed server is down; 'stalled' iff running, at least one
-    verdict, and none for STALL_AFTER_S or more (the page's rule)."""
-    now = 10_000.0
-    last = None if idle is None else now - idle
-    said = alarms(state, last, ups, now)
-    down = sum(not up for up in ups.values())
-    assert any("servers down" in a for a in said) == (down > 0)
-    if down:
-        assert f"{down}/{len(ups)} servers down" in said
-    assert any("stalled" in a for a in said) == (state == "running" and idle is not None and idle >= STALL_AFTER_S)
+def test_a_server_started_before_the_run_is_known_sends_no_unlabelled_series(tmp_path):
+    """Started with run_id=None (before the store is open): /metrics holds no series and the page
+    answers 503; once labelled and shown, every series carries the run_id and the page is served."""
+    state, registry, store = _state(tmp_path, [["passed"]], 2)
+    page = PageData(state, EngineMetrics(registry, state.running))
 
+    async def get(session, url):
+        async with session.get(url) as response:
+            return response.status, await response.text()
 
-@pytest.mark.parametrize("idle, stalled", [(STALL_AFTER_S + 80, True), (STALL_AFTER_S, True),
-                                           (STALL_AFTER_S - 1, False), (None, False)])
-def test_engine_status_says_a_running_sweep_is_stalled(tmp_path, idle, stalled):
-    store = Store.open(tmp_path)
-    if idle is not None:
-        _fill(store, [["passed"]], 0)
-        store._db.execute("UPDATE samples SET verified_at = ?", (time.time() - idle,))
-    store.heartbeat()  # this process runs it
+    async def main():
+        server, port = await serve_metrics(registry, "127.0.0.1", 0, run_id=None)
+        base = f"http://127.0.0.1:{port}"
+        try:
+            async with aiohttp.ClientSession() as session:
+                before = [await get(session, base + path) for path in ("/metrics", "/", "/api/state")]
+                server.label("r1")
+                server.show(page)
+                after = [await get(session, base + path) for path in ("/metrics", "/", "/api/state")]
+        finally:
+            await server.cleanup()
+        return before, after
+
+    before, after = uvloop.run(main())
+    assert before[0] == (200, "") and before[1][0] == before[2][0] == 503
+    assert [status for status, _ in after] == [200, 200, 200]
+    samples = [s for family in text_string_to_metric_families(after[0][1]) for s in family.samples]
+    assert samples and all(s.labels.get("run_id") == "r1" for s in samples)
+    assert orjson.loads(after[2][1])["run_id"] == "r1"
+    page.close()
+    state.close()
     store.close()
-    status = run_status(str(tmp_path))
-    assert status["running"]
-    assert (status["stalled_s"] is not None) == stalled
-    assert ("stalled: no verdict for" in render(status)) == stalled
