@@ -192,9 +192,9 @@ def test_real_prometheus_scrapes_a_faulty_sweep_and_every_dashboard_query_agrees
         with simulated_fleet(tmp_path / "fleet-a", 3, 2000, "--faults", FAULTS) as hosts:
             started = time.time()
             prometheus.scrape(hosts, port_a)
-            # 3 servers x 6 streams fill at most 18 of 40 slots: the rest hold samples waiting for a
+            # 3 servers x 6 streams fill at most 18 of 30 slots: the rest hold samples waiting for a
             # verdict, and one sandbox without dedup cannot keep up.
-            a = engine_run(hosts, tmp_path / "run-a", port_a, "--workers", "1", "--queue-size", "40",
+            a = engine_run(hosts, tmp_path / "run-a", port_a, "--workers", "1", "--queue-size", "30",
                            "--max-seqs-per-server", "6", "--request-n", "3", "--no-dedup")
             stdout, stderr = a.communicate(timeout=180)
             ended = time.time()
@@ -251,6 +251,7 @@ def check_dashboard(prometheus: Prometheus, facts: dict, summary: dict, started:
     tokens = prometheus.value(f'sum(engine_generated_tokens_total{{run_id="{run_id}"}})', at=final)
     assert tokens >= summary["tokens"] > 0  # streams cut by the outages were received, not stored
     assert one("Servers up", "listed") == 3
+    assert one("Queue", "capacity") == 30
     vllm_servers = {r["metric"]["server"] for r in values[("vLLM: requests running", "{{server}}")]}
     assert vllm_servers <= set(facts["servers"])
     # Servers up dipped to 2 during server1's outage, to 0 during the fleet's, and ended at 3.
@@ -278,7 +279,7 @@ def check_alerts(prometheus: Prometheus, run_a: str, run_b: str, server1: str, s
     down = prometheus.fired("EngineVllmServerDown", start, end)
     assert server1 in {m["server"] for m in down if m["run_id"] == run_a}
     assert run_a in runs("EngineSweepStalled")  # the whole fleet down: no verdicts for seconds
-    assert run_a in runs("EngineVerificationBehind"), prometheus.query(  # one sandbox, no dedup, 40 slots
+    assert run_a in runs("EngineVerificationBehind"), prometheus.query(  # one sandbox, no dedup, 30 slots
         f'max_over_time(engine_queue_held{{run_id="{run_a}"}}[{RANGE}])')
 
 
