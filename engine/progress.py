@@ -14,10 +14,11 @@ from collections.abc import Callable
 
 from tqdm import tqdm
 
+from metrics.sweep_state import STALL_AFTER_S  # one threshold: the line, `engine status` and the live page
+
 log = logging.getLogger("engine.progress")
 
 RATE_WINDOW_S = 30.0
-STALL_AFTER_S = 10.0  # no verdict for this long: the line says so (and a log line, once per stall)
 
 
 class Progress:

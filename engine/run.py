@@ -26,8 +26,10 @@ from engine.servers import Fleet
 from engine.store import Store
 from engine.summary import summarize
 from metrics.exporter import EngineMetrics
-from metrics.http import serve_metrics
+from metrics.http import MetricsServer, serve_metrics
+from metrics.page import PageData
 from metrics.running import RunningPassAtK
+from metrics.sweep_state import SweepState, SweepStateCollector, ensure_run_id, sampling_hash
 from sandbox import Limits, SandboxPool
 from sandbox.pool import default_workers
 from sandbox.verifier import Timing, Verifier, seed_from_store
@@ -59,6 +61,7 @@ class RunConfig:
     metrics_port: int | None = 9400  # None: no endpoint
     startup_timeout_s: float = 300.0  # how long to wait for a fleet that is still loading
     drain_timeout_s: float = 60.0  # on the first SIGINT/SIGTERM: how long live work may finish
+    final_scrape_timeout_s: float = 15.0  # after the sweep: how long to wait for Prometheus to see its end
     new_run: bool = False  # keep an existing run in --out aside and start afresh
     progress: bool = True
     headers: tuple[tuple[str, str], ...] = ()  # sent on every request to the fleet (--api-key, --header)
@@ -71,28 +74,32 @@ async def run_sweep(cfg: RunConfig, registry: CollectorRegistry | None = None) -
     registry = registry if registry is not None else CollectorRegistry()
     running = RunningPassAtK()
     metrics = EngineMetrics(registry, running)
-    # /metrics first: a port in use ends the command before it leaves anything in --out.
-    metrics_runner = await _serve_metrics(registry, cfg.metrics_host, cfg.metrics_port)
+    # /metrics first: a port in use ends the command before it leaves anything in --out. It
+    # serves no series until the store names the run (every series carries run_id).
+    server = await _serve_metrics(registry, cfg.metrics_host, cfg.metrics_port)
     try:
         with RunLock.acquire(cfg.out):  # one writer per run, for the run's whole life
             if cfg.new_run and (kept := Store.move_aside(cfg.out)) is not None:
                 log.warning("--new-run: the previous run in %s is kept as %s", cfg.out, kept)
             store = Store.open(cfg.out)
+            if server is not None:
+                server.label(ensure_run_id(store))
             live: dict = {}  # figures the heartbeat carries for `engine status` (servers up)
             beating = asyncio.create_task(keep_heartbeat(store, live))
             try:
-                return await _sweep(cfg, store, urls, all_problems, metrics, running, live)
+                return await _sweep(cfg, store, urls, all_problems, registry, metrics, running, live, server)
             finally:
                 beating.cancel()
                 await asyncio.gather(beating, return_exceptions=True)
                 store.close()
     finally:
-        if metrics_runner is not None:
-            await metrics_runner.cleanup()
+        if server is not None:
+            await server.cleanup()
 
 
-async def _sweep(cfg: RunConfig, store: Store, urls: list[str], all_problems: list[Problem], metrics: EngineMetrics,
-                 running: RunningPassAtK, live: dict) -> dict:  # fmt: skip
+async def _sweep(cfg: RunConfig, store: Store, urls: list[str], all_problems: list[Problem],
+                 registry: CollectorRegistry, metrics: EngineMetrics, running: RunningPassAtK, live: dict,
+                 server: MetricsServer | None) -> dict:  # fmt: skip
     options, problem_count = _target(cfg, store, len(all_problems))
     problems = all_problems[:problem_count]
     started = time.monotonic()
@@ -117,30 +124,44 @@ async def _sweep(cfg: RunConfig, store: Store, urls: list[str], all_problems: li
         for task_id, (n, c) in store.pass_counts().items():
             running.add(task_id, False, n - c)
             running.add(task_id, True, c)
-        async with SandboxPool(workers=cfg.workers, limits=cfg.limits, backend=cfg.sandbox) as sandbox:
-            verifier = Verifier(sandbox, problems, dedup=cfg.dedup, timing=cfg.timing)
-            await verifier.preflight()
-            seed_from_store(verifier, store)
-            sweep = Sweep(
-                problems=problems, fleet=fleet, session=session, store=store, sandbox=sandbox,
-                verifier=verifier, workers=cfg.workers, metrics=metrics, running=running, sampling=sampling,
-                options=options,
-            )
-            verified = sum(n for n, _ in store.pass_counts().values())
-            progress = Progress(len(problems) * options.samples, verified, sweep.status, cfg.progress,
-                                servers=live["servers"])  # fmt: skip
-            sweep.progress = progress
-            log.info(
-                "sweep: %d problems x %d samples of %s on %d servers -> %s",
-                len(problems), options.samples, model, len(urls), cfg.out,
-            )
-            refreshing = asyncio.create_task(progress.refresh_forever())
-            try:
-                with _stop_on_signals(sweep, cfg.drain_timeout_s):
-                    await sweep.run()
-            finally:
-                refreshing.cancel()
-                progress.close()
+        state = _sweep_state(ensure_run_id(store), sampling, problems, options.samples, running, store)
+        registry.register(SweepStateCollector(state))
+        page = PageData(state, metrics)
+        if server is not None:
+            server.show(page)
+        try:
+            async with SandboxPool(workers=cfg.workers, limits=cfg.limits, backend=cfg.sandbox) as sandbox:
+                verifier = Verifier(sandbox, problems, dedup=cfg.dedup, timing=cfg.timing)
+                await verifier.preflight()
+                seed_from_store(verifier, store)
+                sweep = Sweep(
+                    problems=problems, fleet=fleet, session=session, store=store, sandbox=sandbox,
+                    verifier=verifier, workers=cfg.workers, metrics=metrics, running=running, sampling=sampling,
+                    options=options,
+                )
+                state.admission = sweep.admission
+                state.draining = lambda: sweep.stopped
+                verified = sum(n for n, _ in store.pass_counts().values())
+                progress = Progress(len(problems) * options.samples, verified, sweep.status, cfg.progress,
+                                    servers=live["servers"])  # fmt: skip
+                sweep.progress = progress
+                log.info(
+                    "sweep: %d problems x %d samples of %s on %d servers -> %s",
+                    len(problems), options.samples, model, len(urls), cfg.out,
+                )
+                refreshing = asyncio.create_task(progress.refresh_forever())
+                try:
+                    with _stop_on_signals(sweep, cfg.drain_timeout_s):
+                        await sweep.run()
+                finally:
+                    refreshing.cancel()
+                    progress.close()
+            state.phase = "stopped" if sweep.stopped else "finished"
+            if server is not None:  # let Prometheus record the end, not a vanished engine
+                await server.next_scrape(cfg.final_scrape_timeout_s)
+        finally:
+            state.close()
+            page.close()
     totals = store.totals()
     wanted = {p.task_id for p in problems}
     counts = {t: nc for t, nc in store.pass_counts().items() if t in wanted}
@@ -169,16 +190,22 @@ def _target(cfg: RunConfig, store: Store, available: int) -> tuple[SweepOptions,
     return replace(options, samples=samples), problems
 
 
-async def _serve_metrics(registry: CollectorRegistry, host: str, port: int | None):
+async def _serve_metrics(registry: CollectorRegistry, host: str, port: int | None) -> MetricsServer | None:
+    """The endpoint (a port in use is an InputError: one line, exit 2), unlabelled until the run is known."""
     if port is None:
         return None
-    try:
-        runner, bound = await serve_metrics(registry, host, port)
-    except OSError as exc:
-        raise InputError(f"cannot serve /metrics on {host}:{port}: {exc.strerror or exc}"
-                         " (another --metrics-port, or --no-metrics)") from exc  # fmt: skip
-    log.info("metrics on http://%s:%d/metrics", host, bound)
-    return runner
+    server, bound = await serve_metrics(registry, host, port, run_id=None)
+    log.info("metrics on http://%s:%d/metrics, live page on /", host, bound)
+    return server
+
+
+def _sweep_state(run_id: str, sampling: Sampling, problems: list[Problem], samples: int,
+                 running: RunningPassAtK, store: Store) -> SweepState:
+    settings = sampling.to_dict()
+    info = {"run_id": run_id, "model": sampling.model, "dataset": sampling.dataset,
+            "task": settings.get("task", "humaneval"), "sampling_hash": sampling_hash(settings)}
+    return SweepState(run_id=run_id, info=info, problems=[p.task_id for p in problems], samples=samples,
+                      running=running, store_path=store.path)
 
 
 def exit_status(summary: dict) -> int:

@@ -58,6 +58,7 @@ CREATE TABLE IF NOT EXISTS samples (
     PRIMARY KEY (task_id, sample_index)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS samples_by_verified_at ON samples (verified_at);
+CREATE INDEX IF NOT EXISTS samples_by_verdict ON samples (verdict);  -- counts at scrape time, no table scan
 CREATE TABLE IF NOT EXISTS generation_failures (
     task_id TEXT NOT NULL, sample_index INTEGER NOT NULL,
     error TEXT NOT NULL, attempts INTEGER NOT NULL, failed_at REAL NOT NULL,

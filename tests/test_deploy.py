@@ -26,6 +26,7 @@ from engine.cli import main as engine_cli
 from engine.simulator.metrics import ServerMetrics
 from metrics.exporter import EngineMetrics
 from metrics.running import RunningPassAtK
+from metrics.sweep_state import SweepState, SweepStateCollector
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -63,7 +64,12 @@ def engine_series() -> dict[str, set[str]]:
     m.generation_errors.labels(server).inc()
     m.verify_seconds.observe(0.2)
     running.add("HumanEval/0", True)
-    return {name: labels | ENGINE_TARGET_LABELS for name, labels in _series(generate_latest(registry).decode()).items()}
+    info = {"run_id": "r", "model": "m", "dataset": "d", "task": "humaneval", "sampling_hash": "h"}
+    registry.register(SweepStateCollector(SweepState(
+        run_id="r", info=info, problems=["HumanEval/0"], samples=1, running=running, store_path=Path("/nonexistent"))))
+    # every served engine series carries run_id (metrics/http.py adds it)
+    return {name: labels | ENGINE_TARGET_LABELS | {"run_id"}
+            for name, labels in _series(generate_latest(registry).decode()).items()}
 
 
 def vllm_series() -> dict[str, set[str]]:
@@ -74,7 +80,9 @@ def vllm_series() -> dict[str, set[str]]:
     return {name: real[name] | simulated[name] | VLLM_TARGET_LABELS for name in real.keys() & simulated.keys()}
 
 
-KNOWN = {**engine_series(), **vllm_series()}
+# Names of older vLLM releases the dashboard falls back to (`a or b`).
+OLDER_VLLM = {"vllm:gpu_cache_usage_perc": VLLM_TARGET_LABELS | {"model_name"}}
+KNOWN = {**engine_series(), **vllm_series(), **OLDER_VLLM}
 
 
 # --- reading PromQL ----------------------------------------------------------------------------
@@ -142,21 +150,46 @@ def targets():
             yield panel, target
 
 
-def test_dashboard_panels_have_title_datasource_and_queries():
+def test_dashboard_json_is_what_its_generator_writes():
+    sys.path.insert(0, str(DEPLOY / "grafana"))
+    try:
+        import dashboard as generator
+    finally:
+        sys.path.pop(0)
+    assert DASHBOARD.read_text() == generator.render(), "run python deploy/grafana/dashboard.py"
+
+
+def test_dashboard_imports_anywhere_and_is_provisioned_from_files():
+    """No hard-wired datasource uid and no __inputs (file provisioning does not resolve them): a
+    datasource variable; a run variable over run_id; rows of panels on a 24-wide grid."""
     board = dashboard()
-    datasource_uid = yaml.safe_load((DEPLOY / "grafana/provisioning/datasources/prometheus.yaml").read_text())[
-        "datasources"][0]["uid"]
+    variables = {v["name"]: v for v in board["templating"]["list"]}
+    assert "__inputs" not in board
+    assert variables["datasource"]["type"] == "datasource" and variables["datasource"]["query"] == "prometheus"
+    assert "engine_run_info" in variables["run"]["definition"] and "run_id" in variables["run"]["definition"]
     panels = board["panels"]
     assert board["uid"] and board["title"] and panels
     assert len({p["id"] for p in panels}) == len(panels), "panel ids must be unique"
+    assert [p["title"] for p in panels if p["type"] == "row"][:2] == ["Progress", "Health"]
     for panel in panels:
         assert panel.get("title", "").strip(), f"panel {panel['id']} has no title"
-        assert panel.get("datasource", {}).get("uid") == datasource_uid, panel["title"]
-        assert panel["targets"], f"{panel['title']}: no queries"
         grid = panel["gridPos"]
         assert grid["x"] + grid["w"] <= 24 and grid["h"] > 0, panel["title"]
+        if panel["type"] == "row":
+            continue
+        assert panel["datasource"]["uid"] == "${datasource}", panel["title"]
+        assert panel["targets"], f"{panel['title']}: no queries"
         for target in panel["targets"]:
-            assert target["expr"].strip() and target.get("datasource", {}).get("uid") == datasource_uid, panel["title"]
+            assert target["expr"].strip() and target["datasource"]["uid"] == "${datasource}", panel["title"]
+
+
+def test_every_engine_query_is_limited_to_the_chosen_runs_and_rates_use_the_rate_interval():
+    for panel, target in targets():
+        expr = target["expr"]
+        if any(n.startswith("engine_") for n in promql_metrics(expr)):
+            assert 'run_id=~"$run"' in expr, f"{panel['title']}: {expr}"
+        for window in re.findall(r"\b(?:rate|deriv)\([^\[]*\[([^\]]*)\]", expr):
+            assert window == "$__rate_interval" or panel["title"] == "ETA", f"{panel['title']}: {expr}"
 
 
 def test_every_query_uses_only_existing_series_and_labels():
@@ -232,24 +265,68 @@ def test_yaml_parses(path):
     assert [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
 
 
-def test_prometheus_scrapes_the_engine_and_the_generated_targets():
+def test_prometheus_scrapes_the_engine_and_the_generated_targets(tmp_path):
+    """The engine's target is generated like the fleet's, from `engine run`'s defaults or --engine,
+    so the config follows --metrics-port; the two jobs read different files."""
     config = yaml.safe_load((DEPLOY / "prometheus/prometheus.yml").read_text())
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
-    run_options = {param.name: param.default for param in engine_cli.commands["run"].params}
-    engine_targets = jobs["engine"]["static_configs"][0]["targets"]
-    assert engine_targets == [f"{run_options['metrics_host']}:{run_options['metrics_port']}"]  # `engine run` defaults
+    engine_files = jobs["engine"]["file_sd_configs"][0]["files"]
+    vllm_files = jobs["vllm"]["file_sd_configs"][0]["files"]
+    assert any(fnmatch("targets/engine.json", p) for p in engine_files)
+    assert not any(fnmatch("targets/engine.json", p) for p in vllm_files)
+    assert any(fnmatch("targets/vllm.json", p) for p in vllm_files)  # where the README writes them
     assert jobs["engine"].get("metrics_path", "/metrics") == "/metrics"
-    patterns = jobs["vllm"]["file_sd_configs"][0]["files"]
-    assert any(fnmatch("targets/vllm.json", p) for p in patterns)  # where the README writes them
+    run_options = {param.name: param.default for param in engine_cli.commands["run"].params}
+    hosts = tmp_path / "hosts.txt"
+    hosts.write_text("http://10.0.0.5:8000\n")
+    assert run_hosts_to_targets(str(hosts), "-o", str(tmp_path / "vllm.json")).returncode == 0
+    assert json.loads((tmp_path / "engine.json").read_text()) == [
+        {"targets": [f"{run_options['metrics_host']}:{run_options['metrics_port']}"], "labels": {}}]
+    result = run_hosts_to_targets(str(hosts), "-o", str(tmp_path / "vllm.json"), "--engine", "127.0.0.1:9555")
+    assert result.returncode == 0, result.stderr
+    assert json.loads((tmp_path / "engine.json").read_text())[0]["targets"] == ["127.0.0.1:9555"]
 
 
-def test_prometheus_config_passes_promtool(tmp_path):
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        pytest.skip("promtool is not installed")
-    result = subprocess.run([promtool, "check", "config", str(DEPLOY / "prometheus/prometheus.yml")],
-                            capture_output=True, text=True, timeout=60)
+@pytest.mark.parametrize("address", ["9400", "host:", "host:port", "host:70000", ":9400"])
+def test_hosts_to_targets_rejects_a_bad_engine_address(tmp_path, address):
+    hosts = tmp_path / "hosts.txt"
+    hosts.write_text("http://10.0.0.5:8000\n")
+    result = run_hosts_to_targets(str(hosts), "-o", str(tmp_path / "vllm.json"), "--engine", address)
+    assert result.returncode == 2 and len(result.stderr.splitlines()) == 1 and "HOST:PORT" in result.stderr
+    assert not (tmp_path / "engine.json").exists() and not (tmp_path / "vllm.json").exists()
+
+
+def _tool(name: str) -> str:
+    path = shutil.which(name)
+    assert path is not None, f"{name} is not installed: `make test` installs it (scripts/setup-test-system.sh)"
+    return path
+
+
+def test_prometheus_config_and_rules_pass_promtool():
+    for check in (["check", "config", str(DEPLOY / "prometheus/prometheus.yml")],
+                  ["check", "rules", *map(str, sorted((DEPLOY / "prometheus/rules").glob("*.yml")))]):
+        result = subprocess.run([_tool("promtool"), *check], capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_alert_rules_pass_their_unit_tests():
+    tests = sorted((DEPLOY / "prometheus/rules/tests").glob("*.yml"))
+    assert tests
+    result = subprocess.run([_tool("promtool"), "test", "rules", *map(str, tests)], capture_output=True, text=True,
+                            timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_alert_the_issue_asks_for_exists_and_has_a_unit_test_that_fires_it():
+    rules = yaml.safe_load((DEPLOY / "prometheus/rules/engine.yml").read_text())
+    alerts = {r["alert"] for g in rules["groups"] for r in g["rules"] if "alert" in r}
+    assert alerts == {"EngineSweepStalled", "EngineVllmServerDown", "EngineVerificationBehind",
+                      "EngineGoneUnfinished", "EngineInfraErrorRatioHigh", "EnginePassAt1Suspicious"}
+    fired = set()
+    for path in (DEPLOY / "prometheus/rules/tests").glob("*.yml"):
+        for case in yaml.safe_load(path.read_text())["tests"]:
+            fired |= {t["alertname"] for t in case.get("alert_rule_test", []) if t["exp_alerts"]}
+    assert alerts <= fired, f"never seen firing in a unit test: {sorted(alerts - fired)}"
 
 
 def test_compose_mounts_exist_and_grafana_finds_the_dashboards():
@@ -303,9 +380,7 @@ def test_script_syntax(script):
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
 def test_shellcheck(script):
-    if shutil.which("shellcheck") is None:
-        pytest.skip("shellcheck is not installed (apt-get install shellcheck)")
-    result = subprocess.run(["shellcheck", "-s", "bash", str(script)], capture_output=True, text=True)
+    result = subprocess.run([_tool("shellcheck"), "-s", "bash", str(script)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout
 
 
@@ -463,3 +538,21 @@ def test_hosts_from_k8s_lists_ready_pods(fake_bin, tmp_path):
     result = subprocess.run([script, str(tmp_path / "none.txt")], env=env, capture_output=True, text=True, timeout=30)
     assert result.returncode == 2 and "no ready pods" in result.stderr
     assert not (tmp_path / "none.txt").exists()
+
+
+def test_the_test_only_system_setup_is_clean_quiet_and_idempotent():
+    """scripts/setup-test-system.sh (run by `make test`): passes shellcheck, and once everything is
+    installed a second run installs nothing and prints one line."""
+    script = ROOT / "scripts" / "setup-test-system.sh"
+    result = subprocess.run([_tool("shellcheck"), "-s", "bash", str(script)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout
+    for tool in ("prometheus", "promtool", "shellcheck", "chromium"):
+        _tool(tool)
+    result = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and result.stderr == ""
+    assert result.stdout.splitlines() == ["setup-test-system: prometheus, promtool, shellcheck and chromium already there"]
+    makefile = (ROOT / "Makefile").read_text()
+    test_target = re.search(r"^test:(.*)$", makefile, re.M).group(1)
+    demo_target = re.search(r"^demo:(.*)$", makefile, re.M).group(1)
+    assert "test-system" in test_target and "test-system" not in demo_target
+    assert re.search(r"^test-system:\n\tbash scripts/setup-test-system.sh$", makefile, re.M)
