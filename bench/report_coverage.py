@@ -17,6 +17,7 @@ import time
 import numpy as np
 
 from engine.analysis import fits as F
+from engine.analysis.simulate import draw_rates
 
 ALPHA, BETA, PROBLEMS = 0.5, 3.0, 164
 
@@ -28,7 +29,7 @@ def trial(rng: np.random.Generator, n: int, boots: int, horizons: list[int]) -> 
     replicates = []
     for _ in range(boots):
         try:
-            replicates.append(F.fit_beta_binomial(counts, F.simulate_counts(fit, counts, rng), fit.params["zero_mass"] > 0))
+            replicates.append(F.fit_beta_binomial(counts, rng.binomial(counts, draw_rates(fit, PROBLEMS, rng)), fit.params["zero_mass"] > 0, fit.params["scale"] < 1))
         except F.Unfittable:
             pass
     columns = [[r.params["alpha"] for r in replicates]] + [[r.pass_at([k])[0] for r in replicates] for k in horizons]

@@ -128,7 +128,9 @@ def analyse_run(run: Run, settings: Settings = Settings(), backtest_m: int | Non
     """The report of one run, as the documented JSON object."""
     problems = run.counted()
     most = max([p.n for p in problems], default=0)
-    settings = dataclasses.replace(settings, estimate_ks=tuple(ks_for(run.target.get("samples") or most)))
+    settings = dataclasses.replace(settings, estimate_ks=tuple(ks_for(run.target.get("samples") or most)),
+                                   policy=run.policy.get("name", "uniform"), stop_after=int(run.policy.get("stop_after") or 1),
+                                   cap=run.target.get("samples"))  # fmt: skip
     results: dict[str, int] = {}
     for p in run.problems:
         for result, count in p.results.items():

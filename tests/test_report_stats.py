@@ -210,3 +210,60 @@ def test_under_until_solved_chen_is_biased_and_the_likelihood_is_not():
     truth = F.beta_binomial_pass_at([1, 10, 100], 0.5, 2.0)
     assert naive - truth[0] > 0.1
     assert fit.pass_at([1, 10, 100]) == pytest.approx(truth, abs=0.02)
+
+
+# -- the scale c <= 1 (p_i = c * Beta) -------------------------------------------------------
+
+
+def test_beta_binomial_recovers_a_scale_below_one():
+    """p_i = 0.7 * Beta(0.5, 1), 300 problems, n = 200 (the easy problems top out at 0.7): the
+    likelihood-ratio test asks for the scale in every one of 5 seeds, and the mean estimates
+    are scale 0.7 +- 0.05 and alpha 0.5 +- 0.1."""
+    scales, alphas = [], []
+    for seed in range(5):
+        rng = np.random.default_rng(seed)
+        n = np.full(300, 200)
+        fit = F.fit_beta_binomial(n, rng.binomial(n, 0.7 * rng.beta(0.5, 1.0, 300)))
+        assert fit.params["scale"] < 1.0, seed
+        scales.append(fit.params["scale"])
+        alphas.append(fit.params["alpha"])
+    assert np.mean(scales) == pytest.approx(0.7, abs=0.05)
+    assert np.mean(alphas) == pytest.approx(0.5, abs=0.1)
+
+
+def test_beta_binomial_asks_for_no_scale_when_the_rates_reach_one():
+    """Unscaled data (p_i ~ Beta(0.5, 1)): the 5 %-level test keeps scale = 1 in at least 4 of 5
+    seeds; scale=False never fits one, scale=True always does (and it is <= 1)."""
+    kept = 0
+    for seed in range(5):
+        rng = np.random.default_rng(100 + seed)
+        n = np.full(164, 200)
+        c = rng.binomial(n, rng.beta(0.5, 1.0, 164))
+        kept += F.fit_beta_binomial(n, c).params["scale"] == 1.0
+        assert F.fit_beta_binomial(n, c, scale=False).params["scale"] == 1.0
+        assert 0 < F.fit_beta_binomial(n, c, scale=True).params["scale"] <= 1.0
+    assert kept >= 4
+
+
+@given(st.lists(st.integers(1, 60).flatmap(lambda n: st.tuples(st.just(n), st.integers(0, n))), min_size=1, max_size=8),
+       st.floats(0.05, 5.0), st.floats(0.05, 5.0))
+@settings(max_examples=40, deadline=None)
+def test_scaled_likelihood_at_scale_one_is_the_beta_binomial_one(counts, alpha, beta):
+    """Invariant: the binomial expansion used for scale < 1 equals B(c + alpha, n - c + beta) /
+    B(alpha, beta) as the scale tends to 1, for any counts (c = 0, c = n, one sample)."""
+    n, c = (np.array(x, dtype=float) for x in zip(*counts))
+    scaled = F._log_scaled_terms(F._Expansion.of(n, c), alpha, beta, 1 - 1e-12)
+    assert scaled == pytest.approx(F._log_rate_terms(n, c, alpha, beta), abs=1e-6)
+
+
+@pytest.mark.parametrize("alpha,beta,zero_mass,scale", [(0.5, 2.0, 0.0, 0.6), (0.3, 0.5, 0.05, 0.9), (2.0, 1.0, 0.1, 0.3)])
+def test_scaled_pass_at_k_equals_monte_carlo(alpha, beta, zero_mass, scale):
+    """pass@K of p = scale * Beta (the sum over J ~ Binomial(K, scale), and its normal limit
+    beyond 200,000 samples) equals E[1 - (1 - p)^K] by Monte Carlo, K from 1 to 10^6."""
+    rng = np.random.default_rng(8)
+    p = scale * rng.beta(alpha, beta, size=400_000)
+    p[rng.random(len(p)) < zero_mass] = 0.0
+    for k in (1, 10, 1000, 199_999, 1_000_000):
+        draws = -np.expm1(k * np.log1p(-p))
+        se = draws.std() / np.sqrt(len(p))
+        assert F.beta_binomial_pass_at([k], alpha, beta, zero_mass, scale)[0] == pytest.approx(draws.mean(), abs=5 * se + 1e-6)

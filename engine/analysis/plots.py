@@ -27,7 +27,7 @@ def _fit_curve(method: str, fit: dict, ks: np.ndarray) -> np.ndarray:
         return np.exp(-p["a"] * ks ** p["b"])
     if method == "monkeys_coverage":
         return np.exp(p["a"] * ks ** p["b"])
-    return beta_binomial_pass_at(ks, p["alpha"], p["beta"], p["zero_mass"])
+    return beta_binomial_pass_at(ks, p["alpha"], p["beta"], p["zero_mass"], p.get("scale", 1.0))
 
 
 def _label(c: dict) -> str:
@@ -71,7 +71,8 @@ def _distribution_panel(ax, c: dict, color) -> None:
     bb = c["fits"].get("beta_binomial", {})
     if bb.get("ok"):
         p = {name: s["value"] for name, s in bb["params"].items()}
-        expected = d["problems"] * (1 - p["zero_mass"]) * np.diff(beta_dist.cdf(edges, p["alpha"], p["beta"]))
+        scale = p.get("scale", 1.0)  # rates are scale * Beta: P(rate < x) = P(Beta < x / scale)
+        expected = d["problems"] * (1 - p["zero_mass"]) * np.diff(beta_dist.cdf(edges / scale, p["alpha"], p["beta"]))
         ax.stairs(expected, edges, color=color, linestyle="--", label=f"Beta({p['alpha']:.2f}, {p['beta']:.2f}) fit")
 
 

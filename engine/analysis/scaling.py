@@ -11,6 +11,7 @@ from engine.analysis import fits as F
 from engine.analysis.estimators import (
     bootstrap_curves, bootstrap_weights, mean_over_problems, pass_at_k_intervals, pass_at_k_matrix,
 )
+from engine.analysis.simulate import counts_under_policy, policy_resimulated
 from metrics.passk import ks_for
 
 HORIZONS = (100, 1000, 10000)
@@ -25,6 +26,9 @@ class Settings:
     target: float = 0.95
     horizons: tuple[int, ...] = HORIZONS
     estimate_ks: tuple[int, ...] = ()  # where each fit also gives pass@k (the headline under adaptive policies)
+    policy: str = "uniform"  # how the run drew its samples: the parametric bootstrap draws the same way
+    stop_after: int = 1  # until-solved: passes that end a problem
+    cap: int | None = None  # samples asked per problem (until-solved's cap)
 
 
 def curve_ks(n_min: int) -> list[int]:
@@ -114,9 +118,11 @@ def fit_all(n, c, ks, curve, boot_curves, settings: Settings) -> dict:
         reports["beta_binomial"] = _unfittable("beta_binomial", str(exc))
         return reports
     rng = np.random.default_rng(settings.seed)
-    zero_mass = fit.params["zero_mass"] > 0
-    draws = [(n, F.simulate_counts(fit, n, rng), zero_mass) for _ in range(settings.parametric_boots)]
-    reports["beta_binomial"] = _report(fit, _refits(F.fit_beta_binomial, draws), settings, "parametric bootstrap")
+    policy = {"name": settings.policy, "stop_after": settings.stop_after}
+    model = (fit.params["zero_mass"] > 0, fit.params["scale"] < 1)  # each replicate refits the same model
+    draws = [(*counts_under_policy(fit, n, policy, settings.cap, rng), *model) for _ in range(settings.parametric_boots)]
+    kind = "parametric bootstrap" + (", the until-solved stopping re-simulated" if policy_resimulated(policy, settings.cap) else "")
+    reports["beta_binomial"] = _report(fit, _refits(F.fit_beta_binomial, draws), settings, kind)
     return reports
 
 

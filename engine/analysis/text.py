@@ -41,7 +41,9 @@ def _render_fits(c: dict) -> list[str]:
         p = bb["params"]
         mass = (f"never-solvable share {_with_interval(p['zero_mass'])}" if p["zero_mass"]["value"]
                 else "no never-solvable share (the likelihood-ratio test does not ask for one)")
-        lines.append(f"  beta-binomial: alpha {_with_interval(p['alpha'])}, beta {_with_interval(p['beta'])}, {mass}")
+        scale = (f"rates scaled by {_with_interval(p['scale'])}" if p["scale"]["value"] < 1
+                 else "no scale below 1 (the likelihood-ratio test does not ask for one)")
+        lines.append(f"  beta-binomial: alpha {_with_interval(p['alpha'])}, beta {_with_interval(p['beta'])}, {mass}, {scale}")
     return lines
 
 
