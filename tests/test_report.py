@@ -188,8 +188,71 @@ def test_until_solved_run_is_a_prefix_of_the_uniform_run_and_the_report_headline
     assert adaptive["policy"] == {"name": "until-solved", "stop_after": 1}
     assert adaptive["estimate"]["headline"] == "beta_binomial" and not adaptive["estimate"]["chen_unbiased"]
     assert "biased" in adaptive["estimate"]["note"]
+    assert "until-solved stopping re-simulated" in adaptive["fits"]["beta_binomial"]["intervals"]
+    assert "re-simulated" not in full["fits"]["beta_binomial"]["intervals"]
     assert adaptive["coverage"] == pytest.approx(full["coverage"])
     assert adaptive["tokens"] < full["tokens"]
     truth = full["pass_at_k"]["1"]
     naive, likelihood = adaptive["pass_at_k"]["1"], adaptive["estimate"]["beta_binomial"]["1"]["value"]
     assert abs(likelihood - truth) < abs(naive - truth)
+
+
+def test_report_of_a_run_whose_every_result_is_an_infra_error(tmp_path):
+    """Nothing counts in n: exit 0 with nothing on stderr (no warning either), the JSON says 0
+    samples and the 12 excluded, the table has every problem with n = 0 and no p_hat, and the
+    figure and HTML are still written."""
+    make_store(tmp_path / "run", [0.5] * 3, 4, infra_every=1)
+    done = engine_report(tmp_path, str(tmp_path / "run"), "--json", "--table", "t.csv", "--plot", "f.png", "--backtest", "2")
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["samples"] == 0 and summary["excluded"] == {"infra_error": 12} and summary["fits"] == {}
+    assert summary["coverage"] is None and summary["backtest"] is None
+    with open(tmp_path / "t.csv") as source:
+        rows = list(csv.DictReader(source))
+    assert [(r["n"], r["p_hat"], r["excluded"]) for r in rows] == [("0", "", "4")] * 3
+    assert (tmp_path / "f.png").is_file() and (tmp_path / "f.html").is_file()
+
+
+def verified_count(out) -> int:
+    try:
+        store = Store.open(out, create=False)
+    except Exception:
+        return 0  # not created yet
+    try:
+        return sum(n for n, _ in store.pass_counts().values())
+    finally:
+        store.close()
+
+
+def test_report_of_a_run_still_in_progress(tmp_path):
+    """`engine report` reads a store that `engine run` is writing: once a uniform sweep (far too
+    long to finish here) has 20 verdicts, two reports in a row each exit 0 with a consistent
+    JSON (samples counted by verdict, never more than the target, the second no fewer than the
+    first); the run, still going, is then stopped by SIGINT and exits 0 (resumable)."""
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    with simulated_fleet(tmp_path, 2, 2_000) as hosts:
+        run = subprocess.Popen(
+            [*ENGINE, "run", "--servers", str(hosts), "--samples", "1000", "--limit", "10", "--out", str(out),
+             "--metrics-port", "0", "--workers", "2", "--request-n", "4"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 120
+            while verified_count(out) < 20 and run.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.1)
+            seen = []
+            for _ in range(2):
+                done = engine_report(tmp_path, str(out), "--json", "--no-plot", "--bootstrap", "20")
+                assert done.returncode == 0, done.stderr
+                summary = json.loads(done.stdout)
+                assert 20 <= summary["samples"] < 10_000 and sum(summary["verdicts"].values()) == summary["samples"]
+                seen.append(summary["samples"])
+            assert seen == sorted(seen)  # the store only grows
+            assert run.poll() is None, "the run was still going while reported"
+        finally:
+            run.send_signal(signal.SIGINT)
+            _, stderr = run.communicate(timeout=120)
+    assert run.returncode == 0, stderr

@@ -267,3 +267,57 @@ def test_scaled_pass_at_k_equals_monte_carlo(alpha, beta, zero_mass, scale):
         draws = -np.expm1(k * np.log1p(-p))
         se = draws.std() / np.sqrt(len(p))
         assert F.beta_binomial_pass_at([k], alpha, beta, zero_mass, scale)[0] == pytest.approx(draws.mean(), abs=5 * se + 1e-6)
+
+
+# -- the parametric bootstrap under until-solved ---------------------------------------------
+
+
+@given(st.lists(st.sampled_from([0.0, 1.0, 0.01, 0.3, 0.9]), min_size=1, max_size=12), st.integers(1, 150),
+       st.integers(1, 3), st.integers(0, 2**32 - 1))
+@settings(max_examples=60, deadline=None)
+def test_until_solved_draws_stop_at_the_mth_pass_or_the_cap(rates, cap, m, seed):
+    """Invariant: each problem has n <= cap samples and c <= m passes, and stopped for one of two
+    reasons: its m-th pass (c = m) or the cap (n = cap); rate 0 always runs to the cap, rate 1
+    stops after exactly m samples (or at the cap if it is smaller). Caps above 64 cross the
+    draw's chunks."""
+    from engine.analysis.simulate import until_solved
+
+    p = np.array(rates)
+    n, c = until_solved(p, cap, m, np.random.default_rng(seed))
+    assert np.all((1 <= n) & (n <= cap) & (0 <= c) & (c <= np.minimum(m, n)))
+    assert np.all((c == m) | (n == cap))
+    assert np.all(n[p == 0.0] == cap) and np.all(c[p == 0.0] == 0)
+    assert np.all(n[p == 1.0] == min(m, cap)) and np.all(c[p == 1.0] == min(m, cap))
+
+
+@pytest.mark.parametrize("p,cap,m", [(0.05, 100, 1), (0.3, 10, 1), (0.02, 200, 2), (0.5, 1, 1)])
+def test_until_solved_draws_have_the_stopping_rules_distribution(p, cap, m):
+    """Over 20,000 problems, the mean count and share stopped by a pass equal the exact
+    expectations of drawing Bernoulli(p) samples until the m-th pass or the cap (sums over
+    the negative binomial), within 5 standard errors."""
+    from scipy.stats import binom, nbinom
+
+    from engine.analysis.simulate import until_solved
+
+    size = 20_000
+    n, c = until_solved(np.full(size, p), cap, m, np.random.default_rng(4))
+    t = np.arange(m, cap + 1)
+    stop_at = nbinom.pmf(t - m, m, p)  # the m-th pass is sample t
+    solved = stop_at.sum()
+    mean_n = np.sum(t * stop_at) + cap * (1 - solved)
+    assert np.mean(c == m) == pytest.approx(solved, abs=5 * np.sqrt(solved * (1 - solved) / size) + 1e-9)
+    assert np.mean(n) == pytest.approx(mean_n, abs=5 * n.std() / np.sqrt(size) + 1e-9)
+    assert solved == pytest.approx(binom.sf(m - 1, cap, p))  # the same event counted another way
+
+
+def test_parametric_replicates_under_until_solved_redraw_the_sample_counts():
+    """Under until-solved with a cap, the likelihood fit's replicates are drawn by the stopping
+    rule (said in "intervals"); without a cap (unknown target) or under uniform, counts are held."""
+    rng = np.random.default_rng(12)
+    n, c = until_solved_counts(rng, rng.beta(0.5, 2.0, size=120), 40)
+    fast = Settings(boots=20, parametric_boots=10)
+    for policy, cap, resimulated in (("until-solved", 40, True), ("until-solved", None, False), ("uniform", 40, False)):
+        settings = Settings(boots=20, parametric_boots=10, policy=policy, cap=cap)
+        fit = analyse(n, c, settings)["fits"]["beta_binomial"]
+        assert fit["ok"] and ("until-solved stopping re-simulated" in fit["intervals"]) == resimulated
+    assert analyse(n, c, fast)["fits"]["beta_binomial"]["intervals"] == "parametric bootstrap, 10 replicates"

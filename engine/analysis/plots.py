@@ -108,7 +108,8 @@ def plot(curves: list[dict], path: Path, references: list[tuple[str, float]] = (
                 title="coverage against tokens")  # fmt: skip
     for ax in (pass_ax, fail_ax, dist_ax, cost_ax):
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:  # a run without verdicts draws nothing to label
+            ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
