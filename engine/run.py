@@ -140,6 +140,7 @@ async def _sweep(cfg: RunConfig, store: Store, urls: list[str], all_problems: li
                     options=options,
                 )
                 state.admission = sweep.admission
+                state.jails = sandbox.jails
                 state.draining = lambda: sweep.stopped
                 verified = sum(n for n, _ in store.pass_counts().values())
                 progress = Progress(len(problems) * options.samples, verified, sweep.status, cfg.progress,

@@ -74,6 +74,8 @@ class PageData:
             "tokens": self._tokens(),
             "pass_at_k": {str(k): v for k, v in state.running.scores().items()},
             "servers": self._servers(),
+            "jails": state.jails(),
+            "dedup_hits": _value(self._metrics.verify_dedup),
             "unsolved": [t for t, (_, c) in wanted.items() if c == 0][:UNSOLVED_SHOWN],
             "unsolved_count": sum(1 for _, c in wanted.values() if c == 0),
             "most_failing": _most_failing(wanted),

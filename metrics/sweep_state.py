@@ -40,7 +40,8 @@ def sampling_hash(sampling: dict) -> str:
 
 
 class SweepState:
-    """The figures of one sweep. `phase`, `draining` and `admission` are set by whoever runs it."""
+    """The figures of one sweep. `phase`, `draining`, `admission` and `jails` are set by whoever
+    runs it."""
 
     def __init__(
         self, *, run_id: str, info: dict[str, str], problems: list[str], samples: int,
@@ -54,6 +55,7 @@ class SweepState:
         self._phase = "running"
         self.draining = lambda: False  # whether a stop was asked for while running
         self.admission = None  # the sweep's Admission: queue slots held and their capacity
+        self.jails = dict  # () -> {role: {state: jails}}: the SandboxPool's `jails`, read live
         self._store_path = store_path
         self._db: sqlite3.Connection | None = None
         self._max_age_s = max_age_s
@@ -150,10 +152,20 @@ class SweepStateCollector:
         for name in STATES:
             state.add_metric([name], 1.0 if f["state"] == name else 0.0)
         yield state
+        yield _jails(self._state.jails())
         info = self._state.info
         family = GaugeMetricFamily("engine_run_info", "The run's identity (always 1)", labels=sorted(info))
         family.add_metric([info[k] for k in sorted(info)], 1.0)
         yield family
+
+
+def _jails(counts: dict[str, dict[str, int]]) -> GaugeMetricFamily:
+    family = GaugeMetricFamily("engine_sandbox_jails", "Sandbox jails by role (verify, or confirm: the reserved"
+                               " one) and state (busy, idle, restarting, broken)", labels=["role", "state"])
+    for role, states in sorted(counts.items()):
+        for state, count in sorted(states.items()):
+            family.add_metric([role, state], count)
+    return family
 
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:

@@ -226,3 +226,66 @@ def test_a_server_started_before_the_run_is_known_sends_no_unlabelled_series(tmp
     page.close()
     state.close()
     store.close()
+
+
+SLEEP_PROGRAM = "import time\ntime.sleep({})\ndef check(candidate):\n    pass\n\ncheck(None)\n"
+
+
+def test_sandbox_jails_by_state_through_busy_a_killed_worker_and_a_jail_that_cannot_restart(tmp_path):
+    """engine_sandbox_jails{role,state}, read live from a real nsjail pool. Invariant at every
+    read: each role's states add up to its jails (2 verify, 1 confirm). Busy while programs run;
+    a worker killed from outside is restarting, then idle again; once the jail's staged files are
+    gone (as a /tmp cleaner would leave it), a killed worker cannot restart and counts as broken."""
+    import os
+    import shutil
+    import signal
+
+    from sandbox import Limits, SandboxPool, Verdict
+
+    state, registry, store = _state(tmp_path, [["passed"]], 1)
+
+    def jails() -> dict[tuple[str, str], float]:
+        counts = {(role, s): registry.get_sample_value("engine_sandbox_jails", {"role": role, "state": s})
+                  for role in ("verify", "confirm") for s in ("busy", "idle", "restarting", "broken")}
+        for role, size in (("verify", 2), ("confirm", 1)):
+            assert sum(n for (r, _), n in counts.items() if r == role) == size, counts
+        return counts
+
+    async def until(predicate, what: str):
+        for _ in range(300):
+            if predicate(jails()):
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"never {what}: {jails()}")
+
+    def kill_all(pool: SandboxPool) -> None:
+        for pid in pool.backend.worker_pids():
+            os.killpg(pid, signal.SIGKILL)
+        time.sleep(0.5)  # the loop notices: uvloop then refuses to write to the dead jail
+
+    async def main():
+        pool = SandboxPool(workers=2, limits=Limits(timeout_s=5, cpu_time_s=5), backend="nsjail")
+        state.jails = pool.jails
+        assert {s.value for f in registry.collect() if f.name == "engine_sandbox_jails" for s in f.samples} == {0}
+        async with pool:
+            assert jails()[("verify", "idle")] == 2 and jails()[("confirm", "idle")] == 1
+            running = [asyncio.create_task(pool.run(SLEEP_PROGRAM.format(1))) for _ in range(2)]
+            await until(lambda j: j[("verify", "busy")] == 2, "two busy")
+            assert [o.verdict for o in await asyncio.gather(*running)] == [Verdict.passed] * 2
+            assert jails()[("verify", "idle")] == 2
+            kill_all(pool)  # the OOM killer, say: the next program finds its worker dead
+            outcome = await pool.run(SLEEP_PROGRAM.format(0))
+            assert outcome.verdict is Verdict.infra_error
+            assert jails()[("verify", "restarting")] >= 1
+            await until(lambda j: j[("verify", "restarting")] == 0 and j[("verify", "broken")] == 0, "restarted")
+            shutil.rmtree(pool.backend.launcher.layout.stage_dir)  # no jail can start any more
+            kill_all(pool)
+            for reserved in (False, False, True):
+                await pool.run(SLEEP_PROGRAM.format(0), reserved=reserved)
+            await until(lambda j: j[("verify", "broken")] >= 1 and j[("confirm", "broken")] == 1, "broken")
+            outcome = await pool.run(SLEEP_PROGRAM.format(0))
+            assert outcome.verdict is Verdict.infra_error and "cannot restart" in outcome.detail
+
+    uvloop.run(asyncio.wait_for(main(), 120))
+    state.close()
+    store.close()
