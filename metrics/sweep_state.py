@@ -21,6 +21,8 @@ from prometheus_client.core import GaugeMetricFamily
 from metrics.running import RunningPassAtK
 
 STATES = ("running", "draining", "finished", "stopped")
+JAIL_ROLES = ("verify", "confirm")  # sandbox/workers.py: ForkServerBackend.jail_counts
+JAIL_STATES = ("busy", "idle", "restarting", "broken")
 STALL_AFTER_S = 10.0  # running without a verdict for this long: stalled (the live page, the progress line, status)
 INFRA_ERROR = "infra_error"
 _STORED = ("generation_failures", "infra_errors", "last_progress")  # a row's result when the sandbox, not the program, kept failing
@@ -162,9 +164,9 @@ class SweepStateCollector:
 def _jails(counts: dict[str, dict[str, int]]) -> GaugeMetricFamily:
     family = GaugeMetricFamily("engine_sandbox_jails", "Sandbox jails by role (verify, or confirm: the reserved"
                                " one) and state (busy, idle, restarting, broken)", labels=["role", "state"])
-    for role, states in sorted(counts.items()):
-        for state, count in sorted(states.items()):
-            family.add_metric([role, state], count)
+    for role in JAIL_ROLES:
+        for state in JAIL_STATES:  # zeros too: a pool that is not started yet has no jails
+            family.add_metric([role, state], counts.get(role, {}).get(state, 0))
     return family
 
 
