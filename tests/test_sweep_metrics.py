@@ -12,7 +12,7 @@ import aiohttp
 import orjson
 import uvloop
 from hypothesis import given, settings, strategies as st
-from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from fleet_process import ENGINE, simulated_fleet
@@ -289,3 +289,28 @@ def test_sandbox_jails_by_state_through_busy_a_killed_worker_and_a_jail_that_can
     uvloop.run(asyncio.wait_for(main(), 120))
     state.close()
     store.close()
+
+
+@settings(max_examples=15, deadline=None)
+@given(counts=st.lists(st.tuples(st.integers(1, 30), st.integers(0, 30)), min_size=0, max_size=4))
+def test_pass_at_k_estimate_goes_out_with_the_run_id_like_every_series(counts):
+    """engine_pass_at_k_estimate{k,method} is a custom collector: through the served registry,
+    each of its samples carries run_id, and no unlabelled one is left (empty counts: no samples)."""
+    from metrics.http import RunLabelled
+
+    registry = CollectorRegistry()
+    running = RunningPassAtK()
+    for p, (n, c) in enumerate(counts):
+        running.add(f"T/{p}", True, min(c, n))
+        running.add(f"T/{p}", False, n - min(c, n))
+    EngineMetrics(registry, running)
+    served = CollectorRegistry(auto_describe=False)
+    served.register(RunLabelled(registry, "abc"))
+    text = generate_latest(served).decode()
+    estimates = [s for f in text_string_to_metric_families(text) if f.name == "engine_pass_at_k_estimate"
+                 for s in f.samples]
+    assert all(s.labels.get("run_id") == "abc" for f in text_string_to_metric_families(text) for s in f.samples)
+    methods = {s.labels["method"] for s in estimates}
+    assert ("chen" in methods) == bool(counts)  # chen for every k as soon as a problem has a sample
+    assert {s.labels["k"] for s in estimates if s.labels["method"] == "chen"} == {
+        str(k) for k in running.scores()}
