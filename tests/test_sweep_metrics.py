@@ -4,6 +4,7 @@ running counts, so they survive resumes; every served series carries the run's i
 from __future__ import annotations
 
 import asyncio
+import signal
 import socket
 import subprocess
 import time
@@ -314,3 +315,58 @@ def test_pass_at_k_estimate_goes_out_with_the_run_id_like_every_series(counts):
     assert ("chen" in methods) == bool(counts)  # chen for every k as soon as a problem has a sample
     assert {s.labels["k"] for s in estimates if s.labels["method"] == "chen"} == {
         str(k) for k in running.scores()}
+
+
+def test_the_page_and_engine_status_agree_on_one_store_during_an_outage(tmp_path):
+    """Invariant: for one store, the live page's /api/state and `engine status --json` show the
+    same verified and target, the same servers up (0 of 2 while the whole fleet is down), and the
+    same stall: both stalled, no progress counted from the same moment (within the seconds between
+    the two reads)."""
+    import urllib.request
+
+    from metrics.sweep_state import STALL_AFTER_S
+    from test_prometheus_live import free_port
+
+    port, out = free_port(), tmp_path / "run"
+
+    def page() -> dict:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/state?since={time.time()}", timeout=10) as r:
+            return orjson.loads(r.read())
+
+    def status() -> dict:
+        result = subprocess.run([*ENGINE, "status", str(out), "--json"], capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        return orjson.loads(result.stdout)
+
+    def both_see_the_stall() -> bool:
+        try:
+            p, s = page(), status()
+        except OSError:  # not serving yet
+            return False
+        return p["stalled"] and s["servers_up"] == 0 and not any(x["up"] for x in p["servers"]) \
+            and (s["no_progress_s"] or 0) >= STALL_AFTER_S
+
+    (tmp_path / "fleet").mkdir()
+    with simulated_fleet(tmp_path / "fleet", 2, 600, "--faults", "fleet_down=@12s+45s") as hosts:
+        engine = subprocess.Popen(
+            [*ENGINE, "run", "--servers", str(hosts), "--out", str(out), "--limit", "4", "--samples", "200",
+             "--metrics-port", str(port), "--workers", "1", "--json"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 90
+            while not both_see_the_stall():
+                assert engine.poll() is None and time.monotonic() < deadline, "no stall seen by both"
+                time.sleep(0.5)
+            before = time.monotonic()
+            p, s = page(), status()
+            apart = time.monotonic() - before
+        finally:
+            engine.send_signal(signal.SIGINT)
+            time.sleep(0.5)
+            engine.send_signal(signal.SIGINT)
+            engine.communicate(timeout=120)
+
+    assert p["verified"] == s["samples"] and p["target"] == s["target"] == 4 * 200
+    assert sum(x["up"] for x in p["servers"]) == s["servers_up"] == 0 and len(p["servers"]) == s["servers"] == 2
+    assert p["stalled"] and s["no_progress_s"] >= STALL_AFTER_S and p["state"] == "running" and s["running"]
+    assert abs(p["no_progress_s"] - s["no_progress_s"]) <= apart + 1.0, (p["no_progress_s"], s["no_progress_s"])
