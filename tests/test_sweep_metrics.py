@@ -370,3 +370,5 @@ def test_the_page_and_engine_status_agree_on_one_store_during_an_outage(tmp_path
     assert sum(x["up"] for x in p["servers"]) == s["servers_up"] == 0 and len(p["servers"]) == s["servers"] == 2
     assert p["stalled"] and s["no_progress_s"] >= STALL_AFTER_S and p["state"] == "running" and s["running"]
     assert abs(p["no_progress_s"] - s["no_progress_s"]) <= apart + 1.0, (p["no_progress_s"], s["no_progress_s"])
+    assert {role: sum(states.values()) for role, states in p["jails"].items()} == {"verify": 1, "confirm": 1}
+    assert p["jails"]["verify"]["broken"] == 0 and p["dedup_hits"] >= 0
