@@ -106,6 +106,7 @@ async def _sweep(cfg: RunConfig, store: Store, urls: list[str], all_problems: li
     connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)  # the default limit=100 caps the fleet
     async with aiohttp.ClientSession(connector=connector, headers=cfg.headers) as session:
         fleet = Fleet(urls, session, options.max_seqs_per_server, metrics, hosts_path=cfg.servers)
+        metrics.add_servers(urls)
         live["servers"] = lambda: (sum(s.up and not s.retired for s in fleet.servers), len(fleet.servers))
         previous = store.get_meta("sampling")
         requested_model = cfg.model or (previous or {}).get("model")
@@ -140,6 +141,7 @@ async def _sweep(cfg: RunConfig, store: Store, urls: list[str], all_problems: li
                     options=options,
                 )
                 state.admission = sweep.admission
+                state.jails = sandbox.jails
                 state.draining = lambda: sweep.stopped
                 verified = sum(n for n, _ in store.pass_counts().values())
                 progress = Progress(len(problems) * options.samples, verified, sweep.status, cfg.progress,

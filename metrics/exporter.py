@@ -56,6 +56,12 @@ class EngineMetrics:
         registry.register(_PassAtKCollector(running))
         registry.register(PassAtKEstimateCollector(running))
 
+    def add_servers(self, urls: list[str]) -> None:
+        """Each server's series at zero from the start: a dashboard shows 0 errors, not "no data"."""
+        for url in urls:
+            for metric in (self.generated_tokens, self.generation_errors, self.inflight_requests):
+                metric.labels(url)
+
 
 class _PassAtKCollector:
     """engine_pass_at_k{k}, computed at scrape time from the running counts."""

@@ -12,6 +12,8 @@ import sqlite3
 import time
 from collections import deque
 
+import orjson
+
 from engine.status import RATE_WINDOW_S
 from metrics.exporter import EngineMetrics
 from metrics.sweep_state import STALL_AFTER_S, SweepState
@@ -74,15 +76,29 @@ class PageData:
             "tokens": self._tokens(),
             "pass_at_k": {str(k): v for k, v in state.running.scores().items()},
             "servers": self._servers(),
+            "jails": state.jails(),
+            "dedup_hits": _value(self._metrics.verify_dedup),
             "unsolved": [t for t, (_, c) in wanted.items() if c == 0][:UNSOLVED_SHOWN],
             "unsolved_count": sum(1 for _, c in wanted.values() if c == 0),
             "most_failing": _most_failing(wanted),
             **self._with_eta(self._from_store()),
         }
 
+    def _stall(self, stored: dict) -> dict:
+        """No progress as `engine status` counts it: since the latest verdict, or since the running
+        process started (its heartbeat) if that is later; stalled after STALL_AFTER_S while running
+        with work left."""
+        figures = self._state.figures()
+        since = max(figures["last_progress"], stored.get("started") or 0.0)
+        idle = round(max(0.0, time.time() - since), 1) if since else None
+        stalled = (figures["state"] == "running" and figures["remaining"] > 0 and idle is not None
+                   and idle >= STALL_AFTER_S)
+        return {"no_progress_s": idle, "stalled": stalled}
+
     def _with_eta(self, stored: dict) -> dict:
         """The rate and ETA of `engine status`: verdicts of the last minute, from the store."""
-        stored = dict(stored)
+        stored = {**stored, **self._stall(stored)}
+        stored.pop("started", None)
         recent = stored.pop("recent")
         rate = None if recent is None else recent / RATE_WINDOW_S
         remaining = self._state.figures()["remaining"]
@@ -128,7 +144,9 @@ class PageData:
         errors = db.execute(
             "SELECT task_id, sample_index, error, failed_at FROM generation_failures ORDER BY failed_at DESC LIMIT ?",
             (LIST_LENGTH,)).fetchall()
+        beat = db.execute("SELECT value FROM meta WHERE key = 'heartbeat'").fetchone()
         return {
+            "started": float(orjson.loads(beat[0]).get("started") or 0.0) if beat else 0.0,
             "recent": recent,
             "verdicts": verdicts,
             "slowest": [{"task": t, "mean_s": s, "n": n} for t, s, n in slowest],

@@ -21,6 +21,8 @@ from prometheus_client.core import GaugeMetricFamily
 from metrics.running import RunningPassAtK
 
 STATES = ("running", "draining", "finished", "stopped")
+JAIL_ROLES = ("verify", "confirm")  # sandbox/workers.py: ForkServerBackend.jail_counts
+JAIL_STATES = ("busy", "idle", "restarting", "broken")
 STALL_AFTER_S = 10.0  # running without a verdict for this long: stalled (the live page, the progress line, status)
 INFRA_ERROR = "infra_error"
 _STORED = ("generation_failures", "infra_errors", "last_progress")  # a row's result when the sandbox, not the program, kept failing
@@ -40,7 +42,8 @@ def sampling_hash(sampling: dict) -> str:
 
 
 class SweepState:
-    """The figures of one sweep. `phase`, `draining` and `admission` are set by whoever runs it."""
+    """The figures of one sweep. `phase`, `draining`, `admission` and `jails` are set by whoever
+    runs it."""
 
     def __init__(
         self, *, run_id: str, info: dict[str, str], problems: list[str], samples: int,
@@ -54,6 +57,7 @@ class SweepState:
         self._phase = "running"
         self.draining = lambda: False  # whether a stop was asked for while running
         self.admission = None  # the sweep's Admission: queue slots held and their capacity
+        self.jails = dict  # () -> {role: {state: jails}}: the SandboxPool's `jails`, read live
         self._store_path = store_path
         self._db: sqlite3.Connection | None = None
         self._max_age_s = max_age_s
@@ -150,10 +154,20 @@ class SweepStateCollector:
         for name in STATES:
             state.add_metric([name], 1.0 if f["state"] == name else 0.0)
         yield state
+        yield _jails(self._state.jails())
         info = self._state.info
         family = GaugeMetricFamily("engine_run_info", "The run's identity (always 1)", labels=sorted(info))
         family.add_metric([info[k] for k in sorted(info)], 1.0)
         yield family
+
+
+def _jails(counts: dict[str, dict[str, int]]) -> GaugeMetricFamily:
+    family = GaugeMetricFamily("engine_sandbox_jails", "Sandbox jails by role (verify, or confirm: the reserved"
+                               " one) and state (busy, idle, restarting, broken)", labels=["role", "state"])
+    for role in JAIL_ROLES:
+        for state in JAIL_STATES:  # zeros too: a pool that is not started yet has no jails
+            family.add_metric([role, state], counts.get(role, {}).get(state, 0))
+    return family
 
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:

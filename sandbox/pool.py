@@ -62,6 +62,12 @@ class SandboxPool:
                 raise RuntimeError("SandboxPool closed while run() waited for a worker")
             return await self.backend.run(program, limits or self.limits, label, reserved)
 
+    def jails(self) -> dict[str, dict[str, int]]:
+        """Jails by role and state (ForkServerBackend.jail_counts), for metrics; {} for a backend
+        that does not say."""
+        counts = getattr(self.backend, "jail_counts", None)
+        return counts() if counts is not None else {}
+
     @property
     def closed(self) -> bool:
         return self._state == "closed"

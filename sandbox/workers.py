@@ -176,6 +176,8 @@ class ForkServerBackend:
         self._limits = Limits()
         self._idle: dict[bool, asyncio.Queue[_Worker]] = {False: asyncio.Queue(), True: asyncio.Queue()}
         self._workers: set[_Worker] = set()
+        self._restarting = {False: 0, True: 0}  # jails being replaced, by reserved
+        self._broken = {False: 0, True: 0}  # stand-ins for jails that could not be restarted
         self._background: set[asyncio.Task] = set()
         self._closed = False
         self._prepared = False
@@ -260,11 +262,20 @@ class ForkServerBackend:
 
     def _retire(self, worker: _Worker, reserved: bool) -> None:
         """Kill the worker's jail and start a fresh one in the background."""
+        if isinstance(worker, _Worker):
+            self._workers.discard(worker)  # from now on it counts as restarting, not idle
+        self._restarting[reserved] += 1
         task = asyncio.get_running_loop().create_task(self._replace(worker, reserved))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
     async def _replace(self, worker: _Worker, reserved: bool) -> None:
+        try:
+            await self._restart(worker, reserved)
+        finally:
+            self._restarting[reserved] -= 1
+
+    async def _restart(self, worker: _Worker, reserved: bool) -> None:
         await self._discard(worker)
         if self._closed:
             return
@@ -278,7 +289,22 @@ class ForkServerBackend:
                 error = exc
                 log.warning("sandbox %s: worker restart %d failed: %s", self.name, attempt + 1, exc)
                 await asyncio.sleep(0.5 * (attempt + 1))
+        self._broken[reserved] += 1
         self._idle[reserved].put_nowait(_BrokenWorker(f"cannot restart a worker: {error}"))  # type: ignore[arg-type]
+
+    def jail_counts(self) -> dict[str, dict[str, int]]:
+        """Jails by role ("verify", or "confirm": the reserved one) and state, read-only: busy
+        (running a program), idle (ready), restarting (being replaced, or starting), broken (could
+        not be restarted: its programs get infra_error until the next run)."""
+        counts = {}
+        for reserved, role in ((False, "verify"), (True, "confirm")):
+            live = [w for w in self._workers if w.reserved == reserved]
+            busy = sum(w.busy for w in live)
+            ready = sum(w.ready for w in live)
+            starting = len(live) - ready  # at start(), or the new jail of a restart (counted there)
+            counts[role] = {"busy": busy, "idle": ready - busy, "restarting": max(self._restarting[reserved], starting),
+                            "broken": self._broken[reserved]}
+        return counts
 
     async def _discard(self, worker: _Worker) -> None:
         """End the worker's jail (gently when it is healthy and idle) and remove its cgroups."""
@@ -335,6 +361,7 @@ class _Worker:
         self.features: dict = {}
         self.served = 0
         self.busy = False
+        self.ready = False  # said hello: serving, not starting
         self.healthy = True
         self.stderr = TailBuffer(STDERR_TAIL_BYTES)
         self._stderr_task: asyncio.Task | None = None
@@ -350,7 +377,8 @@ class _Worker:
             raise SandboxError(f"cannot start the sandbox worker: {exc}") from exc
         self._stderr_task = asyncio.get_running_loop().create_task(self._read_stderr())
         assert self.proc.stdin is not None
-        self.proc.stdin.write(len(SERVER_SOURCE).to_bytes(4, "big") + SERVER_SOURCE)
+        with contextlib.suppress(ConnectionError, RuntimeError):  # died at once (uvloop: a closed transport)
+            self.proc.stdin.write(len(SERVER_SOURCE).to_bytes(4, "big") + SERVER_SOURCE)  # its stderr says why
         try:
             line = await asyncio.wait_for(self.proc.stdout.readline(), timeout_s)  # type: ignore[union-attr]
         except TimeoutError:
@@ -362,6 +390,7 @@ class _Worker:
             raise SandboxError(f"sandbox worker did not start: {why}")
         self.features = {k: hello[k] for k in ("pidns", "mountns", "proc", "seccomp") if k in hello}
         self.features["python"] = hello.get("python")
+        self.ready = True
 
     async def _read_stderr(self) -> None:
         assert self.proc is not None and self.proc.stderr is not None
@@ -382,7 +411,7 @@ class _Worker:
             self.proc.stdin.write(len(payload).to_bytes(4, "big") + payload)
             await self.proc.stdin.drain()
             line = await self.proc.stdout.readline()
-        except (ConnectionError, ValueError) as exc:  # a broken pipe; an overlong reply line
+        except (ConnectionError, ValueError, RuntimeError) as exc:  # a broken pipe (uvloop: a closed transport); an overlong reply line
             log.warning("sandbox worker %s: %s", self.label, exc)
             line = b""
         except BaseException:

@@ -4,12 +4,15 @@ the engine's own summary, and the simulator's faults drive the alert rules (a te
 second-long windows, evaluated every second).
 
 One sweep (A) runs to its end through a server outage, a whole-fleet outage and a verification
-bottleneck; another (B) is killed with SIGKILL while running. Bounded: about a minute.
+bottleneck; another (B) is killed with SIGKILL while running; C sweeps changed prompts (pass@1
+stays 0); D's sandbox breaks for real mid-sweep (infra errors). Bounded: a few minutes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import random
 import re
 import shutil
@@ -134,11 +137,11 @@ class Prometheus:
         self.log.close()
 
 
-def engine_run(hosts: Path, out: Path, port: int, *extra: str) -> subprocess.Popen:
+def engine_run(hosts: Path, out: Path, port: int, *extra: str, stderr=subprocess.PIPE) -> subprocess.Popen:
     return subprocess.Popen(
         [*ENGINE, "run", "--servers", str(hosts), "--out", str(out), "--limit", str(LIMIT), "--samples",
          str(SAMPLES), "--metrics-port", str(port), "--json", "--request-n", "8", *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE, stderr=stderr, text=True,
     )
 
 
@@ -209,6 +212,7 @@ def test_real_prometheus_scrapes_a_faulty_sweep_and_every_dashboard_query_agrees
             check_dashboard(prometheus, facts, summary, started, ended)
             check_alerts(prometheus, facts["run_id"], run_b, facts["servers"][1], started - 60, time.time())
             check_a_misconfigured_harness_is_flagged(prometheus, hosts, tmp_path)
+            check_a_broken_sandbox_is_flagged(prometheus, hosts, tmp_path)
     finally:
         prometheus.stop()
 
@@ -304,6 +308,64 @@ def check_a_misconfigured_harness_is_flagged(prometheus: Prometheus, hosts: Path
         time.sleep(0.5)
         c.send_signal(signal.SIGINT)
         c.communicate(timeout=120)
+
+
+def check_a_broken_sandbox_is_flagged(prometheus: Prometheus, hosts: Path, tmp_path: Path) -> None:
+    """D's sandbox really breaks mid-sweep: the files its jails are started from are removed (as a
+    /tmp cleaner would) and its jails are killed from outside (as the OOM killer would). No jail
+    can restart, so every sample from then on ends as infra_error: the infra-error alert fires for
+    D only (A and C had none), and engine_sandbox_jails shows D's jails broken."""
+    port = free_port()
+    prometheus.scrape(hosts, port)
+    log = (tmp_path / "run-d.log").open("w")  # a warning per retried sample: more than a pipe holds
+    d = engine_run(hosts, tmp_path / "run-d", port, "--samples", "200", "--workers", "1", stderr=log)
+    started = time.time()
+    try:
+        run_d = wait_for(lambda: _run_id(tmp_path / "run-d"), 60, "D's run_id")
+        wait_for(lambda: _verified(tmp_path / "run-d") >= 20, 60, "D's first verdicts")
+        jails = _sandbox_jails(d.pid)
+        assert jails, "no sandbox jail under D"
+        for staged in Path("/tmp").glob(f"engine-sandbox-{d.pid}-*"):
+            shutil.rmtree(staged)
+        for pid in jails:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+        fired = wait_for(lambda: prometheus.fired("EngineInfraErrorRatioHigh", started - 5, time.time()), 60,
+                         "the infra-error alert")
+        assert {m["run_id"] for m in fired} == {run_d}
+        broken = f'sum(engine_sandbox_jails{{run_id="{run_d}", state="broken"}})'
+        assert wait_for(lambda: prometheus.value(broken), 30, "broken jails") >= 1
+    finally:
+        d.send_signal(signal.SIGINT)
+        time.sleep(0.5)
+        d.send_signal(signal.SIGINT)
+        d.communicate(timeout=120)
+        log.close()
+    print(f"D (broken sandbox) took {time.time() - started:.1f} s")
+    earlier = prometheus.fired("EngineInfraErrorRatioHigh", started - 600, time.time())
+    assert {m["run_id"] for m in earlier} == {run_d}  # A, B and C: never
+
+
+def _sandbox_jails(engine_pid: int) -> list[int]:
+    """The engine's sandbox workers: its children started as engine-sandbox-* jails."""
+    children = []
+    for task in Path(f"/proc/{engine_pid}/task").iterdir():
+        children += [int(pid) for pid in (task / "children").read_text().split()]
+    return [pid for pid in children if b"engine-sandbox-" in _cmdline(pid)]
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def _verified(out: Path) -> int:
+    try:
+        return store_facts(out)["verified"]
+    except (sqlite3.Error, TypeError):
+        return 0
 
 
 def _run_id(out: Path) -> str | None:

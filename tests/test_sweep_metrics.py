@@ -4,6 +4,7 @@ running counts, so they survive resumes; every served series carries the run's i
 from __future__ import annotations
 
 import asyncio
+import signal
 import socket
 import subprocess
 import time
@@ -12,7 +13,7 @@ import aiohttp
 import orjson
 import uvloop
 from hypothesis import given, settings, strategies as st
-from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from fleet_process import ENGINE, simulated_fleet
@@ -226,3 +227,148 @@ def test_a_server_started_before_the_run_is_known_sends_no_unlabelled_series(tmp
     page.close()
     state.close()
     store.close()
+
+
+SLEEP_PROGRAM = "import time\ntime.sleep({})\ndef check(candidate):\n    pass\n\ncheck(None)\n"
+
+
+def test_sandbox_jails_by_state_through_busy_a_killed_worker_and_a_jail_that_cannot_restart(tmp_path):
+    """engine_sandbox_jails{role,state}, read live from a real nsjail pool. Invariant at every
+    read: each role's states add up to its jails (2 verify, 1 confirm). Busy while programs run;
+    a worker killed from outside is restarting, then idle again; once the jail's staged files are
+    gone (as a /tmp cleaner would leave it), a killed worker cannot restart and counts as broken."""
+    import os
+    import shutil
+    import signal
+
+    from sandbox import Limits, SandboxPool, Verdict
+
+    state, registry, store = _state(tmp_path, [["passed"]], 1)
+
+    def jails() -> dict[tuple[str, str], float]:
+        counts = {(role, s): registry.get_sample_value("engine_sandbox_jails", {"role": role, "state": s})
+                  for role in ("verify", "confirm") for s in ("busy", "idle", "restarting", "broken")}
+        for role, size in (("verify", 2), ("confirm", 1)):
+            assert sum(n for (r, _), n in counts.items() if r == role) == size, counts
+        return counts
+
+    async def until(predicate, what: str):
+        for _ in range(300):
+            if predicate(jails()):
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"never {what}: {jails()}")
+
+    def kill_all(pool: SandboxPool) -> None:
+        for pid in pool.backend.worker_pids():
+            os.killpg(pid, signal.SIGKILL)
+        time.sleep(0.5)  # the loop notices: uvloop then refuses to write to the dead jail
+
+    async def main():
+        pool = SandboxPool(workers=2, limits=Limits(timeout_s=5, cpu_time_s=5), backend="nsjail")
+        state.jails = pool.jails
+        assert {s.value for f in registry.collect() if f.name == "engine_sandbox_jails" for s in f.samples} == {0}
+        async with pool:
+            assert jails()[("verify", "idle")] == 2 and jails()[("confirm", "idle")] == 1
+            running = [asyncio.create_task(pool.run(SLEEP_PROGRAM.format(1))) for _ in range(2)]
+            await until(lambda j: j[("verify", "busy")] == 2, "two busy")
+            assert [o.verdict for o in await asyncio.gather(*running)] == [Verdict.passed] * 2
+            assert jails()[("verify", "idle")] == 2
+            kill_all(pool)  # the OOM killer, say: the next program finds its worker dead
+            outcome = await pool.run(SLEEP_PROGRAM.format(0))
+            assert outcome.verdict is Verdict.infra_error
+            assert jails()[("verify", "restarting")] >= 1
+            await until(lambda j: j[("verify", "restarting")] == 0 and j[("verify", "broken")] == 0, "restarted")
+            shutil.rmtree(pool.backend.launcher.layout.stage_dir)  # no jail can start any more
+            kill_all(pool)
+            for reserved in (False, False, True):
+                await pool.run(SLEEP_PROGRAM.format(0), reserved=reserved)
+            await until(lambda j: j[("verify", "broken")] >= 1 and j[("confirm", "broken")] == 1, "broken")
+            outcome = await pool.run(SLEEP_PROGRAM.format(0))
+            assert outcome.verdict is Verdict.infra_error and "cannot restart" in outcome.detail
+
+    uvloop.run(asyncio.wait_for(main(), 120))
+    state.close()
+    store.close()
+
+
+@settings(max_examples=15, deadline=None)
+@given(counts=st.lists(st.tuples(st.integers(1, 30), st.integers(0, 30)), min_size=0, max_size=4))
+def test_pass_at_k_estimate_goes_out_with_the_run_id_like_every_series(counts):
+    """engine_pass_at_k_estimate{k,method} is a custom collector: through the served registry,
+    each of its samples carries run_id, and no unlabelled one is left (empty counts: no samples)."""
+    from metrics.http import RunLabelled
+
+    registry = CollectorRegistry()
+    running = RunningPassAtK()
+    for p, (n, c) in enumerate(counts):
+        running.add(f"T/{p}", True, min(c, n))
+        running.add(f"T/{p}", False, n - min(c, n))
+    EngineMetrics(registry, running)
+    served = CollectorRegistry(auto_describe=False)
+    served.register(RunLabelled(registry, "abc"))
+    text = generate_latest(served).decode()
+    estimates = [s for f in text_string_to_metric_families(text) if f.name == "engine_pass_at_k_estimate"
+                 for s in f.samples]
+    assert all(s.labels.get("run_id") == "abc" for f in text_string_to_metric_families(text) for s in f.samples)
+    methods = {s.labels["method"] for s in estimates}
+    assert ("chen" in methods) == bool(counts)  # chen for every k as soon as a problem has a sample
+    assert {s.labels["k"] for s in estimates if s.labels["method"] == "chen"} == {
+        str(k) for k in running.scores()}
+
+
+def test_the_page_and_engine_status_agree_on_one_store_during_an_outage(tmp_path):
+    """Invariant: for one store, the live page's /api/state and `engine status --json` show the
+    same verified and target, the same servers up (0 of 2 while the whole fleet is down), and the
+    same stall: both stalled, no progress counted from the same moment (within the seconds between
+    the two reads)."""
+    import urllib.request
+
+    from metrics.sweep_state import STALL_AFTER_S
+    from test_prometheus_live import free_port
+
+    port, out = free_port(), tmp_path / "run"
+
+    def page() -> dict:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/state?since={time.time()}", timeout=10) as r:
+            return orjson.loads(r.read())
+
+    def status() -> dict:
+        result = subprocess.run([*ENGINE, "status", str(out), "--json"], capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        return orjson.loads(result.stdout)
+
+    def both_see_the_stall() -> bool:
+        try:
+            p, s = page(), status()
+        except OSError:  # not serving yet
+            return False
+        return p["stalled"] and s["servers_up"] == 0 and not any(x["up"] for x in p["servers"]) \
+            and (s["no_progress_s"] or 0) >= STALL_AFTER_S
+
+    (tmp_path / "fleet").mkdir()
+    with simulated_fleet(tmp_path / "fleet", 2, 600, "--faults", "fleet_down=@12s+45s") as hosts:
+        engine = subprocess.Popen(
+            [*ENGINE, "run", "--servers", str(hosts), "--out", str(out), "--limit", "4", "--samples", "200",
+             "--metrics-port", str(port), "--workers", "1", "--json"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 90
+            while not both_see_the_stall():
+                assert engine.poll() is None and time.monotonic() < deadline, "no stall seen by both"
+                time.sleep(0.5)
+            before = time.monotonic()
+            p, s = page(), status()
+            apart = time.monotonic() - before
+        finally:
+            engine.send_signal(signal.SIGINT)
+            time.sleep(0.5)
+            engine.send_signal(signal.SIGINT)
+            engine.communicate(timeout=120)
+
+    assert p["verified"] == s["samples"] and p["target"] == s["target"] == 4 * 200
+    assert sum(x["up"] for x in p["servers"]) == s["servers_up"] == 0 and len(p["servers"]) == s["servers"] == 2
+    assert p["stalled"] and s["no_progress_s"] >= STALL_AFTER_S and p["state"] == "running" and s["running"]
+    assert abs(p["no_progress_s"] - s["no_progress_s"]) <= apart + 1.0, (p["no_progress_s"], s["no_progress_s"])
+    assert {role: sum(states.values()) for role, states in p["jails"].items()} == {"verify": 1, "confirm": 1}
+    assert p["jails"]["verify"]["broken"] == 0 and p["dedup_hits"] >= 0

@@ -4,7 +4,7 @@
 Run as: python deploy/grafana/dashboard.py   (tests/test_deploy.py checks the JSON is up to date)
 
 Rows, top to bottom: progress (done/target, ETA, samples/s, problems solved, state), health
-(errors by class, time since the last verdict, servers up), running pass@k, verdicts, queue and
+(errors by class, time since the last verdict, servers up, sandbox jails), running pass@k, verdicts, queue and
 lag, throughput, the vLLM servers of the chosen sweeps only, dedup. Importable into any Grafana
 and provisioned from files alike: the datasource is a `datasource` variable (file provisioning
 does not resolve `__inputs`), the sweep a `run` variable over engine_run_info's run_id. Stat
@@ -78,6 +78,9 @@ ROWS: list[tuple[str, list[dict]]] = [
         stat("Failed for good", [q(f"sum({last('engine_sweep_generation_failures')})", "generation"),
                                  q(f"sum({last('engine_sweep_infra_errors')})", "infrastructure")], w=5,
              description="Samples the next run of the same command retries"),
+        panel("Sandbox jails", [q(f"sum by (state) (engine_sandbox_jails{{{RUN}}})", "{{state}}")], w=24, h=6,
+              description="busy, idle, restarting (a worker being replaced), broken (could not be restarted: "
+                          "its samples end as infra_error until the next run)"),
     ]),
     ("pass@k and verdicts", [
         panel("Running pass@k", [q(f"engine_pass_at_k{{{RUN}}}", "pass@{{k}}")], unit="percentunit"),
