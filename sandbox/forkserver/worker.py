@@ -16,6 +16,7 @@ import os
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -143,8 +144,8 @@ class Worker:
         return float(reported) if isinstance(reported, (int, float)) else None
 
     def _observe(self, reply: dict | None, limits: Limits, cpu_s: float | None) -> tuple[Observation, bool]:
-        base = {"timeout_s": limits.timeout_s, "cpu_time_s": limits.cpu_time_s, "memory_cap": self.memory_cap,
-                "cpu_used_s": cpu_s}  # fmt: skip
+        base: dict[str, Any] = {"timeout_s": limits.timeout_s, "cpu_time_s": limits.cpu_time_s,
+                                "memory_cap": self.memory_cap, "cpu_used_s": cpu_s}  # fmt: skip
         if reply is None or reply.get("event") != "result":
             if self._killed_by is KillReason.closed:
                 return Observation(ready=True, killed_by=KillReason.closed, **base), False
