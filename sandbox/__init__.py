@@ -19,9 +19,10 @@ The package imports nothing from `engine`: it raises sandbox.errors.SandboxError
 engine maps into its own error tree.
 """
 
+from sandbox.errors import SandboxError
 from sandbox.limits import Limits
 from sandbox.pool import SandboxPool
 from sandbox.program import humaneval_program
 from sandbox.verdicts import Outcome, Verdict
 
-__all__ = ["Limits", "Outcome", "SandboxPool", "Verdict", "humaneval_program"]
+__all__ = ["Limits", "Outcome", "SandboxError", "SandboxPool", "Verdict", "humaneval_program"]

@@ -18,9 +18,11 @@ from hypothesis import strategies as st
 import engine.errors
 import sandbox.errors
 from engine.cli import main
-from sandbox.forkserver.backend import ForkServerBackend
+from sandbox import Outcome, SandboxPool, Verdict
+from sandbox.forkserver.backend import SELF_TEST_PROGRAM, ForkServerBackend
 from sandbox.forkserver.boot import boot_command
 from sandbox.launchers import LAUNCHERS, Launcher
+from sandbox.launchers.bare import BareLauncher
 from sandbox.launchers.firejail import FirejailLauncher, FirejailLayout
 from sandbox.launchers.nsjail import JailLayout, NsjailLauncher
 from sandbox.limits import Limits
@@ -197,3 +199,44 @@ def test_the_bare_launcher_removes_its_scratch_directory() -> None:
     assert os.path.isdir(scratch)
     launcher.close()
     assert not os.path.exists(scratch)
+
+
+class FailsAfter:
+    """A launcher written against the protocol alone, outside the registry: the bare launcher's
+    jails while `jails` last, then a command that cannot start."""
+
+    name = "fails-after"
+
+    def __init__(self, jails: int) -> None:
+        self.inner = BareLauncher()
+        self.jails = jails
+
+    def prepare(self, limits: Limits) -> None:
+        self.inner.prepare(limits)
+
+    def server_config(self) -> dict:
+        return self.inner.server_config()
+
+    def command(self, config: dict, label: str) -> list[str]:
+        self.jails -= 1
+        return self.inner.command(config, label) if self.jails >= 0 else ["/nonexistent/jail"]
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def test_any_launcher_drives_the_backend_and_a_lost_worker_becomes_an_infra_error() -> None:
+    """Invariant: the backend needs nothing of a launcher beyond the protocol. A worker that cannot
+    be restarted (here: every jail after the first two) is replaced by a stand-in whose every
+    program is an infra_error naming the cause, never a verdict about the program."""
+    launcher = FailsAfter(jails=2)  # the worker and the reserved one, each retired after one program
+
+    async def main() -> list[Outcome]:
+        backend = ForkServerBackend(launcher, recycle_after=1, cgroups=False)
+        async with SandboxPool(workers=1, limits=Limits(timeout_s=5.0), backend=backend) as pool:
+            return [await pool.run(SELF_TEST_PROGRAM) for _ in range(3)]
+
+    outcomes = asyncio.run(main())
+    assert [o.verdict for o in outcomes] == [Verdict.infra_error] * 3
+    assert all("cannot restart a worker" in o.detail and "/nonexistent/jail" in o.detail for o in outcomes)
+    assert launcher.inner._tmp is None  # closed with the pool
