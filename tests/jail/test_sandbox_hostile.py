@@ -31,7 +31,7 @@ from sandbox.errors import SandboxError
 
 FAST = Limits(timeout_s=1.0)  # for programs expected to time out: keeps the suite short
 PREFIX = str(Path(sys.base_prefix).resolve())
-PROJECT = str(Path(__file__).resolve().parent.parent)
+PROJECT = str(Path(__file__).resolve().parents[2])
 BACKENDS = ["nsjail", "firejail"]
 
 
