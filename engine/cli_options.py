@@ -7,6 +7,8 @@ import re
 
 import click
 
+from sandbox.launchers import LAUNCHERS
+
 # Headers the client writes itself: a second copy would make the request ambiguous.
 _OWN_HEADERS = {"host", "content-length", "content-type", "transfer-encoding", "connection", "accept"}
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP field name (RFC 9110)
@@ -68,7 +70,7 @@ def use_envvars(group: click.Group, prefix: str) -> None:
 def sandbox_options(command):
     """The verification options `run` and `verify` share."""
     options = [
-        click.option("--sandbox", type=click.Choice(["nsjail", "firejail", "none"]), default="nsjail", show_default=True,
+        click.option("--sandbox", type=click.Choice(list(LAUNCHERS)), default="nsjail", show_default=True,
                      help="Sandbox backend. 'none' runs programs unisolated: trusted debugging only."),
         click.option("--no-dedup", is_flag=True, help="Run identical (problem, completion) samples every time."),
         click.option("--timeout", type=click.FloatRange(min=0.1), default=None,

@@ -9,7 +9,7 @@
     │   └── StoreDamagedError   the results store has a corrupt page or is not SQLite
     ├── FleetError              no server answered as a vLLM server would (exit 2)
     │   └── UnauthorizedError   a server refused our credentials (HTTP 401/403): --api-key
-    ├── SandboxError            the sandbox cannot run programs at all (exit 2)
+    ├── SandboxError            the sandbox cannot run programs at all (exit 2; from sandbox.errors)
     ├── StorageError            the results store cannot be written (disk full ...; exit 2)
     └── StreamError             one request failed; the unfinished samples are retried
         ├── HTTPStatusError     the server answered with an error status before streaming
@@ -17,7 +17,17 @@
             └── IgnoredNError   the server answered one choice where n > 1 were asked
 
 Library errors (aiohttp, sqlite3, datasets) are translated at the edge with ``raise ... from``.
+So is the sandbox package's own error (it imports nothing from the engine): the functions that
+open a SandboxPool are decorated with ``@map_exceptions(SANDBOX_ERRORS)``, as httpcore maps the
+errors of its backends.
 """
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Mapping
+
+import sandbox.errors
 
 
 class EngineError(Exception):
@@ -57,7 +67,7 @@ class UnauthorizedError(FleetError):
 
 
 class SandboxError(EngineError):
-    pass
+    """sandbox.errors.SandboxError, mapped at the engine's edge (SANDBOX_ERRORS)."""
 
 
 class StorageError(EngineError):
@@ -94,3 +104,19 @@ class ProtocolError(StreamError):
 class IgnoredNError(ProtocolError):
     """The stream ended with only choice 0 where n > 1 were asked: the server ignores `n`
     (llama.cpp-style servers, some gateways). Ask it for one sample per request."""
+
+
+SANDBOX_ERRORS: Mapping[type[Exception], type[EngineError]] = {sandbox.errors.SandboxError: SandboxError}
+
+
+@contextlib.asynccontextmanager
+async def map_exceptions(mapping: Mapping[type[Exception], type[EngineError]]) -> AsyncIterator[None]:
+    """`async with` (or decorate a coroutine function): an exception of a type in `mapping` leaves
+    as the engine's error of the same message, raised from it; any other passes unchanged."""
+    try:
+        yield
+    except Exception as exc:
+        for source, target in mapping.items():
+            if isinstance(exc, source):
+                raise target(str(exc)) from exc
+        raise

@@ -14,7 +14,7 @@ import aiohttp
 from prometheus_client import CollectorRegistry
 
 from engine.dataset import load_problems
-from engine.errors import InputError, RunConfigError
+from engine.errors import SANDBOX_ERRORS, InputError, RunConfigError, map_exceptions
 from engine.hosts import read_hosts
 from engine.progress import Progress
 from engine.records import Problem
@@ -97,6 +97,7 @@ async def run_sweep(cfg: RunConfig, registry: CollectorRegistry | None = None) -
             await server.cleanup()
 
 
+@map_exceptions(SANDBOX_ERRORS)
 async def _sweep(cfg: RunConfig, store: Store, urls: list[str], all_problems: list[Problem],
                  registry: CollectorRegistry, metrics: EngineMetrics, running: RunningPassAtK, live: dict,
                  server: MetricsServer | None) -> dict:  # fmt: skip

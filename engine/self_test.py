@@ -7,10 +7,12 @@ import asyncio
 from dataclasses import replace
 
 from engine.dataset import load_problems
+from engine.errors import SANDBOX_ERRORS, map_exceptions
 from sandbox import Outcome, SandboxPool, humaneval_program
 from sandbox.exploits import EXPLOITS, Exploit
 
 
+@map_exceptions(SANDBOX_ERRORS)
 async def run_self_test(settings) -> list[tuple[Exploit, Outcome, Outcome]]:
     """(exploit, outcome without guards, outcome with guards) for every exploit, in order."""
     problems = {p.task_id: p for p in load_problems("humaneval")}

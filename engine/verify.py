@@ -20,7 +20,7 @@ import orjson
 
 from engine.cli_options import sandbox_options, sandbox_settings
 from engine.dataset import load_problems
-from engine.errors import InputError
+from engine.errors import SANDBOX_ERRORS, InputError, map_exceptions
 from engine.progress import Progress
 from engine.records import Problem
 from engine.runlock import RunLock, keep_heartbeat
@@ -124,6 +124,7 @@ async def verify_file(samples: Path, out: Path, dataset: str, settings: VerifySe
                      reused=reused)  # fmt: skip
 
 
+@map_exceptions(SANDBOX_ERRORS)
 async def _verify_all(problems, jobs: list[tuple[object, Problem, str]], settings: VerifySettings,
                       record: Callable[[object, Outcome], None]) -> int:  # fmt: skip
     """Open the sandboxes, preflight, and verify every (key, problem, completion) job, calling

@@ -21,7 +21,7 @@ from prometheus_client.core import GaugeMetricFamily
 from metrics.running import RunningPassAtK
 
 STATES = ("running", "draining", "finished", "stopped")
-JAIL_ROLES = ("verify", "confirm")  # sandbox/workers.py: ForkServerBackend.jail_counts
+JAIL_ROLES = ("verify", "confirm")  # sandbox/forkserver/backend.py: ForkServerBackend.jail_counts
 JAIL_STATES = ("busy", "idle", "restarting", "broken")
 STALL_AFTER_S = 10.0  # running without a verdict for this long: stalled (the live page, the progress line, status)
 INFRA_ERROR = "infra_error"

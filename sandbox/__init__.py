@@ -7,16 +7,22 @@
         outcome: Outcome = await pool.run(program)
 
 Modules: limits (Limits), verdicts (Verdict, Outcome, the decision table), pool (SandboxPool),
-workers (the fork-server backend, engine side: nsjail, firejail or none), server (the
-fork-server inside each jail), nsjail and firejail (their command lines), seccomp (the
-per-program filter), protocol (the child's status records), capture (bounded output), cgroups (a
-CPU share, a memory cap and CPU accounting per jail; leftovers of killed runs), program (humaneval_program), verifier (dedup, calibrated limits,
-preflight).
+errors (SandboxError), verifier (dedup, calibrated limits, preflight), program
+(humaneval_program), seccomp (the per-program filter), protocol (the child's status records),
+capture (bounded output), cgroups (a CPU share, a memory cap and CPU accounting per jail;
+leftovers of killed runs), exploits (generic reward hacks the guards must defeat).
+Folders: forkserver/ (the fork-server: in the jail, server.py and guards.py; engine side,
+backend.py and worker.py), launchers/ (how a jail starts: base.py's Launcher protocol and
+LAUNCHERS registry; nsjail.py, firejail.py, bare.py for `none`).
+
+The package imports nothing from `engine`: it raises sandbox.errors.SandboxError, which the
+engine maps into its own error tree.
 """
 
+from sandbox.errors import SandboxError
 from sandbox.limits import Limits
 from sandbox.pool import SandboxPool
 from sandbox.program import humaneval_program
 from sandbox.verdicts import Outcome, Verdict
 
-__all__ = ["Limits", "Outcome", "SandboxPool", "Verdict", "humaneval_program"]
+__all__ = ["Limits", "Outcome", "SandboxError", "SandboxPool", "Verdict", "humaneval_program"]

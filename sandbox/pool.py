@@ -11,7 +11,7 @@ from sandbox.verdicts import Outcome
 
 
 class Backend(Protocol):
-    """A way to run programs and judge them (sandbox/workers.py: fork-server jails)."""
+    """A way to run programs and judge them (sandbox/forkserver/backend.py: fork-server jails)."""
 
     name: str
 
@@ -44,7 +44,7 @@ class SandboxPool:
         self._state = "new"  # new -> started -> closed
 
     async def start(self) -> None:
-        """Check the backend can run programs; raises engine.errors.SandboxError if not."""
+        """Check the backend can run programs; raises sandbox.errors.SandboxError if not."""
         if self._state != "new":
             raise RuntimeError(f"SandboxPool.start() on a {self._state} pool")
         await self.backend.start(self.limits, self.workers)
@@ -86,15 +86,14 @@ class SandboxPool:
         await self.close()
 
 
-BACKENDS = ("nsjail", "firejail", "none")
-
-
 def make_backend(name: str) -> Backend:
-    """The fork-server backend of that kind: "nsjail" (default), "firejail", or "none" (no sandbox)."""
-    from sandbox.workers import LAUNCHERS, ForkServerBackend
+    """The fork-server backend of that kind, a name of sandbox/launchers/: "nsjail" (default),
+    "firejail", or "none" (no sandbox)."""
+    from sandbox.forkserver.backend import ForkServerBackend
+    from sandbox.launchers import LAUNCHERS
 
     if name not in LAUNCHERS:
-        raise ValueError(f"unknown sandbox {name!r}; choose one of {', '.join(BACKENDS)}")
+        raise ValueError(f"unknown sandbox {name!r}; choose one of {', '.join(LAUNCHERS)}")
     return ForkServerBackend(LAUNCHERS[name]())
 
 

@@ -1,6 +1,6 @@
 """The harness's status channel, engine side: a sans-IO parser fed the bytes of the status fd.
 
-One JSON object per line (written by the child in `sandbox/server.py`):
+One JSON object per line (written by the child in `sandbox/forkserver/server.py`):
 
     {"event": "ready"}                               stdin read; the program starts now
     {"event": "passed", "nonce": "<hex>"}            exec returned: check(entry_point) returned

@@ -33,9 +33,9 @@ import statistics
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
+from typing import Protocol
 
-from engine.errors import SandboxError
-from engine.records import Problem
+from sandbox.errors import SandboxError
 from sandbox.limits import Limits
 from sandbox.pool import SandboxPool
 from sandbox.program import humaneval_program
@@ -56,6 +56,22 @@ CACHE_OUTPUT_CHARS = 2048
 CPU_SHARE = 0.5  # CPU limit / wall-clock limit, at most (see Timing)
 INFRA_ATTEMPTS = 3  # runs of a sample whose sandbox keeps failing, before it is stored as infra_error
 INFRA_RETRY_DELAY_S = 0.25  # times the attempt number: a replacement worker starts meanwhile
+
+
+class Problem(Protocol):
+    """What the verifier reads of a problem (engine.records.Problem has it): the sandbox does not
+    import the engine."""
+
+    @property
+    def task_id(self) -> str: ...
+    @property
+    def prompt(self) -> str: ...
+    @property
+    def test(self) -> str: ...
+    @property
+    def entry_point(self) -> str: ...
+    @property
+    def canonical_solution(self) -> str | None: ...
 
 
 @dataclass(frozen=True, slots=True)

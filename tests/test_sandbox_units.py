@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from sandbox import Limits, Outcome, SandboxPool, Verdict, humaneval_program
 from sandbox.capture import TailBuffer
 from sandbox.cgroups import own_cgroups, own_memory_cgroup
-from sandbox.nsjail import JailLayout, nsjail_command
+from sandbox.launchers.nsjail import JailLayout, nsjail_command
 from sandbox.protocol import MAX_LINE_BYTES, Failure, StatusParser
 from sandbox.verdicts import KillReason, Observation, decide, load_sensitive
 
@@ -310,7 +310,7 @@ def test_a_worker_joins_its_cgroups_before_its_jail_starts(tmp_path) -> None:
 
 
 def test_command_runs_isolated_python_with_the_fork_server() -> None:
-    from sandbox.server_boot import BOOTSTRAP
+    from sandbox.forkserver.boot import BOOTSTRAP
 
     argv = command()
     assert argv[argv.index("--", 14) + 1 :] == [

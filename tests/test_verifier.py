@@ -13,10 +13,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from engine.dataset import load_problems
-from engine.errors import SandboxError
 from engine.records import Problem, Sample
 from engine.store import Store, StoredVerdict
 from sandbox import Limits, Outcome, SandboxPool, Verdict
+from sandbox.errors import SandboxError
 from sandbox.verifier import KNOWN_BAD, Timing, Verifier
 
 PROBLEMS = [

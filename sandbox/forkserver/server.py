@@ -4,7 +4,7 @@ then forks one fresh child per program.
 Run as: python -I -S -B -u -X utf8 -c <this file's source> CONFIG_JSON
 
 Standard library only and self-contained: the jail sees no project files. The engine (sandbox/
-workers.py) talks to it over stdin/stdout:
+forkserver/worker.py) talks to it over stdin/stdout:
 
     engine -> server   4-byte big-endian length, then JSON {"program": str, "limits": {...}}
     server -> engine   one JSON line per program (see `_serve_one`), and first a hello line
@@ -29,7 +29,7 @@ Per program, in order (nsjail: all of it):
    every other descriptor closed; all capabilities dropped, no_new_privs, then the seccomp
    filter of sandbox/seccomp.py. Then it runs the program in a fresh globals dict, or, for a
    program built with guards when the limits ask for them, as candidate, restore, test
-   (sandbox/guards.py, whose source precedes this one in the jail).
+   (guards.py, whose source precedes this one in the jail).
 3. The server enforces the wall-clock limit (SIGKILL to the child = the whole namespace), reads
    the child's output into a bounded tail and its status records, reaps it with wait4 (CPU time
    of it and all its descendants) and answers one line. The engine keeps its own backstop timer.
@@ -88,7 +88,7 @@ def main():
     for name in PREWARM:
         __import__(name)
     _warm_up()
-    guards = GuardSnapshot()  # sandbox/guards.py, whose source comes first in the jail (workers.SERVER_SOURCE)
+    guards = GuardSnapshot()  # guards.py, whose source comes first in the jail (worker.SERVER_SOURCE)
     import gc
 
     gc.collect()
@@ -150,7 +150,7 @@ def _warm_up():
 
 class Server:
     def __init__(self, config, guards=None):
-        self.guards = guards  # what guarded programs restore (sandbox/guards.py)
+        self.guards = guards  # what guarded programs restore (guards.py)
         self.isolate = bool(config.get("pidns"))  # per-program pid namespaces (and a user ns for them)
         self.mountns = self.isolate and bool(config.get("mountns"))  # private /tmp (+ /proc) per program
         self.mount_proc = self.mountns and bool(config.get("mount_proc"))
@@ -348,7 +348,7 @@ def _first_for_the_oom_killer():
 
 def _run_program(source, guards=None):
     """Run the program; with `guards` (a GuardSnapshot), a program built with guards runs as
-    candidate, restore, test (sandbox/guards.py); any other program (a probe) as it is."""
+    candidate, restore, test (guards.py); any other program (a probe) as it is."""
     write, exit_now, read, dumps = os.write, os._exit, os.read, json.dumps
     print_exception = traceback.print_exception
     sys.stdin = sys.__stdin__ = open(0, "r", closefd=False)  # the server's stdin buffer stays out of reach

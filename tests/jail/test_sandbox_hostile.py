@@ -24,14 +24,14 @@ import pytest
 import uvloop
 
 from engine.dataset import load_problems
-from engine.errors import SandboxError
 from engine.records import Problem
 from sandbox import Limits, Outcome, SandboxPool, Verdict, humaneval_program
 from sandbox.cgroups import own_cgroups
+from sandbox.errors import SandboxError
 
 FAST = Limits(timeout_s=1.0)  # for programs expected to time out: keeps the suite short
 PREFIX = str(Path(sys.base_prefix).resolve())
-PROJECT = str(Path(__file__).resolve().parent.parent)
+PROJECT = str(Path(__file__).resolve().parents[2])
 BACKENDS = ["nsjail", "firejail"]
 
 
@@ -599,7 +599,8 @@ def test_close_kills_what_runs_and_cancel_kills_its_program() -> None:
 
 
 def test_recycles_workers_and_keeps_verdicts(first: Problem) -> None:
-    from sandbox.workers import ForkServerBackend, NsjailLauncher
+    from sandbox.forkserver.backend import ForkServerBackend
+    from sandbox.launchers.nsjail import NsjailLauncher
 
     async def main() -> tuple[list[Outcome], int]:
         backend = ForkServerBackend(NsjailLauncher(), recycle_after=3)
@@ -612,7 +613,8 @@ def test_recycles_workers_and_keeps_verdicts(first: Problem) -> None:
 
 
 def test_start_fails_with_one_line_when_nsjail_is_missing() -> None:
-    from sandbox.workers import ForkServerBackend, NsjailLauncher
+    from sandbox.forkserver.backend import ForkServerBackend
+    from sandbox.launchers.nsjail import NsjailLauncher
 
     async def main() -> None:
         async with SandboxPool(workers=1, backend=ForkServerBackend(NsjailLauncher(nsjail_path="/nonexistent/nsjail"))):

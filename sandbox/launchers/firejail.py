@@ -1,4 +1,5 @@
-"""The firejail command line for one worker jail, and finding what it needs on the host.
+"""The firejail launcher: finding what it needs on the host, the command line of one worker jail,
+and FirejailLauncher, which puts them together.
 
 Run as: the unprivileged account `engine-sandbox` (made by scripts/setup-system.sh: firejail
 refuses root-less use by system accounts and `nobody`), through setpriv, never as root.
@@ -18,6 +19,7 @@ private /tmp, emptied after each one.
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
 import shutil
@@ -25,10 +27,36 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from sandbox.server_boot import BOOTSTRAP
+from sandbox import seccomp
+from sandbox.forkserver.boot import boot_command
+from sandbox.limits import Limits
 
 ACCOUNT = "engine-sandbox"
-PYTHON_FLAGS = ("-I", "-S", "-B", "-u", "-X", "utf8")
+PROJECT_ROOT = Path(__file__).resolve().parents[2]  # hidden from the jail
+
+
+class FirejailLauncher:
+    """firejail (Debian's), run as the unprivileged account engine-sandbox."""
+
+    name = "firejail"
+
+    def __init__(self) -> None:
+        self.layout: FirejailLayout | None = None
+
+    def prepare(self, limits: Limits) -> None:
+        self.layout = discover_firejail(PROJECT_ROOT)
+
+    def server_config(self) -> dict:
+        assert self.layout is not None, "server_config() before prepare()"
+        return {"pidns": True, "mountns": False, "seccomp": seccomp.sample_filter().hex(),
+                "wipe": ["/tmp", self.layout.home]}  # fmt: skip
+
+    def command(self, config: dict, label: str) -> list[str]:
+        assert self.layout is not None, "command() before prepare()"
+        return firejail_command(self.layout, server_config=json.dumps(config), label=label)
+
+    def close(self) -> None:
+        pass
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +102,5 @@ def firejail_command(layout: FirejailLayout, *, server_config: str, label: str) 
         "--hostname=sandbox", "--deterministic-exit-code", "--deterministic-shutdown",
         *[f"--blacklist={path}" for path in layout.hidden],
     ]  # fmt: skip
-    interpreter = [layout.python, *PYTHON_FLAGS, "-c", BOOTSTRAP, server_config]
     # No "--" before the program: with it, firejail runs the command through the account's shell.
-    return drop + jail + [*interpreter, *([label] if label else [])]
+    return drop + jail + boot_command(layout.python, server_config, label)

