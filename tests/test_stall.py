@@ -69,8 +69,8 @@ def test_a_stall_is_logged_once_when_it_begins_and_the_timer_keeps_logging(caplo
 def test_status_and_the_progress_line_show_the_fleet_down(tmp_path):
     out = tmp_path / "run"
     # 4 sequences per server at 300 tok/s: a sample every ~0.6 s, the sweep ~45 s (even when the
-    # engine is slow to start on a busy machine, it is mid-sweep at 25 s), down from 25 s for 20 s
-    with simulated_fleet(tmp_path, 2, 300, "--faults", "fleet_down=@25s+20s") as hosts:
+    # engine is slow to start on a busy machine, it is mid-sweep at 25 s), down from 25 s for 30 s
+    with simulated_fleet(tmp_path, 2, 300, "--faults", "fleet_down=@25s+30s") as hosts:
         args = [*ENGINE, "run", "--servers", str(hosts), "--out", str(out), "--limit", "12", "--samples", "48",
                 "--request-n", "4", "--max-seqs-per-server", "4", "--no-metrics", "--workers", "2"]  # not --json: a progress line
         process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
