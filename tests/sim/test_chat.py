@@ -17,11 +17,11 @@ import uvloop
 
 from engine.chat import DEFAULT_SYSTEM_PROMPT, chat_messages, extract_completion
 from engine.dataset import load_problems
-from engine.simulator import SimulatedFleet, SyntheticModel
-from engine.simulator.chat import FORMS, Message, function_prefixes, prompt_tokens
-from engine.simulator.faults import KINDS
-from engine.simulator.plans import PlanCache
-from engine.simulator.protocol import APIError, parse_chat_request
+from vllm_sim import SimulatedFleet, SyntheticModel
+from vllm_sim.api.protocol import APIError, parse_chat_request
+from vllm_sim.faults.spec import KINDS
+from vllm_sim.gpu.plans import PlanCache
+from vllm_sim.model.instruct import FORMS, Message, function_prefixes, prompt_tokens
 
 MODEL = "simulated-llama-8b"
 
