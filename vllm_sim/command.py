@@ -8,7 +8,6 @@ import os
 import signal
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import click
 import uvloop
@@ -16,10 +15,8 @@ import uvloop
 from engine.dataset import load_problems
 from engine.errors import InputError
 from vllm_sim.faults.spec import FaultSpec, parse_faults
+from vllm_sim.fleet import SimulatedFleet
 from vllm_sim.settings import SimulatorConfig
-
-if TYPE_CHECKING:
-    from vllm_sim.fleet import SimulatedFleet
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +63,6 @@ def simulate(servers: int, hosts_file: Path, tokens_per_second: float, seed: int
         config = SimulatorConfig(model_name=model_name, max_num_seqs=max_num_seqs, max_model_len=max_model_len,
                                  ignore_n=ignore_n, api_key=api_key)  # fmt: skip
         _check_writable(hosts_file)
-        from vllm_sim.fleet import SimulatedFleet  # aiohttp: only when simulating
-
         problems = load_problems(dataset)
         fleet = SimulatedFleet(servers, problems=problems, tokens_per_second=tokens_per_second, seed=seed,
                                host=host, base_port=base_port, config=config, faults=spec,
