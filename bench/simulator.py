@@ -1,6 +1,6 @@
 """How much CPU does the simulated fleet cost per token it serves?
 
-Starts `python -m engine.simulator` as its own process, drives it with a minimal raw-socket
+Starts `python -m vllm_sim` as its own process, drives it with a minimal raw-socket
 streaming client (HumanEval prompts and stop sequences, as a sweep would send them), and
 prints the simulator's CPU-seconds per million tokens, the share of one core it used, and the
 aggregate rate it achieved against the rate offered.
@@ -125,7 +125,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         hosts = Path(tmp) / "hosts.txt"
-        cmd = [sys.executable, "-m", "engine.simulator", "--servers", str(args.servers), "--hosts-file", str(hosts),
+        cmd = [sys.executable, "-m", "vllm_sim", "--servers", str(args.servers), "--hosts-file", str(hosts),
                "--tokens-per-second", str(args.tokens_per_second)]  # fmt: skip
         proc = subprocess.Popen(cmd, stderr=subprocess.DEVNULL)
         try:

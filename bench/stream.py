@@ -58,8 +58,8 @@ CLIENTS = ("openai", "aiohttp", "engine")
 def encode_stream(n: int, tokens: int) -> list[bytes]:
     """One response body as HTTP chunks, grouped by engine step: element s is what step s sends."""
     from engine.dataset import load_problems
-    from engine.simulator.tokens import split_tokens
-    from engine.simulator.wire import DONE_EVENT, ChunkEncoder, http_chunk
+    from vllm_sim.api.wire import DONE_EVENT, ChunkEncoder, http_chunk
+    from vllm_sim.gpu.tokens import split_tokens
 
     texts: list[bytes] = []
     for problem in load_problems():

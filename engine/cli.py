@@ -6,6 +6,7 @@ Every error the user can cause ends as one line on stderr and exit status 2.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import sys
 from collections.abc import Coroutine
@@ -90,7 +91,24 @@ class _OneLineErrors(click.Group):
             fail(str(exc))
 
 
-@click.group(cls=_OneLineErrors, context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "ENGINE"})
+class _EngineGroup(_OneLineErrors):
+    """Some commands load their module only when asked for: `engine verify` never imports the
+    simulator (vllm_sim: aiohttp's server, numpy)."""
+
+    lazy_commands = {"simulate": "vllm_sim.command:simulate"}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy_commands})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in self.lazy_commands and name not in self.commands:
+            module, attribute = self.lazy_commands[name].split(":")
+            self.add_command(getattr(importlib.import_module(module), attribute), name)
+            use_envvars(self, "ENGINE")
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=_EngineGroup, context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "ENGINE"})
 @click.version_option(package_name="engine")
 def main() -> None:
     """Repeated sampling with execution-based verification.
@@ -248,10 +266,8 @@ def status(run_dir: str, as_json: bool) -> None:
 
 
 def _register_commands_defined_elsewhere() -> None:
-    from engine.simulator.command import simulate
     from engine.verify import verify
 
-    main.add_command(simulate)
     main.add_command(verify)
 
 

@@ -21,12 +21,12 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 import transcripts
-from engine.hosts import parse_hosts
 from engine.cli import main as engine_cli
-from engine.simulator.metrics import ServerMetrics
+from engine.hosts import parse_hosts
 from metrics.exporter import EngineMetrics
 from metrics.running import RunningPassAtK
 from metrics.sweep_state import SweepState, SweepStateCollector
+from vllm_sim.api.server_metrics import ServerMetrics
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"

@@ -19,10 +19,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from engine.dataset import load_problems
 from engine.run import RunConfig, run_sweep
 from engine.runner import SweepOptions
-from engine.simulator import SimulatedFleet
 from engine.store import Store
 from metrics.http import serve_metrics
 from metrics.passk import pass_at_k_table
+from vllm_sim import SimulatedFleet
 
 PROBLEMS, SAMPLES = 20, 8
 

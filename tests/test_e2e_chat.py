@@ -21,9 +21,9 @@ from engine.dataset import load_problems
 from engine.run import RunConfig, run_sweep
 from engine.runner import SweepOptions
 from engine.scheduler import problem_seed
-from engine.simulator import SimulatedFleet, SyntheticModel
-from engine.simulator.chat import Message
 from engine.store import Store
+from vllm_sim import SimulatedFleet, SyntheticModel
+from vllm_sim.model.instruct import Message
 
 PROBLEMS, SAMPLES, MAX_TOKENS = 5, 8, 512
 

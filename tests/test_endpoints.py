@@ -24,9 +24,9 @@ from engine.errors import HTTPStatusError, UnauthorizedError
 from engine.openai_stream import StreamAssembler
 from engine.run import RunConfig, _target
 from engine.servers import Fleet
-from engine.simulator import SimulatedFleet
 from engine.status import run_status
 from engine.store import Store
+from vllm_sim import SimulatedFleet
 from fleet_process import ENGINE, simulated_fleet
 from test_run_lock import assert_one_line_error
 

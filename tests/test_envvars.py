@@ -10,8 +10,9 @@ import pytest
 from engine.cli import main
 from engine.cli_options import HeaderType
 
-COMMANDS = sorted(main.commands)
-OPTIONS = [(name, p) for name in COMMANDS for p in main.commands[name].params
+COMMANDS = main.list_commands(click.Context(main))
+COMMAND = {name: main.get_command(click.Context(main), name) for name in COMMANDS}  # loads the lazy ones
+OPTIONS = [(name, p) for name in COMMANDS for p in COMMAND[name].params
            if isinstance(p, click.Option) and not p.hidden]  # fmt: skip
 
 
@@ -55,7 +56,7 @@ def required_args(command: click.Command, skip: click.Parameter) -> list[str]:
 def test_every_option_reads_its_environment_variable(monkeypatch, command, option):
     text, expected = sample(option)
     monkeypatch.setenv(env_name(command, option), text)
-    cmd = main.commands[command]
+    cmd = COMMAND[command]
     ctx = cmd.make_context(command, required_args(cmd, option))
     value = ctx.params[option.name]
     assert (str(value) if not isinstance(expected, (tuple, bool, int, float)) else value) == expected
@@ -63,7 +64,7 @@ def test_every_option_reads_its_environment_variable(monkeypatch, command, optio
 
 @pytest.mark.parametrize("command", COMMANDS)
 def test_help_names_every_environment_variable(command):
-    cmd = main.commands[command]
+    cmd = COMMAND[command]
     text = cmd.get_help(click.Context(cmd, info_name=command))
     flat = " ".join(text.split())
     for option in (p for p in cmd.params if isinstance(p, click.Option) and not p.hidden):

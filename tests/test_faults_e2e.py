@@ -13,9 +13,9 @@ from prometheus_client import CollectorRegistry
 from engine.dataset import load_problems
 from engine.run import RunConfig, run_sweep
 from engine.runner import SweepOptions
-from engine.simulator import SimulatedFleet
 from engine.store import Store
 from sandbox import Limits
+from vllm_sim import SimulatedFleet
 
 PROBLEMS, SAMPLES = 8, 8
 TOTAL = PROBLEMS * SAMPLES

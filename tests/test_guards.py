@@ -20,11 +20,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engine.dataset import load_problems
-from engine.simulator.mutations import mutants
 from sandbox import Limits, Outcome, SandboxPool, Verdict, humaneval_program
 from sandbox.exploits import EXPLOITS
 from sandbox.forkserver.guards import GUARD_MARKER, GuardSnapshot, guard_call, guard_copy_args, guard_plain, guard_split
 from sandbox.verifier import Verifier, seed_from_store
+from vllm_sim.model.mutations import mutants
 
 PROBLEMS = {p.task_id: p for p in load_problems("humaneval")}
 LIMITS = Limits(timeout_s=5.0, cpu_time_s=5.0)

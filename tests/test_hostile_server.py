@@ -42,10 +42,10 @@ from engine.servers import (
     _waiting_from_metrics,
     choose_model,
 )
-from engine.simulator import SimulatedFleet
-from engine.simulator.wire import DONE_EVENT, ChunkEncoder, http_chunk
 from engine.store import Store
 from sandbox import Limits
+from vllm_sim import SimulatedFleet
+from vllm_sim.api.wire import DONE_EVENT, ChunkEncoder, http_chunk
 
 MB = 1 << 20
 RSS_GROWTH_LIMIT = 100 * MB  # what reading one hostile server may add to the process's peak RSS

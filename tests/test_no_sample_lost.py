@@ -22,9 +22,9 @@ from hypothesis import strategies as st
 from engine.client import stream_completion, timeout_for
 from engine.errors import StreamError
 from engine.openai_stream import StreamAssembler
-from engine.simulator.injection import INBAND_MESSAGE, altered_event
-from engine.simulator.wire import DONE_EVENT, ChunkEncoder, http_chunk, in_band_error_event
 from engine.sse import SSEParser
+from vllm_sim.api.wire import DONE_EVENT, ChunkEncoder, http_chunk, in_band_error_event
+from vllm_sim.faults.injection import INBAND_MESSAGE, altered_event
 
 OK_HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\ntransfer-encoding: chunked\r\n\r\n"
 KINDS = ("none", "cut", "reset", "inband", "garbage", "truncated", "dup", "bad_index", "bad_utf8", "surrogate",

@@ -37,8 +37,8 @@ from engine.dataset import load_problems
 from engine.openai_stream import StreamAssembler
 from engine.run import RunConfig, run_sweep
 from engine.runner import HUMANEVAL_STOP, SweepOptions
-from engine.simulator import SimulatedFleet
 from engine.store import Store
+from vllm_sim import SimulatedFleet
 
 pytestmark = [pytest.mark.real_vllm, pytest.mark.timeout(1200)]
 

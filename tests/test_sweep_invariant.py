@@ -18,8 +18,8 @@ from prometheus_client import CollectorRegistry
 from engine.dataset import load_problems
 from engine.run import RunConfig, exit_status, run_sweep
 from engine.runner import SweepOptions
-from engine.simulator import SimulatedFleet
 from engine.store import Store
+from vllm_sim import SimulatedFleet
 from fleet_process import ENGINE, simulated_fleet
 from sandbox import Limits
 

@@ -21,13 +21,13 @@ from engine.dataset import load_problems
 from engine.records import Sample
 from engine.run import RunConfig, run_sweep
 from engine.runner import SweepOptions
-from engine.simulator import SimulatedFleet
 from engine.store import Store, StoredVerdict
 from metrics.exporter import EngineMetrics
 from metrics.http import serve_metrics
 from metrics.page import PageData
 from metrics.running import RunningPassAtK
 from metrics.sweep_state import STATES, SweepState, SweepStateCollector
+from vllm_sim import SimulatedFleet
 
 VERDICTS = ("passed", "failed", "timeout", "oom", "error", "infra_error")
 

@@ -15,9 +15,9 @@ from engine.dataset import load_problems
 from engine.export import export_rows
 from engine.run import RunConfig, run_sweep
 from engine.runner import SweepOptions
-from engine.simulator import SimulatedFleet
 from engine.store import Store
 from sandbox import Outcome, SandboxPool, Verdict
+from vllm_sim import SimulatedFleet
 
 PROBLEMS, SAMPLES = 4, 4
 BROKEN = "HumanEval/1"  # its sandbox fails every time (preflight aside, so the run starts)

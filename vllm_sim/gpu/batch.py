@@ -21,9 +21,9 @@ import logging
 import random
 from collections import deque
 
-from engine.simulator.metrics import ServerMetrics
-from engine.simulator.plans import EmissionPlan
-from engine.simulator.wire import DONE_EVENT, ChatChunkEncoder, ChunkEncoder, Choice, http_chunk
+from vllm_sim.api.server_metrics import ServerMetrics
+from vllm_sim.api.wire import DONE_EVENT, ChatChunkEncoder, ChunkEncoder, Choice, http_chunk
+from vllm_sim.gpu.plans import EmissionPlan
 
 log = logging.getLogger(__name__)
 

@@ -12,11 +12,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from engine.dataset import load_problems
-from engine.simulator.model import TRAILERS, SyntheticModel, rate_quantile
-from engine.simulator.mutations import KINDS, mutants
-from engine.simulator.plans import PlanCache
-from engine.simulator.stops import StopScanner
-from engine.simulator.tokens import count_tokens, split_tokens
+from vllm_sim.gpu.plans import PlanCache
+from vllm_sim.gpu.stops import StopScanner
+from vllm_sim.gpu.tokens import count_tokens, split_tokens
+from vllm_sim.model.mutations import KINDS, mutants
+from vllm_sim.model.synthetic import TRAILERS, SyntheticModel, rate_quantile
 
 HUMANEVAL_STOPS = ("\ndef", "\nclass", "\nif", "\nprint", "\n#")
 

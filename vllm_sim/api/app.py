@@ -1,7 +1,7 @@
 """One simulated server's HTTP API (aiohttp): vLLM 0.32's OpenAI-compatible routes.
 
 Handlers only translate: validation lives in `protocol`, bytes in `wire`, generation in
-`batch`. A completion request becomes a `Job` of n sequences per prompt, a chat request a `Job`
+`gpu.batch`. A completion request becomes a `Job` of n sequences per prompt, a chat request a `Job`
 of n sequences (its prompt is the chat template applied to the messages); the handler submits
 it to the batch engine and waits for it to finish, while the engine writes a stream's events
 to the connection as it goes. Both go through the same faults, batch and pacing.
@@ -19,16 +19,7 @@ from collections.abc import Callable
 
 from aiohttp import HttpVersion11, web
 
-from engine.simulator import chat
-from engine.simulator.batch import BatchEngine, Job
-from engine.simulator.config import VLLM_VERSION, SimulatorConfig
-from engine.simulator.faults import HTTP_KINDS, FaultPlan
-from engine.simulator.injection import ServerFaults, StreamSabotage
-from engine.simulator.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from engine.simulator.metrics import ServerMetrics
-from engine.simulator.model import SyntheticModel
-from engine.simulator.plans import PlanCache
-from engine.simulator.protocol import (
+from vllm_sim.api.protocol import (
     DEFAULT_MAX_TOKENS,
     APIError,
     ChatRequest,
@@ -36,8 +27,9 @@ from engine.simulator.protocol import (
     parse_chat_request,
     parse_completion_request,
 )
-from engine.simulator.tokens import count_tokens
-from engine.simulator.wire import (
+from vllm_sim.api.server_metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from vllm_sim.api.server_metrics import ServerMetrics
+from vllm_sim.api.wire import (
     DONE_EVENT,
     ChatChunkEncoder,
     ChunkEncoder,
@@ -47,6 +39,14 @@ from engine.simulator.wire import (
     in_band_error_event,
     models_body,
 )
+from vllm_sim.faults.injection import ServerFaults, StreamSabotage
+from vllm_sim.faults.spec import HTTP_KINDS, FaultPlan
+from vllm_sim.gpu.batch import BatchEngine, Job
+from vllm_sim.gpu.plans import PlanCache
+from vllm_sim.gpu.tokens import count_tokens
+from vllm_sim.model import instruct
+from vllm_sim.model.synthetic import SyntheticModel
+from vllm_sim.settings import VLLM_VERSION, SimulatorConfig
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +135,7 @@ class SimulatedAPI:
         body = await request.read()
         cfg = self.config
         try:
-            req = parse_chat_request(body, cfg.model_name, cfg.max_model_len, chat.prompt_tokens)
+            req = parse_chat_request(body, cfg.model_name, cfg.max_model_len, instruct.prompt_tokens)
         except APIError as exc:
             return await self._refuse(request, exc)
         return await self._serve(request, req.stream, lambda: self._chat_job(request, req), chat_completion_body)

@@ -5,7 +5,7 @@ solution or one of a few plausible wrong answers (`mutations`), followed by the 
 real model keeps writing after the function (a `main()`, a `__main__` guard, example prints),
 so HumanEval's stop sequences cut it as they would cut a real completion. Any other prompt
 gets generic code-like text (`filler`). Through chat (`chat_sample`), the same draw is worded
-as an instruct model would answer (`chat`): the whole function in a ```python block, then the
+as an instruct model would answer (`instruct`): the whole function in a ```python block, then the
 end of the sequence.
 
 Which sample comes out is a pure function of (server seed, task, sample seed), so every server
@@ -24,10 +24,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from engine.records import Problem
-from engine.simulator import chat
-from engine.simulator.filler import Filler
-from engine.simulator.mutations import KINDS, Mutant, mutants
-from engine.simulator.tokens import split_tokens
+from vllm_sim.gpu.tokens import split_tokens
+from vllm_sim.model import instruct
+from vllm_sim.model.filler import Filler
+from vllm_sim.model.mutations import KINDS, Mutant, mutants
 
 # Solve rates: a share of problems the model never solves, the rest Kumaraswamy(a, b), a Beta
 # look-alike with a closed-form quantile. Its density ~ p^(a-1) near 0 makes fail@k ~ k^-a.
@@ -61,7 +61,7 @@ TRAILERS = (
 
 
 @dataclass(frozen=True, slots=True)
-class Sample:
+class SyntheticSample:
     """One completion: its own token texts (`head`), then the filler from `filler_start` on,
     or (`eos`) the end of the sequence right after the head."""
 
@@ -81,7 +81,7 @@ class _Answers:
 
 
 class SyntheticModel:
-    """Maps (prompt, sample seed) to a `Sample`; everything derives from `seed`."""
+    """Maps (prompt, sample seed) to a `SyntheticSample`; everything derives from `seed`."""
 
     def __init__(self, problems: Sequence[Problem], seed: int = 0):
         self.seed = seed
@@ -101,7 +101,7 @@ class SyntheticModel:
     def solve_rate(self, task_id: str) -> float:
         return self._rates[task_id]
 
-    def sample(self, prompt: str, sample_seed: int | None) -> Sample:
+    def sample(self, prompt: str, sample_seed: int | None) -> SyntheticSample:
         """The sample for `prompt`; `sample_seed` None means greedy (temperature 0)."""
         problem = self._problems.get(prompt)
         if problem is None:
@@ -118,7 +118,7 @@ class SyntheticModel:
             head += self._tokens((problem.task_id, trailer), TRAILERS[trailer].format(call=answers.call,
                                                                                    entry=problem.entry_point))
             self._heads[key] = head
-        return Sample(key, kind, head, filler_start=0)
+        return SyntheticSample(key, kind, head, filler_start=0)
 
     def _answer(self, answers: _Answers, sample_seed: int | None, u_solve: float, u_kind: float,
                 u_site: float) -> tuple[str, int, str]:  # fmt: skip
@@ -135,50 +135,52 @@ class SyntheticModel:
 
     # -- chat ------------------------------------------------------------------------------------
 
-    def chat_problem(self, messages: Sequence[chat.Message]) -> Problem | None:
+    def chat_problem(self, messages: Sequence[instruct.Message]) -> Problem | None:
         """The HumanEval problem in the last user message: in a ```python block or bare."""
-        content = chat.last_user_content(messages)
+        content = instruct.last_user_content(messages)
         if content is None:
             return None
         found = self._found.get(content, False)
         if found is False:
-            found = next((p for c in chat.code_candidates(content) if (p := self._by_code.get(c.strip()))), None)
+            found = next((p for c in instruct.code_candidates(content) if (p := self._by_code.get(c.strip()))), None)
             if len(self._found) >= 4096:
                 self._found.clear()
             self._found[content] = found
         return found
 
-    def chat_sample(self, messages: Sequence[chat.Message], sample_seed: int | None) -> Sample:
+    def chat_sample(self, messages: Sequence[instruct.Message], sample_seed: int | None) -> SyntheticSample:
         """The answer to a chat; for a HumanEval problem, right or wrong exactly when
         `sample(problem.prompt, sample_seed)` is."""
         problem = self.chat_problem(messages)
         if problem is None:
             subject = "\0".join(f"{m.role}\0{m.content}" for m in messages)
             u_start, u_count, _, _ = _uniforms(self.seed, "chat\0" + subject, sample_seed)
-            start = int(u_start * chat.GENERIC_STARTS)
-            count = chat.GENERIC_COUNTS[int(u_count * len(chat.GENERIC_COUNTS))]
+            start = int(u_start * instruct.GENERIC_STARTS)
+            count = instruct.GENERIC_COUNTS[int(u_count * len(instruct.GENERIC_COUNTS))]
             key = ("chat-generic", start, count)
-            return Sample(key, "generic", self._tokens(key, chat.generic_answer(start, count)), 0, eos=True)
+            text = instruct.generic_answer(start, count)
+            return SyntheticSample(key, "generic", self._tokens(key, text), 0, eos=True)
         answers = self._answers_for(problem)
         u_solve, u_kind, u_site, _ = _uniforms(self.seed, problem.task_id, sample_seed)
         kind, index, body = self._answer(answers, sample_seed, u_solve, u_kind, u_site)
         u_intro, u_form, u_outro, _ = _uniforms(self.seed, "chat\0" + problem.task_id, sample_seed)
-        form = chat.pick_form(u_form)
-        i_intro, i_outro = int(u_intro * len(chat.INTROS)), int(u_outro * len(chat.OUTROS))
+        form = instruct.pick_form(u_form)
+        i_intro, i_outro = int(u_intro * len(instruct.INTROS)), int(u_outro * len(instruct.OUTROS))
         key = ("chat", problem.task_id, kind, index, form, i_intro, i_outro)
         task = problem.task_id
         prefixes = self._prefixes.get(task)
         if prefixes is None:
-            prefixes = self._prefixes[task] = chat.function_prefixes(problem.prompt, problem.entry_point)
-        close = chat.FENCE_CLOSE if body.endswith("\n") else "\n" + chat.FENCE_CLOSE
+            prefixes = self._prefixes[task] = instruct.function_prefixes(problem.prompt, problem.entry_point)
+        close = instruct.FENCE_CLOSE if body.endswith("\n") else "\n" + instruct.FENCE_CLOSE
         # Not cached whole (too many combinations): joining the cached pieces takes a microsecond.
+        intro = instruct.intro(i_intro, problem.entry_point) + instruct.FENCE_OPEN
         head = (
-            self._tokens(("chat-intro", task, i_intro), chat.intro(i_intro, problem.entry_point) + chat.FENCE_OPEN)
+            self._tokens(("chat-intro", task, i_intro), intro)
             + self._tokens(("chat-prefix", task, form), prefixes.get(form, prefixes["whole_prompt"]))
             + self._tokens((task, kind, index), body)
-            + self._tokens(("chat-outro", close, i_outro), close + chat.outro(i_outro))
+            + self._tokens(("chat-outro", close, i_outro), close + instruct.outro(i_outro))
         )  # fmt: skip
-        return Sample(key, kind, head, 0, eos=True)
+        return SyntheticSample(key, kind, head, 0, eos=True)
 
     def _tokens(self, key: tuple, text: str) -> tuple[str, ...]:
         tokens = self._pieces.get(key)
@@ -186,20 +188,20 @@ class SyntheticModel:
             tokens = self._pieces[key] = split_tokens(text)
         return tokens
 
-    def sample_text(self, sample: Sample, tokens: int) -> str:
+    def sample_text(self, sample: SyntheticSample, tokens: int) -> str:
         """The first `tokens` tokens of a sample as text (for tests and tools)."""
         return "".join(self.token(sample, k) for k in range(tokens))
 
-    def token(self, sample: Sample, k: int) -> str:
+    def token(self, sample: SyntheticSample, k: int) -> str:
         head = sample.head
         if k < len(head):
             return head[k]
         return self.filler.token(sample.filler_start + k - len(head))
 
-    def _generic(self, prompt: str, sample_seed: int | None) -> Sample:
+    def _generic(self, prompt: str, sample_seed: int | None) -> SyntheticSample:
         u = _uniforms(self.seed, prompt, sample_seed)[0]
         start = int(u * len(self.filler.tokens))
-        return Sample(("generic", start), "generic", (), start)
+        return SyntheticSample(("generic", start), "generic", (), start)
 
     def _answers_for(self, problem: Problem) -> _Answers:
         answers = self._answers.get(problem.task_id)

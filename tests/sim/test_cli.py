@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.simulator.command import HOSTS_HEADER
+from vllm_sim.command import HOSTS_HEADER
 
-SIMULATE = [sys.executable, "-m", "engine.simulator"]
+SIMULATE = [sys.executable, "-m", "vllm_sim"]
 
 
 def start(*args: str) -> subprocess.Popen:

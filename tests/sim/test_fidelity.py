@@ -19,7 +19,7 @@ import uvloop
 
 import transcripts
 from engine.dataset import load_problems
-from engine.simulator import SimulatedFleet
+from vllm_sim import SimulatedFleet
 
 TRANSCRIPTS = transcripts.DIR
 CHAT_TRANSCRIPTS = TRANSCRIPTS.parent / "vllm-chat-transcripts"
@@ -342,7 +342,7 @@ def test_raw_http_chunk_framing(problems):
 
 def test_encoded_chunks_equal_the_transcripts_byte_for_byte():
     """The pure encoders, given the real server's values, reproduce its bytes exactly."""
-    from engine.simulator.wire import ChunkEncoder, Choice, completion_body, usage_field
+    from vllm_sim.api.wire import ChunkEncoder, Choice, completion_body, usage_field
 
     fingerprint = "vllm-0.32.0-5be7a34d"
 
@@ -584,7 +584,7 @@ def test_chat_and_validation_errors_match_captures_exactly(problems, name):
 
 
 def test_chat_encoders_equal_the_transcripts_byte_for_byte():
-    from engine.simulator.wire import ChatChunkEncoder, Choice, chat_completion_body
+    from vllm_sim.api.wire import ChatChunkEncoder, Choice, chat_completion_body
 
     fingerprint = "vllm-0.32.0-5be7a34d"
     lines = [b"data: " + e + b"\n\n" for e in transcript("31").events()]

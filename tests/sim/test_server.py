@@ -13,7 +13,7 @@ import pytest
 import uvloop
 
 from engine.dataset import load_problems
-from engine.simulator import SimulatedFleet
+from vllm_sim import SimulatedFleet
 
 HUMANEVAL_STOPS = ["\ndef", "\nclass", "\nif", "\nprint"]  # what the engine sends: vLLM takes at most 4
 

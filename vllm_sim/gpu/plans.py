@@ -16,8 +16,8 @@ from collections.abc import Callable
 
 import orjson
 
-from engine.simulator.model import Sample, SyntheticModel
-from engine.simulator.stops import StopScanner
+from vllm_sim.gpu.stops import StopScanner
+from vllm_sim.model.synthetic import SyntheticSample, SyntheticModel
 
 _BLOCK = 16  # steps computed at a time
 
@@ -88,7 +88,7 @@ class PlanCache:
         self._meter = [0]
         self._max_steps = max_steps
 
-    def get(self, sample: Sample, stops: tuple[str, ...], include_stop: bool = False) -> EmissionPlan:
+    def get(self, sample: SyntheticSample, stops: tuple[str, ...], include_stop: bool = False) -> EmissionPlan:
         key = (sample.key, stops, include_stop)
         plan = self._plans.get(key)
         if plan is not None:

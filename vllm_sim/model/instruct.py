@@ -15,7 +15,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from engine.simulator.tokens import count_tokens
+from vllm_sim.gpu.tokens import count_tokens
 
 # A Llama 3 instruct template: <|begin_of_text|>, then per message <|start_header_id|> ROLE
 # <|end_header_id|> "\n\n" CONTENT <|eot_id|>, then the assistant's header. Special tokens count

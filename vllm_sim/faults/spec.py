@@ -1,6 +1,6 @@
 """Fault specifications for `engine simulate --faults`: parsing, validation, per-request draws.
 
-Pure: no I/O, no event loop. `injection` carries the faults out.
+Pure: no I/O, no event loop. `injection` and `controller` carry the faults out.
 
 A spec is a comma-separated list of items, each either a per-request rate or a scheduled event:
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 
-from engine.simulator.tokens import split_tokens
+from vllm_sim.gpu.tokens import split_tokens
 
 _NOUNS = ("values", "items", "words", "numbers", "pairs", "scores", "names", "rows", "keys", "nodes")
 _VERBS = ("count", "sum", "filter", "merge", "scan", "group", "parse", "rank", "split", "check")

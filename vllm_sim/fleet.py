@@ -5,7 +5,7 @@
         await fleet.stop_server(3)      # crash one (clients see their streams cut)
         await fleet.start_server(3)     # and bring it back on the same port
 
-    SimulatedFleet(3, faults="reset=0.05,kill=server1@10s+5s", faults_seed=7)   # see `faults`
+    SimulatedFleet(3, faults="reset=0.05,kill=server1@10s+5s", faults_seed=7)   # see `faults.spec`
     fleet.fault_counts()                # {"reset": 4, "kill": 1, ...} injected so far
 
 All servers share one synthetic model and its emission plans (both are pure functions of the
@@ -23,12 +23,13 @@ from collections.abc import Sequence
 from aiohttp import web
 
 from engine.records import Problem
-from engine.simulator.app import SimulatedAPI
-from engine.simulator.config import SimulatorConfig
-from engine.simulator.faults import KINDS, FaultSpec, parse_faults
-from engine.simulator.injection import FaultController, ServerFaults
-from engine.simulator.model import SyntheticModel
-from engine.simulator.plans import PlanCache
+from vllm_sim.api.app import SimulatedAPI
+from vllm_sim.faults.controller import FaultController
+from vllm_sim.faults.injection import ServerFaults
+from vllm_sim.faults.spec import KINDS, FaultSpec, parse_faults
+from vllm_sim.gpu.plans import PlanCache
+from vllm_sim.model.synthetic import SyntheticModel
+from vllm_sim.settings import SimulatorConfig
 
 log = logging.getLogger(__name__)
 

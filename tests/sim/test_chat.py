@@ -1,6 +1,6 @@
 """Chat in the simulator: the synthetic model's instruct-style answers (pure), and
 /v1/chat/completions over HTTP (streams against bodies, seeds, limits, stop strings, faults).
-Comparisons with the real vLLM transcripts live in test_simulator_fidelity.py."""
+Comparisons with the real vLLM transcripts live in test_fidelity.py."""
 
 from __future__ import annotations
 
@@ -17,11 +17,11 @@ import uvloop
 
 from engine.chat import DEFAULT_SYSTEM_PROMPT, chat_messages, extract_completion
 from engine.dataset import load_problems
-from engine.simulator import SimulatedFleet, SyntheticModel
-from engine.simulator.chat import FORMS, Message, function_prefixes, prompt_tokens
-from engine.simulator.faults import KINDS
-from engine.simulator.plans import PlanCache
-from engine.simulator.protocol import APIError, parse_chat_request
+from vllm_sim import SimulatedFleet, SyntheticModel
+from vllm_sim.api.protocol import APIError, parse_chat_request
+from vllm_sim.faults.spec import KINDS
+from vllm_sim.gpu.plans import PlanCache
+from vllm_sim.model.instruct import FORMS, Message, function_prefixes, prompt_tokens
 
 MODEL = "simulated-llama-8b"
 
@@ -139,7 +139,7 @@ def test_the_plan_ends_at_the_end_of_sequence_and_releases_what_it_held(problems
     assert cut.text(5000) == whole.partition("```")[0] and cut.stop_reason == "```"
 
 
-# DEVELOPMENT CHECK on the simulator's own output (not untrusted code), as in test_simulator_model.py
+# DEVELOPMENT CHECK on the simulator's own output (not untrusted code), as in test_model.py
 
 
 def _passes(problem, completion: str) -> bool:

@@ -19,10 +19,10 @@ import pytest
 import uvloop
 
 from engine.errors import InputError
-from engine.simulator import SimulatedFleet
-from engine.simulator.faults import KINDS, FaultPlan, FaultSpecError, parse_faults
+from vllm_sim import SimulatedFleet
+from vllm_sim.faults.spec import KINDS, FaultPlan, FaultSpecError, parse_faults
 
-SIMULATE = [sys.executable, "-m", "engine.simulator"]
+SIMULATE = [sys.executable, "-m", "vllm_sim"]
 BODY = dict(prompt="import os\n", max_tokens=40)  # a generic prompt: 40 tokens, 40 events
 
 
@@ -576,14 +576,14 @@ def test_counts_and_logs_match_the_predicted_draws(caplog):
                     observed.append("reset")
             return observed, await metric_counts(s, f.urls[0]), f.fault_counts()
 
-    with caplog.at_level(logging.INFO, logger="engine.simulator.injection"):
+    with caplog.at_level(logging.INFO, logger="vllm_sim.faults"):
         observed, scraped, counts = run(main())
     assert observed == [p.kind if p else None for p in predicted]
     expected = {k: observed.count(k) for k in ("http503", "reset", "cut")}
     assert all(expected.values()) and only(counts, **expected) and only(scraped, **expected)
-    lines = [r.getMessage() for r in caplog.records if r.name == "engine.simulator.injection"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "vllm_sim.faults"]
     assert len(lines) == sum(expected.values())
-    assert all(r.levelno == logging.INFO for r in caplog.records if r.name == "engine.simulator.injection")
+    assert all(r.levelno == logging.INFO for r in caplog.records if r.name == "vllm_sim.faults")
     assert sum(line.startswith("fault reset on server0") for line in lines) == expected["reset"]
 
 

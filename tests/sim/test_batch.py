@@ -9,11 +9,11 @@ import re
 
 import uvloop
 
-from engine.simulator.batch import BatchEngine, Job
-from engine.simulator.metrics import ServerMetrics
-from engine.simulator.model import SyntheticModel
-from engine.simulator.plans import PlanCache
-from engine.simulator.wire import ChunkEncoder
+from vllm_sim.api.server_metrics import ServerMetrics
+from vllm_sim.api.wire import ChunkEncoder
+from vllm_sim.gpu.batch import BatchEngine, Job
+from vllm_sim.gpu.plans import PlanCache
+from vllm_sim.model.synthetic import SyntheticModel
 
 
 class FakeTransport:

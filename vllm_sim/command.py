@@ -8,18 +8,15 @@ import os
 import signal
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import click
 import uvloop
 
 from engine.dataset import load_problems
 from engine.errors import InputError
-from engine.simulator.config import SimulatorConfig
-from engine.simulator.faults import FaultSpec, parse_faults
-
-if TYPE_CHECKING:
-    from engine.simulator.fleet import SimulatedFleet
+from vllm_sim.faults.spec import FaultSpec, parse_faults
+from vllm_sim.fleet import SimulatedFleet
+from vllm_sim.settings import SimulatorConfig
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +47,7 @@ class HostsFileWriteError(InputError):
               help="As vllm serve --api-key: /v1/* routes need 'Authorization: Bearer KEY' (401 otherwise).")
 @click.option("--faults", "faults", default=None, metavar="SPEC",
               help="Inject faults, e.g. 'reset=0.05,stall=0.01:30s,kill=server1@10s+5s' "
-                   "(syntax: README, or engine/simulator/faults.py).")  # fmt: skip
+                   "(syntax: README, or vllm_sim/faults/spec.py).")  # fmt: skip
 @click.option("--faults-seed", type=int, default=0, show_default=True,
               help="Seed of the per-request fault draws: the same seed, the same faults.")  # fmt: skip
 @click.option("--ignore-n", is_flag=True,
@@ -66,8 +63,6 @@ def simulate(servers: int, hosts_file: Path, tokens_per_second: float, seed: int
         config = SimulatorConfig(model_name=model_name, max_num_seqs=max_num_seqs, max_model_len=max_model_len,
                                  ignore_n=ignore_n, api_key=api_key)  # fmt: skip
         _check_writable(hosts_file)
-        from engine.simulator.fleet import SimulatedFleet  # aiohttp: only when simulating
-
         problems = load_problems(dataset)
         fleet = SimulatedFleet(servers, problems=problems, tokens_per_second=tokens_per_second, seed=seed,
                                host=host, base_port=base_port, config=config, faults=spec,
@@ -106,7 +101,7 @@ def _log_faults_to_stderr() -> None:
         return
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname).1s %(message)s", "%H:%M:%S"))
-    faults_log = logging.getLogger("engine.simulator.injection")
+    faults_log = logging.getLogger("vllm_sim.faults")
     faults_log.addHandler(handler)
     faults_log.setLevel(logging.INFO)
 

@@ -1,0 +1,1 @@
+"""One simulated server's HTTP face: request checks, response bytes, routes, /metrics."""

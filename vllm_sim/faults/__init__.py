@@ -1,0 +1,1 @@
+"""Injected faults (`engine simulate --faults`): the spec, and carrying it out."""

@@ -1,0 +1,1 @@
+"""Generation as vLLM's engine does it: tokens, stop strings, emission plans, continuous batching."""
