@@ -8,7 +8,7 @@ import click
 import pytest
 
 from engine.cli import main
-from engine.cli_options import HeaderType
+from engine.cli.options import HeaderType
 
 COMMANDS = sorted(main.commands)
 OPTIONS = [(name, p) for name in COMMANDS for p in main.commands[name].params
