@@ -55,11 +55,18 @@ class Scheduling:
     drain_timeout_s: float = 60.0  # on the first SIGINT/SIGTERM: how long live work may finish
 
 
+def limits_for(timing: Timing, memory_mb: int = Limits().memory_mb, guards: bool = True) -> Limits:
+    """The pool's limits: wall clock and CPU time both the fixed timeout (or the default of a
+    calibrated one; the verifier sets each problem's own)."""
+    fixed = timing.timeout_s or timing.default_s
+    return Limits(timeout_s=fixed, cpu_time_s=fixed, memory_mb=memory_mb, guards=guards)
+
+
 @dataclass(frozen=True, slots=True)
 class SandboxSettings:
     backend: str = "nsjail"  # one of SANDBOX_BACKENDS
     workers: int = field(default_factory=default_workers)
-    limits: Limits = Limits()
+    limits: Limits = field(default_factory=lambda: limits_for(Timing()))
     dedup: bool = True
     timing: Timing = Timing()
 

@@ -8,7 +8,7 @@ import re
 
 import click
 
-from engine.config import SANDBOX_BACKENDS, SandboxSettings, default
+from engine.config import SANDBOX_BACKENDS, SandboxSettings, default, limits_for
 from sandbox import Limits
 from sandbox.verifier import Timing
 
@@ -117,7 +117,6 @@ def sandbox_settings(opts: dict) -> SandboxSettings:
         )
     timing = Timing(timeout_s=opts["timeout"], floor_s=opts["timeout_floor"], factor=opts["timeout_factor"],
                     ceiling_s=opts["timeout_ceiling"], cpu_floor_s=opts["cpu_time_floor"])  # fmt: skip
-    fixed = opts["timeout"] or timing.default_s
-    limits = Limits(timeout_s=fixed, cpu_time_s=fixed, memory_mb=opts["memory_mb"], guards=not opts["no_guards"])
+    limits = limits_for(timing, memory_mb=opts["memory_mb"], guards=not opts["no_guards"])
     return SandboxSettings(backend=opts["sandbox"], workers=opts["workers"], limits=limits,
                            dedup=not opts["no_dedup"], timing=timing)  # fmt: skip
