@@ -185,7 +185,7 @@ def exit_status(summary: RunSummary) -> int:
     retries them)."""
     if summary["stopped"]:
         return 0
-    holes = summary["missing"] + summary["generation_failures"] + summary["infra_errors"]
+    holes = summary["missing"] + summary["generation_failures"] + summary.get("infra_errors", 0)
     return 1 if holes else 0
 
 
