@@ -252,7 +252,9 @@ class EngineClient:
         from sandbox.verifier import Verifier
 
         runner = importlib.import_module(runner_module)
-        Sampling, Sweep, SweepOptions = runner.Sampling, runner.Sweep, runner.SweepOptions  # noqa: N806
+        from engine.config import Scheduling
+
+        Sampling, Sweep = runner.Sampling, runner.Sweep  # noqa: N806
         self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300))
         self.tmp = tempfile.mkdtemp(prefix="bench-stream-")
         self.store = Store.open(self.tmp)
@@ -261,7 +263,7 @@ class EngineClient:
             problems=[], fleet=Fleet([url], self.session, 1 << 20), session=self.session, store=self.store,
             sandbox=None, verifier=Verifier(None, [], dedup=False), workers=0,  # type: ignore[arg-type]
             metrics=EngineMetrics(CollectorRegistry(), running), running=running,
-            sampling=Sampling(model=MODEL, dataset="bench", max_tokens=tokens), options=SweepOptions(samples=n),
+            sampling=Sampling(model=MODEL, dataset="bench", max_tokens=tokens), samples=n, options=Scheduling(),
         )
         self.problem = Problem("bench/0", PROMPT, "", "add")
         self.n = n

@@ -8,7 +8,6 @@ import hashlib
 import logging
 import signal
 import time
-from dataclasses import dataclass, field, replace
 
 import aiohttp
 from prometheus_client import CollectorRegistry
@@ -19,69 +18,38 @@ from engine.hosts import read_hosts
 from engine.progress import Progress
 from engine.records import Problem
 from engine.policies import samples_owed
-from engine.chat import DEFAULT_SYSTEM_PROMPT
-from engine.runner import HUMANEVAL_STOP, Sampling, Sweep, SweepOptions
+from engine.config import RunConfig
+from engine.runner import HUMANEVAL_STOP, Sampling, Sweep
 from engine.runlock import RunLock, keep_heartbeat
 from engine.servers import Fleet
 from engine.store import Store
-from engine.summary import summarize
+from engine.summary import RunSummary, summarize
 from metrics.exporter import EngineMetrics
 from metrics.http import MetricsServer, serve_metrics
 from metrics.page import PageData
 from metrics.running import RunningPassAtK
 from metrics.sweep_state import SweepState, SweepStateCollector, ensure_run_id, sampling_hash
-from sandbox import Limits, SandboxPool
-from sandbox.pool import default_workers
-from sandbox.verifier import Timing, Verifier, seed_from_store
+from sandbox import SandboxPool
+from sandbox.verifier import Verifier, seed_from_store
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class RunConfig:
-    servers: str
-    out: str
-    model: str | None = None
-    dataset: str = "humaneval"
-    samples: int = 100
-    limit: int | None = None
-    temperature: float = 0.8
-    top_p: float = 0.95
-    max_tokens: int = 512
-    seed: int = 0
-    api: str = "completions"
-    system_prompt: str = DEFAULT_SYSTEM_PROMPT
-    options: SweepOptions | None = None
-    workers: int = field(default_factory=default_workers)
-    limits: Limits = Limits()
-    sandbox: str = "nsjail"  # nsjail | firejail | none
-    dedup: bool = True
-    timing: Timing = Timing()
-    metrics_host: str = "127.0.0.1"
-    metrics_port: int | None = 9400  # None: no endpoint
-    startup_timeout_s: float = 300.0  # how long to wait for a fleet that is still loading
-    drain_timeout_s: float = 60.0  # on the first SIGINT/SIGTERM: how long live work may finish
-    final_scrape_timeout_s: float = 15.0  # after the sweep: how long to wait for Prometheus to see its end
-    new_run: bool = False  # keep an existing run in --out aside and start afresh
-    progress: bool = True
-    headers: tuple[tuple[str, str], ...] = ()  # sent on every request to the fleet (--api-key, --header)
-
-
-async def run_sweep(cfg: RunConfig, registry: CollectorRegistry | None = None) -> dict:
+async def run_sweep(cfg: RunConfig, registry: CollectorRegistry | None = None) -> RunSummary:
     """Run (or resume) a sweep to the end; returns the summary of the whole run."""
     urls = read_hosts(cfg.servers)
-    all_problems = load_problems(cfg.dataset)
+    all_problems = load_problems(cfg.sampling.dataset)
     registry = registry if registry is not None else CollectorRegistry()
     running = RunningPassAtK()
     metrics = EngineMetrics(registry, running)
     # /metrics first: a port in use ends the command before it leaves anything in --out. It
     # serves no series until the store names the run (every series carries run_id).
-    server = await _serve_metrics(registry, cfg.metrics_host, cfg.metrics_port)
+    server = await _serve_metrics(registry, cfg.output.metrics_host, cfg.output.metrics_port)
     try:
-        with RunLock.acquire(cfg.out):  # one writer per run, for the run's whole life
-            if cfg.new_run and (kept := Store.move_aside(cfg.out)) is not None:
-                log.warning("--new-run: the previous run in %s is kept as %s", cfg.out, kept)
-            store = Store.open(cfg.out)
+        with RunLock.acquire(cfg.output.out):  # one writer per run, for the run's whole life
+            if cfg.output.new_run and (kept := Store.move_aside(cfg.output.out)) is not None:
+                log.warning("--new-run: the previous run in %s is kept as %s", cfg.output.out, kept)
+            store = Store.open(cfg.output.out)
             if server is not None:
                 server.label(ensure_run_id(store))
             live: dict = {}  # figures the heartbeat carries for `engine status` (servers up)
@@ -100,8 +68,9 @@ async def run_sweep(cfg: RunConfig, registry: CollectorRegistry | None = None) -
 @map_exceptions(SANDBOX_ERRORS)
 async def _sweep(cfg: RunConfig, store: Store, urls: list[str], all_problems: list[Problem],
                  registry: CollectorRegistry, metrics: EngineMetrics, running: RunningPassAtK, live: dict,
-                 server: MetricsServer | None) -> dict:  # fmt: skip
-    options, problem_count = _target(cfg, store, len(all_problems))
+                 server: MetricsServer | None) -> RunSummary:  # fmt: skip
+    asked, options = cfg.sampling, cfg.scheduling
+    samples, problem_count = _target(cfg, store, len(all_problems))
     problems = all_problems[:problem_count]
     started = time.monotonic()
     connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)  # the default limit=100 caps the fleet
@@ -110,58 +79,59 @@ async def _sweep(cfg: RunConfig, store: Store, urls: list[str], all_problems: li
         metrics.add_servers(urls)
         live["servers"] = lambda: (sum(s.up and not s.retired for s in fleet.servers), len(fleet.servers))
         previous = store.get_meta("sampling")
-        requested_model = cfg.model or (previous or {}).get("model")
-        model = await fleet.discover(requested_model, cfg.startup_timeout_s)
+        requested_model = asked.model or (previous or {}).get("model")
+        model = await fleet.discover(requested_model, options.startup_timeout_s)
         sampling = Sampling(
-            model=model, dataset=_fingerprint(cfg.dataset, all_problems), temperature=cfg.temperature,
-            top_p=cfg.top_p, max_tokens=cfg.max_tokens, seed=cfg.seed, api=cfg.api,
-            stop=HUMANEVAL_STOP if cfg.api == "completions" else (),
-            system_prompt=cfg.system_prompt if cfg.api == "chat" else "",
+            model=model, dataset=_fingerprint(asked.dataset, all_problems), temperature=asked.temperature,
+            top_p=asked.top_p, max_tokens=asked.max_tokens, seed=asked.seed, api=asked.api,
+            stop=HUMANEVAL_STOP if asked.api == "completions" else (),
+            system_prompt=asked.system_prompt if asked.api == "chat" else "",
         )
-        _check_same_run(previous, sampling, cfg.out)
+        _check_same_run(previous, sampling, cfg.output.out)
         store.set_meta("sampling", sampling.to_dict())
-        store.set_meta("target", {"problems": len(problems), "samples": options.samples})
+        store.set_meta("target", {"problems": len(problems), "samples": samples})
         store.set_meta("policy", {"name": options.policy, "stop_after": options.stop_after})
         store.save_problems(all_problems)
         for task_id, (n, c) in store.pass_counts().items():
             running.add(task_id, False, n - c)
             running.add(task_id, True, c)
-        state = _sweep_state(ensure_run_id(store), sampling, problems, options.samples, running, store)
+        state = _sweep_state(ensure_run_id(store), sampling, problems, samples, running, store)
         registry.register(SweepStateCollector(state))
         page = PageData(state, metrics)
         if server is not None:
             server.show(page)
         try:
-            async with SandboxPool(workers=cfg.workers, limits=cfg.limits, backend=cfg.sandbox) as sandbox:
-                verifier = Verifier(sandbox, problems, dedup=cfg.dedup, timing=cfg.timing)
+            box = cfg.sandbox
+            async with SandboxPool(workers=box.workers, limits=box.limits, backend=box.backend) as sandbox:
+                verifier = Verifier(sandbox, problems, dedup=box.dedup, timing=box.timing)
                 await verifier.preflight()
                 seed_from_store(verifier, store)
                 sweep = Sweep(
                     problems=problems, fleet=fleet, session=session, store=store, sandbox=sandbox,
-                    verifier=verifier, workers=cfg.workers, metrics=metrics, running=running, sampling=sampling,
-                    options=options,
+                    verifier=verifier, workers=box.workers, metrics=metrics, running=running, sampling=sampling,
+                    samples=samples, options=options,
                 )
                 state.admission = sweep.admission
                 state.jails = sandbox.jails
                 state.draining = lambda: sweep.stopped
                 verified = sum(n for n, _ in store.pass_counts().values())
-                progress = Progress(len(problems) * options.samples, verified, sweep.status, cfg.progress,
+                progress = Progress(len(problems) * samples, verified, sweep.status, cfg.output.progress,
                                     servers=live["servers"])  # fmt: skip
                 sweep.progress = progress
                 log.info(
                     "sweep: %d problems x %d samples of %s on %d servers -> %s",
-                    len(problems), options.samples, model, len(urls), cfg.out,
+                    len(problems), samples, model, len(urls), cfg.output.out,
                 )
                 refreshing = asyncio.create_task(progress.refresh_forever())
                 try:
-                    with _stop_on_signals(sweep, cfg.drain_timeout_s):
+                    with _stop_on_signals(sweep, options.drain_timeout_s):
                         await sweep.run()
                 finally:
                     refreshing.cancel()
                     progress.close()
             state.phase = "stopped" if sweep.stopped else "finished"
             if server is not None:  # let Prometheus record the end, not a vanished engine
-                await server.next_scrape(cfg.final_scrape_timeout_s)
+                await server.next_scrape(cfg.output.final_scrape_timeout_s)
         finally:
             state.close()
             page.close()
@@ -169,28 +139,28 @@ async def _sweep(cfg: RunConfig, store: Store, urls: list[str], all_problems: li
     wanted = {p.task_id for p in problems}
     counts = {t: nc for t, nc in store.pass_counts().items() if t in wanted}
     verdicts = store.verdict_counts(wanted)
-    return summarize(
-        counts, verdicts, model=model, out=cfg.out, tokens=totals["tokens"],
+    return RunSummary(
+        **summarize(counts, verdicts), model=model, out=cfg.output.out, tokens=totals["tokens"],
         elapsed_s=round(time.monotonic() - started, 3), generation_failures=totals["generation_failures"],
         new_samples=sweep.stats.samples_verified, new_tokens=sweep.stats.tokens,
-        target=len(problems) * options.samples, stopped=sweep.stopped,
-        missing=sum(samples_owed(options.policy, options.samples, options.stop_after, *counts.get(t, (0, 0)))
+        target=len(problems) * samples, stopped=sweep.stopped,
+        missing=sum(samples_owed(options.policy, samples, options.stop_after, *counts.get(t, (0, 0)))
                     for t in wanted),
     )
 
 
-def _target(cfg: RunConfig, store: Store, available: int) -> tuple[SweepOptions, int]:
-    """(sweep options, problem count): --samples and --limit may grow a run's stored target, never
+def _target(cfg: RunConfig, store: Store, available: int) -> tuple[int, int]:
+    """(samples per problem, problem count): --samples and --limit may grow a run's stored target, never
     shrink it (the run goes on to its target, so `engine status` never shows more than 100 %)."""
-    options = cfg.options or SweepOptions(samples=cfg.samples)
-    requested = min(cfg.limit, available) if cfg.limit is not None else available
+    asked = cfg.sampling
+    requested = min(asked.limit, available) if asked.limit is not None else available
     stored = store.get_meta("target") or {}
-    samples = max(options.samples, int(stored.get("samples", 0)))
+    samples = max(asked.samples, int(stored.get("samples", 0)))
     problems = min(available, max(requested, int(stored.get("problems", 0))))
-    if samples > options.samples or problems > requested:
+    if samples > asked.samples or problems > requested:
         log.warning("%s holds a run of %d problems x %d samples; a smaller --samples or --limit does not shrink it:"
-                    " going on to that target (--new-run starts afresh)", cfg.out, problems, samples)  # fmt: skip
-    return replace(options, samples=samples), problems
+                    " going on to that target (--new-run starts afresh)", cfg.output.out, problems, samples)  # fmt: skip
+    return samples, problems
 
 
 async def _serve_metrics(registry: CollectorRegistry, host: str, port: int | None) -> MetricsServer | None:
@@ -211,7 +181,7 @@ def _sweep_state(run_id: str, sampling: Sampling, problems: list[Problem], sampl
                       running=running, store_path=store.path)
 
 
-def exit_status(summary: dict) -> int:
+def exit_status(summary: RunSummary) -> int:
     """`engine run`'s exit status (DESIGN.md), from what the store holds at the end: 0 when every
     sample of the target is verified, or when a signal stopped the run (it resumes); 1 when
     samples are missing, failed to generate or ended as infrastructure errors (the same command

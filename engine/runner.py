@@ -17,12 +17,12 @@ import aiohttp
 
 from engine.chat import chat_messages, extract_completion
 from engine.client import (
-    DEFAULT_REQUEST_DEADLINE_S,
     credible_completion_tokens,
     request_body,
     stream_completion,
     timeout_for,
 )
+from engine.config import SamplingSettings, Scheduling
 from engine.errors import IgnoredNError, StreamError, UnauthorizedError
 from engine.openai_stream import FinishedChoice, StreamAssembler
 from engine.progress import Progress
@@ -52,6 +52,7 @@ from sandbox.verifier import Verifier
 log = logging.getLogger(__name__)
 
 HUMANEVAL_STOP = ("\ndef", "\nclass", "\nif", "\nprint", "\n#")
+_ASKED = SamplingSettings()  # the defaults, written in engine.config
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,12 +61,12 @@ class Sampling:
 
     model: str
     dataset: str
-    temperature: float = 0.8
-    top_p: float = 0.95
-    max_tokens: int = 512
+    temperature: float = _ASKED.temperature
+    top_p: float = _ASKED.top_p
+    max_tokens: int = _ASKED.max_tokens
     stop: tuple[str, ...] = HUMANEVAL_STOP
-    seed: int = 0
-    api: str = "completions"  # or "chat": /v1/chat/completions, code taken from the answer
+    seed: int = _ASKED.seed
+    api: str = _ASKED.api  # or "chat": /v1/chat/completions, code taken from the answer
     system_prompt: str = ""  # chat only
 
     def to_dict(self) -> dict:
@@ -76,21 +77,7 @@ class Sampling:
         }
 
 
-@dataclass(frozen=True, slots=True)
-class SweepOptions:
-    samples: int
-    request_n: int = 64  # vLLM misbehaves with very large n
-    max_seqs_per_server: int = 256
-    queue_size: int | None = None  # None: twice the sequences the whole fleet runs at once
-    retries: int = 3
-    idle_timeout_s: float = 120.0
-    request_timeout_s: float = DEFAULT_REQUEST_DEADLINE_S  # one whole response, whatever the server sends
-    flush_interval_s: float = 0.5
-    policy: str = "uniform"  # or an adaptive one (engine.policies)
-    stop_after: int = 1  # until-solved: passes after which a problem stops
-
-
-def default_queue_size(servers: int, options: SweepOptions) -> int:
+def default_queue_size(servers: int, options: Scheduling) -> int:
     """Queue slots are held from admission to verdict, so they must cover every sequence the
     fleet can run at once, and as much again waiting for a sandbox, or GPUs go idle."""
     return max(1024, 2 * servers * options.max_seqs_per_server)
@@ -119,7 +106,8 @@ class Sweep:
         metrics: EngineMetrics,
         running: RunningPassAtK,
         sampling: Sampling,
-        options: SweepOptions,
+        samples: int,
+        options: Scheduling,
         progress: Progress | None = None,
     ):
         self.problems = {p.task_id: p for p in problems}
@@ -133,6 +121,7 @@ class Sweep:
         self.metrics = metrics
         self.running = running
         self.sampling = sampling
+        self.samples = samples  # per problem
         self.options = options
         self.progress = progress
         self.stats = SweepStats()
@@ -171,9 +160,9 @@ class Sweep:
             self._enqueue(sample)
         o = self.options
         if o.policy == "uniform":
-            plan = plan_requests(self._order, o.samples, self.store.generated_indices(), o.request_n)
+            plan = plan_requests(self._order, self.samples, self.store.generated_indices(), o.request_n)
         else:
-            plan = AdaptivePlan(self._order, o.samples, self.store.generated_indices(), o.request_n, self.running.counts,
+            plan = AdaptivePlan(self._order, self.samples, self.store.generated_indices(), o.request_n, self.running.counts,
                                 o.policy, o.stop_after)  # fmt: skip
         background = [asyncio.create_task(self._verifier()) for _ in range(self.workers)]
         background += [asyncio.create_task(self._flusher()), asyncio.create_task(self.fleet.watch())]

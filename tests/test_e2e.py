@@ -17,8 +17,8 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from engine.dataset import load_problems
-from engine.run import RunConfig, run_sweep
-from engine.runner import SweepOptions
+from engine.config import Output, RunConfig, SamplingSettings, SandboxSettings, Scheduling
+from engine.run import run_sweep
 from engine.store import Store
 from metrics.http import serve_metrics
 from metrics.passk import pass_at_k_table
@@ -42,8 +42,9 @@ async def sweep_and_scrape(tmp_path, fleet_urls: list[str]) -> tuple[dict, dict]
     runner, port = await serve_metrics(registry, "127.0.0.1", 0)
     try:
         cfg = RunConfig(
-            servers=str(hosts), out=str(tmp_path / "run"), samples=SAMPLES, limit=PROBLEMS, workers=2,
-            options=SweepOptions(samples=SAMPLES, request_n=5, queue_size=32), metrics_port=None, progress=False,
+            servers=str(hosts), sampling=SamplingSettings(samples=SAMPLES, limit=PROBLEMS),
+            scheduling=Scheduling(request_n=5, queue_size=32), sandbox=SandboxSettings(workers=2),
+            output=Output(out=str(tmp_path / "run"), metrics_port=None, progress=False),
         )
         summary = await run_sweep(cfg, registry=registry)
         async with aiohttp.ClientSession() as session:

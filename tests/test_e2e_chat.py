@@ -18,8 +18,8 @@ from prometheus_client import CollectorRegistry
 
 from engine.chat import DEFAULT_SYSTEM_PROMPT, chat_messages, extract_completion
 from engine.dataset import load_problems
-from engine.run import RunConfig, run_sweep
-from engine.runner import SweepOptions
+from engine.config import Output, RunConfig, SamplingSettings, SandboxSettings, Scheduling
+from engine.run import run_sweep
 from engine.scheduler import problem_seed
 from engine.store import Store
 from vllm_sim import SimulatedFleet, SyntheticModel
@@ -45,9 +45,9 @@ def test_chat_sweep_stores_every_sample_once_with_code_from_the_fence(tmp_path):
             hosts.write_text("".join(u + "\n" for u in fleet.urls))
             registry = CollectorRegistry()
             cfg = RunConfig(
-                servers=str(hosts), out=str(tmp_path / "run"), samples=SAMPLES, limit=PROBLEMS, workers=2,
-                api="chat", max_tokens=MAX_TOKENS, options=SweepOptions(samples=SAMPLES, request_n=3, queue_size=16),
-                metrics_port=None, progress=False,
+                servers=str(hosts), sampling=SamplingSettings(samples=SAMPLES, limit=PROBLEMS, api="chat", max_tokens=MAX_TOKENS),
+                scheduling=Scheduling(request_n=3, queue_size=16), sandbox=SandboxSettings(workers=2),
+                output=Output(out=str(tmp_path / "run"), metrics_port=None, progress=False),
             )
             summary = await run_sweep(cfg, registry=registry)
             async with aiohttp.ClientSession() as session:

@@ -22,7 +22,8 @@ from engine.client import _stream_aiohttp, stream_completion, timeout_for
 from engine.dataset import load_problems
 from engine.errors import HTTPStatusError, UnauthorizedError
 from engine.openai_stream import StreamAssembler
-from engine.run import RunConfig, _target
+from engine.config import Output, RunConfig, SamplingSettings
+from engine.run import _target
 from engine.servers import Fleet
 from engine.status import run_status
 from engine.store import Store
@@ -193,10 +194,11 @@ def test_a_runs_target_only_grows(tmp_path_factory, stored, requested):
     if stored is not None:
         store.set_meta("target", {"problems": stored[0], "samples": stored[1]})
     limit, samples = requested
-    options, problems = _target(RunConfig(servers="h", out=str(out), samples=samples, limit=limit), store, 164)
+    cfg = RunConfig(servers="h", sampling=SamplingSettings(samples=samples, limit=limit), output=Output(out=str(out)))
+    target_samples, problems = _target(cfg, store, 164)
     store.close()
     stored_problems, stored_samples = stored or (0, 0)
-    assert options.samples == max(samples, stored_samples)
+    assert target_samples == max(samples, stored_samples)
     assert problems == min(164, max(limit or 164, stored_problems))
 
 

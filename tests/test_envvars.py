@@ -8,7 +8,7 @@ import click
 import pytest
 
 from engine.cli import main
-from engine.cli_options import HeaderType
+from engine.cli.options import HeaderType
 
 COMMANDS = main.list_commands(click.Context(main))
 COMMAND = {name: main.get_command(click.Context(main), name) for name in COMMANDS}  # loads the lazy ones

@@ -11,8 +11,8 @@ import uvloop
 from prometheus_client import CollectorRegistry
 
 from engine.dataset import load_problems
-from engine.run import RunConfig, run_sweep
-from engine.runner import SweepOptions
+from engine.config import Output, RunConfig, SamplingSettings, SandboxSettings, Scheduling
+from engine.run import run_sweep
 from engine.store import Store
 from sandbox import Limits
 from vllm_sim import SimulatedFleet
@@ -50,9 +50,10 @@ def sweep(tmp_path, faults: str) -> tuple[dict, CollectorRegistry, dict[str, int
             hosts.write_text("".join(u + "\n" for u in fleet.urls))
             registry = CollectorRegistry()
             cfg = RunConfig(
-                servers=str(hosts), out=str(tmp_path / "run"), samples=SAMPLES, limit=PROBLEMS, workers=2,
-                limits=Limits(timeout_s=1.0), metrics_port=None, progress=False,
-                options=SweepOptions(samples=SAMPLES, request_n=4, retries=8, idle_timeout_s=1.0),
+                servers=str(hosts), sampling=SamplingSettings(samples=SAMPLES, limit=PROBLEMS),
+                scheduling=Scheduling(request_n=4, retries=8, idle_timeout_s=1.0),
+                sandbox=SandboxSettings(workers=2, limits=Limits(timeout_s=1.0)),
+                output=Output(out=str(tmp_path / "run"), metrics_port=None, progress=False),
             )
             summary = await run_sweep(cfg, registry=registry)
             return summary, registry, fleet.fault_counts()

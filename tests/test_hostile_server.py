@@ -32,8 +32,8 @@ from engine.dataset import load_problems
 from engine.errors import FleetError, ProtocolError, StreamError
 from engine.http11 import MAX_CHUNK_BYTES, MAX_INTERIM, ResponseReader
 from engine.openai_stream import CHUNK_SLACK, TEXT_BYTES_PER_TOKEN, StreamAssembler
-from engine.run import RunConfig, run_sweep
-from engine.runner import SweepOptions
+from engine.config import Output, RunConfig, SamplingSettings, SandboxSettings, Scheduling
+from engine.run import run_sweep
 from engine.servers import (
     MAX_CREDIBLE_WAITING,
     MAX_PROBE_BYTES,
@@ -426,9 +426,10 @@ def test_a_huge_retry_after_pauses_its_server_while_a_healthy_one_finishes_the_s
                 hosts = tmp_path / "hosts.txt"
                 hosts.write_text(f"{hostile}\n{fleet.urls[0]}\n")
                 cfg = RunConfig(
-                    servers=str(hosts), out=str(tmp_path / "run"), samples=2, limit=1, workers=1,
-                    limits=Limits(timeout_s=2.0), metrics_port=None, progress=False,
-                    options=SweepOptions(samples=2, request_n=1, retries=3, idle_timeout_s=2.0),
+                    servers=str(hosts), sampling=SamplingSettings(samples=2, limit=1),
+                    scheduling=Scheduling(request_n=1, retries=3, idle_timeout_s=2.0),
+                    sandbox=SandboxSettings(workers=1, limits=Limits(timeout_s=2.0)),
+                    output=Output(out=str(tmp_path / "run"), metrics_port=None, progress=False),
                 )
                 return await run_sweep(cfg, registry=CollectorRegistry())
         finally:
@@ -489,9 +490,10 @@ def test_a_sweep_beside_a_hostile_server_stores_every_sample(tmp_path, kind, cap
                 hosts = tmp_path / "hosts.txt"
                 hosts.write_text(f"{hostile}\n{fleet.urls[0]}\n")
                 cfg = RunConfig(
-                    servers=str(hosts), out=str(tmp_path / "run"), samples=3, limit=1, workers=1,
-                    limits=Limits(timeout_s=2.0), metrics_port=None, progress=False,
-                    options=SweepOptions(samples=3, request_n=1, retries=3, idle_timeout_s=1.0, request_timeout_s=2.0),
+                    servers=str(hosts), sampling=SamplingSettings(samples=3, limit=1),
+                    scheduling=Scheduling(request_n=1, retries=3, idle_timeout_s=1.0, request_timeout_s=2.0),
+                    sandbox=SandboxSettings(workers=1, limits=Limits(timeout_s=2.0)),
+                    output=Output(out=str(tmp_path / "run"), metrics_port=None, progress=False),
                 )
                 return hostile, await run_sweep(cfg, registry=CollectorRegistry())
         finally:

@@ -35,8 +35,9 @@ import engine.runner
 from engine.client import MAX_STOP_STRINGS, request_body
 from engine.dataset import load_problems
 from engine.openai_stream import StreamAssembler
-from engine.run import RunConfig, run_sweep
-from engine.runner import HUMANEVAL_STOP, SweepOptions
+from engine.config import Output, RunConfig, SamplingSettings, SandboxSettings
+from engine.run import run_sweep
+from engine.runner import HUMANEVAL_STOP
 from engine.store import Store
 from vllm_sim import SimulatedFleet
 
@@ -159,8 +160,8 @@ def test_sweep_against_real_vllm_stores_every_sample_once_with_the_servers_token
     generated_before = _vllm_metric(real_vllm.url, "vllm:generation_tokens_total")
     registry = CollectorRegistry()
     cfg = RunConfig(
-        servers=str(hosts), out=str(tmp_path / "run"), samples=SAMPLES, limit=PROBLEMS, max_tokens=64, workers=2,
-        options=SweepOptions(samples=SAMPLES), metrics_port=None, progress=False,
+        servers=str(hosts), sampling=SamplingSettings(samples=SAMPLES, limit=PROBLEMS, max_tokens=64),
+        sandbox=SandboxSettings(workers=2), output=Output(out=str(tmp_path / "run"), metrics_port=None, progress=False),
     )  # model=None: the engine must find it in /v1/models
     summary = uvloop.run(asyncio.wait_for(run_sweep(cfg, registry=registry), 300))
     generated = _vllm_metric(real_vllm.url, "vllm:generation_tokens_total") - generated_before

