@@ -18,13 +18,13 @@ HELPERS = {"procstat", "simfleet"}  # imported by the scripts, not run on their 
 # script -> (smallest arguments, a line it always prints when it has measured something)
 SMOKE = {
     "agreement": (["--problems", "2"], "engine verify guards"),
-    "e2e": (["--samples", "1", "--servers", "1", "--every", "0.5"], "tok/s"),
+    "e2e": (["--samples", "1", "--servers", "1", "--every", "0.5"], "tok/s"),  # header: "steady state" needs a longer run
     "guards_cost": (["--rounds", "1", "--problems", "2"], "medians over 1 rounds"),
     "page_cost": (["--samples", "1", "--repeat", "1"], "/api/state build:"),
     "report": (["--samples", "2", "--backtest", "1"], "observed pass@"),
     "report_coverage": (["--trials", "1", "--boots", "1", "--samples", "1"], "1 trials of"),
     "simulator": (["--servers", "1", "--warmup", "0", "--seconds", "1"], "achieved"),
-    "soak": (["--samples", "1", "--minutes", "0.05", "--every", "1", "--servers", "1"], "RSS MB"),
+    "soak": (["--samples", "1", "--minutes", "0.05", "--every", "1", "--servers", "1"], "store: "),
     "stream": (["--requests", "1", "--n", "1", "--tokens", "1", "--rounds", "1",
                "--clients", "aiohttp", "engine"], "median CPU-s per million tokens"),
     "verify": (["--rounds", "1", "--problems", "2"], "medians over 1 rounds"),
