@@ -18,7 +18,8 @@ HELPERS = {"procstat", "simfleet"}  # imported by the scripts, not run on their 
 # script -> (smallest arguments, a line it always prints when it has measured something)
 SMOKE = {
     "agreement": (["--problems", "2"], "engine verify guards"),
-    "e2e": (["--samples", "1", "--servers", "1", "--every", "0.5"], "tok/s"),  # header: "steady state" needs a longer run
+    # e2e: its header; the "steady state" summary needs a longer run than a smoke run
+    "e2e": (["--samples", "1", "--servers", "1", "--every", "0.5"], "tok/s"),
     "guards_cost": (["--rounds", "1", "--problems", "2"], "medians over 1 rounds"),
     "page_cost": (["--samples", "1", "--repeat", "1"], "/api/state build:"),
     "report": (["--samples", "2", "--backtest", "1"], "observed pass@"),
