@@ -13,7 +13,7 @@ import aiohttp
 from prometheus_client import CollectorRegistry
 
 from engine.dataset import load_problems
-from engine.errors import SANDBOX_ERRORS, InputError, RunConfigError, map_exceptions
+from engine.errors import SANDBOX_ERRORS, RunConfigError, map_exceptions
 from engine.hosts import read_hosts
 from engine.progress import Progress
 from engine.records import Problem

@@ -22,9 +22,9 @@ from pathlib import Path
 
 from engine.errors import InputError, StorageError, StoreDamagedError
 from engine.records import Problem, Sample
+from engine.summary import INFRA_ERROR  # not a verdict about the program: the sandbox failed
 
 DB_NAME = "results.sqlite"
-INFRA_ERROR = "infra_error"  # not a verdict about the program (sandbox/verdicts.py)
 # What sqlite3 raises on a damaged file (it even fails to decode some of its own messages).
 DAMAGE = (sqlite3.DatabaseError, UnicodeDecodeError)
 HEARTBEAT_S = 2.0  # how often a running command says so in its store (`engine status`, the run lock)

@@ -10,9 +10,10 @@ from __future__ import annotations
 from typing import TypedDict
 
 from metrics.passk import pass_at_k_table
+from sandbox.verdicts import Verdict
 
 VERDICT_ORDER = ("passed", "failed", "timeout", "oom", "error")
-INFRA_ERROR = "infra_error"  # the sandbox failed: not a verdict about the program
+INFRA_ERROR = Verdict.infra_error.value  # the sandbox failed: not a verdict about the program
 
 
 class Summary(TypedDict):

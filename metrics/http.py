@@ -7,16 +7,15 @@ import asyncio
 from pathlib import Path
 
 import orjson
-
 from aiohttp import web
+from prometheus_client import CollectorRegistry
+from prometheus_client.aiohttp import make_aiohttp_handler
+from prometheus_client.metrics_core import Metric
 
 from engine.errors import InputError
 from metrics.page import PageData
 
 PAGE = Path(__file__).with_name("page.html")
-from prometheus_client import CollectorRegistry
-from prometheus_client.aiohttp import make_aiohttp_handler
-from prometheus_client.metrics_core import Metric
 
 
 class RunLabelled:

@@ -19,12 +19,13 @@ from pathlib import Path
 from prometheus_client.core import GaugeMetricFamily
 
 from metrics.running import RunningPassAtK
+from sandbox.verdicts import Verdict
 
 STATES = ("running", "draining", "finished", "stopped")
 JAIL_ROLES = ("verify", "confirm")  # sandbox/forkserver/backend.py: ForkServerBackend.jail_counts
 JAIL_STATES = ("busy", "idle", "restarting", "broken")
 STALL_AFTER_S = 10.0  # running without a verdict for this long: stalled (the live page, the progress line, status)
-INFRA_ERROR = "infra_error"
+INFRA_ERROR = Verdict.infra_error.value  # the sandbox failed: not a verdict
 _STORED = ("generation_failures", "infra_errors", "last_progress")  # a row's result when the sandbox, not the program, kept failing
 
 
