@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 SAMPLES ?= 10
 OUT     ?= runs/demo
 
-.PHONY: install demo test test-system real-vllm clean
+.PHONY: install demo test lint test-system real-vllm clean
 
 install: $(VENV)/.installed
 
@@ -20,8 +20,13 @@ $(VENV)/.installed: pyproject.toml scripts/setup-system.sh
 demo: install
 	SAMPLES=$(SAMPLES) OUT=$(OUT) PATH=$(abspath $(BIN)):$$PATH bash scripts/demo.sh
 
-test: install test-system real-vllm
+test: install lint test-system real-vllm
 	$(BIN)/python -m pytest
+
+# The formatter and the linter, configured in pyproject.toml.
+lint: install
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
 
 # System packages only the tests need (prometheus/promtool, shellcheck, chromium); not for demo.
 test-system:

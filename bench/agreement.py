@@ -55,19 +55,26 @@ def passed_lines(results: Path) -> list[bool]:
 
 def reference(path: Path) -> list[bool]:
     problems = path.with_name("problems.jsonl")
-    subprocess.run([sys.executable, "-c", REFERENCE, str(path), str(problems)], check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-c", REFERENCE, str(path), str(problems)], check=True, capture_output=True
+    )
     return passed_lines(path.with_name(path.name + "_results.jsonl"))
 
 
 def engine(path: Path, args: list[str]) -> list[bool]:
     out = path.with_name(path.stem + ".engine.jsonl")
-    subprocess.run([sys.executable, "-m", "engine", "verify", str(path), "--out", str(out), "--json", *args],
-                   check=True, capture_output=True)  # fmt: skip
+    subprocess.run(
+        [sys.executable, "-m", "engine", "verify", str(path), "--out", str(out), "--json", *args],
+        check=True,
+        capture_output=True,
+    )
     return passed_lines(out)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--engine-args", default="", help="Extra arguments for engine verify.")
     parser.add_argument("--problems", type=int, help="only the first P problems (default: all 164)")
     args = parser.parse_args()
@@ -79,7 +86,9 @@ def main() -> None:
             for label, extra in (("guards", []), ("--no-guards", ["--no-guards"])):
                 ours = engine(path, args.engine_args.split() + extra)
                 agree = sum(a == b for a, b in zip(ref, ours))
-                print(f"  engine verify {label:12s} passes {sum(ours):5d}, agrees on {agree} of {len(ref)} lines")
+                print(
+                    f"  engine verify {label:12s} passes {sum(ours):5d}, agrees on {agree} of {len(ref)} lines"
+                )
                 if label == "guards":
                     disagreements += len(ref) - agree
     sys.exit(1 if disagreements else 0)

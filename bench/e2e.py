@@ -32,7 +32,9 @@ from simfleet import metric, start_engine, start_simulator, stop  # noqa: E402
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--samples", type=int, default=200, help="samples per problem")
     parser.add_argument("--servers", type=int, default=10)
     parser.add_argument("--tokens-per-second", type=int, default=4000, help="per server")
@@ -52,7 +54,9 @@ def main() -> int:
         if engine.wait() != 0:
             print(f"e2e: the engine failed; see {work / 'engine.log'}", file=sys.stderr)
             return 1
-        report(rows, work / "run" / "results.sqlite", offered, engine_peak=rows[-1]["peak_rss"] if rows else 0.0)
+        report(
+            rows, work / "run" / "results.sqlite", offered, engine_peak=rows[-1]["peak_rss"] if rows else 0.0
+        )
         print(f"e2e: run directory {work}", file=sys.stderr)
         return 0
     finally:
@@ -60,7 +64,9 @@ def main() -> int:
 
 
 def observe(engine: subprocess.Popen, port: int, every: float) -> list[dict]:
-    print(f"{'s':>6} {'tok/s':>8} {'gen/s':>7} {'ver/s':>7} {'queue':>6} {'CPU %':>6} {'RSS MB':>7}", flush=True)
+    print(
+        f"{'s':>6} {'tok/s':>8} {'gen/s':>7} {'ver/s':>7} {'queue':>6} {'CPU %':>6} {'RSS MB':>7}", flush=True
+    )
     rows: list[dict] = []
     start = last_t = time.monotonic()
     last = {"tokens": 0.0, "generated": 0.0, "verified": 0.0, "cpu": cpu_seconds(engine.pid)}
@@ -68,7 +74,12 @@ def observe(engine: subprocess.Popen, port: int, every: float) -> list[dict]:
         time.sleep(every)
         try:
             text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-            now, cpu, rss, peak = time.monotonic(), cpu_seconds(engine.pid), rss_mb(engine.pid), peak_rss_mb(engine.pid)
+            now, cpu, rss, peak = (
+                time.monotonic(),
+                cpu_seconds(engine.pid),
+                rss_mb(engine.pid),
+                peak_rss_mb(engine.pid),
+            )
         except (OSError, ValueError):
             return rows  # the engine has finished and closed its endpoint
         current = {
@@ -81,8 +92,11 @@ def observe(engine: subprocess.Popen, port: int, every: float) -> list[dict]:
         row = {key + "_rate": (current[key] - last[key]) / dt for key in current}
         row.update(t=now - start, queue=metric(text, "engine_queue_depth"), rss=rss, peak_rss=peak, **current)
         rows.append(row)
-        print(f"{row['t']:6.1f} {row['tokens_rate']:8,.0f} {row['generated_rate']:7,.0f} {row['verified_rate']:7,.0f}"
-              f" {row['queue']:6.0f} {100 * row['cpu_rate']:6.1f} {rss:7.1f}", flush=True)
+        print(
+            f"{row['t']:6.1f} {row['tokens_rate']:8,.0f} {row['generated_rate']:7,.0f} {row['verified_rate']:7,.0f}"
+            f" {row['queue']:6.0f} {100 * row['cpu_rate']:6.1f} {rss:7.1f}",
+            flush=True,
+        )
         last, last_t = current, now
 
 
@@ -96,8 +110,12 @@ def report(rows: list[dict], db: Path, offered: int, engine_peak: float) -> None
     span = steady[-1]["t"] - steady[0]["t"] + (steady[1]["t"] - steady[0]["t"] if len(steady) > 1 else 0)
     tokens = sum(r["tokens_rate"] for r in steady) / len(steady)
     connection = sqlite3.connect(db)
-    lags = sorted(row[0] for row in connection.execute(
-        "SELECT verified_at - finished_at FROM samples WHERE verified_at IS NOT NULL"))
+    lags = sorted(
+        row[0]
+        for row in connection.execute(
+            "SELECT verified_at - finished_at FROM samples WHERE verified_at IS NOT NULL"
+        )
+    )
     reused = connection.execute("SELECT COUNT(*), SUM(reused) FROM samples").fetchone()
     connection.close()
 
@@ -107,12 +125,18 @@ def report(rows: list[dict], db: Path, offered: int, engine_peak: float) -> None
     print(f"\nsteady state over {span:.0f} s ({len(steady)} observations):")
     print(f"  tokens/s        {tokens:10,.0f}   ({tokens / offered:.1%} of {offered:,} offered)")
     print(f"  generated/s     {statistics.mean(r['generated_rate'] for r in steady):10,.1f}")
-    print(f"  verified/s      {statistics.mean(r['verified_rate'] for r in steady):10,.1f}"
-          f"   ({(reused[1] or 0) / max(1, reused[0]):.0%} of all verdicts reused by dedup)")
-    print(f"  queue depth     max {max(r['queue'] for r in rows):,.0f}, median {statistics.median(r['queue'] for r in steady):,.0f}")
+    print(
+        f"  verified/s      {statistics.mean(r['verified_rate'] for r in steady):10,.1f}"
+        f"   ({(reused[1] or 0) / max(1, reused[0]):.0%} of all verdicts reused by dedup)"
+    )
+    print(
+        f"  queue depth     max {max(r['queue'] for r in rows):,.0f}, median {statistics.median(r['queue'] for r in steady):,.0f}"
+    )
     print(f"  verification lag p50 {pct(0.5):.3f} s, p99 {pct(0.99):.3f} s, max {lags[-1]:.3f} s")
-    print(f"  engine CPU      {100 * statistics.mean(r['cpu_rate'] for r in steady):.0f} % of one core"
-          f" (its own process, sandboxes excluded); peak RSS {engine_peak:,.0f} MB")
+    print(
+        f"  engine CPU      {100 * statistics.mean(r['cpu_rate'] for r in steady):.0f} % of one core"
+        f" (its own process, sandboxes excluded); peak RSS {engine_peak:,.0f} MB"
+    )
 
 
 if __name__ == "__main__":

@@ -25,15 +25,20 @@ from verify import build_files  # noqa: E402
 def run(path: Path, extra: list[str]) -> tuple[float, float]:
     out = path.with_name("out.jsonl")
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "engine", "verify", str(path), "--out", str(out), "--json", *extra],
-                   check=True, capture_output=True)  # fmt: skip
+    subprocess.run(
+        [sys.executable, "-m", "engine", "verify", str(path), "--out", str(out), "--json", *extra],
+        check=True,
+        capture_output=True,
+    )
     elapsed = time.perf_counter() - started
     cpu = sum(json.loads(line)["cpu_s"] for line in out.read_text().splitlines())
     return elapsed, cpu
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--problems", type=int, help="only the first P problems (default: all 164)")
     args = parser.parse_args()
@@ -42,16 +47,21 @@ def main() -> None:
         rows = len(path.read_text().splitlines())
         figures: dict[str, list[tuple[float, float]]] = {"guards": [], "--no-guards": []}
         for round_ in range(args.rounds):
-            for label in (["guards", "--no-guards"] if round_ % 2 == 0 else ["--no-guards", "guards"]):
+            for label in ["guards", "--no-guards"] if round_ % 2 == 0 else ["--no-guards", "guards"]:
                 elapsed, cpu = run(path, [] if label == "guards" else ["--no-guards"])
                 figures[label].append((elapsed, cpu))
-                print(f"round {round_ + 1} {label:11s}: {rows / elapsed:6.1f} samples/s, programs' CPU {cpu:6.2f} s"
-                      f" ({cpu / rows * 1000:.2f} ms per sample)", flush=True)  # fmt: skip
+                print(
+                    f"round {round_ + 1} {label:11s}: {rows / elapsed:6.1f} samples/s, programs' CPU {cpu:6.2f} s"
+                    f" ({cpu / rows * 1000:.2f} ms per sample)",
+                    flush=True,
+                )
         print(f"\nmedians over {args.rounds} rounds, {rows} samples:")
         for label, runs in figures.items():
             rate = statistics.median(rows / e for e, _ in runs)
             cpu = statistics.median(c for _, c in runs)
-            print(f"  {label:11s}: {rate:6.1f} samples/s, {cpu / rows * 1000:.2f} ms of program CPU per sample")
+            print(
+                f"  {label:11s}: {rate:6.1f} samples/s, {cpu / rows * 1000:.2f} ms of program CPU per sample"
+            )
 
 
 if __name__ == "__main__":

@@ -43,10 +43,16 @@ def fill(store: Store, samples: int, running: RunningPassAtK) -> None:
         for i in range(samples):
             verdict = rng.choice(VERDICTS)
             at = now - rng.uniform(0, 900)
-            store.stage_sample(Sample(f"HumanEval/{p}", i, completion, 130, "stop", f"http://gpu{i % SERVERS}:8000",
-                                      at, at, at))
-            store.stage_verdict(StoredVerdict(f"HumanEval/{p}", i, verdict, "", "", rng.uniform(0.01, 0.5),
-                                              "nsjail", {"timeout_s": 2.0}))
+            store.stage_sample(
+                Sample(
+                    f"HumanEval/{p}", i, completion, 130, "stop", f"http://gpu{i % SERVERS}:8000", at, at, at
+                )
+            )
+            store.stage_verdict(
+                StoredVerdict(
+                    f"HumanEval/{p}", i, verdict, "", "", rng.uniform(0.01, 0.5), "nsjail", {"timeout_s": 2.0}
+                )
+            )
             running.add(f"HumanEval/{p}", verdict == "passed")
         store.flush()
 
@@ -59,7 +65,9 @@ def cpu_ms(action, repeat: int) -> float:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--samples", type=int, default=200, help="samples per problem")
     parser.add_argument("--repeat", type=int, default=30)
     args = parser.parse_args()
@@ -74,9 +82,22 @@ def main() -> int:
             metrics.server_up.labels(url).set(1)
             metrics.generated_tokens.labels(url).inc(1e6)
             metrics.inflight_requests.labels(url).set(20)
-        info = {"run_id": "r", "model": "m", "dataset": "humaneval", "task": "humaneval", "sampling_hash": "h"}
-        state = SweepState(run_id="r", info=info, problems=[f"HumanEval/{p}" for p in range(PROBLEMS)],
-                           samples=args.samples, running=running, store_path=store.path, max_age_s=0)
+        info = {
+            "run_id": "r",
+            "model": "m",
+            "dataset": "humaneval",
+            "task": "humaneval",
+            "sampling_hash": "h",
+        }
+        state = SweepState(
+            run_id="r",
+            info=info,
+            problems=[f"HumanEval/{p}" for p in range(PROBLEMS)],
+            samples=args.samples,
+            running=running,
+            store_path=store.path,
+            max_age_s=0,
+        )
         registry.register(SweepStateCollector(state))
         exposed = CollectorRegistry(auto_describe=False)
         exposed.register(RunLabelled(registry, "r"))
@@ -87,7 +108,9 @@ def main() -> int:
         sample_ms = cpu_ms(lambda: (page._tokens(), state.figures()), args.repeat)
         # A page polls every 2 s (one build a second at most for any number of pages), the store
         # reads are redone every STORE_MAX_AGE_S, Prometheus scrapes and the history samples every 5 s.
-        per_second = (full_ms - store_ms) / 2.0 + store_ms / STORE_MAX_AGE_S + scrape_ms / 5.0 + sample_ms / 5.0
+        per_second = (
+            (full_ms - store_ms) / 2.0 + store_ms / STORE_MAX_AGE_S + scrape_ms / 5.0 + sample_ms / 5.0
+        )
         print(f"store: {PROBLEMS} problems x {args.samples} samples = {PROBLEMS * args.samples:,} rows")
         print(f"/api/state build: {full_ms:.2f} ms CPU, of which store reads {store_ms:.2f} ms")
         print(f"/metrics scrape (run_id labels, sweep state from the store): {scrape_ms:.2f} ms CPU")

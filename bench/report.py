@@ -21,7 +21,6 @@ import tempfile
 import time
 from pathlib import Path
 
-
 sys.path.insert(0, str(Path(__file__).parent))
 from simfleet import start_engine, start_simulator, stop  # noqa: E402
 
@@ -32,7 +31,9 @@ from engine.analysis.scaling import Settings  # noqa: E402
 from engine.report import analyse_run  # noqa: E402
 
 
-def sweep(work: Path, samples: int, servers: int, tokens_per_second: int, policies: list[str]) -> dict[str, Path]:
+def sweep(
+    work: Path, samples: int, servers: int, tokens_per_second: int, policies: list[str]
+) -> dict[str, Path]:
     """One sweep per policy (same seeds) on one simulated fleet; returns each run's directory."""
     hosts = work / "hosts.txt"
     simulator = engine = None
@@ -55,16 +56,22 @@ def sweep(work: Path, samples: int, servers: int, tokens_per_second: int, polici
 def print_savings(uniform: dict, solved: dict) -> None:
     """Tokens until-solved spends for the same coverage (it solves exactly the problems that the
     uniform run's samples solve: same seeds, and an unsolved problem gets every sample)."""
-    print(f"until-solved: coverage {solved['coverage']:.4f} (uniform pass@{uniform['n']} {uniform['coverage']:.4f}) with"
-          f" {solved['tokens']:,} completion tokens against {uniform['tokens']:,}: {1 - solved['tokens'] / uniform['tokens']:.0%} saved;"
-          f" {solved['samples']:,} samples against {uniform['samples']:,}")  # fmt: skip
+    print(
+        f"until-solved: coverage {solved['coverage']:.4f} (uniform pass@{uniform['n']} {uniform['coverage']:.4f}) with"
+        f" {solved['tokens']:,} completion tokens against {uniform['tokens']:,}: {1 - solved['tokens'] / uniform['tokens']:.0%} saved;"
+        f" {solved['samples']:,} samples against {uniform['samples']:,}"
+    )
     e = solved["estimate"]
-    print(f"  pass@1: uniform (Chen, unbiased) {uniform['pass_at_k']['1']:.4f}; until-solved Chen {e['chen']['1']:.4f} (biased),"
-          f" likelihood {e['beta_binomial']['1']['value']:.4f} [{e['beta_binomial']['1']['lo']:.4f}, {e['beta_binomial']['1']['hi']:.4f}]")  # fmt: skip
+    print(
+        f"  pass@1: uniform (Chen, unbiased) {uniform['pass_at_k']['1']:.4f}; until-solved Chen {e['chen']['1']:.4f} (biased),"
+        f" likelihood {e['beta_binomial']['1']['value']:.4f} [{e['beta_binomial']['1']['lo']:.4f}, {e['beta_binomial']['1']['hi']:.4f}]"
+    )
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--samples", type=int, default=200, help="samples per problem")
     parser.add_argument("--backtest", type=int, default=20, help="fit on the first M samples")
     parser.add_argument("--servers", type=int, default=10)
@@ -72,21 +79,31 @@ def main() -> int:
     parser.add_argument("--run", type=Path, help="analyse this existing run instead of sweeping")
     parser.add_argument("--keep", type=Path, help="sweep into this directory (DIR/run) and keep it")
     parser.add_argument("--figure", type=Path, help="also write the report's figure here")
-    parser.add_argument("--until-solved", action="store_true", help="also sweep with --policy until-solved and compare tokens")
+    parser.add_argument(
+        "--until-solved", action="store_true", help="also sweep with --policy until-solved and compare tokens"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-report-") as tmp:
         work = args.keep or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         policies = ["uniform", "until-solved"] if args.until_solved else ["uniform"]
-        runs = {"uniform": args.run} if args.run else sweep(work, args.samples, args.servers, args.tokens_per_second, policies)
+        runs = (
+            {"uniform": args.run}
+            if args.run
+            else sweep(work, args.samples, args.servers, args.tokens_per_second, policies)
+        )
         started = time.monotonic()
         report = analyse_run(load_run(str(runs["uniform"])), Settings(), args.backtest)
         print(f"analysis (bootstrap 1,000, parametric 200, backtest) in {time.monotonic() - started:.1f} s")
         if "until-solved" in runs:
             print_savings(report, analyse_run(load_run(str(runs["until-solved"])), Settings()))
     backtest = report["backtest"]
-    print(f"observed pass@{backtest['k']} {backtest['observed']:.4f}; fits on the first {backtest['m']} samples predict:")
-    print(f"{'method':<40} {'backtest error':>15}   {'pass@1000 [95 % interval]':<24} {'pass@10000':<24} exponent")
+    print(
+        f"observed pass@{backtest['k']} {backtest['observed']:.4f}; fits on the first {backtest['m']} samples predict:"
+    )
+    print(
+        f"{'method':<40} {'backtest error':>15}   {'pass@1000 [95 % interval]':<24} {'pass@10000':<24} exponent"
+    )
     for method in METHODS:
         fit, tested = report["fits"][method], backtest["methods"][method]
         error = "-" if tested["error"] is None else f"{tested['error']:+.4f}"

@@ -44,21 +44,29 @@ def trial(rng: np.random.Generator, args, horizons: list[int]) -> list[bool]:
     replicates = []
     for _ in range(args.boots):
         try:
-            replicates.append(F.fit_beta_binomial(*counts_under_policy(fit, n, policy, args.samples, rng), *model))
+            replicates.append(
+                F.fit_beta_binomial(*counts_under_policy(fit, n, policy, args.samples, rng), *model)
+            )
         except F.Unfittable:
             pass
-    columns = [[r.params["alpha"] for r in replicates]] + [[r.pass_at([k])[0] for r in replicates] for k in horizons]
+    columns = [[r.params["alpha"] for r in replicates]] + [
+        [r.pass_at([k])[0] for r in replicates] for k in horizons
+    ]
     truths = [ALPHA] + [F.beta_binomial_pass_at([k], ALPHA, BETA)[0] for k in horizons]
     return [bool(np.percentile(c, 2.5) <= t <= np.percentile(c, 97.5)) for c, t in zip(columns, truths)]
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--trials", type=int, default=100)
     parser.add_argument("--boots", type=int, default=100, help="parametric replicates per trial")
     parser.add_argument("--samples", type=int, default=50, help="samples per problem (until-solved: the cap)")
     parser.add_argument("--policy", choices=["uniform", "until-solved"], default="uniform")
-    parser.add_argument("--hold-n", action="store_true", help="until-solved replicates keep the observed counts")
+    parser.add_argument(
+        "--hold-n", action="store_true", help="until-solved replicates keep the observed counts"
+    )
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
     rng = np.random.default_rng(args.seed)
@@ -68,8 +76,10 @@ def main() -> int:
     names = ["alpha"] + [f"pass@{k}" for k in horizons]
     share = ", ".join(f"{name} {h / args.trials:.0%}" for name, h in zip(names, hits))
     how = " (replicates hold n)" if args.hold_n else ""
-    print(f"{args.trials} trials of {PROBLEMS} x {args.samples} samples ({args.policy}{how}), {args.boots} replicates each, "
-          f"in {time.monotonic() - started:.0f} s: nominal 95 % intervals contain the truth: {share}")  # fmt: skip
+    print(
+        f"{args.trials} trials of {PROBLEMS} x {args.samples} samples ({args.policy}{how}), {args.boots} replicates each, "
+        f"in {time.monotonic() - started:.0f} s: nominal 95 % intervals contain the truth: {share}"
+    )
     return 0
 
 

@@ -20,10 +20,19 @@ def metric(text: str, name: str) -> float:
 def start_simulator(hosts: Path, servers: int, tokens_per_second: int) -> subprocess.Popen:
     """The simulated fleet, once it has written its hosts file."""
     simulator = subprocess.Popen(
-        [*ENGINE, "simulate", "--servers", str(servers), "--hosts-file", str(hosts),
-         "--tokens-per-second", str(tokens_per_second)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        [
+            *ENGINE,
+            "simulate",
+            "--servers",
+            str(servers),
+            "--hosts-file",
+            str(hosts),
+            "--tokens-per-second",
+            str(tokens_per_second),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     while not hosts.exists():
         if simulator.poll() is not None:
             raise SystemExit("the simulator did not start")
@@ -31,15 +40,30 @@ def start_simulator(hosts: Path, servers: int, tokens_per_second: int) -> subpro
     return simulator
 
 
-def start_engine(hosts: Path, samples: int, work: Path, workers: int | None, extra: list[str]) -> tuple[subprocess.Popen, int]:
+def start_engine(
+    hosts: Path, samples: int, work: Path, workers: int | None, extra: list[str]
+) -> tuple[subprocess.Popen, int]:
     """`engine run` over all of HumanEval into work/run, logging to work/engine.log; and its metrics port."""
     log = work / "engine.log"
     with open(log, "w") as sink:
         engine = subprocess.Popen(
-            [*ENGINE, "run", "--servers", str(hosts), "--samples", str(samples), "--out", str(work / "run"),
-             "--metrics-port", "0", *(["--workers", str(workers)] if workers else []), *extra],
-            stdout=subprocess.DEVNULL, stderr=sink,
-        )  # fmt: skip
+            [
+                *ENGINE,
+                "run",
+                "--servers",
+                str(hosts),
+                "--samples",
+                str(samples),
+                "--out",
+                str(work / "run"),
+                "--metrics-port",
+                "0",
+                *(["--workers", str(workers)] if workers else []),
+                *extra,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=sink,
+        )
     while True:
         found = re.search(r"metrics on http://127.0.0.1:(\d+)/", log.read_text())
         if found:

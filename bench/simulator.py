@@ -68,8 +68,16 @@ class _Stream(asyncio.Protocol):
 def _requests(prompts: list[str], n: int, max_tokens: int):
     i = 0
     while True:
-        yield orjson.dumps({"prompt": prompts[i % len(prompts)], "n": n, "max_tokens": max_tokens, "stop": STOPS,
-                            "temperature": 0.8, "stream": True})  # fmt: skip
+        yield orjson.dumps(
+            {
+                "prompt": prompts[i % len(prompts)],
+                "n": n,
+                "max_tokens": max_tokens,
+                "stop": STOPS,
+                "temperature": 0.8,
+                "stream": True,
+            }
+        )
         i += 1
 
 
@@ -94,7 +102,9 @@ async def _drive(args, pid: int, urls: list[str]) -> None:
     for url in urls:
         host, port = re.match(r"http://([^:]+):(\d+)", url).groups()  # type: ignore[union-attr]
         for s in range(args.streams):
-            requests = _requests(prompts[s % len(prompts) :] + prompts[: s % len(prompts)], args.n, args.max_tokens)
+            requests = _requests(
+                prompts[s % len(prompts) :] + prompts[: s % len(prompts)], args.n, args.max_tokens
+            )
             _, proto = await loop.create_connection(lambda: _Stream(requests, counters), host, int(port))
             streams.append(proto)
     await asyncio.sleep(args.warmup)
@@ -105,8 +115,10 @@ async def _drive(args, pid: int, urls: list[str]) -> None:
         proto.transport.close()
     tokens, cpu, wall = tokens1 - tokens0, cpu1 - cpu0, t1 - t0
     offered = args.servers * args.tokens_per_second
-    print(f"servers={args.servers} x {args.tokens_per_second:g} tok/s, streams/server={args.streams}, n={args.n}, "
-          f"max_tokens={args.max_tokens}, measured over {wall:.1f} s")  # fmt: skip
+    print(
+        f"servers={args.servers} x {args.tokens_per_second:g} tok/s, streams/server={args.streams}, n={args.n}, "
+        f"max_tokens={args.max_tokens}, measured over {wall:.1f} s"
+    )
     print(f"achieved     {tokens / wall:10.0f} tok/s ({tokens / wall / offered:.1%} of {offered:g} offered)")
     print(f"sim CPU      {cpu / wall:10.1%} of one core")
     print(f"sim cost     {cpu / tokens * 1e6:10.2f} CPU-s per million tokens")
@@ -125,8 +137,17 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         hosts = Path(tmp) / "hosts.txt"
-        cmd = [sys.executable, "-m", "vllm_sim", "--servers", str(args.servers), "--hosts-file", str(hosts),
-               "--tokens-per-second", str(args.tokens_per_second)]  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            "vllm_sim",
+            "--servers",
+            str(args.servers),
+            "--hosts-file",
+            str(hosts),
+            "--tokens-per-second",
+            str(args.tokens_per_second),
+        ]
         proc = subprocess.Popen(cmd, stderr=subprocess.DEVNULL)
         try:
             deadline = time.monotonic() + 60

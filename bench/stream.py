@@ -33,7 +33,6 @@ import email.utils
 import gc
 import importlib
 import json
-import os
 import re
 import shutil
 import signal
@@ -187,7 +186,12 @@ class OpenAIClient:
 
     async def request(self) -> int:
         stream = await self.client.completions.create(
-            model=MODEL, prompt=PROMPT, n=self.n, max_tokens=self.tokens, temperature=0.8, stream=True,
+            model=MODEL,
+            prompt=PROMPT,
+            n=self.n,
+            max_tokens=self.tokens,
+            temperature=0.8,
+            stream=True,
             stream_options={"include_usage": True},
         )
         texts: list[list[str]] = [[] for _ in range(self.n)]
@@ -209,13 +213,21 @@ class AiohttpJsonClient:
 
     def __init__(self, url: str, n: int, tokens: int):
         self.url = url + "/v1/completions"
-        self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0),
-                                             timeout=aiohttp.ClientTimeout(total=6 * 60 * 60))  # fmt: skip
+        self.session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0), timeout=aiohttp.ClientTimeout(total=6 * 60 * 60)
+        )
         self.n, self.tokens = n, tokens
 
     async def request(self) -> int:
-        payload = {"model": MODEL, "prompt": PROMPT, "n": self.n, "max_tokens": self.tokens, "temperature": 0.8,
-                   "stream": True, "stream_options": {"include_usage": True}}  # fmt: skip
+        payload = {
+            "model": MODEL,
+            "prompt": PROMPT,
+            "n": self.n,
+            "max_tokens": self.tokens,
+            "temperature": 0.8,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
         generated = [""] * self.n
         output_tokens = 0
         async with self.session.post(url=self.url, json=payload) as response:
@@ -260,10 +272,18 @@ class EngineClient:
         self.store = Store.open(self.tmp)
         running = RunningPassAtK()
         self.sweep = Sweep(
-            problems=[], fleet=Fleet([url], self.session, 1 << 20), session=self.session, store=self.store,
-            sandbox=None, verifier=Verifier(None, [], dedup=False), workers=0,  # type: ignore[arg-type]
-            metrics=EngineMetrics(CollectorRegistry(), running), running=running,
-            sampling=Sampling(model=MODEL, dataset="bench", max_tokens=tokens), samples=n, options=Scheduling(),
+            problems=[],
+            fleet=Fleet([url], self.session, 1 << 20),
+            session=self.session,
+            store=self.store,
+            sandbox=None,
+            verifier=Verifier(None, [], dedup=False),
+            workers=0,  # type: ignore[arg-type]
+            metrics=EngineMetrics(CollectorRegistry(), running),
+            running=running,
+            sampling=Sampling(model=MODEL, dataset="bench", max_tokens=tokens),
+            samples=n,
+            options=Scheduling(),
         )
         self.problem = Problem("bench/0", PROMPT, "", "add")
         self.n = n
@@ -304,9 +324,13 @@ def load_baseline(rev: str, into: Path) -> str:
     repo = Path(__file__).resolve().parent.parent
     names = "|".join(_BASELINE_MODULES)
     for name in _BASELINE_MODULES:
-        shown = subprocess.run(["git", "-C", str(repo), "show", f"{rev}:engine/{name}.py"], capture_output=True, text=True)
+        shown = subprocess.run(
+            ["git", "-C", str(repo), "show", f"{rev}:engine/{name}.py"], capture_output=True, text=True
+        )
         if shown.returncode == 0:
-            source = re.sub(rf"\bfrom engine\.({names}) import", r"from engine_baseline.\1 import", shown.stdout)
+            source = re.sub(
+                rf"\bfrom engine\.({names}) import", r"from engine_baseline.\1 import", shown.stdout
+            )
             (package / f"{name}.py").write_text(source)
     sys.path.insert(0, str(into))
     return "engine_baseline.runner"
@@ -328,12 +352,14 @@ async def bench(args, url: str) -> None:
     results: dict[str, list[float]] = {name: [] for name in args.clients}
     walls: dict[str, list[float]] = {name: [] for name in args.clients}
     try:
-        for name, client in clients.items():  # warm-up: connections, imports, first-call caches
+        for client in clients.values():  # warm-up: connections, imports, first-call caches
             await run_round(client, min(4, args.requests))
             if isinstance(client, EngineClient):
                 client.between_rounds()
-        print(f"{args.requests} concurrent requests x n={args.n} x {args.tokens} tokens = {expected} tokens per "
-              f"round; server step every {args.step_ms:g} ms; client CPU-s per million tokens:")  # fmt: skip
+        print(
+            f"{args.requests} concurrent requests x n={args.n} x {args.tokens} tokens = {expected} tokens per "
+            f"round; server step every {args.step_ms:g} ms; client CPU-s per million tokens:"
+        )
         for r in range(args.rounds):
             order = args.clients[r % len(args.clients) :] + args.clients[: r % len(args.clients)]
             line = []
@@ -384,8 +410,18 @@ def main() -> None:
         port_file = Path(tmp) / "port"
         if args.baseline:
             args.baseline_module = load_baseline(args.baseline, Path(tmp))
-        cmd = [sys.executable, __file__, "--serve", str(port_file), "--n", str(args.n), "--tokens", str(args.tokens),
-               "--step-ms", str(args.step_ms)]  # fmt: skip
+        cmd = [
+            sys.executable,
+            __file__,
+            "--serve",
+            str(port_file),
+            "--n",
+            str(args.n),
+            "--tokens",
+            str(args.tokens),
+            "--step-ms",
+            str(args.step_ms),
+        ]
         server = subprocess.Popen(cmd)
         try:
             deadline = time.monotonic() + 60

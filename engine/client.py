@@ -33,7 +33,9 @@ MAX_CARRY = 1 << 20  # a partial chunk held back for the fast path; a larger one
 
 # What a server can make one request cost, whatever it sends (see README, "A hostile server").
 DEFAULT_REQUEST_DEADLINE_S = 900.0  # a whole response, from connecting to its last byte
-MAX_RETRY_AFTER_S = 60.0  # a server's Retry-After pauses it at most as long as the circuit breaker's longest pause
+MAX_RETRY_AFTER_S = (
+    60.0  # a server's Retry-After pauses it at most as long as the circuit breaker's longest pause
+)
 # vLLM sends ~300 bytes of JSON per token chunk; a response more than 3x that per token of max_tokens
 # (plus a few chunks per choice: role, finish, usage) is not streaming tokens.
 WIRE_BYTES_PER_TOKEN = 1024
@@ -42,13 +44,26 @@ TOO_LARGE = "response larger than its max_tokens allows (a server streaming with
 
 
 def request_body(
-    model: str, n: int, seed: int, *, prompt: str | None = None, messages: list[dict] | None = None,
-    temperature: float, top_p: float, max_tokens: int, stop: list[str],
+    model: str,
+    n: int,
+    seed: int,
+    *,
+    prompt: str | None = None,
+    messages: list[dict] | None = None,
+    temperature: float,
+    top_p: float,
+    max_tokens: int,
+    stop: list[str],
 ) -> bytes:
     """A streaming /v1/completions body (`prompt`) or /v1/chat/completions body (`messages`)."""
     body = {"model": model, "prompt": prompt} if messages is None else {"model": model, "messages": messages}
     body.update(
-        n=n, seed=seed, temperature=temperature, top_p=top_p, max_tokens=max_tokens, stream=True,
+        n=n,
+        seed=seed,
+        temperature=temperature,
+        top_p=top_p,
+        max_tokens=max_tokens,
+        stream=True,
         stream_options={"include_usage": True},
     )
     if stop:
@@ -106,7 +121,7 @@ async def stream_completion(
         )
     except OSError as exc:  # refused, unreachable: nothing was sent
         raise StreamError(_describe(exc), connect_failed=True) from exc
-    except asyncio.TimeoutError as exc:
+    except TimeoutError as exc:
         raise StreamError("no connection within the connect timeout", connect_failed=True) from exc
     ok = False
     try:
@@ -114,9 +129,14 @@ async def stream_completion(
         transport.write(
             b"POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nAccept: text/event-stream\r\n"
             b"Content-Length: %d\r\nConnection: close\r\n%s\r\n%s"
-            % ((target.path or "/").encode() + (b"?" + target.query.encode() if target.query else b""),
-               host.encode("idna"), len(body), _header_lines(session.headers), body)
-        )  # fmt: skip
+            % (
+                (target.path or "/").encode() + (b"?" + target.query.encode() if target.query else b""),
+                host.encode("idna"),
+                len(body),
+                _header_lines(session.headers),
+                body,
+            )
+        )
         await protocol.finished
         ok = True
     finally:
@@ -132,16 +152,24 @@ class _StreamProtocol(asyncio.Protocol):
     synchronously inside `data_received`. `finished` resolves at the end of a complete stream
     or with the error that ended it."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, assembler: StreamAssembler,
-                 on_choice: Callable[[FinishedChoice], None], on_chunks: Callable[[int], None],
-                 idle_timeout: float | None, deadline: float | None = None):  # fmt: skip
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        assembler: StreamAssembler,
+        on_choice: Callable[[FinishedChoice], None],
+        on_chunks: Callable[[int], None],
+        idle_timeout: float | None,
+        deadline: float | None = None,
+    ):
         self.loop = loop
         self.finished: asyncio.Future[None] = loop.create_future()
         self.assembler = assembler
         self.delivery = _Delivery(assembler, on_choice, on_chunks)
         self.reader = ResponseReader()
         self.parser = SSEParser()
-        self.budget = response_byte_cap(assembler.n, assembler.max_tokens)  # bytes this response may still take
+        self.budget = response_byte_cap(
+            assembler.n, assembler.max_tokens
+        )  # bytes this response may still take
         self.carry = b""  # the partial chunk after the whole ones that feed_http_chunks took
         self.error_body = b""
         self.idle_timeout = idle_timeout
@@ -171,8 +199,10 @@ class _StreamProtocol(asyncio.Protocol):
                 # chunk at the end waits for the next read.
                 block = self.carry + data if self.carry else data
                 cut = block.rfind(b"}\n\n\r\n") + 5
-                if cut > 4 and len(block) - cut < MAX_CARRY and self.assembler.feed_http_chunks(
-                    block if cut == len(block) else block[:cut]
+                if (
+                    cut > 4
+                    and len(block) - cut < MAX_CARRY
+                    and self.assembler.feed_http_chunks(block if cut == len(block) else block[:cut])
                 ):
                     self.carry = block[cut:]
                     self.delivery.count_chunks()
@@ -202,7 +232,7 @@ class _StreamProtocol(asyncio.Protocol):
             return
         try:
             self.reader.close()
-        except ProtocolError as error:
+        except ProtocolError:
             if exc is not None:
                 error = StreamError(_describe(exc))
             self._fail(error)
@@ -219,7 +249,8 @@ class _StreamProtocol(asyncio.Protocol):
         self.error_body = (self.error_body + body)[:MAX_ERROR_BODY]
         if self.reader.done or len(self.error_body) >= MAX_ERROR_BODY:
             raise HTTPStatusError(
-                self.reader.status or 0, _error_message(self.error_body),
+                self.reader.status or 0,
+                _error_message(self.error_body),
                 retry_after=_retry_after(self.reader.headers.get("retry-after")),
             )
 
@@ -286,7 +317,7 @@ async def _stream_aiohttp(
                 raise ProtocolError("stream ended before [DONE]")
     except aiohttp.ClientConnectorError as exc:
         raise StreamError(_describe(exc), connect_failed=True) from exc
-    except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+    except (TimeoutError, aiohttp.ClientError, OSError) as exc:
         raise StreamError(_describe(exc)) from exc
 
 
@@ -296,8 +327,12 @@ class _Delivery:
 
     __slots__ = ("assembler", "on_choice", "on_chunks", "counted")
 
-    def __init__(self, assembler: StreamAssembler, on_choice: Callable[[FinishedChoice], None],
-                 on_chunks: Callable[[int], None]):  # fmt: skip
+    def __init__(
+        self,
+        assembler: StreamAssembler,
+        on_choice: Callable[[FinishedChoice], None],
+        on_chunks: Callable[[int], None],
+    ):
         self.assembler = assembler
         self.on_choice = on_choice
         self.on_chunks = on_chunks

@@ -89,13 +89,30 @@ def _parquet_schema():
     import pyarrow as pa
 
     text, integer, real = pa.string(), pa.int64(), pa.float64()
-    return pa.schema([
-        ("task_id", text), ("sample_index", integer), ("completion", text), ("passed", pa.bool_()),
-        ("result", text), ("completion_tokens", integer), ("finish_reason", text), ("server", text),
-        ("requested_at", real), ("first_token_at", real), ("finished_at", real), ("response", text), ("detail", text),
-        ("output", text), ("verify_wall_s", real), ("backend", text), ("limits", text), ("verified_at", real),
-        ("cpu_s", real), ("reused", integer),
-    ])
+    return pa.schema(
+        [
+            ("task_id", text),
+            ("sample_index", integer),
+            ("completion", text),
+            ("passed", pa.bool_()),
+            ("result", text),
+            ("completion_tokens", integer),
+            ("finish_reason", text),
+            ("server", text),
+            ("requested_at", real),
+            ("first_token_at", real),
+            ("finished_at", real),
+            ("response", text),
+            ("detail", text),
+            ("output", text),
+            ("verify_wall_s", real),
+            ("backend", text),
+            ("limits", text),
+            ("verified_at", real),
+            ("cpu_s", real),
+            ("reused", integer),
+        ]
+    )
 
 
 def _write_parquet(store: Store, sink: BinaryIO) -> int:

@@ -153,7 +153,9 @@ class ResponseReader:
                 except ValueError:
                     remaining = -1
                 if not 0 <= remaining <= MAX_CHUNK_BYTES:
-                    raise ProtocolError(f"bad chunk size {buffer[pos:line_end][:20]!r} (at most {MAX_CHUNK_BYTES})")
+                    raise ProtocolError(
+                        f"bad chunk size {buffer[pos:line_end][:20]!r} (at most {MAX_CHUNK_BYTES})"
+                    )
                 pos = line_end + 2
                 if remaining == 0:
                     state = _TRAILER

@@ -18,8 +18,8 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from itertools import repeat
 from dataclasses import dataclass
+from itertools import repeat
 
 import orjson
 
@@ -40,7 +40,9 @@ _CHOICE = b'"choices":[{"index":'
 _TEXT = b',"text":"'
 _TEXT_END = b'","logprobs":'  # cannot occur inside a JSON string: its quotes would be escaped
 MAX_USAGE_TOKENS = 1 << 31  # more than any context length times any n a request may ask for
-_RUNNING_TAIL = b'","logprobs":null,"finish_reason":null,"stop_reason":null,"prompt_token_ids":null,"token_ids":null}]'
+_RUNNING_TAIL = (
+    b'","logprobs":null,"finish_reason":null,"stop_reason":null,"prompt_token_ids":null,"token_ids":null}]'
+)
 
 # A finished choice is refused (and asked for again) beyond what max_tokens allows.
 CHUNK_SLACK = 8  # chunks beyond max_tokens: an empty finishing chunk, a chat choice's role
@@ -48,11 +50,33 @@ TEXT_BYTES_PER_TOKEN = 256  # JSON-escaped text per token on average, ~10x a lon
 
 
 class StreamAssembler:
-    __slots__ = ("n", "chat", "stop", "max_tokens", "done", "usage", "chunks", "_parts", "_counts", "_first",
-                 "_finished", "_clock", "_prefix", "_indices", "_chunk_re", "_chunk_fixed")
+    __slots__ = (
+        "n",
+        "chat",
+        "stop",
+        "max_tokens",
+        "done",
+        "usage",
+        "chunks",
+        "_parts",
+        "_counts",
+        "_first",
+        "_finished",
+        "_clock",
+        "_prefix",
+        "_indices",
+        "_chunk_re",
+        "_chunk_fixed",
+    )
 
-    def __init__(self, n: int, chat: bool = False, clock=time.time, stop: Sequence[str] = (),
-                 max_tokens: int | None = None):  # fmt: skip
+    def __init__(
+        self,
+        n: int,
+        chat: bool = False,
+        clock=time.time,
+        stop: Sequence[str] = (),
+        max_tokens: int | None = None,
+    ):
         """`stop`: stop strings to apply here as vLLM would (text cut before the first one, finish
         reason "stop"), for those the server was not asked to apply. `max_tokens`: the request's,
         which caps every choice (CHUNK_SLACK, TEXT_BYTES_PER_TOKEN)."""
@@ -97,8 +121,12 @@ class StreamAssembler:
                     index = indices.get(payload[skip:text])  # keys: the unfinished choices' indices
                     start = text + len(_TEXT)
                     end = payload.find(_TEXT_END, start)
-                    if (index is not None and end > 0 and payload.startswith(_RUNNING_TAIL, end)
-                            and payload.endswith(b"}")):  # fmt: skip
+                    if (
+                        index is not None
+                        and end > 0
+                        and payload.startswith(_RUNNING_TAIL, end)
+                        and payload.endswith(b"}")
+                    ):
                         fast += 1
                         counts[index] += 1
                         if first[index] is None:
@@ -136,9 +164,12 @@ class StreamAssembler:
                 return False
             event_head = b"data: " + self._prefix
             pattern = self._chunk_re = re.compile(
-                rb"([0-9a-fA-F]{1,6})\r\n" + re.escape(event_head) + rb'(\d{1,6}),"text":"([^"\\\n]*(?:\\.[^"\\\n]*)*)'
-                + re.escape(_RUNNING_TAIL) + rb"\}\n\n\r\n"
-            )  # fmt: skip
+                rb"([0-9a-fA-F]{1,6})\r\n"
+                + re.escape(event_head)
+                + rb'(\d{1,6}),"text":"([^"\\\n]*(?:\\.[^"\\\n]*)*)'
+                + re.escape(_RUNNING_TAIL)
+                + rb"\}\n\n\r\n"
+            )
             self._chunk_fixed = len(event_head) + len(_TEXT) + len(_RUNNING_TAIL) + 3
         found = pattern.findall(block)
         if not found:
@@ -148,9 +179,11 @@ class StreamAssembler:
         event_lengths = [fixed + a + b for a, b in zip(map(len, digits), map(len, texts))]
         # The matches tile the block exactly, each chunk's size is its event's length, and every
         # index is an unfinished choice's.
-        if (sum(event_lengths) + sum(map(len, sizes)) + 4 * len(found) != len(block)
-                or list(map(int, sizes, repeat(16))) != event_lengths
-                or not self._indices.keys() >= set(digits)):  # fmt: skip
+        if (
+            sum(event_lengths) + sum(map(len, sizes)) + 4 * len(found) != len(block)
+            or list(map(int, sizes, repeat(16))) != event_lengths
+            or not self._indices.keys() >= set(digits)
+        ):
             return False
         indices, counts, parts, first = self._indices, self._counts, self._parts, self._first
         now = None

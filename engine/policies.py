@@ -23,12 +23,22 @@ class AdaptivePlan:
     next() gives a Request, None while every open problem waits for its verdicts, and stops
     when every problem is done."""
 
-    def __init__(self, problems: list[Problem], samples: int, generated: dict[str, set[int]], max_n: int,
-                 counts: Callable[[], dict[str, tuple[int, int]]], policy: str, stop_after: int = 1):  # fmt: skip
+    def __init__(
+        self,
+        problems: list[Problem],
+        samples: int,
+        generated: dict[str, set[int]],
+        max_n: int,
+        counts: Callable[[], dict[str, tuple[int, int]]],
+        policy: str,
+        stop_after: int = 1,
+    ):
         if policy not in POLICIES[1:]:
             raise ValueError(f"not an adaptive policy: {policy}")
         self._problems = list(problems)
-        self._missing = {p.task_id: [i for i in range(samples) if i not in generated.get(p.task_id, ())] for p in problems}
+        self._missing = {
+            p.task_id: [i for i in range(samples) if i not in generated.get(p.task_id, ())] for p in problems
+        }
         self._issued = {p.task_id: len(generated.get(p.task_id, ())) for p in problems}
         self._max_n = max_n
         self._counts = counts
@@ -61,7 +71,14 @@ class AdaptivePlan:
             return None
         if self._policy == "hardest-first":
             position = {p.task_id: i for i, p in enumerate(self._problems)}
-            problem = min(ready, key=lambda p: (counts.get(p.task_id, (0, 0))[1], counts.get(p.task_id, (0, 0))[0], position[p.task_id]))
+            problem = min(
+                ready,
+                key=lambda p: (
+                    counts.get(p.task_id, (0, 0))[1],
+                    counts.get(p.task_id, (0, 0))[0],
+                    position[p.task_id],
+                ),
+            )
         else:
             problem = ready[0]
         missing = self._missing[problem.task_id]

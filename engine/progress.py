@@ -23,8 +23,14 @@ RATE_WINDOW_S = 30.0
 
 class Progress:
     def __init__(
-        self, total: int, initial: int, status: Callable[[], str] = str, enabled: bool = True, interval: float = 30.0,
-        servers: Callable[[], tuple[int, int]] | None = None, clock: Callable[[], float] = time.monotonic,
+        self,
+        total: int,
+        initial: int,
+        status: Callable[[], str] = str,
+        enabled: bool = True,
+        interval: float = 30.0,
+        servers: Callable[[], tuple[int, int]] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ):
         self.total = total
         self.done = initial
@@ -41,8 +47,15 @@ class Progress:
         self._stall_reported = False
         self._bar = None
         if enabled and sys.stderr.isatty():
-            self._bar = tqdm(total=total, initial=initial, unit="sample", desc="verified", dynamic_ncols=True,
-                             file=sys.stderr, bar_format="{desc} {n_fmt}/{total_fmt} ({percentage:.1f}%) |{bar}|{postfix}")  # fmt: skip
+            self._bar = tqdm(
+                total=total,
+                initial=initial,
+                unit="sample",
+                desc="verified",
+                dynamic_ncols=True,
+                file=sys.stderr,
+                bar_format="{desc} {n_fmt}/{total_fmt} ({percentage:.1f}%) |{bar}|{postfix}",
+            )
 
     def tokens(self, k: int) -> None:
         self._tokens += k
@@ -65,7 +78,9 @@ class Progress:
             self._bar.set_postfix_str(self.figures(now), refresh=True)
             return
         stalled = self.stalled_s(now) is not None
-        if self._enabled and (now - self._last_log >= self._interval or (stalled and not self._stall_reported)):
+        if self._enabled and (
+            now - self._last_log >= self._interval or (stalled and not self._stall_reported)
+        ):
             self._last_log = now
             self._stall_reported = self._stall_reported or stalled
             log.info("%s", self.line(now))
@@ -90,7 +105,9 @@ class Progress:
         rate, token_rate = self.rates(now)
         stalled = self.stalled_s(now)
         remaining = self.total - self.done
-        eta = "?" if rate <= 0 or stalled is not None else _duration(remaining / rate)  # no ETA from a stale rate
+        eta = (
+            "?" if rate <= 0 or stalled is not None else _duration(remaining / rate)
+        )  # no ETA from a stale rate
         parts = [f"{rate:,.1f} samples/s", f"{token_rate:,.0f} tok/s"]
         if self._servers is not None:
             up, servers = self._servers()
@@ -113,4 +130,6 @@ class Progress:
 
 
 def _duration(seconds: float) -> str:
-    return time.strftime("%H:%M:%S", time.gmtime(seconds)) if seconds < 86400 else f"{seconds / 86400:.1f} days"
+    return (
+        time.strftime("%H:%M:%S", time.gmtime(seconds)) if seconds < 86400 else f"{seconds / 86400:.1f} days"
+    )

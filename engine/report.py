@@ -30,8 +30,10 @@ from engine.analysis.table import write_table
 from engine.errors import InputError
 from metrics.passk import ks_for, pass_at_k_table
 
-ADAPTIVE_NOTE = ("under the {name} policy a problem's sample count depends on its results, so Chen's estimator"
-                 " is biased; the headline is the beta-binomial likelihood estimate, which stays valid")  # fmt: skip
+ADAPTIVE_NOTE = (
+    "under the {name} policy a problem's sample count depends on its results, so Chen's estimator"
+    " is biased; the headline is the beta-binomial likelihood estimate, which stays valid"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +61,9 @@ def fit_power_law(ks: list[int], fail: list[float]) -> PowerLaw | None:
 
 
 def _iso(t: float | None) -> str | None:
-    return None if t is None else datetime.datetime.fromtimestamp(t, datetime.timezone.utc).isoformat(timespec="seconds")
+    return (
+        None if t is None else datetime.datetime.fromtimestamp(t, datetime.UTC).isoformat(timespec="seconds")
+    )
 
 
 def _engine_version() -> str:
@@ -128,9 +132,13 @@ def analyse_run(run: Run, settings: Settings = Settings(), backtest_m: int | Non
     """The report of one run, as the documented JSON object."""
     problems = run.counted()
     most = max([p.n for p in problems], default=0)
-    settings = dataclasses.replace(settings, estimate_ks=tuple(ks_for(run.target.get("samples") or most)),
-                                   policy=run.policy.get("name", "uniform"), stop_after=int(run.policy.get("stop_after") or 1),
-                                   cap=run.target.get("samples"))  # fmt: skip
+    settings = dataclasses.replace(
+        settings,
+        estimate_ks=tuple(ks_for(run.target.get("samples") or most)),
+        policy=run.policy.get("name", "uniform"),
+        stop_after=int(run.policy.get("stop_after") or 1),
+        cap=run.target.get("samples"),
+    )
     results: dict[str, int] = {}
     for p in run.problems:
         for result, count in p.results.items():
@@ -149,9 +157,20 @@ def analyse_run(run: Run, settings: Settings = Settings(), backtest_m: int | Non
         "provenance": provenance(run),
     }
     if not problems:
-        return {**summary, "tokens": 0, "n": 0, "coverage": None, "curve": {}, "intervals": {}, "fit": None,
-                "fits": {}, "backtest": None, "distribution": _distribution(run), "cost": _cost(run, []),
-                "estimate": _estimate(run.policy, {}, {})}  # fmt: skip
+        return {
+            **summary,
+            "tokens": 0,
+            "n": 0,
+            "coverage": None,
+            "curve": {},
+            "intervals": {},
+            "fit": None,
+            "fits": {},
+            "backtest": None,
+            "distribution": _distribution(run),
+            "cost": _cost(run, []),
+            "estimate": _estimate(run.policy, {}, {}),
+        }
     n = np.array([p.n for p in problems])
     c = np.array([p.c for p in problems])
     scaling = analyse(n, c, settings)
@@ -164,8 +183,12 @@ def analyse_run(run: Run, settings: Settings = Settings(), backtest_m: int | Non
         except ValueError as exc:
             raise InputError(f"{run.out}: {exc}") from exc
     cost = _cost(run, ks)
-    estimate = _estimate(run.policy, summary["pass_at_k"], scaling["fits"],
-                         bool(run.target.get("samples")) and int(n.min()) >= run.target["samples"])  # fmt: skip
+    estimate = _estimate(
+        run.policy,
+        summary["pass_at_k"],
+        scaling["fits"],
+        bool(run.target.get("samples")) and int(n.min()) >= run.target["samples"],
+    )
     adaptive_counts = not estimate["chen_unbiased"]
     return {
         **summary,
@@ -213,8 +236,15 @@ def figure_path(plot: str | None, run_dirs: list[str]) -> Path:
     return path / "report.png" if path.is_dir() or not path.suffix else path
 
 
-def make_report(run_dirs: list[str], settings: Settings, backtest_m: int | None, plot: str | None, no_plot: bool,
-                table: str | None, references: list[str]) -> tuple[dict, str]:  # fmt: skip
+def make_report(
+    run_dirs: list[str],
+    settings: Settings,
+    backtest_m: int | None,
+    plot: str | None,
+    no_plot: bool,
+    table: str | None,
+    references: list[str],
+) -> tuple[dict, str]:
     """Analyse every run, write the table, figure and HTML asked for; the JSON summary and the text."""
     from engine.analysis.text import render
 

@@ -12,15 +12,15 @@ import time
 import aiohttp
 from prometheus_client import CollectorRegistry
 
+from engine.config import RunConfig
 from engine.dataset import load_problems
 from engine.errors import SANDBOX_ERRORS, RunConfigError, map_exceptions
 from engine.hosts import read_hosts
+from engine.policies import samples_owed
 from engine.progress import Progress
 from engine.records import Problem
-from engine.policies import samples_owed
-from engine.config import RunConfig
-from engine.runner import HUMANEVAL_STOP, Sampling, Sweep
 from engine.runlock import RunLock, keep_heartbeat
+from engine.runner import HUMANEVAL_STOP, Sampling, Sweep
 from engine.servers import Fleet
 from engine.store import Store
 from engine.summary import RunSummary, summarize
@@ -66,9 +66,17 @@ async def run_sweep(cfg: RunConfig, registry: CollectorRegistry | None = None) -
 
 
 @map_exceptions(SANDBOX_ERRORS)
-async def _sweep(cfg: RunConfig, store: Store, urls: list[str], all_problems: list[Problem],
-                 registry: CollectorRegistry, metrics: EngineMetrics, running: RunningPassAtK, live: dict,
-                 server: MetricsServer | None) -> RunSummary:  # fmt: skip
+async def _sweep(
+    cfg: RunConfig,
+    store: Store,
+    urls: list[str],
+    all_problems: list[Problem],
+    registry: CollectorRegistry,
+    metrics: EngineMetrics,
+    running: RunningPassAtK,
+    live: dict,
+    server: MetricsServer | None,
+) -> RunSummary:
     asked, options = cfg.sampling, cfg.scheduling
     samples, problem_count = _target(cfg, store, len(all_problems))
     problems = all_problems[:problem_count]
@@ -82,8 +90,13 @@ async def _sweep(cfg: RunConfig, store: Store, urls: list[str], all_problems: li
         requested_model = asked.model or (previous or {}).get("model")
         model = await fleet.discover(requested_model, options.startup_timeout_s)
         sampling = Sampling(
-            model=model, dataset=_fingerprint(asked.dataset, all_problems), temperature=asked.temperature,
-            top_p=asked.top_p, max_tokens=asked.max_tokens, seed=asked.seed, api=asked.api,
+            model=model,
+            dataset=_fingerprint(asked.dataset, all_problems),
+            temperature=asked.temperature,
+            top_p=asked.top_p,
+            max_tokens=asked.max_tokens,
+            seed=asked.seed,
+            api=asked.api,
             stop=HUMANEVAL_STOP if asked.api == "completions" else (),
             system_prompt=asked.system_prompt if asked.api == "chat" else "",
         )
@@ -107,20 +120,38 @@ async def _sweep(cfg: RunConfig, store: Store, urls: list[str], all_problems: li
                 await verifier.preflight()
                 seed_from_store(verifier, store)
                 sweep = Sweep(
-                    problems=problems, fleet=fleet, session=session, store=store, sandbox=sandbox,
-                    verifier=verifier, workers=box.workers, metrics=metrics, running=running, sampling=sampling,
-                    samples=samples, options=options,
+                    problems=problems,
+                    fleet=fleet,
+                    session=session,
+                    store=store,
+                    sandbox=sandbox,
+                    verifier=verifier,
+                    workers=box.workers,
+                    metrics=metrics,
+                    running=running,
+                    sampling=sampling,
+                    samples=samples,
+                    options=options,
                 )
                 state.admission = sweep.admission
                 state.jails = sandbox.jails
                 state.draining = lambda: sweep.stopped
                 verified = sum(n for n, _ in store.pass_counts().values())
-                progress = Progress(len(problems) * samples, verified, sweep.status, cfg.output.progress,
-                                    servers=live["servers"])  # fmt: skip
+                progress = Progress(
+                    len(problems) * samples,
+                    verified,
+                    sweep.status,
+                    cfg.output.progress,
+                    servers=live["servers"],
+                )
                 sweep.progress = progress
                 log.info(
                     "sweep: %d problems x %d samples of %s on %d servers -> %s",
-                    len(problems), samples, model, len(urls), cfg.output.out,
+                    len(problems),
+                    samples,
+                    model,
+                    len(urls),
+                    cfg.output.out,
                 )
                 refreshing = asyncio.create_task(progress.refresh_forever())
                 try:
@@ -140,12 +171,19 @@ async def _sweep(cfg: RunConfig, store: Store, urls: list[str], all_problems: li
     counts = {t: nc for t, nc in store.pass_counts().items() if t in wanted}
     verdicts = store.verdict_counts(wanted)
     return RunSummary(
-        **summarize(counts, verdicts), model=model, out=cfg.output.out, tokens=totals["tokens"],
-        elapsed_s=round(time.monotonic() - started, 3), generation_failures=totals["generation_failures"],
-        new_samples=sweep.stats.samples_verified, new_tokens=sweep.stats.tokens,
-        target=len(problems) * samples, stopped=sweep.stopped,
-        missing=sum(samples_owed(options.policy, samples, options.stop_after, *counts.get(t, (0, 0)))
-                    for t in wanted),
+        **summarize(counts, verdicts),
+        model=model,
+        out=cfg.output.out,
+        tokens=totals["tokens"],
+        elapsed_s=round(time.monotonic() - started, 3),
+        generation_failures=totals["generation_failures"],
+        new_samples=sweep.stats.samples_verified,
+        new_tokens=sweep.stats.tokens,
+        target=len(problems) * samples,
+        stopped=sweep.stopped,
+        missing=sum(
+            samples_owed(options.policy, samples, options.stop_after, *counts.get(t, (0, 0))) for t in wanted
+        ),
     )
 
 
@@ -158,8 +196,13 @@ def _target(cfg: RunConfig, store: Store, available: int) -> tuple[int, int]:
     samples = max(asked.samples, int(stored.get("samples", 0)))
     problems = min(available, max(requested, int(stored.get("problems", 0))))
     if samples > asked.samples or problems > requested:
-        log.warning("%s holds a run of %d problems x %d samples; a smaller --samples or --limit does not shrink it:"
-                    " going on to that target (--new-run starts afresh)", cfg.output.out, problems, samples)  # fmt: skip
+        log.warning(
+            "%s holds a run of %d problems x %d samples; a smaller --samples or --limit does not shrink it:"
+            " going on to that target (--new-run starts afresh)",
+            cfg.output.out,
+            problems,
+            samples,
+        )
     return samples, problems
 
 
@@ -172,13 +215,30 @@ async def _serve_metrics(registry: CollectorRegistry, host: str, port: int | Non
     return server
 
 
-def _sweep_state(run_id: str, sampling: Sampling, problems: list[Problem], samples: int,
-                 running: RunningPassAtK, store: Store) -> SweepState:
+def _sweep_state(
+    run_id: str,
+    sampling: Sampling,
+    problems: list[Problem],
+    samples: int,
+    running: RunningPassAtK,
+    store: Store,
+) -> SweepState:
     settings = sampling.to_dict()
-    info = {"run_id": run_id, "model": sampling.model, "dataset": sampling.dataset,
-            "task": settings.get("task", "humaneval"), "sampling_hash": sampling_hash(settings)}
-    return SweepState(run_id=run_id, info=info, problems=[p.task_id for p in problems], samples=samples,
-                      running=running, store_path=store.path)
+    info = {
+        "run_id": run_id,
+        "model": sampling.model,
+        "dataset": sampling.dataset,
+        "task": settings.get("task", "humaneval"),
+        "sampling_hash": sampling_hash(settings),
+    }
+    return SweepState(
+        run_id=run_id,
+        info=info,
+        problems=[p.task_id for p in problems],
+        samples=samples,
+        running=running,
+        store_path=store.path,
+    )
 
 
 def exit_status(summary: RunSummary) -> int:
@@ -205,7 +265,8 @@ def _stop_on_signals(sweep: Sweep, drain_timeout: float):
         if received == 1:
             log.warning(
                 "stopping: no new requests; live streams and the queue drain for up to %.0f s"
-                " (signal again to stop at once)", drain_timeout,
+                " (signal again to stop at once)",
+                drain_timeout,
             )
             sweep.stop()
             loop.call_later(drain_timeout, sweep.abort)

@@ -55,7 +55,9 @@ class RunLock:
             except BlockingIOError:
                 raise RunLockedError(_in_use(directory, _read_holder(fd))) from None
             holder = _read_holder(fd)
-            if holder and _alive_elsewhere(holder, read_heartbeat(directory), time.time() if now is None else now):
+            if holder and _alive_elsewhere(
+                holder, read_heartbeat(directory), time.time() if now is None else now
+            ):
                 raise RunLockedError(_in_use(directory, holder))
             _write_holder(fd)
         except BaseException:
@@ -125,5 +127,7 @@ def _in_use(directory: Path, holder: dict | None) -> str:
     if not holder:
         return f"{directory} is in use by another engine process; wait for it to end or stop it"
     since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(holder.get("started", 0))))
-    return (f"{directory} is in use by engine pid {holder.get('pid')} on host {holder.get('host')} (since {since});"
-            " wait for it to end or stop it")
+    return (
+        f"{directory} is in use by engine pid {holder.get('pid')} on host {holder.get('host')} (since {since});"
+        " wait for it to end or stop it"
+    )

@@ -25,9 +25,9 @@ from engine.client import (
 from engine.config import SamplingSettings, Scheduling
 from engine.errors import IgnoredNError, StreamError, UnauthorizedError
 from engine.openai_stream import FinishedChoice, StreamAssembler
+from engine.policies import AdaptivePlan, more_ready
 from engine.progress import Progress
 from engine.records import Problem, Sample
-from engine.policies import AdaptivePlan, more_ready
 from engine.scheduler import (
     Admission,
     Request,
@@ -71,8 +71,14 @@ class Sampling:
 
     def to_dict(self) -> dict:
         return {
-            "model": self.model, "dataset": self.dataset, "temperature": self.temperature, "top_p": self.top_p,
-            "max_tokens": self.max_tokens, "stop": list(self.stop), "seed": self.seed, "api": self.api,
+            "model": self.model,
+            "dataset": self.dataset,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "max_tokens": self.max_tokens,
+            "stop": list(self.stop),
+            "seed": self.seed,
+            "api": self.api,
             "system_prompt": self.system_prompt,
         }
 
@@ -128,7 +134,9 @@ class Sweep:
         self.admission = Admission(options.queue_size or default_queue_size(len(fleet.servers), options))
         self._queue: asyncio.Queue[Sample] = asyncio.Queue()
         self._retries: list[tuple[float, int, Request]] = []  # heap of (due, tiebreak, request)
-        self._twins: dict[tuple[str, str], list[Sample]] = {}  # queued (task, completion) -> identical samples waiting
+        self._twins: dict[
+            tuple[str, str], list[Sample]
+        ] = {}  # queued (task, completion) -> identical samples waiting
         self._retry_seq = 0
         self._inflight: set[asyncio.Task] = set()
         self._timeout = timeout_for(options.idle_timeout_s, options.request_timeout_s)
@@ -162,8 +170,15 @@ class Sweep:
         if o.policy == "uniform":
             plan = plan_requests(self._order, self.samples, self.store.generated_indices(), o.request_n)
         else:
-            plan = AdaptivePlan(self._order, self.samples, self.store.generated_indices(), o.request_n, self.running.counts,
-                                o.policy, o.stop_after)  # fmt: skip
+            plan = AdaptivePlan(
+                self._order,
+                self.samples,
+                self.store.generated_indices(),
+                o.request_n,
+                self.running.counts,
+                o.policy,
+                o.stop_after,
+            )
         background = [asyncio.create_task(self._verifier()) for _ in range(self.workers)]
         background += [asyncio.create_task(self._flusher()), asyncio.create_task(self.fleet.watch())]
         work = self._work = asyncio.create_task(self._generate_and_drain(plan))
@@ -210,12 +225,18 @@ class Sweep:
                 self._start(server, now_part)
                 continue
             # Sleep until something changes: capacity freed, a server up, a retry or a breaker due.
-            wakeups = [t for t in (self._retries[0][0] if self._retries else None,
-                                   next_reopening(self.fleet.servers, now)) if t is not None]
+            wakeups = [
+                t
+                for t in (
+                    self._retries[0][0] if self._retries else None,
+                    next_reopening(self.fleet.servers, now),
+                )
+                if t is not None
+            ]
             timeout = max(min(wakeups) - now, 0.001) if wakeups else None
             try:
                 await asyncio.wait_for(self.fleet.changed.wait(), timeout=timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
         await self._queue.join()
 
@@ -237,10 +258,15 @@ class Sweep:
         s = self.sampling
         chat = s.api == "chat"
         body = request_body(
-            s.model, request.n, problem_seed(s.seed, problem.task_id) + request.start,
+            s.model,
+            request.n,
+            problem_seed(s.seed, problem.task_id) + request.start,
             prompt=None if chat else problem.prompt,
             messages=chat_messages(s.system_prompt, problem.prompt) if chat else None,
-            temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens, stop=list(s.stop),
+            temperature=s.temperature,
+            top_p=s.top_p,
+            max_tokens=s.max_tokens,
+            stop=list(s.stop),
         )
         url = server.url + ("/v1/chat/completions" if chat else "/v1/completions")
         # stop: the server applies only MAX_STOP_STRINGS; max_tokens caps every choice
@@ -251,8 +277,15 @@ class Sweep:
         def on_choice(choice: FinishedChoice) -> None:
             completion = extract_completion(choice.text, problem.entry_point) if chat else choice.text
             sample = Sample(
-                problem.task_id, request.start + choice.index, completion, choice.tokens, choice.finish_reason,
-                server.url, requested_at, choice.first_token_at, choice.finished_at,
+                problem.task_id,
+                request.start + choice.index,
+                completion,
+                choice.tokens,
+                choice.finish_reason,
+                server.url,
+                requested_at,
+                choice.first_token_at,
+                choice.finished_at,
                 response=choice.text if chat else None,
             )
             server.inflight_seqs -= 1
@@ -296,7 +329,11 @@ class Sweep:
         now = time.monotonic()
         if exc.unauthorized:
             # Retrying cannot help: the run ends with one line (exit 2).
-            self._crash(UnauthorizedError(f"{server.url} refused our credentials ({exc}); check --api-key and --header"))
+            self._crash(
+                UnauthorizedError(
+                    f"{server.url} refused our credentials ({exc}); check --api-key and --header"
+                )
+            )
             return
         if isinstance(exc, IgnoredNError):
             self._fall_back_to_one_per_request(server, request, indices)
@@ -309,14 +346,24 @@ class Sweep:
         else:
             attempt = request.attempt + 1
             if record_failure(server, now, exc.retry_after):
-                log.warning("%s failed %d requests in a row; pausing it", server.url, server.consecutive_failures)
+                log.warning(
+                    "%s failed %d requests in a row; pausing it", server.url, server.consecutive_failures
+                )
         if not indices:
             log.warning("%s: %s broke its stream after every sample finished (%s)", task_id, server.url, exc)
         elif exc.retryable and attempt <= self.options.retries:
-            delay = backoff_seconds(attempt, self._rng.random())  # a Retry-After pauses the server, not these samples
+            delay = backoff_seconds(
+                attempt, self._rng.random()
+            )  # a Retry-After pauses the server, not these samples
             log.warning(
                 "%s: %s samples %s..%s failed on %s (%s); retrying in %.1f s",
-                task_id, len(indices), indices[0], indices[-1], server.url, exc, delay,
+                task_id,
+                len(indices),
+                indices[0],
+                indices[-1],
+                server.url,
+                exc,
+                delay,
             )
             self._retry(request, indices, attempt, now + delay, avoid=server.url)
         else:
@@ -324,16 +371,23 @@ class Sweep:
             for index in indices:
                 self.store.stage_failure(task_id, index, str(exc), attempt)
 
-    def _fall_back_to_one_per_request(self, server: ServerState, request: Request, indices: list[int]) -> None:
+    def _fall_back_to_one_per_request(
+        self, server: ServerState, request: Request, indices: list[int]
+    ) -> None:
         """The server gave one choice where n were asked: from now on it gets one sample per
         request, and the samples it left out are asked for again at once, as no failure."""
         if not server.ignores_n:
-            log.warning("%s ignores n (one choice where %d were asked): one sample per request from now on",
-                        server.url, request.n)  # fmt: skip
+            log.warning(
+                "%s ignores n (one choice where %d were asked): one sample per request from now on",
+                server.url,
+                request.n,
+            )
         server.ignores_n = True
         self._retry(request, indices, request.attempt, time.monotonic(), avoid=None)
 
-    def _retry(self, request: Request, indices: list[int], attempt: int, due: float, avoid: str | None) -> None:
+    def _retry(
+        self, request: Request, indices: list[int], attempt: int, due: float, avoid: str | None
+    ) -> None:
         for start, n in contiguous_runs(indices, self.options.request_n):
             self._retry_seq += 1
             retry = Request(request.problem, start, n, attempt, avoid=avoid)
@@ -391,8 +445,16 @@ class Sweep:
         verdict = outcome.verdict.value
         self.store.stage_verdict(
             StoredVerdict(
-                sample.task_id, sample.sample_index, verdict, outcome.detail, outcome.output, outcome.wall_s,
-                outcome.backend, outcome.limits.to_dict(), outcome.cpu_s, outcome.reused,
+                sample.task_id,
+                sample.sample_index,
+                verdict,
+                outcome.detail,
+                outcome.output,
+                outcome.wall_s,
+                outcome.backend,
+                outcome.limits.to_dict(),
+                outcome.cpu_s,
+                outcome.reused,
             )
         )
         if outcome.reused:
@@ -406,7 +468,14 @@ class Sweep:
             self.metrics.samples_verified.labels(verdict).inc()
         if not outcome.reused:
             self.metrics.verify_seconds.observe(outcome.wall_s)
-        log.debug("%s/%d %s in %.3f s (%s)", sample.task_id, sample.sample_index, verdict, outcome.wall_s, outcome.detail)
+        log.debug(
+            "%s/%d %s in %.3f s (%s)",
+            sample.task_id,
+            sample.sample_index,
+            verdict,
+            outcome.wall_s,
+            outcome.detail,
+        )
         if self.progress is not None:
             self.progress.advance(1)
 

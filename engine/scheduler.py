@@ -113,7 +113,9 @@ def admits(s: ServerState, now: float) -> bool:
     return not (s.trips and s.inflight_requests)
 
 
-def pick_server(servers: Iterable[ServerState], n: int, now: float, avoid: str | None = None) -> ServerState | None:
+def pick_server(
+    servers: Iterable[ServerState], n: int, now: float, avoid: str | None = None
+) -> ServerState | None:
     """The admitting server with the least outstanding work (our sequences in flight plus what
     it reports waiting) that has room for n more sequences; `avoid` (the server a retry failed
     on) is taken only when no other has room."""

@@ -56,8 +56,13 @@ def choose_model(requested: str | None, answers: list[ModelsAnswer]) -> str:
 
 class Fleet:
     def __init__(
-        self, urls: list[str], session: aiohttp.ClientSession, max_seqs: int, metrics=None,
-        hosts_path: str | None = None, clock=time.monotonic,
+        self,
+        urls: list[str],
+        session: aiohttp.ClientSession,
+        max_seqs: int,
+        metrics=None,
+        hosts_path: str | None = None,
+        clock=time.monotonic,
     ):
         self.servers = [ServerState(url, max_seqs) for url in urls]
         self.model: str | None = None
@@ -91,7 +96,12 @@ class Fleet:
                     if self.model in answer.models:
                         self._verified.add(server.url)
                     elif answer.models:
-                        log.warning("%s serves %s, not %s: not using it", server.url, ", ".join(answer.models), self.model)
+                        log.warning(
+                            "%s serves %s, not %s: not using it",
+                            server.url,
+                            ", ".join(answer.models),
+                            self.model,
+                        )
                 return self.model
             problems = "; ".join(f"{s.url}: {a.problem}" for s, a in zip(self.servers, answers))
             if all(a.reachable for a in answers):
@@ -102,7 +112,8 @@ class Fleet:
             if not announced:
                 log.warning(
                     "waiting for the fleet: no server answers yet (vLLM can take minutes to load a model);"
-                    " giving up in %.0f s (--startup-timeout)", remaining,
+                    " giving up in %.0f s (--startup-timeout)",
+                    remaining,
                 )
                 announced = True
             await asyncio.sleep(min(delay, remaining))
@@ -144,7 +155,9 @@ class Fleet:
             if healthy:
                 self._verified.add(server.url)
             elif answer.models:
-                log.warning("%s serves %s, not %s: not using it", server.url, ", ".join(answer.models), self.model)
+                log.warning(
+                    "%s serves %s, not %s: not using it", server.url, ", ".join(answer.models), self.model
+                )
         if healthy != server.up:
             log.warning("%s is %s", server.url, "up" if healthy else "down")
         self._set_up(server, healthy)
@@ -159,13 +172,20 @@ class Fleet:
         if self.any_up():
             if self._fleet_down_since is not None:
                 up = sum(s.up for s in self.servers)
-                log.warning("fleet back after %.0f s: %d of %d servers up", self._clock() - self._fleet_down_since,
-                            up, len(self.servers))
+                log.warning(
+                    "fleet back after %.0f s: %d of %d servers up",
+                    self._clock() - self._fleet_down_since,
+                    up,
+                    len(self.servers),
+                )
                 self._fleet_down_since = None
         elif self._fleet_down_since is None:
             self._fleet_down_since = self._clock()
-            log.warning("all %d servers are down; waiting for them (probing with backoff up to %.0f s)",
-                        len(self.servers), MAX_PROBE_BACKOFF_S)
+            log.warning(
+                "all %d servers are down; waiting for them (probing with backoff up to %.0f s)",
+                len(self.servers),
+                MAX_PROBE_BACKOFF_S,
+            )
 
     def _reload_hosts(self) -> None:
         stamp = _stamp(self._hosts_path)
@@ -210,7 +230,7 @@ class Fleet:
                 status = response.status
         except _TooLarge:
             return ModelsAnswer([], f"/v1/models answered more than {MAX_PROBE_BYTES} bytes", True)
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             return ModelsAnswer([], f"unreachable ({type(exc).__name__})", False)
         if status in (401, 403):  # vLLM's --api-key guards /v1/*: asking again cannot help
             raise UnauthorizedError(f"{url}/v1/models answered HTTP {status}: check --api-key and --header")
@@ -228,7 +248,7 @@ class Fleet:
         try:
             async with self._session.get(url + "/health", timeout=PROBE_TIMEOUT) as response:
                 return response.status == 200
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+        except (TimeoutError, aiohttp.ClientError, OSError):
             return False
 
     async def _waiting(self, server: ServerState) -> int:
@@ -238,7 +258,9 @@ class Fleet:
             if source == "metrics":
                 async with self._session.get(server.url + "/metrics", timeout=PROBE_TIMEOUT) as response:
                     if response.status == 200:
-                        waiting = _waiting_from_metrics((await _read_capped(response)).decode("utf-8", "replace"))
+                        waiting = _waiting_from_metrics(
+                            (await _read_capped(response)).decode("utf-8", "replace")
+                        )
                         if waiting is not None:
                             return waiting
                 self._load_source[server.url] = source = "load"
@@ -246,10 +268,19 @@ class Fleet:
                 async with self._session.get(server.url + "/load", timeout=PROBE_TIMEOUT) as response:
                     if response.status == 200:
                         load = orjson.loads(await _read_capped(response)).get("server_load")
-                        if type(load) is int and 0 <= load <= MAX_CREDIBLE_WAITING:  # counts our own requests too
+                        if (
+                            type(load) is int and 0 <= load <= MAX_CREDIBLE_WAITING
+                        ):  # counts our own requests too
                             return max(0, load - server.inflight_requests)
                 self._load_source[server.url] = "none"
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError, orjson.JSONDecodeError, AttributeError, _TooLarge):
+        except (
+            TimeoutError,
+            aiohttp.ClientError,
+            OSError,
+            orjson.JSONDecodeError,
+            AttributeError,
+            _TooLarge,
+        ):
             pass
         return 0
 

@@ -49,7 +49,11 @@ def run_status(run_dir: str, now: float | None = None) -> StatusSummary:
         no_progress_s=no_progress,
         verdicts=verdict_columns(verdicts),
         rate_per_s=round(rate, 3),
-        eta_s=None if stalled else round(remaining / rate) if rate > 0 and remaining else (0 if not remaining else None),
+        eta_s=None
+        if stalled
+        else round(remaining / rate)
+        if rate > 0 and remaining
+        else (0 if not remaining else None),
         pass_at_k=pass_at_k_columns(counts),  # the same columns as `engine run` shows
     )
 
@@ -79,8 +83,13 @@ def render(s: StatusSummary) -> str:
     if s["last_write_s_ago"] is not None:
         state += f" (last write {s['last_write_s_ago']:.0f} s ago)"
     share = s["samples"] / s["target"] if s["target"] else 0.0
-    eta = "-" if s["eta_s"] is None else time.strftime("%H:%M:%S", time.gmtime(s["eta_s"])) if s["eta_s"] < 86400 \
+    eta = (
+        "-"
+        if s["eta_s"] is None
+        else time.strftime("%H:%M:%S", time.gmtime(s["eta_s"]))
+        if s["eta_s"] < 86400
         else f"{s['eta_s'] / 86400:.1f} days"
+    )
     if s["running"] and s["servers"] is not None:
         state += f"; servers up {s['servers_up']} of {s['servers']}"
     if s["running"] and s["remaining"] and (s["no_progress_s"] or 0) >= STALL_AFTER_S:

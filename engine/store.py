@@ -68,7 +68,11 @@ CREATE TABLE IF NOT EXISTS generation_failures (
 
 
 # Columns added after the first release, for stores created before them.
-_LATER_COLUMNS = [("samples", "response", "TEXT"), ("samples", "cpu_s", "REAL"), ("samples", "reused", "INTEGER")]
+_LATER_COLUMNS = [
+    ("samples", "response", "TEXT"),
+    ("samples", "cpu_s", "REAL"),
+    ("samples", "reused", "INTEGER"),
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,12 +93,14 @@ def _reads(method):
     """A damaged store (a corrupt page, a file that is not SQLite) is found only when a read
     reaches it: say so in one line, naming the file, instead of a sqlite3 traceback."""
     if inspect.isgeneratorfunction(method):
+
         @functools.wraps(method)
         def generator(self, *args, **kwargs):
             try:
                 yield from method(self, *args, **kwargs)
             except DAMAGE as exc:
                 raise _damaged(self.path, exc) from exc
+
         return generator
 
     @functools.wraps(method)
@@ -103,12 +109,15 @@ def _reads(method):
             return method(self, *args, **kwargs)
         except DAMAGE as exc:
             raise _damaged(self.path, exc) from exc
+
     return call
 
 
 def _damaged(path: Path, exc: Exception) -> StoreDamagedError:
     said = "".join(c if c.isprintable() else "?" for c in str(exc))[:200]  # it may quote damaged bytes
-    return StoreDamagedError(f"cannot read {path}: {said} (a damaged store: sqlite3's .recover may save its rows)")
+    return StoreDamagedError(
+        f"cannot read {path}: {said} (a damaged store: sqlite3's .recover may save its rows)"
+    )
 
 
 def read_heartbeat(run_dir: str | Path) -> dict | None:
@@ -211,7 +220,9 @@ class Store:
     def heartbeat(self, **extra) -> None:
         """A running command says so, for `engine status` and the run lock of another process;
         `extra`: live figures for `engine status` (servers up)."""
-        self.set_meta("heartbeat", {"pid": os.getpid(), "host": socket.gethostname(), "time": time.time(), **extra})
+        self.set_meta(
+            "heartbeat", {"pid": os.getpid(), "host": socket.gethostname(), "time": time.time(), **extra}
+        )
 
     def save_problems(self, problems: list[Problem]) -> None:
         with self._transaction():
@@ -229,14 +240,35 @@ class Store:
 
     def stage_sample(self, s: Sample) -> None:
         self._staged_samples.append(
-            (s.task_id, s.sample_index, s.completion, s.completion_tokens, s.finish_reason, s.server,
-             s.requested_at, s.first_token_at, s.finished_at, s.response)
+            (
+                s.task_id,
+                s.sample_index,
+                s.completion,
+                s.completion_tokens,
+                s.finish_reason,
+                s.server,
+                s.requested_at,
+                s.first_token_at,
+                s.finished_at,
+                s.response,
+            )
         )
 
     def stage_verdict(self, v: StoredVerdict) -> None:
         self._staged_verdicts.append(
-            (v.verdict, v.detail, v.output, v.wall_s, v.backend, json.dumps(v.limits, sort_keys=True),
-             time.time(), v.cpu_s, int(v.reused), v.task_id, v.sample_index)
+            (
+                v.verdict,
+                v.detail,
+                v.output,
+                v.wall_s,
+                v.backend,
+                json.dumps(v.limits, sort_keys=True),
+                time.time(),
+                v.cpu_s,
+                int(v.reused),
+                v.task_id,
+                v.sample_index,
+            )
         )
 
     def stage_failure(self, task_id: str, sample_index: int, error: str, attempts: int) -> None:
@@ -291,7 +323,8 @@ class Store:
         rows = self._db.execute(
             "SELECT task_id, sample_index, completion, completion_tokens, finish_reason, server, requested_at,"
             " first_token_at, finished_at, response FROM samples WHERE verdict IS NULL OR verdict = ?"
-            " ORDER BY task_id, sample_index", (INFRA_ERROR,),
+            " ORDER BY task_id, sample_index",
+            (INFRA_ERROR,),
         ).fetchall()
         return (Sample(*row) for row in rows)
 
@@ -300,10 +333,16 @@ class Store:
         """(task_id, sample_index, completion, verdict, detail, output, backend, limits JSON, cpu_s) of the
         verified samples (infrastructure errors aside), or of those with one verdict (e.g. for
         `engine verify --retry timeout`)."""
-        query = ("SELECT task_id, sample_index, completion, verdict, detail, output, backend, limits, cpu_s"
-                 " FROM samples WHERE verdict IS NOT NULL")  # fmt: skip
+        query = (
+            "SELECT task_id, sample_index, completion, verdict, detail, output, backend, limits, cpu_s"
+            " FROM samples WHERE verdict IS NOT NULL"
+        )
         if verdict is not None:
-            return iter(self._db.execute(query + " AND verdict = ? ORDER BY task_id, sample_index", (verdict,)).fetchall())
+            return iter(
+                self._db.execute(
+                    query + " AND verdict = ? ORDER BY task_id, sample_index", (verdict,)
+                ).fetchall()
+            )
         return iter(self._db.execute(query + " AND verdict != ?", (INFRA_ERROR,)).fetchall())
 
     @_reads
@@ -311,7 +350,8 @@ class Store:
         """(n verified, c passed) per problem; infrastructure errors are not in n."""
         rows = self._db.execute(
             "SELECT task_id, COUNT(*), SUM(verdict = 'passed') FROM samples WHERE verdict IS NOT NULL AND verdict != ?"
-            " GROUP BY task_id", (INFRA_ERROR,),
+            " GROUP BY task_id",
+            (INFRA_ERROR,),
         )
         return {task: (n, int(c)) for task, n, c in rows}
 
@@ -331,11 +371,17 @@ class Store:
     def totals(self) -> dict[str, int]:
         samples, tokens, verified, infra = self._db.execute(
             "SELECT COUNT(*), COALESCE(SUM(completion_tokens), 0), COUNT(verdict) - COUNT(verdict = ? OR NULL),"
-            " COUNT(verdict = ? OR NULL) FROM samples", (INFRA_ERROR, INFRA_ERROR),
+            " COUNT(verdict = ? OR NULL) FROM samples",
+            (INFRA_ERROR, INFRA_ERROR),
         ).fetchone()
         failures = self._db.execute("SELECT COUNT(*) FROM generation_failures").fetchone()[0]
-        return {"samples": samples, "tokens": tokens, "verified": verified, "generation_failures": failures,
-                "infra_errors": infra}  # fmt: skip
+        return {
+            "samples": samples,
+            "tokens": tokens,
+            "verified": verified,
+            "generation_failures": failures,
+            "infra_errors": infra,
+        }
 
     @_reads
     def verified_since(self, since: float) -> int:

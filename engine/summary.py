@@ -106,8 +106,15 @@ def summarize(counts: dict[str, tuple[int, int]], verdicts: dict[str, int]) -> S
 def render(summary: Summary, title: str) -> str:
     lines = [title]
     verdicts = summary["verdicts"]
-    lines.append("verdicts: " + ", ".join(f"{v} {verdicts[v]:,}" for v in VERDICT_ORDER)
-                 + (f"; infrastructure errors {summary['infra_errors']:,} (not in pass@k)" if summary.get("infra_errors") else ""))  # fmt: skip
+    lines.append(
+        "verdicts: "
+        + ", ".join(f"{v} {verdicts[v]:,}" for v in VERDICT_ORDER)
+        + (
+            f"; infrastructure errors {summary['infra_errors']:,} (not in pass@k)"
+            if summary.get("infra_errors")
+            else ""
+        )
+    )
     if summary["pass_at_k"]:
         lines.append(f"{'k':>7}  {'pass@k':>8}  {'fail@k':>8}")
         for k, score in summary["pass_at_k"].items():

@@ -48,7 +48,11 @@ def read_samples(path: Path, known: set[str]) -> list[dict]:
             row = orjson.loads(line)
         except orjson.JSONDecodeError:
             raise InputError(f"{path}:{number}: not valid JSON") from None
-        if not isinstance(row, dict) or not isinstance(row.get("task_id"), str) or not isinstance(row.get("completion"), str):
+        if (
+            not isinstance(row, dict)
+            or not isinstance(row.get("task_id"), str)
+            or not isinstance(row.get("completion"), str)
+        ):
             raise InputError(f"{path}:{number}: needs string fields task_id and completion")
         if row["task_id"] not in known:
             raise InputError(f"{path}:{number}: task_id {row['task_id']!r} is not in the dataset")
@@ -71,10 +75,15 @@ def verdict_of(result: object) -> object:
 def result_fields(outcome: Outcome) -> dict:
     """What a results row says about its verdict."""
     return {
-        "passed": outcome.passed, "result": outcome.verdict.value, "detail": outcome.detail,
-        "backend": outcome.backend, "limits": outcome.limits.to_dict(), "wall_s": outcome.wall_s,
-        "cpu_s": outcome.cpu_s, "reused": outcome.reused,
-    }  # fmt: skip
+        "passed": outcome.passed,
+        "result": outcome.verdict.value,
+        "detail": outcome.detail,
+        "backend": outcome.backend,
+        "limits": outcome.limits.to_dict(),
+        "wall_s": outcome.wall_s,
+        "cpu_s": outcome.cpu_s,
+        "reused": outcome.reused,
+    }
 
 
 def results_path(samples: Path, retry: str | None = None) -> Path:
@@ -83,9 +92,14 @@ def results_path(samples: Path, retry: str | None = None) -> Path:
     return samples if retry else samples.with_name(samples.name + "_results.jsonl")
 
 
-async def verify_file(samples: Path | str, out: Path | str | None = None, dataset: str = "humaneval",
-                      settings: SandboxSettings | None = None, retry: str | None = None,
-                      progress: bool = True) -> VerifySummary:  # fmt: skip
+async def verify_file(
+    samples: Path | str,
+    out: Path | str | None = None,
+    dataset: str = "humaneval",
+    settings: SandboxSettings | None = None,
+    retry: str | None = None,
+    progress: bool = True,
+) -> VerifySummary:
     """Verify every line of `samples` (or, with `retry`, only the lines of a results file whose
     result is `retry`, keeping the others as they are); write `out` atomically, in input order."""
     samples = Path(samples)
@@ -101,7 +115,9 @@ async def verify_file(samples: Path | str, out: Path | str | None = None, datase
     def record(position: int, outcome: Outcome) -> None:
         results[position] = result_fields(outcome)
 
-    jobs = [(position, problems[rows[position]["task_id"]], rows[position]["completion"]) for position in todo]
+    jobs = [
+        (position, problems[rows[position]["task_id"]], rows[position]["completion"]) for position in todo
+    ]
     reused = await _verify_all(problems.values(), jobs, settings, progress, record)
     counts = RunningPassAtK()
     verdicts: dict[str, int] = {}
@@ -123,13 +139,20 @@ async def verify_file(samples: Path | str, out: Path | str | None = None, datase
 
 
 @map_exceptions(SANDBOX_ERRORS)
-async def _verify_all(problems, jobs: list[tuple[object, Problem, str]], settings: SandboxSettings, progress: bool,
-                      record: Callable[[object, Outcome], None]) -> int:  # fmt: skip
+async def _verify_all(
+    problems,
+    jobs: list[tuple[object, Problem, str]],
+    settings: SandboxSettings,
+    progress: bool,
+    record: Callable[[object, Outcome], None],
+) -> int:
     """Open the sandboxes, preflight, and verify every (key, problem, completion) job, calling
     `record(key, outcome)` as each verdict arrives; the number of verdicts reused by dedup."""
     bar = Progress(len(jobs), 0, enabled=progress)
     pending = iter(jobs)
-    async with SandboxPool(workers=settings.workers, limits=settings.limits, backend=settings.backend) as pool:
+    async with SandboxPool(
+        workers=settings.workers, limits=settings.limits, backend=settings.backend
+    ) as pool:
         verifier = Verifier(pool, problems, dedup=settings.dedup, timing=settings.timing)
         await verifier.preflight()
 
@@ -147,7 +170,9 @@ async def _verify_all(problems, jobs: list[tuple[object, Problem, str]], setting
     return verifier.reused
 
 
-async def retry_run(run_dir: Path | str, settings: SandboxSettings, retry: str, progress: bool = True) -> VerifySummary:
+async def retry_run(
+    run_dir: Path | str, settings: SandboxSettings, retry: str, progress: bool = True
+) -> VerifySummary:
     """Re-verify the samples of a run whose verdict is `retry`; update their rows in its store,
     holding the run's lock (a sweep or another retry writing it too would mix up rows)."""
     run_dir = Path(run_dir)
@@ -163,17 +188,33 @@ async def retry_run(run_dir: Path | str, settings: SandboxSettings, retry: str, 
             store.close()
 
 
-async def _retry_in_store(store: Store, run_dir: Path, settings: SandboxSettings, retry: str,
-                          progress: bool) -> VerifySummary:
+async def _retry_in_store(
+    store: Store, run_dir: Path, settings: SandboxSettings, retry: str, progress: bool
+) -> VerifySummary:
     problems = {p.task_id: p for p in store.problems()}
     rows = [row for row in store.verified(retry) if row[0] in problems]
 
     def record(key: tuple[str, int], o: Outcome) -> None:
-        store.stage_verdict(StoredVerdict(*key, o.verdict.value, o.detail, o.output, o.wall_s, o.backend,
-                                          o.limits.to_dict(), o.cpu_s, o.reused))  # fmt: skip
+        store.stage_verdict(
+            StoredVerdict(
+                *key,
+                o.verdict.value,
+                o.detail,
+                o.output,
+                o.wall_s,
+                o.backend,
+                o.limits.to_dict(),
+                o.cpu_s,
+                o.reused,
+            )
+        )
 
     jobs = [((task_id, index), problems[task_id], completion) for task_id, index, completion, *_ in rows]
     reused = await _verify_all(problems.values(), jobs, settings, progress, record)
     store.flush()
-    return VerifySummary(**summarize(store.pass_counts(), store.verdict_counts()), out=str(run_dir), rerun=len(rows),
-                         reused=reused)
+    return VerifySummary(
+        **summarize(store.pass_counts(), store.verdict_counts()),
+        out=str(run_dir),
+        rerun=len(rows),
+        reused=reused,
+    )

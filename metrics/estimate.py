@@ -34,7 +34,9 @@ class PassAtKEstimateCollector:
             c = np.array([nc[1] for nc in counts.values()])
             ks = ks_for(self._horizon or int(n.max()))
             try:
-                fit = fit_beta_binomial(n, c, scale=False)  # at scrape time: the scale test (0.3 s at n = 1000) is the report's
+                fit = fit_beta_binomial(
+                    n, c, scale=False
+                )  # at scrape time: the scale test (0.3 s at n = 1000) is the report's
                 scores = dict(zip(ks, fit.pass_at(ks).tolist()))
             except Unfittable:
                 scores = {}

@@ -43,7 +43,10 @@ class EngineMetrics:
             "engine_server_up", "1 when the server answers its health check", ["server"], registry=registry
         )
         self.verify_seconds = Histogram(
-            "engine_verify_seconds", "Wall time of one verification", buckets=VERIFY_BUCKETS, registry=registry
+            "engine_verify_seconds",
+            "Wall time of one verification",
+            buckets=VERIFY_BUCKETS,
+            registry=registry,
         )
         self.infra_errors = Counter(
             "engine_infra_errors",
@@ -51,7 +54,9 @@ class EngineMetrics:
             registry=registry,
         )
         self.verify_dedup = Counter(
-            "engine_verify_dedup", "Verdicts reused from an identical earlier sample instead of run", registry=registry
+            "engine_verify_dedup",
+            "Verdicts reused from an identical earlier sample instead of run",
+            registry=registry,
         )
         registry.register(_PassAtKCollector(running))
         registry.register(PassAtKEstimateCollector(running))

@@ -29,7 +29,9 @@ class RunLabelled:
     def collect(self):
         for family in self._registry.collect():
             labelled = Metric(family.name, family.documentation, family.type, family.unit)
-            labelled.samples = [s._replace(labels={**s.labels, "run_id": self._run_id}) for s in family.samples]
+            labelled.samples = [
+                s._replace(labels={**s.labels, "run_id": self._run_id}) for s in family.samples
+            ]
             yield labelled
 
 
@@ -44,7 +46,9 @@ class MetricsServer:
 
     def __init__(self, registry: CollectorRegistry, run_id: str | None = "", page: PageData | None = None):
         self._registry = registry
-        self._handler = make_aiohttp_handler(CollectorRegistry(auto_describe=False))  # nothing, until labelled
+        self._handler = make_aiohttp_handler(
+            CollectorRegistry(auto_describe=False)
+        )  # nothing, until labelled
         if run_id is not None:
             self.label(run_id)
         self._page = page
@@ -90,8 +94,9 @@ class MetricsServer:
         if self._page is None:
             raise web.HTTPServiceUnavailable(text="the sweep is starting")
         body = {**await self._page.snapshot_async(), "history": self._page.history(since)}
-        return web.Response(body=orjson.dumps(body), content_type="application/json",
-                            headers={"Cache-Control": "no-store"})
+        return web.Response(
+            body=orjson.dumps(body), content_type="application/json", headers={"Cache-Control": "no-store"}
+        )
 
     async def start(self, host: str, port: int) -> int:
         """Listen; returns the bound port (the real one when port=0). A port in use or an address
@@ -102,8 +107,10 @@ class MetricsServer:
             await web.TCPSite(self._runner, host, port).start()
         except OSError as exc:
             await self._runner.cleanup()
-            raise InputError(f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}"
-                             " (another --metrics-port, or --no-metrics)") from exc
+            raise InputError(
+                f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}"
+                " (another --metrics-port, or --no-metrics)"
+            ) from exc
         if self._page is not None:
             self._recorder = asyncio.create_task(self._page.record_history())
         return self._runner.addresses[0][1]
@@ -126,8 +133,9 @@ class MetricsServer:
             await self._runner.cleanup()
 
 
-async def serve_metrics(registry: CollectorRegistry, host: str, port: int, run_id: str = "",
-                        page: PageData | None = None) -> tuple[MetricsServer, int]:
+async def serve_metrics(
+    registry: CollectorRegistry, host: str, port: int, run_id: str = "", page: PageData | None = None
+) -> tuple[MetricsServer, int]:
     """Start the endpoint; returns the server (call `cleanup()`) and the bound port. Without a
     run_id the series go out as the registry has them; without a page, / is not served."""
     server = MetricsServer(registry, run_id, page)

@@ -35,7 +35,9 @@ class PageData:
         self._stored: tuple[float, dict] | None = None
         self._reading = asyncio.Lock()
         self._db: sqlite3.Connection | None = None
-        self._history: deque[tuple[float, float, int]] = deque(maxlen=HISTORY_POINTS)  # (time, tokens, verified)
+        self._history: deque[tuple[float, float, int]] = deque(
+            maxlen=HISTORY_POINTS
+        )  # (time, tokens, verified)
 
     async def record_history(self, every_s: float = HISTORY_EVERY_S) -> None:
         """Sample the counters for the charts, whether a page is open or not (so a page opened
@@ -91,8 +93,12 @@ class PageData:
         figures = self._state.figures()
         since = max(figures["last_progress"], stored.get("started") or 0.0)
         idle = round(max(0.0, time.time() - since), 1) if since else None
-        stalled = (figures["state"] == "running" and figures["remaining"] > 0 and idle is not None
-                   and idle >= STALL_AFTER_S)
+        stalled = (
+            figures["state"] == "running"
+            and figures["remaining"] > 0
+            and idle is not None
+            and idle >= STALL_AFTER_S
+        )
         return {"no_progress_s": idle, "stalled": stalled}
 
     def _with_eta(self, stored: dict) -> dict:
@@ -102,7 +108,11 @@ class PageData:
         recent = stored.pop("recent")
         rate = None if recent is None else recent / RATE_WINDOW_S
         remaining = self._state.figures()["remaining"]
-        return {**stored, "rate_per_s": rate, "eta_s": 0 if not remaining else remaining / rate if rate else None}
+        return {
+            **stored,
+            "rate_per_s": rate,
+            "eta_s": 0 if not remaining else remaining / rate if rate else None,
+        }
 
     def _tokens(self) -> float:
         return sum(_by_label(self._metrics.generated_tokens, "server").values())
@@ -112,8 +122,16 @@ class PageData:
         inflight = _by_label(self._metrics.inflight_requests, "server")
         tokens = _by_label(self._metrics.generated_tokens, "server")
         errors = _by_label(self._metrics.generation_errors, "server")
-        return [{"url": url, "up": bool(up.get(url)), "inflight": inflight.get(url, 0), "tokens": tokens.get(url, 0),
-                 "errors": errors.get(url, 0)} for url in sorted(up.keys() | inflight.keys() | tokens.keys())]
+        return [
+            {
+                "url": url,
+                "up": bool(up.get(url)),
+                "inflight": inflight.get(url, 0),
+                "tokens": tokens.get(url, 0),
+                "errors": errors.get(url, 0),
+            }
+            for url in sorted(up.keys() | inflight.keys() | tokens.keys())
+        ]
 
     def _store_is_stale(self) -> bool:
         max_age = min(STORE_MAX_AGE_S, self._max_age_s * 5)
@@ -128,22 +146,34 @@ class PageData:
         try:
             return self._query_store()
         except sqlite3.Error:  # busy or gone: the page shows the rest
-            return self._stored[1] if self._stored else {"verdicts": {}, "slowest": [], "recent_errors": [],
-                                                         "recent": None}
+            return (
+                self._stored[1]
+                if self._stored
+                else {"verdicts": {}, "slowest": [], "recent_errors": [], "recent": None}
+            )
 
     def _query_store(self) -> dict:
         if self._db is None:
-            self._db = sqlite3.connect(f"file:{self._state.store_path}?mode=ro", uri=True, check_same_thread=False)
+            self._db = sqlite3.connect(
+                f"file:{self._state.store_path}?mode=ro", uri=True, check_same_thread=False
+            )
         db = self._db
         now = time.time()
-        recent = db.execute("SELECT COUNT(*) FROM samples WHERE verified_at > ?", (now - RATE_WINDOW_S,)).fetchone()[0]
-        verdicts = dict(db.execute("SELECT verdict, COUNT(*) FROM samples WHERE verdict IS NOT NULL GROUP BY verdict"))
+        recent = db.execute(
+            "SELECT COUNT(*) FROM samples WHERE verified_at > ?", (now - RATE_WINDOW_S,)
+        ).fetchone()[0]
+        verdicts = dict(
+            db.execute("SELECT verdict, COUNT(*) FROM samples WHERE verdict IS NOT NULL GROUP BY verdict")
+        )
         slowest = db.execute(
             "SELECT task_id, AVG(verify_wall_s), COUNT(*) FROM samples WHERE verified_at > ? AND COALESCE(reused, 0) = 0"
-            " GROUP BY task_id ORDER BY 2 DESC LIMIT ?", (now - SLOW_WINDOW_S, LIST_LENGTH)).fetchall()
+            " GROUP BY task_id ORDER BY 2 DESC LIMIT ?",
+            (now - SLOW_WINDOW_S, LIST_LENGTH),
+        ).fetchall()
         errors = db.execute(
             "SELECT task_id, sample_index, error, failed_at FROM generation_failures ORDER BY failed_at DESC LIMIT ?",
-            (LIST_LENGTH,)).fetchall()
+            (LIST_LENGTH,),
+        ).fetchall()
         beat = db.execute("SELECT value FROM meta WHERE key = 'heartbeat'").fetchone()
         return {
             "started": float(orjson.loads(beat[0]).get("started") or 0.0) if beat else 0.0,
@@ -162,12 +192,19 @@ class PageData:
 def _most_failing(counts: dict[str, tuple[int, int]]) -> list[dict]:
     """The problems that fail most often among those with samples: lowest pass rate, then most samples."""
     tried = [(c / n, -n, t) for t, (n, c) in counts.items() if n]
-    return [{"task": t, "n": -neg_n, "passed": round(rate * -neg_n)} for rate, neg_n, t in sorted(tried)[:LIST_LENGTH]]
+    return [
+        {"task": t, "n": -neg_n, "passed": round(rate * -neg_n)}
+        for rate, neg_n, t in sorted(tried)[:LIST_LENGTH]
+    ]
 
 
 def _by_label(metric, label: str) -> dict[str, float]:
-    return {s.labels[label]: s.value for family in metric.collect() for s in family.samples
-            if label in s.labels and not s.name.endswith("_created")}
+    return {
+        s.labels[label]: s.value
+        for family in metric.collect()
+        for s in family.samples
+        if label in s.labels and not s.name.endswith("_created")
+    }
 
 
 def _value(metric) -> float:

@@ -24,9 +24,15 @@ from sandbox.verdicts import Verdict
 STATES = ("running", "draining", "finished", "stopped")
 JAIL_ROLES = ("verify", "confirm")  # sandbox/forkserver/backend.py: ForkServerBackend.jail_counts
 JAIL_STATES = ("busy", "idle", "restarting", "broken")
-STALL_AFTER_S = 10.0  # running without a verdict for this long: stalled (the live page, the progress line, status)
+STALL_AFTER_S = (
+    10.0  # running without a verdict for this long: stalled (the live page, the progress line, status)
+)
 INFRA_ERROR = Verdict.infra_error.value  # the sandbox failed: not a verdict
-_STORED = ("generation_failures", "infra_errors", "last_progress")  # a row's result when the sandbox, not the program, kept failing
+_STORED = (
+    "generation_failures",
+    "infra_errors",
+    "last_progress",
+)  # a row's result when the sandbox, not the program, kept failing
 
 
 def ensure_run_id(store) -> str:
@@ -47,8 +53,15 @@ class SweepState:
     runs it."""
 
     def __init__(
-        self, *, run_id: str, info: dict[str, str], problems: list[str], samples: int,
-        running: RunningPassAtK, store_path: Path, max_age_s: float = 1.0,
+        self,
+        *,
+        run_id: str,
+        info: dict[str, str],
+        problems: list[str],
+        samples: int,
+        running: RunningPassAtK,
+        store_path: Path,
+        max_age_s: float = 1.0,
     ):
         self.run_id = run_id
         self.info = info  # model, dataset, task, sampling_hash
@@ -115,7 +128,9 @@ class SweepState:
         if self._db is None:
             self._db = sqlite3.connect(f"file:{self._store_path}?mode=ro", uri=True, check_same_thread=False)
         failures = self._db.execute("SELECT COUNT(*) FROM generation_failures").fetchone()[0]
-        infra = self._db.execute("SELECT COUNT(*) FROM samples WHERE verdict = ?", (INFRA_ERROR,)).fetchone()[0]
+        infra = self._db.execute("SELECT COUNT(*) FROM samples WHERE verdict = ?", (INFRA_ERROR,)).fetchone()[
+            0
+        ]
         last = self._db.execute("SELECT MAX(verified_at) FROM samples").fetchone()[0]
         return {"generation_failures": failures, "infra_errors": infra, "last_progress": last or 0.0}
 
@@ -136,21 +151,40 @@ class SweepStateCollector:
 
     def collect(self):
         f = self._state.figures()
-        yield _gauge("engine_sweep_target_samples", "Samples the sweep wants (problems x samples)", f["target"])
-        yield _gauge("engine_sweep_verified_samples", "Samples with a verdict, resumes included", f["verified"])
+        yield _gauge(
+            "engine_sweep_target_samples", "Samples the sweep wants (problems x samples)", f["target"]
+        )
+        yield _gauge(
+            "engine_sweep_verified_samples", "Samples with a verdict, resumes included", f["verified"]
+        )
         yield _gauge("engine_sweep_remaining_samples", "Samples still without a verdict", f["remaining"])
         yield _gauge("engine_sweep_problems", "Problems in the sweep", f["problems"])
         yield _gauge("engine_sweep_problems_solved", "Problems with at least one passing sample", f["solved"])
-        yield _gauge("engine_sweep_generation_failures", "Samples whose generation failed for good (retried on "
-                     "the next run)", f["generation_failures"])
-        yield _gauge("engine_sweep_infra_errors", "Samples whose result is infra_error (retried on the next run)",
-                     f["infra_errors"])
-        yield _gauge("engine_sweep_last_progress_timestamp_seconds", "Unix time of the latest verdict in the store",
-                     f["last_progress"])
-        yield _gauge("engine_queue_held", "Samples admitted and not yet verified (streaming, queued, verifying)",
-                     f["queue_held"])
-        yield _gauge("engine_queue_capacity", "Most samples held at once (--queue-size); admission waits beyond",
-                     f["queue_capacity"])
+        yield _gauge(
+            "engine_sweep_generation_failures",
+            "Samples whose generation failed for good (retried on the next run)",
+            f["generation_failures"],
+        )
+        yield _gauge(
+            "engine_sweep_infra_errors",
+            "Samples whose result is infra_error (retried on the next run)",
+            f["infra_errors"],
+        )
+        yield _gauge(
+            "engine_sweep_last_progress_timestamp_seconds",
+            "Unix time of the latest verdict in the store",
+            f["last_progress"],
+        )
+        yield _gauge(
+            "engine_queue_held",
+            "Samples admitted and not yet verified (streaming, queued, verifying)",
+            f["queue_held"],
+        )
+        yield _gauge(
+            "engine_queue_capacity",
+            "Most samples held at once (--queue-size); admission waits beyond",
+            f["queue_capacity"],
+        )
         state = GaugeMetricFamily("engine_sweep_state", "1 for the sweep's current state", labels=["state"])
         for name in STATES:
             state.add_metric([name], 1.0 if f["state"] == name else 0.0)
@@ -163,8 +197,12 @@ class SweepStateCollector:
 
 
 def _jails(counts: dict[str, dict[str, int]]) -> GaugeMetricFamily:
-    family = GaugeMetricFamily("engine_sandbox_jails", "Sandbox jails by role (verify, or confirm: the reserved"
-                               " one) and state (busy, idle, restarting, broken)", labels=["role", "state"])
+    family = GaugeMetricFamily(
+        "engine_sandbox_jails",
+        "Sandbox jails by role (verify, or confirm: the reserved"
+        " one) and state (busy, idle, restarting, broken)",
+        labels=["role", "state"],
+    )
     for role in JAIL_ROLES:
         for state in JAIL_STATES:  # zeros too: a pool that is not started yet has no jails
             family.add_metric([role, state], counts.get(role, {}).get(state, 0))

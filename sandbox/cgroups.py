@@ -153,8 +153,10 @@ class PoolCgroups:
             _remove_cgroup(path, 20)
 
 
-_WHAT_IS_LOST = ("jails share the CPU per process, a sample's CPU time counts only what wait4 sees, "
-                 "and memory is limited per process only")  # fmt: skip
+_WHAT_IS_LOST = (
+    "jails share the CPU per process, a sample's CPU time counts only what wait4 sees, "
+    "and memory is limited per process only"
+)
 
 
 def own_cgroups(proc_cgroup_text: str) -> dict[str, str]:
@@ -176,8 +178,9 @@ def own_memory_cgroup(proc_cgroup_text: str) -> str | None:
 # -- leftovers of killed runs --------------------------------------------------------------------
 
 
-def sweep_leftovers(tmp_dirs: tuple[str, ...] = ("/tmp",), cgroup_root: Path = CGROUP_ROOT,
-                    depth: int = 3) -> list[Path]:  # fmt: skip
+def sweep_leftovers(
+    tmp_dirs: tuple[str, ...] = ("/tmp",), cgroup_root: Path = CGROUP_ROOT, depth: int = 3
+) -> list[Path]:
     """Remove what engine processes that no longer exist left behind: their staging directories
     (`/tmp/engine-sandbox-<pid>-*`) and cgroups (`engine-sandbox-<pid>-*`, searched `depth`
     levels deep in each controller, as a killed engine may have lived in another cgroup than

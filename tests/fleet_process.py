@@ -17,9 +17,20 @@ def simulated_fleet(tmp_path: Path, servers: int = 2, tokens_per_second: int = 2
     hosts = tmp_path / "hosts.txt"
     hosts.unlink(missing_ok=True)  # a previous fleet's file would name dead ports
     process = subprocess.Popen(
-        [*ENGINE, "simulate", "--servers", str(servers), "--hosts-file", str(hosts),
-         "--tokens-per-second", str(tokens_per_second), *extra],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        [
+            *ENGINE,
+            "simulate",
+            "--servers",
+            str(servers),
+            "--hosts-file",
+            str(hosts),
+            "--tokens-per-second",
+            str(tokens_per_second),
+            *extra,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         deadline = time.monotonic() + 60

@@ -27,10 +27,14 @@ def make_run(path, counts: list[tuple[int, int]]) -> None:
     for task, (n, c) in enumerate(counts):
         task_id = f"HumanEval/{task}"
         for i in range(n + 1):
-            store.stage_sample(Sample(task_id, i, f"    return {i}\n", 4, "stop", "http://s:1", 1.0, None, 2.0))
+            store.stage_sample(
+                Sample(task_id, i, f"    return {i}\n", 4, "stop", "http://s:1", 1.0, None, 2.0)
+            )
             if i < n:
                 verdict = "passed" if i < c else "failed"
-                store.stage_verdict(StoredVerdict(task_id, i, verdict, "", "", 0.01, "nsjail", {"timeout_s": 3.0}))
+                store.stage_verdict(
+                    StoredVerdict(task_id, i, verdict, "", "", 0.01, "nsjail", {"timeout_s": 3.0})
+                )
     store.close()
 
 
@@ -45,8 +49,11 @@ def test_every_public_name_resolves_and_import_engine_loads_nothing_heavy():
         engine.no_such_name  # noqa: B018
 
 
-@pytest.mark.parametrize("counts", [[], [(1, 1)], [(3, 1), (2, 0)], [(10, 10), (10, 0), (10, 4)]],
-                         ids=["empty", "one", "two", "three"])
+@pytest.mark.parametrize(
+    "counts",
+    [[], [(1, 1)], [(3, 1), (2, 0)], [(10, 10), (10, 0), (10, 4)]],
+    ids=["empty", "one", "two", "three"],
+)
 def test_results_are_the_exported_rows_as_dicts_and_as_a_frame(tmp_path, counts):
     """Invariant: engine.results(run) == the rows `engine export` writes, in order; the frame
     holds the same rows."""
@@ -74,8 +81,9 @@ def test_results_frame_without_pandas_says_what_to_install(tmp_path, monkeypatch
         engine.results_frame(tmp_path / "run")
 
 
-counts_strategy = st.lists(st.tuples(st.integers(1, 12), st.integers(0, 12)).map(lambda t: (t[0], min(t))),
-                           max_size=4)
+counts_strategy = st.lists(
+    st.tuples(st.integers(1, 12), st.integers(0, 12)).map(lambda t: (t[0], min(t))), max_size=4
+)
 
 
 @settings(max_examples=25, deadline=None)
@@ -117,22 +125,36 @@ def test_the_summaries_keep_the_documented_fields():
 
 # The CLI's options and the configuration object: each default is written once, in engine.config.
 RUN_OPTIONS = {
-    "samples": (SamplingSettings, "samples"), "limit": (SamplingSettings, "limit"),
-    "dataset": (SamplingSettings, "dataset"), "model": (SamplingSettings, "model"),
-    "temperature": (SamplingSettings, "temperature"), "top_p": (SamplingSettings, "top_p"),
-    "max_tokens": (SamplingSettings, "max_tokens"), "seed": (SamplingSettings, "seed"),
-    "api": (SamplingSettings, "api"), "request_n": (Scheduling, "request_n"),
-    "max_seqs_per_server": (Scheduling, "max_seqs_per_server"), "queue_size": (Scheduling, "queue_size"),
-    "retries": (Scheduling, "retries"), "idle_timeout": (Scheduling, "idle_timeout_s"),
-    "request_timeout": (Scheduling, "request_timeout_s"), "drain_timeout": (Scheduling, "drain_timeout_s"),
-    "startup_timeout": (Scheduling, "startup_timeout_s"), "policy": (Scheduling, "policy"),
-    "stop_after": (Scheduling, "stop_after"), "out": (Output, "out"), "metrics_port": (Output, "metrics_port"),
-    "metrics_host": (Output, "metrics_host"), "sandbox": (SandboxSettings, "backend"),
+    "samples": (SamplingSettings, "samples"),
+    "limit": (SamplingSettings, "limit"),
+    "dataset": (SamplingSettings, "dataset"),
+    "model": (SamplingSettings, "model"),
+    "temperature": (SamplingSettings, "temperature"),
+    "top_p": (SamplingSettings, "top_p"),
+    "max_tokens": (SamplingSettings, "max_tokens"),
+    "seed": (SamplingSettings, "seed"),
+    "api": (SamplingSettings, "api"),
+    "request_n": (Scheduling, "request_n"),
+    "max_seqs_per_server": (Scheduling, "max_seqs_per_server"),
+    "queue_size": (Scheduling, "queue_size"),
+    "retries": (Scheduling, "retries"),
+    "idle_timeout": (Scheduling, "idle_timeout_s"),
+    "request_timeout": (Scheduling, "request_timeout_s"),
+    "drain_timeout": (Scheduling, "drain_timeout_s"),
+    "startup_timeout": (Scheduling, "startup_timeout_s"),
+    "policy": (Scheduling, "policy"),
+    "stop_after": (Scheduling, "stop_after"),
+    "out": (Output, "out"),
+    "metrics_port": (Output, "metrics_port"),
+    "metrics_host": (Output, "metrics_host"),
+    "sandbox": (SandboxSettings, "backend"),
     "workers": (SandboxSettings, "workers"),
 }
 
 
-@pytest.mark.parametrize("command, options", [("run", RUN_OPTIONS), ("verify", ["dataset", "sandbox", "workers"])])
+@pytest.mark.parametrize(
+    "command, options", [("run", RUN_OPTIONS), ("verify", ["dataset", "sandbox", "workers"])]
+)
 def test_cli_defaults_are_the_configuration_defaults(command, options):
     params = {p.name: p for p in main.commands[command].params}
     for option in options:
@@ -140,7 +162,10 @@ def test_cli_defaults_are_the_configuration_defaults(command, options):
         assert params[option].default == getattr(part(), field), option
     limits, timing = SandboxSettings().limits, SandboxSettings().timing
     assert params["memory_mb"].default == limits.memory_mb
-    assert params["timeout_floor"].default == timing.floor_s and params["timeout_ceiling"].default == timing.ceiling_s
+    assert (
+        params["timeout_floor"].default == timing.floor_s
+        and params["timeout_ceiling"].default == timing.ceiling_s
+    )
 
 
 def test_the_run_commands_options_make_the_default_configuration(tmp_path):
@@ -153,21 +178,28 @@ def test_the_run_commands_options_make_the_default_configuration(tmp_path):
     cfg = run_config(ctx.params)
     default = engine.RunConfig(servers="h.txt")
     assert (cfg.sampling, cfg.scheduling, cfg.sandbox, cfg.headers) == (
-        default.sampling, default.scheduling, default.sandbox, default.headers)
+        default.sampling,
+        default.scheduling,
+        default.sandbox,
+        default.headers,
+    )
     assert cfg.output.out == default.output.out and cfg.output.metrics_port == default.output.metrics_port
 
 
 @pytest.mark.parametrize("argv", [["verify", "--help"], ["run", "--help"], ["status", "--help"]])
 def test_other_commands_never_load_the_simulator(argv):
-    probe = (f"import sys\nfrom engine.cli import main\ntry:\n    main({argv!r})\nexcept SystemExit:\n    pass\n"
-             "print(any(m.startswith('vllm_sim') for m in sys.modules))")
+    probe = (
+        f"import sys\nfrom engine.cli import main\ntry:\n    main({argv!r})\nexcept SystemExit:\n    pass\n"
+        "print(any(m.startswith('vllm_sim') for m in sys.modules))"
+    )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     assert done.stdout.strip().endswith("False"), done.stderr
 
 
 def test_simulate_loads_on_demand_with_its_environment_variables():
-    done = subprocess.run([sys.executable, "-m", "engine", "simulate", "--help"], capture_output=True, text=True,
-                          timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "engine", "simulate", "--help"], capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0 and "ENGINE_SIMULATE_SERVERS" in done.stdout, done.stderr
 
 
@@ -178,11 +210,18 @@ def test_verify_file_from_python(tmp_path):
     problems = read_problems()
     right = problems["HumanEval/0"]["canonical_solution"]
     samples = tmp_path / "samples.jsonl"
-    samples.write_bytes(b"".join(orjson.dumps({"task_id": "HumanEval/0", "completion": c}) + b"\n"
-                                 for c in (right, "    return None\n")))
-    summary = asyncio.run(engine.verify_file(samples, settings=SandboxSettings(backend="none", workers=1),
-                                             progress=False))
+    samples.write_bytes(
+        b"".join(
+            orjson.dumps({"task_id": "HumanEval/0", "completion": c}) + b"\n"
+            for c in (right, "    return None\n")
+        )
+    )
+    summary = asyncio.run(
+        engine.verify_file(samples, settings=SandboxSettings(backend="none", workers=1), progress=False)
+    )
     assert set(summary) == VerifySummary.__required_keys__
     assert summary["verdicts"]["passed"] == 1 and summary["verdicts"]["failed"] == 1
-    rows = [orjson.loads(line) for line in (tmp_path / "samples.jsonl_results.jsonl").read_bytes().splitlines()]
+    rows = [
+        orjson.loads(line) for line in (tmp_path / "samples.jsonl_results.jsonl").read_bytes().splitlines()
+    ]
     assert [r["passed"] for r in rows] == [True, False]

@@ -36,7 +36,9 @@ def hosts(tmp_path):
 
 
 def test_missing_hosts_file(tmp_path):
-    assert_one_line_error(engine("run", "--servers", "nope.txt", "--out", "o", cwd=tmp_path), "nope.txt", "does not exist")
+    assert_one_line_error(
+        engine("run", "--servers", "nope.txt", "--out", "o", cwd=tmp_path), "nope.txt", "does not exist"
+    )
 
 
 def test_malformed_hosts_line(tmp_path):
@@ -45,7 +47,9 @@ def test_malformed_hosts_line(tmp_path):
 
 
 def test_no_healthy_server(tmp_path, hosts):
-    result = engine("run", "--servers", str(hosts), "--out", "o", "--no-metrics", "--startup-timeout", "0", cwd=tmp_path)
+    result = engine(
+        "run", "--servers", str(hosts), "--out", "o", "--no-metrics", "--startup-timeout", "0", cwd=tmp_path
+    )
     assert_one_line_error(result, "no server answered")
 
 
@@ -55,13 +59,17 @@ def test_unknown_dataset_path(tmp_path, hosts):
 
 
 def test_rows_missing_fields(tmp_path, hosts):
-    (tmp_path / "bad.jsonl").write_text('{"task_id": "a", "prompt": "p", "test": "t", "entry_point": "f"}\n{"task_id": "b", "prompt": "p"}\n')
+    (tmp_path / "bad.jsonl").write_text(
+        '{"task_id": "a", "prompt": "p", "test": "t", "entry_point": "f"}\n{"task_id": "b", "prompt": "p"}\n'
+    )
     result = engine("run", "--servers", str(hosts), "--dataset", "bad.jsonl", cwd=tmp_path)
     assert_one_line_error(result, "row 2 lacks test, entry_point")
 
 
 def test_bad_option_value_is_one_line(tmp_path, hosts):
-    assert_one_line_error(engine("run", "--servers", str(hosts), "--samples", "zero", cwd=tmp_path), "--samples")
+    assert_one_line_error(
+        engine("run", "--servers", str(hosts), "--samples", "zero", cwd=tmp_path), "--samples"
+    )
 
 
 def test_verify_missing_and_malformed_files(tmp_path):
@@ -78,7 +86,9 @@ def test_report_of_a_directory_without_a_run(tmp_path):
 
 def test_duplicate_hosts(tmp_path):
     (tmp_path / "hosts.txt").write_text("http://127.0.0.1:8000\nhttp://127.0.0.1:8000/\n")
-    assert_one_line_error(engine("run", "--servers", "hosts.txt", cwd=tmp_path), "hosts.txt:2", "listed twice")
+    assert_one_line_error(
+        engine("run", "--servers", "hosts.txt", cwd=tmp_path), "hosts.txt:2", "listed twice"
+    )
 
 
 def test_a_server_that_is_not_vllm(tmp_path):

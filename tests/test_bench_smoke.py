@@ -26,8 +26,10 @@ SMOKE = {
     "report_coverage": (["--trials", "1", "--boots", "1", "--samples", "1"], "1 trials of"),
     "simulator": (["--servers", "1", "--warmup", "0", "--seconds", "1"], "achieved"),
     "soak": (["--samples", "1", "--minutes", "0.05", "--every", "1", "--servers", "1"], "store: "),
-    "stream": (["--requests", "1", "--n", "1", "--tokens", "1", "--rounds", "1",
-               "--clients", "aiohttp", "engine"], "median CPU-s per million tokens"),
+    "stream": (
+        ["--requests", "1", "--n", "1", "--tokens", "1", "--rounds", "1", "--clients", "aiohttp", "engine"],
+        "median CPU-s per million tokens",
+    ),
     "verify": (["--rounds", "1", "--problems", "2"], "medians over 1 rounds"),
 }
 TIMEOUT_S = 55  # each run well under a minute on a 2-core machine
@@ -49,7 +51,11 @@ def test_helper_imports(helper):
 def test_script_runs_at_tiny_sizes(script):
     """Invariant: exit status 0, and the line the script prints whenever it measured something."""
     args, line = SMOKE[script]
-    result = subprocess.run([sys.executable, str(BENCH / f"{script}.py"), *args],
-                            capture_output=True, text=True, timeout=TIMEOUT_S)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, str(BENCH / f"{script}.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+    )
     assert result.returncode == 0, f"{script} exited {result.returncode}:\n{result.stderr[-3000:]}"
     assert line in result.stdout, f"{script} did not print {line!r}:\n{result.stdout[-3000:]}"

@@ -4,19 +4,23 @@ import asyncio
 
 import aiohttp
 import pytest
+import transcripts
 import uvloop
 
-import transcripts
 from engine.client import stream_completion, timeout_for
 from engine.errors import HTTPStatusError, ProtocolError, StreamError
 from engine.openai_stream import StreamAssembler
 
 STREAM = transcripts.load("24_stream_n4_include_usage_only")  # n=4, usage chunk, [DONE]
-OK_HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\ntransfer-encoding: chunked\r\n\r\n"
+OK_HEAD = (
+    b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\ntransfer-encoding: chunked\r\n\r\n"
+)
 
 
 def chunked(body: bytes, size: int = 200) -> bytes:
-    return b"".join(b"%x\r\n%s\r\n" % (len(body[i : i + size]), body[i : i + size]) for i in range(0, len(body), size))
+    return b"".join(
+        b"%x\r\n%s\r\n" % (len(body[i : i + size]), body[i : i + size]) for i in range(0, len(body), size)
+    )
 
 
 async def serve_once(script):
@@ -39,7 +43,9 @@ async def consume(script, idle_timeout=5.0):
     assembler = StreamAssembler(4)
     try:
         async with aiohttp.ClientSession() as session:
-            await stream_completion(session, url, b"{}", assembler, choices.append, chunks.append, timeout_for(idle_timeout))
+            await stream_completion(
+                session, url, b"{}", assembler, choices.append, chunks.append, timeout_for(idle_timeout)
+            )
     finally:
         server.close()
     return assembler, choices, chunks
@@ -65,8 +71,10 @@ def test_a_whole_stream_in_small_pieces_gives_every_choice_and_counts_every_chun
 def test_error_status_is_an_http_status_error_with_vllms_message():
     async def script(writer):
         body = b'{"error":{"message":"The model `x` does not exist.","type":"NotFoundError","param":"model","code":404}}'
-        writer.write(b"HTTP/1.1 404 Not Found\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
-                     % (len(body), body))  # fmt: skip
+        writer.write(
+            b"HTTP/1.1 404 Not Found\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
+            % (len(body), body)
+        )
 
     with pytest.raises(HTTPStatusError) as info:
         run(consume(script))
@@ -123,8 +131,11 @@ def test_vllm_framed_stream_split_anywhere_gives_what_the_layered_parsers_give(s
     data = OK_HEAD + b"".join(b"%x\r\n%s\r\n" % (len(e), e) for e in events) + b"0\r\n\r\n"
     rng = random.Random(seed)
     cuts = sorted(rng.sample(range(1, len(data)), 12)) if seed else []  # seed 0: one piece per event
-    pieces = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)])] if seed else [OK_HEAD] + [
-        b"%x\r\n%s\r\n" % (len(e), e) for e in events] + [b"0\r\n\r\n"]  # fmt: skip
+    pieces = (
+        [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)])]
+        if seed
+        else [OK_HEAD] + [b"%x\r\n%s\r\n" % (len(e), e) for e in events] + [b"0\r\n\r\n"]
+    )
 
     async def script(writer):
         for piece in pieces:

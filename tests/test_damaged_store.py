@@ -8,18 +8,23 @@ import subprocess
 
 import pytest
 from click.testing import CliRunner
+from fleet_process import ENGINE, simulated_fleet
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_run_lock import assert_one_line_error
 
 from engine.cli import main
 from engine.records import Sample
 from engine.store import DB_NAME, Store, StoredVerdict
-from fleet_process import ENGINE, simulated_fleet
-from test_run_lock import assert_one_line_error
 
 PAGE = 4096
-READERS = [["status"], ["status", "--json"], ["export", "--out", "-"], ["export", "--out", "{out}/x.parquet"],
-           ["report", "--no-plot", "--json"]]  # fmt: skip
+READERS = [
+    ["status"],
+    ["status", "--json"],
+    ["export", "--out", "-"],
+    ["export", "--out", "{out}/x.parquet"],
+    ["report", "--no-plot", "--json"],
+]
 
 
 def invoke(runner, args, out):
@@ -31,8 +36,12 @@ def make_run(out, samples=300):
     store.set_meta("target", {"problems": 3, "samples": 100})
     for i in range(samples):
         task = f"HumanEval/{i % 3}"
-        store.stage_sample(Sample(task, i, f"    return {i}  # {'x' * 300}\n", 9, "stop", "http://s:1", 1.0, None, 2.0))
-        store.stage_verdict(StoredVerdict(task, i, "passed" if i % 2 else "timeout", "", "", 0.02, "nsjail", {}))
+        store.stage_sample(
+            Sample(task, i, f"    return {i}  # {'x' * 300}\n", 9, "stop", "http://s:1", 1.0, None, 2.0)
+        )
+        store.stage_verdict(
+            StoredVerdict(task, i, "passed" if i % 2 else "timeout", "", "", 0.02, "nsjail", {})
+        )
     store.close()  # the last connection folds the WAL into the file
     return (out / DB_NAME).stat().st_size // PAGE
 
@@ -64,7 +73,9 @@ def test_every_reader_is_one_line_on_any_damaged_page(pristine, tmp_path_factory
     source, pages = pristine
     page = data.draw(st.sampled_from([0, 1, pages // 2, pages - 1]) | st.integers(0, pages - 1), label="page")
     offset = data.draw(st.integers(0, PAGE - 1), label="offset")
-    garbage = data.draw(st.binary(min_size=1, max_size=PAGE - offset) | st.just(b"\xff" * (PAGE - offset)), label="garbage")
+    garbage = data.draw(
+        st.binary(min_size=1, max_size=PAGE - offset) | st.just(b"\xff" * (PAGE - offset)), label="garbage"
+    )
     out = tmp_path_factory.mktemp("run")
     shutil.copy(source / DB_NAME, out / DB_NAME)
     damage(out / DB_NAME, page, offset, garbage)
@@ -88,12 +99,34 @@ def test_run_and_verify_retry_on_a_damaged_store_are_one_line(tmp_path):
     out = tmp_path / "run"
     pages = make_run(out)
     damage(out / DB_NAME, pages // 2, 0, b"\x00" * PAGE)
-    retry = subprocess.run([*ENGINE, "verify", str(out), "--retry", "timeout", "--workers", "1"],
-                           capture_output=True, text=True, timeout=120)  # fmt: skip
+    retry = subprocess.run(
+        [*ENGINE, "verify", str(out), "--retry", "timeout", "--workers", "1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert_one_line_error(retry, str(out / DB_NAME), "malformed")
     with simulated_fleet(tmp_path, 1, 20_000) as hosts:
-        run = subprocess.run([*ENGINE, "run", "--servers", str(hosts), "--out", str(out), "--limit", "3", "--samples",
-                              "100", "--no-metrics", "--workers", "1"], capture_output=True, text=True, timeout=300)
+        run = subprocess.run(
+            [
+                *ENGINE,
+                "run",
+                "--servers",
+                str(hosts),
+                "--out",
+                str(out),
+                "--limit",
+                "3",
+                "--samples",
+                "100",
+                "--no-metrics",
+                "--workers",
+                "1",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
     assert_one_line_error(run, str(out / DB_NAME), "malformed")
 
 

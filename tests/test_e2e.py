@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 
 import aiohttp
 import orjson
@@ -16,8 +15,8 @@ import uvloop
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from engine.dataset import load_problems
 from engine.config import Output, RunConfig, SamplingSettings, SandboxSettings, Scheduling
+from engine.dataset import load_problems
 from engine.run import run_sweep
 from engine.store import Store
 from metrics.http import serve_metrics
@@ -42,8 +41,10 @@ async def sweep_and_scrape(tmp_path, fleet_urls: list[str]) -> tuple[dict, dict]
     runner, port = await serve_metrics(registry, "127.0.0.1", 0)
     try:
         cfg = RunConfig(
-            servers=str(hosts), sampling=SamplingSettings(samples=SAMPLES, limit=PROBLEMS),
-            scheduling=Scheduling(request_n=5, queue_size=32), sandbox=SandboxSettings(workers=2),
+            servers=str(hosts),
+            sampling=SamplingSettings(samples=SAMPLES, limit=PROBLEMS),
+            scheduling=Scheduling(request_n=5, queue_size=32),
+            sandbox=SandboxSettings(workers=2),
             output=Output(out=str(tmp_path / "run"), metrics_port=None, progress=False),
         )
         summary = await run_sweep(cfg, registry=registry)
@@ -57,7 +58,9 @@ async def sweep_and_scrape(tmp_path, fleet_urls: list[str]) -> tuple[dict, dict]
 
 def test_sweep_on_three_servers_stores_every_verdict_once_and_metrics_agree(tmp_path):
     async def main():
-        async with SimulatedFleet(3, problems=load_problems(limit=PROBLEMS), tokens_per_second=20_000) as fleet:
+        async with SimulatedFleet(
+            3, problems=load_problems(limit=PROBLEMS), tokens_per_second=20_000
+        ) as fleet:
             first = await sweep_and_scrape(tmp_path, fleet.urls)
             again = await sweep_and_scrape(tmp_path, fleet.urls)
             return first, again
@@ -79,8 +82,11 @@ def test_sweep_on_three_servers_stores_every_verdict_once_and_metrics_agree(tmp_
     # the simulated model repeats itself (canonical solution or a few wrong variants): dedup must show
     assert reused and metrics[("engine_verify_dedup_total", ())] == len(reused)
     first_of = {(r["task_id"], r["completion"]): r for r in rows if not r["reused"]}
-    assert all(r["verdict"] == first_of[(r["task_id"], r["completion"])]["verdict"] for r in reused
-               if (r["task_id"], r["completion"]) in first_of)
+    assert all(
+        r["verdict"] == first_of[(r["task_id"], r["completion"])]["verdict"]
+        for r in reused
+        if (r["task_id"], r["completion"]) in first_of
+    )
     verdicts = store.verdict_counts()
     # The simulated model solves some samples and fails others: both must show up.
     assert verdicts.get("passed", 0) > 0 and verdicts.get("failed", 0) > 0
@@ -96,7 +102,9 @@ def test_sweep_on_three_servers_stores_every_verdict_once_and_metrics_agree(tmp_
         assert metrics[("engine_pass_at_k", (("k", str(k)),))] == pytest.approx(score)
     assert metrics[("engine_queue_depth", ())] == 0
     assert all(v == 0 for (name, _), v in metrics.items() if name == "engine_inflight_requests")
-    assert summary["samples"] == 160 and summary["verdicts"] == {v: verdicts.get(v, 0) for v in summary["verdicts"]}
+    assert summary["samples"] == 160 and summary["verdicts"] == {
+        v: verdicts.get(v, 0) for v in summary["verdicts"]
+    }
     assert summary["pass_at_k"] == {str(k): pytest.approx(v, abs=1e-6) for k, v in expected.items()}
 
     # Running the same sweep again adds nothing and asks the servers for nothing
@@ -109,9 +117,20 @@ def test_sweep_on_three_servers_stores_every_verdict_once_and_metrics_agree(tmp_
 def test_cli_run_against_simulate_prints_one_json_summary(tmp_path):
     hosts = tmp_path / "hosts.txt"
     simulator = subprocess.Popen(
-        [sys.executable, "-m", "engine", "simulate", "--servers", "2", "--hosts-file", str(hosts),
-         "--tokens-per-second", "20000"],
-        stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "engine",
+            "simulate",
+            "--servers",
+            "2",
+            "--hosts-file",
+            str(hosts),
+            "--tokens-per-second",
+            "20000",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         deadline = time.monotonic() + 60
@@ -119,9 +138,28 @@ def test_cli_run_against_simulate_prints_one_json_summary(tmp_path):
             assert simulator.poll() is None and time.monotonic() < deadline
             time.sleep(0.05)
         run = subprocess.Popen(
-            [sys.executable, "-m", "engine", "run", "--servers", str(hosts), "--limit", "3", "--samples", "4",
-             "--out", str(tmp_path / "run"), "--metrics-port", "0", "--json", "--workers", "2"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            [
+                sys.executable,
+                "-m",
+                "engine",
+                "run",
+                "--servers",
+                str(hosts),
+                "--limit",
+                "3",
+                "--samples",
+                "4",
+                "--out",
+                str(tmp_path / "run"),
+                "--metrics-port",
+                "0",
+                "--json",
+                "--workers",
+                "2",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         out, err = run.communicate(timeout=180)
         assert run.returncode == 0, err

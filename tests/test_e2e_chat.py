@@ -17,8 +17,8 @@ import uvloop
 from prometheus_client import CollectorRegistry
 
 from engine.chat import DEFAULT_SYSTEM_PROMPT, chat_messages, extract_completion
-from engine.dataset import load_problems
 from engine.config import Output, RunConfig, SamplingSettings, SandboxSettings, Scheduling
+from engine.dataset import load_problems
 from engine.run import run_sweep
 from engine.scheduler import problem_seed
 from engine.store import Store
@@ -45,15 +45,22 @@ def test_chat_sweep_stores_every_sample_once_with_code_from_the_fence(tmp_path):
             hosts.write_text("".join(u + "\n" for u in fleet.urls))
             registry = CollectorRegistry()
             cfg = RunConfig(
-                servers=str(hosts), sampling=SamplingSettings(samples=SAMPLES, limit=PROBLEMS, api="chat", max_tokens=MAX_TOKENS),
-                scheduling=Scheduling(request_n=3, queue_size=16), sandbox=SandboxSettings(workers=2),
+                servers=str(hosts),
+                sampling=SamplingSettings(samples=SAMPLES, limit=PROBLEMS, api="chat", max_tokens=MAX_TOKENS),
+                scheduling=Scheduling(request_n=3, queue_size=16),
+                sandbox=SandboxSettings(workers=2),
                 output=Output(out=str(tmp_path / "run"), metrics_port=None, progress=False),
             )
             summary = await run_sweep(cfg, registry=registry)
             async with aiohttp.ClientSession() as session:
                 served = sum([await generated_tokens(session, url) for url in fleet.urls])
-            engine_tokens = sum(s.value for m in registry.collect() if m.name == "engine_generated_tokens"
-                                for s in m.samples if s.name == "engine_generated_tokens_total")  # fmt: skip
+            engine_tokens = sum(
+                s.value
+                for m in registry.collect()
+                if m.name == "engine_generated_tokens"
+                for s in m.samples
+                if s.name == "engine_generated_tokens_total"
+            )
             return summary, served, engine_tokens, fleet.config.seed
 
     summary, served, engine_tokens, model_seed = uvloop.run(asyncio.wait_for(main(), 240))
@@ -72,7 +79,9 @@ def test_chat_sweep_stores_every_sample_once_with_code_from_the_fence(tmp_path):
     kinds = {}
     for row in rows:
         problem = by_task[row["task_id"]]
-        messages = [Message(m["role"], m["content"]) for m in chat_messages(DEFAULT_SYSTEM_PROMPT, problem.prompt)]
+        messages = [
+            Message(m["role"], m["content"]) for m in chat_messages(DEFAULT_SYSTEM_PROMPT, problem.prompt)
+        ]
         sample = model.chat_sample(messages, problem_seed(0, problem.task_id) + row["sample_index"])
         kinds[row["task_id"], row["sample_index"]] = sample.kind
         tokens = min(len(sample.head) + 1, MAX_TOKENS)  # its tokens and the end of sequence, unless cut
@@ -104,20 +113,52 @@ def test_chat_sweep_stores_every_sample_once_with_code_from_the_fence(tmp_path):
 def test_cli_run_with_api_chat_against_simulate(tmp_path):
     hosts = tmp_path / "hosts.txt"
     simulator = subprocess.Popen(
-        [sys.executable, "-m", "engine", "simulate", "--servers", "1", "--hosts-file", str(hosts),
-         "--tokens-per-second", "20000"],
-        stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "engine",
+            "simulate",
+            "--servers",
+            "1",
+            "--hosts-file",
+            str(hosts),
+            "--tokens-per-second",
+            "20000",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 60
         while not hosts.exists():
             assert simulator.poll() is None and time.monotonic() < deadline
             time.sleep(0.05)
         run = subprocess.run(
-            [sys.executable, "-m", "engine", "run", "--servers", str(hosts), "--api", "chat", "--limit", "2",
-             "--samples", "3", "--out", str(tmp_path / "run"), "--metrics-port", "0", "--json", "--workers", "2"],
-            capture_output=True, text=True, timeout=180,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "engine",
+                "run",
+                "--servers",
+                str(hosts),
+                "--api",
+                "chat",
+                "--limit",
+                "2",
+                "--samples",
+                "3",
+                "--out",
+                str(tmp_path / "run"),
+                "--metrics-port",
+                "0",
+                "--json",
+                "--workers",
+                "2",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
         assert run.returncode == 0, run.stderr
         summary = orjson.loads(run.stdout)
         assert summary["samples"] == 6 and sum(summary["verdicts"].values()) == 6 and summary["tokens"] > 0

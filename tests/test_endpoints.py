@@ -15,23 +15,25 @@ import orjson
 import pytest
 import uvloop
 from aiohttp import web
+from fleet_process import ENGINE, simulated_fleet
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_run_lock import assert_one_line_error
 
 from engine.client import _stream_aiohttp, stream_completion, timeout_for
+from engine.config import Output, RunConfig, SamplingSettings
 from engine.dataset import load_problems
 from engine.errors import HTTPStatusError, UnauthorizedError
 from engine.openai_stream import StreamAssembler
-from engine.config import Output, RunConfig, SamplingSettings
 from engine.run import _target
 from engine.servers import Fleet
 from engine.status import run_status
 from engine.store import Store
 from vllm_sim import SimulatedFleet
-from fleet_process import ENGINE, simulated_fleet
-from test_run_lock import assert_one_line_error
 
-BODY = orjson.dumps({"model": "simulated-llama-8b", "prompt": "def f():\n", "n": 2, "max_tokens": 8, "stream": True})
+BODY = orjson.dumps(
+    {"model": "simulated-llama-8b", "prompt": "def f():\n", "n": 2, "max_tokens": 8, "stream": True}
+)
 HEADERS = (("X-Team", "code llm, eval"), ("Authorization", "Bearer k1"))
 
 
@@ -41,8 +43,15 @@ async def stream_both_ways(url: str, headers) -> list[str]:
     async with aiohttp.ClientSession(headers=headers) as session:
         for client in (stream_completion, _stream_aiohttp):
             assembler = StreamAssembler(2)
-            await client(session, url + "/v1/completions", BODY, assembler, lambda c: reasons.append(c.finish_reason),
-                         lambda k: None, timeout_for(10))  # fmt: skip
+            await client(
+                session,
+                url + "/v1/completions",
+                BODY,
+                assembler,
+                lambda c: reasons.append(c.finish_reason),
+                lambda k: None,
+                timeout_for(10),
+            )
     return reasons
 
 
@@ -56,7 +65,9 @@ def test_the_api_key_opens_the_simulator_and_its_absence_is_401_not_retryable():
             for headers in ((), (("Authorization", "Bearer wrong"),), (("Authorization", "Basic k1"),)):
                 with pytest.raises(HTTPStatusError) as refused:
                     await stream_both_ways(url, headers)
-                assert refused.value.status == 401 and refused.value.unauthorized and not refused.value.retryable
+                assert (
+                    refused.value.status == 401 and refused.value.unauthorized and not refused.value.retryable
+                )
                 async with aiohttp.ClientSession(headers=headers) as session:
                     with pytest.raises(UnauthorizedError, match="401"):
                         await Fleet([url], session, 8).discover(None)
@@ -88,21 +99,48 @@ def test_every_header_reaches_both_stream_clients_and_every_probe():
                 await fleet._waiting(fleet.servers[0])
                 for client in (stream_completion, _stream_aiohttp):
                     with pytest.raises(HTTPStatusError):
-                        await client(session, url + "/v1/completions", BODY, StreamAssembler(2), print, print,
-                                     timeout_for(10))  # fmt: skip
+                        await client(
+                            session,
+                            url + "/v1/completions",
+                            BODY,
+                            StreamAssembler(2),
+                            print,
+                            print,
+                            timeout_for(10),
+                        )
         finally:
             await runner.cleanup()
 
     uvloop.run(asyncio.wait_for(scenario(), 60))
     expected = dict(HEADERS)
     assert set(seen) >= {"/v1/models", "/health", "/metrics", "/v1/completions"}
-    assert all(h == expected for requests in seen.values() for h in requests) and len(seen["/v1/completions"]) == 2
+    assert (
+        all(h == expected for requests in seen.values() for h in requests)
+        and len(seen["/v1/completions"]) == 2
+    )
 
 
 def engine_run(hosts, out, *extra, env=None):
-    args = [*ENGINE, "run", "--servers", str(hosts), "--out", str(out), "--limit", "2", "--samples", "4",
-            "--no-metrics", "--workers", "2", "--json", *extra]
-    return subprocess.run(args, capture_output=True, text=True, timeout=300, env={**os.environ, **(env or {})})
+    args = [
+        *ENGINE,
+        "run",
+        "--servers",
+        str(hosts),
+        "--out",
+        str(out),
+        "--limit",
+        "2",
+        "--samples",
+        "4",
+        "--no-metrics",
+        "--workers",
+        "2",
+        "--json",
+        *extra,
+    ]
+    return subprocess.run(
+        args, capture_output=True, text=True, timeout=300, env={**os.environ, **(env or {})}
+    )
 
 
 def test_engine_run_against_a_simulator_with_api_key(tmp_path):
@@ -111,7 +149,9 @@ def test_engine_run_against_a_simulator_with_api_key(tmp_path):
         by_env = engine_run(hosts, tmp_path / "b", env={"ENGINE_RUN_API_KEY": "s3cret"})
         assert by_env.returncode == 0 and orjson.loads(by_env.stdout)["samples"] == 8
         assert_one_line_error(engine_run(hosts, tmp_path / "c"), "HTTP 401", "--api-key")
-        assert_one_line_error(engine_run(hosts, tmp_path / "d", "--api-key", "wrong"), "HTTP 401", "--api-key")
+        assert_one_line_error(
+            engine_run(hosts, tmp_path / "d", "--api-key", "wrong"), "HTTP 401", "--api-key"
+        )
 
 
 class StubServer:
@@ -131,6 +171,7 @@ class StubServer:
     async def _start(self):
         app = web.Application()
         models = orjson.dumps({"object": "list", "data": [{"id": "m", "object": "model"}]})
+
         async def listed(request):
             return web.Response(body=models, content_type="application/json")
 
@@ -177,15 +218,30 @@ def test_metrics_port_in_use_is_one_line_and_leaves_no_store(tmp_path):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = subprocess.run([*ENGINE, "run", "--servers", str(hosts), "--out", str(tmp_path / "run"),
-                                 "--metrics-port", str(port)], capture_output=True, text=True, timeout=120)  # fmt: skip
+        result = subprocess.run(
+            [
+                *ENGINE,
+                "run",
+                "--servers",
+                str(hosts),
+                "--out",
+                str(tmp_path / "run"),
+                "--metrics-port",
+                str(port),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     assert_one_line_error(result, f"127.0.0.1:{port}", "--metrics-port")
     assert not (tmp_path / "run").exists()
 
 
 @settings(max_examples=60, deadline=None)
-@given(stored=st.one_of(st.none(), st.tuples(st.integers(1, 164), st.integers(1, 2000))),
-       requested=st.tuples(st.one_of(st.none(), st.integers(1, 400)), st.integers(1, 2000)))
+@given(
+    stored=st.one_of(st.none(), st.tuples(st.integers(1, 164), st.integers(1, 2000))),
+    requested=st.tuples(st.one_of(st.none(), st.integers(1, 400)), st.integers(1, 2000)),
+)
 def test_a_runs_target_only_grows(tmp_path_factory, stored, requested):
     """Invariant: the effective target is the larger of the stored one and the requested one,
     per axis, never more problems than the dataset holds."""
@@ -194,7 +250,9 @@ def test_a_runs_target_only_grows(tmp_path_factory, stored, requested):
     if stored is not None:
         store.set_meta("target", {"problems": stored[0], "samples": stored[1]})
     limit, samples = requested
-    cfg = RunConfig(servers="h", sampling=SamplingSettings(samples=samples, limit=limit), output=Output(out=str(out)))
+    cfg = RunConfig(
+        servers="h", sampling=SamplingSettings(samples=samples, limit=limit), output=Output(out=str(out))
+    )
     target_samples, problems = _target(cfg, store, 164)
     store.close()
     stored_problems, stored_samples = stored or (0, 0)

@@ -12,8 +12,12 @@ from engine.cli.options import HeaderType
 
 COMMANDS = main.list_commands(click.Context(main))
 COMMAND = {name: main.get_command(click.Context(main), name) for name in COMMANDS}  # loads the lazy ones
-OPTIONS = [(name, p) for name in COMMANDS for p in COMMAND[name].params
-           if isinstance(p, click.Option) and not p.hidden]  # fmt: skip
+OPTIONS = [
+    (name, p)
+    for name in COMMANDS
+    for p in COMMAND[name].params
+    if isinstance(p, click.Option) and not p.hidden
+]
 
 
 def env_name(command: str, option: click.Option) -> str:

@@ -25,6 +25,8 @@ def test_estimate_metric_carries_chen_and_the_likelihood_fit():
         running.add(f"U/{t}", False, 20 - passes)
     chen = value("engine_pass_at_k_estimate", {"k": "10", "method": "chen"})
     assert chen == value("engine_pass_at_k", {"k": "10"})
-    assert value("engine_pass_at_k_estimate", {"k": "10", "method": "beta_binomial"}) == pytest.approx(chen, abs=0.1)
+    assert value("engine_pass_at_k_estimate", {"k": "10", "method": "beta_binomial"}) == pytest.approx(
+        chen, abs=0.1
+    )
     running.add("U/0", True)  # counts changed: the fit is redone
     assert value("engine_pass_at_k_estimate", {"k": "1", "method": "beta_binomial"}) is not None

@@ -10,8 +10,8 @@ import pytest
 import uvloop
 from prometheus_client import CollectorRegistry
 
-from engine.dataset import load_problems
 from engine.config import Output, RunConfig, SamplingSettings, SandboxSettings, Scheduling
+from engine.dataset import load_problems
 from engine.run import run_sweep
 from engine.store import Store
 from sandbox import Limits
@@ -50,7 +50,8 @@ def sweep(tmp_path, faults: str) -> tuple[dict, CollectorRegistry, dict[str, int
             hosts.write_text("".join(u + "\n" for u in fleet.urls))
             registry = CollectorRegistry()
             cfg = RunConfig(
-                servers=str(hosts), sampling=SamplingSettings(samples=SAMPLES, limit=PROBLEMS),
+                servers=str(hosts),
+                sampling=SamplingSettings(samples=SAMPLES, limit=PROBLEMS),
                 scheduling=Scheduling(request_n=4, retries=8, idle_timeout_s=1.0),
                 sandbox=SandboxSettings(workers=2, limits=Limits(timeout_s=1.0)),
                 output=Output(out=str(tmp_path / "run"), metrics_port=None, progress=False),
@@ -81,7 +82,9 @@ def test_every_sample_ends_in_the_store_exactly_once(tmp_path, faults, caplog):
     received = sum(value("engine_generated_tokens_total", {"server": s}) or 0 for s in _servers(registry))
     assert received >= store.totals()["tokens"]  # tokens of unfinished choices were received too
     errors = sum(value("engine_generation_errors_total", {"server": s}) or 0 for s in _servers(registry))
-    stream_faults = {k: v for k, v in injected.items() if v and k not in ("slow_first", "fleet_down", "degrade")}
+    stream_faults = {
+        k: v for k, v in injected.items() if v and k not in ("slow_first", "fleet_down", "degrade")
+    }
     if injected.get("stall") and "300ms" in faults:
         assert errors == 0  # shorter than the idle timeout: waited out, not an error
     elif stream_faults:
@@ -95,8 +98,5 @@ def test_every_sample_ends_in_the_store_exactly_once(tmp_path, faults, caplog):
 
 def _servers(registry) -> set[str]:
     return {
-        s.labels["server"]
-        for family in registry.collect()
-        for s in family.samples
-        if "server" in s.labels
+        s.labels["server"] for family in registry.collect() for s in family.samples if "server" in s.labels
     }

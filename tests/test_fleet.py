@@ -30,6 +30,7 @@ def free_port() -> int:
 
 async def not_vllm() -> tuple[web.AppRunner, str]:
     """Any other HTTP service: answers, but not as vLLM."""
+
     async def hello(request):
         return web.Response(text="hello")
 
@@ -138,7 +139,7 @@ async def until(predicate, timeout=5.0):
 
 def test_waiting_requests_are_read_from_vllm_metrics():
     text = (
-        '# HELP vllm:num_requests_waiting Number of requests waiting.\n'
+        "# HELP vllm:num_requests_waiting Number of requests waiting.\n"
         'vllm:num_requests_waiting{engine="0",model_name="m"} 3.0\n'
         'vllm:num_requests_waiting{engine="1",model_name="m"} 2.0\n'
         'vllm:num_requests_running{engine="0",model_name="m"} 9.0\n'

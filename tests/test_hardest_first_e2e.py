@@ -11,7 +11,6 @@ import time
 from dataclasses import dataclass
 
 import pytest
-
 from fleet_process import ENGINE, simulated_fleet
 
 PROBLEMS, SAMPLES = 8, 24
@@ -36,8 +35,12 @@ class RequestMade:
 def read_rows(out) -> tuple[list[Row], dict[str, int]]:
     db = sqlite3.connect(f"file:{out / 'results.sqlite'}?mode=ro", uri=True)
     try:
-        rows = [Row(t, i, r, v, verdict == "passed") for t, i, r, v, verdict in db.execute(
-            "SELECT task_id, sample_index, requested_at, verified_at, verdict FROM samples")]  # fmt: skip
+        rows = [
+            Row(t, i, r, v, verdict == "passed")
+            for t, i, r, v, verdict in db.execute(
+                "SELECT task_id, sample_index, requested_at, verified_at, verdict FROM samples"
+            )
+        ]
         position = dict(db.execute("SELECT task_id, position FROM problems"))
     finally:
         db.close()
@@ -49,7 +52,9 @@ def requests_of(rows: list[Row]) -> list[RequestMade]:
     first = {}
     for r in sorted(rows, key=lambda r: (r.task_id, r.index)):
         first.setdefault((r.task_id, r.requested_at), r.index)
-    return sorted((RequestMade(t, start, at) for (t, at), start in first.items()), key=lambda q: q.requested_at)
+    return sorted(
+        (RequestMade(t, start, at) for (t, at), start in first.items()), key=lambda q: q.requested_at
+    )
 
 
 def check_hardest_first(rows: list[Row], position: dict[str, int]) -> int:
@@ -83,11 +88,33 @@ def check_hardest_first(rows: list[Row], position: dict[str, int]) -> int:
 
 def run_engine(hosts, out, *extra) -> subprocess.Popen:
     return subprocess.Popen(
-        [*ENGINE, "run", "--servers", str(hosts), "--samples", str(SAMPLES), "--limit", str(PROBLEMS),
-         "--out", str(out), "--metrics-port", "0", "--workers", "2", "--request-n", "4", "--seed", "3",
-         "--policy", "hardest-first", *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            *ENGINE,
+            "run",
+            "--servers",
+            str(hosts),
+            "--samples",
+            str(SAMPLES),
+            "--limit",
+            str(PROBLEMS),
+            "--out",
+            str(out),
+            "--metrics-port",
+            "0",
+            "--workers",
+            "2",
+            "--request-n",
+            "4",
+            "--seed",
+            "3",
+            "--policy",
+            "hardest-first",
+            *extra,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def verified(out) -> int:
@@ -102,8 +129,12 @@ def verified(out) -> int:
 
 
 def report_json(out) -> dict:
-    done = subprocess.run([*ENGINE, "report", str(out), "--json", "--no-plot", "--bootstrap", "50"],
-                          capture_output=True, text=True, timeout=180)  # fmt: skip
+    done = subprocess.run(
+        [*ENGINE, "report", str(out), "--json", "--no-plot", "--bootstrap", "50"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
 
@@ -119,7 +150,9 @@ def test_hardest_first_run_stopped_and_resumed(tmp_path):
     with simulated_fleet(tmp_path, 2, 2_000) as hosts:
         process = run_engine(hosts, out)
         deadline = time.monotonic() + 240
-        while verified(out) < PROBLEMS * SAMPLES // 3 and process.poll() is None and time.monotonic() < deadline:
+        while (
+            verified(out) < PROBLEMS * SAMPLES // 3 and process.poll() is None and time.monotonic() < deadline
+        ):
             time.sleep(0.05)
         process.send_signal(signal.SIGINT)
         _, stderr = process.communicate(timeout=120)
@@ -129,7 +162,10 @@ def test_hardest_first_run_stopped_and_resumed(tmp_path):
 
         partial = report_json(out)
         assert partial["policy"]["name"] == "hardest-first"
-        assert partial["estimate"]["headline"] == "beta_binomial" and partial["estimate"]["chen_unbiased"] is False
+        assert (
+            partial["estimate"]["headline"] == "beta_binomial"
+            and partial["estimate"]["chen_unbiased"] is False
+        )
         assert "biased" in partial["estimate"]["note"]
 
         resumed = run_engine(hosts, out)
@@ -139,7 +175,9 @@ def test_hardest_first_run_stopped_and_resumed(tmp_path):
     rows, position = read_rows(out)
     tasks = {r.task_id for r in rows}
     keys = sorted((r.task_id, r.index) for r in rows)
-    assert len(tasks) == PROBLEMS and keys == sorted((t, i) for t in tasks for i in range(SAMPLES)), "every sample once"
+    assert len(tasks) == PROBLEMS and keys == sorted((t, i) for t in tasks for i in range(SAMPLES)), (
+        "every sample once"
+    )
     assert all(r.verified_at is not None for r in rows)
     compared = check_hardest_first(rows, position)
     print(f"{compared} comparisons, {len(requests_of(rows))} requests")

@@ -28,11 +28,11 @@ from engine.client import (
     stream_completion,
     timeout_for,
 )
+from engine.config import Output, RunConfig, SamplingSettings, SandboxSettings, Scheduling
 from engine.dataset import load_problems
 from engine.errors import FleetError, ProtocolError, StreamError
 from engine.http11 import MAX_CHUNK_BYTES, MAX_INTERIM, ResponseReader
 from engine.openai_stream import CHUNK_SLACK, TEXT_BYTES_PER_TOKEN, StreamAssembler
-from engine.config import Output, RunConfig, SamplingSettings, SandboxSettings, Scheduling
 from engine.run import run_sweep
 from engine.servers import (
     MAX_CREDIBLE_WAITING,
@@ -52,7 +52,9 @@ RSS_GROWTH_LIMIT = 100 * MB  # what reading one hostile server may add to the pr
 N, MAX_TOKENS = 4, 16
 ENCODER = ChunkEncoder("cmpl-hostile", 1795612912, "m", "fp")
 OK_HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
-HYPOTHESIS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+HYPOTHESIS = settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 
 
 def run(coro, timeout: float = 30):
@@ -122,15 +124,17 @@ def honest_events(n: int = N, tokens: int = MAX_TOKENS) -> list[bytes]:
     return events + [http_chunk(ENCODER.usage_event(3, n * tokens)), http_chunk(DONE_EVENT), b"0\r\n\r\n"]
 
 
-async def consume(url: str, *, idle: float = 5.0, deadline: float | None = 10.0, n: int = N,
-                  max_tokens: int = MAX_TOKENS):  # fmt: skip
+async def consume(
+    url: str, *, idle: float = 5.0, deadline: float | None = 10.0, n: int = N, max_tokens: int = MAX_TOKENS
+):
     assembler = StreamAssembler(n, max_tokens=max_tokens)
     choices: list = []
     error = None
     async with aiohttp.ClientSession() as session:
         try:
-            await stream_completion(session, url, b"{}", assembler, choices.append, lambda k: None,
-                                    timeout_for(idle, deadline))  # fmt: skip
+            await stream_completion(
+                session, url, b"{}", assembler, choices.append, lambda k: None, timeout_for(idle, deadline)
+            )
         except StreamError as exc:
             error = exc
     return assembler, choices, error
@@ -162,8 +166,11 @@ async def _hundred_mb_choice(writer, index: int):
 
 
 @HYPOTHESIS
-@given(kind=st.sampled_from(sorted(HOSTILE_TAILS)), at=st.integers(0, len(honest_events()) - 2),
-       piece=st.sampled_from([7, 97, 4096, 1 << 20]))  # fmt: skip
+@given(
+    kind=st.sampled_from(sorted(HOSTILE_TAILS)),
+    at=st.integers(0, len(honest_events()) - 2),
+    piece=st.sampled_from([7, 97, 4096, 1 << 20]),
+)
 @example(kind="100 MB choice", at=0, piece=1 << 20)
 @example(kind="2^56 chunk size", at=len(honest_events()) - 2, piece=7)  # right after the last choice finished
 def test_a_hostile_stream_ends_its_request_with_bounded_memory(kind, at, piece):
@@ -223,7 +230,12 @@ def test_an_honest_stream_at_its_caps_is_read_whole():
     longest = b'"' + b"a" * (TEXT_BYTES_PER_TOKEN - 1) + b'"'
     events = [token(i, longest) for _ in range(MAX_TOKENS - 1) for i in range(N)]
     events += [finish(i, longest) for i in range(N)]
-    body = b"".join(events) + http_chunk(ENCODER.usage_event(3, N * MAX_TOKENS)) + http_chunk(DONE_EVENT) + b"0\r\n\r\n"
+    body = (
+        b"".join(events)
+        + http_chunk(ENCODER.usage_event(3, N * MAX_TOKENS))
+        + http_chunk(DONE_EVENT)
+        + b"0\r\n\r\n"
+    )
     assert len(OK_HEAD + body) < response_byte_cap(N, MAX_TOKENS)
 
     async def main():
@@ -247,7 +259,7 @@ async def _write(writer, data: bytes):
 
 def _payload(chunk: bytes) -> bytes:
     """The SSE payload inside one HTTP chunk from `token`/`finish`."""
-    return chunk.split(b"\r\n", 1)[1][len(b"data: "): -len(b"\n\n\r\n")]
+    return chunk.split(b"\r\n", 1)[1][len(b"data: ") : -len(b"\n\n\r\n")]
 
 
 @given(max_tokens=st.integers(1, 64), n=st.integers(1, 6), data=st.data())
@@ -337,7 +349,7 @@ SLOW = {
 
 async def _trickle(writer, data: bytes, pause: float):
     for i in range(len(data)):
-        await _write(writer, data[i: i + 1])
+        await _write(writer, data[i : i + 1])
         await asyncio.sleep(pause)
 
 
@@ -367,12 +379,14 @@ def test_a_server_that_never_finishes_but_never_idles_meets_the_request_deadline
 FAR_DATE = "Fri, 31 Dec 9999 23:59:59 GMT"
 
 
-@given(st.one_of(
-    st.floats(allow_nan=True, allow_infinity=True).map(repr),
-    st.integers(-(10**20), 10**20).map(str),
-    st.datetimes().map(email.utils.format_datetime),
-    st.text(max_size=40),
-))  # fmt: skip
+@given(
+    st.one_of(
+        st.floats(allow_nan=True, allow_infinity=True).map(repr),
+        st.integers(-(10**20), 10**20).map(str),
+        st.datetimes().map(email.utils.format_datetime),
+        st.text(max_size=40),
+    )
+)
 @example("inf")
 @example("nan")
 @example("-inf")
@@ -394,7 +408,9 @@ async def _paused_server(retry_after: str) -> tuple[web.AppRunner, str]:
         return web.json_response({"object": "list", "data": [model]})
 
     async def completions(request):
-        return web.Response(status=429, text='{"error":{"message":"slow down"}}', headers={"Retry-After": retry_after})
+        return web.Response(
+            status=429, text='{"error":{"message":"slow down"}}', headers={"Retry-After": retry_after}
+        )
 
     app = web.Application()
     app.router.add_get("/v1/models", models)
@@ -426,7 +442,8 @@ def test_a_huge_retry_after_pauses_its_server_while_a_healthy_one_finishes_the_s
                 hosts = tmp_path / "hosts.txt"
                 hosts.write_text(f"{hostile}\n{fleet.urls[0]}\n")
                 cfg = RunConfig(
-                    servers=str(hosts), sampling=SamplingSettings(samples=2, limit=1),
+                    servers=str(hosts),
+                    sampling=SamplingSettings(samples=2, limit=1),
                     scheduling=Scheduling(request_n=1, retries=3, idle_timeout_s=2.0),
                     sandbox=SandboxSettings(workers=1, limits=Limits(timeout_s=2.0)),
                     output=Output(out=str(tmp_path / "run"), metrics_port=None, progress=False),
@@ -454,15 +471,23 @@ async def serve_fleet_member(script):
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
-                length = next((int(line.split(b":")[1]) for line in head.lower().split(b"\r\n")
-                               if line.startswith(b"content-length:")), 0)  # fmt: skip
+                length = next(
+                    (
+                        int(line.split(b":")[1])
+                        for line in head.lower().split(b"\r\n")
+                        if line.startswith(b"content-length:")
+                    ),
+                    0,
+                )
                 await reader.readexactly(length)
                 if head.startswith(b"POST"):
                     await script(writer)
                     return
                 body = models if b" /v1/models " in head else b""
                 status = b"200 OK" if head.split(b" ")[1] in (b"/v1/models", b"/health") else b"404 Not Found"
-                await _write(writer, b"HTTP/1.1 %s\r\ncontent-length: %d\r\n\r\n%s" % (status, len(body), body))
+                await _write(
+                    writer, b"HTTP/1.1 %s\r\ncontent-length: %d\r\n\r\n%s" % (status, len(body), body)
+                )
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
@@ -473,7 +498,10 @@ async def serve_fleet_member(script):
 
 
 SWEEP_HOSTILE = {  # what the hostile server answers to a request for one sample
-    **{k: (lambda w, k=k: _then_tail(w, OK_HEAD, k, 0)) for k in ["endless stream", "100 MB choice", "2^56 chunk size"]},
+    **{
+        k: (lambda w, k=k: _then_tail(w, OK_HEAD, k, 0))
+        for k in ["endless stream", "100 MB choice", "2^56 chunk size"]
+    },
     "slowloris": SLOW["slowloris"],
 }
 
@@ -490,7 +518,8 @@ def test_a_sweep_beside_a_hostile_server_stores_every_sample(tmp_path, kind, cap
                 hosts = tmp_path / "hosts.txt"
                 hosts.write_text(f"{hostile}\n{fleet.urls[0]}\n")
                 cfg = RunConfig(
-                    servers=str(hosts), sampling=SamplingSettings(samples=3, limit=1),
+                    servers=str(hosts),
+                    sampling=SamplingSettings(samples=3, limit=1),
                     scheduling=Scheduling(request_n=1, retries=3, idle_timeout_s=1.0, request_timeout_s=2.0),
                     sandbox=SandboxSettings(workers=1, limits=Limits(timeout_s=2.0)),
                     output=Output(out=str(tmp_path / "run"), metrics_port=None, progress=False),
@@ -502,7 +531,9 @@ def test_a_sweep_beside_a_hostile_server_stores_every_sample(tmp_path, kind, cap
     caplog.set_level(logging.WARNING, logger="engine")
     hostile, summary = run(main(), timeout=90)
     assert summary["samples"] == 3 and summary["generation_failures"] == 0
-    assert f"failed on {hostile}" in caplog.text, "the hostile server was never asked: the test would prove nothing"
+    assert f"failed on {hostile}" in caplog.text, (
+        "the hostile server was never asked: the test would prove nothing"
+    )
 
 
 # -- numbers a server reports ------------------------------------------------------------------
@@ -510,8 +541,16 @@ def test_a_sweep_beside_a_hostile_server_stores_every_sample(tmp_path, kind, cap
 ABSURD = ["NaN", "+Inf", "-Inf", "inf", "-1", "1e300", "9" * 400, str(MAX_CREDIBLE_WAITING + 1), "x"]
 
 
-@given(st.lists(st.one_of(st.sampled_from(ABSURD), st.floats(allow_nan=True, allow_infinity=True).map(repr),
-                          st.integers(0, 100).map(str)), max_size=6))  # fmt: skip
+@given(
+    st.lists(
+        st.one_of(
+            st.sampled_from(ABSURD),
+            st.floats(allow_nan=True, allow_infinity=True).map(repr),
+            st.integers(0, 100).map(str),
+        ),
+        max_size=6,
+    )
+)
 def test_waiting_from_metrics_never_raises_and_is_a_credible_count(values):
     """Invariant: any values of vllm:num_requests_waiting give None (no such metric) or a count
     in [0, MAX_CREDIBLE_WAITING] made of the credible values only."""
@@ -555,7 +594,7 @@ def test_a_server_reporting_absurd_load_keeps_the_fleet_watch_running(value):
     """/metrics with NaN or infinite load used to raise inside the watch and kill the sweep."""
 
     async def main():
-        runner, url = await _metrics_server(b"vllm:num_requests_waiting{engine=\"0\"} %s\n" % value.encode())
+        runner, url = await _metrics_server(b'vllm:num_requests_waiting{engine="0"} %s\n' % value.encode())
         try:
             async with aiohttp.ClientSession() as session:
                 fleet = Fleet([url], session, 64)
@@ -579,10 +618,18 @@ def test_a_server_reporting_absurd_load_keeps_the_fleet_watch_running(value):
 
 
 @given(
-    reported=st.one_of(st.none(), st.booleans(), st.floats(allow_nan=True), st.text(max_size=3),
-                       st.integers(-(10**30), 10**30), st.integers(0, 2000)),
-    chunks=st.integers(0, 1000), n=st.integers(1, 8), max_tokens=st.integers(1, 256),
-)  # fmt: skip
+    reported=st.one_of(
+        st.none(),
+        st.booleans(),
+        st.floats(allow_nan=True),
+        st.text(max_size=3),
+        st.integers(-(10**30), 10**30),
+        st.integers(0, 2000),
+    ),
+    chunks=st.integers(0, 1000),
+    n=st.integers(1, 8),
+    max_tokens=st.integers(1, 256),
+)
 @example(reported=10**18, chunks=5, n=1, max_tokens=16)
 @example(reported=16, chunks=5, n=1, max_tokens=16)  # the largest credible
 @example(reported=17, chunks=5, n=1, max_tokens=16)  # one past it
@@ -603,8 +650,11 @@ def _vllm_models(base: str, adapters: list[str]) -> list[dict]:
     return entries + [{"id": a, "object": "model", "root": f"/loras/{a}", "parent": base} for a in adapters]
 
 
-@given(adapters=st.lists(st.sampled_from(["sql-lora", "chat-lora", "a", "zz"]), unique=True, max_size=4),
-       servers=st.integers(1, 3), data=st.data())  # fmt: skip
+@given(
+    adapters=st.lists(st.sampled_from(["sql-lora", "chat-lora", "a", "zz"]), unique=True, max_size=4),
+    servers=st.integers(1, 3),
+    data=st.data(),
+)
 def test_without_model_the_base_model_is_chosen_over_its_adapters(adapters, servers, data):
     """Invariant: whatever the order of the lists and servers, the base model is chosen."""
     answers = []
@@ -713,4 +763,3 @@ def test_a_100_mb_metrics_page_counts_as_no_load_with_bounded_memory():
     with peak_rss_growth() as growth:
         assert run(main()) == 0
     assert growth[0] < RSS_GROWTH_LIMIT, f"peak RSS rose {growth[0] / MB:.0f} MB"
-

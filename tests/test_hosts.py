@@ -10,7 +10,8 @@ def test_comments_blank_lines_and_normalisation():
 
 
 @pytest.mark.parametrize(
-    "line", ["10.0.0.5:8000", "ftp://x:1", "http://", "http://a b:1", "http://host:notaport", "http://h:1/?q=1"]
+    "line",
+    ["10.0.0.5:8000", "ftp://x:1", "http://", "http://a b:1", "http://host:notaport", "http://h:1/?q=1"],
 )
 def test_malformed_lines_name_file_and_line(line):
     with pytest.raises(HostsFileError, match=r"hosts.txt:2: .* is not a base URL"):

@@ -1,15 +1,17 @@
 """The sans-IO HTTP/1.1 response reader: real vLLM bytes whole, byte by byte and split anywhere."""
 
 import pytest
+import transcripts
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import transcripts
 from engine.errors import ProtocolError
 from engine.http11 import ResponseReader
 
 RAW = transcripts.load("29_stream_n2_raw_http_chunks")  # curl --raw: the chunked body as sent
-HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\ntransfer-encoding: chunked\r\n\r\n"
+HEAD = (
+    b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\ntransfer-encoding: chunked\r\n\r\n"
+)
 RESPONSE = HEAD + RAW.body
 BODY = transcripts.dechunk(RAW.body)
 
@@ -46,7 +48,9 @@ def test_one_read_of_whole_chunks_and_chunks_with_crlf_in_their_data():
 
 
 def test_content_length_and_close_delimited_bodies_and_1xx():
-    reader, body = read([b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 404 Not Found\r\nContent-Length: 5\r\n\r\nab", b"cde"])
+    reader, body = read(
+        [b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 404 Not Found\r\nContent-Length: 5\r\n\r\nab", b"cde"]
+    )
     assert (reader.status, reader.done, body) == (404, True, b"abcde")
     reader, body = read([b"HTTP/1.0 200 OK\r\n\r\nsome", b" body"])
     assert not reader.done

@@ -17,32 +17,44 @@ import aiohttp
 import orjson
 import pytest
 import uvloop
+from fleet_process import ENGINE, simulated_fleet
 from prometheus_client import CollectorRegistry
+from test_prometheus_live import free_port
 
 from engine.hosts import parse_hosts
 from engine.records import Sample
 from engine.store import Store, StoredVerdict
-from fleet_process import ENGINE, simulated_fleet
 from metrics.exporter import EngineMetrics
 from metrics.http import serve_metrics
 from metrics.page import PageData
 from metrics.passk import ks_for, pass_at_k_table
 from metrics.running import RunningPassAtK
 from metrics.sweep_state import SweepState
-from test_prometheus_live import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 SCREENSHOT = ROOT / "runs" / "live-page.png"
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--no-first-run", "--disable-component-update", "--disable-sync", "--disable-quic",
-                  "--virtual-time-budget=4000"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--no-first-run",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-quic",
+    "--virtual-time-budget=4000",
+]
 
 
 def chromium(url: str, profile: Path, *action: str) -> subprocess.CompletedProcess:
     exe = shutil.which("chromium")
     assert exe, "chromium is not installed: `make test` installs it (scripts/setup-test-system.sh)"
-    return subprocess.run([exe, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *action, url],
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [exe, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *action, url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 class Shown(html.parser.HTMLParser):
@@ -101,7 +113,9 @@ def store_now(out: Path) -> dict:
     db = sqlite3.connect(f"file:{out / 'results.sqlite'}?mode=ro", uri=True)
     try:
         verified = db.execute("SELECT COUNT(verdict) FROM samples").fetchone()[0]
-        solved = db.execute("SELECT COUNT(DISTINCT task_id) FROM samples WHERE verdict = 'passed'").fetchone()[0]
+        solved = db.execute(
+            "SELECT COUNT(DISTINCT task_id) FROM samples WHERE verdict = 'passed'"
+        ).fetchone()[0]
     finally:
         db.close()
     return {"verified": verified, "solved": solved}
@@ -117,9 +131,29 @@ def test_the_page_during_a_sweep_shows_the_store_and_the_server_that_is_down(tmp
     out = tmp_path / "run"
     with simulated_fleet(tmp_path / "fleet", 3, 600, "--faults", "kill=server1@1s+120s") as hosts:
         engine = subprocess.Popen(
-            [*ENGINE, "run", "--servers", str(hosts), "--out", str(out), "--limit", str(LIMIT), "--samples",
-             str(SAMPLES), "--metrics-port", str(port), "--request-n", "5", "--workers", "1", "--json"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            [
+                *ENGINE,
+                "run",
+                "--servers",
+                str(hosts),
+                "--out",
+                str(out),
+                "--limit",
+                str(LIMIT),
+                "--samples",
+                str(SAMPLES),
+                "--metrics-port",
+                str(port),
+                "--request-n",
+                "5",
+                "--workers",
+                "1",
+                "--json",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         try:
             url = f"http://127.0.0.1:{port}/"
             _wait_until_verdicts(out, engine)
@@ -131,8 +165,12 @@ def test_the_page_during_a_sweep_shows_the_store_and_the_server_that_is_down(tmp
             shown = Shown(result.stdout)
             SCREENSHOT.parent.mkdir(exist_ok=True)
             SCREENSHOT.unlink(missing_ok=True)
-            shot = chromium(url, tmp_path / "profile-2", "--window-size=1280,1500", f"--screenshot={SCREENSHOT}")
-            assert shot.returncode == 0 and SCREENSHOT.exists() and SCREENSHOT.stat().st_size > 10_000, shot.stderr
+            shot = chromium(
+                url, tmp_path / "profile-2", "--window-size=1280,1500", f"--screenshot={SCREENSHOT}"
+            )
+            assert shot.returncode == 0 and SCREENSHOT.exists() and SCREENSHOT.stat().st_size > 10_000, (
+                shot.stderr
+            )
         finally:
             engine.send_signal(signal.SIGINT)  # stop admitting; a second signal stops at once
             time.sleep(0.5)
@@ -142,7 +180,9 @@ def test_the_page_during_a_sweep_shows_the_store_and_the_server_that_is_down(tmp
 
     assert shown.text["state"] in ("running", "draining")
     assert number(shown.text["target"]) == LIMIT * SAMPLES
-    assert before["verified"] <= number(shown.text["verified"]) <= after["verified"] + 100  # + unflushed verdicts
+    assert (
+        before["verified"] <= number(shown.text["verified"]) <= after["verified"] + 100
+    )  # + unflushed verdicts
     assert before["solved"] <= number(shown.text["solved"]) <= LIMIT
     assert shown.text["eta"] not in ("", "…", "–")  # the rate of `engine status`: the last minute's verdicts
     rows = {r[0]: r[1] for r in shown.rows("servers")}
@@ -159,8 +199,13 @@ def test_the_page_during_a_sweep_shows_the_store_and_the_server_that_is_down(tmp
 def test_the_page_shows_exactly_what_the_store_holds(tmp_path):
     """A store that does not move: every figure on the page equals the store's, pass@k to 4 digits."""
     store = Store.open(tmp_path)
-    table = {"T/0": ["passed", "failed", "passed"], "T/1": ["failed", "timeout", "failed"], "T/2": ["passed"],
-             "T/3": [], "T/4": ["error", "infra_error"]}
+    table = {
+        "T/0": ["passed", "failed", "passed"],
+        "T/1": ["failed", "timeout", "failed"],
+        "T/2": ["passed"],
+        "T/3": [],
+        "T/4": ["error", "infra_error"],
+    }
     for task, verdicts in table.items():
         for i, verdict in enumerate(verdicts):
             now = time.time()
@@ -180,8 +225,9 @@ def test_the_page_shows_exactly_what_the_store_holds(tmp_path):
     for url, up in (("http://gpu0:8000", 1), ("http://gpu1:8000", 0)):
         metrics.server_up.labels(url).set(up)
     info = {"run_id": "r", "model": "m", "dataset": "d", "task": "humaneval", "sampling_hash": "h"}
-    state = SweepState(run_id="r", info=info, problems=list(table), samples=3, running=running,
-                       store_path=store.path)
+    state = SweepState(
+        run_id="r", info=info, problems=list(table), samples=3, running=running, store_path=store.path
+    )
     state.phase = "finished"
     page = PageData(state, metrics)
 
@@ -191,13 +237,21 @@ def test_the_page_shows_exactly_what_the_store_holds(tmp_path):
             async with aiohttp.ClientSession() as session:
                 async with session.get(f"http://127.0.0.1:{port}/api/state") as response:
                     data = orjson.loads(await response.read())
-                async with session.get(f"http://127.0.0.1:{port}/api/state?since={time.time() + 1}") as response:
+                async with session.get(
+                    f"http://127.0.0.1:{port}/api/state?since={time.time() + 1}"
+                ) as response:
                     assert orjson.loads(await response.read())["history"] == []  # nothing newer
                 async with session.get(f"http://127.0.0.1:{port}/api/state?since=yesterday") as response:
                     assert response.status == 400
             dump = await asyncio.create_subprocess_exec(
-                shutil.which("chromium"), *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom",
-                f"http://127.0.0.1:{port}/", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+                shutil.which("chromium"),
+                *CHROMIUM_FLAGS,
+                f"--user-data-dir={tmp_path / 'profile'}",
+                "--dump-dom",
+                f"http://127.0.0.1:{port}/",
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+            )
             stdout, _ = await asyncio.wait_for(dump.communicate(), 120)
             return data, stdout.decode()
         finally:
@@ -221,7 +275,10 @@ def test_the_page_shows_exactly_what_the_store_holds(tmp_path):
     verdicts = {r[0]: number(r[1]) for r in shown.rows("verdicts")}
     assert verdicts == store.verdict_counts()
     assert [r[0] for r in shown.rows("most_failing")][:2] == ["T/1", "T/4"]  # 0 of 3, then 0 of 1
-    assert {r[0]: r[1] for r in shown.rows("servers")} == {"http://gpu0:8000": "up", "http://gpu1:8000": "down"}
+    assert {r[0]: r[1] for r in shown.rows("servers")} == {
+        "http://gpu0:8000": "up",
+        "http://gpu1:8000": "down",
+    }
     assert shown.text["up_count"] == "1/2 up"
     assert [r[0] for r in shown.rows("errors")] == ["T/3"] and "HTTP 500" in shown.rows("errors")[0][2]
     assert {r[0] for r in shown.rows("slowest")} == {"T/0", "T/1", "T/2", "T/4"}

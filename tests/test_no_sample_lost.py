@@ -26,9 +26,23 @@ from engine.sse import SSEParser
 from vllm_sim.api.wire import DONE_EVENT, ChunkEncoder, http_chunk, in_band_error_event
 from vllm_sim.faults.injection import INBAND_MESSAGE, altered_event
 
-OK_HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\ntransfer-encoding: chunked\r\n\r\n"
-KINDS = ("none", "cut", "reset", "inband", "garbage", "truncated", "dup", "bad_index", "bad_utf8", "surrogate",
-         "usage", "done_early")  # fmt: skip
+OK_HEAD = (
+    b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\ntransfer-encoding: chunked\r\n\r\n"
+)
+KINDS = (
+    "none",
+    "cut",
+    "reset",
+    "inband",
+    "garbage",
+    "truncated",
+    "dup",
+    "bad_index",
+    "bad_utf8",
+    "surrogate",
+    "usage",
+    "done_early",
+)
 
 
 def vllm_stream(lengths: list[int]) -> tuple[list[bytes], dict[int, str]]:
@@ -43,8 +57,11 @@ def vllm_stream(lengths: list[int]) -> tuple[list[bytes], dict[int, str]]:
                 texts[i] += token
                 prefix, text = encoder.prefix(i), orjson.dumps(token)
                 last = step == length - 1
-                events.append(encoder.finish_event(prefix, text, "length", None, b"", False) if last
-                              else encoder.token_event(prefix, text))  # fmt: skip
+                events.append(
+                    encoder.finish_event(prefix, text, "length", None, b"", False)
+                    if last
+                    else encoder.token_event(prefix, text)
+                )
     return [*events, encoder.usage_event(5, sum(lengths)), DONE_EVENT], texts
 
 
@@ -61,7 +78,11 @@ def with_fault(events: list[bytes], kind: str, at: int) -> tuple[list[bytes], bo
     if kind == "reset":
         return head, False
     if kind == "inband":
-        return [*head, in_band_error_event(INBAND_MESSAGE, "InternalServerError", None, 500), DONE_EVENT], True
+        return [
+            *head,
+            in_band_error_event(INBAND_MESSAGE, "InternalServerError", None, 500),
+            DONE_EVENT,
+        ], True
     if kind == "garbage":
         return [*head, b"data: \xff\xfe garbage\n\n", *tail], True
     if kind == "truncated":
@@ -85,8 +106,14 @@ def with_fault(events: list[bytes], kind: str, at: int) -> tuple[list[bytes], bo
     return events, True
 
 
-def check_invariant(n: int, texts: dict[int, str], delivered: list, assembler: StreamAssembler,
-                    error: BaseException | None, kind: str) -> None:  # fmt: skip
+def check_invariant(
+    n: int,
+    texts: dict[int, str],
+    delivered: list,
+    assembler: StreamAssembler,
+    error: BaseException | None,
+    kind: str,
+) -> None:
     indices = [c.index for c in delivered]
     assert len(indices) == len(set(indices)), "a choice was delivered twice"
     assert set(indices).isdisjoint(assembler.unfinished()), "a delivered choice would be retried too"
@@ -155,7 +182,9 @@ async def _stream_through_the_client(n: int, pieces: list[bytes]):
     assembler, delivered, error = StreamAssembler(n), [], None
     try:
         async with aiohttp.ClientSession() as session:
-            await stream_completion(session, url, b"{}", assembler, delivered.append, lambda k: None, timeout_for(5))
+            await stream_completion(
+                session, url, b"{}", assembler, delivered.append, lambda k: None, timeout_for(5)
+            )
     except Exception as exc:  # checked by the invariant: only StreamError is allowed
         error = exc
     finally:
@@ -171,7 +200,9 @@ def test_client_stores_every_finished_choice_whatever_follows_it(case):
     lengths, kind, where, splits = case
     _, texts, faulty, clean, _ = _case(*case)
     pieces = _pieces(faulty, clean, splits)
-    assembler, delivered, error = uvloop.run(asyncio.wait_for(_stream_through_the_client(len(lengths), pieces), 30))
+    assembler, delivered, error = uvloop.run(
+        asyncio.wait_for(_stream_through_the_client(len(lengths), pieces), 30)
+    )
     check_invariant(len(lengths), texts, delivered, assembler, error, kind)
 
 

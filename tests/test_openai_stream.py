@@ -2,17 +2,15 @@
 
 import orjson
 import pytest
+import transcripts
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import transcripts
 from engine.errors import HTTPStatusError, ProtocolError
 from engine.openai_stream import StreamAssembler
 from engine.sse import SSEParser
 
-COMPLETION_STREAMS = [
-    name for name in transcripts.streams() if not name.startswith(("31_", "55_", "56_"))
-]
+COMPLETION_STREAMS = [name for name in transcripts.streams() if not name.startswith(("31_", "55_", "56_"))]
 
 
 def payloads(name: str) -> list[bytes]:
@@ -36,7 +34,11 @@ def expected_choices(name: str, key=lambda c: c["text"]) -> dict[int, tuple[str,
 @pytest.mark.parametrize("name", COMPLETION_STREAMS)
 def test_every_choice_finishes_once_with_its_whole_text(name):
     request = transcripts.load(name).request_json()
-    prompts = request["prompt"] if isinstance(request["prompt"], list) and isinstance(request["prompt"][0], str) else [0]
+    prompts = (
+        request["prompt"]
+        if isinstance(request["prompt"], list) and isinstance(request["prompt"][0], str)
+        else [0]
+    )
     n = request.get("n", 1) * len(prompts)
     assembler = StreamAssembler(n)
     finished = {}
@@ -62,10 +64,14 @@ def test_chat_stream_reads_delta_content_and_counts_no_token_for_the_role_chunk(
             finished[choice.index] = choice
     expected = expected_choices("31_chat_stream_n2_usage", key=lambda c: c["delta"].get("content"))
     assert {i: c.text for i, c in finished.items()} == {i: text for i, (text, _, _) in expected.items()}
-    assert sum(c.tokens for c in finished.values()) == assembler.usage["completion_tokens"] == assembler.chunks
+    assert (
+        sum(c.tokens for c in finished.values()) == assembler.usage["completion_tokens"] == assembler.chunks
+    )
 
 
-@pytest.mark.parametrize("name", ["55_err_stream_inband_logprobs_too_many", "56_err_stream_inband_token_out_of_vocab"])
+@pytest.mark.parametrize(
+    "name", ["55_err_stream_inband_logprobs_too_many", "56_err_stream_inband_token_out_of_vocab"]
+)
 def test_inband_error_event_is_a_non_retryable_400(name):
     assembler = StreamAssembler(1)
     with pytest.raises(HTTPStatusError) as info:
@@ -102,22 +108,31 @@ def test_malformed_chunks_are_protocol_errors(payload):
 
 def test_stop_strings_the_server_did_not_apply_are_applied_as_vllm_would():
     assembler = StreamAssembler(2, stop=("\ndef", "\n#"))
-    assert list(assembler.feed(b'{"choices":[{"index":0,"text":"    return 1\\n# done","finish_reason":null}]}')) == []
-    (first,) = list(assembler.feed(b'{"choices":[{"index":0,"text":"\\nprint(1)","finish_reason":"length"}]}'))
+    assert (
+        list(assembler.feed(b'{"choices":[{"index":0,"text":"    return 1\\n# done","finish_reason":null}]}'))
+        == []
+    )
+    (first,) = list(
+        assembler.feed(b'{"choices":[{"index":0,"text":"\\nprint(1)","finish_reason":"length"}]}')
+    )
     assert (first.text, first.finish_reason, first.tokens) == ("    return 1", "stop", 2)
-    (second,) = list(assembler.feed(b'{"choices":[{"index":1,"text":"    return 2","finish_reason":"length"}]}'))
+    (second,) = list(
+        assembler.feed(b'{"choices":[{"index":1,"text":"    return 2","finish_reason":"length"}]}')
+    )
     assert (second.text, second.finish_reason) == ("    return 2", "length")
 
 
 def _running(index: int, text: bytes) -> bytes:
     """A running chunk in vLLM 0.32's exact layout (the assembler's byte-search fast path)."""
-    return (b'{"id":"cmpl-1","object":"text_completion","created":1,"model":"m","choices":[{"index":%d,"text":"%s",'
-            b'"logprobs":null,"finish_reason":null,"stop_reason":null,"prompt_token_ids":null,"token_ids":null}]}'
-            % (index, text))  # fmt: skip
+    return (
+        b'{"id":"cmpl-1","object":"text_completion","created":1,"model":"m","choices":[{"index":%d,"text":"%s",'
+        b'"logprobs":null,"finish_reason":null,"stop_reason":null,"prompt_token_ids":null,"token_ids":null}]}'
+        % (index, text)
+    )
 
 
 def test_fast_path_texts_are_decoded_as_json_strings_whatever_their_escapes():
-    pieces = [b"a\\\\", b"\\\"q\\\"", b"\\n\\t", b"\\u00e9\\ud83d", b"\\ude00 caf\xc3\xa9", b"\\\\"]
+    pieces = [b"a\\\\", b'\\"q\\"', b"\\n\\t", b"\\u00e9\\ud83d", b"\\ude00 caf\xc3\xa9", b"\\\\"]
     assembler = StreamAssembler(2)
     for piece in pieces:
         assert list(assembler.feed(_running(1, piece))) == []
@@ -157,8 +172,15 @@ def _vllm_chunks(name: str) -> list[bytes]:
     return [b"%x\r\n%s\r\n" % (len(e), e) for e in (b"data: " + p + b"\n\n" for p in payloads(name))]
 
 
-@pytest.mark.parametrize("name", ["20_stream_n4_stop_usage_continuous", "24_stream_n4_include_usage_only",
-                                  "29_stream_n2_raw_http_chunks", "23_stream_n1_include_usage"])  # fmt: skip
+@pytest.mark.parametrize(
+    "name",
+    [
+        "20_stream_n4_stop_usage_continuous",
+        "24_stream_n4_include_usage_only",
+        "29_stream_n2_raw_http_chunks",
+        "23_stream_n1_include_usage",
+    ],
+)
 def test_http_chunk_fast_path_takes_exactly_what_the_layered_path_takes(name):
     if name.startswith("29_"):  # the raw capture: vLLM's own chunk framing, byte for byte
         body = transcripts.load(name).body
@@ -171,7 +193,10 @@ def test_http_chunk_fast_path_takes_exactly_what_the_layered_path_takes(name):
     else:
         chunks = _vllm_chunks(name)
     events = [c[c.index(b"\r\n") + 2 : -2] for c in chunks]
-    n = max(c["index"] for e in events if e != b"data: [DONE]\n\n" for c in orjson.loads(e[6:])["choices"]) + 1
+    n = (
+        max(c["index"] for e in events if e != b"data: [DONE]\n\n" for c in orjson.loads(e[6:])["choices"])
+        + 1
+    )
     layered, fast = StreamAssembler(n, clock=lambda: 0.0), StreamAssembler(n, clock=lambda: 0.0)
     expected, got, taken = [], [], 0
     for chunk in chunks:

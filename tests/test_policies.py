@@ -28,10 +28,12 @@ def drive(plan_for, outcomes: dict[str, list[bool]], choose) -> tuple[dict[str, 
             assert outstanding, "the plan waits with nothing outstanding"
             r = outstanding.pop(choose(len(outstanding)))
             n, c = counts[r.problem.task_id]
-            passed = sum(outcomes[r.problem.task_id][r.start:r.start + r.n])
+            passed = sum(outcomes[r.problem.task_id][r.start : r.start + r.n])
             counts[r.problem.task_id] = (n + r.n, c + passed)
             continue
-        assert all(o.problem.task_id != request.problem.task_id for o in outstanding), "two requests for one problem"
+        assert all(o.problem.task_id != request.problem.task_id for o in outstanding), (
+            "two requests for one problem"
+        )
         log.append((request, dict(counts)))
         got[request.problem.task_id] += list(range(request.start, request.start + request.n))
         outstanding.append(request)
@@ -48,8 +50,11 @@ def test_until_solved_stops_each_problem_within_the_batch_of_its_mth_pass(rows, 
     the m-th pass came earlier, and then the batch holding it was the last (sizes 1, 2, 4, ...)."""
     problems = [Problem(f"T/{i}", "p", "t", "f") for i in range(len(rows))]
     outcomes = {p.task_id: row for p, row in zip(problems, rows)}
-    got, log = drive(lambda counts: AdaptivePlan(problems, samples, {}, 4, counts, "until-solved", m), outcomes,
-                     lambda k: rnd.randrange(k))  # fmt: skip
+    got, log = drive(
+        lambda counts: AdaptivePlan(problems, samples, {}, 4, counts, "until-solved", m),
+        outcomes,
+        lambda k: rnd.randrange(k),
+    )
     for task, indices in got.items():
         assert indices == list(range(len(indices))) and len(indices) <= samples
         passes = [i for i, ok in enumerate(outcomes[task][:samples]) if ok]
@@ -70,8 +75,11 @@ def test_hardest_first_gives_each_request_to_a_problem_with_the_fewest_passes(ro
     no more passes than any other problem that was ready (every verdict in) and unfinished."""
     problems = [Problem(f"T/{i}", "p", "t", "f") for i in range(len(rows))]
     outcomes = {p.task_id: row for p, row in zip(problems, rows)}
-    got, log = drive(lambda counts: AdaptivePlan(problems, samples, {}, 4, counts, "hardest-first"), outcomes,
-                     lambda k: rnd.randrange(k))  # fmt: skip
+    got, log = drive(
+        lambda counts: AdaptivePlan(problems, samples, {}, 4, counts, "hardest-first"),
+        outcomes,
+        lambda k: rnd.randrange(k),
+    )
     assert all(indices == list(range(samples)) for indices in got.values())
     for request, counts in log:
         issued_before = {t: 0 for t in outcomes}
@@ -87,7 +95,11 @@ def test_adaptive_plan_skips_generated_samples_and_counts_them_as_issued():
     counts = {"T/0": (3, 0), "T/1": (2, 1)}
     plan = AdaptivePlan(P[:2], 8, {"T/0": {0, 1, 2}, "T/1": {0, 1}}, 64, lambda: counts, "until-solved")
     first = next(plan)
-    assert (first.problem.task_id, first.start, first.n) == ("T/0", 3, 3)  # T/1 is solved already; size doubles
+    assert (first.problem.task_id, first.start, first.n) == (
+        "T/0",
+        3,
+        3,
+    )  # T/1 is solved already; size doubles
     assert next(plan) is None and not plan.has_ready()  # T/0's verdicts are not in yet
     counts["T/0"] = (6, 0)
     last = next(plan)
@@ -96,10 +108,18 @@ def test_adaptive_plan_skips_generated_samples_and_counts_them_as_issued():
         next(plan)
 
 
-@pytest.mark.parametrize("policy,n,c,owed", [
-    ("uniform", 3, 3, 7), ("uniform", 10, 0, 0), ("until-solved", 3, 1, 0), ("until-solved", 3, 0, 7),
-    ("until-solved", 10, 0, 0), ("hardest-first", 3, 3, 7), ("uniform", 12, 1, 0),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "policy,n,c,owed",
+    [
+        ("uniform", 3, 3, 7),
+        ("uniform", 10, 0, 0),
+        ("until-solved", 3, 1, 0),
+        ("until-solved", 3, 0, 7),
+        ("until-solved", 10, 0, 0),
+        ("hardest-first", 3, 3, 7),
+        ("uniform", 12, 1, 0),
+    ],
+)
 def test_samples_owed_at_the_end_of_a_run(policy, n, c, owed):
     from engine.policies import samples_owed
 

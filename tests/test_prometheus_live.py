@@ -30,10 +30,10 @@ from pathlib import Path
 import orjson
 import pytest
 import yaml
+from fleet_process import ENGINE, simulated_fleet
 
 from engine.dataset import load_problems
 from engine.hosts import parse_hosts
-from fleet_process import ENGINE, simulated_fleet
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -80,9 +80,14 @@ class Prometheus:
         (workdir / "targets/engine.json").write_text(json.dumps([{"targets": [f"127.0.0.1:{engine_port}"]}]))
         self.log = (workdir / "prometheus.log").open("w")
         self.process = subprocess.Popen(
-            [shutil.which("prometheus"), f"--config.file={workdir / 'prometheus.yml'}",
-             f"--web.listen-address=127.0.0.1:{self.port}", f"--storage.tsdb.path={workdir / 'data'}"],
-            stdout=self.log, stderr=subprocess.STDOUT,
+            [
+                shutil.which("prometheus"),
+                f"--config.file={workdir / 'prometheus.yml'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                f"--storage.tsdb.path={workdir / 'data'}",
+            ],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + 30
         while not self._ready():
@@ -91,9 +96,20 @@ class Prometheus:
 
     def scrape(self, hosts: Path, engine_port: int) -> None:
         """Targets as the README says: hosts_to_targets.py writes the fleet's and the engine's."""
-        result = subprocess.run([sys.executable, str(DEPLOY / "prometheus/hosts_to_targets.py"), str(hosts), "-o",
-                                 str(self.workdir / "targets/vllm.json"), "--engine", f"127.0.0.1:{engine_port}"],
-                                capture_output=True, text=True, timeout=60)
+        result = subprocess.run(
+            [
+                sys.executable,
+                str(DEPLOY / "prometheus/hosts_to_targets.py"),
+                str(hosts),
+                "-o",
+                str(self.workdir / "targets/vllm.json"),
+                "--engine",
+                f"127.0.0.1:{engine_port}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert result.returncode == 0, result.stderr
 
     def _ready(self) -> bool:
@@ -123,8 +139,13 @@ class Prometheus:
 
     def fired(self, alert: str, start: float, end: float) -> list[dict]:
         """Label sets of `alert` seen firing between start and end."""
-        data = self.api("query_range", query=f'ALERTS{{alertname="{alert}", alertstate="firing"}}',
-                        start=start, end=end, step=1)
+        data = self.api(
+            "query_range",
+            query=f'ALERTS{{alertname="{alert}", alertstate="firing"}}',
+            start=start,
+            end=end,
+            step=1,
+        )
         return [series["metric"] for series in data["result"]]
 
     def stop(self) -> None:
@@ -139,16 +160,34 @@ class Prometheus:
 
 def engine_run(hosts: Path, out: Path, port: int, *extra: str, stderr=subprocess.PIPE) -> subprocess.Popen:
     return subprocess.Popen(
-        [*ENGINE, "run", "--servers", str(hosts), "--out", str(out), "--limit", str(LIMIT), "--samples",
-         str(SAMPLES), "--metrics-port", str(port), "--json", "--request-n", "8", *extra],
-        stdout=subprocess.PIPE, stderr=stderr, text=True,
+        [
+            *ENGINE,
+            "run",
+            "--servers",
+            str(hosts),
+            "--out",
+            str(out),
+            "--limit",
+            str(LIMIT),
+            "--samples",
+            str(SAMPLES),
+            "--metrics-port",
+            str(port),
+            "--json",
+            "--request-n",
+            "8",
+            *extra,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        text=True,
     )
 
 
 def wait_for(predicate, timeout: float, what: str):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if (value := predicate()):
+        if value := predicate():
             return value
         time.sleep(0.25)
     pytest.fail(f"timed out waiting for {what}")
@@ -159,8 +198,12 @@ def dashboard_queries(run_id: str) -> list[tuple[str, str, str]]:
     out = []
     for panel in json.loads(DASHBOARD.read_text())["panels"]:
         for target in panel.get("targets", []):
-            expr = (target["expr"].replace("$__rate_interval", RATE_INTERVAL).replace("$__range", RANGE)
-                    .replace("$run", run_id))
+            expr = (
+                target["expr"]
+                .replace("$__rate_interval", RATE_INTERVAL)
+                .replace("$__range", RANGE)
+                .replace("$run", run_id)
+            )
             out.append((panel["title"], target.get("legendFormat", ""), expr))
     return out
 
@@ -169,7 +212,9 @@ def store_facts(out: Path) -> dict:
     db = sqlite3.connect(out / "results.sqlite")
     try:
         run_id = json.loads(db.execute("SELECT value FROM meta WHERE key = 'run_id'").fetchone()[0])
-        solved = db.execute("SELECT COUNT(DISTINCT task_id) FROM samples WHERE verdict = 'passed'").fetchone()[0]
+        solved = db.execute(
+            "SELECT COUNT(DISTINCT task_id) FROM samples WHERE verdict = 'passed'"
+        ).fetchone()[0]
         verified = db.execute("SELECT COUNT(verdict) FROM samples").fetchone()[0]
     finally:
         db.close()
@@ -187,8 +232,14 @@ def test_real_prometheus_scrapes_a_faulty_sweep_and_every_dashboard_query_agrees
         # B: scraped while running, then killed without a chance to say so.
         with simulated_fleet(tmp_path / "fleet-b", 1, 2000) as hosts:
             b = engine_run(hosts, tmp_path / "run-b", port_b, "--workers", "1")
-            wait_for(lambda: prometheus.value(f'count_over_time(engine_sweep_state{{state="running",'
-                                              f'instance="127.0.0.1:{port_b}"}}[1m]) >= 2'), 60, "B scraped")
+            wait_for(
+                lambda: prometheus.value(
+                    f'count_over_time(engine_sweep_state{{state="running",'
+                    f'instance="127.0.0.1:{port_b}"}}[1m]) >= 2'
+                ),
+                60,
+                "B scraped",
+            )
             b.send_signal(signal.SIGKILL)
             b.communicate(timeout=30)
         # A: through the faults to the end; one sandbox and a small queue make verification lag.
@@ -197,8 +248,20 @@ def test_real_prometheus_scrapes_a_faulty_sweep_and_every_dashboard_query_agrees
             prometheus.scrape(hosts, port_a)
             # 3 servers x 6 streams fill at most 18 of 30 slots: the rest hold samples waiting for a
             # verdict, and one sandbox without dedup cannot keep up.
-            a = engine_run(hosts, tmp_path / "run-a", port_a, "--workers", "1", "--queue-size", "30",
-                           "--max-seqs-per-server", "6", "--request-n", "3", "--no-dedup")
+            a = engine_run(
+                hosts,
+                tmp_path / "run-a",
+                port_a,
+                "--workers",
+                "1",
+                "--queue-size",
+                "30",
+                "--max-seqs-per-server",
+                "6",
+                "--request-n",
+                "3",
+                "--no-dedup",
+            )
             stdout, stderr = a.communicate(timeout=180)
             ended = time.time()
             print(f"\nA took {ended - started:.1f} s")
@@ -207,7 +270,9 @@ def test_real_prometheus_scrapes_a_faulty_sweep_and_every_dashboard_query_agrees
             facts = store_facts(tmp_path / "run-a") | {"servers": parse_hosts(hosts.read_text())}
             run_b = store_facts(tmp_path / "run-b")["run_id"]
             assert facts["run_id"] != run_b
-            wait_for(lambda: prometheus.fired("EngineGoneUnfinished", started - 60, time.time()), 30, "the alert")
+            wait_for(
+                lambda: prometheus.fired("EngineGoneUnfinished", started - 60, time.time()), 30, "the alert"
+            )
             time.sleep(2)  # the last rule evaluations
             check_dashboard(prometheus, facts, summary, started, ended)
             check_alerts(prometheus, facts["run_id"], run_b, facts["servers"][1], started - 60, time.time())
@@ -220,8 +285,13 @@ def test_real_prometheus_scrapes_a_faulty_sweep_and_every_dashboard_query_agrees
 def check_dashboard(prometheus: Prometheus, facts: dict, summary: dict, started: float, ended: float) -> None:
     run_id = facts["run_id"]
     # Evaluate where the final scrape left every series live: the engine's exit made them stale.
-    (live,) = prometheus.api("query_range", query=f'engine_sweep_verified_samples{{run_id="{run_id}"}}',
-                             start=started, end=ended + 5, step=0.5)["result"]
+    (live,) = prometheus.api(
+        "query_range",
+        query=f'engine_sweep_verified_samples{{run_id="{run_id}"}}',
+        start=started,
+        end=ended + 5,
+        step=0.5,
+    )["result"]
     final = float(live["values"][-1][0])
     assert float(live["values"][-1][1]) == summary["samples"]  # the final scrape saw the end
     values: dict[tuple[str, str], list] = {}
@@ -249,8 +319,10 @@ def check_dashboard(prometheus: Prometheus, facts: dict, summary: dict, started:
     assert pass_at_k.keys() == summary["pass_at_k"].keys()
     for k, score in summary["pass_at_k"].items():
         assert round(pass_at_k[k], 4) == round(score, 4), k
-    verdicts = {r["metric"]["verdict"]: float(r["value"][1]) for r in prometheus.query(
-        f'engine_samples_verified_total{{run_id="{run_id}"}}', at=final)}
+    verdicts = {
+        r["metric"]["verdict"]: float(r["value"][1])
+        for r in prometheus.query(f'engine_samples_verified_total{{run_id="{run_id}"}}', at=final)
+    }
     assert verdicts == {v: float(n) for v, n in summary["verdicts"].items()}  # a fresh run: counters from 0
     tokens = prometheus.value(f'sum(engine_generated_tokens_total{{run_id="{run_id}"}})', at=final)
     assert tokens >= summary["tokens"] > 0  # streams cut by the outages were received, not stored
@@ -259,8 +331,9 @@ def check_dashboard(prometheus: Prometheus, facts: dict, summary: dict, started:
     vllm_servers = {r["metric"]["server"] for r in values[("vLLM: requests running", "{{server}}")]}
     assert vllm_servers <= set(facts["servers"])
     # Servers up dipped to 2 during server1's outage, to 0 during the fleet's, and ended at 3.
-    ups = prometheus.api("query_range", query=f'sum(engine_server_up{{run_id="{run_id}"}})',
-                         start=started, end=final, step=1)["result"][0]["values"]
+    ups = prometheus.api(
+        "query_range", query=f'sum(engine_server_up{{run_id="{run_id}"}})', start=started, end=final, step=1
+    )["result"][0]["values"]
     seen = [float(v) for _, v in ups]
     assert {2.0, 0.0, 3.0} <= set(seen) and seen[-1] == 3.0, seen
     # ETA three quarters through (after the outages): positive, and near what the rest took.
@@ -275,7 +348,9 @@ def check_dashboard(prometheus: Prometheus, facts: dict, summary: dict, started:
             assert prometheus.query(expr), f"{title} [{legend}] went blank after the sweep"
 
 
-def check_alerts(prometheus: Prometheus, run_a: str, run_b: str, server1: str, start: float, end: float) -> None:
+def check_alerts(
+    prometheus: Prometheus, run_a: str, run_b: str, server1: str, start: float, end: float
+) -> None:
     def runs(alert: str) -> set[str]:
         return {m.get("run_id") for m in prometheus.fired(alert, start, end)}
 
@@ -284,24 +359,41 @@ def check_alerts(prometheus: Prometheus, run_a: str, run_b: str, server1: str, s
     assert server1 in {m["server"] for m in down if m["run_id"] == run_a}
     assert run_a in runs("EngineSweepStalled")  # the whole fleet down: no verdicts for seconds
     assert run_a in runs("EngineVerificationBehind"), prometheus.query(  # one sandbox, no dedup, 30 slots
-        f'max_over_time(engine_queue_held{{run_id="{run_a}"}}[{RANGE}])')
+        f'max_over_time(engine_queue_held{{run_id="{run_a}"}}[{RANGE}])'
+    )
 
 
 def check_a_misconfigured_harness_is_flagged(prometheus: Prometheus, hosts: Path, tmp_path: Path) -> None:
     """C sweeps HumanEval problems whose prompts were changed: the simulated model does not know
     them, every sample fails, and pass@1 = 0 over hundreds of samples fires the alert."""
     dataset = tmp_path / "changed-prompts.jsonl"
-    dataset.write_bytes(b"".join(orjson.dumps({"task_id": p.task_id, "prompt": "# changed\n" + p.prompt, "test": p.test,
-                                               "entry_point": p.entry_point}) + b"\n"
-                                 for p in load_problems(limit=5)))
+    dataset.write_bytes(
+        b"".join(
+            orjson.dumps(
+                {
+                    "task_id": p.task_id,
+                    "prompt": "# changed\n" + p.prompt,
+                    "test": p.test,
+                    "entry_point": p.entry_point,
+                }
+            )
+            + b"\n"
+            for p in load_problems(limit=5)
+        )
+    )
     port = free_port()
     prometheus.scrape(hosts, port)
-    c = engine_run(hosts, tmp_path / "run-c", port, "--dataset", str(dataset), "--samples", "200", "--workers", "2")
+    c = engine_run(
+        hosts, tmp_path / "run-c", port, "--dataset", str(dataset), "--samples", "200", "--workers", "2"
+    )
     try:
         wait_for(lambda: (tmp_path / "run-c/results.sqlite").exists(), 60, "C's store")
         run_c = wait_for(lambda: _run_id(tmp_path / "run-c"), 60, "C's run_id")
-        fired = wait_for(lambda: prometheus.fired("EnginePassAt1Suspicious", time.time() - 120, time.time()),
-                         120, "the pass@1 alert")
+        fired = wait_for(
+            lambda: prometheus.fired("EnginePassAt1Suspicious", time.time() - 120, time.time()),
+            120,
+            "the pass@1 alert",
+        )
         assert {m["run_id"] for m in fired} == {run_c}
     finally:
         c.send_signal(signal.SIGINT)  # stop admitting; a second signal stops at once
@@ -330,8 +422,11 @@ def check_a_broken_sandbox_is_flagged(prometheus: Prometheus, hosts: Path, tmp_p
         for pid in jails:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
-        fired = wait_for(lambda: prometheus.fired("EngineInfraErrorRatioHigh", started - 5, time.time()), 60,
-                         "the infra-error alert")
+        fired = wait_for(
+            lambda: prometheus.fired("EngineInfraErrorRatioHigh", started - 5, time.time()),
+            60,
+            "the infra-error alert",
+        )
         assert {m["run_id"] for m in fired} == {run_d}
         broken = f'sum(engine_sandbox_jails{{run_id="{run_d}", state="broken"}})'
         assert wait_for(lambda: prometheus.value(broken), 30, "broken jails") >= 1

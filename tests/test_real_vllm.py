@@ -33,9 +33,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import engine.runner
 from engine.client import MAX_STOP_STRINGS, request_body
+from engine.config import Output, RunConfig, SamplingSettings, SandboxSettings
 from engine.dataset import load_problems
 from engine.openai_stream import StreamAssembler
-from engine.config import Output, RunConfig, SamplingSettings, SandboxSettings
 from engine.run import run_sweep
 from engine.runner import HUMANEVAL_STOP
 from engine.store import Store
@@ -112,17 +112,29 @@ def real_vllm():
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     env.update(REALVLLM_HOME=str(home), SERVE_TMPDIR=str(tmpdir))
     with open(log, "wb") as out:
-        proc = subprocess.Popen(["bash", str(SCRIPTS / "serve.sh"), str(port)], env=env, stdout=out,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+        proc = subprocess.Popen(
+            ["bash", str(SCRIPTS / "serve.sh"), str(port)],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     try:
         started = time.monotonic()
         while not _healthy(url):
             if proc.poll() is not None:
-                pytest.fail(f"the real vLLM server exited during start-up (status {proc.returncode}):\n"
-                            f"{_tail(log.read_text(errors='replace'))}", pytrace=False)  # fmt: skip
+                pytest.fail(
+                    f"the real vLLM server exited during start-up (status {proc.returncode}):\n"
+                    f"{_tail(log.read_text(errors='replace'))}",
+                    pytrace=False,
+                )
             if time.monotonic() - started > START_TIMEOUT_S:
-                pytest.fail(f"the real vLLM server did not answer /health within {START_TIMEOUT_S} s:\n"
-                            f"{_tail(log.read_text(errors='replace'))}", pytrace=False)  # fmt: skip
+                pytest.fail(
+                    f"the real vLLM server did not answer /health within {START_TIMEOUT_S} s:\n"
+                    f"{_tail(log.read_text(errors='replace'))}",
+                    pytrace=False,
+                )
             time.sleep(0.5)
         print(f"real vLLM healthy on {url} after {time.monotonic() - started:.1f} s")
         yield RealServer(url, log)
@@ -143,8 +155,9 @@ def _vllm_metric(url: str, name: str) -> float:
 # -- the engine's own sweep against the real server ---------------------------------------------
 
 
-def test_sweep_against_real_vllm_stores_every_sample_once_with_the_servers_token_counts(real_vllm, tmp_path,
-                                                                                        monkeypatch):  # fmt: skip
+def test_sweep_against_real_vllm_stores_every_sample_once_with_the_servers_token_counts(
+    real_vllm, tmp_path, monkeypatch
+):
     assemblers: list[StreamAssembler] = []
 
     class RecordingAssembler(StreamAssembler):  # to read each request's usage chunk afterwards
@@ -160,8 +173,10 @@ def test_sweep_against_real_vllm_stores_every_sample_once_with_the_servers_token
     generated_before = _vllm_metric(real_vllm.url, "vllm:generation_tokens_total")
     registry = CollectorRegistry()
     cfg = RunConfig(
-        servers=str(hosts), sampling=SamplingSettings(samples=SAMPLES, limit=PROBLEMS, max_tokens=64),
-        sandbox=SandboxSettings(workers=2), output=Output(out=str(tmp_path / "run"), metrics_port=None, progress=False),
+        servers=str(hosts),
+        sampling=SamplingSettings(samples=SAMPLES, limit=PROBLEMS, max_tokens=64),
+        sandbox=SandboxSettings(workers=2),
+        output=Output(out=str(tmp_path / "run"), metrics_port=None, progress=False),
     )  # model=None: the engine must find it in /v1/models
     summary = uvloop.run(asyncio.wait_for(run_sweep(cfg, registry=registry), 300))
     generated = _vllm_metric(real_vllm.url, "vllm:generation_tokens_total") - generated_before
@@ -172,10 +187,14 @@ def test_sweep_against_real_vllm_stores_every_sample_once_with_the_servers_token
     rows = list(store.rows())
     tasks = [p.task_id for p in load_problems(limit=PROBLEMS)]
     assert len(rows) == PROBLEMS * SAMPLES
-    assert {(r["task_id"], r["sample_index"]) for r in rows} == {(t, i) for t in tasks for i in range(SAMPLES)}
+    assert {(r["task_id"], r["sample_index"]) for r in rows} == {
+        (t, i) for t in tasks for i in range(SAMPLES)
+    }
     assert all(r["verdict"] in VERDICTS for r in rows), {r["verdict"] for r in rows}
     assert all(r["finish_reason"] in ("stop", "length") and r["server"] == real_vllm.url for r in rows)
-    assert summary["samples"] == PROBLEMS * SAMPLES and sum(summary["verdicts"].values()) == PROBLEMS * SAMPLES
+    assert (
+        summary["samples"] == PROBLEMS * SAMPLES and sum(summary["verdicts"].values()) == PROBLEMS * SAMPLES
+    )
 
     # One streaming request of n=8 per problem, each closed by its usage chunk and [DONE].
     assert len(assemblers) == PROBLEMS and all(a.n == SAMPLES and a.done and a.usage for a in assemblers)
@@ -187,8 +206,10 @@ def test_sweep_against_real_vllm_stores_every_sample_once_with_the_servers_token
     assert counted == usage_tokens == generated == summary["new_tokens"] > 0
     # Stored per-sample counts are chunks: vLLM can merge tokens into one chunk when it falls behind.
     stored = sum(r["completion_tokens"] for r in rows)
-    print(f"tokens: usage chunks {usage_tokens}, vLLM counter {generated}, stored (chunks) {stored}; "
-          f"finish reasons {sorted(r['finish_reason'] for r in rows)}")  # fmt: skip
+    print(
+        f"tokens: usage chunks {usage_tokens}, vLLM counter {generated}, stored (chunks) {stored}; "
+        f"finish reasons {sorted(r['finish_reason'] for r in rows)}"
+    )
     assert summary["tokens"] == stored
     assert PROBLEMS * SAMPLES <= stored <= usage_tokens
     assert all(r["completion_tokens"] <= 64 for r in rows)
@@ -198,7 +219,9 @@ def test_sweep_against_real_vllm_stores_every_sample_once_with_the_servers_token
 
 
 async def _exchange(session: aiohttp.ClientSession, method: str, url: str, body: bytes | None = None):
-    async with session.request(method, url, data=body, headers={"Content-Type": "application/json"}) as response:
+    async with session.request(
+        method, url, data=body, headers={"Content-Type": "application/json"}
+    ) as response:
         return response.status, dict(response.headers), await response.read()
 
 
@@ -234,7 +257,8 @@ def _shape(body: bytes, n: int, stops: list[str]) -> dict:
         "usage_chunk_keys": tuple(usage_chunk),
         "usage_keys": tuple(usage_chunk["usage"]),
         "fingerprint_only_in_usage_chunk": all("system_fingerprint" not in c for c in choice_chunks),
-        "finish_reasons": {"stop", "length"} >= {c["choices"][0]["finish_reason"] for c in choice_chunks} - {None},
+        "finish_reasons": {"stop", "length"}
+        >= {c["choices"][0]["finish_reason"] for c in choice_chunks} - {None},
     }
 
 
@@ -242,14 +266,27 @@ def test_real_server_and_simulator_send_the_same_shapes_for_the_engines_requests
     problems = load_problems(limit=2)
     stops = list(HUMANEVAL_STOP)
     bodies = [
-        request_body(MODEL, n, 1000 + i, prompt=p.prompt, temperature=0.8, top_p=0.95, max_tokens=max_tokens, stop=stops)
-        for i, (p, n, max_tokens) in enumerate([(problems[0], 4, 48), (problems[1], 8, 16), (problems[0], 1, 8)])
+        request_body(
+            MODEL,
+            n,
+            1000 + i,
+            prompt=p.prompt,
+            temperature=0.8,
+            top_p=0.95,
+            max_tokens=max_tokens,
+            stop=stops,
+        )
+        for i, (p, n, max_tokens) in enumerate(
+            [(problems[0], 4, 48), (problems[1], 8, 16), (problems[0], 1, 8)]
+        )
     ]
     sent_stops = orjson.loads(bodies[0])["stop"]
 
     async def main():
         async with (
-            SimulatedFleet(1, problems=problems, model_name=MODEL, max_model_len=2048, tokens_per_second=20_000) as sim,
+            SimulatedFleet(
+                1, problems=problems, model_name=MODEL, max_model_len=2048, tokens_per_second=20_000
+            ) as sim,
             aiohttp.ClientSession() as session,
         ):
             answers = {}
@@ -257,7 +294,9 @@ def test_real_server_and_simulator_send_the_same_shapes_for_the_engines_requests
                 answers[name] = {
                     "health": await _exchange(session, "GET", base + "/health"),
                     "models": await _exchange(session, "GET", base + "/v1/models"),
-                    "streams": [await _exchange(session, "POST", base + "/v1/completions", b) for b in bodies],
+                    "streams": [
+                        await _exchange(session, "POST", base + "/v1/completions", b) for b in bodies
+                    ],
                 }
             return answers
 
@@ -265,7 +304,9 @@ def test_real_server_and_simulator_send_the_same_shapes_for_the_engines_requests
     real, sim = answers["real"], answers["simulated"]
     assert real["health"][0] == sim["health"][0] == 200 and real["health"][2] == sim["health"][2] == b""
     real_models, sim_models = orjson.loads(real["models"][2]), orjson.loads(sim["models"][2])
-    assert list(real_models) == list(sim_models) and list(real_models["data"][0]) == list(sim_models["data"][0])
+    assert list(real_models) == list(sim_models) and list(real_models["data"][0]) == list(
+        sim_models["data"][0]
+    )
     assert real_models["data"][0]["id"] == sim_models["data"][0]["id"] == MODEL
     for body, (r_status, r_headers, r_body), (s_status, s_headers, s_body) in zip(
         bodies, real["streams"], sim["streams"]
@@ -280,7 +321,9 @@ def test_real_server_and_simulator_send_the_same_shapes_for_the_engines_requests
 def test_real_vllm_refuses_more_stop_strings_than_the_engine_sends(real_vllm):
     """Why engine.client sends at most MAX_STOP_STRINGS and applies the rest itself."""
     prompt = load_problems(limit=1)[0].prompt
-    body = orjson.loads(request_body(MODEL, 2, 0, prompt=prompt, temperature=0.8, top_p=0.95, max_tokens=4, stop=[]))
+    body = orjson.loads(
+        request_body(MODEL, 2, 0, prompt=prompt, temperature=0.8, top_p=0.95, max_tokens=4, stop=[])
+    )
 
     async def main():
         async with aiohttp.ClientSession() as session:

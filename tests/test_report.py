@@ -7,12 +7,12 @@ import subprocess
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from fleet_process import ENGINE, simulated_fleet
 
 from engine import report
 from engine.analysis.plots import plot
 from engine.records import Sample
 from engine.store import Store, StoredVerdict
-from fleet_process import ENGINE, simulated_fleet
 from metrics.passk import pass_at_k_table
 
 PROBLEMS, SAMPLES = 12, 24
@@ -37,7 +37,9 @@ def make_store(path, rates, samples, infra_every=0, seed=1):
             verdict = "passed" if rng.random() < rate else "failed"
             if infra_every and i % infra_every == infra_every - 1:
                 verdict = "infra_error"
-            store.stage_verdict(StoredVerdict(f"T/{t}", i, verdict, "", "", 0.01, "nsjail", {"timeout_s": 2 + t}))
+            store.stage_verdict(
+                StoredVerdict(f"T/{t}", i, verdict, "", "", 0.01, "nsjail", {"timeout_s": 2 + t})
+            )
     store.set_meta("sampling", {"model": "m", "temperature": 0.8, "dataset": "humaneval@abc"})
     store.close()
 
@@ -56,11 +58,17 @@ def test_report_of_a_stored_run_excludes_infra_errors_from_n(tmp_path):
     assert c["distribution"]["never_solved"] >= 1  # rate 0
     assert c["cost"]["tokens_per_sample"] == pytest.approx(np.mean([3 + t for t in range(20)]))
     assert c["provenance"]["sandbox"]["limits"] == {"timeout_s": [2, 21]}
-    assert c["provenance"]["dataset"] == "humaneval@abc" and c["provenance"]["sampling"] == {"temperature": 0.8}
+    assert c["provenance"]["dataset"] == "humaneval@abc" and c["provenance"]["sampling"] == {
+        "temperature": 0.8
+    }
     from engine.analysis.text import render
 
     text = render([c])
-    assert "coverage (pass@30)" in text and "(d) beta-binomial likelihood" in text and "60 infra_error excluded" in text
+    assert (
+        "coverage (pass@30)" in text
+        and "(d) beta-binomial likelihood" in text
+        and "60 infra_error excluded" in text
+    )
     plot([c, c], tmp_path / "r.png", [("GPT-4o pass@1", 0.902)])
     assert (tmp_path / "r.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -70,7 +78,9 @@ def test_report_when_nothing_or_everything_passes_says_so(tmp_path, rate):
     make_store(tmp_path, [rate] * 5, 10)
     c = report.curve(str(tmp_path))
     assert all(not f["ok"] and f["note"] for f in c["fits"].values())
-    report.make_report([str(tmp_path)], report.Settings(boots=20), None, str(tmp_path / "p.png"), False, None, [])
+    report.make_report(
+        [str(tmp_path)], report.Settings(boots=20), None, str(tmp_path / "p.png"), False, None, []
+    )
     assert (tmp_path / "p.html").is_file()
 
 
@@ -80,12 +90,36 @@ def two_runs(tmp_path_factory):
     sampling seeds) and one until-solved with the first one's seed."""
     work = tmp_path_factory.mktemp("runs")
     with simulated_fleet(work) as hosts:
-        for name, seed, policy in (("run1", "0", "uniform"), ("run2", "1", "uniform"), ("solved", "0", "until-solved")):
+        for name, seed, policy in (
+            ("run1", "0", "uniform"),
+            ("run2", "1", "uniform"),
+            ("solved", "0", "until-solved"),
+        ):
             subprocess.run(
-                [*ENGINE, "run", "--servers", str(hosts), "--samples", str(SAMPLES), "--limit", str(PROBLEMS),
-                 "--out", str(work / name), "--metrics-port", "0", "--workers", "2", "--seed", seed, "--policy", policy],
-                check=True, capture_output=True, timeout=240,
-            )  # fmt: skip
+                [
+                    *ENGINE,
+                    "run",
+                    "--servers",
+                    str(hosts),
+                    "--samples",
+                    str(SAMPLES),
+                    "--limit",
+                    str(PROBLEMS),
+                    "--out",
+                    str(work / name),
+                    "--metrics-port",
+                    "0",
+                    "--workers",
+                    "2",
+                    "--seed",
+                    seed,
+                    "--policy",
+                    policy,
+                ],
+                check=True,
+                capture_output=True,
+                timeout=240,
+            )
     return work
 
 
@@ -95,8 +129,17 @@ def engine_report(cwd, *args):
 
 def test_report_of_two_simulated_runs(two_runs, tmp_path):
     runs = [str(two_runs / "run1"), str(two_runs / "run2")]
-    done = engine_report(tmp_path, *runs, "--json", "--table", "t.parquet", "--backtest", "6",
-                         "--reference", "GPT-4o pass@1=0.902")  # fmt: skip
+    done = engine_report(
+        tmp_path,
+        *runs,
+        "--json",
+        "--table",
+        "t.parquet",
+        "--backtest",
+        "6",
+        "--reference",
+        "GPT-4o pass@1=0.902",
+    )
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
     # several runs: the figure goes to the current directory, never into a run's own
@@ -115,7 +158,11 @@ def test_report_of_two_simulated_runs(two_runs, tmp_path):
         assert set(run["fits"]) == {"loglog_fail", "loglog_neglog_pass", "monkeys_coverage", "beta_binomial"}
         for fit in run["fits"].values():
             assert fit["ok"] and set(fit["predict"]) == {"100", "1000", "10000"}
-            assert fit["predict"]["10000"]["lo"] <= fit["predict"]["10000"]["value"] <= fit["predict"]["10000"]["hi"]
+            assert (
+                fit["predict"]["10000"]["lo"]
+                <= fit["predict"]["10000"]["value"]
+                <= fit["predict"]["10000"]["hi"]
+            )
         iv = run["intervals"]["1"]
         assert iv["lo"] <= iv["value"] <= iv["hi"] and iv["se"] > 0
         assert run["backtest"]["m"] == 6 and run["backtest"]["k"] == SAMPLES
@@ -141,13 +188,16 @@ def test_report_of_one_run_to_a_named_file_with_a_csv_table(two_runs, tmp_path):
     assert all((r["first_pass"] == "") == (r["c"] == "0") for r in rows)
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--reference", "GPT-4o"], "LABEL=VALUE"),
-    (["--reference", "x=1.5"], "LABEL=VALUE"),
-    (["--backtest", str(SAMPLES)], "between 1 and 23"),
-    (["--table", "t.txt"], ".csv or .parquet"),
-    (["--target", "1"], "--target"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--reference", "GPT-4o"], "LABEL=VALUE"),
+        (["--reference", "x=1.5"], "LABEL=VALUE"),
+        (["--backtest", str(SAMPLES)], "between 1 and 23"),
+        (["--table", "t.txt"], ".csv or .parquet"),
+        (["--target", "1"], "--target"),
+    ],
+)
 def test_bad_report_input_is_one_line_and_exit_2(two_runs, tmp_path, args, message):
     done = engine_report(tmp_path, str(two_runs / "run1"), "--no-plot", *args)
     assert done.returncode == 2 and message in done.stderr
@@ -159,11 +209,14 @@ def test_report_of_a_directory_without_a_run_is_exit_2(tmp_path):
     assert done.returncode == 2 and "holds no run" in done.stderr
 
 
-def test_until_solved_run_is_a_prefix_of_the_uniform_run_and_the_report_headlines_the_likelihood(two_runs, tmp_path):
+def test_until_solved_run_is_a_prefix_of_the_uniform_run_and_the_report_headlines_the_likelihood(
+    two_runs, tmp_path
+):
     """Same seeds, so the until-solved run's samples are the uniform run's first ones: each
     problem stops in the request that brought its first pass (or at 24), the share solved equals
     the uniform run's coverage, fewer tokens are spent, and the report says Chen's estimate is
     biased and headlines the likelihood one, which lands nearer the uniform run's unbiased pass@1."""
+
     def verdicts(run):
         store = Store.open(two_runs / run, create=False)
         rows = {(r["task_id"], r["sample_index"]): r for r in store.rows()}
@@ -177,10 +230,18 @@ def test_until_solved_run_is_a_prefix_of_the_uniform_run_and_the_report_headline
         got = sorted(i for t, i in solved if t == task)
         assert got == list(range(len(got)))
         passes = [i for i in got if solved[(task, i)]["verdict"] == "passed"]
-        first = min([i for (t, i), r in uniform.items() if t == task and r["verdict"] == "passed"], default=None)
-        assert (len(got) == SAMPLES) if first is None else (passes and passes[0] == first and len(got) <= 2 * first + 2)
+        first = min(
+            [i for (t, i), r in uniform.items() if t == task and r["verdict"] == "passed"], default=None
+        )
+        assert (
+            (len(got) == SAMPLES)
+            if first is None
+            else (passes and passes[0] == first and len(got) <= 2 * first + 2)
+        )
 
-    done = engine_report(tmp_path, str(two_runs / "run1"), str(two_runs / "solved"), "--json", "--plot", "out")
+    done = engine_report(
+        tmp_path, str(two_runs / "run1"), str(two_runs / "solved"), "--json", "--plot", "out"
+    )
     assert done.returncode == 0, done.stderr
     assert 'class="note">under the until-solved policy' in (tmp_path / "out" / "report.html").read_text()
     full, adaptive = json.loads(done.stdout)["runs"]
@@ -202,7 +263,9 @@ def test_report_of_a_run_whose_every_result_is_an_infra_error(tmp_path):
     samples and the 12 excluded, the table has every problem with n = 0 and no p_hat, and the
     figure and HTML are still written."""
     make_store(tmp_path / "run", [0.5] * 3, 4, infra_every=1)
-    done = engine_report(tmp_path, str(tmp_path / "run"), "--json", "--table", "t.csv", "--plot", "f.png", "--backtest", "2")
+    done = engine_report(
+        tmp_path, str(tmp_path / "run"), "--json", "--table", "t.csv", "--plot", "f.png", "--backtest", "2"
+    )
     assert done.returncode == 0 and done.stderr == "", done.stderr
     summary = json.loads(done.stdout)
     assert summary["samples"] == 0 and summary["excluded"] == {"infra_error": 12} and summary["fits"] == {}
@@ -235,10 +298,28 @@ def test_report_of_a_run_still_in_progress(tmp_path):
     out = tmp_path / "run"
     with simulated_fleet(tmp_path, 2, 2_000) as hosts:
         run = subprocess.Popen(
-            [*ENGINE, "run", "--servers", str(hosts), "--samples", "1000", "--limit", "10", "--out", str(out),
-             "--metrics-port", "0", "--workers", "2", "--request-n", "4"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
+            [
+                *ENGINE,
+                "run",
+                "--servers",
+                str(hosts),
+                "--samples",
+                "1000",
+                "--limit",
+                "10",
+                "--out",
+                str(out),
+                "--metrics-port",
+                "0",
+                "--workers",
+                "2",
+                "--request-n",
+                "4",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         try:
             deadline = time.monotonic() + 120
             while verified_count(out) < 20 and run.poll() is None and time.monotonic() < deadline:
@@ -248,7 +329,10 @@ def test_report_of_a_run_still_in_progress(tmp_path):
                 done = engine_report(tmp_path, str(out), "--json", "--no-plot", "--bootstrap", "20")
                 assert done.returncode == 0, done.stderr
                 summary = json.loads(done.stdout)
-                assert 20 <= summary["samples"] < 10_000 and sum(summary["verdicts"].values()) == summary["samples"]
+                assert (
+                    20 <= summary["samples"] < 10_000
+                    and sum(summary["verdicts"].values()) == summary["samples"]
+                )
                 seen.append(summary["samples"])
             assert seen == sorted(seen)  # the store only grows
             assert run.poll() is None, "the run was still going while reported"

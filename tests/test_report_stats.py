@@ -9,7 +9,12 @@ from hypothesis import strategies as st
 
 from engine.analysis import fits as F
 from engine.analysis.backtest import backtest, first_m_counts
-from engine.analysis.estimators import bootstrap_weights, mean_over_problems, pass_at_k_intervals, pass_at_k_matrix
+from engine.analysis.estimators import (
+    bootstrap_weights,
+    mean_over_problems,
+    pass_at_k_intervals,
+    pass_at_k_matrix,
+)
 from engine.analysis.scaling import Settings, analyse
 from metrics.passk import pass_at_k
 
@@ -25,7 +30,9 @@ def beta_sweep(rng, problems, n, alpha, beta, zero_mass=0.0):
 
 # -- the estimator ---------------------------------------------------------------------------
 
-problem_counts = st.lists(st.integers(1, 300).flatmap(lambda n: st.tuples(st.just(n), st.integers(0, n))), min_size=1, max_size=6)
+problem_counts = st.lists(
+    st.integers(1, 300).flatmap(lambda n: st.tuples(st.just(n), st.integers(0, n))), min_size=1, max_size=6
+)
 
 
 @given(problem_counts, st.lists(st.integers(1, 400), min_size=1, max_size=5))
@@ -100,7 +107,9 @@ def test_beta_binomial_finds_a_point_mass_of_never_solvable_problems():
     assert F.fit_beta_binomial(n, c, zero_mass=False).params["zero_mass"] == 0.0
 
 
-@pytest.mark.parametrize("alpha,beta,zero_mass", [(0.5, 3.0, 0.0), (0.3, 0.32, 0.03), (2.0, 1.0, 0.1), (0.1, 20.0, 0.0)])
+@pytest.mark.parametrize(
+    "alpha,beta,zero_mass", [(0.5, 3.0, 0.0), (0.3, 0.32, 0.03), (2.0, 1.0, 0.1), (0.1, 20.0, 0.0)]
+)
 def test_closed_form_pass_at_k_equals_monte_carlo(alpha, beta, zero_mass):
     """1 - (1 - zero_mass) B(alpha, beta + K) / B(alpha, beta) is E[1 - (1 - p)^K] over the model."""
     rng = np.random.default_rng(7)
@@ -109,13 +118,19 @@ def test_closed_form_pass_at_k_equals_monte_carlo(alpha, beta, zero_mass):
     for k in (1, 10, 100, 10_000):
         draws = 1 - (1 - p) ** k
         se = draws.std() / np.sqrt(len(p))
-        assert F.beta_binomial_pass_at([k], alpha, beta, zero_mass)[0] == pytest.approx(draws.mean(), abs=5 * se + 1e-9)
+        assert F.beta_binomial_pass_at([k], alpha, beta, zero_mass)[0] == pytest.approx(
+            draws.mean(), abs=5 * se + 1e-9
+        )
 
 
 def test_curve_fits_recover_their_own_forms_exactly():
     ks = np.array([1, 2, 5, 10, 20, 50, 100, 200])
     a = F.fit_loglog_fail(ks, 1 - 0.4 * ks**-0.35)
-    assert a.params["a"] == pytest.approx(0.4) and a.params["b"] == pytest.approx(-0.35) and a.exponent == pytest.approx(0.35)
+    assert (
+        a.params["a"] == pytest.approx(0.4)
+        and a.params["b"] == pytest.approx(-0.35)
+        and a.exponent == pytest.approx(0.35)
+    )
     b = F.fit_loglog_neglog_pass(ks, np.exp(-0.8 * ks**-0.5))
     assert b.params["a"] == pytest.approx(0.8) and b.params["b"] == pytest.approx(-0.5)
     c = F.fit_monkeys_coverage(ks, np.exp(-0.8 * ks**-0.5))
@@ -146,7 +161,13 @@ def test_fits_say_so_when_no_problem_or_every_problem_is_solved(problems, n, whi
     assert all(iv["value"] == (0.0 if which == "none" else 1.0) for iv in report["intervals"].values())
 
 
-@given(st.lists(st.integers(1, 80).flatmap(lambda n: st.tuples(st.just(n), st.integers(0, n))), min_size=1, max_size=40))
+@given(
+    st.lists(
+        st.integers(1, 80).flatmap(lambda n: st.tuples(st.just(n), st.integers(0, n))),
+        min_size=1,
+        max_size=40,
+    )
+)
 @settings(max_examples=30, deadline=None)
 def test_analysis_never_crashes_and_every_fit_is_either_sane_or_explained(counts):
     """Any counts (one problem, one sample, ragged n): each fit is ok with finite parameters and
@@ -245,8 +266,13 @@ def test_beta_binomial_asks_for_no_scale_when_the_rates_reach_one():
     assert kept >= 4
 
 
-@given(st.lists(st.integers(1, 60).flatmap(lambda n: st.tuples(st.just(n), st.integers(0, n))), min_size=1, max_size=8),
-       st.floats(0.05, 5.0), st.floats(0.05, 5.0))
+@given(
+    st.lists(
+        st.integers(1, 60).flatmap(lambda n: st.tuples(st.just(n), st.integers(0, n))), min_size=1, max_size=8
+    ),
+    st.floats(0.05, 5.0),
+    st.floats(0.05, 5.0),
+)
 @settings(max_examples=40, deadline=None)
 def test_scaled_likelihood_at_scale_one_is_the_beta_binomial_one(counts, alpha, beta):
     """Invariant: the binomial expansion used for scale < 1 equals B(c + alpha, n - c + beta) /
@@ -256,7 +282,9 @@ def test_scaled_likelihood_at_scale_one_is_the_beta_binomial_one(counts, alpha, 
     assert scaled == pytest.approx(F._log_rate_terms(n, c, alpha, beta), abs=1e-6)
 
 
-@pytest.mark.parametrize("alpha,beta,zero_mass,scale", [(0.5, 2.0, 0.0, 0.6), (0.3, 0.5, 0.05, 0.9), (2.0, 1.0, 0.1, 0.3)])
+@pytest.mark.parametrize(
+    "alpha,beta,zero_mass,scale", [(0.5, 2.0, 0.0, 0.6), (0.3, 0.5, 0.05, 0.9), (2.0, 1.0, 0.1, 0.3)]
+)
 def test_scaled_pass_at_k_equals_monte_carlo(alpha, beta, zero_mass, scale):
     """pass@K of p = scale * Beta (the sum over J ~ Binomial(K, scale), and its normal limit
     beyond 200,000 samples) equals E[1 - (1 - p)^K] by Monte Carlo, K from 1 to 10^6."""
@@ -266,14 +294,20 @@ def test_scaled_pass_at_k_equals_monte_carlo(alpha, beta, zero_mass, scale):
     for k in (1, 10, 1000, 199_999, 1_000_000):
         draws = -np.expm1(k * np.log1p(-p))
         se = draws.std() / np.sqrt(len(p))
-        assert F.beta_binomial_pass_at([k], alpha, beta, zero_mass, scale)[0] == pytest.approx(draws.mean(), abs=5 * se + 1e-6)
+        assert F.beta_binomial_pass_at([k], alpha, beta, zero_mass, scale)[0] == pytest.approx(
+            draws.mean(), abs=5 * se + 1e-6
+        )
 
 
 # -- the parametric bootstrap under until-solved ---------------------------------------------
 
 
-@given(st.lists(st.sampled_from([0.0, 1.0, 0.01, 0.3, 0.9]), min_size=1, max_size=12), st.integers(1, 150),
-       st.integers(1, 3), st.integers(0, 2**32 - 1))
+@given(
+    st.lists(st.sampled_from([0.0, 1.0, 0.01, 0.3, 0.9]), min_size=1, max_size=12),
+    st.integers(1, 150),
+    st.integers(1, 3),
+    st.integers(0, 2**32 - 1),
+)
 @settings(max_examples=60, deadline=None)
 def test_until_solved_draws_stop_at_the_mth_pass_or_the_cap(rates, cap, m, seed):
     """Invariant: each problem has n <= cap samples and c <= m passes, and stopped for one of two
@@ -316,7 +350,11 @@ def test_parametric_replicates_under_until_solved_redraw_the_sample_counts():
     rng = np.random.default_rng(12)
     n, c = until_solved_counts(rng, rng.beta(0.5, 2.0, size=120), 40)
     fast = Settings(boots=20, parametric_boots=10)
-    for policy, cap, resimulated in (("until-solved", 40, True), ("until-solved", None, False), ("uniform", 40, False)):
+    for policy, cap, resimulated in (
+        ("until-solved", 40, True),
+        ("until-solved", None, False),
+        ("uniform", 40, False),
+    ):
         settings = Settings(boots=20, parametric_boots=10, policy=policy, cap=cap)
         fit = analyse(n, c, settings)["fits"]["beta_binomial"]
         assert fit["ok"] and ("until-solved stopping re-simulated" in fit["intervals"]) == resimulated

@@ -10,20 +10,39 @@ import time
 
 import orjson
 import pytest
+from fleet_process import ENGINE, simulated_fleet
 
 from engine.status import run_status
-from fleet_process import ENGINE, simulated_fleet
 
 LIMIT, SAMPLES = 12, 16
 
 
 def run_args(hosts, out, *extra):
-    return [*ENGINE, "run", "--servers", str(hosts), "--out", str(out), "--limit", str(LIMIT),
-            "--samples", str(SAMPLES), "--request-n", "8", "--no-metrics", "--workers", "2", "--json", *extra]
+    return [
+        *ENGINE,
+        "run",
+        "--servers",
+        str(hosts),
+        "--out",
+        str(out),
+        "--limit",
+        str(LIMIT),
+        "--samples",
+        str(SAMPLES),
+        "--request-n",
+        "8",
+        "--no-metrics",
+        "--workers",
+        "2",
+        "--json",
+        *extra,
+    ]
 
 
 def start(hosts, out, *extra):
-    return subprocess.Popen(run_args(hosts, out, *extra), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        run_args(hosts, out, *extra), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 def finish(hosts, out, *extra) -> dict:
@@ -84,7 +103,9 @@ def test_sigkill_at_ten_random_moments_then_resume_equals_an_uninterrupted_run(t
 def test_first_signal_drains_and_exits_zero_second_stops_at_once_both_resumable(tmp_path):
     out = tmp_path / "run"
     with simulated_fleet(tmp_path, 1, 300) as hosts:  # slow: the sweep takes long enough to stop
-        process = start(hosts, out, "--queue-size", "16")  # admission, not the fleet, limits the work in flight
+        process = start(
+            hosts, out, "--queue-size", "16"
+        )  # admission, not the fleet, limits the work in flight
         wait_until(lambda: verified(out) >= 8)
         process.send_signal(signal.SIGTERM)
         stdout, stderr = process.communicate(timeout=120)
@@ -116,11 +137,16 @@ def test_status_while_running_and_after(tmp_path):
         try:
             wait_until(lambda: verified(out) >= 4)
             wait_until(lambda: run_status(str(out))["running"], timeout=30)
-            live = subprocess.run([*ENGINE, "status", str(out), "--json"], capture_output=True, text=True, timeout=60)
+            live = subprocess.run(
+                [*ENGINE, "status", str(out), "--json"], capture_output=True, text=True, timeout=60
+            )
             assert live.returncode == 0, live.stderr
             state = orjson.loads(live.stdout)
             assert state["running"] and state["target"] == LIMIT * SAMPLES
-            assert 0 < state["samples"] < state["target"] and state["remaining"] == state["target"] - state["samples"]
+            assert (
+                0 < state["samples"] < state["target"]
+                and state["remaining"] == state["target"] - state["samples"]
+            )
             assert state["rate_per_s"] > 0 and state["eta_s"] > 0 and "1" in state["pass_at_k"]
         finally:
             process.send_signal(signal.SIGTERM)
@@ -133,13 +159,18 @@ def test_other_sampling_settings_are_refused_unless_new_run(tmp_path):
     out = tmp_path / "run"
     with simulated_fleet(tmp_path) as hosts:
         finish(hosts, out)
-        refused = subprocess.run(run_args(hosts, out, "--temperature", "0.2"), capture_output=True, text=True, timeout=120)
+        refused = subprocess.run(
+            run_args(hosts, out, "--temperature", "0.2"), capture_output=True, text=True, timeout=120
+        )
         assert refused.returncode == 2
         assert refused.stderr.count("\n") == 1 and "temperature 0.8 -> 0.2" in refused.stderr
         fresh = finish(hosts, out, "--temperature", "0.2", "--new-run")
     assert fresh["new_samples"] == LIMIT * SAMPLES
     kept = [p for p in out.iterdir() if p.name.startswith("results.") and p.name != "results.sqlite"]
-    assert len(kept) == 1 and sqlite3.connect(kept[0]).execute("SELECT COUNT(*) FROM samples").fetchone()[0] == 192
+    assert (
+        len(kept) == 1
+        and sqlite3.connect(kept[0]).execute("SELECT COUNT(*) FROM samples").fetchone()[0] == 192
+    )
 
 
 @pytest.mark.parametrize("limit_bytes", [64 * 1024])
@@ -155,8 +186,9 @@ def test_a_full_disk_stops_with_one_line_and_keeps_what_was_saved(tmp_path, limi
             # (a soft limit: the sandbox sets its own for the jail, under the unlimited hard one)
             resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, resource.RLIM_INFINITY))
 
-        result = subprocess.run(run_args(hosts, out), capture_output=True, text=True, timeout=300,
-                                preexec_fn=small_disk)
+        result = subprocess.run(
+            run_args(hosts, out), capture_output=True, text=True, timeout=300, preexec_fn=small_disk
+        )
     assert result.returncode == 2, result.stderr
     lines = [line for line in result.stderr.splitlines() if "error" in line]
     assert len(lines) == 1 and "cannot write" in lines[0] and "Traceback" not in result.stderr

@@ -12,20 +12,24 @@ import time
 
 import orjson
 import pytest
+from fleet_process import ENGINE, simulated_fleet
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_resume import LIMIT, SAMPLES, finish, rows, run_args, start, verified, wait_until
 
 from engine.errors import RunLockedError
 from engine.runlock import LOCK_NAME, STALE_AFTER_S, RunLock
 from engine.store import Store
-from fleet_process import ENGINE, simulated_fleet
-from test_resume import LIMIT, SAMPLES, finish, rows, run_args, start, verified, wait_until
 
 
 def assert_one_line_error(result, *fragments):
     """Exit 2 and one line saying why (progress lines at INFO before it may come and go)."""
     assert result.returncode == 2, result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.strip() and not re.match(r"\d\d:\d\d:\d\d I ", line)]
+    lines = [
+        line
+        for line in result.stderr.splitlines()
+        if line.strip() and not re.match(r"\d\d:\d\d:\d\d I ", line)
+    ]
     assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
     for fragment in fragments:
         assert fragment in lines[0], lines[0]
@@ -41,15 +45,23 @@ def test_second_writers_are_refused_readers_work_and_a_sigkilled_holder_blocks_n
             wait_until(lambda: verified(out) >= 2)
             holder = json.loads((out / LOCK_NAME).read_text())
             assert holder["pid"] == first.pid and holder["host"] == socket.gethostname()
-            writers = [run_args(hosts, out), run_args(hosts, out, "--new-run"),
-                       [*ENGINE, "verify", str(out), "--retry", "timeout", "--workers", "1"]]
+            writers = [
+                run_args(hosts, out),
+                run_args(hosts, out, "--new-run"),
+                [*ENGINE, "verify", str(out), "--retry", "timeout", "--workers", "1"],
+            ]
             for args in writers:
                 refused = subprocess.run(args, capture_output=True, text=True, timeout=120)
                 assert first.poll() is None, "the holder ended before the test was done with it"
                 assert_one_line_error(refused, f"pid {first.pid}", f"host {socket.gethostname()}")
-            assert sorted(p.name for p in out.glob("results*.sqlite")) == ["results.sqlite"]  # nothing moved aside
-            readers = [[*ENGINE, "status", str(out), "--json"], [*ENGINE, "export", str(out), "--out", "-"],
-                       [*ENGINE, "report", str(out), "--no-plot"]]
+            assert sorted(p.name for p in out.glob("results*.sqlite")) == [
+                "results.sqlite"
+            ]  # nothing moved aside
+            readers = [
+                [*ENGINE, "status", str(out), "--json"],
+                [*ENGINE, "export", str(out), "--out", "-"],
+                [*ENGINE, "report", str(out), "--no-plot"],
+            ]
             for args in readers:
                 read = subprocess.run(args, capture_output=True, text=True, timeout=120)
                 assert read.returncode == 0, read.stderr
@@ -87,8 +99,16 @@ def test_held_lock_refuses_until_released(tmp_path):
     RunLock.acquire(tmp_path).release()
 
 
-@pytest.mark.parametrize("text", ["", "garbage", "[]", '{"pid": 1}', json.dumps(
-    {"pid": 99999999, "host": socket.gethostname(), "started": time.time()})])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "garbage",
+        "[]",
+        '{"pid": 1}',
+        json.dumps({"pid": 99999999, "host": socket.gethostname(), "started": time.time()}),
+    ],
+)
 def test_a_lock_file_without_a_living_holder_on_this_host_is_taken(tmp_path, text):
     (tmp_path / LOCK_NAME).write_text(text)  # what a SIGKILLed or rebooted holder leaves
     with RunLock.acquire(tmp_path):

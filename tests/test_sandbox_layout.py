@@ -51,7 +51,9 @@ def test_sandbox_imports_nothing_from_engine() -> None:
     files = sorted(SANDBOX_DIR.rglob("*.py"))
     assert len(files) >= 20  # the walk saw the subfolders too
     offenders = {
-        str(path.relative_to(PROJECT)): sorted(m for m in _imported_modules(path) if m.split(".")[0] == "engine")
+        str(path.relative_to(PROJECT)): sorted(
+            m for m in _imported_modules(path) if m.split(".")[0] == "engine"
+        )
         for path in files
     }
     assert {path: mods for path, mods in offenders.items() if mods} == {}
@@ -65,7 +67,9 @@ def test_importing_all_of_sandbox_loads_no_engine_module() -> None:
         if path.name != "server.py"  # the in-jail program: runs when executed, has no imports of ours
     )
     code = f"import sys\nfor m in {modules!r}: __import__(m)\nprint(sorted(m for m in sys.modules if m.split('.')[0] == 'engine'))"
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=PROJECT)
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=PROJECT
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
 
@@ -87,7 +91,8 @@ def test_the_edge_maps_the_sandbox_error_into_the_engine_tree(message: str) -> N
 
 
 @pytest.mark.parametrize(
-    "error", [ValueError("v"), engine.errors.InputError("i"), engine.errors.SandboxError("e"), KeyboardInterrupt()]
+    "error",
+    [ValueError("v"), engine.errors.InputError("i"), engine.errors.SandboxError("e"), KeyboardInterrupt()],
 )
 def test_the_edge_lets_every_other_error_pass_unchanged(error: BaseException) -> None:
     async def body() -> None:
@@ -112,11 +117,19 @@ def test_a_sandbox_that_cannot_start_is_one_line_and_exit_2(tmp_path: Path, comm
     """Through the CLI, the mapped error prints as before: one line on stderr, exit status 2."""
     (tmp_path / "s.jsonl").write_text('{"task_id": "HumanEval/0", "completion": "    return True\\n"}\n')
     env = {**os.environ, "NSJAIL": "/nonexistent/nsjail"}
-    done = subprocess.run([sys.executable, "-m", "engine", *command, "--sandbox", "nsjail"], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "engine", *command, "--sandbox", "nsjail"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
-    assert lines == ["engine: error: sandbox nsjail unavailable: nsjail binary /nonexistent/nsjail is missing or not executable"]
+    assert lines == [
+        "engine: error: sandbox nsjail unavailable: nsjail binary /nonexistent/nsjail is missing or not executable"
+    ]
 
 
 # --- one registry of launchers ----------------------------------------------------------------
@@ -153,10 +166,21 @@ def test_an_unknown_name_is_refused_naming_every_choice(name: str) -> None:
     assert all(choice in str(caught.value) for choice in LAUNCHERS)
 
 
-NSJAIL_LAYOUT = JailLayout(nsjail="/n", python="/p/bin/python3", prefix="/p", hidden_dirs=(), library_dirs=(),
-                           library_links=(), stage_dir="/s", unshare="/u", sh="/bin/sh", mount="/m")  # fmt: skip
-FIREJAIL_LAYOUT = FirejailLayout(firejail="/f", setpriv="/sp", python="/usr/bin/python3", uid=1, gid=1, home="/h",
-                                 hidden=())  # fmt: skip
+NSJAIL_LAYOUT = JailLayout(
+    nsjail="/n",
+    python="/p/bin/python3",
+    prefix="/p",
+    hidden_dirs=(),
+    library_dirs=(),
+    library_links=(),
+    stage_dir="/s",
+    unshare="/u",
+    sh="/bin/sh",
+    mount="/m",
+)
+FIREJAIL_LAYOUT = FirejailLayout(
+    firejail="/f", setpriv="/sp", python="/usr/bin/python3", uid=1, gid=1, home="/h", hidden=()
+)
 
 
 def _prepared(name: str) -> tuple[Launcher, str]:

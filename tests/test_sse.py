@@ -1,10 +1,10 @@
 """The SSE parser against every real vLLM stream: whole, byte by byte, and split anywhere."""
 
 import pytest
+import transcripts
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import transcripts
 from engine.errors import ProtocolError
 from engine.sse import SSEParser
 
@@ -13,7 +13,7 @@ STREAMS = transcripts.streams()
 
 def reference_payloads(body: bytes) -> list[bytes]:
     """Independent reading of vLLM's framing: events are `data: <payload>` blocks split by a blank line."""
-    return [block[len(b"data: "):] for block in body.split(b"\n\n") if block]
+    return [block[len(b"data: ") :] for block in body.split(b"\n\n") if block]
 
 
 def parse(chunks) -> list[bytes]:
@@ -62,7 +62,9 @@ def test_crlf_and_cr_line_ends_give_the_same_events(name, data):
 
 
 def test_general_fields_comments_and_multiline_data():
-    stream = b": keep-alive\n\nevent: message\nid: 7\ndata: first\ndata: second\n\nretry: 10\n\ndata:no-space\n\n"
+    stream = (
+        b": keep-alive\n\nevent: message\nid: 7\ndata: first\ndata: second\n\nretry: 10\n\ndata:no-space\n\n"
+    )
     assert parse([stream]) == [b"first\nsecond", b"no-space"]
 
 

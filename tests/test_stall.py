@@ -9,12 +9,12 @@ import signal
 import subprocess
 
 import orjson
+from fleet_process import ENGINE, simulated_fleet
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_resume import wait_until
 
 from engine.progress import RATE_WINDOW_S, STALL_AFTER_S, Progress
-from fleet_process import ENGINE, simulated_fleet
-from test_resume import wait_until
 
 
 class Clock:
@@ -26,8 +26,11 @@ class Clock:
 
 
 @settings(max_examples=200, deadline=None)
-@given(schedule=st.lists(st.tuples(st.floats(0.0, 3.0), st.integers(0, 3)), max_size=80),
-       total=st.integers(1, 120), up=st.integers(0, 4))  # fmt: skip
+@given(
+    schedule=st.lists(st.tuples(st.floats(0.0, 3.0), st.integers(0, 3)), max_size=80),
+    total=st.integers(1, 120),
+    up=st.integers(0, 4),
+)
 def test_the_line_tells_a_stall_whatever_the_schedule(schedule, total, up):
     """Invariants, after every tick of a 1-s timer: the line says "no progress for" exactly when no
     sample was verified for STALL_AFTER_S and work remains; once nothing was verified for a whole
@@ -62,7 +65,11 @@ def test_a_stall_is_logged_once_when_it_begins_and_the_timer_keeps_logging(caplo
             clock.now += 1.0
             progress.tick()
     lines = [r.getMessage() for r in caplog.records]
-    assert lines[0].startswith("verified 3/10") and "no progress for 10 s" in lines[0] and "servers up 0/2" in lines[0]
+    assert (
+        lines[0].startswith("verified 3/10")
+        and "no progress for 10 s" in lines[0]
+        and "servers up 0/2" in lines[0]
+    )
     assert len(lines) == 3 and all("no progress for" in line for line in lines)  # at 10 s, then every 30 s
 
 
@@ -71,12 +78,32 @@ def test_status_and_the_progress_line_show_the_fleet_down(tmp_path):
     # 4 sequences per server at 300 tok/s: a sample every ~0.6 s, the sweep ~45 s (even when the
     # engine is slow to start on a busy machine, it is mid-sweep at 25 s), down from 25 s for 30 s
     with simulated_fleet(tmp_path, 2, 300, "--faults", "fleet_down=@25s+30s") as hosts:
-        args = [*ENGINE, "run", "--servers", str(hosts), "--out", str(out), "--limit", "12", "--samples", "48",
-                "--request-n", "4", "--max-seqs-per-server", "4", "--no-metrics", "--workers", "2"]  # not --json: a progress line
+        args = [
+            *ENGINE,
+            "run",
+            "--servers",
+            str(hosts),
+            "--out",
+            str(out),
+            "--limit",
+            "12",
+            "--samples",
+            "48",
+            "--request-n",
+            "4",
+            "--max-seqs-per-server",
+            "4",
+            "--no-metrics",
+            "--workers",
+            "2",
+        ]  # not --json: a progress line
         process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
+
             def stalled():
-                state = subprocess.run([*ENGINE, "status", str(out), "--json"], capture_output=True, timeout=60)
+                state = subprocess.run(
+                    [*ENGINE, "status", str(out), "--json"], capture_output=True, timeout=60
+                )
                 state = orjson.loads(state.stdout) if state.returncode == 0 else {}
                 down = state.get("target") and state.get("servers_up") == 0  # down mid-sweep
                 # A few seconds past the threshold: the store's last verdict time can precede the
@@ -85,8 +112,15 @@ def test_status_and_the_progress_line_show_the_fleet_down(tmp_path):
 
             wait_until(stalled, timeout=150)
             state = stalled()
-            assert state["running"] and state["servers"] == 2 and state["remaining"] > 0 and state["eta_s"] is None, state
-            text = subprocess.run([*ENGINE, "status", str(out)], capture_output=True, text=True, timeout=60).stdout
+            assert (
+                state["running"]
+                and state["servers"] == 2
+                and state["remaining"] > 0
+                and state["eta_s"] is None
+            ), state
+            text = subprocess.run(
+                [*ENGINE, "status", str(out)], capture_output=True, text=True, timeout=60
+            ).stdout
             assert "servers up 0 of 2" in text and "no progress for" in text
         finally:
             process.send_signal(signal.SIGTERM)

@@ -1,5 +1,3 @@
-import sqlite3
-
 import pytest
 
 from engine.errors import InputError
@@ -67,7 +65,12 @@ def test_counts_meta_and_problems(tmp_path):
     assert store.verdict_counts() == {"passed": 1, "failed": 2, "timeout": 1}
     assert store.verdict_counts({"B"}) == {"failed": 1}
     assert [p.task_id for p in store.problems()] == ["B", "A"]
-    assert [(r["task_id"], r["sample_index"]) for r in store.rows()] == [("B", 0), ("A", 0), ("A", 1), ("A", 2)]
+    assert [(r["task_id"], r["sample_index"]) for r in store.rows()] == [
+        ("B", 0),
+        ("A", 0),
+        ("A", 1),
+        ("A", 2),
+    ]
 
 
 def test_not_a_database_is_an_input_error(tmp_path):

@@ -12,14 +12,15 @@ import time
 import aiohttp
 import orjson
 import uvloop
-from hypothesis import given, settings, strategies as st
+from fleet_process import ENGINE, simulated_fleet
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from fleet_process import ENGINE, simulated_fleet
+from engine.config import Output, RunConfig, SamplingSettings, SandboxSettings, Scheduling
 from engine.dataset import load_problems
 from engine.records import Sample
-from engine.config import Output, RunConfig, SamplingSettings, SandboxSettings, Scheduling
 from engine.run import run_sweep
 from engine.store import Store, StoredVerdict
 from metrics.exporter import EngineMetrics
@@ -52,10 +53,15 @@ def _state(tmp_path, table, samples, phase="running") -> tuple[SweepState, Colle
         for v in verdicts:
             if v is not None and v != "infra_error":  # not a verdict about the program: not in n
                 running.add(f"T/{p}", v == "passed")
-    state = SweepState(run_id="r1", info={"run_id": "r1", "model": "m", "dataset": "d", "task": "humaneval",
-                                          "sampling_hash": "h"},
-                       problems=[f"T/{p}" for p in range(len(table))], samples=samples, running=running,
-                       store_path=store.path, max_age_s=0)
+    state = SweepState(
+        run_id="r1",
+        info={"run_id": "r1", "model": "m", "dataset": "d", "task": "humaneval", "sampling_hash": "h"},
+        problems=[f"T/{p}" for p in range(len(table))],
+        samples=samples,
+        running=running,
+        store_path=store.path,
+        max_age_s=0,
+    )
     state.phase = phase
     registry = CollectorRegistry()
     registry.register(SweepStateCollector(state))
@@ -85,8 +91,13 @@ def test_sweep_gauges_match_the_store(tmp_path_factory, table, extra, failures, 
     assert [value("engine_sweep_state", {"state": s}) for s in STATES] == [float(s == phase) for s in STATES]
     any_verdict = any(v is not None for row in table for v in row)
     assert (value("engine_sweep_last_progress_timestamp_seconds") > 0) == any_verdict
-    assert value("engine_run_info", {"run_id": "r1", "model": "m", "dataset": "d", "task": "humaneval",
-                                     "sampling_hash": "h"}) == 1
+    assert (
+        value(
+            "engine_run_info",
+            {"run_id": "r1", "model": "m", "dataset": "d", "task": "humaneval", "sampling_hash": "h"},
+        )
+        == 1
+    )
     state.close()
     store.close()
 
@@ -127,7 +138,10 @@ def test_every_served_series_carries_the_run_id():
     text = uvloop.run(main())
     samples = [s for family in text_string_to_metric_families(text) for s in family.samples]
     assert samples and all(s.labels.get("run_id") == "abc" for s in samples)
-    assert {(s.name, s.labels.get("server")) for s in samples} == {("engine_x", "http://a"), ("engine_y", None)}
+    assert {(s.name, s.labels.get("server")) for s in samples} == {
+        ("engine_x", "http://a"),
+        ("engine_y", None),
+    }
 
 
 PROBLEMS, SAMPLES = 3, 4
@@ -136,13 +150,18 @@ PROBLEMS, SAMPLES = 3, 4
 def test_state_survives_a_resume_and_run_id_is_kept_until_new_run(tmp_path):
     """A resumed sweep that has nothing left to do: its counters are 0, its sweep gauges say done,
     its run_id is the first run's; --new-run gets a new id."""
+
     async def one(urls, new_run=False):
         hosts = tmp_path / "hosts.txt"
         hosts.write_text("".join(u + "\n" for u in urls))
         registry = CollectorRegistry()
-        cfg = RunConfig(servers=str(hosts), sampling=SamplingSettings(samples=SAMPLES, limit=PROBLEMS),
-                        scheduling=Scheduling(request_n=4), sandbox=SandboxSettings(workers=2),
-                        output=Output(out=str(tmp_path / "run"), metrics_port=None, progress=False, new_run=new_run))
+        cfg = RunConfig(
+            servers=str(hosts),
+            sampling=SamplingSettings(samples=SAMPLES, limit=PROBLEMS),
+            scheduling=Scheduling(request_n=4),
+            sandbox=SandboxSettings(workers=2),
+            output=Output(out=str(tmp_path / "run"), metrics_port=None, progress=False, new_run=new_run),
+        )
         await run_sweep(cfg, registry=registry)
         return registry
 
@@ -151,13 +170,19 @@ def test_state_survives_a_resume_and_run_id_is_kept_until_new_run(tmp_path):
         return family.samples[0].labels["run_id"]
 
     async def main():
-        async with SimulatedFleet(2, problems=load_problems(limit=PROBLEMS), tokens_per_second=20_000) as fleet:
+        async with SimulatedFleet(
+            2, problems=load_problems(limit=PROBLEMS), tokens_per_second=20_000
+        ) as fleet:
             return [await one(fleet.urls), await one(fleet.urls), await one(fleet.urls, new_run=True)]
 
     first, resumed, fresh = uvloop.run(asyncio.wait_for(main(), 120))
     for registry in (first, resumed, fresh):
         value = registry.get_sample_value
-        assert value("engine_sweep_verified_samples") == value("engine_sweep_target_samples") == PROBLEMS * SAMPLES
+        assert (
+            value("engine_sweep_verified_samples")
+            == value("engine_sweep_target_samples")
+            == PROBLEMS * SAMPLES
+        )
         assert value("engine_sweep_remaining_samples") == 0
         assert value("engine_sweep_state", {"state": "finished"}) == 1
         assert value("engine_queue_capacity") >= 1 and value("engine_queue_held") == 0
@@ -185,11 +210,26 @@ def test_a_metrics_port_in_use_is_one_line_and_status_2(tmp_path):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        hosts = tmp_path / "hosts.txt"
         with simulated_fleet(tmp_path, 1) as hosts:
             result = subprocess.run(
-                [*ENGINE, "run", "--servers", str(hosts), "--out", str(tmp_path / "run"), "--limit", "1",
-                 "--samples", "1", "--metrics-port", str(port)], capture_output=True, text=True, timeout=120)
+                [
+                    *ENGINE,
+                    "run",
+                    "--servers",
+                    str(hosts),
+                    "--out",
+                    str(tmp_path / "run"),
+                    "--limit",
+                    "1",
+                    "--samples",
+                    "1",
+                    "--metrics-port",
+                    str(port),
+                ],
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
     assert result.returncode == 2, result.stderr
     (line,) = result.stderr.strip().splitlines()[-1:]
     assert f"cannot serve metrics on 127.0.0.1:{port}" in line and "Traceback" not in result.stderr
@@ -246,8 +286,11 @@ def test_sandbox_jails_by_state_through_busy_a_killed_worker_and_a_jail_that_can
     state, registry, store = _state(tmp_path, [["passed"]], 1)
 
     def jails() -> dict[tuple[str, str], float]:
-        counts = {(role, s): registry.get_sample_value("engine_sandbox_jails", {"role": role, "state": s})
-                  for role in ("verify", "confirm") for s in ("busy", "idle", "restarting", "broken")}
+        counts = {
+            (role, s): registry.get_sample_value("engine_sandbox_jails", {"role": role, "state": s})
+            for role in ("verify", "confirm")
+            for s in ("busy", "idle", "restarting", "broken")
+        }
         for role, size in (("verify", 2), ("confirm", 1)):
             assert sum(n for (r, _), n in counts.items() if r == role) == size, counts
         return counts
@@ -267,7 +310,9 @@ def test_sandbox_jails_by_state_through_busy_a_killed_worker_and_a_jail_that_can
     async def main():
         pool = SandboxPool(workers=2, limits=Limits(timeout_s=5, cpu_time_s=5), backend="nsjail")
         state.jails = pool.jails
-        assert {s.value for f in registry.collect() if f.name == "engine_sandbox_jails" for s in f.samples} == {0}
+        assert {
+            s.value for f in registry.collect() if f.name == "engine_sandbox_jails" for s in f.samples
+        } == {0}
         async with pool:
             assert jails()[("verify", "idle")] == 2 and jails()[("confirm", "idle")] == 1
             running = [asyncio.create_task(pool.run(SLEEP_PROGRAM.format(1))) for _ in range(2)]
@@ -278,7 +323,9 @@ def test_sandbox_jails_by_state_through_busy_a_killed_worker_and_a_jail_that_can
             outcome = await pool.run(SLEEP_PROGRAM.format(0))
             assert outcome.verdict is Verdict.infra_error
             assert jails()[("verify", "restarting")] >= 1
-            await until(lambda j: j[("verify", "restarting")] == 0 and j[("verify", "broken")] == 0, "restarted")
+            await until(
+                lambda j: j[("verify", "restarting")] == 0 and j[("verify", "broken")] == 0, "restarted"
+            )
             shutil.rmtree(pool.backend.launcher.layout.stage_dir)  # no jail can start any more
             kill_all(pool)
             for reserved in (False, False, True):
@@ -308,13 +355,20 @@ def test_pass_at_k_estimate_goes_out_with_the_run_id_like_every_series(counts):
     served = CollectorRegistry(auto_describe=False)
     served.register(RunLabelled(registry, "abc"))
     text = generate_latest(served).decode()
-    estimates = [s for f in text_string_to_metric_families(text) if f.name == "engine_pass_at_k_estimate"
-                 for s in f.samples]
-    assert all(s.labels.get("run_id") == "abc" for f in text_string_to_metric_families(text) for s in f.samples)
+    estimates = [
+        s
+        for f in text_string_to_metric_families(text)
+        if f.name == "engine_pass_at_k_estimate"
+        for s in f.samples
+    ]
+    assert all(
+        s.labels.get("run_id") == "abc" for f in text_string_to_metric_families(text) for s in f.samples
+    )
     methods = {s.labels["method"] for s in estimates}
     assert ("chen" in methods) == bool(counts)  # chen for every k as soon as a problem has a sample
     assert {s.labels["k"] for s in estimates if s.labels["method"] == "chen"} == {
-        str(k) for k in running.scores()}
+        str(k) for k in running.scores()
+    }
 
 
 def test_the_page_and_engine_status_agree_on_one_store_during_an_outage(tmp_path):
@@ -324,17 +378,22 @@ def test_the_page_and_engine_status_agree_on_one_store_during_an_outage(tmp_path
     the two reads)."""
     import urllib.request
 
-    from metrics.sweep_state import STALL_AFTER_S
     from test_prometheus_live import free_port
+
+    from metrics.sweep_state import STALL_AFTER_S
 
     port, out = free_port(), tmp_path / "run"
 
     def page() -> dict:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/state?since={time.time()}", timeout=10) as r:
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{port}/api/state?since={time.time()}", timeout=10
+        ) as r:
             return orjson.loads(r.read())
 
     def status() -> dict:
-        result = subprocess.run([*ENGINE, "status", str(out), "--json"], capture_output=True, text=True, timeout=60)
+        result = subprocess.run(
+            [*ENGINE, "status", str(out), "--json"], capture_output=True, text=True, timeout=60
+        )
         assert result.returncode == 0, result.stderr
         return orjson.loads(result.stdout)
 
@@ -343,15 +402,37 @@ def test_the_page_and_engine_status_agree_on_one_store_during_an_outage(tmp_path
             p, s = page(), status()
         except OSError:  # not serving yet
             return False
-        return p["stalled"] and s["servers_up"] == 0 and not any(x["up"] for x in p["servers"]) \
+        return (
+            p["stalled"]
+            and s["servers_up"] == 0
+            and not any(x["up"] for x in p["servers"])
             and (s["no_progress_s"] or 0) >= STALL_AFTER_S
+        )
 
     (tmp_path / "fleet").mkdir()
     with simulated_fleet(tmp_path / "fleet", 2, 600, "--faults", "fleet_down=@12s+45s") as hosts:
         engine = subprocess.Popen(
-            [*ENGINE, "run", "--servers", str(hosts), "--out", str(out), "--limit", "4", "--samples", "200",
-             "--metrics-port", str(port), "--workers", "1", "--json"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            [
+                *ENGINE,
+                "run",
+                "--servers",
+                str(hosts),
+                "--out",
+                str(out),
+                "--limit",
+                "4",
+                "--samples",
+                "200",
+                "--metrics-port",
+                str(port),
+                "--workers",
+                "1",
+                "--json",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         try:
             deadline = time.monotonic() + 90
             while not both_see_the_stall():
@@ -367,8 +448,13 @@ def test_the_page_and_engine_status_agree_on_one_store_during_an_outage(tmp_path
             engine.communicate(timeout=120)
 
     assert p["verified"] == s["samples"] and p["target"] == s["target"] == 4 * 200
-    assert sum(x["up"] for x in p["servers"]) == s["servers_up"] == 0 and len(p["servers"]) == s["servers"] == 2
+    assert (
+        sum(x["up"] for x in p["servers"]) == s["servers_up"] == 0 and len(p["servers"]) == s["servers"] == 2
+    )
     assert p["stalled"] and s["no_progress_s"] >= STALL_AFTER_S and p["state"] == "running" and s["running"]
-    assert abs(p["no_progress_s"] - s["no_progress_s"]) <= apart + 1.0, (p["no_progress_s"], s["no_progress_s"])
+    assert abs(p["no_progress_s"] - s["no_progress_s"]) <= apart + 1.0, (
+        p["no_progress_s"],
+        s["no_progress_s"],
+    )
     assert {role: sum(states.values()) for role, states in p["jails"].items()} == {"verify": 1, "confirm": 1}
     assert p["jails"]["verify"]["broken"] == 0 and p["dedup_hits"] >= 0

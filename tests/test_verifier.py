@@ -74,7 +74,9 @@ def test_dedup_runs_identical_samples_once_even_in_flight() -> None:
         before = len(backend.runs)
         samples = ["    return x\n"] * 5 + ["    return 2\n"] * 3 + ["    return x\n"]
         outcomes = await asyncio.gather(*(verifier.verify(PROBLEMS[0], c) for c in samples))
-        assert len(backend.runs) - before == 2  # one per distinct completion, though all were in flight at once
+        assert (
+            len(backend.runs) - before == 2
+        )  # one per distinct completion, though all were in flight at once
         other_problem = await verifier.verify(PROBLEMS[1], "    return 2\n")  # same text, other problem: runs
         assert len(backend.runs) - before == 3 and not other_problem.reused
         assert verifier.reused == 7
@@ -103,7 +105,9 @@ def test_no_dedup_runs_everything_and_sandbox_faults_are_never_reused() -> None:
     async def seeded(verifier: Verifier) -> tuple[Outcome, Outcome]:
         verifier.seed("T/0", "    boom\n", fault)
         verifier.seed("T/0", "    crash\n", crash)
-        return await verifier.verify(PROBLEMS[0], "    boom\n"), await verifier.verify(PROBLEMS[0], "    crash\n")
+        return await verifier.verify(PROBLEMS[0], "    boom\n"), await verifier.verify(
+            PROBLEMS[0], "    crash\n"
+        )
 
     ran, reused = run(seeded, ScriptedBackend())
     assert not ran.reused and ran.verdict is Verdict.failed  # run again, not the seeded fault
@@ -125,10 +129,13 @@ def test_calibrated_limits_per_problem_and_the_fixed_override() -> None:
     assert Timing(floor_s=2, factor=10, ceiling_s=30).limit(0.4) == 4.0
 
 
-@pytest.mark.parametrize(("backend", "says"), [
-    (ScriptedBackend(canonical_fails=True), "canonical solution of T/0 did not pass"),
-    (ScriptedBackend(bad_passes=True), "known-bad completion"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("backend", "says"),
+    [
+        (ScriptedBackend(canonical_fails=True), "canonical solution of T/0 did not pass"),
+        (ScriptedBackend(bad_passes=True), "known-bad completion"),
+    ],
+)
 def test_preflight_refuses_a_misjudging_sandbox(backend: ScriptedBackend, says: str) -> None:
     async def body(verifier: Verifier) -> None:
         await verifier.preflight()
@@ -139,15 +146,19 @@ def test_preflight_refuses_a_misjudging_sandbox(backend: ScriptedBackend, says: 
 
 
 def _cli(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "engine", "verify", *args], capture_output=True, text=True,
-                          timeout=timeout)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "engine", "verify", *args], capture_output=True, text=True, timeout=timeout
+    )
 
 
 def test_retry_timeout_reruns_only_the_timeouts_of_a_results_file(tmp_path) -> None:
     [problem] = load_problems(limit=1)
     lines = [
         {"task_id": problem.task_id, "completion": problem.canonical_solution},
-        {"task_id": problem.task_id, "completion": problem.canonical_solution + "import time\ntime.sleep(1.5)\n"},
+        {
+            "task_id": problem.task_id,
+            "completion": problem.canonical_solution + "import time\ntime.sleep(1.5)\n",
+        },
         {"task_id": problem.task_id, "completion": "    return None\n"},
     ]
     samples = tmp_path / "samples.jsonl"
@@ -179,11 +190,13 @@ def test_retry_timeout_of_a_run_directory_updates_only_its_timeouts(tmp_path) ->
     store = Store.open(tmp_path)
     store.save_problems([problem])
     slow = problem.canonical_solution + "import time\ntime.sleep(1.5)\n"
-    for index, (completion, verdict) in enumerate([(problem.canonical_solution, "passed"), (slow, "timeout"),
-                                                   ("    return None\n", "failed")]):  # fmt: skip
+    for index, (completion, verdict) in enumerate(
+        [(problem.canonical_solution, "passed"), (slow, "timeout"), ("    return None\n", "failed")]
+    ):
         store.stage_sample(Sample(problem.task_id, index, completion, 5, "stop", "http://s:1", 1.0, 1.1, 1.2))
-        store.stage_verdict(StoredVerdict(problem.task_id, index, verdict, "as stored", "", 1.0, "nsjail",
-                                          {"timeout_s": 1.0}))  # fmt: skip
+        store.stage_verdict(
+            StoredVerdict(problem.task_id, index, verdict, "as stored", "", 1.0, "nsjail", {"timeout_s": 1.0})
+        )
     store.flush()
     store.close()
 
@@ -203,7 +216,9 @@ def test_retry_timeout_of_a_run_directory_updates_only_its_timeouts(tmp_path) ->
 def test_sandbox_none_warns_loudly(tmp_path) -> None:
     [problem] = load_problems(limit=1)
     samples = tmp_path / "s.jsonl"
-    samples.write_bytes(orjson.dumps({"task_id": problem.task_id, "completion": problem.canonical_solution}) + b"\n")
+    samples.write_bytes(
+        orjson.dumps({"task_id": problem.task_id, "completion": problem.canonical_solution}) + b"\n"
+    )
     result = _cli(str(samples), "--sandbox", "none", "--json", "--workers", "1")
     assert result.returncode == 0, result.stderr
     assert "WARNING: --sandbox none" in result.stderr and "UNSANDBOXED" in result.stderr
@@ -233,8 +248,12 @@ def test_known_answers_at_once_from_verdicts_already_in_and_never_runs_anything(
 
 # --- infrastructure errors and load-sensitive timeouts ----------------------------------------
 
-INFRA = Outcome(Verdict.infra_error, "sandbox fault: the worker died while the program ran", 0.1, "s", Limits(), "")
-SENSITIVE = Outcome(Verdict.timeout, "wall-clock limit 3.0 s", 3.0, "s", Limits(), "", cpu_s=0.01, load_sensitive=True)
+INFRA = Outcome(
+    Verdict.infra_error, "sandbox fault: the worker died while the program ran", 0.1, "s", Limits(), ""
+)
+SENSITIVE = Outcome(
+    Verdict.timeout, "wall-clock limit 3.0 s", 3.0, "s", Limits(), "", cpu_s=0.01, load_sensitive=True
+)
 OVERRUN = Outcome(Verdict.timeout, "CPU-time limit 3.0 s", 3.0, "s", Limits(), "", cpu_s=3.0)
 PASSED = Outcome(Verdict.passed, "check() returned", 0.01, "s", Limits(), "")
 FAILED = Outcome(Verdict.failed, "AssertionError", 0.01, "s", Limits(), "")
@@ -261,7 +280,9 @@ class ScheduleBackend:
         pass
 
 
-def verify_with(schedule: list[Outcome], completion: str = "    return 2\n", repeat: int = 1) -> tuple[list[Outcome], list[bool]]:
+def verify_with(
+    schedule: list[Outcome], completion: str = "    return 2\n", repeat: int = 1
+) -> tuple[list[Outcome], list[bool]]:
     backend = ScheduleBackend(schedule)
 
     async def main() -> list[Outcome]:
@@ -300,7 +321,9 @@ def test_infra_errors_are_retried_and_never_reused() -> None:
     recovered, calls = verify_with([INFRA, INFRA, PASSED])
     assert recovered[0].verdict is Verdict.passed and len(calls) == 3
     persistent, calls = verify_with([INFRA], repeat=2)
-    assert [o.verdict for o in persistent] == [Verdict.infra_error] * 2 and not any(o.reused for o in persistent)
+    assert [o.verdict for o in persistent] == [Verdict.infra_error] * 2 and not any(
+        o.reused for o in persistent
+    )
     assert len(calls) == 2 * INFRA_ATTEMPTS  # the second identical sample ran again
 
 
@@ -309,7 +332,10 @@ def test_a_load_sensitive_timeout_is_confirmed_once_and_busy_loops_are_not() -> 
     assert [o.verdict for o in starved] == [Verdict.passed] * 2 and calls == [False, True]  # then reused
     assert starved[1].reused
     sleeper, calls = verify_with([SENSITIVE], repeat=2)
-    assert sleeper[0].detail == "wall-clock limit 3.0 s (confirmed on the reserved sandbox)" and calls == [False, True]
+    assert sleeper[0].detail == "wall-clock limit 3.0 s (confirmed on the reserved sandbox)" and calls == [
+        False,
+        True,
+    ]
     assert sleeper[1].reused and sleeper[1].verdict is Verdict.timeout  # confirmed: final, reused
     loop, calls = verify_with([OVERRUN], repeat=2)
     assert loop[0].detail == "CPU-time limit 3.0 s" and calls == [False]

@@ -19,7 +19,9 @@ def test_results_in_input_order_with_verdicts_and_pass_at_k(tmp_path):
     samples.write_bytes(b"".join(orjson.dumps(line) + b"\n" for line in lines))
     result = subprocess.run(
         [sys.executable, "-m", "engine", "verify", str(samples), "--json", "--workers", "2"],
-        capture_output=True, text=True, timeout=180,
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
     assert result.returncode == 0, result.stderr
     summary = orjson.loads(result.stdout)
@@ -40,17 +42,44 @@ def test_retry_timeout_reads_human_evals_own_results_file(tmp_path):
     problems = load_problems(limit=3)
     lines = []
     for p in problems:
-        lines.append({"task_id": p.task_id, "completion": p.canonical_solution, "result": "timed out", "passed": False})
-        lines.append({"task_id": p.task_id, "completion": "    return None\n", "result": "timed out", "passed": False})
-        lines.append({"task_id": p.task_id, "completion": "    return 1\n", "result": "failed: ", "passed": False})
-        lines.append({"task_id": p.task_id, "completion": p.canonical_solution, "result": "passed", "passed": True})
-    lines.append({"task_id": problems[0].task_id, "completion": "    1/0\n", "result": "failed: division by zero",
-                  "passed": False})  # fmt: skip
+        lines.append(
+            {"task_id": p.task_id, "completion": p.canonical_solution, "result": "timed out", "passed": False}
+        )
+        lines.append(
+            {"task_id": p.task_id, "completion": "    return None\n", "result": "timed out", "passed": False}
+        )
+        lines.append(
+            {"task_id": p.task_id, "completion": "    return 1\n", "result": "failed: ", "passed": False}
+        )
+        lines.append(
+            {"task_id": p.task_id, "completion": p.canonical_solution, "result": "passed", "passed": True}
+        )
+    lines.append(
+        {
+            "task_id": problems[0].task_id,
+            "completion": "    1/0\n",
+            "result": "failed: division by zero",
+            "passed": False,
+        }
+    )
     results = tmp_path / "samples.jsonl_results.jsonl"
     results.write_bytes(b"".join(orjson.dumps(line) + b"\n" for line in lines))
     done = subprocess.run(
-        [sys.executable, "-m", "engine", "verify", str(results), "--retry", "timeout", "--json", "--workers", "2"],
-        capture_output=True, text=True, timeout=180,
+        [
+            sys.executable,
+            "-m",
+            "engine",
+            "verify",
+            str(results),
+            "--retry",
+            "timeout",
+            "--json",
+            "--workers",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
     assert done.returncode == 0, done.stderr
     summary = orjson.loads(done.stdout)
@@ -58,5 +87,7 @@ def test_retry_timeout_reads_human_evals_own_results_file(tmp_path):
     assert summary["verdicts"] == {"passed": 6, "failed": 7, "timeout": 0, "oom": 0, "error": 0}
     after = [orjson.loads(x) for x in results.read_bytes().splitlines()]
     assert [r["result"] for r in after[:4]] == ["passed", "failed", "failed: ", "passed"]
-    assert after[2] == lines[2] and after[3] == lines[3] and after[-1] == lines[-1]  # untouched, byte for byte
+    assert (
+        after[2] == lines[2] and after[3] == lines[3] and after[-1] == lines[-1]
+    )  # untouched, byte for byte
     assert [r["task_id"] for r in after] == [line["task_id"] for line in lines]

@@ -35,5 +35,12 @@ from vllm_sim.fleet import SimulatedFleet, SimulatedServer
 from vllm_sim.model.synthetic import SyntheticModel
 from vllm_sim.settings import SimulatorConfig
 
-__all__ = ["FaultSpec", "FaultSpecError", "SimulatedFleet", "SimulatedServer", "SimulatorConfig", "SyntheticModel",
-           "parse_faults"]
+__all__ = [
+    "FaultSpec",
+    "FaultSpecError",
+    "SimulatedFleet",
+    "SimulatedServer",
+    "SimulatorConfig",
+    "SyntheticModel",
+    "parse_faults",
+]

@@ -30,43 +30,104 @@ class HostsFileWriteError(InputError):
 
 @click.command()
 @click.option("--servers", "servers", type=int, required=True, help="Number of simulated servers (K).")
-@click.option("--hosts-file", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="Where to write the servers' base URLs, one per line.")  # fmt: skip
-@click.option("--tokens-per-second", type=float, default=4000.0, show_default=True,
-              help="Each server's aggregate generation rate.")  # fmt: skip
+@click.option(
+    "--hosts-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="Where to write the servers' base URLs, one per line.",
+)
+@click.option(
+    "--tokens-per-second",
+    type=float,
+    default=4000.0,
+    show_default=True,
+    help="Each server's aggregate generation rate.",
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="The synthetic model's seed.")
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--base-port", type=int, default=0, show_default=True,
-              help="First port (then +1, +2, ...); 0 picks free ports.")  # fmt: skip
+@click.option(
+    "--base-port",
+    type=int,
+    default=0,
+    show_default=True,
+    help="First port (then +1, +2, ...); 0 picks free ports.",
+)
 @click.option("--model-name", default=_DEFAULTS.model_name, show_default=True)
-@click.option("--dataset", default="humaneval", show_default=True,
-              help="Problems the model knows: 'humaneval' or a JSONL/Parquet path.")  # fmt: skip
+@click.option(
+    "--dataset",
+    default="humaneval",
+    show_default=True,
+    help="Problems the model knows: 'humaneval' or a JSONL/Parquet path.",
+)
 @click.option("--max-num-seqs", type=int, default=_DEFAULTS.max_num_seqs, show_default=True)
 @click.option("--max-model-len", type=int, default=_DEFAULTS.max_model_len, show_default=True)
-@click.option("--api-key", default=None, metavar="KEY",
-              help="As vllm serve --api-key: /v1/* routes need 'Authorization: Bearer KEY' (401 otherwise).")
-@click.option("--faults", "faults", default=None, metavar="SPEC",
-              help="Inject faults, e.g. 'reset=0.05,stall=0.01:30s,kill=server1@10s+5s' "
-                   "(syntax: README, or vllm_sim/faults/spec.py).")  # fmt: skip
-@click.option("--faults-seed", type=int, default=0, show_default=True,
-              help="Seed of the per-request fault draws: the same seed, the same faults.")  # fmt: skip
-@click.option("--ignore-n", is_flag=True,
-              help="Answer one choice per request whatever n asks, as llama.cpp's server and some gateways do.")
-def simulate(servers: int, hosts_file: Path, tokens_per_second: float, seed: int, host: str, base_port: int,
-             model_name: str, dataset: str, max_num_seqs: int, max_model_len: int, faults: str | None,
-             faults_seed: int, ignore_n: bool, api_key: str | None) -> None:  # fmt: skip
+@click.option(
+    "--api-key",
+    default=None,
+    metavar="KEY",
+    help="As vllm serve --api-key: /v1/* routes need 'Authorization: Bearer KEY' (401 otherwise).",
+)
+@click.option(
+    "--faults",
+    "faults",
+    default=None,
+    metavar="SPEC",
+    help="Inject faults, e.g. 'reset=0.05,stall=0.01:30s,kill=server1@10s+5s' "
+    "(syntax: README, or vllm_sim/faults/spec.py).",
+)
+@click.option(
+    "--faults-seed",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Seed of the per-request fault draws: the same seed, the same faults.",
+)
+@click.option(
+    "--ignore-n",
+    is_flag=True,
+    help="Answer one choice per request whatever n asks, as llama.cpp's server and some gateways do.",
+)
+def simulate(
+    servers: int,
+    hosts_file: Path,
+    tokens_per_second: float,
+    seed: int,
+    host: str,
+    base_port: int,
+    model_name: str,
+    dataset: str,
+    max_num_seqs: int,
+    max_model_len: int,
+    faults: str | None,
+    faults_seed: int,
+    ignore_n: bool,
+    api_key: str | None,
+) -> None:
     """Start simulated vLLM servers (a synthetic model, no GPU) and serve until stopped."""
     try:
         _check_numbers(servers, base_port, tokens_per_second, max_num_seqs, max_model_len)
         spec = parse_faults(faults)
         spec.check_fleet(servers)
-        config = SimulatorConfig(model_name=model_name, max_num_seqs=max_num_seqs, max_model_len=max_model_len,
-                                 ignore_n=ignore_n, api_key=api_key)  # fmt: skip
+        config = SimulatorConfig(
+            model_name=model_name,
+            max_num_seqs=max_num_seqs,
+            max_model_len=max_model_len,
+            ignore_n=ignore_n,
+            api_key=api_key,
+        )
         _check_writable(hosts_file)
         problems = load_problems(dataset)
-        fleet = SimulatedFleet(servers, problems=problems, tokens_per_second=tokens_per_second, seed=seed,
-                               host=host, base_port=base_port, config=config, faults=spec,
-                               faults_seed=faults_seed)  # fmt: skip
+        fleet = SimulatedFleet(
+            servers,
+            problems=problems,
+            tokens_per_second=tokens_per_second,
+            seed=seed,
+            host=host,
+            base_port=base_port,
+            config=config,
+            faults=spec,
+            faults_seed=faults_seed,
+        )
         if spec:
             _log_faults_to_stderr()
         uvloop.run(_serve(fleet, hosts_file, spec, faults_seed))

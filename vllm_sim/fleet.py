@@ -39,8 +39,15 @@ _SHUTDOWN_TIMEOUT_S = 1.0
 class SimulatedServer:
     """One simulated vLLM server; `start` after `stop` restarts it, fresh, on the same port."""
 
-    def __init__(self, config: SimulatorConfig, model: SyntheticModel, plans: PlanCache, host: str = "127.0.0.1",
-                 port: int = 0, faults: ServerFaults | None = None):  # fmt: skip
+    def __init__(
+        self,
+        config: SimulatorConfig,
+        model: SyntheticModel,
+        plans: PlanCache,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        faults: ServerFaults | None = None,
+    ):
         self.config = config
         self.faults = faults
         self.host = host
@@ -95,10 +102,20 @@ class SimulatedServer:
 class SimulatedFleet:
     """K simulated servers in this event loop. Use as `async with`, or `start()`/`stop()`."""
 
-    def __init__(self, servers: int, *, problems: Sequence[Problem] = (), tokens_per_second: float | None = None,
-                 seed: int | None = None, host: str = "127.0.0.1", base_port: int = 0,
-                 config: SimulatorConfig | None = None, faults: str | FaultSpec | None = None, faults_seed: int = 0,
-                 **settings):  # fmt: skip
+    def __init__(
+        self,
+        servers: int,
+        *,
+        problems: Sequence[Problem] = (),
+        tokens_per_second: float | None = None,
+        seed: int | None = None,
+        host: str = "127.0.0.1",
+        base_port: int = 0,
+        config: SimulatorConfig | None = None,
+        faults: str | FaultSpec | None = None,
+        faults_seed: int = 0,
+        **settings,
+    ):
         """`settings` override fields of `config` (SimulatorConfig's defaults if None). `faults` is
         a --faults spec (a string, parsed here: FaultSpecError if bad) or a FaultSpec; the same
         `faults_seed` injects the same faults into the same requests."""
@@ -114,8 +131,14 @@ class SimulatedFleet:
         self.model = SyntheticModel(problems, self.config.seed)
         self.plans = PlanCache(self.model)
         self.servers = [
-            SimulatedServer(self.config, self.model, self.plans, host, base_port + i if base_port else 0,
-                            self.faults.per_server[i] if self.faults else None)  # fmt: skip
+            SimulatedServer(
+                self.config,
+                self.model,
+                self.plans,
+                host,
+                base_port + i if base_port else 0,
+                self.faults.per_server[i] if self.faults else None,
+            )
             for i in range(servers)
         ]
 

@@ -45,10 +45,16 @@ def targets(urls: list[str]) -> list[dict]:
         parts = urlsplit(url)
         host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
         port = parts.port or DEFAULT_PORTS[parts.scheme]  # Prometheus 3 adds no default port
-        groups.append({
-            "targets": [f"{host}:{port}"],
-            "labels": {"server": url, "__scheme__": parts.scheme, "__metrics_path__": parts.path + "/metrics"},
-        })
+        groups.append(
+            {
+                "targets": [f"{host}:{port}"],
+                "labels": {
+                    "server": url,
+                    "__scheme__": parts.scheme,
+                    "__metrics_path__": parts.path + "/metrics",
+                },
+            }
+        )
     return groups
 
 
@@ -77,8 +83,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Turn an engine hosts file into Prometheus file_sd JSON.")
     parser.add_argument("hosts", help="hosts file: one vLLM base URL per line")
     parser.add_argument("-o", "--out", help="file_sd JSON to write (default: standard output)")
-    parser.add_argument("--engine", default=DEFAULT_ENGINE,
-                        help=f"the engine's metrics address, written to {ENGINE_FILE} beside --out (default: %(default)s)")
+    parser.add_argument(
+        "--engine",
+        default=DEFAULT_ENGINE,
+        help=f"the engine's metrics address, written to {ENGINE_FILE} beside --out (default: %(default)s)",
+    )
     args = parser.parse_args(argv)
     try:
         text = json.dumps(targets(read_hosts(args.hosts)), indent=2) + "\n"

@@ -24,8 +24,12 @@ def backtest(outcomes: list[np.ndarray], m: int) -> dict:
     full_n = np.array([len(o) for o in outcomes])
     target_k = int(full_n.min())
     if not 1 <= m < target_k:
-        raise ValueError(f"--backtest M must be between 1 and {target_k - 1} (the run has {target_k} samples per problem)")
-    observed = float(mean_over_problems(pass_at_k_matrix(full_n, [int(o.sum()) for o in outcomes], [target_k]))[0])
+        raise ValueError(
+            f"--backtest M must be between 1 and {target_k - 1} (the run has {target_k} samples per problem)"
+        )
+    observed = float(
+        mean_over_problems(pass_at_k_matrix(full_n, [int(o.sum()) for o in outcomes], [target_k]))[0]
+    )
     n, c = first_m_counts(outcomes, m)
     ks = curve_ks(m)
     curve = mean_over_problems(pass_at_k_matrix(n, c, ks))

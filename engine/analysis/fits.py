@@ -103,7 +103,9 @@ def fit_monkeys_coverage(ks, passes) -> Fit:
         return np.exp(-np.exp(log_minus_a) * np.power(k, b))
 
     try:
-        (log_minus_a, b), _ = curve_fit(coverage, ks, passes, p0=(np.log(start.params["a"]), start.params["b"]), maxfev=2000)
+        (log_minus_a, b), _ = curve_fit(
+            coverage, ks, passes, p0=(np.log(start.params["a"]), start.params["b"]), maxfev=2000
+        )
     except (RuntimeError, ValueError) as exc:
         raise Unfittable(f"non-linear least squares did not converge ({exc})") from exc
     a = -float(np.exp(log_minus_a))
@@ -146,7 +148,9 @@ def _expected_fail(k: float, alpha: float, beta: float, scale: float) -> float:
     return float(np.sum(weights * np.exp(betaln(alpha, beta + j) - betaln(alpha, beta))))
 
 
-def beta_binomial_pass_at(ks, alpha: float, beta: float, zero_mass: float = 0.0, scale: float = 1.0) -> np.ndarray:
+def beta_binomial_pass_at(
+    ks, alpha: float, beta: float, zero_mass: float = 0.0, scale: float = 1.0
+) -> np.ndarray:
     """Expected pass@k of a problem whose rate is 0 with probability zero_mass, else scale * Beta(alpha, beta)."""
     ks = np.asarray(ks, dtype=float)
     if scale >= 1.0:

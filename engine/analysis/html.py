@@ -31,8 +31,17 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def _pass_table(c: dict) -> str:
-    rows = [[k, f"{iv['value']:.4f}", f"[{iv['lo']:.4f}, {iv['hi']:.4f}]", "-" if iv["se"] is None else f"{iv['se']:.4f}",
-             f"{1 - iv['value']:.4f}"] for k, iv in c["intervals"].items() if k in c["pass_at_k"]]  # fmt: skip
+    rows = [
+        [
+            k,
+            f"{iv['value']:.4f}",
+            f"[{iv['lo']:.4f}, {iv['hi']:.4f}]",
+            "-" if iv["se"] is None else f"{iv['se']:.4f}",
+            f"{1 - iv['value']:.4f}",
+        ]
+        for k, iv in c["intervals"].items()
+        if k in c["pass_at_k"]
+    ]
     return _table(["k", "pass@k", "95 % bootstrap interval", "analytic SE", "fail@k"], rows)
 
 
@@ -45,17 +54,32 @@ def _fits_table(c: dict) -> str:
             rows.append([LABELS[method], f"not fitted: {f['note']}"] + [""] * (len(horizons) + 2))
             continue
         params = ", ".join(f"{name} {_cell(s, 3)}" for name, s in f["params"].items())
-        rows.append([LABELS[method], params, _cell(f["exponent"], 3), *(_cell(f["predict"][k]) for k in horizons),
-                     _cell(f["k_for_target"], 3)])  # fmt: skip
+        rows.append(
+            [
+                LABELS[method],
+                params,
+                _cell(f["exponent"], 3),
+                *(_cell(f["predict"][k]) for k in horizons),
+                _cell(f["k_for_target"], 3),
+            ]
+        )
     header = ["fit", "parameters", "exponent", *(f"pass@{k}" for k in horizons), f"k for {c['target']:.0%}"]
     return _table(header, rows)
 
 
 def _backtest_table(b: dict) -> str:
-    rows = [[LABELS[m], "-" if r["predicted"] is None else f"{r['predicted']:.4f}",
-             r["note"] if r["error"] is None else f"{r['error']:+.4f}"] for m, r in b["methods"].items()]  # fmt: skip
-    return (f"<p>Fitted on the first {b['m']} samples of every problem, predicting pass@{b['k']}; "
-            f"observed {b['observed']:.4f}.</p>" + _table(["method", "predicted", "error"], rows))  # fmt: skip
+    rows = [
+        [
+            LABELS[m],
+            "-" if r["predicted"] is None else f"{r['predicted']:.4f}",
+            r["note"] if r["error"] is None else f"{r['error']:+.4f}",
+        ]
+        for m, r in b["methods"].items()
+    ]
+    return (
+        f"<p>Fitted on the first {b['m']} samples of every problem, predicting pass@{b['k']}; "
+        f"observed {b['observed']:.4f}.</p>" + _table(["method", "predicted", "error"], rows)
+    )
 
 
 def _adaptive(c: dict) -> list[str]:
@@ -63,13 +87,22 @@ def _adaptive(c: dict) -> list[str]:
     e = c["estimate"]
     if not e["note"]:
         return []
-    rows = [[k, _cell(s), "-" if e["chen"].get(k) is None else f"{e['chen'][k]:.4f}"] for k, s in (e["beta_binomial"] or {}).items()]
-    return [f'<p class="note">{escape(e["note"])}.</p>', _table(["k", "pass@k, likelihood (headline)", "Chen (biased)"], rows)]
+    rows = [
+        [k, _cell(s), "-" if e["chen"].get(k) is None else f"{e['chen'][k]:.4f}"]
+        for k, s in (e["beta_binomial"] or {}).items()
+    ]
+    return [
+        f'<p class="note">{escape(e["note"])}.</p>',
+        _table(["k", "pass@k, likelihood (headline)", "Chen (biased)"], rows),
+    ]
 
 
 def _run_section(c: dict) -> str:
-    parts = [f"<h2>{escape(c['out'])}</h2>", "<h3>Provenance</h3>",
-             f"<pre>{escape(json.dumps(c['provenance'], indent=2))}</pre>"]  # fmt: skip
+    parts = [
+        f"<h2>{escape(c['out'])}</h2>",
+        "<h3>Provenance</h3>",
+        f"<pre>{escape(json.dumps(c['provenance'], indent=2))}</pre>",
+    ]
     if not c["curve"]:
         return "".join(parts) + "<p>No verified samples yet.</p>"
     d, cost = c["distribution"], c["cost"]
@@ -80,7 +113,10 @@ def _run_section(c: dict) -> str:
         f"{d['always_solved']} solved by every sample. {cost['tokens']:,} completion tokens: "
         f"{cost['tokens_per_sample'] or 0:,.1f} per sample, {cost['tokens_per_solved_problem'] or 0:,.0f} per solved problem.</p>",
         *_adaptive(c),
-        "<h3>pass@k</h3>", _pass_table(c), "<h3>Fits and extrapolation</h3>", _fits_table(c),
+        "<h3>pass@k</h3>",
+        _pass_table(c),
+        "<h3>Fits and extrapolation</h3>",
+        _fits_table(c),
     ]
     if c["backtest"]:
         parts += ["<h3>Backtest</h3>", _backtest_table(c["backtest"])]

@@ -104,7 +104,9 @@ def _problems(db: sqlite3.Connection) -> list[ProblemSamples]:
 def _limits(db: sqlite3.Connection) -> tuple[dict, list[str]]:
     ranges: dict[str, list] = {}
     backends = set()
-    for limits, backend in db.execute("SELECT DISTINCT limits, backend FROM samples WHERE verdict IS NOT NULL"):
+    for limits, backend in db.execute(
+        "SELECT DISTINCT limits, backend FROM samples WHERE verdict IS NOT NULL"
+    ):
         backends.add(backend)
         for key, value in (json.loads(limits) if limits else {}).items():
             low, high = ranges.get(key, (value, value))
@@ -118,8 +120,17 @@ def load_run(run_dir: str) -> Run:
     try:
         limits, backends = _limits(db)
         started, finished = db.execute("SELECT MIN(requested_at), MAX(verified_at) FROM samples").fetchone()
-        return Run(str(out), _meta(db, "sampling"), _meta(db, "target"), _problems(db), limits, backends, started, finished,
-                   _meta(db, "policy") or {"name": "uniform"})  # fmt: skip
+        return Run(
+            str(out),
+            _meta(db, "sampling"),
+            _meta(db, "target"),
+            _problems(db),
+            limits,
+            backends,
+            started,
+            finished,
+            _meta(db, "policy") or {"name": "uniform"},
+        )
     except sqlite3.DatabaseError as exc:
         raise InputError(f"{out / DB_NAME} is not a usable results store: {exc}") from exc
     finally:

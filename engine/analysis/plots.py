@@ -14,7 +14,12 @@ from scipy.stats import beta as beta_dist
 
 from engine.analysis.fits import METHODS, beta_binomial_pass_at
 
-FIT_STYLES = {"loglog_fail": "--", "loglog_neglog_pass": ":", "monkeys_coverage": "-.", "beta_binomial": (0, (5, 1, 1, 1, 1, 1))}
+FIT_STYLES = {
+    "loglog_fail": "--",
+    "loglog_neglog_pass": ":",
+    "monkeys_coverage": "-.",
+    "beta_binomial": (0, (5, 1, 1, 1, 1, 1)),
+}
 SHORT = {"loglog_fail": "(a)", "loglog_neglog_pass": "(b)", "monkeys_coverage": "(c)", "beta_binomial": "(d)"}
 EXTRAPOLATE_TO = 10_000
 
@@ -42,7 +47,13 @@ def _pass_panel(ax, c: dict, color) -> None:
     bb = c["fits"].get("beta_binomial", {})
     if bb.get("ok") and ks[-1] < EXTRAPOLATE_TO:
         beyond = np.geomspace(ks[-1], EXTRAPOLATE_TO, 40)
-        ax.plot(beyond, _fit_curve("beta_binomial", bb, beyond), color=color, linestyle=":", label="(d) extrapolated")
+        ax.plot(
+            beyond,
+            _fit_curve("beta_binomial", bb, beyond),
+            color=color,
+            linestyle=":",
+            label="(d) extrapolated",
+        )
 
 
 def _fail_panel(ax, c: dict, color) -> None:
@@ -58,8 +69,14 @@ def _fail_panel(ax, c: dict, color) -> None:
         fit = c["fits"].get(method, {})
         if fit.get("ok"):
             fitted = 1 - _fit_curve(method, fit, ks.astype(float))
-            ax.loglog(ks, np.maximum(fitted, floor), color=color, linestyle=FIT_STYLES[method], linewidth=1,
-                      label=f"{SHORT[method]} exponent {fit['exponent']['value']:.2f}")  # fmt: skip
+            ax.loglog(
+                ks,
+                np.maximum(fitted, floor),
+                color=color,
+                linestyle=FIT_STYLES[method],
+                linewidth=1,
+                label=f"{SHORT[method]} exponent {fit['exponent']['value']:.2f}",
+            )
 
 
 def _distribution_panel(ax, c: dict, color) -> None:
@@ -67,13 +84,25 @@ def _distribution_panel(ax, c: dict, color) -> None:
     n_max = max(d["n"])
     edges = np.geomspace(1 / n_max, 1, 25)
     solved = [p for p in d["p_hat"] if p > 0]
-    ax.hist(solved, bins=edges, histtype="step", color=color, label=f"{_label(c)}: {d['never_solved']} never solved")
+    ax.hist(
+        solved,
+        bins=edges,
+        histtype="step",
+        color=color,
+        label=f"{_label(c)}: {d['never_solved']} never solved",
+    )
     bb = c["fits"].get("beta_binomial", {})
     if bb.get("ok"):
         p = {name: s["value"] for name, s in bb["params"].items()}
         scale = p.get("scale", 1.0)  # rates are scale * Beta: P(rate < x) = P(Beta < x / scale)
-        expected = d["problems"] * (1 - p["zero_mass"]) * np.diff(beta_dist.cdf(edges / scale, p["alpha"], p["beta"]))
-        ax.stairs(expected, edges, color=color, linestyle="--", label=f"Beta({p['alpha']:.2f}, {p['beta']:.2f}) fit")
+        expected = (
+            d["problems"]
+            * (1 - p["zero_mass"])
+            * np.diff(beta_dist.cdf(edges / scale, p["alpha"], p["beta"]))
+        )
+        ax.stairs(
+            expected, edges, color=color, linestyle="--", label=f"Beta({p['alpha']:.2f}, {p['beta']:.2f}) fit"
+        )
 
 
 def _cost_panel(ax, c: dict, color) -> None:
@@ -98,14 +127,30 @@ def plot(curves: list[dict], path: Path, references: list[tuple[str, float]] = (
     for label, value in references:
         for ax in (pass_ax, cost_ax):
             ax.axhline(value, color="grey", linestyle="--", linewidth=1)
-        pass_ax.annotate(label, (1, value), xytext=(2, 3), textcoords="offset points", fontsize=8, color="grey")
-    pass_ax.set(xscale="log", xlabel="k (samples per problem)", ylabel="pass@k", ylim=(0, 1),
-                title="pass@k with 95 % bootstrap band")  # fmt: skip
+        pass_ax.annotate(
+            label, (1, value), xytext=(2, 3), textcoords="offset points", fontsize=8, color="grey"
+        )
+    pass_ax.set(
+        xscale="log",
+        xlabel="k (samples per problem)",
+        ylabel="pass@k",
+        ylim=(0, 1),
+        title="pass@k with 95 % bootstrap band",
+    )
     fail_ax.set(xlabel="k", ylabel="fail@k = 1 - pass@k", title="fail@k, log-log, four fits")
-    dist_ax.set(xscale="log", xlabel="per-problem success rate c/n (solved problems)", ylabel="problems",
-                title="distribution of success rates")  # fmt: skip
-    cost_ax.set(xscale="log", xlabel="completion tokens spent", ylabel="coverage (pass@k)", ylim=(0, 1),
-                title="coverage against tokens")  # fmt: skip
+    dist_ax.set(
+        xscale="log",
+        xlabel="per-problem success rate c/n (solved problems)",
+        ylabel="problems",
+        title="distribution of success rates",
+    )
+    cost_ax.set(
+        xscale="log",
+        xlabel="completion tokens spent",
+        ylabel="coverage (pass@k)",
+        ylim=(0, 1),
+        title="coverage against tokens",
+    )
     for ax in (pass_ax, fail_ax, dist_ax, cost_ax):
         ax.grid(True, which="both", alpha=0.3)
         if ax.get_legend_handles_labels()[0]:  # a run without verdicts draws nothing to label

@@ -9,7 +9,11 @@ import numpy as np
 
 from engine.analysis import fits as F
 from engine.analysis.estimators import (
-    bootstrap_curves, bootstrap_weights, mean_over_problems, pass_at_k_intervals, pass_at_k_matrix,
+    bootstrap_curves,
+    bootstrap_weights,
+    mean_over_problems,
+    pass_at_k_intervals,
+    pass_at_k_matrix,
 )
 from engine.analysis.simulate import counts_under_policy, policy_resimulated
 from metrics.passk import ks_for
@@ -25,7 +29,9 @@ class Settings:
     level: float = 0.95
     target: float = 0.95
     horizons: tuple[int, ...] = HORIZONS
-    estimate_ks: tuple[int, ...] = ()  # where each fit also gives pass@k (the headline under adaptive policies)
+    estimate_ks: tuple[
+        int, ...
+    ] = ()  # where each fit also gives pass@k (the headline under adaptive policies)
     policy: str = "uniform"  # how the run drew its samples: the parametric bootstrap draws the same way
     stop_after: int = 1  # until-solved: passes that end a problem
     cap: int | None = None  # samples asked per problem (until-solved's cap)
@@ -52,21 +58,29 @@ def _summary(value: float, replicates: list[float], level: float) -> dict:
     if len(values) == 0:
         return {"value": _finite(value), "lo": None, "hi": None}
     tail = (1 - level) / 2 * 100
-    lo, hi = np.percentile(values, [tail, 100 - tail], method="inverted_cdf")  # no interpolation: k may be inf
+    lo, hi = np.percentile(
+        values, [tail, 100 - tail], method="inverted_cdf"
+    )  # no interpolation: k may be inf
     return {"value": _finite(value), "lo": _finite(lo), "hi": _finite(hi)}
 
 
 def _describe(fit: F.Fit, settings: Settings) -> list[float]:
     """The numbers a fit is judged by, in a fixed order: params, exponent, predictions, k for target."""
     names = [p for p in fit.params if p != "log_likelihood"]
-    return [fit.params[p] for p in names] + [fit.exponent, *fit.pass_at(settings.horizons), fit.k_for(settings.target),
-                                             *fit.pass_at(settings.estimate_ks)]  # fmt: skip
+    return [fit.params[p] for p in names] + [
+        fit.exponent,
+        *fit.pass_at(settings.horizons),
+        fit.k_for(settings.target),
+        *fit.pass_at(settings.estimate_ks),
+    ]
 
 
 def _report(fit: F.Fit, replicates: list[F.Fit], settings: Settings, replicate_kind: str) -> dict:
     names = [p for p in fit.params if p != "log_likelihood"]
     point = _describe(fit, settings)
-    table = np.array([_describe(r, settings) for r in replicates]) if replicates else np.empty((0, len(point)))
+    table = (
+        np.array([_describe(r, settings) for r in replicates]) if replicates else np.empty((0, len(point)))
+    )
     column = iter(range(len(point)))
 
     def next_summary() -> dict:
@@ -120,8 +134,13 @@ def fit_all(n, c, ks, curve, boot_curves, settings: Settings) -> dict:
     rng = np.random.default_rng(settings.seed)
     policy = {"name": settings.policy, "stop_after": settings.stop_after}
     model = (fit.params["zero_mass"] > 0, fit.params["scale"] < 1)  # each replicate refits the same model
-    draws = [(*counts_under_policy(fit, n, policy, settings.cap, rng), *model) for _ in range(settings.parametric_boots)]
-    kind = "parametric bootstrap" + (", the until-solved stopping re-simulated" if policy_resimulated(policy, settings.cap) else "")
+    draws = [
+        (*counts_under_policy(fit, n, policy, settings.cap, rng), *model)
+        for _ in range(settings.parametric_boots)
+    ]
+    kind = "parametric bootstrap" + (
+        ", the until-solved stopping re-simulated" if policy_resimulated(policy, settings.cap) else ""
+    )
     reports["beta_binomial"] = _report(fit, _refits(F.fit_beta_binomial, draws), settings, kind)
     return reports
 

@@ -25,7 +25,9 @@ def draw_rates(fit: Fit, problems: int, rng: np.random.Generator) -> np.ndarray:
     return p
 
 
-def until_solved(p: np.ndarray, cap: int, stop_after: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def until_solved(
+    p: np.ndarray, cap: int, stop_after: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """(n, c) of problems with rates p, each sampled until its stop_after-th pass or cap samples."""
     n = np.zeros(len(p), dtype=int)
     c = np.zeros(len(p), dtype=int)
@@ -34,7 +36,9 @@ def until_solved(p: np.ndarray, cap: int, stop_after: int, rng: np.random.Genera
         left = cap - n[open_]
         size = min(_CHUNK, int(left.max()))
         # samples beyond a problem's cap are not taken
-        passed = (rng.random((len(open_), size)) < p[open_, None]) & (np.arange(size)[None, :] < left[:, None])
+        passed = (rng.random((len(open_), size)) < p[open_, None]) & (
+            np.arange(size)[None, :] < left[:, None]
+        )
         passes = c[open_, None] + np.cumsum(passed, axis=1)
         reached = passes >= stop_after
         taken = np.where(reached.any(axis=1), reached.argmax(axis=1) + 1, np.minimum(size, left))

@@ -11,8 +11,19 @@ from engine.analysis.estimators import VERDICTS
 from engine.analysis.load import Run
 from engine.errors import InputError
 
-COLUMNS = ("run", "task_id", "n", "c", "p_hat", "first_pass", "unique_completions", *VERDICTS, "excluded",
-           "median_wall_s", "median_cpu_s")  # fmt: skip
+COLUMNS = (
+    "run",
+    "task_id",
+    "n",
+    "c",
+    "p_hat",
+    "first_pass",
+    "unique_completions",
+    *VERDICTS,
+    "excluded",
+    "median_wall_s",
+    "median_cpu_s",
+)
 
 
 def _median(values: list[float]) -> float | None:
@@ -24,13 +35,21 @@ def rows(run: Run) -> list[dict]:
     """One row per problem with any result; p_hat is c/n (None when nothing counts)."""
     table = []
     for p in run.problems:
-        table.append({
-            "run": run.out, "task_id": p.task_id, "n": p.n, "c": p.c, "p_hat": p.c / p.n if p.n else None,
-            "first_pass": p.first_pass(), "unique_completions": p.unique_completions,
-            **{v: p.results.get(v, 0) for v in VERDICTS},
-            "excluded": sum(count for result, count in p.results.items() if result not in VERDICTS),
-            "median_wall_s": _median(p.wall_s), "median_cpu_s": _median(p.cpu_s),
-        })  # fmt: skip
+        table.append(
+            {
+                "run": run.out,
+                "task_id": p.task_id,
+                "n": p.n,
+                "c": p.c,
+                "p_hat": p.c / p.n if p.n else None,
+                "first_pass": p.first_pass(),
+                "unique_completions": p.unique_completions,
+                **{v: p.results.get(v, 0) for v in VERDICTS},
+                "excluded": sum(count for result, count in p.results.items() if result not in VERDICTS),
+                "median_wall_s": _median(p.wall_s),
+                "median_cpu_s": _median(p.cpu_s),
+            }
+        )
     return table
 
 
@@ -57,6 +76,11 @@ def write_table(runs: list[Run], path: Path) -> int:
 
 
 def _schema(pa):
-    types = {"run": pa.string(), "task_id": pa.string(), "p_hat": pa.float64(), "median_wall_s": pa.float64(),
-             "median_cpu_s": pa.float64()}  # fmt: skip
+    types = {
+        "run": pa.string(),
+        "task_id": pa.string(),
+        "p_hat": pa.float64(),
+        "median_wall_s": pa.float64(),
+        "median_cpu_s": pa.float64(),
+    }
     return pa.schema([(name, types.get(name, pa.int64())) for name in COLUMNS])

@@ -27,31 +27,50 @@ def _k_text(s: dict) -> str:
 
 def _render_fits(c: dict) -> list[str]:
     horizons = list(next((f["predict"] for f in c["fits"].values() if f["ok"]), {}))
-    lines = [f"  {'fit':<40} {'exponent':<22}" + "".join(f"{'pass@' + k:<24}" for k in horizons)
-             + f"k for {c['target']:.0%}"]  # fmt: skip
+    lines = [
+        f"  {'fit':<40} {'exponent':<22}"
+        + "".join(f"{'pass@' + k:<24}" for k in horizons)
+        + f"k for {c['target']:.0%}"
+    ]
     for method in METHODS:
         f = c["fits"][method]
         if not f["ok"]:
             lines.append(f"  {f['label']:<40} not fitted: {f['note']}")
             continue
         cells = "".join(f"{_with_interval(f['predict'][k]):<24}" for k in horizons)
-        lines.append(f"  {f['label']:<40} {_with_interval(f['exponent']):<22}{cells}{_k_text(f['k_for_target'])}")
+        lines.append(
+            f"  {f['label']:<40} {_with_interval(f['exponent']):<22}{cells}{_k_text(f['k_for_target'])}"
+        )
     bb = c["fits"]["beta_binomial"]
     if bb["ok"]:
         p = bb["params"]
-        mass = (f"never-solvable share {_with_interval(p['zero_mass'])}" if p["zero_mass"]["value"]
-                else "no never-solvable share (the likelihood-ratio test does not ask for one)")
-        scale = (f"rates scaled by {_with_interval(p['scale'])}" if p["scale"]["value"] < 1
-                 else "no scale below 1 (the likelihood-ratio test does not ask for one)")
-        lines.append(f"  beta-binomial: alpha {_with_interval(p['alpha'])}, beta {_with_interval(p['beta'])}, {mass}, {scale}")
+        mass = (
+            f"never-solvable share {_with_interval(p['zero_mass'])}"
+            if p["zero_mass"]["value"]
+            else "no never-solvable share (the likelihood-ratio test does not ask for one)"
+        )
+        scale = (
+            f"rates scaled by {_with_interval(p['scale'])}"
+            if p["scale"]["value"] < 1
+            else "no scale below 1 (the likelihood-ratio test does not ask for one)"
+        )
+        lines.append(
+            f"  beta-binomial: alpha {_with_interval(p['alpha'])}, beta {_with_interval(p['beta'])}, {mass}, {scale}"
+        )
     return lines
 
 
 def _render_backtest(b: dict) -> list[str]:
-    lines = [f"  backtest: fitted on the first {b['m']} samples, predicting pass@{b['k']} (observed {b['observed']:.4f})"]
+    lines = [
+        f"  backtest: fitted on the first {b['m']} samples, predicting pass@{b['k']} (observed {b['observed']:.4f})"
+    ]
     for method in METHODS:
         m = b["methods"][method]
-        outcome = f"not fitted: {m['note']}" if m["predicted"] is None else f"{m['predicted']:.4f}  error {m['error']:+.4f}"
+        outcome = (
+            f"not fitted: {m['note']}"
+            if m["predicted"] is None
+            else f"{m['predicted']:.4f}  error {m['error']:+.4f}"
+        )
         lines.append(f"    {LABELS[method]:<40} {outcome}")
     return lines
 
@@ -69,8 +88,10 @@ def _render_adaptive(c: dict) -> list[str]:
 
 def render_one(c: dict) -> list[str]:
     excluded = ", ".join(f"{n:,} {r}" for r, n in c["excluded"].items())
-    lines = [f"{c['out']}: model {c['model']}, {c['samples']:,} samples of {c['problems']} problems"
-             + (f" ({excluded} excluded from n)" if excluded else "")]  # fmt: skip
+    lines = [
+        f"{c['out']}: model {c['model']}, {c['samples']:,} samples of {c['problems']} problems"
+        + (f" ({excluded} excluded from n)" if excluded else "")
+    ]
     if not c["curve"]:
         return lines + ["  no verified samples yet"]
     if c["estimate"]["note"]:
@@ -79,7 +100,9 @@ def render_one(c: dict) -> list[str]:
     for k in c["pass_at_k"]:
         iv = c["intervals"][k]
         se = "-" if iv["se"] is None else f"{iv['se']:.4f}"
-        lines.append(f"  {k:>7}  {iv['value']:>8.4f}  [{iv['lo']:.4f}, {iv['hi']:.4f}]  {se:>7}  {1 - iv['value']:>8.4f}")
+        lines.append(
+            f"  {k:>7}  {iv['value']:>8.4f}  [{iv['lo']:.4f}, {iv['hi']:.4f}]  {se:>7}  {1 - iv['value']:>8.4f}"
+        )
     if c["estimate"]["note"]:
         lines.append(f"  coverage (share of problems solved) {c['coverage']:.4f}")
     else:
@@ -91,11 +114,17 @@ def render_one(c: dict) -> list[str]:
     if c["backtest"]:
         lines += _render_backtest(c["backtest"])
     d, cost = c["distribution"], c["cost"]
-    lines.append(f"  distribution: {d['never_solved']} of {d['problems']} problems never solved,"
-                 f" {d['always_solved']} solved by every sample")  # fmt: skip
-    per_solved = "-" if cost["tokens_per_solved_problem"] is None else f"{cost['tokens_per_solved_problem']:,.0f}"
-    lines.append(f"  cost: {cost['tokens']:,} completion tokens, {cost['tokens_per_sample']:,.1f} per sample,"
-                 f" {per_solved} per solved problem ({cost['solved']} solved)")  # fmt: skip
+    lines.append(
+        f"  distribution: {d['never_solved']} of {d['problems']} problems never solved,"
+        f" {d['always_solved']} solved by every sample"
+    )
+    per_solved = (
+        "-" if cost["tokens_per_solved_problem"] is None else f"{cost['tokens_per_solved_problem']:,.0f}"
+    )
+    lines.append(
+        f"  cost: {cost['tokens']:,} completion tokens, {cost['tokens_per_sample']:,.1f} per sample,"
+        f" {per_solved} per solved problem ({cost['solved']} solved)"
+    )
     return lines
 
 

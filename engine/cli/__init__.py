@@ -57,7 +57,9 @@ def run_async(coro: Coroutine):
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             return runner.run(coro)
     except KeyboardInterrupt:
-        click.echo("engine: interrupted; what was collected is saved, run the same command to resume", err=True)
+        click.echo(
+            "engine: interrupted; what was collected is saved, run the same command to resume", err=True
+        )
         sys.exit(EXIT_INTERRUPTED)
 
 
@@ -91,7 +93,11 @@ class _EngineGroup(click.Group):
             sys.exit(exc.exit_code)
         except click.ClickException as exc:
             prefix = exc.ctx.command_path if getattr(exc, "ctx", None) else "engine"
-            fail(exc.format_message(), prefix, EXIT_BAD_INPUT if isinstance(exc, click.UsageError) else exc.exit_code)
+            fail(
+                exc.format_message(),
+                prefix,
+                EXIT_BAD_INPUT if isinstance(exc, click.UsageError) else exc.exit_code,
+            )
         except click.exceptions.Abort:
             sys.exit(EXIT_INTERRUPTED)
         except (EngineError, SandboxError) as exc:  # InputError, FleetError, StorageError ...
@@ -108,7 +114,9 @@ class _EngineGroup(click.Group):
         return super().get_command(ctx, name)
 
 
-@click.group(cls=_EngineGroup, context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "ENGINE"})
+@click.group(
+    cls=_EngineGroup, context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "ENGINE"}
+)
 @click.version_option(package_name="engine")
 def main() -> None:
     """Repeated sampling with execution-based verification.

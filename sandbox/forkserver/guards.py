@@ -34,12 +34,26 @@ import types as _g_types
 from array import array as _g_array
 from operator import is_not as _g_is_not
 
-GUARD_MARKER = "\n#<engine guards: the test of "  # + entry point + ">\n", then the test, then check(entry point)
+GUARD_MARKER = (
+    "\n#<engine guards: the test of "  # + entry point + ">\n", then the test, then check(entry point)
+)
 _G_MISSING = object()
 _G_BUILTIN_NAMES = frozenset(_g_builtins.__dict__)
 # sys attributes the harness itself sets in each child (its stdin, output streams): not restored.
-_G_SYS_OWN = frozenset(("stdin", "__stdin__", "stdout", "__stdout__", "stderr", "__stderr__",
-                        "last_type", "last_value", "last_traceback", "last_exc"))  # fmt: skip
+_G_SYS_OWN = frozenset(
+    (
+        "stdin",
+        "__stdin__",
+        "stdout",
+        "__stdout__",
+        "stderr",
+        "__stderr__",
+        "last_type",
+        "last_value",
+        "last_traceback",
+        "last_exc",
+    )
+)
 
 
 def guard_split(program):
@@ -62,12 +76,25 @@ def guard_split(program):
 
 _G_SCALARS = frozenset((type(None), bool, int, float, complex, str, bytes))
 # Base type -> how to read a (subclass) instance through the base type's own C code.
-_G_BY_VALUE = ((int, int.__int__), (float, float.__float__), (complex, complex.__complex__),
-               (str, str.__str__), (bytes, bytes.__bytes__))  # fmt: skip
+_G_BY_VALUE = (
+    (int, int.__int__),
+    (float, float.__float__),
+    (complex, complex.__complex__),
+    (str, str.__str__),
+    (bytes, bytes.__bytes__),
+)
 
 
-def guard_plain(value, memo=None, _type=type, _id=id, _scalars=_G_SCALARS, _by_value=_G_BY_VALUE,
-                _issubclass=issubclass, _TypeError=TypeError):  # fmt: skip
+def guard_plain(
+    value,
+    memo=None,
+    _type=type,
+    _id=id,
+    _scalars=_G_SCALARS,
+    _by_value=_G_BY_VALUE,
+    _issubclass=issubclass,
+    _TypeError=TypeError,
+):
     """A copy of `value` made only of None, bool, int, float, complex, str, bytes, tuple, list,
     dict, set and frozenset (exactly those types); a TypeError for anything else."""
     kind = _type(value)
@@ -83,10 +110,26 @@ def guard_plain(value, memo=None, _type=type, _id=id, _scalars=_G_SCALARS, _by_v
     return _guard_container(value, kind, memo)
 
 
-def _guard_container(value, kind, memo, _issubclass=issubclass, _id=id, _type=type, _scalars=_G_SCALARS,
-                     _TypeError=TypeError, _list=list, _tuple=tuple, _dict=dict, _set=set, _frozenset=frozenset,
-                     _list_iter=list.__iter__, _tuple_iter=tuple.__iter__, _dict_items=dict.items,
-                     _set_iter=set.__iter__, _frozenset_iter=frozenset.__iter__):  # fmt: skip
+def _guard_container(
+    value,
+    kind,
+    memo,
+    _issubclass=issubclass,
+    _id=id,
+    _type=type,
+    _scalars=_G_SCALARS,
+    _TypeError=TypeError,
+    _list=list,
+    _tuple=tuple,
+    _dict=dict,
+    _set=set,
+    _frozenset=frozenset,
+    _list_iter=list.__iter__,
+    _tuple_iter=tuple.__iter__,
+    _dict_items=dict.items,
+    _set_iter=set.__iter__,
+    _frozenset_iter=frozenset.__iter__,
+):
     """(Builtins bound as defaults: this runs before builtins are put back after a call.)"""
     plain = guard_plain
     if _issubclass(kind, _list):
@@ -104,11 +147,18 @@ def _guard_container(value, kind, memo, _issubclass=issubclass, _id=id, _type=ty
         return _set(plain(item, memo) for item in _set_iter(value))
     if _issubclass(kind, _frozenset):
         return _frozenset(plain(item, memo) for item in _frozenset_iter(value))
-    raise _TypeError(f"the candidate returned a {kind.__name__!r}: only builtin types reach the test (guards)")
+    raise _TypeError(
+        f"the candidate returned a {kind.__name__!r}: only builtin types reach the test (guards)"
+    )
 
 
-def guard_copy_args(values, _type=type, _plain=guard_plain, _TypeError=TypeError,
-                    _containers=frozenset((list, tuple, dict, set, frozenset))):  # fmt: skip
+def guard_copy_args(
+    values,
+    _type=type,
+    _plain=guard_plain,
+    _TypeError=TypeError,
+    _containers=frozenset((list, tuple, dict, set, frozenset)),
+):
     """Arguments as the candidate gets them: builtin values deep-copied, anything else (also a
     container holding anything else) as is."""
     copies = []
@@ -138,7 +188,9 @@ class GuardSnapshot:
 
         sys = _g_sys
         module_type = _g_types.ModuleType
-        dicts = [(_g_builtins.__dict__, dict(_g_builtins.__dict__), frozenset(), "modules")]  # first: see restore()
+        dicts = [
+            (_g_builtins.__dict__, dict(_g_builtins.__dict__), frozenset(), "modules")
+        ]  # first: see restore()
         # (dict, its snapshot, keys not restored, extra keys: "keep", "modules", "drop" or "named"; see
         # _guard_restore_dict)
         for name, module in list(sys.modules.items()):  # not __main__: the fork-server itself
@@ -190,13 +242,21 @@ class GuardSnapshot:
             names.update(code.co_names)
             stack.extend(const for const in code.co_consts if type(const) is _g_types.CodeType)
         names.update(name.rpartition(".")[0] for name in list(names) if "." in name)  # packages of submodules
-        return self.always + tuple(sorted({i for name in names for i in self.by_name.get(name, ())})), frozenset(names)
+        return self.always + tuple(
+            sorted({i for name in names for i in self.by_name.get(name, ())})
+        ), frozenset(names)
 
     def restore(self, reseed=False, indices=None, names=None, _is_not=_g_is_not):
         """Put back what changed (of the dicts at `indices`, if given; of sys.modules, the entries
         in `names`, if given); reseed random's generator if asked or if it was seeded. Builtins
         come first, and until they are back no builtin is called (one may be the candidate's)."""
-        dicts, tag, addresses, versions, touched = self.dicts, self.tag, self.addresses, self.versions, self.touched
+        dicts, tag, addresses, versions, touched = (
+            self.dicts,
+            self.tag,
+            self.addresses,
+            self.versions,
+            self.touched,
+        )
         for i in self.indices if indices is None else indices:
             if tag is None or tag(addresses[i]).value != versions[i]:
                 if _guard_restore_dict(*dicts[i], names):
@@ -224,14 +284,20 @@ def _guard_restore_dict(d, snapshot, skip, extra, names=None):
     "named": extra keys kept, and only the keys in `names` put back, if given."""
     changed = False
     get = d.get
-    items = snapshot.items() if extra != "named" or names is None else [(k, snapshot[k]) for k in names if k in snapshot]
+    items = (
+        snapshot.items()
+        if extra != "named" or names is None
+        else [(k, snapshot[k]) for k in names if k in snapshot]
+    )
     for key, value in items:
         if get(key, _G_MISSING) is not value and key not in skip:
             d[key] = value
             changed = True
     if extra not in ("keep", "named") and len(d) != len(snapshot):
         for key in [k for k in d if k not in snapshot]:
-            if extra == "drop" or (key in _G_BUILTIN_NAMES and not issubclass(type(d[key]), _g_types.ModuleType)):
+            if extra == "drop" or (
+                key in _G_BUILTIN_NAMES and not issubclass(type(d[key]), _g_types.ModuleType)
+            ):
                 del d[key]
                 changed = True
     return changed
@@ -244,7 +310,10 @@ def _guard_version_tags():
     try:
         import ctypes
 
-        tag, offset = ctypes.c_uint64.from_address, 3 * ctypes.sizeof(ctypes.c_ssize_t)  # after refcnt, type, ma_used
+        tag, offset = (
+            ctypes.c_uint64.from_address,
+            3 * ctypes.sizeof(ctypes.c_ssize_t),
+        )  # after refcnt, type, ma_used
         probe = {"a": 1}
         seen = [tag(id(probe) + offset).value]
         probe["a"] = 2
@@ -316,7 +385,9 @@ def guard_run(snapshot, candidate_source, test_source, entry_point, _exec=exec, 
     test_globals["check"](guarded)
 
 
-def guard_call(candidate, snapshot, indices, names, _copy=guard_copy_args, _plain=guard_plain, _dict=dict, _zip=zip):
+def guard_call(
+    candidate, snapshot, indices, names, _copy=guard_copy_args, _plain=guard_plain, _dict=dict, _zip=zip
+):
     """`candidate` as the test sees it (see the module docstring, step 3)."""
 
     random_state = snapshot.random_state
@@ -331,7 +402,9 @@ def guard_call(candidate, snapshot, indices, names, _copy=guard_copy_args, _plai
             value = _plain(result)
             result = None  # a finalizer of what it returned runs now, before the restore
         finally:
-            snapshot.restore(reseed=random_state() != before, indices=indices, names=names)  # seeded or drawn from: reseeded
+            snapshot.restore(
+                reseed=random_state() != before, indices=indices, names=names
+            )  # seeded or drawn from: reseeded
         return value
 
     return candidate_call

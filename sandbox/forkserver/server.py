@@ -43,10 +43,10 @@ harness can read that pipe and write the record itself. See the README ("What a 
 
 import ctypes
 import json
-import resource
-import shutil
 import os
+import resource
 import select
+import shutil
 import signal
 import sys
 import time
@@ -61,8 +61,25 @@ MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REC, MS_PRIVATE = 1, 2, 4, 8, 0x40
 PR_SET_DUMPABLE, PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 4, 38, 22, 2
 STATUS_FD, NONCE_FD = 3, 4
 # Modules HumanEval-style tests use, imported once here so that no child pays for them.
-PREWARM = ("math", "re", "itertools", "collections", "functools", "typing", "string", "heapq", "bisect",
-           "hashlib", "random", "statistics", "fractions", "decimal", "operator", "copy", "json")
+PREWARM = (
+    "math",
+    "re",
+    "itertools",
+    "collections",
+    "functools",
+    "typing",
+    "string",
+    "heapq",
+    "bisect",
+    "hashlib",
+    "random",
+    "statistics",
+    "fractions",
+    "decimal",
+    "operator",
+    "copy",
+    "json",
+)
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -165,7 +182,12 @@ class Server:
         self.proc_mounted = False
 
     def features(self):
-        return {"pidns": self.isolate, "mountns": self.mountns, "proc": self.proc_mounted, "seccomp": bool(self.filter)}
+        return {
+            "pidns": self.isolate,
+            "mountns": self.mountns,
+            "proc": self.proc_mounted,
+            "seccomp": bool(self.filter),
+        }
 
     def setup(self):
         if self.filter:
@@ -197,12 +219,18 @@ class Server:
             self.proc_mounted = False
             probe = self._serve_one({"program": "pass", "limits": {"timeout_s": 10}})
         if not probe.get("ready"):
-            raise OSError(0, "per-program isolation failed: " + (probe.get("fault") or probe.get("status", "")[-300:]))
+            raise OSError(
+                0, "per-program isolation failed: " + (probe.get("fault") or probe.get("status", "")[-300:])
+            )
 
     def _map_ids(self, uid, gid):
         """Map our own uid/gid into the new user namespace: unmapped ids cannot create files.
         (Needs a writable /proc: nsjail runs with --proc_rw; each program mounts a read-only one.)"""
-        for name, data in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"), ("gid_map", f"{gid} {gid} 1")):
+        for name, data in (
+            ("setgroups", "deny"),
+            ("uid_map", f"{uid} {uid} 1"),
+            ("gid_map", f"{gid} {gid} 1"),
+        ):
             fd = os.open(f"/proc/self/{name}", os.O_WRONLY)
             try:
                 os.write(fd, data.encode("ascii"))
@@ -273,11 +301,17 @@ class Server:
         for path in self.wipe:
             _empty_dir(path)
         reply = {
-            "event": "result", "started": True, "nonce": nonce, "timed_out": timed_out,
-            "ready": status.head.startswith(READY), "status": status.text(),
-            "output": output.text(), "output_bytes": output.total,
-            "wall_s": round(wall_s, 6), "cpu_s": round(usage.ru_utime + usage.ru_stime, 6),
-        }  # fmt: skip
+            "event": "result",
+            "started": True,
+            "nonce": nonce,
+            "timed_out": timed_out,
+            "ready": status.head.startswith(READY),
+            "status": status.text(),
+            "output": output.text(),
+            "output_bytes": output.total,
+            "wall_s": round(wall_s, 6),
+            "cpu_s": round(usage.ru_utime + usage.ru_stime, 6),
+        }
         if os.WIFSIGNALED(wait_status):
             reply["signal"] = os.WTERMSIG(wait_status)
         else:
@@ -314,8 +348,10 @@ class Server:
                 caps = (ctypes.c_uint32 * 6)()
                 _check(_libc.capset(ctypes.byref(_CapHeader(0x20080522, 0)), caps), "capset")
             if self._fprog is not None:
-                _check(_libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(self._fprog), 0, 0),
-                       "seccomp")  # fmt: skip
+                _check(
+                    _libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(self._fprog), 0, 0),
+                    "seccomp",
+                )
             # The CPU-time limit, last so set-up is not charged: SIGPROF once the program's own
             # process has used this much CPU. Sub-second, unlike RLIMIT_CPU, and blind to load. The
             # child is pid 1 of its namespace, which ignores signals it has no handler for, hence
@@ -326,7 +362,9 @@ class Server:
                 signal.setitimer(signal.ITIMER_PROF, cpu_time)
         except BaseException as exc:  # noqa: BLE001 - report, never run the program half set up
             try:
-                os.write(st_w, json.dumps({"event": "setup_failed", "message": str(exc)[:300]}).encode() + b"\n")
+                os.write(
+                    st_w, json.dumps({"event": "setup_failed", "message": str(exc)[:300]}).encode() + b"\n"
+                )
             finally:
                 os._exit(CHILD_SETUP_FAILED)
         _run_program(program, self.guards if limits.get("guards") else None)
@@ -351,7 +389,7 @@ def _run_program(source, guards=None):
     candidate, restore, test (guards.py); any other program (a probe) as it is."""
     write, exit_now, read, dumps = os.write, os._exit, os.read, json.dumps
     print_exception = traceback.print_exception
-    sys.stdin = sys.__stdin__ = open(0, "r", closefd=False)  # the server's stdin buffer stays out of reach
+    sys.stdin = sys.__stdin__ = open(0, closefd=False)  # the server's stdin buffer stays out of reach
     flush_out, flush_err = sys.stdout.flush, sys.stderr.flush
     parts = guard_split(source) if guards is not None else None
     if parts is not None:

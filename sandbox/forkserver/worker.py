@@ -52,7 +52,9 @@ class BrokenWorker:
 class Worker:
     """One jail with a fork-server in it."""
 
-    def __init__(self, argv: list[str], label: str, cgroup: JailCgroup | None, backend: str, reserved: bool = False):
+    def __init__(
+        self, argv: list[str], label: str, cgroup: JailCgroup | None, backend: str, reserved: bool = False
+    ):
         self.backend = backend
         self.argv = argv
         self.label = label
@@ -72,15 +74,22 @@ class Worker:
     async def start(self, timeout_s: float) -> None:
         try:
             self.proc = await asyncio.create_subprocess_exec(
-                *self.argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE, env={}, start_new_session=True, limit=64 * 1024 * 1024,
-            )  # fmt: skip
+                *self.argv,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                env={},
+                start_new_session=True,
+                limit=64 * 1024 * 1024,
+            )
         except OSError as exc:
             raise SandboxError(f"cannot start the sandbox worker: {exc}") from exc
         self._stderr_task = asyncio.get_running_loop().create_task(self._read_stderr())
         assert self.proc.stdin is not None and self.proc.stdout is not None
         with contextlib.suppress(ConnectionError, RuntimeError):  # died at once (uvloop: a closed transport)
-            self.proc.stdin.write(len(SERVER_SOURCE).to_bytes(4, "big") + SERVER_SOURCE)  # its stderr says why
+            self.proc.stdin.write(
+                len(SERVER_SOURCE).to_bytes(4, "big") + SERVER_SOURCE
+            )  # its stderr says why
         try:
             line = await asyncio.wait_for(self.proc.stdout.readline(), timeout_s)
         except TimeoutError:
@@ -113,7 +122,11 @@ class Worker:
             self.proc.stdin.write(len(payload).to_bytes(4, "big") + payload)
             await self.proc.stdin.drain()
             line = await self.proc.stdout.readline()
-        except (ConnectionError, ValueError, RuntimeError) as exc:  # a broken pipe (uvloop: a closed transport); an overlong reply line
+        except (
+            ConnectionError,
+            ValueError,
+            RuntimeError,
+        ) as exc:  # a broken pipe (uvloop: a closed transport); an overlong reply line
             log.warning("sandbox worker %s: %s", self.label, exc)
             line = b""
         except BaseException:
@@ -128,10 +141,15 @@ class Worker:
         self.healthy = healthy
         verdict, detail = decide(observation)
         outcome = Outcome(
-            verdict=verdict, detail=detail, wall_s=round(time.monotonic() - started, 6), backend=self.backend,
-            limits=limits, output=(reply or {}).get("output", "") if isinstance((reply or {}).get("output"), str) else "",
-            cpu_s=round(cpu_s or 0.0, 6), load_sensitive=load_sensitive(observation),
-        )  # fmt: skip
+            verdict=verdict,
+            detail=detail,
+            wall_s=round(time.monotonic() - started, 6),
+            backend=self.backend,
+            limits=limits,
+            output=(reply or {}).get("output", "") if isinstance((reply or {}).get("output"), str) else "",
+            cpu_s=round(cpu_s or 0.0, 6),
+            load_sensitive=load_sensitive(observation),
+        )
         return outcome, healthy
 
     def _cpu_clock(self) -> float | None:
@@ -147,8 +165,12 @@ class Worker:
         return float(reported) if isinstance(reported, (int, float)) else None
 
     def _observe(self, reply: dict | None, limits: Limits, cpu_s: float | None) -> tuple[Observation, bool]:
-        base: dict[str, Any] = {"timeout_s": limits.timeout_s, "cpu_time_s": limits.cpu_time_s,
-                                "memory_cap": self.memory_cap, "cpu_used_s": cpu_s}  # fmt: skip
+        base: dict[str, Any] = {
+            "timeout_s": limits.timeout_s,
+            "cpu_time_s": limits.cpu_time_s,
+            "memory_cap": self.memory_cap,
+            "cpu_used_s": cpu_s,
+        }
         if reply is None or reply.get("event") != "result":
             if self._killed_by is KillReason.closed:
                 return Observation(ready=True, killed_by=KillReason.closed, **base), False
@@ -165,12 +187,18 @@ class Worker:
         sig = reply.get("signal") if isinstance(reply.get("signal"), int) else None
         timed_out = bool(reply.get("timed_out"))
         observation = Observation(
-            ready=ready, passed_record=status.passed, forged_pass=status.forged_pass, failure=status.failure,
+            ready=ready,
+            passed_record=status.passed,
+            forged_pass=status.forged_pass,
+            failure=status.failure,
             killed_by=KillReason.timeout if timed_out else None,
             exit_status=reply.get("exit_status") if isinstance(reply.get("exit_status"), int) else None,
-            signal=sig, sandbox_fault=None if ready else (status.setup_failure or "the program's set-up failed"),
-            output_memory_error="MemoryError" in str(reply.get("output", "")), cpu_limit=status.cpu_limit, **base,
-        )  # fmt: skip
+            signal=sig,
+            sandbox_fault=None if ready else (status.setup_failure or "the program's set-up failed"),
+            output_memory_error="MemoryError" in str(reply.get("output", "")),
+            cpu_limit=status.cpu_limit,
+            **base,
+        )
         return observation, ready  # it answered: the fork-server survived whatever the program did
 
     def kill(self, reason: KillReason) -> None:

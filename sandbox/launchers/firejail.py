@@ -48,8 +48,12 @@ class FirejailLauncher:
 
     def server_config(self) -> dict:
         assert self.layout is not None, "server_config() before prepare()"
-        return {"pidns": True, "mountns": False, "seccomp": seccomp.sample_filter().hex(),
-                "wipe": ["/tmp", self.layout.home]}  # fmt: skip
+        return {
+            "pidns": True,
+            "mountns": False,
+            "seccomp": seccomp.sample_filter().hex(),
+            "wipe": ["/tmp", self.layout.home],
+        }
 
     def command(self, config: dict, label: str) -> list[str]:
         assert self.layout is not None, "command() before prepare()"
@@ -81,26 +85,59 @@ def discover_firejail(project_root: Path) -> FirejailLayout:
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
     python = f"/usr/bin/python{version}"
     if not os.access(python, os.X_OK):
-        raise FileNotFoundError(f"{python} (the system Python {version} firejail's account can run) not found")
+        raise FileNotFoundError(
+            f"{python} (the system Python {version} firejail's account can run) not found"
+        )
     try:
         account = pwd.getpwnam(ACCOUNT)
     except KeyError:
         raise FileNotFoundError(f"account {ACCOUNT!r} missing (scripts/setup-system.sh creates it)") from None
-    hidden = {"/root", "/home", "/etc/shadow", "/etc/gshadow", "/var/tmp", "/var/lock", "/run/lock", "/dev/shm",
-              str(project_root.resolve()), str(Path.cwd().resolve()), str(Path(sys.prefix).resolve()),
-              str(Path.home().resolve())}  # fmt: skip
+    hidden = {
+        "/root",
+        "/home",
+        "/etc/shadow",
+        "/etc/gshadow",
+        "/var/tmp",
+        "/var/lock",
+        "/run/lock",
+        "/dev/shm",
+        str(project_root.resolve()),
+        str(Path.cwd().resolve()),
+        str(Path(sys.prefix).resolve()),
+        str(Path.home().resolve()),
+    }
     hidden = {h for h in hidden if h != "/" and os.path.lexists(h)}
-    return FirejailLayout(firejail, setpriv, python, account.pw_uid, account.pw_gid, account.pw_dir, tuple(sorted(hidden)))
+    return FirejailLayout(
+        firejail, setpriv, python, account.pw_uid, account.pw_gid, account.pw_dir, tuple(sorted(hidden))
+    )
 
 
 def firejail_command(layout: FirejailLayout, *, server_config: str, label: str) -> list[str]:
     drop = [layout.setpriv, f"--reuid={layout.uid}", f"--regid={layout.gid}", "--clear-groups", "--"]
     jail = [
-        layout.firejail, "--quiet", "--noprofile", "--private", "--private-tmp", "--private-dev",
-        "--net=none", "--nonewprivs", "--caps.drop=all", "--seccomp", "--nogroups", "--nosound",
-        "--no3d", "--nodvd", "--notv", "--nou2f", "--novideo", "--noinput", "--nodbus",
-        "--hostname=sandbox", "--deterministic-exit-code", "--deterministic-shutdown",
+        layout.firejail,
+        "--quiet",
+        "--noprofile",
+        "--private",
+        "--private-tmp",
+        "--private-dev",
+        "--net=none",
+        "--nonewprivs",
+        "--caps.drop=all",
+        "--seccomp",
+        "--nogroups",
+        "--nosound",
+        "--no3d",
+        "--nodvd",
+        "--notv",
+        "--nou2f",
+        "--novideo",
+        "--noinput",
+        "--nodbus",
+        "--hostname=sandbox",
+        "--deterministic-exit-code",
+        "--deterministic-shutdown",
         *[f"--blacklist={path}" for path in layout.hidden],
-    ]  # fmt: skip
+    ]
     # No "--" before the program: with it, firejail runs the command through the account's shell.
     return drop + jail + boot_command(layout.python, server_config, label)

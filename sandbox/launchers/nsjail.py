@@ -115,21 +115,41 @@ class JailLayout:
 def nsjail_command(layout: JailLayout, *, server_config: str, label: str) -> list[str]:
     """The full argv of one worker jail: staging wrapper, nsjail, then the fork-server."""
     stage_python = os.path.join(layout.stage_dir, "python")
-    stage = [layout.unshare, "--mount", "--propagation", "private", "--", layout.sh, "-c", STAGE_SCRIPT,
-             "engine-sandbox-stage", layout.prefix, stage_python, layout.mount]  # fmt: skip
+    stage = [
+        layout.unshare,
+        "--mount",
+        "--propagation",
+        "private",
+        "--",
+        layout.sh,
+        "-c",
+        STAGE_SCRIPT,
+        "engine-sandbox-stage",
+        layout.prefix,
+        stage_python,
+        layout.mount,
+    ]
     jail = [
-        layout.nsjail, "-Mo",
-        "--hostname", "sandbox",
-        "--user", f"{layout.uid}:{layout.uid}:1",
-        "--group", f"{layout.gid}:{layout.gid}:1",
-        "--time_limit", "0",  # a worker lives for many programs; each has its own limits
+        layout.nsjail,
+        "-Mo",
+        "--hostname",
+        "sandbox",
+        "--user",
+        f"{layout.uid}:{layout.uid}:1",
+        "--group",
+        f"{layout.gid}:{layout.gid}:1",
+        "--time_limit",
+        "0",  # a worker lives for many programs; each has its own limits
         "--disable_rlimits",  # each program's child sets its own (sandbox/forkserver/server.py)
-        "--nice_level", str(layout.nice_level),
+        "--nice_level",
+        str(layout.nice_level),
         "--iface_no_lo",
         "--proc_rw",  # the server maps its ids through it; programs get a read-only /proc of their own
-        "--seccomp_string", SECCOMP_POLICY,
-        "--bindmount_ro", f"{stage_python}:{layout.prefix}",
-    ]  # fmt: skip
+        "--seccomp_string",
+        SECCOMP_POLICY,
+        "--bindmount_ro",
+        f"{stage_python}:{layout.prefix}",
+    ]
     empty = os.path.join(layout.stage_dir, "empty")
     for hidden in layout.hidden_dirs:
         jail += ["--bindmount_ro", f"{empty}:{hidden}"]

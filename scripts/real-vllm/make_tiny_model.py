@@ -47,8 +47,11 @@ def train_tokenizer(texts: list[str], vocab_size: int):
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, min_frequency=2, special_tokens=SPECIAL_TOKENS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
+        vocab_size=vocab_size,
+        min_frequency=2,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
     )
     tokenizer.train_from_iterator(texts, trainer=trainer)
     return tokenizer
@@ -73,7 +76,10 @@ def train(model, token_ids: list[int], steps: int, seq: int, batch: int, lr: flo
         optimizer.zero_grad(set_to_none=True)
         loss = out.loss.item()
         if step % 50 == 0 or step == steps - 1:
-            print(f"make_tiny_model: step {step:4d} loss {loss:.3f} ({time.monotonic() - started:.0f} s)", flush=True)
+            print(
+                f"make_tiny_model: step {step:4d} loss {loss:.3f} ({time.monotonic() - started:.0f} s)",
+                flush=True,
+            )
     model.eval()
     return loss
 
@@ -105,19 +111,34 @@ def main() -> None:
     tokenizer = train_tokenizer(texts, args.vocab)
     ids = {token: tokenizer.token_to_id(token) for token in SPECIAL_TOKENS}
     PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
+        tokenizer_object=tokenizer,
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
         model_max_length=args.max_positions,
     ).save_pretrained(args.out_dir)
-    print(f"make_tiny_model: tokenizer of {tokenizer.get_vocab_size()} tokens from {len(texts)} files "
-          f"({time.monotonic() - started:.0f} s)", flush=True)
+    print(
+        f"make_tiny_model: tokenizer of {tokenizer.get_vocab_size()} tokens from {len(texts)} files "
+        f"({time.monotonic() - started:.0f} s)",
+        flush=True,
+    )
 
     heads = 4
     config = LlamaConfig(
-        vocab_size=tokenizer.get_vocab_size(), hidden_size=args.hidden, intermediate_size=2 * args.hidden,
-        num_hidden_layers=args.layers, num_attention_heads=heads, num_key_value_heads=heads // 2,
-        head_dim=args.hidden // heads, max_position_embeddings=args.max_positions, rms_norm_eps=1e-5,
-        rope_theta=10000.0, tie_word_embeddings=False,
-        bos_token_id=ids["<s>"], eos_token_id=ids["</s>"], pad_token_id=ids["<pad>"],
+        vocab_size=tokenizer.get_vocab_size(),
+        hidden_size=args.hidden,
+        intermediate_size=2 * args.hidden,
+        num_hidden_layers=args.layers,
+        num_attention_heads=heads,
+        num_key_value_heads=heads // 2,
+        head_dim=args.hidden // heads,
+        max_position_embeddings=args.max_positions,
+        rms_norm_eps=1e-5,
+        rope_theta=10000.0,
+        tie_word_embeddings=False,
+        bos_token_id=ids["<s>"],
+        eos_token_id=ids["</s>"],
+        pad_token_id=ids["<pad>"],
     )
     model = LlamaForCausalLM(config)
     loss = None
@@ -133,11 +154,18 @@ def main() -> None:
     model.save_pretrained(args.out_dir, safe_serialization=True)
 
     parameters = sum(p.numel() for p in model.parameters())
-    recipe = {**{k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-              "parameters": parameters, "final_loss": loss, "special_token_ids": ids}  # fmt: skip
+    recipe = {
+        **{k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "parameters": parameters,
+        "final_loss": loss,
+        "special_token_ids": ids,
+    }
     (args.out_dir / "recipe.json").write_text(json.dumps(recipe, indent=2) + "\n")
-    print(f"make_tiny_model: {parameters} parameters, loss {loss}, written to {args.out_dir} "
-          f"in {time.monotonic() - started:.0f} s", flush=True)
+    print(
+        f"make_tiny_model: {parameters} parameters, loss {loss}, written to {args.out_dir} "
+        f"in {time.monotonic() - started:.0f} s",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

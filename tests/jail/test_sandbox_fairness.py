@@ -55,13 +55,18 @@ def test_a_cpu_hog_does_not_make_correct_neighbours_time_out(problems: list[Prob
             await verifier.preflight()
             hog = asyncio.ensure_future(pool.run(HOG, limits=Limits(timeout_s=8.0, cpu_time_s=1.0)))
             await asyncio.sleep(0.3)  # the hog is spinning before its neighbours start
-            neighbours = await asyncio.gather(*(verifier.verify(p, p.canonical_solution or "") for p in correct))
+            neighbours = await asyncio.gather(
+                *(verifier.verify(p, p.canonical_solution or "") for p in correct)
+            )
             return await hog, neighbours
 
     hog, neighbours = uvloop.run(body())
     assert [(o.verdict, o.detail) for o in neighbours if not o.passed] == []
     # Its own process used no CPU, yet the CPU of all its processes passed its limit: final.
-    assert (hog.verdict, hog.load_sensitive) == (Verdict.timeout, False) and hog.cpu_s >= 1.0, (hog.detail, hog.cpu_s)
+    assert (hog.verdict, hog.load_sensitive) == (Verdict.timeout, False) and hog.cpu_s >= 1.0, (
+        hog.detail,
+        hog.cpu_s,
+    )
 
 
 # Memory no rlimit sees: neither is mapped (RLIMIT_AS), each file stays under RLIMIT_FSIZE.

@@ -93,7 +93,9 @@ class Sandbox:
             if not bad or time.monotonic() > deadline:
                 break
             self.loop.run_until_complete(asyncio.sleep(0.05))
-        assert not bad, f"{self.kind}: workers hold other processes than their own ({bad}, baseline {self.baseline})"
+        assert not bad, (
+            f"{self.kind}: workers hold other processes than their own ({bad}, baseline {self.baseline})"
+        )
 
     def assert_still_works(self) -> None:
         outcome = self.run(SIMPLE_PASS)
@@ -122,8 +124,12 @@ def sandbox(request: pytest.FixtureRequest) -> Iterator[Sandbox]:
     loop.run_until_complete(pool.close())
     loop.close()
     # Only this checkout's jails (their command lines name it): other engines may run on the host.
-    ours = [pid for label in ("engine-sandbox-nsjail-", "engine-sandbox-firejail-") for pid in processes_with(label)
-            if PROJECT.encode() in _cmdline(pid)]  # fmt: skip
+    ours = [
+        pid
+        for label in ("engine-sandbox-nsjail-", "engine-sandbox-firejail-")
+        for pid in processes_with(label)
+        if PROJECT.encode() in _cmdline(pid)
+    ]
     assert not ours, [_cmdline(pid)[:300] for pid in ours]
 
 
@@ -169,13 +175,18 @@ def new_marker() -> str:
 
 def test_canonical_solutions_pass_and_return_none_fails(sandbox: Sandbox, problems: list[Problem]) -> None:
     outcomes = sandbox.run_many([he(p, p.canonical_solution or "") for p in problems])
-    failures = {p.task_id: f"{o.verdict.value}: {o.detail}" for p, o in zip(problems, outcomes) if not o.passed}
+    failures = {
+        p.task_id: f"{o.verdict.value}: {o.detail}" for p, o in zip(problems, outcomes) if not o.passed
+    }
     assert len(problems) == 164 and failures == {}
     assert all(o.backend == sandbox.kind and o.limits == Limits() and o.cpu_s > 0 for o in outcomes)
     # Checked: no HumanEval problem accepts None, so every one of the 164 must fail.
     wrong = sandbox.run_many([he(p, "    return None\n") for p in problems])
-    odd = {p.task_id: f"{o.verdict.value}: {o.detail}: {o.output[-300:]}" for p, o in zip(problems, wrong)
-           if o.verdict is not Verdict.failed}  # fmt: skip
+    odd = {
+        p.task_id: f"{o.verdict.value}: {o.detail}: {o.output[-300:]}"
+        for p, o in zip(problems, wrong)
+        if o.verdict is not Verdict.failed
+    }
     assert odd == {}
 
 
@@ -202,12 +213,12 @@ NOT_PASSES = {
     ),
     "fake pass markers on stdout and stderr": (
         "    return None\nimport sys\nprint('passed')\n"
-        "print('{\"event\": \"passed\", \"nonce\": \"' + '0' * 32 + '\"}')\n"
-        "sys.stderr.write('{\"event\": \"passed\"}\\nPASSED\\n')\nsys.stdout.flush()\n"
+        'print(\'{"event": "passed", "nonce": "\' + \'0\' * 32 + \'"}\')\n'
+        'sys.stderr.write(\'{"event": "passed"}\\nPASSED\\n\')\nsys.stdout.flush()\n'
     ),
     "forged pass records on every fd, then os._exit(0)": (
         "    return None\nimport os\nfor fd in range(3, 64):\n    try:\n"
-        "        os.write(fd, b'{\"event\": \"passed\", \"nonce\": \"' + b'0' * 32 + b'\"}\\n')\n"
+        '        os.write(fd, b\'{"event": "passed", "nonce": "\' + b\'0\' * 32 + b\'"}\\n\')\n'
         "    except OSError:\n        pass\nos._exit(0)\n"
     ),
     "nonce hunted in frames, then forged": (
@@ -217,10 +228,10 @@ NOT_PASSES = {
         "            text = value if isinstance(value, str) else value.decode('latin-1')\n"
         "            guesses.update(re.findall('[0-9a-f]{32}', text))\n"
         "    frame = frame.f_back\nfor fd in range(3, 64):\n    for guess in guesses:\n        try:\n"
-        "            os.write(fd, ('{\"event\": \"passed\", \"nonce\": \"%s\"}\\n' % guess).encode())\n"
+        '            os.write(fd, (\'{"event": "passed", "nonce": "%s"}\\n\' % guess).encode())\n'
         "        except OSError:\n            pass\nos._exit(0)\n"
     ),
-}  # fmt: skip
+}
 
 
 @pytest.mark.parametrize("completion", NOT_PASSES.values(), ids=NOT_PASSES.keys())
@@ -246,24 +257,46 @@ def test_failure_details(sandbox: Sandbox, first: Problem) -> None:
 CLASSES = {
     "infinite loop": ("while True:\n    pass\n", Verdict.timeout, "wall-clock limit 1.0 s"),
     "sleep past the limit": ("import time\ntime.sleep(100)\n", Verdict.timeout, "wall-clock limit 1.0 s"),
-    "C-level spin that ignores signals": ("import signal\nfor s in (signal.SIGTERM, signal.SIGINT):\n"
-                                          "    signal.signal(s, signal.SIG_IGN)\nx = 10 ** (10 ** 9)\n",
-                                          Verdict.timeout, "wall-clock limit 1.0 s"),
-    "ignores SIGTERM": ("import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\ntime.sleep(100)\n",
-                        Verdict.timeout, "wall-clock limit 1.0 s"),
+    "C-level spin that ignores signals": (
+        "import signal\nfor s in (signal.SIGTERM, signal.SIGINT):\n"
+        "    signal.signal(s, signal.SIG_IGN)\nx = 10 ** (10 ** 9)\n",
+        Verdict.timeout,
+        "wall-clock limit 1.0 s",
+    ),
+    "ignores SIGTERM": (
+        "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\ntime.sleep(100)\n",
+        Verdict.timeout,
+        "wall-clock limit 1.0 s",
+    ),
     "memory bomb": ("x = bytearray(10**10)\n", Verdict.oom, "MemoryError"),
-    "append MBs until full": ("chunks = []\nwhile True:\n    chunks.append(b'x' * 2**20)\n", Verdict.oom,
-                              "MemoryError"),
-    "slow memory creep": ("import time\nchunks = []\nwhile True:\n    chunks.append(b'x' * 2**22)\n"
-                          "    time.sleep(0.001)\n", Verdict.oom, "MemoryError"),
-    "deep recursion": ("def f(n):\n    return f(n + 1)\nf(0)\n", Verdict.failed,
-                       "RecursionError: maximum recursion depth exceeded"),
+    "append MBs until full": (
+        "chunks = []\nwhile True:\n    chunks.append(b'x' * 2**20)\n",
+        Verdict.oom,
+        "MemoryError",
+    ),
+    "slow memory creep": (
+        "import time\nchunks = []\nwhile True:\n    chunks.append(b'x' * 2**22)\n    time.sleep(0.001)\n",
+        Verdict.oom,
+        "MemoryError",
+    ),
+    "deep recursion": (
+        "def f(n):\n    return f(n + 1)\nf(0)\n",
+        Verdict.failed,
+        "RecursionError: maximum recursion depth exceeded",
+    ),
     "ctypes segfault": ("import ctypes\nctypes.string_at(0)\n", Verdict.error, "killed by SIGSEGV"),
-    "syntax error": ("def f(:\n    pass\n", Verdict.failed, "SyntaxError: invalid syntax (<program>, line 1)"),
+    "syntax error": (
+        "def f(:\n    pass\n",
+        Verdict.failed,
+        "SyntaxError: invalid syntax (<program>, line 1)",
+    ),
     "os.abort()": ("import os\nos.abort()\n", Verdict.error, "killed by SIG"),
-    "writes a huge file": ("open('big', 'wb').write(b'x' * (64 * 2**20))\n", Verdict.failed,
-                           "OSError: [Errno 27] File too large"),
-}  # fmt: skip
+    "writes a huge file": (
+        "open('big', 'wb').write(b'x' * (64 * 2**20))\n",
+        Verdict.failed,
+        "OSError: [Errno 27] File too large",
+    ),
+}
 
 
 @pytest.mark.parametrize(("program", "verdict", "detail"), CLASSES.values(), ids=CLASSES.keys())
@@ -323,6 +356,7 @@ for _ in range(4):
 killed = [os.WIFSIGNALED(os.waitpid(pid, 0)[1]) for pid in children]
 assert any(killed), killed
 """
+
     # The pool's jails were sized for the default 1024 MB per process (2048 MB jail-wide): use a
     # pool sized for this test.
     async def body() -> Outcome:
@@ -335,8 +369,10 @@ assert any(killed), killed
 
 
 def test_huge_output_is_truncated_and_memory_stays_bounded(sandbox: Sandbox) -> None:
-    program = "import sys\nchunk = 'x' * (2**16 - 1) + '\\n'\nfor _ in range(1600):\n    sys.stdout.write(chunk)\n" \
-              "sys.stderr.write('the end\\n')\n"  # fmt: skip
+    program = (
+        "import sys\nchunk = 'x' * (2**16 - 1) + '\\n'\nfor _ in range(1600):\n    sys.stdout.write(chunk)\n"
+        "sys.stderr.write('the end\\n')\n"
+    )
     Path("/proc/self/clear_refs").write_text("5")  # reset this process's peak RSS
     rss_before = _status_kb("VmRSS")
     outcome = sandbox.run(program, Limits(max_output_bytes=4096, timeout_s=20))
@@ -359,7 +395,9 @@ def _status_kb(field: str) -> int:
 
 def test_host_files_are_invisible(sandbox: Sandbox) -> None:
     parents = [p for p in reversed(Path(PREFIX).parents) if str(p) != "/"]
-    way_down = {str(p): (parents[i + 1] if i + 1 < len(parents) else Path(PREFIX)).name for i, p in enumerate(parents)}
+    way_down = {
+        str(p): (parents[i + 1] if i + 1 < len(parents) else Path(PREFIX)).name for i, p in enumerate(parents)
+    }
     program = f"""
 import os
 for path in ['/etc/shadow', '/etc/gshadow', '/root/.bashrc', '/root/.profile', {PROJECT + "/pyproject.toml"!r},
@@ -386,9 +424,13 @@ def test_nsjail_shows_only_the_interpreter_files(sandbox: Sandbox) -> None:
     if sandbox.kind != "nsjail":
         pytest.skip("firejail shows the host's world-readable files (minus a blacklist); see the README")
     top = Path(PREFIX).parts[1]
-    library_tops = {Path(p).parts[1] for p in ("/lib", "/lib64", "/usr/lib", "/usr/lib64") if os.path.lexists(p)}
+    library_tops = {
+        Path(p).parts[1] for p in ("/lib", "/lib64", "/usr/lib", "/usr/lib64") if os.path.lexists(p)
+    }
     expected_root = sorted({"proc", "tmp", top} | library_tops)
-    site_packages = os.path.join(PREFIX, "lib", f"python{sys.version_info[0]}.{sys.version_info[1]}", "site-packages")
+    site_packages = os.path.join(
+        PREFIX, "lib", f"python{sys.version_info[0]}.{sys.version_info[1]}", "site-packages"
+    )
     program = f"""
 import os
 assert sorted(os.listdir('/')) == {expected_root!r}, os.listdir('/')
@@ -505,8 +547,10 @@ else:
 
 def test_tmp_size_is_bounded(sandbox: Sandbox) -> None:
     if sandbox.kind != "nsjail":
-        pytest.skip("firejail's seccomp forbids mount: programs share the jail's private /tmp (emptied after "
-                    "each), bounded by max_file_mb per file and the jail's memory, not by tmp_mb")
+        pytest.skip(
+            "firejail's seccomp forbids mount: programs share the jail's private /tmp (emptied after "
+            "each), bounded by max_file_mb per file and the jail's memory, not by tmp_mb"
+        )
     program = """
 import errno
 try:
@@ -568,7 +612,12 @@ def test_runs_as_an_unprivileged_user_on_the_host(sandbox: Sandbox) -> None:
             except OSError:
                 continue
             if Path(f"/proc/{child}/comm").read_text().startswith("python"):
-                uids |= {int(x) for line in status.splitlines() if line.startswith("Uid:") for x in line.split()[1:]}
+                uids |= {
+                    int(x)
+                    for line in status.splitlines()
+                    if line.startswith("Uid:")
+                    for x in line.split()[1:]
+                }
     assert uids and 0 not in uids, uids
 
 
@@ -617,7 +666,9 @@ def test_start_fails_with_one_line_when_nsjail_is_missing() -> None:
     from sandbox.launchers.nsjail import NsjailLauncher
 
     async def main() -> None:
-        async with SandboxPool(workers=1, backend=ForkServerBackend(NsjailLauncher(nsjail_path="/nonexistent/nsjail"))):
+        async with SandboxPool(
+            workers=1, backend=ForkServerBackend(NsjailLauncher(nsjail_path="/nonexistent/nsjail"))
+        ):
             pass
 
     with pytest.raises(SandboxError) as caught:
@@ -628,7 +679,10 @@ def test_start_fails_with_one_line_when_nsjail_is_missing() -> None:
 def test_none_backend_runs_programs(first: Problem) -> None:
     async def main() -> list[Outcome]:
         async with SandboxPool(workers=1, backend="none") as pool:
-            return [await pool.run(he(first, first.canonical_solution or "")), await pool.run(he(first, "    return 1\n"))]
+            return [
+                await pool.run(he(first, first.canonical_solution or "")),
+                await pool.run(he(first, "    return 1\n")),
+            ]
 
     passed, failed = uvloop.run(main())
     assert (passed.verdict, failed.verdict, passed.backend) == (Verdict.passed, Verdict.failed, "none")

@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
 import uvloop
 from prometheus_client import CollectorRegistry
 
+from engine.config import Output, RunConfig, SamplingSettings, SandboxSettings, Scheduling
 from engine.dataset import load_problems
 from engine.export import export_rows
-from engine.config import Output, RunConfig, SamplingSettings, SandboxSettings, Scheduling
 from engine.run import run_sweep
 from engine.store import Store
 from sandbox import Outcome, SandboxPool, Verdict
@@ -27,8 +26,14 @@ class BrokenForOneProblem(SandboxPool):
     async def run(self, program: str, *, limits=None, label: str = "", reserved: bool = False) -> Outcome:
         if label.endswith(BROKEN) and not label.startswith("preflight:"):
             BrokenForOneProblem.faults += 1
-            return Outcome(Verdict.infra_error, "sandbox fault: the worker died while the program ran", 0.01, "test",
-                           limits or self.limits, "")  # fmt: skip
+            return Outcome(
+                Verdict.infra_error,
+                "sandbox fault: the worker died while the program ran",
+                0.01,
+                "test",
+                limits or self.limits,
+                "",
+            )
         return await super().run(program, limits=limits, label=label, reserved=reserved)
 
     faults = 0
@@ -39,14 +44,18 @@ def sweep(tmp_path, urls: list[str]) -> tuple[dict, CollectorRegistry]:
     hosts.write_text("".join(u + "\n" for u in urls))
     registry = CollectorRegistry()
     cfg = RunConfig(
-        servers=str(hosts), sampling=SamplingSettings(samples=SAMPLES, limit=PROBLEMS),
-        scheduling=Scheduling(request_n=4, queue_size=16), sandbox=SandboxSettings(workers=2, dedup=False),
+        servers=str(hosts),
+        sampling=SamplingSettings(samples=SAMPLES, limit=PROBLEMS),
+        scheduling=Scheduling(request_n=4, queue_size=16),
+        sandbox=SandboxSettings(workers=2, dedup=False),
         output=Output(out=str(tmp_path / "run"), metrics_port=None, progress=False),
     )
     return asyncio.get_event_loop().run_until_complete(run_sweep(cfg, registry=registry)), registry
 
 
-def test_persistent_sandbox_faults_are_infra_errors_out_of_pass_at_k_and_retried_by_the_next_run(tmp_path, monkeypatch):
+def test_persistent_sandbox_faults_are_infra_errors_out_of_pass_at_k_and_retried_by_the_next_run(
+    tmp_path, monkeypatch
+):
     from sandbox.verifier import INFRA_ATTEMPTS
 
     monkeypatch.setattr("sandbox.verifier.INFRA_RETRY_DELAY_S", 0.0)
@@ -61,8 +70,10 @@ def test_persistent_sandbox_faults_are_infra_errors_out_of_pass_at_k_and_retried
         assert sum(first["verdicts"].values()) == (PROBLEMS - 1) * SAMPLES
         assert BrokenForOneProblem.faults == SAMPLES * INFRA_ATTEMPTS  # each retried, none reused
         assert registry.get_sample_value("engine_infra_errors_total") == SAMPLES
-        verified = sum(registry.get_sample_value("engine_samples_verified_total", {"verdict": v}) or 0
-                       for v in ("passed", "failed", "timeout", "oom", "error"))  # fmt: skip
+        verified = sum(
+            registry.get_sample_value("engine_samples_verified_total", {"verdict": v}) or 0
+            for v in ("passed", "failed", "timeout", "oom", "error")
+        )
         assert verified == (PROBLEMS - 1) * SAMPLES
         store = Store.open(tmp_path / "run", create=False)
         assert BROKEN not in store.pass_counts() and len(list(store.unverified())) == SAMPLES

@@ -44,8 +44,13 @@ def leftovers(pid: int) -> list[Path]:
 
 
 def start_engine() -> subprocess.Popen:
-    engine = subprocess.Popen([sys.executable, "-c", HOLD_A_POOL], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                              text=True, cwd=Path(__file__).resolve().parents[2])  # fmt: skip
+    engine = subprocess.Popen(
+        [sys.executable, "-c", HOLD_A_POOL],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
     assert engine.stdout is not None and engine.stdout.readline() == "ready\n"
     return engine
 

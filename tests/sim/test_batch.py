@@ -38,14 +38,24 @@ class FakeTransport:
 
 def make_engine() -> BatchEngine:
     holder: dict = {}
-    metrics = ServerMetrics("m", lambda: len(holder["e"].running), lambda: holder["e"].num_waiting(), lambda: 0.0)
+    metrics = ServerMetrics(
+        "m", lambda: len(holder["e"].running), lambda: holder["e"].num_waiting(), lambda: 0.0
+    )
     holder["e"] = BatchEngine(50_000, 64, 0.001, metrics, random.Random(0))
     return holder["e"]
 
 
-def make_job(plans: PlanCache, model: SyntheticModel, transport, n: int, max_tokens: int, prompt: str = "x") -> Job:
-    job = Job("cmpl-0123456789abcdef", 1, ChunkEncoder("cmpl-0123456789abcdef", 1, "m", "fp"), transport,
-              stream=True, include_usage=True)  # fmt: skip
+def make_job(
+    plans: PlanCache, model: SyntheticModel, transport, n: int, max_tokens: int, prompt: str = "x"
+) -> Job:
+    job = Job(
+        "cmpl-0123456789abcdef",
+        1,
+        ChunkEncoder("cmpl-0123456789abcdef", 1, "m", "fp"),
+        transport,
+        stream=True,
+        include_usage=True,
+    )
     for j in range(n):
         job.add(j, plans.get(model.sample(prompt, j), ()), 1, max_tokens)
     job.prompt_tokens = 1
@@ -128,9 +138,12 @@ def test_a_client_that_goes_away_is_aborted():
         await asyncio.sleep(0.01)
         task.cancel()
         assert job.aborted and not engine.running and max(s.k for s in job.seqs) < 3000
-        assert engine.metrics.registry.get_sample_value(
-            "vllm:request_success_total", {"engine": "0", "model_name": "m", "finished_reason": "length"}
-        ) == 0.0
+        assert (
+            engine.metrics.registry.get_sample_value(
+                "vllm:request_success_total", {"engine": "0", "model_name": "m", "finished_reason": "length"}
+            )
+            == 0.0
+        )
 
     uvloop.run(main())
 

@@ -62,13 +62,18 @@ def test_the_problem_is_found_in_a_fence_or_bare(problems, model):
     assert model.chat_problem([Message("user", "hi")]) is None
     assert model.chat_problem([Message("system", p.prompt)]) is None  # only user messages count
     # the last user message decides
-    assert model.chat_problem([Message("user", p.prompt), Message("assistant", "ok"), Message("user", "hi")]) is None
+    assert (
+        model.chat_problem([Message("user", p.prompt), Message("assistant", "ok"), Message("user", "hi")])
+        is None
+    )
 
 
 def test_right_or_wrong_exactly_as_the_completions_model(problems, model):
     for p in problems[:40]:
         for seed in range(12):
-            assert model.chat_sample(engine_messages(p.prompt), seed).kind == model.sample(p.prompt, seed).kind
+            assert (
+                model.chat_sample(engine_messages(p.prompt), seed).kind == model.sample(p.prompt, seed).kind
+            )
         greedy = model.chat_sample(engine_messages(p.prompt), None)
         assert greedy.kind == model.sample(p.prompt, None).kind
 
@@ -108,10 +113,15 @@ def test_function_prefixes_keep_or_drop_imports_and_docstrings(problems):
     prefixes = function_prefixes(p.prompt, p.entry_point)
     assert prefixes["whole_prompt"].startswith("from typing import List")
     assert prefixes["function"].startswith("def has_close_elements(") and '"""' in prefixes["function"]
-    assert prefixes["no_docstring"] == "def has_close_elements(numbers: List[float], threshold: float) -> bool:\n"
+    assert (
+        prefixes["no_docstring"]
+        == "def has_close_elements(numbers: List[float], threshold: float) -> bool:\n"
+    )
     odd = problems[115]  # its docstring comes after an `import math` in the body: the import stays
-    assert function_prefixes(odd.prompt, odd.entry_point)["no_docstring"] == "def max_fill(grid, capacity):\n" \
-                                                                               "    import math\n"  # fmt: skip
+    assert (
+        function_prefixes(odd.prompt, odd.entry_point)["no_docstring"] == "def max_fill(grid, capacity):\n"
+        "    import math\n"
+    )
 
 
 def test_other_chats_get_generic_sentences_that_end(model):
@@ -173,26 +183,36 @@ def parse(**body) -> object:
 
 
 def test_max_completion_tokens_wins_over_max_tokens():
-    assert parse(messages=[{"role": "user", "content": "hi"}], max_tokens=8, max_completion_tokens=3).max_tokens == 3
+    assert (
+        parse(messages=[{"role": "user", "content": "hi"}], max_tokens=8, max_completion_tokens=3).max_tokens
+        == 3
+    )
     assert parse(messages=[{"role": "user", "content": "hi"}], max_tokens=8).max_tokens == 8
     assert parse(messages=[{"role": "user", "content": "hi"}]).max_tokens is None
 
 
 def test_text_parts_are_joined_and_null_content_is_empty():
-    req = parse(messages=[{"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]},
-                          {"role": "assistant", "content": None}])  # fmt: skip
+    req = parse(
+        messages=[
+            {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]},
+            {"role": "assistant", "content": None},
+        ]
+    )
     assert req.messages == (Message("user", "a\nb"), Message("assistant", ""))
 
 
-@pytest.mark.parametrize("body", [
-    {},
-    {"messages": "hi"},
-    {"messages": [{"content": "hi"}]},
-    {"messages": [{"role": "user", "content": 5}]},
-    {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 5000},
-    {"messages": [{"role": "user", "content": "hi"}], "n": 0},
-    {"messages": [{"role": "user", "content": "hi"}], "model": "nope"},
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        {"messages": "hi"},
+        {"messages": [{"content": "hi"}]},
+        {"messages": [{"role": "user", "content": 5}]},
+        {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 5000},
+        {"messages": [{"role": "user", "content": "hi"}], "n": 0},
+        {"messages": [{"role": "user", "content": "hi"}], "model": "nope"},
+    ],
+)
 def test_bad_requests_are_refused(body):
     with pytest.raises(APIError):
         parse(**body)
@@ -245,11 +265,16 @@ def test_streamed_answers_equal_the_bodies_and_usage_adds_up(problems):
         async with fast_fleet(problems[:5]) as fleet, aiohttp.ClientSession() as s:
             url = fleet.urls[0]
             for p in problems[:3]:
-                body = dict(messages=chat_messages(DEFAULT_SYSTEM_PROMPT, p.prompt), n=5, seed=21, max_tokens=512)
+                body = dict(
+                    messages=chat_messages(DEFAULT_SYSTEM_PROMPT, p.prompt), n=5, seed=21, max_tokens=512
+                )
                 whole = await chat(s, url, **body)
-                assert whole["object"] == "chat.completion" and re.fullmatch(r"chatcmpl-[0-9a-f]{16}", whole["id"])
-                chunks = await chat_stream(s, url, **body, stream_options={"include_usage": True,
-                                                                           "continuous_usage_stats": True})  # fmt: skip
+                assert whole["object"] == "chat.completion" and re.fullmatch(
+                    r"chatcmpl-[0-9a-f]{16}", whole["id"]
+                )
+                chunks = await chat_stream(
+                    s, url, **body, stream_options={"include_usage": True, "continuous_usage_stats": True}
+                )
                 assert contents(chunks) == {c["index"]: c["message"]["content"] for c in whole["choices"]}
                 seqs = per_choice(chunks)
                 finishes = [seqs[i][-1]["finish_reason"] for i in range(5)]
@@ -257,7 +282,9 @@ def test_streamed_answers_equal_the_bodies_and_usage_adds_up(problems):
                 assert all(c["stop_reason"] is None for c in whole["choices"])  # end of sequence
                 running = [c for c in chunks if c["choices"] and "role" not in c["choices"][0]["delta"]]
                 last = {c["choices"][0]["index"]: c["usage"]["completion_tokens"] for c in running}
-                assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == sum(last.values())
+                assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == sum(
+                    last.values()
+                )
                 assert whole["usage"]["completion_tokens"] == sum(last.values())
                 assert whole["usage"]["prompt_tokens"] == chunks[-1]["usage"]["prompt_tokens"]
                 # one token per content chunk, the end-of-sequence token included
@@ -270,15 +297,22 @@ def test_every_choice_opens_with_its_role_chunk_before_any_content(problems):
     async def main():
         async with fast_fleet(problems[:5]) as fleet, aiohttp.ClientSession() as s:
             body = dict(messages=[{"role": "user", "content": "hi"}], n=4, seed=1, max_tokens=6)
-            for options in (None, {"include_usage": True}, {"include_usage": True, "continuous_usage_stats": True}):
+            for options in (
+                None,
+                {"include_usage": True},
+                {"include_usage": True, "continuous_usage_stats": True},
+            ):
                 extra = {"stream_options": options} if options else {}
                 chunks = await chat_stream(s, fleet.urls[0], **body, **extra)
                 roles, rest = chunks[:4], chunks[4:]
                 assert [c["choices"][0]["index"] for c in roles] == [0, 1, 2, 3]
                 for c in roles:
-                    assert c["choices"][0] == {"index": c["choices"][0]["index"],
-                                               "delta": {"role": "assistant", "content": ""},
-                                               "logprobs": None, "finish_reason": None}  # fmt: skip
+                    assert c["choices"][0] == {
+                        "index": c["choices"][0]["index"],
+                        "delta": {"role": "assistant", "content": ""},
+                        "logprobs": None,
+                        "finish_reason": None,
+                    }
                     assert list(c)[-2:] == ["prompt_token_ids", "prompt_text"]
                     assert ("usage" in c) == bool(options and options.get("continuous_usage_stats"))
                 for c in rest:
@@ -293,7 +327,9 @@ def test_every_choice_opens_with_its_role_chunk_before_any_content(problems):
                     assert fingerprinted == [chunks[-1]] and chunks[-1]["choices"] == []
                     assert list(chunks[-1]["usage"]) == ["prompt_tokens", "total_tokens", "completion_tokens"]
                 else:  # each choice's finishing chunk
-                    assert len(fingerprinted) == 4 and all(c["choices"][0]["finish_reason"] for c in fingerprinted)
+                    assert len(fingerprinted) == 4 and all(
+                        c["choices"][0]["finish_reason"] for c in fingerprinted
+                    )
 
     run(main())
 
@@ -318,17 +354,28 @@ def test_max_tokens_and_max_completion_tokens_cut_the_answer(problems):
             url, messages = fleet.urls[0], chat_messages(DEFAULT_SYSTEM_PROMPT, problems[2].prompt)
             full = await chat(s, url, messages=messages, seed=3)
             assert full["choices"][0]["finish_reason"] == "stop"
-            limits = ({"max_tokens": 7}, {"max_completion_tokens": 7}, {"max_tokens": 99, "max_completion_tokens": 7})
+            limits = (
+                {"max_tokens": 7},
+                {"max_completion_tokens": 7},
+                {"max_tokens": 99, "max_completion_tokens": 7},
+            )
             for limit in limits:
                 cut = await chat(s, url, messages=messages, seed=3, **limit)
-                assert cut["choices"][0]["finish_reason"] == "length" and cut["choices"][0]["stop_reason"] is None
+                assert (
+                    cut["choices"][0]["finish_reason"] == "length"
+                    and cut["choices"][0]["stop_reason"] is None
+                )
                 assert cut["usage"]["completion_tokens"] == 7
-                assert full["choices"][0]["message"]["content"].startswith(cut["choices"][0]["message"]["content"])
+                assert full["choices"][0]["message"]["content"].startswith(
+                    cut["choices"][0]["message"]["content"]
+                )
                 chunks = await chat_stream(s, url, messages=messages, seed=3, **limit)
                 assert contents(chunks)[0] == cut["choices"][0]["message"]["content"]
                 assert per_choice(chunks)[0][-1]["finish_reason"] == "length"
             # exactly as many tokens as the answer has, the end of sequence included: still "stop"
-            exact = await chat(s, url, messages=messages, seed=3, max_tokens=full["usage"]["completion_tokens"])
+            exact = await chat(
+                s, url, messages=messages, seed=3, max_tokens=full["usage"]["completion_tokens"]
+            )
             assert exact["choices"][0] == full["choices"][0]
 
     run(main())
@@ -376,8 +423,12 @@ def test_chat_requests_suffer_faults_too(problems):
 
 def test_chat_and_completions_share_the_batch_and_its_metrics(problems):
     async def main():
-        async with SimulatedFleet(1, problems=problems[:5], tokens_per_second=400, min_step_s=0.01,
-                                  max_num_seqs=4) as fleet, aiohttp.ClientSession() as s:  # fmt: skip
+        async with (
+            SimulatedFleet(
+                1, problems=problems[:5], tokens_per_second=400, min_step_s=0.01, max_num_seqs=4
+            ) as fleet,
+            aiohttp.ClientSession() as s,
+        ):
             url, engine = fleet.urls[0], fleet.servers[0].api.engine
             messages = chat_messages(DEFAULT_SYSTEM_PROMPT, problems[0].prompt)
             chat_task = asyncio.create_task(chat(s, url, messages=messages, n=4, seed=1))
@@ -392,7 +443,9 @@ def test_chat_and_completions_share_the_batch_and_its_metrics(problems):
                 assert r.status == 200
             async with s.get(url + "/metrics") as r:
                 text = await r.text()
-            generated = float(re.search(r"^vllm:generation_tokens_total\{[^}]*\} (\S+)$", text, re.M).group(1))
+            generated = float(
+                re.search(r"^vllm:generation_tokens_total\{[^}]*\} (\S+)$", text, re.M).group(1)
+            )
             assert generated == answer["usage"]["completion_tokens"] + 5
 
     run(main())

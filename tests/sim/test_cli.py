@@ -58,7 +58,10 @@ def test_base_port_numbers_the_servers(tmp_path):
     proc = start("--servers", "2", "--hosts-file", str(hosts), "--base-port", str(base))
     try:
         wait_for(hosts, proc)
-        assert hosts.read_text().splitlines()[1:] == [f"http://127.0.0.1:{base}", f"http://127.0.0.1:{base + 1}"]
+        assert hosts.read_text().splitlines()[1:] == [
+            f"http://127.0.0.1:{base}",
+            f"http://127.0.0.1:{base + 1}",
+        ]
     finally:
         proc.terminate()
         proc.communicate(timeout=20)
@@ -77,7 +80,9 @@ def test_bad_input_is_one_line_and_status_2(tmp_path):
     hosts = str(tmp_path / "hosts.txt")
     assert "--servers" in _fails("--servers", "0", "--hosts-file", hosts)
     assert "hosts file" in _fails("--servers", "1", "--hosts-file", str(tmp_path / "missing" / "hosts.txt"))
-    assert "dataset" in _fails("--servers", "1", "--hosts-file", hosts, "--dataset", str(tmp_path / "none.jsonl"))
+    assert "dataset" in _fails(
+        "--servers", "1", "--hosts-file", hosts, "--dataset", str(tmp_path / "none.jsonl")
+    )
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()

@@ -56,7 +56,10 @@ async def next_event(resp: aiohttp.ClientResponse) -> bytes:
 async def metric_counts(session: aiohttp.ClientSession, url: str) -> dict[str, float]:
     async with session.get(url + "/metrics") as r:
         text = await r.text()
-    return {m[0]: float(m[1]) for m in re.findall(r'^sim_faults_injected_total\{kind="(\w+)"\} (\S+)$', text, re.M)}
+    return {
+        m[0]: float(m[1])
+        for m in re.findall(r'^sim_faults_injected_total\{kind="(\w+)"\} (\S+)$', text, re.M)
+    }
 
 
 def only(counts: dict[str, int | float], **expected: int) -> bool:
@@ -64,7 +67,7 @@ def only(counts: dict[str, int | float], **expected: int) -> bool:
 
 
 async def state(session: aiohttp.ClientSession, url: str) -> str:
-    """"up" (/health answers), "refused" (nothing listens), or "other" (e.g. cut while stopping)."""
+    """ "up" (/health answers), "refused" (nothing listens), or "other" (e.g. cut while stopping)."""
     try:
         async with session.get(url + "/health") as r:
             await r.read()
@@ -103,55 +106,66 @@ def test_parser_accepts_the_documented_forms():
     assert (kill.kind, kill.target, kill.at, kill.duration) == ("kill", 2, 10.0, 5.0)
     assert (down.kind, down.target, down.at, down.duration) == ("fleet_down", None, 20.0, 15.0)
 
-    spec = parse_faults(" http429 = 5% : retry=3s , http500=1%:body=plain, malformed=0.1:truncated:after=2-9,"
-                        "stall=0.1:250ms:after=4:close, cut=0.1:close, inband=0.1:after=0, slow_first=0.1:0.5s,"
-                        "kill=0.01:2m, degrade=server0@1.5s:errors, kill=server0@0s")  # fmt: skip
+    spec = parse_faults(
+        " http429 = 5% : retry=3s , http500=1%:body=plain, malformed=0.1:truncated:after=2-9,"
+        "stall=0.1:250ms:after=4:close, cut=0.1:close, inband=0.1:after=0, slow_first=0.1:0.5s,"
+        "kill=0.01:2m, degrade=server0@1.5s:errors, kill=server0@0s"
+    )
     rates = {f.kind: f for f in spec.rates}
     assert rates["http429"].rate == pytest.approx(0.05) and rates["http429"].retry_after == 3
     assert rates["http500"].variant == "plain"
     assert rates["malformed"].after == (2, 9) and rates["malformed"].variant == "truncated"
-    assert rates["stall"].seconds == 0.25 and rates["stall"].after == (4, 4) and rates["stall"].variant == "close"
+    assert (
+        rates["stall"].seconds == 0.25
+        and rates["stall"].after == (4, 4)
+        and rates["stall"].variant == "close"
+    )
     assert rates["cut"].variant == "close" and rates["inband"].after == (0, 0)
     assert rates["slow_first"].seconds == 0.5 and rates["kill"].seconds == 120.0
-    assert [(e.kind, e.at, e.duration, e.errors) for e in spec.events] == [("kill", 0.0, None, False),
-                                                                          ("degrade", 1.5, None, True)]  # fmt: skip
+    assert [(e.kind, e.at, e.duration, e.errors) for e in spec.events] == [
+        ("kill", 0.0, None, False),
+        ("degrade", 1.5, None, True),
+    ]
     assert parse_faults(str(spec)) == spec  # the canonical form (logged at start) parses back
     assert parse_faults("http429=0.1").rates[0].retry_after == 1  # 429 always carries Retry-After
     for off in (None, "", "none", " off "):
         assert not parse_faults(off) and str(parse_faults(off)) == "none"
 
 
-@pytest.mark.parametrize(("spec", "message"), [
-    ("bogus=0.1", "unknown kind 'bogus'"),
-    ("reset", "expected KIND=RATE"),
-    ("reset=", "expected KIND=RATE"),
-    ("reset=0.1,", "empty item"),
-    ("reset=lots", "is not a rate"),
-    ("reset=1.5", "between 0 and 1"),
-    ("reset=-0.1", "between 0 and 1"),
-    ("reset=0.6,http503=0.5", "add up to 1.1"),
-    ("reset=0.1,reset=0.2", "given a rate twice"),
-    ("stall=0.1", "needs a duration"),
-    ("stall=0.1:30", "use a number with a unit"),
-    ("slow_first=0.1:0s", "must be positive"),
-    ("stall=0.1:1s:close:close", "conflicts"),
-    ("malformed=0.1:truncated:garbage", "conflicts"),
-    ("reset=0.1:close", "takes no option 'close'"),
-    ("reset=0.1:after=x", "count of events"),
-    ("reset=0.1:after=9-3", "empty range"),
-    ("stall=0.1:1s:close=yes", "flag"),
-    ("http429=0.1:retry=1.5s", "whole seconds"),
-    ("http500=0.1:body=html", "body must be one of"),
-    ("fleet_down=0.1", "scheduled only"),
-    ("degrade=0.1", "scheduled only"),
-    ("http503=server0@1s", "per-request rate"),
-    ("kill=@1s", "needs a target"),
-    ("kill=node1@1s", "needs a target"),
-    ("fleet_down=server0@1s", "takes every server"),
-    ("kill=server0@10", "bad start time '10'"),
-    ("kill=server0@1s+0s", "must be positive"),
-    ("kill=server0@1s:errors", "takes no option"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("bogus=0.1", "unknown kind 'bogus'"),
+        ("reset", "expected KIND=RATE"),
+        ("reset=", "expected KIND=RATE"),
+        ("reset=0.1,", "empty item"),
+        ("reset=lots", "is not a rate"),
+        ("reset=1.5", "between 0 and 1"),
+        ("reset=-0.1", "between 0 and 1"),
+        ("reset=0.6,http503=0.5", "add up to 1.1"),
+        ("reset=0.1,reset=0.2", "given a rate twice"),
+        ("stall=0.1", "needs a duration"),
+        ("stall=0.1:30", "use a number with a unit"),
+        ("slow_first=0.1:0s", "must be positive"),
+        ("stall=0.1:1s:close:close", "conflicts"),
+        ("malformed=0.1:truncated:garbage", "conflicts"),
+        ("reset=0.1:close", "takes no option 'close'"),
+        ("reset=0.1:after=x", "count of events"),
+        ("reset=0.1:after=9-3", "empty range"),
+        ("stall=0.1:1s:close=yes", "flag"),
+        ("http429=0.1:retry=1.5s", "whole seconds"),
+        ("http500=0.1:body=html", "body must be one of"),
+        ("fleet_down=0.1", "scheduled only"),
+        ("degrade=0.1", "scheduled only"),
+        ("http503=server0@1s", "per-request rate"),
+        ("kill=@1s", "needs a target"),
+        ("kill=node1@1s", "needs a target"),
+        ("fleet_down=server0@1s", "takes every server"),
+        ("kill=server0@10", "bad start time '10'"),
+        ("kill=server0@1s+0s", "must be positive"),
+        ("kill=server0@1s:errors", "takes no option"),
+    ],
+)
 def test_parser_rejects_bad_specs_in_one_line(spec, message):
     with pytest.raises(FaultSpecError, match=re.escape(message)) as info:
         parse_faults(spec)
@@ -222,8 +236,14 @@ def test_http500_before_streaming(variant):
                 assert body == b"Internal Server Error"
                 assert r.headers["Content-Type"] == "text/plain; charset=utf-8"
             elif variant == ":body=json":
-                assert json.loads(body) == {"error": {"message": "simulated fault: internal server error",
-                                                      "type": "InternalServerError", "param": None, "code": 500}}
+                assert json.loads(body) == {
+                    "error": {
+                        "message": "simulated fault: internal server error",
+                        "type": "InternalServerError",
+                        "param": None,
+                        "code": 500,
+                    }
+                }
             else:  # vLLM's handler of engine failures: Response(status_code=500)
                 assert body == b""
             assert only(await metric_counts(s, f.urls[0]), http500=1)
@@ -239,7 +259,11 @@ def test_http503_with_and_without_retry_after():
                     error = (await r.json())["error"]
                     assert r.status == 503 and r.headers.get("Retry-After") == retry
                 assert list(error) == ["message", "type", "param", "code"]
-                assert (error["type"], error["param"], error["code"]) == ("ServiceUnavailableError", None, 503)
+                assert (error["type"], error["param"], error["code"]) == (
+                    "ServiceUnavailableError",
+                    None,
+                    503,
+                )
 
     run(main())
 
@@ -305,7 +329,9 @@ def test_stall_then_close():
 
 def test_a_stall_pauses_only_its_own_stream():
     spec = parse_faults("stall=0.5:1500ms:after=1")
-    seed = next(seed for seed in range(100) if spec.draw(seed, 0, 0, True) and not spec.draw(seed, 0, 1, True))
+    seed = next(
+        seed for seed in range(100) if spec.draw(seed, 0, 0, True) and not spec.draw(seed, 0, 1, True)
+    )
 
     async def main():
         async with fleet(str(spec), seed=seed) as f, aiohttp.ClientSession() as s:
@@ -335,8 +361,10 @@ def test_reset_is_a_tcp_rst_mid_stream():
             host, port = f.servers[0].host, f.servers[0].port
             reader, writer = await asyncio.open_connection(host, port)
             body = json.dumps({**BODY, "stream": True}).encode()
-            writer.write(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                         b"Content-Length: %d\r\n\r\n%b" % (len(body), body))  # fmt: skip
+            writer.write(
+                b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Content-Length: %d\r\n\r\n%b" % (len(body), body)
+            )
             with pytest.raises(ConnectionResetError):
                 while await reader.read(65536):
                     pass
@@ -428,9 +456,17 @@ def test_inband_error_event_has_vllms_shape(version):
                 error = json.loads(events[2])
                 # vLLM's in-band error: non-compact JSON (", " and ": "), these keys in this order
                 assert events[2] == json.dumps(error).encode()
-                assert list(error) == ["error"] and list(error["error"]) == ["message", "type", "param", "code"]
+                assert list(error) == ["error"] and list(error["error"]) == [
+                    "message",
+                    "type",
+                    "param",
+                    "code",
+                ]
                 assert (error["error"]["type"], error["error"]["param"], error["error"]["code"]) == (
-                    "InternalServerError", None, 500)  # fmt: skip
+                    "InternalServerError",
+                    None,
+                    500,
+                )
             assert only(await metric_counts(s, f.urls[0]), inband=2)
 
     run(main())
@@ -438,8 +474,10 @@ def test_inband_error_event_has_vllms_shape(version):
 
 def test_kill_at_a_rate_drops_every_stream_and_the_server_comes_back():
     async def main():
-        async with fleet("kill=1:800ms:after=3", tokens_per_second=2000, min_step_s=0.01) as f, \
-                aiohttp.ClientSession() as s:  # fmt: skip
+        async with (
+            fleet("kill=1:800ms:after=3", tokens_per_second=2000, min_step_s=0.01) as f,
+            aiohttp.ClientSession() as s,
+        ):
             url, port = f.urls[0], f.servers[0].port
             async with await post(s, url, stream=True, max_tokens=500) as first:
                 got = [await next_event(first)]
@@ -475,8 +513,10 @@ def test_scheduled_kill_takes_one_server_down_then_back():
 
 def test_scheduled_kill_cuts_open_streams():
     async def main():
-        async with fleet("kill=server0@300ms+300ms", tokens_per_second=2000, min_step_s=0.01) as f, \
-                aiohttp.ClientSession() as s:  # fmt: skip
+        async with (
+            fleet("kill=server0@300ms+300ms", tokens_per_second=2000, min_step_s=0.01) as f,
+            aiohttp.ClientSession() as s,
+        ):
             async with await post(s, f.urls[0], stream=True, max_tokens=3000) as r:
                 await next_event(r)
                 with pytest.raises(aiohttp.ClientPayloadError):
@@ -509,8 +549,10 @@ def test_overlapping_outages_nest():
     """server0's kill lasts past the fleet outage: it stays down when the others come back."""
 
     async def main():
-        async with fleet("kill=server0@100ms+2s,fleet_down=@300ms+300ms", servers=2) as f, \
-                aiohttp.ClientSession() as s:  # fmt: skip
+        async with (
+            fleet("kill=server0@100ms+2s,fleet_down=@300ms+300ms", servers=2) as f,
+            aiohttp.ClientSession() as s,
+        ):
             a, b = f.urls
             await until(lambda: refused(s, b))
             await until(lambda: up(s, b))
@@ -523,8 +565,10 @@ def test_overlapping_outages_nest():
 
 def test_degraded_server_fails_health():
     async def main():
-        async with fleet("degrade=server0@100ms+600ms,degrade=server1@100ms+600ms:errors", servers=2) as f, \
-                aiohttp.ClientSession() as s:  # fmt: skip
+        async with (
+            fleet("degrade=server0@100ms+600ms,degrade=server1@100ms+600ms:errors", servers=2) as f,
+            aiohttp.ClientSession() as s,
+        ):
             a, b = f.urls
 
             async def health(url: str) -> int:
@@ -627,14 +671,26 @@ def _fails(*args: str) -> str:
 
 def test_command_rejects_a_bad_spec_in_one_line(tmp_path):
     hosts = str(tmp_path / "hosts.txt")
-    assert "unknown kind 'explode'" in _fails("--servers", "1", "--hosts-file", hosts, "--faults", "explode=1")
-    assert "no server1 in a fleet of 1" in _fails("--servers", "1", "--hosts-file", hosts, "--faults",
-                                                  "kill=server1@1s")  # fmt: skip
+    assert "unknown kind 'explode'" in _fails(
+        "--servers", "1", "--hosts-file", hosts, "--faults", "explode=1"
+    )
+    assert "no server1 in a fleet of 1" in _fails(
+        "--servers", "1", "--hosts-file", hosts, "--faults", "kill=server1@1s"
+    )
 
 
 def test_command_injects_and_logs_faults(tmp_path):
     hosts = tmp_path / "hosts.txt"
-    args = ["--servers", "1", "--hosts-file", str(hosts), "--faults", "http429=1:retry=4s", "--faults-seed", "9"]
+    args = [
+        "--servers",
+        "1",
+        "--hosts-file",
+        str(hosts),
+        "--faults",
+        "http429=1:retry=4s",
+        "--faults-seed",
+        "9",
+    ]
     proc = subprocess.Popen([*SIMULATE, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 30
@@ -656,7 +712,9 @@ def test_command_injects_and_logs_faults(tmp_path):
         proc.kill()
     assert proc.returncode == 0, err
     assert "injecting faults http429=1:retry=4s (seed 9)" in err
-    assert re.search(r"I fault http429 on server0 \(http://127\.0\.0\.1:\d+\): 429 before streaming", err), err
+    assert re.search(r"I fault http429 on server0 \(http://127\.0\.0\.1:\d+\): 429 before streaming", err), (
+        err
+    )
 
 
 # -- broken-server faults and positions counted from the end (issue 9) ----------------------------
@@ -677,14 +735,24 @@ def _finishing(event: bytes) -> bool:
 
 
 def test_new_kinds_and_before_parse_and_print_back():
-    spec = parse_faults("dup=0.1:before=0-3,bad_index=0.1:after=2,bad_utf8=0.1,surrogate=0.1:before=1,usage=0.1,"
-                        "reset=0.1:before=0")  # fmt: skip
+    spec = parse_faults(
+        "dup=0.1:before=0-3,bad_index=0.1:after=2,bad_utf8=0.1,surrogate=0.1:before=1,usage=0.1,"
+        "reset=0.1:before=0"
+    )
     rates = {f.kind: f for f in spec.rates}
-    assert rates["dup"].before == (0, 3) and rates["surrogate"].before == (1, 1) and rates["reset"].before == (0, 0)
+    assert (
+        rates["dup"].before == (0, 3)
+        and rates["surrogate"].before == (1, 1)
+        and rates["reset"].before == (0, 0)
+    )
     assert rates["bad_index"].after == (2, 2) and rates["bad_index"].before is None
     assert parse_faults(str(spec)) == spec
-    for bad, message in [("reset=0.1:after=1:before=2", "conflicts"), ("usage=0.1:after=1", "takes no option"),
-                         ("dup=0.1:before=x", "before takes a count"), ("cut=0.1:before=5-1", "empty range")]:
+    for bad, message in [
+        ("reset=0.1:after=1:before=2", "conflicts"),
+        ("usage=0.1:after=1", "takes no option"),
+        ("dup=0.1:before=x", "before takes a count"),
+        ("cut=0.1:before=5-1", "empty range"),
+    ]:
         with pytest.raises(FaultSpecError, match=message):
             parse_faults(bad)
 
@@ -733,7 +801,9 @@ def test_bad_index_utf8_and_surrogate_alter_the_next_choice_event():
 def test_usage_fault_sends_an_absurd_count():
     events, counts = run(_events_of("usage=1"))
     usage = json.loads(events[-2])
-    assert usage["choices"] == [] and usage["usage"]["completion_tokens"] == 2**64 - 1 and only(counts, usage=1)
+    assert (
+        usage["choices"] == [] and usage["usage"]["completion_tokens"] == 2**64 - 1 and only(counts, usage=1)
+    )
 
 
 def test_a_server_that_ignores_n_answers_one_choice():

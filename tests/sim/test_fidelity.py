@@ -15,9 +15,9 @@ from collections import defaultdict
 import aiohttp
 import orjson
 import pytest
+import transcripts
 import uvloop
 
-import transcripts
 from engine.dataset import load_problems
 from vllm_sim import SimulatedFleet
 
@@ -88,7 +88,9 @@ async def exchange(problems, requests: list[tuple[str, str, bytes | None]]) -> t
         return out, fleet.config.model_name
 
 
-def replay(problems, name: str, path: str = "/v1/completions", directory=TRANSCRIPTS) -> tuple[Http, Http, str]:
+def replay(
+    problems, name: str, path: str = "/v1/completions", directory=TRANSCRIPTS
+) -> tuple[Http, Http, str]:
     body = request_body(name, directory)
     data = json.loads(body) if _is_json(body) else None
     if isinstance(data, dict) and data.get("model") == REAL_MODEL:
@@ -177,8 +179,10 @@ def check_stream_rules(events: list[bytes], request: dict, one_token_per_chunk: 
         if continuous:
             running = [c["usage"]["completion_tokens"] for c in seq]
             assert running == sorted(running) and len(set(running)) == len(running)
-            assert all(c["usage"]["total_tokens"] == c["usage"]["prompt_tokens"] + c["usage"]["completion_tokens"]
-                       for c in seq)  # fmt: skip
+            assert all(
+                c["usage"]["total_tokens"] == c["usage"]["prompt_tokens"] + c["usage"]["completion_tokens"]
+                for c in seq
+            )
             counts[index] = running[-1]
         else:
             assert all("usage" not in c for c in seq)
@@ -282,8 +286,17 @@ def test_in_band_stream_error_matches_transcript_exactly(problems, name):
 
 
 def test_other_routes_match_transcripts(problems):
-    answers, model = run(exchange(problems, [("GET", "/health", None), ("GET", "/v1/models", None),
-                                             ("GET", "/version", None), ("GET", "/v1/nope", None)]))  # fmt: skip
+    answers, model = run(
+        exchange(
+            problems,
+            [
+                ("GET", "/health", None),
+                ("GET", "/v1/models", None),
+                ("GET", "/version", None),
+                ("GET", "/v1/nope", None),
+            ],
+        )
+    )
     health, models, version, unknown = answers
     real = transcript("01")
     assert health.status == real.status == 200 and health.body == real.body == b""
@@ -296,7 +309,11 @@ def test_other_routes_match_transcripts(problems):
     real = transcript("03")
     assert (version.status, version.body) == (real.status, real.body)
     real = transcript("54")
-    assert (unknown.status, unknown.body, unknown.headers["content-type"]) == (404, real.body, "application/json")
+    assert (unknown.status, unknown.body, unknown.headers["content-type"]) == (
+        404,
+        real.body,
+        "application/json",
+    )
 
 
 def test_raw_http_chunk_framing(problems):
@@ -305,10 +322,14 @@ def test_raw_http_chunk_framing(problems):
     body = request_body("29").replace(REAL_MODEL.encode(), b"simulated-llama-8b")
 
     async def fetch() -> bytes:
-        async with SimulatedFleet(1, problems=problems, max_model_len=MAX_MODEL_LEN, min_step_s=0.002) as fleet:
+        async with SimulatedFleet(
+            1, problems=problems, max_model_len=MAX_MODEL_LEN, min_step_s=0.002
+        ) as fleet:
             reader, writer = await asyncio.open_connection("127.0.0.1", fleet.servers[0].port)
-            writer.write(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                         b"Content-Length: %d\r\n\r\n%b" % (len(body), body))  # fmt: skip
+            writer.write(
+                b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Content-Length: %d\r\n\r\n%b" % (len(body), body)
+            )
             data = b""
             while not data.endswith(b"\r\n0\r\n\r\n"):
                 data += await reader.read(65536)
@@ -342,7 +363,7 @@ def test_raw_http_chunk_framing(problems):
 
 def test_encoded_chunks_equal_the_transcripts_byte_for_byte():
     """The pure encoders, given the real server's values, reproduce its bytes exactly."""
-    from vllm_sim.api.wire import ChunkEncoder, Choice, completion_body, usage_field
+    from vllm_sim.api.wire import Choice, ChunkEncoder, completion_body, usage_field
 
     fingerprint = "vllm-0.32.0-5be7a34d"
 
@@ -362,14 +383,23 @@ def test_encoded_chunks_equal_the_transcripts_byte_for_byte():
     continuous = lines("20")
     enc = encoder_for(continuous[0])
     assert enc.token_event(enc.prefix(1), orjson.dumps("\n"), usage_field(4, 2)) == continuous[3]
-    stop_chunk = enc.finish_event(enc.prefix(3), orjson.dumps(" )"), "stop", "\ndef", usage_field(4, 7), False)
+    stop_chunk = enc.finish_event(
+        enc.prefix(3), orjson.dumps(" )"), "stop", "\ndef", usage_field(4, 7), False
+    )
     assert stop_chunk == continuous[29]
     assert enc.usage_event(4, 199) == continuous[-2]
 
     real = json.loads(transcript("10").body)
     (choice,) = real["choices"]
-    body = completion_body(real["id"], real["created"], real["model"], fingerprint,
-                           [Choice(0, choice["text"], "length", None)], 3, 16)  # fmt: skip
+    body = completion_body(
+        real["id"],
+        real["created"],
+        real["model"],
+        fingerprint,
+        [Choice(0, choice["text"], "length", None)],
+        3,
+        16,
+    )
     assert body == transcript("10").body
 
 
@@ -385,8 +415,13 @@ def chat_captures(kind: str) -> list[str]:
     names = []
     for path in sorted(CHAT_TRANSCRIPTS.glob("*.txt")):
         http = parse_dump(path.read_bytes())
-        found = ("stream" if http.headers["content-type"].startswith("text/event-stream")
-                 else "body" if http.status == 200 else "error")  # fmt: skip
+        found = (
+            "stream"
+            if http.headers["content-type"].startswith("text/event-stream")
+            else "body"
+            if http.status == 200
+            else "error"
+        )
         if found == kind:
             names.append(chat_name(path))
     return names
@@ -436,8 +471,14 @@ def check_chat_stream_rules(events: list[bytes], request: dict, one_token_per_ch
     # every choice's role chunk first, in index order, and only they carry prompt_token_ids/prompt_text
     roles, rest = chunks[:n], [c for c in chunks[n:] if c["choices"]]
     for i, chunk in enumerate(roles):
-        assert chunk["choices"] == [{"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
-                                     "finish_reason": None}]  # fmt: skip
+        assert chunk["choices"] == [
+            {
+                "index": i,
+                "delta": {"role": "assistant", "content": ""},
+                "logprobs": None,
+                "finish_reason": None,
+            }
+        ]
         assert (chunk["prompt_token_ids"], chunk["prompt_text"]) == (None, None)
         if continuous:
             usage = chunk["usage"]
@@ -460,14 +501,19 @@ def check_chat_stream_rules(events: list[bytes], request: dict, one_token_per_ch
         last = seq[-1]["choices"][0]
         assert all("stop_reason" not in c["choices"][0] for c in seq[:-1]), "stop_reason only when finishing"
         if last["finish_reason"] == "stop":
-            assert last["stop_reason"] in stops or last["stop_reason"] is None  # a stop string, or end of sequence
+            assert (
+                last["stop_reason"] in stops or last["stop_reason"] is None
+            )  # a stop string, or end of sequence
         else:
             assert last["finish_reason"] == "length" and last["stop_reason"] is None
         if continuous:
             running = [c["usage"]["completion_tokens"] for c in seq]
             assert running == sorted(running) and len(set(running)) == len(running)
-            assert all(list(c["usage"]) == ["prompt_tokens", "total_tokens", "completion_tokens",
-                                            "completion_tokens_details"] for c in seq)  # fmt: skip
+            assert all(
+                list(c["usage"])
+                == ["prompt_tokens", "total_tokens", "completion_tokens", "completion_tokens_details"]
+                for c in seq
+            )
             counts[index] = running[-1]
         else:
             assert all("usage" not in c for c in seq)
@@ -527,10 +573,15 @@ def test_chat_stream_matches_capture(problems, name):
 def test_chat_stream_ends_by_end_of_sequence_as_vllm_does(problems):
     """Capture 39 forced vLLM's EOS token: a last chunk with empty content, "stop", no stop_reason,
     and the EOS counted in the usage. The synthetic model's answers end the same way."""
-    real = check_chat_stream_rules(transcript("39", CHAT_TRANSCRIPTS).events(),
-                                   json.loads(request_body("39", CHAT_TRANSCRIPTS)), False)  # fmt: skip
-    request = {"messages": [{"role": "user", "content": "hi"}], "seed": 1, "stream": True,
-               "stream_options": {"include_usage": True, "continuous_usage_stats": True}}  # fmt: skip
+    real = check_chat_stream_rules(
+        transcript("39", CHAT_TRANSCRIPTS).events(), json.loads(request_body("39", CHAT_TRANSCRIPTS)), False
+    )
+    request = {
+        "messages": [{"role": "user", "content": "hi"}],
+        "seed": 1,
+        "stream": True,
+        "stream_options": {"include_usage": True, "continuous_usage_stats": True},
+    }
     (answer,), _ = run(exchange(problems, [("POST", "/v1/chat/completions", orjson.dumps(request))]))
     sim = check_chat_stream_rules(answer.events(), request, True)
     for chunks in (real, sim):
@@ -570,7 +621,9 @@ def test_chat_body_matches_capture(problems, name):
     path = endpoint(name)
     real, sim, model = replay(problems, name, path, CHAT_TRANSCRIPTS)
     if path == "/v1/completions":
-        assert sim.status == real.status == 200 and shape(json.loads(sim.body)) == shape(json.loads(real.body))
+        assert sim.status == real.status == 200 and shape(json.loads(sim.body)) == shape(
+            json.loads(real.body)
+        )
         return
     compare_chat_bodies(real, sim, json.loads(request_body(name, CHAT_TRANSCRIPTS)), model)
 
@@ -594,7 +647,10 @@ def test_chat_encoders_equal_the_transcripts_byte_for_byte():
     assert enc.role_event(1, enc.step_usage(11, 0)) == lines[1]
     assert enc.token_event(enc.prefix(0), orjson.dumps("\n"), enc.step_usage(11, 1)) == lines[2]
     assert enc.token_event(enc.prefix(1), orjson.dumps("all"), enc.step_usage(11, 2)) == lines[5]
-    assert enc.finish_event(enc.prefix(0), orjson.dumps(" #"), "length", None, enc.step_usage(11, 4), False) == lines[8]
+    assert (
+        enc.finish_event(enc.prefix(0), orjson.dumps(" #"), "length", None, enc.step_usage(11, 4), False)
+        == lines[8]
+    )
     assert enc.usage_event(11, 8) == lines[-2]
     no_usage = [b"data: " + e + b"\n\n" for e in transcript("32", CHAT_TRANSCRIPTS).events()]
     first = json.loads(no_usage[0][len(b"data: ") :])
@@ -608,6 +664,13 @@ def test_chat_encoders_equal_the_transcripts_byte_for_byte():
 
     real = json.loads(transcript("30").body)
     (choice,) = real["choices"]
-    body = chat_completion_body(real["id"], real["created"], real["model"], fingerprint,
-                                [Choice(0, choice["message"]["content"], "length", None)], 11, 8)  # fmt: skip
+    body = chat_completion_body(
+        real["id"],
+        real["created"],
+        real["model"],
+        fingerprint,
+        [Choice(0, choice["message"]["content"], "length", None)],
+        11,
+        8,
+    )
     assert body == transcript("30").body

@@ -158,7 +158,9 @@ def test_expected_estimator_is_one_minus_miss_probability():
     # E over c ~ Binomial(n, p) of the unbiased estimator equals 1 - (1 - p)^k, for any n >= k.
     n, k = 60, 10
     for p in (0.0, 0.02, 0.3, 0.9):
-        expected = sum(math.comb(n, c) * p**c * (1 - p) ** (n - c) * _pass_at_k(n, c, k) for c in range(n + 1))
+        expected = sum(
+            math.comb(n, c) * p**c * (1 - p) ** (n - c) * _pass_at_k(n, c, k) for c in range(n + 1)
+        )
         assert expected == pytest.approx(1 - (1 - p) ** k, abs=1e-9)
 
 

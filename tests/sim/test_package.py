@@ -55,8 +55,14 @@ def test_the_simulator_takes_from_the_engine_only_what_they_share():
 
 
 def loaded_after(code: str) -> set[str]:
-    out = subprocess.run([sys.executable, "-c", f"{code}\nimport sys\nprint(*sorted(sys.modules))"],
-                         capture_output=True, text=True, timeout=60, check=True, cwd=ROOT).stdout  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-c", f"{code}\nimport sys\nprint(*sorted(sys.modules))"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        cwd=ROOT,
+    ).stdout
     return set(out.split())
 
 
@@ -69,21 +75,29 @@ def test_importing_the_engine_cli_does_not_load_the_simulator_or_a_web_server():
 
 def test_running_the_verify_command_does_not_load_the_simulator():
     """The command is resolved as `engine verify` would resolve it, not just imported."""
-    loaded = loaded_after("from engine.cli import main\nimport click\n"
-                          "main.get_command(click.Context(main), 'verify')")  # fmt: skip
+    loaded = loaded_after(
+        "from engine.cli import main\nimport click\nmain.get_command(click.Context(main), 'verify')"
+    )
     assert {m for m in loaded if top(m) == "vllm_sim"} == set()
 
 
 def test_the_simulate_command_loads_when_asked_for_and_is_listed_before():
-    loaded = loaded_after("from engine.cli import main\nimport click\nctx = click.Context(main)\n"
-                          "assert 'simulate' in main.list_commands(ctx)\n"
-                          "assert main.get_command(ctx, 'simulate').name == 'simulate'")  # fmt: skip
+    loaded = loaded_after(
+        "from engine.cli import main\nimport click\nctx = click.Context(main)\n"
+        "assert 'simulate' in main.list_commands(ctx)\n"
+        "assert main.get_command(ctx, 'simulate').name == 'simulate'"
+    )
     assert "vllm_sim.command" in loaded
 
 
 def test_engine_simulate_help_comes_from_the_simulator_with_its_environment_variables():
-    result = subprocess.run([sys.executable, "-m", "engine", "simulate", "--help"], capture_output=True, text=True,
-                            timeout=60, cwd=ROOT)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "engine", "simulate", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
     assert result.returncode == 0, result.stderr
     assert "simulated vLLM servers" in result.stdout
     assert "ENGINE_SIMULATE_HOSTS_FILE" in result.stdout

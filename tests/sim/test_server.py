@@ -69,8 +69,9 @@ def test_streamed_choices_equal_the_completion_and_usage_adds_up(problems):
             for p in problems[:3]:
                 body = dict(prompt=p.prompt, n=6, seed=11, max_tokens=200, stop=HUMANEVAL_STOPS)
                 whole = await complete(s, url, **body)
-                chunks = await stream(s, url, **body, stream_options={"include_usage": True,
-                                                                      "continuous_usage_stats": True})  # fmt: skip
+                chunks = await stream(
+                    s, url, **body, stream_options={"include_usage": True, "continuous_usage_stats": True}
+                )
                 texts = assemble(chunks)
                 assert texts == {c["index"]: c["text"] for c in whole["choices"]}
                 last = {}
@@ -93,7 +94,9 @@ def test_choice_i_with_seed_s_is_choice_0_with_seed_s_plus_i(problems):
             url, prompt = fleet.urls[0], problems[5].prompt
             many = await complete(s, url, prompt=prompt, n=4, seed=40, max_tokens=150, stop=HUMANEVAL_STOPS)
             for i in range(4):
-                one = await complete(s, url, prompt=prompt, n=1, seed=40 + i, max_tokens=150, stop=HUMANEVAL_STOPS)
+                one = await complete(
+                    s, url, prompt=prompt, n=1, seed=40 + i, max_tokens=150, stop=HUMANEVAL_STOPS
+                )
                 assert one["choices"][0]["text"] == many["choices"][i]["text"]
 
     run(main())
@@ -141,8 +144,13 @@ def test_two_prompts_index_by_prompt_then_choice(problems):
             assert [c["index"] for c in whole["choices"]] == [0, 1, 2, 3]
             first = await complete(s, fleet.urls[0], prompt=prompts[0], n=2, seed=1, max_tokens=20)
             second = await complete(s, fleet.urls[0], prompt=prompts[1], n=2, seed=1, max_tokens=20)
-            assert [c["text"] for c in whole["choices"]] == [c["text"] for c in first["choices"] + second["choices"]]
-            assert whole["usage"]["prompt_tokens"] == first["usage"]["prompt_tokens"] + second["usage"]["prompt_tokens"]
+            assert [c["text"] for c in whole["choices"]] == [
+                c["text"] for c in first["choices"] + second["choices"]
+            ]
+            assert (
+                whole["usage"]["prompt_tokens"]
+                == first["usage"]["prompt_tokens"] + second["usage"]["prompt_tokens"]
+            )
 
     run(main())
 
@@ -169,7 +177,10 @@ def test_pacing_reaches_the_configured_rate():
 
 def test_waiting_beyond_max_num_seqs_and_load_metrics(problems):
     async def main():
-        async with SimulatedFleet(1, tokens_per_second=2000, max_num_seqs=8) as fleet, aiohttp.ClientSession() as s:
+        async with (
+            SimulatedFleet(1, tokens_per_second=2000, max_num_seqs=8) as fleet,
+            aiohttp.ClientSession() as s,
+        ):
             url = fleet.urls[0]
             task = asyncio.create_task(complete(s, url, prompt="import os\n", n=12, max_tokens=60))
             await asyncio.sleep(0.1)
@@ -191,8 +202,9 @@ def test_client_disconnect_stops_generation(problems):
     async def main():
         async with SimulatedFleet(1, tokens_per_second=2000) as fleet, aiohttp.ClientSession() as s:
             url = fleet.urls[0]
-            async with s.post(url + "/v1/completions", json=dict(prompt="import os\n", n=2, max_tokens=3000,
-                                                                 stream=True)) as r:  # fmt: skip
+            async with s.post(
+                url + "/v1/completions", json=dict(prompt="import os\n", n=2, max_tokens=3000, stream=True)
+            ) as r:
                 await r.content.readuntil(b"\n\n")
                 r.close()  # drop the connection mid-stream
             await asyncio.sleep(0.2)
@@ -209,8 +221,9 @@ def test_client_disconnect_stops_generation(problems):
 def test_stopping_a_server_cuts_its_streams(problems):
     async def main():
         async with SimulatedFleet(2, tokens_per_second=2000) as fleet, aiohttp.ClientSession() as s:
-            async with s.post(fleet.urls[0] + "/v1/completions", json=dict(prompt="a", max_tokens=3000,
-                                                                           stream=True)) as r:  # fmt: skip
+            async with s.post(
+                fleet.urls[0] + "/v1/completions", json=dict(prompt="a", max_tokens=3000, stream=True)
+            ) as r:
                 await r.content.readuntil(b"\n\n")
                 await fleet.stop_server(0)
                 with pytest.raises(aiohttp.ClientPayloadError):
@@ -235,7 +248,9 @@ def test_include_stop_str_in_output_keeps_the_stop_string(problems):
 def test_temperature_zero_is_greedy_for_every_choice(problems):
     async def main():
         async with fast_fleet(1, problems) as fleet, aiohttp.ClientSession() as s:
-            whole = await complete(s, fleet.urls[0], prompt=problems[9].prompt, n=3, temperature=0, max_tokens=100)
+            whole = await complete(
+                s, fleet.urls[0], prompt=problems[9].prompt, n=3, temperature=0, max_tokens=100
+            )
             assert len({c["text"] for c in whole["choices"]}) == 1
 
     run(main())

@@ -64,8 +64,13 @@ def system_fingerprint(config: SimulatorConfig) -> str:
 class SimulatedAPI:
     """The state behind one server's routes."""
 
-    def __init__(self, config: SimulatorConfig, model: SyntheticModel, plans: PlanCache,
-                 faults: ServerFaults | None = None):  # fmt: skip
+    def __init__(
+        self,
+        config: SimulatorConfig,
+        model: SyntheticModel,
+        plans: PlanCache,
+        faults: ServerFaults | None = None,
+    ):
         self.config = config
         self.faults = faults  # None: no fault configured, nothing of `injection` runs
         self.model = model
@@ -78,8 +83,9 @@ class SimulatedAPI:
             waiting=lambda: self.engine.num_waiting(),
             kv_usage=lambda: min(1.0, self.engine.kv_tokens() / config.kv_cache_tokens),
         )
-        self.engine = BatchEngine(config.tokens_per_second, config.max_num_seqs, config.min_step_s, self.metrics,
-                                  self.rng)  # fmt: skip
+        self.engine = BatchEngine(
+            config.tokens_per_second, config.max_num_seqs, config.min_step_s, self.metrics, self.rng
+        )
         if faults is not None:
             self.metrics.registry.register(faults.collector())
 
@@ -118,7 +124,9 @@ class SimulatedAPI:
         return _json(b'{"server_load":%d}' % load)
 
     async def metrics_page(self, request: web.Request) -> web.Response:
-        return web.Response(body=self.metrics.exposition(), headers={"Content-Type": METRICS_CONTENT_TYPE, **_VARY})
+        return web.Response(
+            body=self.metrics.exposition(), headers={"Content-Type": METRICS_CONTENT_TYPE, **_VARY}
+        )
 
     # -- completions -----------------------------------------------------------------------------
 
@@ -138,15 +146,18 @@ class SimulatedAPI:
             req = parse_chat_request(body, cfg.model_name, cfg.max_model_len, instruct.prompt_tokens)
         except APIError as exc:
             return await self._refuse(request, exc)
-        return await self._serve(request, req.stream, lambda: self._chat_job(request, req), chat_completion_body)
+        return await self._serve(
+            request, req.stream, lambda: self._chat_job(request, req), chat_completion_body
+        )
 
     async def _refuse(self, request: web.Request, exc: APIError) -> web.StreamResponse:
         if exc.in_band:
             return await self._in_band_error(request, exc)
         return _error(exc)
 
-    async def _serve(self, request: web.Request, stream: bool, make_job: Callable[[], Job],
-                     make_body: Callable[..., bytes]) -> web.StreamResponse:  # fmt: skip
+    async def _serve(
+        self, request: web.Request, stream: bool, make_job: Callable[[], Job], make_body: Callable[..., bytes]
+    ) -> web.StreamResponse:
         """A valid request from here on: its fault (if any), then the stream or the body."""
         fault: FaultPlan | None = None
         if self.faults is not None:
@@ -163,10 +174,21 @@ class SimulatedAPI:
     def _job(self, request: web.Request, req: CompletionRequest) -> Job:
         request_id = f"cmpl-{self.rng.getrandbits(64):016x}"
         created = int(time.time())
-        encoder = ChunkEncoder(request_id, created, self.config.model_name, self.fingerprint) if req.stream else None
-        job = Job(request_id, created, encoder, request.transport, stream=req.stream,
-                  framed=request.version >= HttpVersion11, include_usage=req.include_usage,
-                  continuous=req.continuous_usage)  # fmt: skip
+        encoder = (
+            ChunkEncoder(request_id, created, self.config.model_name, self.fingerprint)
+            if req.stream
+            else None
+        )
+        job = Job(
+            request_id,
+            created,
+            encoder,
+            request.transport,
+            stream=req.stream,
+            framed=request.version >= HttpVersion11,
+            include_usage=req.include_usage,
+            continuous=req.continuous_usage,
+        )
         greedy = req.temperature == 0
         n = 1 if self.config.ignore_n else req.n
         for p, (prompt, count) in enumerate(zip(req.prompts, req.prompt_tokens)):
@@ -174,8 +196,11 @@ class SimulatedAPI:
             max_tokens = min(req.max_tokens or DEFAULT_MAX_TOKENS, self.config.max_model_len - count)
             job.prompt_tokens += count
             for j in range(n):
-                plan = self.plans.get(self.model.sample(key, self._seed(req.seed, j, greedy)), req.stop,
-                                      req.include_stop_str_in_output)  # fmt: skip
+                plan = self.plans.get(
+                    self.model.sample(key, self._seed(req.seed, j, greedy)),
+                    req.stop,
+                    req.include_stop_str_in_output,
+                )
                 job.add(p * n + j, plan, count, max_tokens)
         return job
 
@@ -184,9 +209,16 @@ class SimulatedAPI:
         created = int(time.time())
         model = self.config.model_name
         encoder = ChatChunkEncoder(request_id, created, model, self.fingerprint) if req.stream else None
-        job = Job(request_id, created, encoder, request.transport, stream=req.stream,
-                  framed=request.version >= HttpVersion11, include_usage=req.include_usage,
-                  continuous=req.continuous_usage)  # fmt: skip
+        job = Job(
+            request_id,
+            created,
+            encoder,
+            request.transport,
+            stream=req.stream,
+            framed=request.version >= HttpVersion11,
+            include_usage=req.include_usage,
+            continuous=req.continuous_usage,
+        )
         prompt_tokens = req.prompt_tokens
         room = self.config.max_model_len - prompt_tokens  # also chat's default: whatever the context leaves
         max_tokens = min(req.max_tokens or room, room)
@@ -194,8 +226,11 @@ class SimulatedAPI:
         greedy = req.temperature == 0
         n = 1 if self.config.ignore_n else req.n
         for j in range(n):
-            plan = self.plans.get(self.model.chat_sample(req.messages, self._seed(req.seed, j, greedy)), req.stop,
-                                  req.include_stop_str_in_output)  # fmt: skip
+            plan = self.plans.get(
+                self.model.chat_sample(req.messages, self._seed(req.seed, j, greedy)),
+                req.stop,
+                req.include_stop_str_in_output,
+            )
             job.add(j, plan, prompt_tokens, max_tokens)
         if encoder is not None:
             usage = encoder.step_usage(prompt_tokens, 0) if req.continuous_usage else b""
@@ -208,7 +243,9 @@ class SimulatedAPI:
             return None
         return seed + child if seed is not None else self.rng.getrandbits(63)
 
-    async def _stream(self, request: web.Request, job: Job, fault: FaultPlan | None = None) -> web.StreamResponse:
+    async def _stream(
+        self, request: web.Request, job: Job, fault: FaultPlan | None = None
+    ) -> web.StreamResponse:
         resp = web.StreamResponse(headers={"Content-Type": _SSE, **_VARY})
         if job.framed:
             resp.enable_chunked_encoding()
@@ -232,8 +269,15 @@ class SimulatedAPI:
         await self._run(job)
         if job.aborted:
             raise web.HTTPServiceUnavailable()
-        body = make_body(job.request_id, job.created, self.config.model_name, self.fingerprint, job.choices,
-                         job.prompt_tokens, job.completion_tokens)  # fmt: skip
+        body = make_body(
+            job.request_id,
+            job.created,
+            self.config.model_name,
+            self.fingerprint,
+            job.choices,
+            job.prompt_tokens,
+            job.completion_tokens,
+        )
         return _json(body)
 
     async def _run(self, job: Job) -> None:

@@ -65,13 +65,17 @@ class ChatRequest:
     prompt_tokens: int = 0  # the chat template applied
 
 
-def parse_completion_request(body: bytes, served_model: str, max_model_len: int,
-                             count: Callable[[str], int]) -> CompletionRequest:  # fmt: skip
+def parse_completion_request(
+    body: bytes, served_model: str, max_model_len: int, count: Callable[[str], int]
+) -> CompletionRequest:
     """`count` gives a text prompt's tokens (token-id prompts count their ids)."""
     data = decode_body(body)
     if data.get("prompt") in (None, "") and data.get("prompt_embeds") is None:
-        raise APIError(400, "Either prompt or prompt_embeds must be provided and non-empty. (parameter=prompt)",
-                       param="prompt")  # fmt: skip
+        raise APIError(
+            400,
+            "Either prompt or prompt_embeds must be provided and non-empty. (parameter=prompt)",
+            param="prompt",
+        )
     _check_stream_options(data)
     f = Fields(data)
     model = f.str("model")
@@ -92,18 +96,30 @@ def parse_completion_request(body: bytes, served_model: str, max_model_len: int,
     n, temperature = _check_sampling(common.n, common.temperature, common.top_p, max_tokens)
     stream = bool(common.stream)
     if logprobs is not None and logprobs > MAX_LOGPROBS:
-        raise _param_error("logprobs", f"Requested sample logprobs of {logprobs}, which is greater than max "
-                           f"allowed: {MAX_LOGPROBS}", logprobs, in_band=stream)  # fmt: skip
+        raise _param_error(
+            "logprobs",
+            f"Requested sample logprobs of {logprobs}, which is greater than max allowed: {MAX_LOGPROBS}",
+            logprobs,
+            in_band=stream,
+        )
     for prompt in prompts:
         for token in prompt if isinstance(prompt, tuple) else ():
             if not 0 <= token < VOCAB_SIZE:
                 raise APIError(400, f"Token id {token} is out of vocabulary", in_band=stream)
-    return CompletionRequest(prompts=prompts, n=n, max_tokens=max_tokens, temperature=temperature, stream=stream,
-                             prompt_tokens=counts, **common.passed_on())  # fmt: skip
+    return CompletionRequest(
+        prompts=prompts,
+        n=n,
+        max_tokens=max_tokens,
+        temperature=temperature,
+        stream=stream,
+        prompt_tokens=counts,
+        **common.passed_on(),
+    )
 
 
-def parse_chat_request(body: bytes, served_model: str, max_model_len: int,
-                       count: Callable[[tuple[Message, ...]], int]) -> ChatRequest:  # fmt: skip
+def parse_chat_request(
+    body: bytes, served_model: str, max_model_len: int, count: Callable[[tuple[Message, ...]], int]
+) -> ChatRequest:
     """`count` gives the prompt's tokens once the chat template is applied to the messages."""
     data = decode_body(body)
     messages = data.get("messages", [])
@@ -118,16 +134,28 @@ def parse_chat_request(body: bytes, served_model: str, max_model_len: int,
     common = _Common(f)
     f.check()
     _check_model(model, served_model)
-    limit, param = (max_completion_tokens, "max_completion_tokens") if max_completion_tokens is not None else \
-                   (max_tokens, "max_tokens")  # fmt: skip
+    limit, param = (
+        (max_completion_tokens, "max_completion_tokens")
+        if max_completion_tokens is not None
+        else (max_tokens, "max_tokens")
+    )
     _check_max_tokens(param, limit, max_model_len)
     if not messages:
-        raise APIError(400, "Cannot apply chat template to an empty conversation. Provide at least one message.")
+        raise APIError(
+            400, "Cannot apply chat template to an empty conversation. Provide at least one message."
+        )
     tokens = count(messages)
     check_prompt_length(tokens, max_model_len)
     n, temperature = _check_sampling(common.n, common.temperature, common.top_p, limit)
-    return ChatRequest(messages=messages, n=n, max_tokens=limit, temperature=temperature, stream=bool(common.stream),
-                       prompt_tokens=tokens, **common.passed_on())  # fmt: skip
+    return ChatRequest(
+        messages=messages,
+        n=n,
+        max_tokens=limit,
+        temperature=temperature,
+        stream=bool(common.stream),
+        prompt_tokens=tokens,
+        **common.passed_on(),
+    )
 
 
 class _Common:
@@ -148,10 +176,12 @@ class _Common:
         """The request's fields that need no check of their own."""
         options = self.options or {}
         return {
-            "stop": self.stop, "seed": self.seed, "include_stop_str_in_output": bool(self.include_stop),
+            "stop": self.stop,
+            "seed": self.seed,
+            "include_stop_str_in_output": bool(self.include_stop),
             "include_usage": bool(options.get("include_usage")),
             "continuous_usage": bool(options.get("include_usage") and options.get("continuous_usage_stats")),
-        }  # fmt: skip
+        }
 
 
 def check_prompt_length(prompt_tokens: int, max_model_len: int) -> None:
@@ -172,14 +202,21 @@ def check_prompt_length(prompt_tokens: int, max_model_len: int) -> None:
 
 def _check_stream_options(data: dict) -> None:
     if data.get("stream_options") and not data.get("stream"):  # truthiness, as vLLM tests it: `{}` passes
-        raise APIError(400, "Stream options can only be defined when `stream=True`. (parameter=stream_options)",
-                       param="stream_options")  # fmt: skip
+        raise APIError(
+            400,
+            "Stream options can only be defined when `stream=True`. (parameter=stream_options)",
+            param="stream_options",
+        )
 
 
 def _check_model(model: str | None, served_model: str) -> None:
     if model is not None and model != served_model:
-        raise APIError(404, f"The model `{model}` does not exist. Valid aliases: {served_model}.", "NotFoundError",
-                       "model")  # fmt: skip
+        raise APIError(
+            404,
+            f"The model `{model}` does not exist. Valid aliases: {served_model}.",
+            "NotFoundError",
+            "model",
+        )
 
 
 def _check_max_tokens(param: str, value: int | None, max_model_len: int) -> None:
@@ -188,15 +225,18 @@ def _check_max_tokens(param: str, value: int | None, max_model_len: int) -> None
         raise _param_error(param, message + " Please request fewer output tokens.", value)
 
 
-def _check_sampling(n: int | None, temperature: float | None, top_p: float | None,
-                    max_tokens: int | None) -> tuple[int, float]:  # fmt: skip
+def _check_sampling(
+    n: int | None, temperature: float | None, top_p: float | None, max_tokens: int | None
+) -> tuple[int, float]:
     """SamplingParams' checks, in its order; returns n and temperature with their defaults."""
     n = 1 if n is None else n
     if n < 1:
         raise APIError(400, f"n must be at least 1, got {n}.")
     temperature = 1.0 if temperature is None else temperature
     if temperature < 0:
-        raise _param_error("temperature", f"temperature must be non-negative, got {temperature}.", temperature)
+        raise _param_error(
+            "temperature", f"temperature must be non-negative, got {temperature}.", temperature
+        )
     if top_p is not None and not 0 < top_p <= 1:
         raise _param_error("top_p", f"top_p must be in (0, 1], got {top_p}.", top_p)
     if max_tokens is not None and max_tokens < 1:  # also for max_completion_tokens: vLLM names max_tokens

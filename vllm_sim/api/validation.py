@@ -18,8 +18,14 @@ _SHOWN_ERRORS = 10  # FastAPI's message lists this many validation errors, then 
 class APIError(Exception):
     """An error response: status, and the body's message, type and param."""
 
-    def __init__(self, status: int, message: str, type: str = "BadRequestError", param: str | None = None,
-                 in_band: bool = False):  # fmt: skip
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        type: str = "BadRequestError",
+        param: str | None = None,
+        in_band: bool = False,
+    ):
         super().__init__(message)
         self.status = status
         self.message = message
@@ -37,12 +43,21 @@ def decode_body(body: bytes) -> dict:
             json.loads(body)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             pos, msg = getattr(exc, "pos", 0), getattr(exc, "msg", "Invalid UTF-8")
-            raise _validation_error([_error("json_invalid", f"body.{pos}", "JSON decode error", {},
-                                            ctx={"error": msg})]) from None  # fmt: skip
+            raise _validation_error(
+                [_error("json_invalid", f"body.{pos}", "JSON decode error", {}, ctx={"error": msg})]
+            ) from None
         raise _validation_error([_error("json_invalid", "body", "JSON decode error", {})]) from None
     if not isinstance(data, dict):
-        raise _validation_error([_error("model_attributes_type", "body", "Input should be a valid dictionary or "
-                                        "object to extract fields from", data)])  # fmt: skip
+        raise _validation_error(
+            [
+                _error(
+                    "model_attributes_type",
+                    "body",
+                    "Input should be a valid dictionary or object to extract fields from",
+                    data,
+                )
+            ]
+        )
     return data
 
 
@@ -79,15 +94,27 @@ def _int_errors(value, loc: str) -> list[dict]:
     if isinstance(value, float):
         if value.is_integer():
             return []
-        return [_error("int_from_float", loc, "Input should be a valid integer, got a number with a fractional part",
-                       value)]  # fmt: skip
+        return [
+            _error(
+                "int_from_float",
+                loc,
+                "Input should be a valid integer, got a number with a fractional part",
+                value,
+            )
+        ]
     if isinstance(value, str):
         try:
             int(value.strip())
             return []
         except ValueError:
-            return [_error("int_parsing", loc, "Input should be a valid integer, unable to parse string as an integer",
-                           value)]  # fmt: skip
+            return [
+                _error(
+                    "int_parsing",
+                    loc,
+                    "Input should be a valid integer, unable to parse string as an integer",
+                    value,
+                )
+            ]
     return [_error("int_type", loc, "Input should be a valid integer", value)]
 
 
@@ -128,8 +155,16 @@ class Fields:
             try:
                 return float(value.strip())
             except ValueError:
-                self._fail([_error("float_parsing", f"body.{name}", "Input should be a valid number, unable to parse "
-                                   "string as a number", value)])  # fmt: skip
+                self._fail(
+                    [
+                        _error(
+                            "float_parsing",
+                            f"body.{name}",
+                            "Input should be a valid number, unable to parse string as a number",
+                            value,
+                        )
+                    ]
+                )
                 return None
         self._fail([_error("float_type", f"body.{name}", "Input should be a valid number", value)])
         return None
@@ -143,7 +178,9 @@ class Fields:
         if isinstance(value, str) and value.lower() in _TRUE | _FALSE:
             return value.lower() in _TRUE
         kind = "bool_parsing" if isinstance(value, str) else "bool_type"
-        msg = "Input should be a valid boolean" + (", unable to interpret input" if isinstance(value, str) else "")
+        msg = "Input should be a valid boolean" + (
+            ", unable to interpret input" if isinstance(value, str) else ""
+        )
         self._fail([_error(kind, f"body.{name}", msg, value)])
         return None
 
@@ -158,8 +195,16 @@ class Fields:
         value = self.data.get(name)
         if value is None or isinstance(value, dict):
             return value
-        self._fail([_error("model_attributes_type", f"body.{name}", "Input should be a valid dictionary or object "
-                           "to extract fields from", value)])  # fmt: skip
+        self._fail(
+            [
+                _error(
+                    "model_attributes_type",
+                    f"body.{name}",
+                    "Input should be a valid dictionary or object to extract fields from",
+                    value,
+                )
+            ]
+        )
         return None
 
     def stop(self, name: str) -> tuple[str, ...]:
@@ -173,17 +218,27 @@ class Fields:
         if isinstance(value, list) and all(isinstance(s, str) for s in value):
             if len(value) <= MAX_STOP_STRINGS:
                 return tuple(value)
-            self._fail([
-                _error("string_type", loc, "Input should be a valid string", value),
-                _error("too_long", loc, f"List should have at most {MAX_STOP_STRINGS} items after validation, not "
-                       f"{len(value)}", value, {"field_type": "List", "max_length": MAX_STOP_STRINGS,
-                                                "actual_length": len(value)}),
-            ])  # fmt: skip
+            self._fail(
+                [
+                    _error("string_type", loc, "Input should be a valid string", value),
+                    _error(
+                        "too_long",
+                        loc,
+                        f"List should have at most {MAX_STOP_STRINGS} items after validation, not "
+                        f"{len(value)}",
+                        value,
+                        {"field_type": "List", "max_length": MAX_STOP_STRINGS, "actual_length": len(value)},
+                    ),
+                ]
+            )
             return ()
         errors = [_error("string_type", loc, "Input should be a valid string", value)]
         if isinstance(value, list):
-            errors += [_error("string_type", f"{loc}.{i}", "Input should be a valid string", s)
-                       for i, s in enumerate(value) if not isinstance(s, str)]  # fmt: skip
+            errors += [
+                _error("string_type", f"{loc}.{i}", "Input should be a valid string", s)
+                for i, s in enumerate(value)
+                if not isinstance(s, str)
+            ]
         else:
             errors.append(_error("list_type", loc, "Input should be a valid list", value))
         self._fail(errors)
@@ -213,15 +268,21 @@ class Fields:
                 else:
                     as_lists.append(_error("list_type", f"{loc}.{i}", "Input should be a valid list", item))
                 if not isinstance(item, str):
-                    as_texts.append(_error("string_type", f"{loc}.{i}", "Input should be a valid string", item))
+                    as_texts.append(
+                        _error("string_type", f"{loc}.{i}", "Input should be a valid string", item)
+                    )
         else:
             as_ids = as_lists = as_texts = [_error("list_type", loc, "Input should be a valid list", value)]
         if not as_lists:
             return tuple(tuple(int(t) for t in p) for p in value)
         if not as_ids:
             return (tuple(int(t) for t in value),)
-        self._fail(as_ids + as_lists + [_error("string_type", loc, "Input should be a valid string", value)]
-                   + as_texts)  # fmt: skip
+        self._fail(
+            as_ids
+            + as_lists
+            + [_error("string_type", loc, "Input should be a valid string", value)]
+            + as_texts
+        )
         return ()
 
     def messages(self, name: str) -> tuple[Message, ...]:
@@ -250,17 +311,30 @@ class Fields:
 def _message_errors(message, loc: str) -> list[dict]:
     """pydantic's errors for one message of the union vLLM accepts (only what matters here:
     a role that is a string, content that is a string or text parts, None for the assistant)."""
-    members = ("ChatCompletionDeveloperMessageParam", "ChatCompletionSystemMessageParam",
-               "ChatCompletionUserMessageParam", "ChatCompletionAssistantMessageParam",
-               "ChatCompletionToolMessageParam", "ChatCompletionFunctionMessageParam",
-               "CustomChatCompletionMessageParam")  # fmt: skip
+    members = (
+        "ChatCompletionDeveloperMessageParam",
+        "ChatCompletionSystemMessageParam",
+        "ChatCompletionUserMessageParam",
+        "ChatCompletionAssistantMessageParam",
+        "ChatCompletionToolMessageParam",
+        "ChatCompletionFunctionMessageParam",
+        "CustomChatCompletionMessageParam",
+    )
     if not isinstance(message, dict):
-        return [_error("dict_type", f"{loc}.{m}", "Input should be a valid dictionary", message) for m in members] + [
-            _error("model_attributes_type", f"{loc}.Message", "Input should be a valid dictionary or object to "
-                   "extract fields from", message)]  # fmt: skip
+        return [
+            _error("dict_type", f"{loc}.{m}", "Input should be a valid dictionary", message) for m in members
+        ] + [
+            _error(
+                "model_attributes_type",
+                f"{loc}.Message",
+                "Input should be a valid dictionary or object to extract fields from",
+                message,
+            )
+        ]
     role, content = message.get("role"), message.get("content")
     text_parts = isinstance(content, list) and all(
-        isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str) for p in content)
+        isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str) for p in content
+    )
     content_ok = isinstance(content, str) or text_parts or (content is None and role == "assistant")
     if isinstance(role, str) and content_ok:
         return []
@@ -272,14 +346,20 @@ def _message_errors(message, loc: str) -> list[dict]:
             return [_error("missing", at, "Field required", message)]
         if role == expected:
             return []
-        return [_error("literal_error", at, f"Input should be '{expected}'", role, ctx={"expected": f"'{expected}'"})]
+        return [
+            _error(
+                "literal_error", at, f"Input should be '{expected}'", role, ctx={"expected": f"'{expected}'"}
+            )
+        ]
 
     def content_errors(member: str, optional: bool = False, texts: bool = True) -> list[dict]:
         if content_ok or (optional and content is None):
             return []
         at = f"{loc}.{member}.content"
         errors = [_error("string_type", at, "Input should be a valid string", content)]
-        return errors + [_error("iterable_type", at, "Input should be iterable", content)] if texts else errors
+        return (
+            errors + [_error("iterable_type", at, "Input should be iterable", content)] if texts else errors
+        )
 
     for member, expected in zip(members[:3], _ROLES[:3]):
         errors += content_errors(member) + role_errors(member, expected)
@@ -298,5 +378,7 @@ def _message_errors(message, loc: str) -> list[dict]:
     errors += content_errors(members[6])
     if "author" not in message:
         errors.append(_error("missing", f"{loc}.Message.author", "Field required", message))
-    errors.append(_error("missing", f"{loc}.Message.content", "Field required", message))  # (never shown: 11th+)
+    errors.append(
+        _error("missing", f"{loc}.Message.content", "Field required", message)
+    )  # (never shown: 11th+)
     return errors

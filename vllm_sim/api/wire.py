@@ -30,7 +30,9 @@ from dataclasses import dataclass
 import orjson
 
 DONE_EVENT = b"data: [DONE]\n\n"
-_RUNNING_TAIL = b',"logprobs":null,"finish_reason":null,"stop_reason":null,"prompt_token_ids":null,"token_ids":null}]'
+_RUNNING_TAIL = (
+    b',"logprobs":null,"finish_reason":null,"stop_reason":null,"prompt_token_ids":null,"token_ids":null}]'
+)
 _CHAT_RUNNING_TAIL = b'},"logprobs":null,"finish_reason":null,"token_ids":null}]'
 _EVENT_END = b"}\n\n"
 
@@ -54,8 +56,13 @@ class _Encoder:
 
     def __init__(self, request_id: str, created: int, model: str, fingerprint: str):
         self._head = (
-            b'data: {"id":' + orjson.dumps(request_id) + b',"object":"' + self.OBJECT + b'","created":%d,"model":'
-            % created + orjson.dumps(model) + b',"choices":'
+            b'data: {"id":'
+            + orjson.dumps(request_id)
+            + b',"object":"'
+            + self.OBJECT
+            + b'","created":%d,"model":' % created
+            + orjson.dumps(model)
+            + b',"choices":'
         )
         self._fingerprint = b',"system_fingerprint":' + orjson.dumps(fingerprint)
         self._prefixes: dict[int, bytes] = {}
@@ -70,7 +77,13 @@ class _Encoder:
     def usage_event(self, prompt_tokens: int, completion_tokens: int) -> bytes:
         """The request-wide usage chunk (`include_usage`): no choices, and the fingerprint (chat: the
         same, no `completion_tokens_details`)."""
-        return self._head + b"[]" + usage_field(prompt_tokens, completion_tokens) + self._fingerprint + _EVENT_END
+        return (
+            self._head
+            + b"[]"
+            + usage_field(prompt_tokens, completion_tokens)
+            + self._fingerprint
+            + _EVENT_END
+        )
 
 
 class ChunkEncoder(_Encoder):
@@ -80,14 +93,28 @@ class ChunkEncoder(_Encoder):
     OBJECT = b"text_completion"
     CHOICE_OPEN = b'"text":'
 
-    def finish_event(self, prefix: bytes, text: bytes, finish_reason: str, stop_reason: str | None, usage: bytes,
-                     fingerprint: bool) -> bytes:  # fmt: skip
+    def finish_event(
+        self,
+        prefix: bytes,
+        text: bytes,
+        finish_reason: str,
+        stop_reason: str | None,
+        usage: bytes,
+        fingerprint: bool,
+    ) -> bytes:
         """A choice's last chunk; `text` is a JSON string, `usage` a `usage_field` or b""."""
         return (
-            prefix + text + b',"logprobs":null,"finish_reason":' + orjson.dumps(finish_reason) + b',"stop_reason":'
-            + orjson.dumps(stop_reason) + b',"prompt_token_ids":null,"token_ids":null}]' + usage
-            + (self._fingerprint if fingerprint else b"") + _EVENT_END
-        )  # fmt: skip
+            prefix
+            + text
+            + b',"logprobs":null,"finish_reason":'
+            + orjson.dumps(finish_reason)
+            + b',"stop_reason":'
+            + orjson.dumps(stop_reason)
+            + b',"prompt_token_ids":null,"token_ids":null}]'
+            + usage
+            + (self._fingerprint if fingerprint else b"")
+            + _EVENT_END
+        )
 
     @staticmethod
     def token_event(prefix: bytes, text: bytes, usage: bytes = b"") -> bytes:
@@ -111,17 +138,35 @@ class ChatChunkEncoder(_Encoder):
         """A choice's first chunk: the assistant role and empty content, before any token."""
         return (
             self._head + b'[{"index":%d,"delta":{"role":"assistant","content":""},"logprobs":null,'
-            b'"finish_reason":null}]' % index + usage + b',"prompt_token_ids":null,"prompt_text":null' + _EVENT_END
-        )  # fmt: skip
+            b'"finish_reason":null}]'
+            % index
+            + usage
+            + b',"prompt_token_ids":null,"prompt_text":null'
+            + _EVENT_END
+        )
 
-    def finish_event(self, prefix: bytes, text: bytes, finish_reason: str, stop_reason: str | None, usage: bytes,
-                     fingerprint: bool) -> bytes:  # fmt: skip
+    def finish_event(
+        self,
+        prefix: bytes,
+        text: bytes,
+        finish_reason: str,
+        stop_reason: str | None,
+        usage: bytes,
+        fingerprint: bool,
+    ) -> bytes:
         """A choice's last chunk, the only one with `stop_reason`."""
         return (
-            prefix + text + b'},"logprobs":null,"finish_reason":' + orjson.dumps(finish_reason) + b',"stop_reason":'
-            + orjson.dumps(stop_reason) + b',"token_ids":null}]' + usage
-            + (self._fingerprint if fingerprint else b"") + _EVENT_END
-        )  # fmt: skip
+            prefix
+            + text
+            + b'},"logprobs":null,"finish_reason":'
+            + orjson.dumps(finish_reason)
+            + b',"stop_reason":'
+            + orjson.dumps(stop_reason)
+            + b',"token_ids":null}]'
+            + usage
+            + (self._fingerprint if fingerprint else b"")
+            + _EVENT_END
+        )
 
     @staticmethod
     def token_event(prefix: bytes, text: bytes, usage: bytes = b"") -> bytes:
@@ -130,15 +175,19 @@ class ChatChunkEncoder(_Encoder):
     @staticmethod
     def step_usage(prompt_tokens: int, completion_tokens: int) -> bytes:
         """A choice's own running usage, which in chat carries `completion_tokens_details`."""
-        return b',"usage":{"prompt_tokens":%d,"total_tokens":%d,"completion_tokens":%d,' \
-               b'"completion_tokens_details":null}' % (prompt_tokens, prompt_tokens + completion_tokens,
-                                                       completion_tokens)  # fmt: skip
+        return (
+            b',"usage":{"prompt_tokens":%d,"total_tokens":%d,"completion_tokens":%d,'
+            b'"completion_tokens_details":null}'
+            % (prompt_tokens, prompt_tokens + completion_tokens, completion_tokens)
+        )
 
 
 def usage_field(prompt_tokens: int, completion_tokens: int) -> bytes:
     return b',"usage":{"prompt_tokens":%d,"total_tokens":%d,"completion_tokens":%d}' % (
-        prompt_tokens, prompt_tokens + completion_tokens, completion_tokens
-    )  # fmt: skip
+        prompt_tokens,
+        prompt_tokens + completion_tokens,
+        completion_tokens,
+    )
 
 
 def http_chunk(data: bytes) -> bytes:
@@ -146,67 +195,105 @@ def http_chunk(data: bytes) -> bytes:
     return b"%x\r\n%b\r\n" % (len(data), data)
 
 
-def completion_body(request_id: str, created: int, model: str, fingerprint: str, choices: list[Choice],
-                    prompt_tokens: int, completion_tokens: int) -> bytes:  # fmt: skip
+def completion_body(
+    request_id: str,
+    created: int,
+    model: str,
+    fingerprint: str,
+    choices: list[Choice],
+    prompt_tokens: int,
+    completion_tokens: int,
+) -> bytes:
     """The non-streaming response, all keys in vLLM's order."""
-    return orjson.dumps({
-        "id": request_id,
-        "object": "text_completion",
-        "created": created,
-        "model": model,
-        "choices": [
-            {
-                "index": c.index, "text": c.text, "logprobs": None, "finish_reason": c.finish_reason,
-                "stop_reason": c.stop_reason, "token_ids": None, "prompt_logprobs": None, "prompt_token_ids": None,
-                "routed_experts": None,
-            }
-            for c in choices
-        ],
-        "service_tier": None,
-        "system_fingerprint": fingerprint,
-        "usage": {
-            "prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens + completion_tokens,
-            "completion_tokens": completion_tokens, "prompt_tokens_details": None, "completion_tokens_details": None,
-        },
-        "kv_transfer_params": None,
-        "ec_transfer_params": None,
-        "metrics": None,
-    })  # fmt: skip
+    return orjson.dumps(
+        {
+            "id": request_id,
+            "object": "text_completion",
+            "created": created,
+            "model": model,
+            "choices": [
+                {
+                    "index": c.index,
+                    "text": c.text,
+                    "logprobs": None,
+                    "finish_reason": c.finish_reason,
+                    "stop_reason": c.stop_reason,
+                    "token_ids": None,
+                    "prompt_logprobs": None,
+                    "prompt_token_ids": None,
+                    "routed_experts": None,
+                }
+                for c in choices
+            ],
+            "service_tier": None,
+            "system_fingerprint": fingerprint,
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+                "completion_tokens": completion_tokens,
+                "prompt_tokens_details": None,
+                "completion_tokens_details": None,
+            },
+            "kv_transfer_params": None,
+            "ec_transfer_params": None,
+            "metrics": None,
+        }
+    )
 
 
-def chat_completion_body(request_id: str, created: int, model: str, fingerprint: str, choices: list[Choice],
-                         prompt_tokens: int, completion_tokens: int) -> bytes:  # fmt: skip
+def chat_completion_body(
+    request_id: str,
+    created: int,
+    model: str,
+    fingerprint: str,
+    choices: list[Choice],
+    prompt_tokens: int,
+    completion_tokens: int,
+) -> bytes:
     """The non-streaming chat response, all keys in vLLM's order."""
-    return orjson.dumps({
-        "id": request_id,
-        "object": "chat.completion",
-        "created": created,
-        "model": model,
-        "choices": [
-            {
-                "index": c.index,
-                "message": {
-                    "role": "assistant", "content": c.text, "refusal": None, "annotations": None, "audio": None,
-                    "function_call": None, "reasoning": None,
-                },
-                "logprobs": None, "finish_reason": c.finish_reason, "stop_reason": c.stop_reason, "token_ids": None,
-                "routed_experts": None,
-            }
-            for c in choices
-        ],
-        "service_tier": None,
-        "system_fingerprint": fingerprint,
-        "usage": {
-            "prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens + completion_tokens,
-            "completion_tokens": completion_tokens, "prompt_tokens_details": None, "completion_tokens_details": None,
-        },
-        "prompt_logprobs": None,
-        "prompt_token_ids": None,
-        "prompt_text": None,
-        "kv_transfer_params": None,
-        "ec_transfer_params": None,
-        "metrics": None,
-    })  # fmt: skip
+    return orjson.dumps(
+        {
+            "id": request_id,
+            "object": "chat.completion",
+            "created": created,
+            "model": model,
+            "choices": [
+                {
+                    "index": c.index,
+                    "message": {
+                        "role": "assistant",
+                        "content": c.text,
+                        "refusal": None,
+                        "annotations": None,
+                        "audio": None,
+                        "function_call": None,
+                        "reasoning": None,
+                    },
+                    "logprobs": None,
+                    "finish_reason": c.finish_reason,
+                    "stop_reason": c.stop_reason,
+                    "token_ids": None,
+                    "routed_experts": None,
+                }
+                for c in choices
+            ],
+            "service_tier": None,
+            "system_fingerprint": fingerprint,
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+                "completion_tokens": completion_tokens,
+                "prompt_tokens_details": None,
+                "completion_tokens_details": None,
+            },
+            "prompt_logprobs": None,
+            "prompt_token_ids": None,
+            "prompt_text": None,
+            "kv_transfer_params": None,
+            "ec_transfer_params": None,
+            "metrics": None,
+        }
+    )
 
 
 def error_body(message: str, type: str, param: str | None, code: int) -> bytes:
@@ -215,20 +302,42 @@ def error_body(message: str, type: str, param: str | None, code: int) -> bytes:
 
 def in_band_error_event(message: str, type: str, param: str | None, code: int) -> bytes:
     """An error found after the stream started: note vLLM's non-compact JSON here."""
-    body = json.dumps({"error": {"message": message, "type": type, "param": param, "code": code}}, ensure_ascii=False)
+    body = json.dumps(
+        {"error": {"message": message, "type": type, "param": param, "code": code}}, ensure_ascii=False
+    )
     return b"data: " + body.encode() + b"\n\n"
 
 
 def models_body(model: str, created: int, root: str, max_model_len: int, permission_id: str) -> bytes:
-    return orjson.dumps({
-        "object": "list",
-        "data": [{
-            "id": model, "object": "model", "created": created, "owned_by": "vllm", "root": root, "parent": None,
-            "max_model_len": max_model_len,
-            "permission": [{
-                "id": permission_id, "object": "model_permission", "created": created, "allow_create_engine": False,
-                "allow_sampling": True, "allow_logprobs": True, "allow_search_indices": False, "allow_view": True,
-                "allow_fine_tuning": False, "organization": "*", "group": None, "is_blocking": False,
-            }],
-        }],
-    })  # fmt: skip
+    return orjson.dumps(
+        {
+            "object": "list",
+            "data": [
+                {
+                    "id": model,
+                    "object": "model",
+                    "created": created,
+                    "owned_by": "vllm",
+                    "root": root,
+                    "parent": None,
+                    "max_model_len": max_model_len,
+                    "permission": [
+                        {
+                            "id": permission_id,
+                            "object": "model_permission",
+                            "created": created,
+                            "allow_create_engine": False,
+                            "allow_sampling": True,
+                            "allow_logprobs": True,
+                            "allow_search_indices": False,
+                            "allow_view": True,
+                            "allow_fine_tuning": False,
+                            "organization": "*",
+                            "group": None,
+                            "is_blocking": False,
+                        }
+                    ],
+                }
+            ],
+        }
+    )

@@ -91,8 +91,9 @@ class FaultController:
         until = "for good" if event.duration is None else f"for {event.duration:g} s"
         if event.kind == "degrade":
             for i in targets:
-                self.per_server[i].record("degrade", f"/health fails{' and requests fail' if event.errors else ''} "
-                                                     f"{until}")  # fmt: skip
+                self.per_server[i].record(
+                    "degrade", f"/health fails{' and requests fail' if event.errors else ''} {until}"
+                )
                 self._degrade(i, +1, event.errors)
             if event.duration is None:
                 return

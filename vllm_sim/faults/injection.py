@@ -81,20 +81,31 @@ class ServerFaults:
         if plan.kind == "http500":
             self.record("http500", f"500 before streaming, {plan.variant} body")
             if plan.variant == "plain":  # Starlette's ServerErrorMiddleware under uvicorn
-                return web.Response(body=b"Internal Server Error", status=500,
-                                    headers={"Content-Type": "text/plain; charset=utf-8", **headers})  # fmt: skip
+                return web.Response(
+                    body=b"Internal Server Error",
+                    status=500,
+                    headers={"Content-Type": "text/plain; charset=utf-8", **headers},
+                )
             if plan.variant == "json":
                 body = error_body("simulated fault: internal server error", "InternalServerError", None, 500)
                 return web.Response(body=body, status=500, headers={"Content-Type": _JSON, **headers})
             return web.Response(status=500, headers=headers)  # vLLM's handler for engine failures
         if plan.kind == "http503":
             self.record("http503", "503 before streaming" + _retry_note(plan))
-            body = error_body("simulated fault: the server is overloaded or down for maintenance; retry later",
-                              "ServiceUnavailableError", None, 503)  # fmt: skip
+            body = error_body(
+                "simulated fault: the server is overloaded or down for maintenance; retry later",
+                "ServiceUnavailableError",
+                None,
+                503,
+            )
             return web.Response(body=body, status=503, headers={"Content-Type": _JSON, **headers})
         self.record("http429", "429 before streaming" + _retry_note(plan))
-        body = error_body(f"simulated fault: too many requests; retry after {plan.retry_after} s", "RateLimitError",
-                          None, 429)  # fmt: skip
+        body = error_body(
+            f"simulated fault: too many requests; retry after {plan.retry_after} s",
+            "RateLimitError",
+            None,
+            429,
+        )
         return web.Response(body=body, status=429, headers={"Content-Type": _JSON, **headers})
 
 
@@ -109,8 +120,9 @@ class _FaultCollector:
         self._faults = faults
 
     def collect(self) -> Iterator[CounterMetricFamily]:
-        family = CounterMetricFamily("sim_faults_injected", "Faults injected by engine simulate --faults, by kind.",
-                                     labels=["kind"])  # fmt: skip
+        family = CounterMetricFamily(
+            "sim_faults_injected", "Faults injected by engine simulate --faults, by kind.", labels=["kind"]
+        )
         for kind, count in self._faults.counts.items():
             family.add_metric([kind], count)
         yield family
@@ -381,4 +393,3 @@ def altered_event(kind: str, event: bytes) -> bytes:
         return re.sub(rb'"completion_tokens":\d+', _ABSURD_USAGE, event, count=1)
     insert = b"\xff\xfe" if kind == "bad_utf8" else b"\\ud800"  # raw bytes / a JSON escape
     return _TEXT_OPENING.sub(lambda m: m.group(0) + insert, event, count=1)
-

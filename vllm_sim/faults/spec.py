@@ -67,8 +67,20 @@ from dataclasses import dataclass
 from engine.errors import InputError
 
 HTTP_KINDS = ("http500", "http503", "http429")
-STREAM_KINDS = ("slow_first", "stall", "reset", "cut", "malformed", "inband", "kill", "dup", "bad_index", "bad_utf8",
-                "surrogate", "usage")  # fmt: skip
+STREAM_KINDS = (
+    "slow_first",
+    "stall",
+    "reset",
+    "cut",
+    "malformed",
+    "inband",
+    "kill",
+    "dup",
+    "bad_index",
+    "bad_utf8",
+    "surrogate",
+    "usage",
+)
 RATE_KINDS = HTTP_KINDS + STREAM_KINDS  # also the order in which a request's draw is resolved
 SCHEDULED_KINDS = ("kill", "fleet_down", "degrade")
 KINDS = tuple(dict.fromkeys(RATE_KINDS + SCHEDULED_KINDS))  # every label of sim_faults_injected_total
@@ -199,8 +211,10 @@ class FaultSpec:
     def check_fleet(self, servers: int) -> None:
         for event in self.events:
             if event.target is not None and event.target >= servers:
-                raise FaultSpecError(f"fault {str(event)!r}: there is no server{event.target} in a fleet of {servers} "
-                                     f"(servers count from server0)")  # fmt: skip
+                raise FaultSpecError(
+                    f"fault {str(event)!r}: there is no server{event.target} in a fleet of {servers} "
+                    f"(servers count from server0)"
+                )
 
     def draw(self, seed: int, server: int, request: int, stream: bool) -> FaultPlan | None:
         """The fault (if any) of the `request`-th completion or chat request server `server` receives."""
@@ -231,7 +245,9 @@ def parse_faults(text: str | None) -> FaultSpec:
         kind, eq, value = item.partition("=")
         kind = kind.strip()
         if not eq or not value.strip():
-            raise FaultSpecError(f"fault {item!r}: expected KIND=RATE[:OPTIONS] or KIND=[serverI]@START[+DURATION]")
+            raise FaultSpecError(
+                f"fault {item!r}: expected KIND=RATE[:OPTIONS] or KIND=[serverI]@START[+DURATION]"
+            )
         if kind not in KINDS:
             raise FaultSpecError(f"fault {item!r}: unknown kind {kind!r} (known: {', '.join(KINDS)})")
         head, *options = [part.strip() for part in value.split(":")]
@@ -246,8 +262,10 @@ def parse_faults(text: str | None) -> FaultSpec:
             raise FaultSpecError(f"fault {item!r}: {exc}") from None
     total = sum(f.rate for f in rates.values())
     if total > 1 + 1e-9:
-        raise FaultSpecError(f"--faults: the rates add up to {total:g}; a request suffers at most one fault, "
-                             f"so they must add up to at most 1")  # fmt: skip
+        raise FaultSpecError(
+            f"--faults: the rates add up to {total:g}; a request suffers at most one fault, "
+            f"so they must add up to at most 1"
+        )
     ordered = tuple(rates[k] for k in RATE_KINDS if k in rates)
     return FaultSpec(ordered, tuple(sorted(events, key=lambda e: e.at)))
 
@@ -261,7 +279,9 @@ def parse_duration(text: str, what: str = "duration") -> float:
 
 def _rate(item: str, kind: str, head: str, options: list[str]) -> RateFault:
     if kind not in _RATE_OPTIONS:
-        raise FaultSpecError(f"fault {item!r}: {kind} is scheduled only, as {kind}=[serverI]@START[+DURATION]")
+        raise FaultSpecError(
+            f"fault {item!r}: {kind} is scheduled only, as {kind}=[serverI]@START[+DURATION]"
+        )
     rate = _probability(item, head)
     allowed = _RATE_OPTIONS[kind]
     seconds: float | None = None
@@ -276,9 +296,14 @@ def _rate(item: str, kind: str, head: str, options: list[str]) -> RateFault:
         if key != "T" and re.fullmatch(r"[\d.]+", opt):
             raise _BadDuration(f"bad duration {opt!r}: use a number with a unit, e.g. 250ms, 0.5s, 30s, 2m")
         if key not in allowed:
-            raise FaultSpecError(f"fault {item!r}: {kind} takes no option {opt!r} (it takes: {_describe(allowed)})")
-        if (key in seen or (key in ("close", "truncated", "garbage") and seen & {"close", "truncated", "garbage"})
-                or (key in ("after", "before") and seen & {"after", "before"})):  # fmt: skip
+            raise FaultSpecError(
+                f"fault {item!r}: {kind} takes no option {opt!r} (it takes: {_describe(allowed)})"
+            )
+        if (
+            key in seen
+            or (key in ("close", "truncated", "garbage") and seen & {"close", "truncated", "garbage"})
+            or (key in ("after", "before") and seen & {"after", "before"})
+        ):
             raise FaultSpecError(f"fault {item!r}: option {opt!r} conflicts with an earlier one")
         seen.add(key)
         if key == "T":
@@ -303,7 +328,9 @@ def _rate(item: str, kind: str, head: str, options: list[str]) -> RateFault:
         else:
             variant = key
     if kind in _NEEDS_T and seconds is None:
-        raise FaultSpecError(f"fault {item!r}: {kind} needs a duration, e.g. {kind}={head}:{_EXAMPLE_T[kind]}")
+        raise FaultSpecError(
+            f"fault {item!r}: {kind} needs a duration, e.g. {kind}={head}:{_EXAMPLE_T[kind]}"
+        )
     return RateFault(kind, rate, seconds or 0.0, after, retry_after, variant, before)
 
 
@@ -317,7 +344,9 @@ def _scheduled(item: str, kind: str, head: str, options: list[str]) -> Scheduled
     target: int | None = None
     if kind == "fleet_down":
         if target_text:
-            raise FaultSpecError(f"fault {item!r}: fleet_down takes every server; write fleet_down=@START[+DURATION]")
+            raise FaultSpecError(
+                f"fault {item!r}: fleet_down takes every server; write fleet_down=@START[+DURATION]"
+            )
     else:
         match = _TARGET.fullmatch(target_text)
         if match is None:
@@ -331,8 +360,10 @@ def _scheduled(item: str, kind: str, head: str, options: list[str]) -> Scheduled
     errors = False
     for opt in options:
         if opt not in _SCHEDULED_OPTIONS[kind] or (opt == "errors" and errors):
-            raise FaultSpecError(f"fault {item!r}: {kind} takes no option {opt!r}"
-                                 f" (it takes: {_describe(_SCHEDULED_OPTIONS[kind])})")  # fmt: skip
+            raise FaultSpecError(
+                f"fault {item!r}: {kind} takes no option {opt!r}"
+                f" (it takes: {_describe(_SCHEDULED_OPTIONS[kind])})"
+            )
         errors = True
     return ScheduledFault(kind, target, at, duration, errors)
 
@@ -341,7 +372,9 @@ def _probability(item: str, text: str) -> float:
     try:
         rate = float(text[:-1]) / 100 if text.endswith("%") else float(text)
     except ValueError:
-        raise FaultSpecError(f"fault {item!r}: {text!r} is not a rate (a probability like 0.05, or 5%)") from None
+        raise FaultSpecError(
+            f"fault {item!r}: {text!r} is not a rate (a probability like 0.05, or 5%)"
+        ) from None
     if not 0 <= rate <= 1:
         raise FaultSpecError(f"fault {item!r}: the rate must be between 0 and 1 (0% and 100%)")
     return rate
@@ -359,8 +392,13 @@ def _after(item: str, text: str, name: str = "after") -> tuple[int, int]:
 
 
 def _describe(allowed: set[str]) -> str:
-    names = {"T": "a duration", "after": "after=N", "before": "before=K", "retry": "retry=T",
-             "body": "body=empty|plain|json"}  # fmt: skip
+    names = {
+        "T": "a duration",
+        "after": "after=N",
+        "before": "before=K",
+        "retry": "retry=T",
+        "body": "body=empty|plain|json",
+    }
     return ", ".join(names.get(a, a) for a in sorted(allowed, key=lambda a: (a != "T", a))) or "no options"
 
 

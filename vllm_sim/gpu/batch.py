@@ -22,7 +22,7 @@ import random
 from collections import deque
 
 from vllm_sim.api.server_metrics import ServerMetrics
-from vllm_sim.api.wire import DONE_EVENT, ChatChunkEncoder, ChunkEncoder, Choice, http_chunk
+from vllm_sim.api.wire import DONE_EVENT, ChatChunkEncoder, Choice, ChunkEncoder, http_chunk
 from vllm_sim.gpu.plans import EmissionPlan
 
 log = logging.getLogger(__name__)
@@ -33,8 +33,18 @@ _BACKLOG_BYTES = 1 << 20  # a client this far behind gets no tokens until it rea
 class Sequence:
     """One choice being generated (vLLM: a child request)."""
 
-    __slots__ = ("job", "index", "plan", "prefix", "prompt_tokens", "max_tokens", "k", "done", "queued_at",
-                 "first_token_at")  # fmt: skip
+    __slots__ = (
+        "job",
+        "index",
+        "plan",
+        "prefix",
+        "prompt_tokens",
+        "max_tokens",
+        "k",
+        "done",
+        "queued_at",
+        "first_token_at",
+    )
 
     def __init__(self, job: Job, index: int, plan: EmissionPlan, prompt_tokens: int, max_tokens: int):
         self.job = job
@@ -58,13 +68,39 @@ class Job:
     holds events that go out before the first token of any choice (chat's role chunks).
     """
 
-    __slots__ = ("request_id", "created", "seqs", "encoder", "transport", "framed", "stream", "continuous",
-                 "include_usage", "out", "open", "prompt_tokens", "completion_tokens", "choices", "done", "aborted",
-                 "stalled", "opening")  # fmt: skip
+    __slots__ = (
+        "request_id",
+        "created",
+        "seqs",
+        "encoder",
+        "transport",
+        "framed",
+        "stream",
+        "continuous",
+        "include_usage",
+        "out",
+        "open",
+        "prompt_tokens",
+        "completion_tokens",
+        "choices",
+        "done",
+        "aborted",
+        "stalled",
+        "opening",
+    )
 
-    def __init__(self, request_id: str, created: int, encoder: ChunkEncoder | ChatChunkEncoder | None,
-                 transport: asyncio.BaseTransport | None, *, stream: bool, framed: bool = True,
-                 include_usage: bool = False, continuous: bool = False):  # fmt: skip
+    def __init__(
+        self,
+        request_id: str,
+        created: int,
+        encoder: ChunkEncoder | ChatChunkEncoder | None,
+        transport: asyncio.BaseTransport | None,
+        *,
+        stream: bool,
+        framed: bool = True,
+        include_usage: bool = False,
+        continuous: bool = False,
+    ):
         self.request_id = request_id
         self.created = created
         self.seqs: list[Sequence] = []
@@ -99,8 +135,14 @@ class Job:
 
 
 class BatchEngine:
-    def __init__(self, tokens_per_second: float, max_num_seqs: int, min_step_s: float, metrics: ServerMetrics,
-                 rng: random.Random):  # fmt: skip
+    def __init__(
+        self,
+        tokens_per_second: float,
+        max_num_seqs: int,
+        min_step_s: float,
+        metrics: ServerMetrics,
+        rng: random.Random,
+    ):
         self.rate = tokens_per_second
         self.max_num_seqs = max_num_seqs
         self.min_step = min_step_s
@@ -226,11 +268,17 @@ class BatchEngine:
                 if not last:
                     job.emit(encoder.token_event(seq.prefix, plan.deltas[k], usage))
                 elif k == plan.stop_step:
-                    job.emit(encoder.finish_event(seq.prefix, plan.deltas[k], "stop", plan.stop_reason, usage,
-                                                  not job.include_usage))  # fmt: skip
+                    job.emit(
+                        encoder.finish_event(
+                            seq.prefix, plan.deltas[k], "stop", plan.stop_reason, usage, not job.include_usage
+                        )
+                    )
                 else:
-                    job.emit(encoder.finish_event(seq.prefix, plan.final_delta(k), "length", None, usage,
-                                                  not job.include_usage))  # fmt: skip
+                    job.emit(
+                        encoder.finish_event(
+                            seq.prefix, plan.final_delta(k), "length", None, usage, not job.include_usage
+                        )
+                    )
             if last:
                 self._finish(seq, now)
                 ended = True

@@ -17,17 +17,31 @@ from collections.abc import Callable
 import orjson
 
 from vllm_sim.gpu.stops import StopScanner
-from vllm_sim.model.synthetic import SyntheticSample, SyntheticModel
+from vllm_sim.model.synthetic import SyntheticModel, SyntheticSample
 
 _BLOCK = 16  # steps computed at a time
 
 
 class EmissionPlan:
-    __slots__ = ("deltas", "stop_step", "stop_reason", "_scanner", "_token", "_released", "_generated", "_meter",
-                 "_eos_step")  # fmt: skip
+    __slots__ = (
+        "deltas",
+        "stop_step",
+        "stop_reason",
+        "_scanner",
+        "_token",
+        "_released",
+        "_generated",
+        "_meter",
+        "_eos_step",
+    )
 
-    def __init__(self, token: Callable[[int], str], scanner: StopScanner, meter: list[int] | None = None,
-                 eos_step: int = -1):  # fmt: skip
+    def __init__(
+        self,
+        token: Callable[[int], str],
+        scanner: StopScanner,
+        meter: list[int] | None = None,
+        eos_step: int = -1,
+    ):
         self.deltas: list[bytes] = []  # step k -> the JSON string released by step k
         self.stop_step = -1  # the step that ended the sequence (a stop string or end of sequence), if any
         self.stop_reason: str | None = None  # the stop string; None at the end of sequence
@@ -88,7 +102,9 @@ class PlanCache:
         self._meter = [0]
         self._max_steps = max_steps
 
-    def get(self, sample: SyntheticSample, stops: tuple[str, ...], include_stop: bool = False) -> EmissionPlan:
+    def get(
+        self, sample: SyntheticSample, stops: tuple[str, ...], include_stop: bool = False
+    ) -> EmissionPlan:
         key = (sample.key, stops, include_stop)
         plan = self._plans.get(key)
         if plan is not None:
@@ -96,7 +112,9 @@ class PlanCache:
             return plan
         model = self._model
         eos = len(sample.head) if sample.eos else -1
-        plan = EmissionPlan(lambda k: model.token(sample, k), StopScanner(stops, include_stop), self._meter, eos)
+        plan = EmissionPlan(
+            lambda k: model.token(sample, k), StopScanner(stops, include_stop), self._meter, eos
+        )
         self._plans[key] = plan
         while self._meter[0] > self._max_steps and len(self._plans) > 1:
             _, old = self._plans.popitem(last=False)

@@ -42,9 +42,16 @@ class Filler:
         for _ in range(_BLOCKS):
             noun, verb = rng.choice(_NOUNS), rng.choice(_VERBS)
             block = rng.choice(_TEMPLATES).format(
-                noun=noun, Noun=noun.capitalize(), verb=verb, Verb=verb.capitalize(), op=rng.choice(_OPS),
-                module=rng.choice(_MODULES), c=rng.randint(0, 9), d=rng.randint(10, 99), e=rng.randint(100, 999),
-            )  # fmt: skip
+                noun=noun,
+                Noun=noun.capitalize(),
+                verb=verb,
+                Verb=verb.capitalize(),
+                op=rng.choice(_OPS),
+                module=rng.choice(_MODULES),
+                c=rng.randint(0, 9),
+                d=rng.randint(10, 99),
+                e=rng.randint(100, 999),
+            )
             blocks.append(block + rng.choice(_SEPARATORS))
         self.text = "".join(blocks)
         self.tokens = split_tokens(self.text)

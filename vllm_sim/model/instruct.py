@@ -74,7 +74,12 @@ def prompt_tokens(messages: Sequence[Message]) -> int:
     """The prompt's length once the chat template is applied (with the generation prompt)."""
     total = _BEGIN_TOKENS
     for m in messages:
-        total += _HEADER_TOKENS + count_tokens(m.role) + (count_tokens(m.content) if m.content else 0) + _END_TOKENS
+        total += (
+            _HEADER_TOKENS
+            + count_tokens(m.role)
+            + (count_tokens(m.content) if m.content else 0)
+            + _END_TOKENS
+        )
     return total + _HEADER_TOKENS + count_tokens("assistant")
 
 
@@ -106,8 +111,16 @@ def function_prefixes(prompt: str, entry_point: str) -> dict[str, str]:
     lines = prompt.splitlines(keepends=True)
     first = min([func.lineno] + [d.lineno for d in func.decorator_list]) - 1
     prefixes["function"] = "".join(lines[first:])
-    doc = next((s for s in func.body if isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant)
-                and isinstance(s.value.value, str)), None)  # fmt: skip
+    doc = next(
+        (
+            s
+            for s in func.body
+            if isinstance(s, ast.Expr)
+            and isinstance(s.value, ast.Constant)
+            and isinstance(s.value.value, str)
+        ),
+        None,
+    )
     if doc is not None and doc.lineno > func.lineno and doc.end_lineno is not None:
         kept = lines[first : doc.lineno - 1] + lines[doc.end_lineno :]
         prefixes["no_docstring"] = "".join(kept).rstrip("\n") + "\n"

@@ -19,12 +19,38 @@ _SITES_PER_KIND = 3
 
 # Comparisons are reversed rather than loosened: "<" for "<=" rarely changes a test's outcome.
 _SWAPS = {
-    "<": ">", "<=": ">=", ">": "<", ">=": "<=", "==": "!=", "!=": "==",
-    "+": "-", "-": "+", "*": "+", "//": "/", "%": "//", "+=": "-=", "-=": "+=",
-    "and": "or", "or": "and", "min": "max", "max": "min", "True": "False", "False": "True",
-}  # fmt: skip
-_TRIVIAL_RETURNS = {"bool": "False", "int": "0", "float": "0.0", "str": "''", "list": "[]", "List": "[]",
-                    "tuple": "()", "Tuple": "()", "dict": "{}", "Dict": "{}"}  # fmt: skip
+    "<": ">",
+    "<=": ">=",
+    ">": "<",
+    ">=": "<=",
+    "==": "!=",
+    "!=": "==",
+    "+": "-",
+    "-": "+",
+    "*": "+",
+    "//": "/",
+    "%": "//",
+    "+=": "-=",
+    "-=": "+=",
+    "and": "or",
+    "or": "and",
+    "min": "max",
+    "max": "min",
+    "True": "False",
+    "False": "True",
+}
+_TRIVIAL_RETURNS = {
+    "bool": "False",
+    "int": "0",
+    "float": "0.0",
+    "str": "''",
+    "list": "[]",
+    "List": "[]",
+    "tuple": "()",
+    "Tuple": "()",
+    "dict": "{}",
+    "Dict": "{}",
+}
 _HEADERS = ("for", "if", "elif", "else", "while", "def", "with", "try", "except")
 
 

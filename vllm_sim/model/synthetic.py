@@ -51,8 +51,8 @@ assert set(KIND_WEIGHTS) == set(KINDS)
 # What the model writes after the function body. Each starts a new top-level statement, which
 # HumanEval's stop sequences ("\ndef", "\nclass", "\nif", "\nprint", "\n#") cut away.
 TRAILERS = (
-    "\n\ndef main():\n    print({call})\n\n\nif __name__ == \"__main__\":\n    main()\n",
-    "\n\nif __name__ == \"__main__\":\n    import doctest\n    doctest.testmod()\n",
+    '\n\ndef main():\n    print({call})\n\n\nif __name__ == "__main__":\n    main()\n',
+    '\n\nif __name__ == "__main__":\n    import doctest\n    doctest.testmod()\n',
     "\n\n# Example usage:\nprint({call})\n",
     "\n\nprint({call})\n",
     "\n\n\ndef test_{entry}():\n    assert {call} is not None\n",
@@ -115,13 +115,16 @@ class SyntheticModel:
         if head is None:
             # Token texts are shared between heads: a sweep meets most (answer, trailer) pairs.
             head = self._tokens((problem.task_id, kind, index), body)
-            head += self._tokens((problem.task_id, trailer), TRAILERS[trailer].format(call=answers.call,
-                                                                                   entry=problem.entry_point))
+            head += self._tokens(
+                (problem.task_id, trailer),
+                TRAILERS[trailer].format(call=answers.call, entry=problem.entry_point),
+            )
             self._heads[key] = head
         return SyntheticSample(key, kind, head, filler_start=0)
 
-    def _answer(self, answers: _Answers, sample_seed: int | None, u_solve: float, u_kind: float,
-                u_site: float) -> tuple[str, int, str]:  # fmt: skip
+    def _answer(
+        self, answers: _Answers, sample_seed: int | None, u_solve: float, u_kind: float, u_site: float
+    ) -> tuple[str, int, str]:
         """(kind, index among that kind's mutants, body): right or wrong, and how."""
         problem = answers.problem
         if sample_seed is None:  # greedy: the canonical answer iff the model mostly gets it right
@@ -142,7 +145,9 @@ class SyntheticModel:
             return None
         found = self._found.get(content, False)
         if found is False:
-            found = next((p for c in instruct.code_candidates(content) if (p := self._by_code.get(c.strip()))), None)
+            found = next(
+                (p for c in instruct.code_candidates(content) if (p := self._by_code.get(c.strip()))), None
+            )
             if len(self._found) >= 4096:
                 self._found.clear()
             self._found[content] = found
@@ -179,7 +184,7 @@ class SyntheticModel:
             + self._tokens(("chat-prefix", task, form), prefixes.get(form, prefixes["whole_prompt"]))
             + self._tokens((task, kind, index), body)
             + self._tokens(("chat-outro", close, i_outro), close + instruct.outro(i_outro))
-        )  # fmt: skip
+        )
         return SyntheticSample(key, kind, head, 0, eos=True)
 
     def _tokens(self, key: tuple, text: str) -> tuple[str, ...]:
