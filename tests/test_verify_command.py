@@ -5,14 +5,14 @@ import sys
 
 import orjson
 
-from engine.dataset import load_problems
+from engine.tasks import load_problems
 
 
 def test_results_in_input_order_with_verdicts_and_pass_at_k(tmp_path):
     problems = load_problems(limit=4)
     lines = []
     for p in problems:
-        lines.append({"task_id": p.task_id, "completion": p.canonical_solution, "extra": 1})
+        lines.append({"task_id": p.task_id, "completion": p.payload["canonical_solution"], "extra": 1})
         lines.append({"task_id": p.task_id, "completion": "    return None\n"})
         lines.append({"task_id": p.task_id, "completion": "    import sys; sys.exit(0)\n"})
     samples = tmp_path / "samples.jsonl"
@@ -43,7 +43,12 @@ def test_retry_timeout_reads_human_evals_own_results_file(tmp_path):
     lines = []
     for p in problems:
         lines.append(
-            {"task_id": p.task_id, "completion": p.canonical_solution, "result": "timed out", "passed": False}
+            {
+                "task_id": p.task_id,
+                "completion": p.payload["canonical_solution"],
+                "result": "timed out",
+                "passed": False,
+            }
         )
         lines.append(
             {"task_id": p.task_id, "completion": "    return None\n", "result": "timed out", "passed": False}
@@ -52,7 +57,12 @@ def test_retry_timeout_reads_human_evals_own_results_file(tmp_path):
             {"task_id": p.task_id, "completion": "    return 1\n", "result": "failed: ", "passed": False}
         )
         lines.append(
-            {"task_id": p.task_id, "completion": p.canonical_solution, "result": "passed", "passed": True}
+            {
+                "task_id": p.task_id,
+                "completion": p.payload["canonical_solution"],
+                "result": "passed",
+                "passed": True,
+            }
         )
     lines.append(
         {

@@ -7,7 +7,7 @@ import sys
 import click
 
 from engine.cli import emit, run_async, setup_logging
-from engine.cli.options import HTTP_HEADER, fleet_headers, sandbox_options, sandbox_settings
+from engine.cli.options import HTTP_HEADER, fleet_headers, sandbox_options, sandbox_settings, task_option
 from engine.config import APIS, POLICIES, Output, RunConfig, SamplingSettings, Scheduling
 from engine.summary import RunSummary
 
@@ -29,8 +29,9 @@ _ASKED, _PLAN, _OUT = SamplingSettings(), Scheduling(), Output()
     "--dataset",
     default=_ASKED.dataset,
     show_default=True,
-    help="'humaneval' or a JSONL/Parquet file with task_id, prompt, test, entry_point.",
+    help="'humaneval', a JSONL/Parquet file, or a hub name (owner/name[:split]).",
 )
+@task_option
 @click.option(
     "--samples",
     default=_ASKED.samples,
@@ -212,6 +213,7 @@ def run_config(opts: dict) -> RunConfig:
             samples=opts["samples"],
             limit=opts["limit"],
             dataset=opts["dataset"],
+            task=opts["task"],
             model=opts["model"],
             temperature=opts["temperature"],
             top_p=opts["top_p"],
