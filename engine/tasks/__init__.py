@@ -18,9 +18,10 @@ from engine.records import Problem
 from engine.tasks.base import Judgement, Task
 from engine.tasks.humaneval import HumanEval
 from engine.tasks.humaneval import problem as legacy_problem
+from engine.tasks.mbpp import Mbpp
 from engine.tasks.source import EMBEDDED, read_rows
 
-TASKS: dict[str, Task] = {task.name: task for task in (HumanEval(),)}
+TASKS: dict[str, Task] = {task.name: task for task in (HumanEval(), Mbpp())}
 DEFAULT_KIND = HumanEval.name  # the embedded dataset's kind
 # Runs stored before task kinds existed are of this kind; legacy_problem() rebuilds their problems.
 LEGACY_KIND = HumanEval.name
