@@ -32,6 +32,10 @@ NAME = "mbpp"
 FIELDS = frozenset(("task_id", "code", "test_list"))
 # A completion is a whole function (helpers too), so no "\ndef": it ends where tests or prose start.
 STOP = ("\nclass", "\nassert", '\n"""', "\nprint", "\nif", "\n```")
+SYSTEM_PROMPT = (
+    "You are an expert Python programmer. Write the Python function the user describes; it must pass"
+    " the test shown. Answer with the whole function in one ```python code block."
+)
 
 
 def problem(
@@ -88,6 +92,7 @@ class Mbpp:
     name = NAME
     fields = FIELDS
     stop = STOP
+    system_prompt = SYSTEM_PROMPT
 
     def problems(self, rows: Sequence[Mapping[str, Any]], source: str) -> list[Problem]:
         return [self._problem(row, line, source) for line, row in enumerate(rows, 1)]
