@@ -56,13 +56,16 @@ CLIENTS = ("openai", "aiohttp", "engine")
 
 def encode_stream(n: int, tokens: int) -> list[bytes]:
     """One response body as HTTP chunks, grouped by engine step: element s is what step s sends."""
-    from engine.dataset import load_problems
+    from engine.tasks import load_problems
     from vllm_sim.api.wire import DONE_EVENT, ChunkEncoder, http_chunk
     from vllm_sim.gpu.tokens import split_tokens
 
     texts: list[bytes] = []
     for problem in load_problems():
-        texts += [orjson.dumps(t) for t in split_tokens(problem.prompt + (problem.canonical_solution or ""))]
+        texts += [
+            orjson.dumps(t)
+            for t in split_tokens(problem.prompt + (problem.payload["canonical_solution"] or ""))
+        ]
         if len(texts) > n * tokens:
             break
     encoder = ChunkEncoder("cmpl-0123456789abcdef", 1795612912, MODEL, "vllm-0.32.0-5be7a34d")
@@ -256,9 +259,9 @@ class EngineClient:
     def __init__(self, url: str, n: int, tokens: int, runner_module: str = "engine.runner"):
         from prometheus_client import CollectorRegistry
 
-        from engine.records import Problem
         from engine.servers import Fleet
         from engine.store import Store
+        from engine.tasks import TASKS, humaneval
         from metrics.exporter import EngineMetrics
         from metrics.running import RunningPassAtK
         from sandbox.verifier import Verifier
@@ -277,15 +280,15 @@ class EngineClient:
             session=self.session,
             store=self.store,
             sandbox=None,
-            verifier=Verifier(None, [], dedup=False),
+            verifier=Verifier(None, [], programs=TASKS["humaneval"], dedup=False),
             workers=0,  # type: ignore[arg-type]
             metrics=EngineMetrics(CollectorRegistry(), running),
             running=running,
-            sampling=Sampling(model=MODEL, dataset="bench", max_tokens=tokens),
+            sampling=Sampling(model=MODEL, dataset="bench", max_tokens=tokens, stop=TASKS["humaneval"].stop),
             samples=n,
             options=Scheduling(),
         )
-        self.problem = Problem("bench/0", PROMPT, "", "add")
+        self.problem = humaneval.problem("bench/0", PROMPT, "", "add")
         self.n = n
         self.next_start = 0
 

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
-from engine.chat import chat_messages, extract_completion
 from engine.client import (
     credible_completion_tokens,
     request_body,
@@ -44,6 +43,7 @@ from engine.scheduler import (
 )
 from engine.servers import Fleet
 from engine.store import Store, StoredVerdict
+from engine.tasks import chat_messages, extract_completion
 from metrics.exporter import EngineMetrics
 from metrics.running import RunningPassAtK
 from sandbox import Outcome, SandboxPool, Verdict
@@ -51,7 +51,6 @@ from sandbox.verifier import Verifier
 
 log = logging.getLogger(__name__)
 
-HUMANEVAL_STOP = ("\ndef", "\nclass", "\nif", "\nprint", "\n#")
 _ASKED = SamplingSettings()  # the defaults, written in engine.config
 
 
@@ -64,7 +63,7 @@ class Sampling:
     temperature: float = _ASKED.temperature
     top_p: float = _ASKED.top_p
     max_tokens: int = _ASKED.max_tokens
-    stop: tuple[str, ...] = HUMANEVAL_STOP
+    stop: tuple[str, ...] = ()  # the task kind's, for /v1/completions
     seed: int = _ASKED.seed
     api: str = _ASKED.api  # or "chat": /v1/chat/completions, code taken from the answer
     system_prompt: str = ""  # chat only
@@ -262,7 +261,7 @@ class Sweep:
             request.n,
             problem_seed(s.seed, problem.task_id) + request.start,
             prompt=None if chat else problem.prompt,
-            messages=chat_messages(s.system_prompt, problem.prompt) if chat else None,
+            messages=chat_messages(problem, s.system_prompt) if chat else None,
             temperature=s.temperature,
             top_p=s.top_p,
             max_tokens=s.max_tokens,
@@ -275,7 +274,7 @@ class Sweep:
         tokens = self.metrics.generated_tokens.labels(server.url)
 
         def on_choice(choice: FinishedChoice) -> None:
-            completion = extract_completion(choice.text, problem.entry_point) if chat else choice.text
+            completion = extract_completion(problem, choice.text) if chat else choice.text
             sample = Sample(
                 problem.task_id,
                 request.start + choice.index,

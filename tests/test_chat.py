@@ -1,7 +1,13 @@
-from engine.chat import chat_messages, extract_completion
-from sandbox import humaneval_program
+from engine.tasks import TASKS, humaneval
+from engine.tasks.chat import fenced_messages as chat_messages
+from sandbox import check_program
 
 PROMPT = 'def add(a, b):\n    """Add two numbers."""\n'
+
+
+def extract_completion(answer: str, entry_point: str) -> str:
+    """HumanEval's extraction, for a problem whose function is `entry_point`."""
+    return TASKS["humaneval"].extract(humaneval.problem("T/0", PROMPT, "", entry_point), answer)
 
 
 def test_messages_carry_the_system_prompt_and_the_function():
@@ -16,7 +22,7 @@ def test_whole_function_in_a_fence_replaces_the_stub():
     completion = extract_completion(answer, "add")
     assert completion == "\ndef add(a, b):\n    return a + b\n"
     namespace = {}
-    exec(humaneval_program(PROMPT, completion, "def check(f):\n    assert f(2, 3) == 5\n", "add"), namespace)
+    exec(check_program(PROMPT + completion, "def check(f):\n    assert f(2, 3) == 5\n", "add"), namespace)
 
 
 def test_body_only_and_unterminated_fences():

@@ -16,9 +16,9 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from engine.config import Output, RunConfig, SamplingSettings, SandboxSettings, Scheduling
-from engine.dataset import load_problems
 from engine.run import run_sweep
 from engine.store import Store
+from engine.tasks import load_problems
 from metrics.http import serve_metrics
 from metrics.passk import pass_at_k_table
 from vllm_sim import SimulatedFleet

@@ -16,12 +16,13 @@ import orjson
 import uvloop
 from prometheus_client import CollectorRegistry
 
-from engine.chat import DEFAULT_SYSTEM_PROMPT, chat_messages, extract_completion
 from engine.config import Output, RunConfig, SamplingSettings, SandboxSettings, Scheduling
-from engine.dataset import load_problems
 from engine.run import run_sweep
 from engine.scheduler import problem_seed
 from engine.store import Store
+from engine.tasks import extract_completion, load_problems
+from engine.tasks.chat import fenced_messages as chat_messages
+from engine.tasks.humaneval import SYSTEM_PROMPT as DEFAULT_SYSTEM_PROMPT
 from vllm_sim import SimulatedFleet, SyntheticModel
 from vllm_sim.model.instruct import Message
 
@@ -88,12 +89,12 @@ def test_chat_sweep_stores_every_sample_once_with_code_from_the_fence(tmp_path):
         assert row["response"] == "".join(sample.head[:tokens])
         assert row["completion_tokens"] == tokens  # what the server counted in its usage for this choice
         assert row["finish_reason"] == ("stop" if tokens == len(sample.head) + 1 else "length")
-        assert row["completion"] == extract_completion(row["response"], problem.entry_point)
+        assert row["completion"] == extract_completion(problem, row["response"])
         code = row["response"].partition("```python\n")[2]
         if code.startswith("def "):
             whole_functions += 1
-            if code.startswith(f"def {problem.entry_point}("):
-                assert row["completion"].startswith(f"\ndef {problem.entry_point}(")
+            if code.startswith(f"def {problem.payload['entry_point']}("):
+                assert row["completion"].startswith(f"\ndef {problem.payload['entry_point']}(")
     assert whole_functions >= SAMPLES * PROBLEMS // 2
 
     # Verdicts: right answers pass, wrong ones do not, and both happen.

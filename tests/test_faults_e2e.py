@@ -11,9 +11,9 @@ import uvloop
 from prometheus_client import CollectorRegistry
 
 from engine.config import Output, RunConfig, SamplingSettings, SandboxSettings, Scheduling
-from engine.dataset import load_problems
 from engine.run import run_sweep
 from engine.store import Store
+from engine.tasks import load_problems
 from sandbox import Limits
 from vllm_sim import SimulatedFleet
 

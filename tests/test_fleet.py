@@ -10,9 +10,9 @@ import pytest
 import uvloop
 from aiohttp import web
 
-from engine.dataset import load_problems
 from engine.errors import FleetError
 from engine.servers import Fleet, _waiting_from_metrics
+from engine.tasks import load_problems
 from vllm_sim import SimulatedFleet
 
 PROBLEMS = load_problems(limit=2)

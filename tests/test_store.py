@@ -53,7 +53,7 @@ def test_generation_failures_are_cleared_when_the_sample_arrives(tmp_path):
 
 def test_counts_meta_and_problems(tmp_path):
     store = Store.open(tmp_path)
-    store.save_problems([Problem("B", "p", "t", "f"), Problem("A", "p", "t", "f")])
+    store.save_problems([Problem("B", "p"), Problem("A", "p")])
     for i, v in enumerate(["passed", "failed", "timeout"]):
         store.stage_sample(sample("A", i))
         store.stage_verdict(verdict("A", i, v))

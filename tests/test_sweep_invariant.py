@@ -17,9 +17,9 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
 from engine.config import Output, RunConfig, SamplingSettings, SandboxSettings, Scheduling
-from engine.dataset import load_problems
 from engine.run import exit_status, run_sweep
 from engine.store import Store
+from engine.tasks import load_problems
 from sandbox import Limits
 from vllm_sim import SimulatedFleet
 

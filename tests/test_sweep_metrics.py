@@ -19,10 +19,10 @@ from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from engine.config import Output, RunConfig, SamplingSettings, SandboxSettings, Scheduling
-from engine.dataset import load_problems
 from engine.records import Sample
 from engine.run import run_sweep
 from engine.store import Store, StoredVerdict
+from engine.tasks import load_problems
 from metrics.exporter import EngineMetrics
 from metrics.http import serve_metrics
 from metrics.page import PageData

@@ -12,17 +12,21 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.dataset import load_problems
-from engine.records import Problem, Sample
+from engine.records import Sample
 from engine.store import Store, StoredVerdict
+from engine.tasks import TASKS, humaneval, load_problems
+from engine.tasks.humaneval import KNOWN_BAD
 from sandbox import Limits, Outcome, SandboxPool, Verdict
 from sandbox.errors import SandboxError
-from sandbox.verifier import KNOWN_BAD, Timing, Verifier
+from sandbox.verifier import Timing, Verifier
 
 PROBLEMS = [
-    Problem(f"T/{i}", f"def f{i}(x):\n", "def check(c):\n    assert c(1) == 1\n", f"f{i}", "    return x\n")
+    humaneval.problem(
+        f"T/{i}", f"def f{i}(x):\n", "def check(c):\n    assert c(1) == 1\n", f"f{i}", "    return x\n"
+    )
     for i in range(3)
-] + [Problem("T/none", "def g(x):\n", "def check(c):\n    assert c(1) == 1\n", "g", None)]
+] + [humaneval.problem("T/none", "def g(x):\n", "def check(c):\n    assert c(1) == 1\n", "g", None)]
+HUMANEVAL = TASKS["humaneval"]
 
 
 class ScriptedBackend:
@@ -60,7 +64,7 @@ class ScriptedBackend:
 def run(body, backend: ScriptedBackend, **kwargs):
     async def main():
         async with SandboxPool(workers=4, backend=backend) as pool:
-            verifier = Verifier(pool, PROBLEMS, **kwargs)
+            verifier = Verifier(pool, PROBLEMS, programs=HUMANEVAL, **kwargs)
             return await body(verifier)
 
     return asyncio.run(main())
@@ -154,10 +158,10 @@ def _cli(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
 def test_retry_timeout_reruns_only_the_timeouts_of_a_results_file(tmp_path) -> None:
     [problem] = load_problems(limit=1)
     lines = [
-        {"task_id": problem.task_id, "completion": problem.canonical_solution},
+        {"task_id": problem.task_id, "completion": problem.payload["canonical_solution"]},
         {
             "task_id": problem.task_id,
-            "completion": problem.canonical_solution + "import time\ntime.sleep(1.5)\n",
+            "completion": problem.payload["canonical_solution"] + "import time\ntime.sleep(1.5)\n",
         },
         {"task_id": problem.task_id, "completion": "    return None\n"},
     ]
@@ -189,9 +193,13 @@ def test_retry_timeout_of_a_run_directory_updates_only_its_timeouts(tmp_path) ->
     [problem] = load_problems(limit=1)
     store = Store.open(tmp_path)
     store.save_problems([problem])
-    slow = problem.canonical_solution + "import time\ntime.sleep(1.5)\n"
+    slow = problem.payload["canonical_solution"] + "import time\ntime.sleep(1.5)\n"
     for index, (completion, verdict) in enumerate(
-        [(problem.canonical_solution, "passed"), (slow, "timeout"), ("    return None\n", "failed")]
+        [
+            (problem.payload["canonical_solution"], "passed"),
+            (slow, "timeout"),
+            ("    return None\n", "failed"),
+        ]
     ):
         store.stage_sample(Sample(problem.task_id, index, completion, 5, "stop", "http://s:1", 1.0, 1.1, 1.2))
         store.stage_verdict(
@@ -217,7 +225,8 @@ def test_sandbox_none_warns_loudly(tmp_path) -> None:
     [problem] = load_problems(limit=1)
     samples = tmp_path / "s.jsonl"
     samples.write_bytes(
-        orjson.dumps({"task_id": problem.task_id, "completion": problem.canonical_solution}) + b"\n"
+        orjson.dumps({"task_id": problem.task_id, "completion": problem.payload["canonical_solution"]})
+        + b"\n"
     )
     result = _cli(str(samples), "--sandbox", "none", "--json", "--workers", "1")
     assert result.returncode == 0, result.stderr
@@ -287,7 +296,9 @@ def verify_with(
 
     async def main() -> list[Outcome]:
         async with SandboxPool(workers=2, backend=backend) as pool:
-            verifier = Verifier(pool, PROBLEMS, timing=Timing(timeout_s=3.0), retry_delay_s=0.0)
+            verifier = Verifier(
+                pool, PROBLEMS, programs=HUMANEVAL, timing=Timing(timeout_s=3.0), retry_delay_s=0.0
+            )
             return [await verifier.verify(PROBLEMS[0], completion) for _ in range(repeat)]
 
     return asyncio.run(main()), backend.calls

@@ -5,14 +5,14 @@ import sys
 
 import orjson
 
-from engine.dataset import load_problems
+from engine.tasks import load_problems
 
 
 def test_results_in_input_order_with_verdicts_and_pass_at_k(tmp_path):
     problems = load_problems(limit=4)
     lines = []
     for p in problems:
-        lines.append({"task_id": p.task_id, "completion": p.canonical_solution, "extra": 1})
+        lines.append({"task_id": p.task_id, "completion": p.payload["canonical_solution"], "extra": 1})
         lines.append({"task_id": p.task_id, "completion": "    return None\n"})
         lines.append({"task_id": p.task_id, "completion": "    import sys; sys.exit(0)\n"})
     samples = tmp_path / "samples.jsonl"
@@ -33,6 +33,7 @@ def test_results_in_input_order_with_verdicts_and_pass_at_k(tmp_path):
     assert [r["passed"] for r in results] == [True, False, False] * 4
     assert [r["result"] for r in results] == ["passed", "failed", "failed"] * 4
     assert results[0]["extra"] == 1 and results[0]["completion"] == lines[0]["completion"]
+    assert {r["task_kind"] for r in results} == {"humaneval"}  # detected from the dataset's fields
 
 
 def test_retry_timeout_reads_human_evals_own_results_file(tmp_path):
@@ -43,7 +44,12 @@ def test_retry_timeout_reads_human_evals_own_results_file(tmp_path):
     lines = []
     for p in problems:
         lines.append(
-            {"task_id": p.task_id, "completion": p.canonical_solution, "result": "timed out", "passed": False}
+            {
+                "task_id": p.task_id,
+                "completion": p.payload["canonical_solution"],
+                "result": "timed out",
+                "passed": False,
+            }
         )
         lines.append(
             {"task_id": p.task_id, "completion": "    return None\n", "result": "timed out", "passed": False}
@@ -52,7 +58,12 @@ def test_retry_timeout_reads_human_evals_own_results_file(tmp_path):
             {"task_id": p.task_id, "completion": "    return 1\n", "result": "failed: ", "passed": False}
         )
         lines.append(
-            {"task_id": p.task_id, "completion": p.canonical_solution, "result": "passed", "passed": True}
+            {
+                "task_id": p.task_id,
+                "completion": p.payload["canonical_solution"],
+                "result": "passed",
+                "passed": True,
+            }
         )
     lines.append(
         {

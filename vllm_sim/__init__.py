@@ -2,7 +2,7 @@
 
 The embedded default for demos, tests and benchmarks (`engine simulate`, or `python -m vllm_sim`).
 It depends on `engine` only for what the two truly share: the problem record and dataset loading
-(`engine.records`, `engine.dataset`) and the error base of bad input (`engine.errors.InputError`);
+(`engine.records`, `engine.tasks`) and the error base of bad input (`engine.errors.InputError`);
 `engine` never imports it, except to run `engine simulate`.
 
     settings  one server's settings (vLLM names and defaults)

@@ -12,8 +12,8 @@ from pathlib import Path
 import click
 import uvloop
 
-from engine.dataset import load_problems
 from engine.errors import InputError
+from engine.tasks import load_problems
 from vllm_sim.faults.spec import FaultSpec, parse_faults
 from vllm_sim.fleet import SimulatedFleet
 from vllm_sim.settings import SimulatorConfig

@@ -1,4 +1,4 @@
-"""Command-line options shared by several commands: the sandbox and its limits (`run`, `verify`),
+"""Command-line options shared by several commands: the task kind, the sandbox and its limits (`run`, `verify`),
 the fleet's request headers (`run`), and the environment variable of every option. Defaults
 come from engine.config, where each is written once."""
 
@@ -9,6 +9,7 @@ import re
 import click
 
 from engine.config import SANDBOX_BACKENDS, SandboxSettings, default, limits_for
+from engine.tasks import TASKS
 from sandbox import Limits
 from sandbox.verifier import Timing
 
@@ -70,6 +71,16 @@ def use_envvars(group: click.Group, prefix: str, only: str | None = None) -> Non
             longest = max(param.opts, key=len).lstrip("-")
             param.envvar = f"{prefix}_{command_name}_{longest}".upper().replace("-", "_")
             param.show_envvar = True
+
+
+def task_option(command):
+    """--task: the kind of the dataset's problems; the registry (engine.tasks.TASKS) gives the choices."""
+    return click.option(
+        "--task",
+        type=click.Choice(tuple(TASKS)),
+        default=None,
+        help="Task kind of the dataset [default: detected from its fields].",
+    )(command)
 
 
 def sandbox_options(command):

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from engine.cli import emit, run_async, setup_logging
-from engine.cli.options import sandbox_options, sandbox_settings
+from engine.cli.options import sandbox_options, sandbox_settings, task_option
 from engine.config import SamplingSettings, SandboxSettings
 from engine.summary import INFRA_ERROR, VerifySummary
 
@@ -33,8 +33,9 @@ from engine.summary import INFRA_ERROR, VerifySummary
     "--dataset",
     default=SamplingSettings().dataset,
     show_default=True,
-    help="'humaneval' or a JSONL/Parquet file.",
+    help="'humaneval', a JSONL/Parquet file, or a hub name (owner/name[:split]).",
 )
+@task_option
 @sandbox_options
 @click.option(
     "--self-test",
@@ -49,6 +50,7 @@ def command(
     out: Path | None,
     retry: str | None,
     dataset: str,
+    task: str | None,
     self_test: bool,
     as_json: bool,
     verbose: int,
@@ -77,7 +79,9 @@ def command(
         title = f"engine verify --retry {retry}: {summary['rerun']:,} samples re-run in {source}"
     else:
         out = out or results_path(source, retry)
-        summary = run_async(verify_file(source, out, dataset, settings, retry, progress=not as_json))
+        summary = run_async(
+            verify_file(source, out, dataset, settings, retry, progress=not as_json, task=task)
+        )
         title = f"engine verify: {summary['samples']:,} samples ({summary['rerun']:,} run, {summary['reused']:,} reused) -> {out}"
     emit(summary, as_json, render(summary, title))
     if summary["infra_errors"]:

@@ -86,7 +86,7 @@ class SyntheticModel:
     def __init__(self, problems: Sequence[Problem], seed: int = 0):
         self.seed = seed
         self.filler = Filler(seed)
-        self._problems = {p.prompt: p for p in problems if p.canonical_solution}
+        self._problems = {p.prompt: p for p in problems if _reference(p)}
         self._rates = solve_rates([p.task_id for p in self._problems.values()], seed)
         self._answers: dict[str, _Answers] = {}  # built on first use: startup stays cheap
         self._heads: dict[tuple, tuple[str, ...]] = {}
@@ -117,7 +117,7 @@ class SyntheticModel:
             head = self._tokens((problem.task_id, kind, index), body)
             head += self._tokens(
                 (problem.task_id, trailer),
-                TRAILERS[trailer].format(call=answers.call, entry=problem.entry_point),
+                TRAILERS[trailer].format(call=answers.call, entry=_entry(problem)),
             )
             self._heads[key] = head
         return SyntheticSample(key, kind, head, filler_start=0)
@@ -130,7 +130,7 @@ class SyntheticModel:
         if sample_seed is None:  # greedy: the canonical answer iff the model mostly gets it right
             u_solve = 0.0 if answers.rate >= 0.5 else 1.0
         if u_solve < answers.rate or not answers.mutants:
-            return "canonical", 0, problem.canonical_solution or ""
+            return "canonical", 0, _reference(problem)
         kind = _pick_kind(answers.mutants, u_kind)
         same_kind = [m for m in answers.mutants if m.kind == kind]
         index = int(u_site * len(same_kind))
@@ -175,10 +175,10 @@ class SyntheticModel:
         task = problem.task_id
         prefixes = self._prefixes.get(task)
         if prefixes is None:
-            prefixes = self._prefixes[task] = instruct.function_prefixes(problem.prompt, problem.entry_point)
+            prefixes = self._prefixes[task] = instruct.function_prefixes(problem.prompt, _entry(problem))
         close = instruct.FENCE_CLOSE if body.endswith("\n") else "\n" + instruct.FENCE_CLOSE
         # Not cached whole (too many combinations): joining the cached pieces takes a microsecond.
-        intro = instruct.intro(i_intro, problem.entry_point) + instruct.FENCE_OPEN
+        intro = instruct.intro(i_intro, _entry(problem)) + instruct.FENCE_OPEN
         head = (
             self._tokens(("chat-intro", task, i_intro), intro)
             + self._tokens(("chat-prefix", task, form), prefixes.get(form, prefixes["whole_prompt"]))
@@ -211,7 +211,7 @@ class SyntheticModel:
     def _answers_for(self, problem: Problem) -> _Answers:
         answers = self._answers.get(problem.task_id)
         if answers is None:
-            found = mutants(problem.prompt, problem.canonical_solution or "", problem.entry_point)
+            found = mutants(problem.prompt, _reference(problem), _entry(problem))
             call = _example_call(problem)
             answers = _Answers(problem, self._rates[problem.task_id], found, call)
             self._answers[problem.task_id] = answers
@@ -254,5 +254,14 @@ def _pick_kind(found: Sequence[Mutant], u: float) -> str:
 
 def _example_call(problem: Problem) -> str:
     """The first doctest-style call of the entry point in the prompt, else a bare call."""
-    match = re.search(rf">>>\s*({re.escape(problem.entry_point)}\(.*\))\s*$", problem.prompt, re.MULTILINE)
-    return match.group(1) if match else f"{problem.entry_point}()"
+    match = re.search(rf">>>\s*({re.escape(_entry(problem))}\(.*\))\s*$", problem.prompt, re.MULTILINE)
+    return match.group(1) if match else f"{_entry(problem)}()"
+
+
+# The fields of a HumanEval-shaped problem's payload (engine/tasks/humaneval.py) the model reads.
+def _entry(problem: Problem) -> str:
+    return problem.payload.get("entry_point") or ""
+
+
+def _reference(problem: Problem) -> str:
+    return problem.payload.get("canonical_solution") or ""
