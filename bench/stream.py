@@ -256,8 +256,8 @@ class EngineClient:
     def __init__(self, url: str, n: int, tokens: int, runner_module: str = "engine.runner"):
         from prometheus_client import CollectorRegistry
 
+        from engine.fleet.probes import Fleet
         from engine.records import Problem
-        from engine.servers import Fleet
         from engine.store import Store
         from metrics.exporter import EngineMetrics
         from metrics.running import RunningPassAtK

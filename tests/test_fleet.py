@@ -12,7 +12,7 @@ from aiohttp import web
 
 from engine.dataset import load_problems
 from engine.errors import FleetError
-from engine.servers import Fleet, _waiting_from_metrics
+from engine.fleet.probes import Fleet, _waiting_from_metrics
 from vllm_sim import SimulatedFleet
 
 PROBLEMS = load_problems(limit=2)

@@ -33,7 +33,7 @@ import yaml
 from fleet_process import ENGINE, simulated_fleet
 
 from engine.dataset import load_problems
-from engine.hosts import parse_hosts
+from engine.fleet.hosts import parse_hosts
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"

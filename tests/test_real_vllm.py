@@ -35,10 +35,10 @@ import engine.runner
 from engine.client import MAX_STOP_STRINGS, request_body
 from engine.config import Output, RunConfig, SamplingSettings, SandboxSettings
 from engine.dataset import load_problems
-from engine.openai_stream import StreamAssembler
 from engine.run import run_sweep
 from engine.runner import HUMANEVAL_STOP
 from engine.store import Store
+from engine.wire.openai import StreamAssembler
 from vllm_sim import SimulatedFleet
 
 pytestmark = [pytest.mark.real_vllm, pytest.mark.timeout(1200)]
