@@ -57,7 +57,8 @@ def request_body(
     stop: list[str],
 ) -> bytes:
     """A streaming /v1/completions body (`prompt`) or /v1/chat/completions body (`messages`)."""
-    body = {"model": model, "prompt": prompt} if messages is None else {"model": model, "messages": messages}
+    body: dict[str, object] = {"model": model}
+    body.update({"prompt": prompt} if messages is None else {"messages": messages})
     body.update(
         n=n,
         seed=seed,
@@ -222,10 +223,8 @@ class _StreamProtocol(asyncio.Protocol):
             return
         try:
             self.reader.close()
-        except ProtocolError:
-            if exc is not None:
-                error = StreamError(_describe(exc))
-            self._fail(error)
+        except ProtocolError as cut_short:  # the connection's own error says more, if it has one
+            self._fail(StreamError(_describe(exc)) if exc is not None else cut_short)
             return
         try:
             if self.reader.status != 200:

@@ -1,5 +1,5 @@
-from engine.records import Problem
 from engine.fleet.state import ServerState, next_reopening, pick_server
+from engine.records import Problem
 from engine.scheduler import (
     Admission,
     backoff_seconds,

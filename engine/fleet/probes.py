@@ -49,8 +49,8 @@ def choose_model(requested: str | None, answers: list[ModelsAnswer]) -> str:
     bases = sorted({m for a in answers for m in a.models if m not in a.adapters})
     if len(bases) == 1:
         return bases[0]
-    what, choices = ("several models", bases) if bases else ("only adapters", sorted(offered))
-    raise FleetError(f"the servers offer {what} ({_clip(', '.join(choices))}); choose one with --model")
+    what, names = ("several models", bases) if bases else ("only adapters", sorted(offered))
+    raise FleetError(f"the servers offer {what} ({_clip(', '.join(names))}); choose one with --model")
 
 
 class Fleet:
@@ -187,7 +187,7 @@ class Fleet:
 
     def _reload_hosts(self) -> None:
         stamp = _stamp(self._hosts_path)
-        if stamp == self._hosts_stamp:
+        if self._hosts_path is None or stamp == self._hosts_stamp:
             return
         self._hosts_stamp = stamp
         try:

@@ -41,8 +41,21 @@ TEXT_BYTES_PER_TOKEN = 256  # JSON-escaped text per token on average, ~10x a lon
 
 
 class StreamAssembler:
-    __slots__ = ("n", "chat", "stop", "max_tokens", "done", "usage", "chunks", "_parts", "_counts")
-    __slots__ += ("_first", "_finished", "_clock", "_running")
+    __slots__ = (
+        "n",
+        "chat",
+        "stop",
+        "max_tokens",
+        "done",
+        "usage",
+        "chunks",
+        "_parts",
+        "_counts",
+        "_first",
+        "_finished",
+        "_clock",
+        "_running",
+    )
 
     def __init__(
         self,
@@ -172,7 +185,7 @@ class StreamAssembler:
             return None
         raw = b"".join(self._parts[index])
         if self.max_tokens is not None:
-            self._check_size(index, len(raw))
+            self._check_size(index, len(raw), self.max_tokens)
         try:  # invalid UTF-8, a lone surrogate or a bad escape: the choice stays unfinished (retried)
             whole = orjson.loads(b'"' + raw + b'"') if raw else ""
         except orjson.JSONDecodeError as exc:
@@ -183,9 +196,9 @@ class StreamAssembler:
         text, reason = _apply_stop(whole, str(finish_reason), self.stop)
         return FinishedChoice(index, text, self._counts[index], reason, self._first[index], now)
 
-    def _check_size(self, index: int, text_bytes: int) -> None:
+    def _check_size(self, index: int, text_bytes: int, max_tokens: int) -> None:
         """Before a choice counts as finished: a server that ignored max_tokens gets it asked again."""
-        allowed = self.max_tokens + CHUNK_SLACK
+        allowed = max_tokens + CHUNK_SLACK
         if self._counts[index] > allowed or text_bytes > allowed * TEXT_BYTES_PER_TOKEN:
             raise ProtocolError(
                 f"choice {index}: {self._counts[index]} chunks, {text_bytes} bytes of text: more than max_tokens"
