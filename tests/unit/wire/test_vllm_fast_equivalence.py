@@ -159,7 +159,9 @@ def test_feed_events_is_feed_all_on_any_sequence_of_real_payloads(picks, batch):
     fast, plain = VllmFastPath(StreamAssembler(N, clock=lambda: 0.0)), StreamAssembler(N, clock=lambda: 0.0)
     for start in range(0, len(payloads), batch):
         part = payloads[start : start + batch]
-        got, expected, errors = [], [], []
+        got: list[tuple] = []
+        expected: list[tuple] = []
+        errors: list[type] = []
         for source, out in ((fast.feed_events(part), got), (plain.feed_all(part), expected)):
             try:
                 out += map(_key, source)
