@@ -3,7 +3,7 @@
 Almost every chunk of a vLLM 0.32 completion stream is one running choice in one exact layout,
 each its own SSE event and its own HTTP/1.1 chunk:
 
-    <size>\\r\\ndata: {"id":...,"choices":[{"index":I,"text":"…","logprobs":null,"finish_reason":null,...}]...}\\n\\n\\r\\n
+    <size>\\r\\ndata: {"id":...,"choices":[{"index":I,"text":"…","logprobs":null,"finish_reason":null,...}]}\\n\\n\\r\\n
 
 `VllmFastPath` takes such chunks straight off the socket (`take_chunks`: HTTP framing, SSE
 framing and the choice in one regex pass) or as SSE payloads (`feed_events`), and hands their
@@ -11,13 +11,18 @@ text, still JSON-escaped, to the assembler's `take_running`. Everything else goe
 way: `ResponseReader` -> `SSEParser` -> `StreamAssembler.feed_all`. This module is the only
 place on the engine's side that spells vLLM's byte layout.
 
-The equivalence contract: for any bytes, what the fast path takes leaves the assembler exactly
-as the layered path would leave it from the same bytes (chunk counts, usage, and the choices it
-finishes: index, text, tokens, finish_reason; timestamps aside), and whatever it does not take
-it returns untouched to the layered path. The one difference it allows: a running chunk whose
-text is not a valid JSON string content is refused when its choice finishes (ProtocolError,
-that choice retried) rather than when it arrives. tests/unit/wire/test_vllm_fast.py and
-tests/test_openai_stream.py hold it to this, whole, at every split point and with faults.
+The equivalence contract: for any bytes, split into reads in any way, what the fast path takes
+leaves the assembler exactly as the layered path would leave it (chunk counts, usage, and the
+choices it finishes: index, text, tokens, finish_reason; timestamps aside), and what it does
+not take it hands to the layered path untouched. (Where a stream is refused, which of the
+choices that finished in the read that broke are delivered depends on the reads, in the
+layered path alone too.) The one difference: the text of a running
+chunk is judged as part of its whole choice's text, when the choice finishes, not on arrival:
+a broken escape is refused then (ProtocolError: the choice is asked for again), and an escape
+that the next chunk completes (a surrogate pair split in two) passes. The tests that hold it
+to this: tests/unit/wire/test_vllm_fast_equivalence.py (the client's read path against the
+layered one, at hypothesis-chosen read ends and faults) and tests/test_openai_stream.py (real
+vLLM captures, chunk by chunk).
 """
 
 from __future__ import annotations
