@@ -197,3 +197,21 @@ def test_chat_streams_go_the_layered_way():
     assert list(fast.feed_events([chat])) == []  # no prefix learned from a chat chunk
     chunk = b"%x\r\n%s\r\n" % (len(EVENTS[1]), EVENTS[1])
     assert fast.take_chunks(chunk) == chunk and fast.assembler.chunks == 0
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200), st.binary(max_size=200))
+def test_arbitrary_bytes_parse_or_raise_one_stream_error(text, block):
+    """Invariant: whatever follows the learned prefix, as an event's text or as raw body bytes,
+    the fast path takes it, hands it back, or the assembler raises a StreamError; nothing else."""
+    fast = VllmFastPath(StreamAssembler(N))
+    list(fast.feed_events([EVENTS[0][6:-2]]))
+    prefix = EVENTS[1][6 : EVENTS[1].index(b'"index":') + len(b'"index":')]
+    tail = b'","logprobs":null,"finish_reason":null,"stop_reason":null,"prompt_token_ids":null,"token_ids":null}]}'
+    try:
+        list(fast.feed_events([prefix + b'1,"text":"' + text + tail]))
+        rest = fast.take_chunks(block)
+        assert rest in (b"", block)
+        list(fast.feed_events([b'{"choices":[{"index":1,"text":"","finish_reason":"stop"}]}']))
+    except StreamError:
+        pass
