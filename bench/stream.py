@@ -21,8 +21,8 @@ concurrent requests; the medians are printed with the ratios.
     .venv/bin/python bench/stream.py --clients engine aiohttp --rounds 5
     .venv/bin/python bench/stream.py --clients engine --baseline 513a15f   # before/after, same run
 
---baseline REV adds the client "engine@REV": the same request path with engine/client.py,
-sse.py, openai_stream.py, http11.py and runner.py as they were at git revision REV.
+--baseline REV adds the client "engine@REV": the same request path with the whole `engine`
+package as it was at git revision REV (loaded as `engine_baseline`, so layouts may differ).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ import asyncio
 import email.utils
 import gc
 import importlib
+import io
 import json
 import re
 import shutil
@@ -39,6 +40,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -256,19 +258,31 @@ class AiohttpJsonClient:
 class EngineClient:
     """The engine's own request path: Sweep._request, on a Sweep of one server, fresh metrics."""
 
-    def __init__(self, url: str, n: int, tokens: int, runner_module: str = "engine.runner"):
+    def __init__(self, url: str, n: int, tokens: int, package: str = "engine"):
         from prometheus_client import CollectorRegistry
 
-        from engine.servers import Fleet
-        from engine.store import Store
-        from engine.tasks import TASKS, humaneval
+        from engine.tasks import TASKS  # the verifier is unused by the request path: any task
         from metrics.exporter import EngineMetrics
         from metrics.running import RunningPassAtK
         from sandbox.verifier import Verifier
 
-        runner = importlib.import_module(runner_module)
-        from engine.config import Scheduling
+        def load(*names: str):  # the first of these modules the package has (its layout changes)
+            for name in names:
+                try:
+                    return importlib.import_module(f"{package}.{name}")
+                except ModuleNotFoundError:
+                    continue
+            raise ModuleNotFoundError(f"{package} has none of {names}")
 
+        runner = load("runner")
+        Problem, Store = load("records").Problem, load("store").Store  # noqa: N806
+        Fleet, Scheduling = load("fleet.probes", "servers").Fleet, load("config").Scheduling  # noqa: N806
+        self.Request = load("scheduler").Request
+        try:  # the task seam (engine/tasks/), or a baseline from before it
+            humaneval = load("tasks.humaneval")
+            stop, problem = humaneval.HumanEval().stop, humaneval.problem("bench/0", PROMPT, "", "add")
+        except ModuleNotFoundError:
+            stop, problem = runner.HUMANEVAL_STOP, Problem("bench/0", PROMPT, "", "add")
         Sampling, Sweep = runner.Sampling, runner.Sweep  # noqa: N806
         self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300))
         self.tmp = tempfile.mkdtemp(prefix="bench-stream-")
@@ -284,17 +298,16 @@ class EngineClient:
             workers=0,  # type: ignore[arg-type]
             metrics=EngineMetrics(CollectorRegistry(), running),
             running=running,
-            sampling=Sampling(model=MODEL, dataset="bench", max_tokens=tokens, stop=TASKS["humaneval"].stop),
+            sampling=Sampling(model=MODEL, dataset="bench", max_tokens=tokens, stop=stop),
             samples=n,
             options=Scheduling(),
         )
-        self.problem = humaneval.problem("bench/0", PROMPT, "", "add")
+        self.problem = problem
         self.n = n
         self.next_start = 0
 
     async def round(self, requests: int) -> int:
-        from engine.scheduler import Request
-
+        Request = self.Request  # noqa: N806
         server = self.sweep.fleet.servers[0]
         before = self.sweep.stats.tokens
         for _ in range(requests):
@@ -316,27 +329,21 @@ class EngineClient:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
-_BASELINE_MODULES = ("sse", "http11", "openai_stream", "client", "runner")
-
-
 def load_baseline(rev: str, into: Path) -> str:
-    """engine's streaming modules as of git revision `rev`, importable as `engine_baseline.*`."""
-    package = into / "engine_baseline"
-    package.mkdir()
-    (package / "__init__.py").write_text("")
+    """The `engine` package as of git revision `rev`, importable as `engine_baseline`."""
     repo = Path(__file__).resolve().parent.parent
-    names = "|".join(_BASELINE_MODULES)
-    for name in _BASELINE_MODULES:
-        shown = subprocess.run(
-            ["git", "-C", str(repo), "show", f"{rev}:engine/{name}.py"], capture_output=True, text=True
-        )
-        if shown.returncode == 0:
-            source = re.sub(
-                rf"\bfrom engine\.({names}) import", r"from engine_baseline.\1 import", shown.stdout
-            )
-            (package / f"{name}.py").write_text(source)
+    archive = subprocess.run(
+        ["git", "-C", str(repo), "archive", rev, "engine"], capture_output=True, check=True
+    ).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(into)
+    package = into / "engine_baseline"
+    (into / "engine").rename(package)
+    for path in package.rglob("*.py"):
+        source = re.sub(r"(?<![\w./-])engine\.(?=[a-z_])", "engine_baseline.", path.read_text())
+        path.write_text(re.sub(r"\bfrom engine import\b", "from engine_baseline import", source))
     sys.path.insert(0, str(into))
-    return "engine_baseline.runner"
+    return "engine_baseline"
 
 
 async def run_round(client, requests: int) -> int:
@@ -349,7 +356,7 @@ async def bench(args, url: str) -> None:
     makers = {"openai": OpenAIClient, "aiohttp": AiohttpJsonClient, "engine": EngineClient}
     clients = {name: makers[name](url, args.n, args.tokens) for name in args.clients}
     if args.baseline:
-        clients[f"engine@{args.baseline}"] = EngineClient(url, args.n, args.tokens, args.baseline_module)
+        clients[f"engine@{args.baseline}"] = EngineClient(url, args.n, args.tokens, args.baseline_package)
         args.clients = [*args.clients, f"engine@{args.baseline}"]
     expected = args.requests * args.n * args.tokens
     results: dict[str, list[float]] = {name: [] for name in args.clients}
@@ -412,7 +419,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-stream-") as tmp:
         port_file = Path(tmp) / "port"
         if args.baseline:
-            args.baseline_module = load_baseline(args.baseline, Path(tmp))
+            args.baseline_package = load_baseline(args.baseline, Path(tmp))
         cmd = [
             sys.executable,
             __file__,

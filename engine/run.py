@@ -13,13 +13,13 @@ from prometheus_client import CollectorRegistry
 
 from engine.config import RunConfig, SamplingSettings
 from engine.errors import SANDBOX_ERRORS, RunConfigError, map_exceptions
-from engine.hosts import read_hosts
+from engine.fleet.hosts import read_hosts
+from engine.fleet.probes import Fleet
 from engine.policies import samples_owed
 from engine.progress import Progress
 from engine.records import Problem
 from engine.runlock import RunLock, keep_heartbeat
 from engine.runner import Sampling, Sweep
-from engine.servers import Fleet
 from engine.store import Store
 from engine.summary import RunSummary, summarize
 from engine.tasks import DEFAULT_KIND, Dataset, load_dataset

@@ -23,27 +23,23 @@ from engine.client import (
 )
 from engine.config import SamplingSettings, Scheduling
 from engine.errors import IgnoredNError, StreamError, UnauthorizedError
-from engine.openai_stream import FinishedChoice, StreamAssembler
+from engine.fleet.probes import Fleet
+from engine.fleet.state import ServerState, next_reopening, pick_server
 from engine.policies import AdaptivePlan, more_ready
 from engine.progress import Progress
 from engine.records import Problem, Sample
 from engine.scheduler import (
     Admission,
     Request,
-    ServerState,
     backoff_seconds,
     contiguous_runs,
-    next_reopening,
-    pick_server,
     plan_requests,
     problem_seed,
-    record_failure,
-    record_success,
     take_for,
 )
-from engine.servers import Fleet
 from engine.store import Store, StoredVerdict
 from engine.tasks import chat_messages, extract_completion
+from engine.wire.openai import FinishedChoice, StreamAssembler
 from metrics.exporter import EngineMetrics
 from metrics.running import RunningPassAtK
 from sandbox import Outcome, SandboxPool, Verdict
@@ -246,8 +242,7 @@ class Sweep:
 
     def _start(self, server: ServerState, request: Request) -> None:
         self.admission.reserve(request.n)
-        server.inflight_requests += 1
-        server.inflight_seqs += request.n
+        server.request_started(request.n)
         self.metrics.inflight_requests.labels(server.url).inc()
         task = asyncio.create_task(self._request(server, request))
         self._inflight.add(task)
@@ -287,7 +282,7 @@ class Sweep:
                 choice.finished_at,
                 response=choice.text if chat else None,
             )
-            server.inflight_seqs -= 1
+            server.choice_finished()
             self.fleet.changed.set()
             self.store.stage_sample(sample)
             self.stats.samples_generated += 1
@@ -302,7 +297,7 @@ class Sweep:
 
         try:
             await stream_completion(self.session, url, body, assembler, on_choice, on_chunks, self._timeout)
-            record_success(server)
+            server.record_success()
             reported = credible_completion_tokens(assembler.usage, assembler.chunks, request.n, s.max_tokens)
             if reported > assembler.chunks:
                 on_chunks(reported - assembler.chunks)  # chunks that carried several tokens
@@ -311,8 +306,7 @@ class Sweep:
         except Exception as exc:  # a bug of ours, not the server's: end the sweep, never leave a hole
             self._crash(exc)
         finally:
-            server.inflight_requests -= 1
-            server.inflight_seqs -= len(assembler.unfinished())
+            server.request_ended(len(assembler.unfinished()))
             self.metrics.inflight_requests.labels(server.url).dec()
             # Off the in-flight set before waking the dispatcher (a done-callback would run
             # later, and the dispatcher would go back to sleep seeing this request still open).
@@ -344,7 +338,7 @@ class Sweep:
             attempt = request.attempt
         else:
             attempt = request.attempt + 1
-            if record_failure(server, now, exc.retry_after):
+            if server.record_failure(now, exc.retry_after):
                 log.warning(
                     "%s failed %d requests in a row; pausing it", server.url, server.consecutive_failures
                 )
@@ -375,13 +369,12 @@ class Sweep:
     ) -> None:
         """The server gave one choice where n were asked: from now on it gets one sample per
         request, and the samples it left out are asked for again at once, as no failure."""
-        if not server.ignores_n:
+        if server.mark_ignores_n():
             log.warning(
                 "%s ignores n (one choice where %d were asked): one sample per request from now on",
                 server.url,
                 request.n,
             )
-        server.ignores_n = True
         self._retry(request, indices, request.attempt, time.monotonic(), avoid=None)
 
     def _retry(

@@ -9,7 +9,7 @@ import uvloop
 
 from engine.client import stream_completion, timeout_for
 from engine.errors import HTTPStatusError, ProtocolError, StreamError
-from engine.openai_stream import StreamAssembler
+from engine.wire.openai import StreamAssembler
 
 STREAM = transcripts.load("24_stream_n4_include_usage_only")  # n=4, usage chunk, [DONE]
 OK_HEAD = (
@@ -125,7 +125,7 @@ def test_vllm_framed_stream_split_anywhere_gives_what_the_layered_parsers_give(s
     and reads that end inside a chunk carry the rest over: the result must not depend on it."""
     import random
 
-    from engine.sse import SSEParser
+    from engine.wire.sse import SSEParser
 
     events = [e + b"\n\n" for e in STREAM.body.split(b"\n\n") if e]
     data = OK_HEAD + b"".join(b"%x\r\n%s\r\n" % (len(e), e) for e in events) + b"0\r\n\r\n"

@@ -22,7 +22,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from engine.cli import main as engine_cli
-from engine.hosts import parse_hosts
+from engine.fleet.hosts import parse_hosts
 from metrics.exporter import EngineMetrics
 from metrics.running import RunningPassAtK
 from metrics.sweep_state import SweepState, SweepStateCollector

@@ -23,12 +23,12 @@ from test_run_lock import assert_one_line_error
 from engine.client import _stream_aiohttp, stream_completion, timeout_for
 from engine.config import Output, RunConfig, SamplingSettings
 from engine.errors import HTTPStatusError, UnauthorizedError
-from engine.openai_stream import StreamAssembler
+from engine.fleet.probes import Fleet
 from engine.run import _target
-from engine.servers import Fleet
 from engine.status import run_status
 from engine.store import Store
 from engine.tasks import load_problems
+from engine.wire.openai import StreamAssembler
 from vllm_sim import SimulatedFleet
 
 BODY = orjson.dumps(

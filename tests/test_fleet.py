@@ -11,7 +11,7 @@ import uvloop
 from aiohttp import web
 
 from engine.errors import FleetError
-from engine.servers import Fleet, _waiting_from_metrics
+from engine.fleet.probes import Fleet, _waiting_from_metrics
 from engine.tasks import load_problems
 from vllm_sim import SimulatedFleet
 

@@ -30,10 +30,7 @@ from engine.client import (
 )
 from engine.config import Output, RunConfig, SamplingSettings, SandboxSettings, Scheduling
 from engine.errors import FleetError, ProtocolError, StreamError
-from engine.http11 import MAX_CHUNK_BYTES, MAX_INTERIM, ResponseReader
-from engine.openai_stream import CHUNK_SLACK, TEXT_BYTES_PER_TOKEN, StreamAssembler
-from engine.run import run_sweep
-from engine.servers import (
+from engine.fleet.probes import (
     MAX_CREDIBLE_WAITING,
     MAX_PROBE_BYTES,
     Fleet,
@@ -41,8 +38,11 @@ from engine.servers import (
     _waiting_from_metrics,
     choose_model,
 )
+from engine.run import run_sweep
 from engine.store import Store
 from engine.tasks import load_problems
+from engine.wire.http11 import MAX_CHUNK_BYTES, MAX_INTERIM, ResponseReader
+from engine.wire.openai import CHUNK_SLACK, TEXT_BYTES_PER_TOKEN, StreamAssembler
 from sandbox import Limits
 from vllm_sim import SimulatedFleet
 from vllm_sim.api.wire import DONE_EVENT, ChunkEncoder, http_chunk

@@ -1,7 +1,7 @@
 import pytest
 
 from engine.errors import HostsFileError
-from engine.hosts import parse_hosts, read_hosts
+from engine.fleet.hosts import parse_hosts, read_hosts
 
 
 def test_comments_blank_lines_and_normalisation():

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.errors import ProtocolError
-from engine.http11 import ResponseReader
+from engine.wire.http11 import ResponseReader
 
 RAW = transcripts.load("29_stream_n2_raw_http_chunks")  # curl --raw: the chunked body as sent
 HEAD = (

@@ -21,7 +21,7 @@ from fleet_process import ENGINE, simulated_fleet
 from prometheus_client import CollectorRegistry
 from test_prometheus_live import free_port
 
-from engine.hosts import parse_hosts
+from engine.fleet.hosts import parse_hosts
 from engine.records import Sample
 from engine.store import Store, StoredVerdict
 from metrics.exporter import EngineMetrics

@@ -21,8 +21,8 @@ from hypothesis import strategies as st
 
 from engine.client import stream_completion, timeout_for
 from engine.errors import StreamError
-from engine.openai_stream import StreamAssembler
-from engine.sse import SSEParser
+from engine.wire.openai import StreamAssembler
+from engine.wire.sse import SSEParser
 from vllm_sim.api.wire import DONE_EVENT, ChunkEncoder, http_chunk, in_band_error_event
 from vllm_sim.faults.injection import INBAND_MESSAGE, altered_event
 

@@ -7,8 +7,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.errors import HTTPStatusError, ProtocolError
-from engine.openai_stream import StreamAssembler
-from engine.sse import SSEParser
+from engine.wire.openai import StreamAssembler
+from engine.wire.sse import SSEParser
+from engine.wire.vllm_fast import VllmFastPath
 
 COMPLETION_STREAMS = [name for name in transcripts.streams() if not name.startswith(("31_", "55_", "56_"))]
 
@@ -123,7 +124,7 @@ def test_stop_strings_the_server_did_not_apply_are_applied_as_vllm_would():
 
 
 def _running(index: int, text: bytes) -> bytes:
-    """A running chunk in vLLM 0.32's exact layout (the assembler's byte-search fast path)."""
+    """A running chunk in vLLM 0.32's exact layout (what VllmFastPath takes by its bytes)."""
     return (
         b'{"id":"cmpl-1","object":"text_completion","created":1,"model":"m","choices":[{"index":%d,"text":"%s",'
         b'"logprobs":null,"finish_reason":null,"stop_reason":null,"prompt_token_ids":null,"token_ids":null}]}'
@@ -131,28 +132,32 @@ def _running(index: int, text: bytes) -> bytes:
     )
 
 
+def _fed(fast: VllmFastPath, payload: bytes) -> list:
+    return list(fast.feed_events((payload,)))
+
+
 def test_fast_path_texts_are_decoded_as_json_strings_whatever_their_escapes():
     pieces = [b"a\\\\", b'\\"q\\"', b"\\n\\t", b"\\u00e9\\ud83d", b"\\ude00 caf\xc3\xa9", b"\\\\"]
-    assembler = StreamAssembler(2)
+    fast = VllmFastPath(StreamAssembler(2))
     for piece in pieces:
-        assert list(assembler.feed(_running(1, piece))) == []
-    assert assembler.chunks == len(pieces) and assembler.unfinished() == [0, 1]
-    (done,) = list(assembler.feed(b'{"choices":[{"index":1,"text":"!","finish_reason":"length"}]}'))
+        assert _fed(fast, _running(1, piece)) == []
+    assert fast.assembler.chunks == len(pieces) and fast.assembler.unfinished() == [0, 1]
+    (done,) = _fed(fast, b'{"choices":[{"index":1,"text":"!","finish_reason":"length"}]}')
     expected = orjson.loads(b'"' + b"".join(pieces) + b'!"')
     assert done.text == expected == 'a\\"q"\n\té\U0001f600 café\\!' and done.tokens == len(pieces) + 1
 
 
 def test_fast_path_leaves_errors_to_the_full_parse():
-    assembler = StreamAssembler(1)
+    fast = VllmFastPath(StreamAssembler(1))
     with pytest.raises(ProtocolError):
-        list(assembler.feed(_running(1, b"x")))  # index out of range
-    list(assembler.feed(_running(0, b"bad \\x escape")))
+        _fed(fast, _running(1, b"x"))  # index out of range
+    _fed(fast, _running(0, b"bad \\x escape"))
     with pytest.raises(ProtocolError):
-        list(assembler.feed(b'{"choices":[{"index":0,"text":"","finish_reason":"stop"}]}'))
-    assembler = StreamAssembler(1)
-    list(assembler.feed(b'{"choices":[{"index":0,"text":"","finish_reason":"stop"}]}'))
+        _fed(fast, b'{"choices":[{"index":0,"text":"","finish_reason":"stop"}]}')
+    fast = VllmFastPath(StreamAssembler(1))
+    _fed(fast, b'{"choices":[{"index":0,"text":"","finish_reason":"stop"}]}')
     with pytest.raises(ProtocolError):
-        list(assembler.feed(_running(0, b"after the finish")))
+        _fed(fast, _running(0, b"after the finish"))
 
 
 @settings(max_examples=300, deadline=None)
@@ -197,23 +202,31 @@ def test_http_chunk_fast_path_takes_exactly_what_the_layered_path_takes(name):
         max(c["index"] for e in events if e != b"data: [DONE]\n\n" for c in orjson.loads(e[6:])["choices"])
         + 1
     )
-    layered, fast = StreamAssembler(n, clock=lambda: 0.0), StreamAssembler(n, clock=lambda: 0.0)
+    layered, fast = StreamAssembler(n, clock=lambda: 0.0), VllmFastPath(StreamAssembler(n, clock=lambda: 0.0))
     expected, got, taken = [], [], 0
     for chunk in chunks:
         event = chunk[chunk.index(b"\r\n") + 2 : -2]
         expected += layered.feed_all(SSEParser().feed(event))
-        if fast.feed_http_chunks(chunk):
+        if not fast.take_chunks(chunk):
             taken += 1
         else:
-            got += fast.feed_all(SSEParser().feed(event))
-    assert got == expected and fast.chunks == layered.chunks and fast.usage == layered.usage
+            got += fast.feed_events(SSEParser().feed(event))
+    done = fast.assembler
+    assert got == expected and done.chunks == layered.chunks and done.usage == layered.usage
     if not name.startswith("20_"):  # continuous usage stats: a layout the fast path leaves alone
         assert taken > 0
     # a block of several whole chunks at once, and blocks that must be refused untouched
     block = b"".join(chunks[1:4])
-    again = StreamAssembler(n)
-    list(again.feed_all(SSEParser().feed(chunks[0][chunks[0].index(b"\r\n") + 2 : -2])))
-    before = (again.chunks, [list(p) for p in again._parts])
-    for bad in (block[:-1], block + b"0\r\n\r\n", b"x" + block, block.replace(b"\r\ndata", b";e\r\ndata", 1)):
-        assert not again.feed_http_chunks(bad)
-        assert (again.chunks, [list(p) for p in again._parts]) == before
+    again = VllmFastPath(StreamAssembler(n))
+    list(again.feed_events(SSEParser().feed(chunks[0][chunks[0].index(b"\r\n") + 2 : -2])))
+    before = (again.assembler.chunks, again.assembler.unfinished())
+    for bad in (
+        b"x" + block,
+        block.replace(b"\r\ndata", b";e\r\ndata", 1),
+        block.replace(b'"index":', b'"index":9'),
+    ):
+        assert again.take_chunks(bad) == bad
+        assert (again.assembler.chunks, again.assembler.unfinished()) == before
+    if taken:  # a partial chunk at the end waits for the next read
+        assert again.take_chunks(block[:-1]) == b"" and again.take_chunks(block[-1:]) == b""
+        assert again.assembler.chunks == before[0] + 3

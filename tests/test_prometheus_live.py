@@ -32,7 +32,7 @@ import pytest
 import yaml
 from fleet_process import ENGINE, simulated_fleet
 
-from engine.hosts import parse_hosts
+from engine.fleet.hosts import parse_hosts
 from engine.tasks import load_problems
 
 ROOT = Path(__file__).resolve().parents[1]

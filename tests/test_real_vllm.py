@@ -34,10 +34,10 @@ from prometheus_client.parser import text_string_to_metric_families
 import engine.runner
 from engine.client import MAX_STOP_STRINGS, request_body
 from engine.config import Output, RunConfig, SamplingSettings, SandboxSettings
-from engine.openai_stream import StreamAssembler
 from engine.run import run_sweep
 from engine.store import Store
 from engine.tasks import TASKS, load_problems
+from engine.wire.openai import StreamAssembler
 from vllm_sim import SimulatedFleet
 
 pytestmark = [pytest.mark.real_vllm, pytest.mark.timeout(1200)]

@@ -1,16 +1,11 @@
+from engine.fleet.state import ServerState, next_reopening, pick_server
 from engine.records import Problem
 from engine.scheduler import (
     Admission,
-    ServerState,
-    admits,
     backoff_seconds,
     contiguous_runs,
-    next_reopening,
-    pick_server,
     plan_requests,
     problem_seed,
-    record_failure,
-    record_success,
 )
 
 P = [Problem(f"T/{i}", "p") for i in range(3)]
@@ -65,25 +60,25 @@ def test_pick_server_counts_what_the_server_reports_waiting_and_avoids_the_faile
 
 def test_breaker_opens_after_consecutive_failures_then_half_opens():
     s = ServerState("s", 256, up=True)
-    assert not record_failure(s, 0.0) and not record_failure(s, 0.0)
-    assert admits(s, 0.0)
-    assert record_failure(s, 0.0)  # third in a row opens it
-    assert not admits(s, 1.0) and next_reopening([s], 1.0) == s.open_until
+    assert not s.record_failure(0.0) and not s.record_failure(0.0)
+    assert s.admits(0.0)
+    assert s.record_failure(0.0)  # third in a row opens it
+    assert not s.admits(1.0) and next_reopening([s], 1.0) == s.open_until
     later = s.open_until
-    assert admits(s, later)  # half-open: one trial request
+    assert s.admits(later)  # half-open: one trial request
     s.inflight_requests = 1
-    assert not admits(s, later)
-    assert record_failure(s, later)  # the trial failed: open again, for longer
+    assert not s.admits(later)
+    assert s.record_failure(later)  # the trial failed: open again, for longer
     assert s.open_until - later > later
-    record_success(s)
+    s.record_success()
     s.inflight_requests = 0
-    assert s.trips == 0 and s.consecutive_failures == 0 and admits(s, s.open_until)
+    assert s.trips == 0 and s.consecutive_failures == 0 and s.admits(s.open_until)
 
 
 def test_retry_after_pauses_the_server_without_opening_the_breaker():
     s = ServerState("s", 256, up=True)
-    assert not record_failure(s, 10.0, retry_after=7.0)
-    assert not admits(s, 16.9) and admits(s, 17.0)
+    assert not s.record_failure(10.0, retry_after=7.0)
+    assert not s.admits(16.9) and s.admits(17.0)
 
 
 def test_seeds_are_stable_and_distinct_per_problem():

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.errors import ProtocolError
-from engine.sse import SSEParser
+from engine.wire.sse import SSEParser
 
 STREAMS = transcripts.streams()
 

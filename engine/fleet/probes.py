@@ -1,6 +1,6 @@
 """The fleet: model discovery (waiting for servers that are still loading), then health and
-load probes and hosts-file reloads while the sweep runs. Decisions about a server's state are
-the pure functions of `engine.scheduler`; this module does the I/O."""
+load probes and hosts-file reloads while the sweep runs. What a server's state is and what
+follows from it is `engine.fleet.state`, pure; this module does the I/O."""
 
 from __future__ import annotations
 
@@ -15,13 +15,12 @@ import aiohttp
 import orjson
 
 from engine.errors import FleetError, InputError, UnauthorizedError
-from engine.hosts import read_hosts
-from engine.scheduler import ServerState
+from engine.fleet.hosts import read_hosts
+from engine.fleet.state import MAX_PROBE_BACKOFF_S, ProbeSchedule, ServerState, merge_hosts
 
 log = logging.getLogger(__name__)
 
 PROBE_TIMEOUT = aiohttp.ClientTimeout(total=5)
-MAX_PROBE_BACKOFF_S = 30.0
 MAX_PROBE_BYTES = 4 << 20  # a /v1/models, /metrics or /load answer; vLLM's are a few kB to ~100 kB
 MAX_CREDIBLE_WAITING = 1_000_000  # requests a server may say it queues; more is not a count
 
@@ -50,8 +49,8 @@ def choose_model(requested: str | None, answers: list[ModelsAnswer]) -> str:
     bases = sorted({m for a in answers for m in a.models if m not in a.adapters})
     if len(bases) == 1:
         return bases[0]
-    what, choices = ("several models", bases) if bases else ("only adapters", sorted(offered))
-    raise FleetError(f"the servers offer {what} ({_clip(', '.join(choices))}); choose one with --model")
+    what, names = ("several models", bases) if bases else ("only adapters", sorted(offered))
+    raise FleetError(f"the servers offer {what} ({_clip(', '.join(names))}); choose one with --model")
 
 
 class Fleet:
@@ -74,7 +73,7 @@ class Fleet:
         self._hosts_stamp = _stamp(hosts_path)
         self._clock = clock
         self._verified: set[str] = set()  # servers whose /v1/models lists our model
-        self._next_probe: dict[str, tuple[float, float]] = {}  # url -> (due, backoff)
+        self._probes = ProbeSchedule()
         self._load_source: dict[str, str] = {}  # url -> "metrics" | "load" | "none"
         self._fleet_down_since: float | None = None
 
@@ -128,7 +127,7 @@ class Fleet:
             await asyncio.sleep(interval)
             self._reload_hosts()
             now = self._clock()
-            due = [s for s in self.servers if self._next_probe.get(s.url, (0.0, 0.0))[0] <= now]
+            due = [s for s in self.servers if self._probes.due(s.url, now)]
             await asyncio.gather(*(self._probe(s, interval) for s in due))
             self._report_fleet()
 
@@ -137,10 +136,10 @@ class Fleet:
         if server.up:
             log.warning("%s refused a connection; marking it down", server.url)
         self._set_up(server, False)
-        self._next_probe[server.url] = (self._clock() + 1.0, 1.0)
+        self._probes.refused(server.url, self._clock())
 
     def any_up(self) -> bool:
-        return any(s.up and not s.retired for s in self.servers)
+        return any(s.serving for s in self.servers)
 
     async def _probe(self, server: ServerState, interval: float) -> None:
         if server.url in self._verified:
@@ -162,11 +161,10 @@ class Fleet:
             log.warning("%s is %s", server.url, "up" if healthy else "down")
         self._set_up(server, healthy)
         if healthy:
-            server.waiting = await self._waiting(server)
-            self._next_probe[server.url] = (self._clock() + interval, 0.0)
+            server.set_waiting(await self._waiting(server))
+            self._probes.healthy(server.url, self._clock(), interval)
         else:
-            backoff = min(MAX_PROBE_BACKOFF_S, max(1.0, self._next_probe.get(server.url, (0.0, 0.0))[1] * 2))
-            self._next_probe[server.url] = (self._clock() + backoff, backoff)
+            self._probes.unhealthy(server.url, self._clock())
 
     def _report_fleet(self) -> None:
         if self.any_up():
@@ -189,7 +187,7 @@ class Fleet:
 
     def _reload_hosts(self) -> None:
         stamp = _stamp(self._hosts_path)
-        if stamp == self._hosts_stamp:
+        if self._hosts_path is None or stamp == self._hosts_stamp:
             return
         self._hosts_stamp = stamp
         try:
@@ -197,29 +195,23 @@ class Fleet:
         except InputError as exc:
             log.warning("hosts file changed but cannot be used, keeping the current fleet: %s", exc)
             return
-        known = {s.url: s for s in self.servers}
-        for url in urls:
-            if url not in known:
-                log.warning("%s joined the fleet", url)
-                self.servers.append(ServerState(url, self._max_seqs))
-            elif known[url].retired:
-                known[url].retired = False
-                log.warning("%s rejoined the fleet", url)
+        change = merge_hosts(self.servers, urls, self._max_seqs)
+        for url in change.joined:
+            log.warning("%s joined the fleet", url)
+        for url in change.rejoined:
+            log.warning("%s rejoined the fleet", url)
         for server in self.servers:
-            if server.url not in urls and not server.retired:
+            if server.url in change.left:
                 log.warning("%s left the fleet; its running requests finish", server.url)
-                server.retired = True
-                self._set_up(server, server.up)
-        # forget retired servers once nothing runs there
-        self.servers = [s for s in self.servers if not (s.retired and s.inflight_requests == 0)]
+                self._set_up(server, server.up)  # engine_server_up goes to 0
+        self.servers = change.servers
         self.changed.set()
 
     def _set_up(self, server: ServerState, up: bool) -> None:
-        if up and not server.up:
+        if server.set_up(up):
             self.changed.set()
-        server.up = up
         if self._metrics is not None:
-            self._metrics.server_up.labels(server.url).set(1 if up and not server.retired else 0)
+            self._metrics.server_up.labels(server.url).set(1 if server.serving else 0)
 
     # -- probes -------------------------------------------------------------------------------
 
