@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, fields
 
 from engine.client import DEFAULT_REQUEST_DEADLINE_S
 from engine.tasks.chat import DEFAULT_SYSTEM_PROMPT
+from engine.tasks.source import EMBEDDED
 from sandbox import Limits
 from sandbox.launchers import LAUNCHERS
 from sandbox.pool import default_workers
@@ -30,7 +31,7 @@ APIS = ("completions", "chat")
 class SamplingSettings:
     samples: int = 100  # per problem
     limit: int | None = None  # only the first P problems
-    dataset: str = "humaneval"  # the embedded default, a JSONL/Parquet path or a hub name
+    dataset: str = EMBEDDED  # the embedded default, a JSONL/Parquet path or a hub name
     task: str | None = None  # the task kind (engine.tasks.TASKS); None: detected from the dataset's fields
     model: str | None = None  # None: what the servers report
     temperature: float = 0.8

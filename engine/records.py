@@ -12,12 +12,12 @@ class Problem:
     """One problem of a dataset, whatever its kind (engine/tasks/ says what kinds there are).
 
     `prompt` is what a base model continues (/v1/completions); `payload` is what only the kind
-    reads (HumanEval: test, entry_point, canonical_solution; MBPP: test_list, setup code...):
-    plain JSON-able values, treated as read-only, stored with the run."""
+    reads (e.g. the tests, the function's name, a reference solution): plain JSON-able values,
+    treated as read-only, stored with the run. `kind` names its task kind (engine.tasks.TASKS)."""
 
     task_id: str
     prompt: str
-    kind: str = "humaneval"
+    kind: str = ""  # "": none (records built by hand, in tests of the parts that never judge)
     payload: Mapping[str, Any] = field(default_factory=dict)
 
 

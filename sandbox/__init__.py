@@ -10,7 +10,7 @@ Modules: limits (Limits), verdicts (Verdict, Outcome, the decision table), pool 
 errors (SandboxError), verifier (dedup, calibrated limits, preflight), program
 (check_program: the one program form the fork-server runs guarded), seccomp (the per-program filter), protocol (the child's status records),
 capture (bounded output), cgroups (a CPU share, a memory cap and CPU accounting per jail;
-leftovers of killed runs), exploits (generic reward hacks the guards must defeat).
+leftovers of killed runs).
 Folders: forkserver/ (the fork-server: in the jail, server.py and guards.py; engine side,
 backend.py and worker.py), launchers/ (how a jail starts: base.py's Launcher protocol and
 LAUNCHERS registry; nsjail.py, firejail.py, bare.py for `none`).

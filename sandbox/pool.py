@@ -58,7 +58,7 @@ class SandboxPool:
     async def run(
         self, program: str, *, limits: Limits | None = None, label: str = "", reserved: bool = False
     ) -> Outcome:
-        """Verify one program (build it with `humaneval_program`). `label` (e.g. a task id) shows
+        """Verify one program (a task kind builds it, e.g. with `check_program`). `label` (e.g. a task id) shows
         in logs and in `ps`. `reserved`: on the worker kept apart for confirming load-sensitive
         verdicts. Cancelling the call kills the program's jail."""
         if self._state != "started":

