@@ -202,7 +202,7 @@ class Verifier:
         log.info("preflight passed: %d canonical solutions pass, known-bad completions fail", len(sample))
 
     async def _run_canonical(self, jobs: list[tuple[Problem, int]], limits: Limits) -> list[Outcome]:
-        return list(
+        outcomes = list(
             await asyncio.gather(
                 *(
                     self.pool.run(
@@ -214,6 +214,16 @@ class Verifier:
                 )
             )
         )
+        return [self._judged(p, o) for (p, _), o in zip(jobs, outcomes)]
+
+    def _judged(self, problem: Problem, outcome: Outcome) -> Outcome:
+        """The outcome as the task judges it: kinds that compare outputs decide only there (the
+        sandbox's `passed` says their driver ran to its end)."""
+        judge = getattr(self.programs, "judge", None)
+        if judge is None:
+            return outcome
+        judgement = judge(problem, outcome)
+        return replace(outcome, verdict=judgement.verdict, detail=judgement.detail)
 
     async def _check_known_bad(self) -> None:
         problems = _spread(list(self.problems.values()), min(self.preflight_sample, 4))
@@ -234,6 +244,7 @@ class Verifier:
             )
         )
         for (problem, name, _), outcome in zip(jobs, outcomes):
+            outcome = self._judged(problem, outcome)
             if outcome.verdict is not Verdict.failed:
                 raise SandboxError(
                     f"preflight: a known-bad completion ({name}) of {problem.task_id} was judged"

@@ -7,8 +7,9 @@ program is the call driver (engine/tasks/driver.py) running prompt + completion 
 plus_input, each call with a CPU limit of 4 s (EvalPlus' minimum per-input limit).
 
 Expected outputs are the reference solution's return values, computed in the sandbox by
-`Evalplus.prepare` before any sample is judged, and cached on disk per dataset fingerprint (a
-resume or a second run reads them back). They never enter the jail of a sample.
+`Evalplus.prepare` before any sample is judged (engine.tasks.prepare, before preflight), and
+cached on disk per dataset content (~/.cache/engine/expected/evalplus-<hash>.json, written
+atomically: a resume or a second run reads them back). They never enter the jail of a sample.
 
 Judging follows EvalPlus' `unsafe_execute` (engine/tasks/compare.py: `==`, then atol/1e-6 for
 floats; special oracles below). `passed` is the plus suite (base + plus inputs); `base_passed`
@@ -129,11 +130,13 @@ class Evalplus:
 
     # -- expected outputs ---------------------------------------------------------------------
 
-    async def prepare(self, problems: Sequence[Problem], pool: SandboxPool, fingerprint: str) -> list[str]:
+    async def prepare(self, problems: Sequence[Problem], pool: SandboxPool) -> list[str]:
         """Compute in `pool` (or read back from the cache) every problem's expected outputs. The
         ids of problems whose reference fails some input (flagged: those inputs never pass)."""
+        fingerprint = hashlib.sha256("".join(sorted(map(problem_key, problems))).encode()).hexdigest()[:24]
         cached = self._read_cache(fingerprint)
-        todo = [p for p in problems if problem_key(p) not in self._expected and problem_key(p) not in cached]
+        unique = {problem_key(p): p for p in problems}
+        todo = [p for key, p in unique.items() if key not in self._expected and key not in cached]
         outcomes = await asyncio.gather(*(self._run_reference(p, pool) for p in todo))
         for problem, outcome in zip(todo, outcomes):
             cached[problem_key(problem)] = _reference_records(outcome, len(problem.payload["inputs"]))
@@ -141,7 +144,7 @@ class Evalplus:
             self._write_cache(fingerprint, cached)
         for key, records in cached.items():
             self._expected[key] = [None if r is None else TestRecord(**r) for r in records]
-        broken = [p.task_id for p in problems if None in self._expected[problem_key(p)]]
+        broken = [p.task_id for key, p in unique.items() if None in self._expected[key]]
         if broken:
             log.warning(
                 "evalplus: the reference fails some inputs of %d problems (%s)",
@@ -163,8 +166,7 @@ class Evalplus:
         return await pool.run(program, limits=limits, label=f"expected:{problem.task_id}")
 
     def _cache_path(self, fingerprint: str) -> Path:
-        name = hashlib.sha256(fingerprint.encode()).hexdigest()[:24] + ".json"
-        return (self.cache_dir or default_cache_dir()) / name
+        return (self.cache_dir or default_cache_dir()) / f"evalplus-{fingerprint}.json"
 
     def _read_cache(self, fingerprint: str) -> dict[str, list[dict | None]]:
         try:
