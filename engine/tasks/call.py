@@ -121,9 +121,12 @@ class Call:
         return self.extract(problem, solutions[0]) if solutions else None
 
     def known_bad(self, problem: Problem, *, guards: bool) -> Mapping[str, str]:
-        incorrect = problem.payload["incorrect"]
-        bad = {f"incorrect solution {i + 1}": self.extract(problem, s) for i, s in enumerate(incorrect)}
-        return {**bad, **{name: _closing(problem) + code for name, code in KNOWN_BAD.items()}}
+        """Generic wrong programs only (a dataset's incorrect solutions may pass weak tests)."""
+        return {name: _closing(problem) + code for name, code in KNOWN_BAD.items()}
+
+    def incorrect(self, problem: Problem) -> list[str]:
+        """The dataset's incorrect solutions, as completions (tests use them)."""
+        return [self.extract(problem, s) for s in problem.payload["incorrect"]]
 
     def judge(self, problem: Problem, outcome: Outcome) -> Judgement:
         expected: list[Any] = problem.payload["outputs"]

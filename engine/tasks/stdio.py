@@ -57,6 +57,7 @@ class Stdio:
     name = NAME
     fields = FIELDS
     stop = STOP
+    references_may_fail = True  # CodeContests: some references fail their own tests (flagged at preflight)
 
     def __init__(self, run_all: bool = False):
         self.run_all = run_all
@@ -115,13 +116,13 @@ class Stdio:
         return _as_completion(problem, solutions[0]) if solutions else None
 
     def known_bad(self, problem: Problem, *, guards: bool) -> Mapping[str, str]:
-        bad = {
-            f"incorrect solution {i + 1}": _as_completion(problem, s)
-            for i, s in enumerate(problem.payload["incorrect"])
-        }
-        if any(canonical_stdout(out) for out in problem.payload["outputs"]):
-            bad.update(KNOWN_BAD)
-        return bad
+        """Generic wrong programs only: a dataset's incorrect solutions may time out, or even pass
+        weak tests (CodeContests), so they prove nothing about the sandbox."""
+        return KNOWN_BAD if any(canonical_stdout(out) for out in problem.payload["outputs"]) else {}
+
+    def incorrect(self, problem: Problem) -> list[str]:
+        """The dataset's incorrect solutions, as completions (tests use them)."""
+        return [_as_completion(problem, s) for s in problem.payload["incorrect"]]
 
     def judge(self, problem: Problem, outcome: Outcome) -> Judgement:
         expected: list[str] = problem.payload["outputs"]

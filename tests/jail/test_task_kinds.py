@@ -10,6 +10,10 @@ that never entered the jail.
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import cast
@@ -56,7 +60,10 @@ def references(task: Task, problems: dict[str, Problem]) -> list[Job]:
 
 
 def known_bad(task: Task, problems: dict[str, Problem]) -> list[Job]:
-    return [(task, p, c) for p in problems.values() for c in task.known_bad(p, guards=True).values()]
+    """The task's generic known-bad completions, then the dataset's incorrect solutions."""
+    generic = [(task, p, c) for p in problems.values() for c in task.known_bad(p, guards=True).values()]
+    incorrect = getattr(task, "incorrect", lambda p: [])
+    return generic + [(task, p, c) for p in problems.values() for c in incorrect(p)]
 
 
 # -- stdin/stdout -----------------------------------------------------------------------------
@@ -93,7 +100,8 @@ def test_stdio_references_pass_and_wrong_ones_fail() -> None:
         assert j.tests_passed == j.tests_total == len(problem.payload["inputs"])
     for (_, problem, completion), j in zip(bad, judged[len(good) :]):
         assert j.verdict is not Verdict.passed, (problem.task_id, completion, j)
-    slow = judged[len(good) + [p.task_id for _, p, _ in bad].index("triangular")]
+    slow_program = getattr(task, "incorrect")(problems["triangular"])[0]
+    slow = judged[len(good) + [c for _, _, c in bad].index(slow_program)]
     assert slow.verdict is Verdict.timeout, slow
     assert judged[-1].verdict is Verdict.failed and "wrong answer on test 3" in judged[-1].detail
 
@@ -202,3 +210,55 @@ def test_expected_outputs_never_enter_the_jail(kind: str) -> None:
             text = expected if isinstance(expected, str) else repr(expected)
             if len(text.strip()) > 3 and not any(text.strip() in str(i) for i in problem.payload["inputs"]):
                 assert text.strip() not in program, (problem.task_id, text)
+
+
+# -- engine verify, end to end ----------------------------------------------------------------
+
+HOSTILE_SAMPLES = {
+    "stdio": [(pid, code) for pid, code in STDIO_HOSTILE.values()],
+    "call": [("call/min-max", code.replace("\n", "\n    ")) for code in CALL_HOSTILE.values()],
+    "evalplus": [("HumanEval/12", "    " + code.replace("\n", "\n    ")) for code in CALL_HOSTILE.values()],
+}
+
+
+@pytest.mark.parametrize("kind", ["stdio", "call", "evalplus"])
+def test_engine_verify_task_end_to_end(kind: str, tmp_path: Path) -> None:
+    """`engine verify --task KIND` on its fixture: references pass (but a broken one, flagged at
+    preflight), every wrong, slow and hostile sample fails; results carry task_kind and the test
+    counts (and base_passed for evalplus), one line per input line, in order."""
+    task, problems = dataset(kind)
+    samples: list[tuple[str, str, bool]] = []
+    for p in problems.values():
+        samples.append((p.task_id, task.reference(p) or "", p.task_id != "broken-reference"))
+        samples += [(p.task_id, c, False) for _, _, c in known_bad(task, {p.task_id: p})]
+    samples += [(pid, code, False) for pid, code in HOSTILE_SAMPLES[kind]]
+    path = tmp_path / "samples.jsonl"
+    path.write_text("".join(json.dumps({"task_id": t, "completion": c}) + "\n" for t, c, _ in samples))
+    env = {**os.environ, "HOME": str(tmp_path)}  # the expected-outputs cache goes under it
+    command = [
+        sys.executable,
+        "-m",
+        "engine",
+        "verify",
+        str(path),
+        "--dataset",
+        str(FIXTURES / f"{kind}.jsonl"),
+    ]
+    done = subprocess.run(
+        [*command, "--task", kind, "--json", "--workers", "2"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    results = [
+        json.loads(line) for line in (tmp_path / "samples.jsonl_results.jsonl").read_text().splitlines()
+    ]
+    assert [r["task_id"] for r in results] == [t for t, _, _ in samples]
+    for (task_id, _, should_pass), r in zip(samples, results):
+        assert r["passed"] is should_pass, (task_id, r["result"], r["detail"])
+        assert r["task_kind"] == kind and 0 <= r["tests_passed"] <= r["tests_total"]
+        assert ("base_passed" in r) is (kind == "evalplus")
+    assert summary["verdicts"]["passed"] == sum(s for _, _, s in samples)
