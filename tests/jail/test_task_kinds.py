@@ -100,7 +100,7 @@ def test_stdio_references_pass_and_wrong_ones_fail() -> None:
         assert j.tests_passed == j.tests_total == len(problem.payload["inputs"])
     for (_, problem, completion), j in zip(bad, judged[len(good) :]):
         assert j.verdict is not Verdict.passed, (problem.task_id, completion, j)
-    slow_program = getattr(task, "incorrect")(problems["triangular"])[0]
+    slow_program = task.incorrect(problems["triangular"])[0]
     slow = judged[len(good) + [c for _, _, c in bad].index(slow_program)]
     assert slow.verdict is Verdict.timeout, slow
     assert judged[-1].verdict is Verdict.failed and "wrong answer on test 3" in judged[-1].detail
