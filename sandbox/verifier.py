@@ -229,8 +229,15 @@ class Verifier:
         judge = getattr(self.programs, "judge", None)
         if judge is None:
             return outcome
-        judgement = judge(problem, outcome)
-        return replace(outcome, verdict=judgement.verdict, detail=judgement.detail)
+        j = judge(problem, outcome)
+        return replace(
+            outcome,
+            verdict=j.verdict,
+            detail=j.detail,
+            tests_passed=j.tests_passed,
+            tests_total=j.tests_total,
+            base_passed=j.base_passed,
+        )
 
     async def _check_known_bad(self) -> None:
         problems = _spread(list(self.problems.values()), min(self.preflight_sample, 4))
@@ -316,7 +323,7 @@ class Verifier:
         program = self.programs.program(problem, completion, guards=limits.guards)
         outcome = await self._attempts(program, limits, problem.task_id, reserved=False)
         if not outcome.load_sensitive:
-            return outcome
+            return self._judged(problem, outcome)
         self.confirmed += 1
         confirmed = await self._attempts(program, limits, f"confirm:{problem.task_id}", reserved=True)
         log.debug(
@@ -328,7 +335,7 @@ class Verifier:
         )
         if confirmed.verdict is Verdict.timeout:
             confirmed = replace(confirmed, detail=confirmed.detail + " (confirmed on the reserved sandbox)")
-        return replace(confirmed, load_sensitive=False)
+        return self._judged(problem, replace(confirmed, load_sensitive=False))
 
     async def _attempts(self, program: str, limits: Limits, label: str, *, reserved: bool) -> Outcome:
         for attempt in range(1, INFRA_ATTEMPTS + 1):

@@ -33,7 +33,7 @@ from engine.tasks import rows as R
 from engine.tasks.base import Judgement
 from engine.tasks.chat import code_from_answer, fenced_messages
 from engine.tasks.compare import Malformed, decode, values_match
-from engine.tasks.judging import TestRecord, judge_report, read_report
+from engine.tasks.judging import TestRecord, already_judged, judge_report, read_report
 from engine.tasks.programs import call_program
 from sandbox.pool import SandboxPool
 from sandbox.verdicts import Outcome, Verdict
@@ -188,6 +188,8 @@ class Evalplus:
     # -- judging ------------------------------------------------------------------------------
 
     def judge(self, problem: Problem, outcome: Outcome) -> Judgement:
+        if (judged := already_judged(outcome)) is not None:
+            return judged
         expected = self._expected.get(problem_key(problem))
         if expected is None:
             raise RuntimeError(

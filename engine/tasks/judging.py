@@ -85,7 +85,19 @@ def _record(data: dict) -> TestRecord | None:
     )
 
 
+def already_judged(outcome: Outcome) -> Judgement | None:
+    """The judgement an outcome carries when the Verifier has judged it already (its output may
+    since have been cut short: a reused verdict keeps only a tail)."""
+    if outcome.tests_total is None:
+        return None
+    return Judgement(
+        outcome.verdict, outcome.detail, outcome.tests_passed, outcome.tests_total, outcome.base_passed
+    )
+
+
 def judge_report(outcome: Outcome, total: int, match: Callable[[int, TestRecord], bool]) -> Judgement:
+    if (judged := already_judged(outcome)) is not None:
+        return judged
     if outcome.verdict is Verdict.infra_error:
         return Judgement(outcome.verdict, outcome.detail)
     report = read_report(outcome.output)

@@ -26,7 +26,8 @@ from engine.tasks import Task, load_dataset
 from engine.tasks.base import Judgement
 from engine.tasks.evalplus import Evalplus
 from engine.tasks.hooks import all_tests, prepare
-from sandbox import Limits, SandboxPool, Verdict
+from sandbox import Limits, Outcome, SandboxPool, Verdict
+from sandbox.verifier import Verifier
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "tasks"
 LIMITS = Limits(timeout_s=20.0, cpu_time_s=20.0)
@@ -262,3 +263,24 @@ def test_engine_verify_task_end_to_end(kind: str, tmp_path: Path) -> None:
         assert r["task_kind"] == kind and 0 <= r["tests_passed"] <= r["tests_total"]
         assert ("base_passed" in r) is (kind == "evalplus")
     assert summary["verdicts"]["passed"] == sum(s for _, _, s in samples)
+
+
+def test_verifier_judges_and_reuses_judged_verdicts() -> None:
+    """Through the Verifier (as `engine run` verifies): the kind's verdict, not the sandbox's
+    (whose `passed` only says the driver ran to its end); an identical sample reuses it, with
+    its test counts, although a reused outcome keeps only a tail of its output."""
+    task, problems = dataset("stdio")
+    p = problems["sum-of-two"]
+    long_wrong = "print('x' * 5000)\n"  # a report longer than the reused tail
+
+    async def body() -> list[Outcome]:
+        async with SandboxPool(workers=2, limits=LIMITS, backend="nsjail") as pool:
+            verifier = Verifier(pool, [p], programs=task, dedup=True)
+            jobs = [task.reference(p) or "", long_wrong] * 2
+            return [await verifier.verify(p, c) for c in jobs]
+
+    ref, wrong, ref_again, wrong_again = uvloop.run(body())
+    assert ref.verdict is Verdict.passed and ref.tests_passed == ref.tests_total == 5
+    assert wrong.verdict is Verdict.failed and wrong.tests_passed == 0
+    assert ref_again.reused and task.judge(p, ref_again).passed
+    assert wrong_again.reused and task.judge(p, wrong_again).verdict is Verdict.failed

@@ -5,6 +5,7 @@ whole, cut anywhere, and mixed with noise."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 from hypothesis import given
@@ -148,3 +149,20 @@ def test_call_judge_reads_tuples_as_lists() -> None:
         judged([["?", [["i", "1"], ["i", "3"]]], ["l", [five, five]], ["t", [["i", "-1"], a]]])
         is Verdict.failed
     )
+
+
+@given(st.integers(min_value=0, max_value=200), st.sampled_from(["ok", "timeout", "exit"]))
+def test_judging_a_judged_outcome_gives_the_same_even_cut(keep: int, status: str) -> None:
+    """Invariant: the Verifier stores the judgement in the outcome and keeps only a tail of a
+    reused outcome's output; judging that again gives the same judgement, whatever is left."""
+    raw = outcome(report(["a", "b"], ["ok", status]))
+    first = judge_report(raw, 2, exact(["a", "b"]))
+    judged = replace(
+        raw,
+        verdict=first.verdict,
+        detail=first.detail,
+        tests_passed=first.tests_passed,
+        tests_total=first.tests_total,
+        output=raw.output[-keep:] if keep else "",
+    )
+    assert judge_report(judged, 2, exact(["a", "b"])) == first
