@@ -133,7 +133,14 @@ class Verifier:
         if task_id in self._limits:
             return self._limits[task_id]
         wall, cpu = self.timing.fixed_limits(self.timing.timeout_s or self.timing.default_s)
-        return replace(self.pool.limits, timeout_s=wall, cpu_time_s=cpu)
+        return replace(self.base_limits, timeout_s=wall, cpu_time_s=cpu)
+
+    @property
+    def base_limits(self) -> Limits:
+        """The pool's limits, with room for a report as long as the kind says its programs write
+        (kinds that compare outputs: `report_bytes`)."""
+        report = getattr(self.programs, "report_bytes", 0)
+        return replace(self.pool.limits, max_output_bytes=max(self.pool.limits.max_output_bytes, report))
 
     # -- preflight and calibration -----------------------------------------------------------
 
@@ -143,7 +150,7 @@ class Verifier:
         sample = _spread(with_canonical, self.preflight_sample)
         calibrate = self.timing.timeout_s is None
         probe_s = self.timing.ceiling_s if calibrate else self.limits_for("").timeout_s
-        probe = replace(self.pool.limits, timeout_s=probe_s, cpu_time_s=probe_s)
+        probe = replace(self.base_limits, timeout_s=probe_s, cpu_time_s=probe_s)
         jobs = [(p, 0) for p in (with_canonical if calibrate else sample)]
         outcomes = await self._run_canonical(jobs, probe)
         if calibrate and self.timing.runs > 1:
@@ -192,7 +199,7 @@ class Verifier:
                         statistics.median(cpu for _, cpu in measured), wall_limit
                     )
                     self._limits[task_id] = replace(
-                        self.pool.limits, timeout_s=wall_limit, cpu_time_s=cpu_limit
+                        self.base_limits, timeout_s=wall_limit, cpu_time_s=cpu_limit
                     )
             if self.measured:
                 walls = sorted(lim.timeout_s for lim in self._limits.values())
@@ -230,8 +237,10 @@ class Verifier:
         if judge is None:
             return outcome
         j = judge(problem, outcome)
+        output = outcome.output if j.tests_total is None else outcome.output[-CACHE_OUTPUT_CHARS:]
         return replace(
             outcome,
+            output=output,  # judged: a long report need not be kept
             verdict=j.verdict,
             detail=j.detail,
             tests_passed=j.tests_passed,

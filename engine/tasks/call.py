@@ -26,7 +26,7 @@ from engine.tasks.chat import code_from_answer, fenced_messages
 from engine.tasks.compare import Malformed, decode
 from engine.tasks.driver import Unserialisable, canonical_json, digest, encode
 from engine.tasks.judging import TestRecord, judge_report
-from engine.tasks.programs import call_program
+from engine.tasks.programs import REPORT_BYTES, call_program
 from sandbox.verdicts import Outcome
 
 NAME = "call"
@@ -60,6 +60,7 @@ class Call:
     name = NAME
     fields = FIELDS
     stop = STOP
+    report_bytes = REPORT_BYTES  # the driver's report: the sandbox keeps this much output
 
     def __init__(self, run_all: bool = False):
         self.run_all = run_all

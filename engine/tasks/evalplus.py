@@ -34,7 +34,7 @@ from engine.tasks.base import Judgement
 from engine.tasks.chat import code_from_answer, fenced_messages
 from engine.tasks.compare import Malformed, decode, values_match
 from engine.tasks.judging import TestRecord, already_judged, judge_report, read_report
-from engine.tasks.programs import call_program
+from engine.tasks.programs import REPORT_BYTES, call_program
 from sandbox.pool import SandboxPool
 from sandbox.verdicts import Outcome, Verdict
 
@@ -74,6 +74,7 @@ class Evalplus:
     name = NAME
     fields = FIELDS
     stop = STOP
+    report_bytes = REPORT_BYTES  # the driver's report: the sandbox keeps this much output
 
     def __init__(self, run_all: bool = False, cache_dir: Path | None = None):
         self.run_all = run_all

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 DRIVER_SOURCE = (Path(__file__).parent / "driver.py").read_text(encoding="utf-8")
-TEXT_BUDGET = 12_000  # report text per sample: under the sandbox's 16 KiB output tail
+REPORT_BYTES = 1 << 20  # the output a program of these kinds may write (Task.report_bytes)
+TEXT_BUDGET = 256 * 1024  # outputs sent whole, per sample; beyond it, digests only
 
 
 def stdio_program(code: str, inputs: Sequence[str], test_s: float, *, run_all: bool) -> str:

@@ -25,7 +25,7 @@ from engine.tasks.chat import code_from_answer
 from engine.tasks.compare import stdout_matches
 from engine.tasks.driver import canonical_stdout, digest
 from engine.tasks.judging import TestRecord, judge_report
-from engine.tasks.programs import stdio_program
+from engine.tasks.programs import REPORT_BYTES, stdio_program
 from sandbox.verdicts import Outcome
 
 NAME = "stdio"
@@ -57,6 +57,7 @@ class Stdio:
     name = NAME
     fields = FIELDS
     stop = STOP
+    report_bytes = REPORT_BYTES  # the driver's report: the sandbox keeps this much output
     references_may_fail = True  # CodeContests: some references fail their own tests (flagged at preflight)
 
     def __init__(self, run_all: bool = False):
