@@ -22,7 +22,7 @@ import pytest
 import uvloop
 
 from engine.records import Problem
-from engine.tasks import Task, load_dataset
+from engine.tasks import TASKS, Task, detect, load_dataset
 from engine.tasks.base import Judgement
 from engine.tasks.evalplus import Evalplus
 from engine.tasks.hooks import all_tests, prepare
@@ -284,3 +284,32 @@ def test_verifier_judges_and_reuses_judged_verdicts() -> None:
     assert wrong.verdict is Verdict.failed and wrong.tests_passed == 0
     assert ref_again.reused and task.judge(p, ref_again).passed
     assert wrong_again.reused and task.judge(p, wrong_again).verdict is Verdict.failed
+
+
+@pytest.mark.parametrize("tests", [1, 400])
+def test_verifier_keeps_the_whole_report_of_many_tests(tests: int) -> None:
+    """The ends: one test, and a report far longer than the sandbox's default 16 KiB output tail
+    (the kind's report_bytes): every test is read, the reference passes, a wrong answer on the
+    last test alone is caught."""
+    row = {
+        "name": "echo",
+        "description": "Print the number you read.",
+        "public_tests": {
+            "input": [f"{i}\n" for i in range(tests)],
+            "output": [f"{i}\n" for i in range(tests)],
+        },
+        "solutions": {"language": [3], "solution": ["print(int(input()))\n"]},
+    }
+    task = TASKS[detect([row])]
+    (p,) = task.problems([row], "inline")
+    last_wrong = f"\nn = int(input())\nprint(n + (n == {tests - 1}))\n"
+
+    async def body() -> list[Outcome]:
+        async with SandboxPool(workers=2, limits=LIMITS, backend="nsjail") as pool:
+            verifier = Verifier(pool, [p], programs=task, dedup=False)
+            return [await verifier.verify(p, c) for c in (task.reference(p) or "", last_wrong)]
+
+    ref, wrong = uvloop.run(body())
+    assert ref.verdict is Verdict.passed and ref.tests_passed == tests, ref
+    assert wrong.verdict is Verdict.failed and wrong.tests_passed == tests - 1, wrong
+    assert f"test {tests}" in wrong.detail
