@@ -15,7 +15,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 
 from engine.client import DEFAULT_REQUEST_DEADLINE_S
-from engine.tasks.chat import DEFAULT_SYSTEM_PROMPT
 from engine.tasks.source import EMBEDDED
 from sandbox import Limits
 from sandbox.launchers import LAUNCHERS
@@ -39,7 +38,7 @@ class SamplingSettings:
     max_tokens: int = 512
     seed: int = 0  # each sample's seed derives from it
     api: str = "completions"  # or "chat": /v1/chat/completions, code taken from the answer
-    system_prompt: str = DEFAULT_SYSTEM_PROMPT  # chat only
+    system_prompt: str | None = None  # chat only; None: the task kind's own
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,7 @@ import time
 import aiohttp
 from prometheus_client import CollectorRegistry
 
-from engine.config import RunConfig
+from engine.config import RunConfig, SamplingSettings
 from engine.errors import SANDBOX_ERRORS, RunConfigError, map_exceptions
 from engine.hosts import read_hosts
 from engine.policies import samples_owed
@@ -98,7 +98,7 @@ async def _sweep(
             seed=asked.seed,
             api=asked.api,
             stop=dataset.task.stop if asked.api == "completions" else (),
-            system_prompt=asked.system_prompt if asked.api == "chat" else "",
+            system_prompt=_system_prompt(asked, dataset) if asked.api == "chat" else "",
         )
         _check_same_run(previous, sampling, cfg.output.out)
         store.set_meta("sampling", sampling.to_dict())
@@ -283,6 +283,10 @@ def _stop_on_signals(sweep: Sweep, drain_timeout: float):
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+
+
+def _system_prompt(asked: SamplingSettings, dataset: Dataset) -> str:
+    return asked.system_prompt if asked.system_prompt is not None else dataset.task.system_prompt
 
 
 def _check_same_run(previous: dict | None, sampling: Sampling, out: str) -> None:

@@ -21,8 +21,8 @@ from engine.run import run_sweep
 from engine.scheduler import problem_seed
 from engine.store import Store
 from engine.tasks import extract_completion, load_problems
-from engine.tasks.chat import DEFAULT_SYSTEM_PROMPT
 from engine.tasks.chat import fenced_messages as chat_messages
+from engine.tasks.humaneval import SYSTEM_PROMPT as DEFAULT_SYSTEM_PROMPT
 from vllm_sim import SimulatedFleet, SyntheticModel
 from vllm_sim.model.instruct import Message
 

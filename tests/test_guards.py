@@ -488,7 +488,7 @@ def test_a_test_that_calls_the_entry_point_by_name_gets_the_guarded_one_too() ->
         async with SandboxPool(workers=1, limits=LIMITS) as pool:
             return [
                 await pool.run(
-                    check_program("def f(x):\n", completion, test, "f", guards=g),
+                    check_program("def f(x):\n" + completion, test, "f", guards=g),
                     limits=replace(LIMITS, guards=g),
                 )
                 for g in (False, True)

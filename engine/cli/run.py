@@ -68,7 +68,7 @@ _ASKED, _PLAN, _OUT = SamplingSettings(), Scheduling(), Output()
 @click.option(
     "--system-prompt",
     default=None,
-    help="System prompt of --api chat [default: ask for the whole function in a python block].",
+    help="System prompt of --api chat [default: the task kind's, asking for the whole function in a python block].",
 )
 @click.option("--temperature", default=_ASKED.temperature, show_default=True, type=click.FloatRange(min=0.0))
 @click.option(
@@ -220,9 +220,7 @@ def run_config(opts: dict) -> RunConfig:
             max_tokens=opts["max_tokens"],
             seed=opts["seed"],
             api=opts["api"],
-            system_prompt=opts["system_prompt"]
-            if opts["system_prompt"] is not None
-            else _ASKED.system_prompt,
+            system_prompt=opts["system_prompt"],
         ),
         scheduling=Scheduling(
             request_n=opts["request_n"],

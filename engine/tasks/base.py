@@ -68,6 +68,11 @@ class Task(Protocol):
         of the answer by `extract`)."""
         ...
 
+    @property
+    def system_prompt(self) -> str:
+        """The system prompt of `--api chat` when none is given."""
+        ...
+
     def problems(self, rows: Sequence[Mapping[str, Any]], source: str) -> list[Problem]:
         """The dataset's rows as Problems, in order. DatasetError naming `source` and the row
         (1-based) when a row lacks what the kind needs."""

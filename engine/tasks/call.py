@@ -60,6 +60,7 @@ class Call:
     name = NAME
     fields = FIELDS
     stop = STOP
+    system_prompt = SYSTEM_PROMPT
     report_bytes = REPORT_BYTES  # the driver's report: the sandbox keeps this much output
 
     def __init__(self, run_all: bool = False):
@@ -101,7 +102,7 @@ class Call:
         return R.fingerprint(source, problems)
 
     def chat_messages(self, problem: Problem, system_prompt: str) -> list[dict[str, str]]:
-        return fenced_messages(system_prompt or SYSTEM_PROMPT, problem.prompt)
+        return fenced_messages(system_prompt, problem.prompt)
 
     def extract(self, problem: Problem, answer: str) -> str:
         """A whole definition in the answer follows a `pass` that closes the prompt's stub (the

@@ -5,10 +5,6 @@ from __future__ import annotations
 
 import re
 
-DEFAULT_SYSTEM_PROMPT = (
-    "You are an expert Python programmer. Complete the Python function the user gives you. "
-    "Answer with the whole function, including its signature, in one ```python code block."
-)
 _FENCE = re.compile(r"```[ \t]*(?:python3?|py)?[ \t]*\r?\n(.*?)(?:```|\Z)", re.DOTALL | re.IGNORECASE)
 
 

@@ -74,6 +74,7 @@ class Evalplus:
     name = NAME
     fields = FIELDS
     stop = STOP
+    system_prompt = SYSTEM_PROMPT
     report_bytes = REPORT_BYTES  # the driver's report: the sandbox keeps this much output
 
     def __init__(self, run_all: bool = False, cache_dir: Path | None = None):
@@ -111,7 +112,7 @@ class Evalplus:
         return R.fingerprint(source, problems)
 
     def chat_messages(self, problem: Problem, system_prompt: str) -> list[dict[str, str]]:
-        return fenced_messages(system_prompt or SYSTEM_PROMPT, problem.prompt)
+        return fenced_messages(system_prompt, problem.prompt)
 
     def extract(self, problem: Problem, answer: str) -> str:
         code = code_from_answer(answer)

@@ -25,6 +25,10 @@ NAME = "humaneval"
 FIELDS = frozenset(("task_id", "prompt", "test", "entry_point"))
 # A base model's completion of a function body ends where the next top-level statement starts.
 STOP = ("\ndef", "\nclass", "\nif", "\nprint", "\n#")
+SYSTEM_PROMPT = (
+    "You are an expert Python programmer. Complete the Python function the user gives you. "
+    "Answer with the whole function, including its signature, in one ```python code block."
+)
 # Function bodies (they continue the prompt's `def`): each must fail, or execution is broken.
 KNOWN_BAD = {
     "raises": "    raise AssertionError('preflight: a known-bad completion')\n",
@@ -56,6 +60,7 @@ class HumanEval:
     name = NAME
     fields = FIELDS
     stop = STOP
+    system_prompt = SYSTEM_PROMPT
 
     def problems(self, rows: Sequence[Mapping[str, Any]], source: str) -> list[Problem]:
         return [self._problem(row, line, source) for line, row in enumerate(rows, 1)]

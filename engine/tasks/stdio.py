@@ -57,6 +57,7 @@ class Stdio:
     name = NAME
     fields = FIELDS
     stop = STOP
+    system_prompt = SYSTEM_PROMPT
     report_bytes = REPORT_BYTES  # the driver's report: the sandbox keeps this much output
     references_may_fail = True  # CodeContests: some references fail their own tests (flagged at preflight)
 
@@ -101,7 +102,7 @@ class Stdio:
         return R.fingerprint(source, problems)
 
     def chat_messages(self, problem: Problem, system_prompt: str) -> list[dict[str, str]]:
-        messages = [{"role": "system", "content": system_prompt or SYSTEM_PROMPT}]
+        messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
         return messages + [{"role": "user", "content": problem.prompt.split('"""')[1].strip()}]
 
     def extract(self, problem: Problem, answer: str) -> str:

@@ -16,8 +16,8 @@ import pytest
 import uvloop
 
 from engine.tasks import extract_completion, load_problems
-from engine.tasks.chat import DEFAULT_SYSTEM_PROMPT
 from engine.tasks.chat import fenced_messages as chat_messages
+from engine.tasks.humaneval import SYSTEM_PROMPT as DEFAULT_SYSTEM_PROMPT
 from vllm_sim import SimulatedFleet, SyntheticModel
 from vllm_sim.api.protocol import APIError, parse_chat_request
 from vllm_sim.faults.spec import KINDS

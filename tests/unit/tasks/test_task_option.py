@@ -50,3 +50,16 @@ def test_a_dataset_that_fits_no_kind_is_refused_in_one_line(files, command):
 def test_a_named_kind_the_rows_do_not_fit_names_the_row(files):
     result = engine("verify", "samples.jsonl", "--dataset", "odd.jsonl", "--task", "humaneval", cwd=files)
     one_line_exit_2(result, "row 1 lacks", "test")
+
+
+@pytest.mark.parametrize(
+    ("given", "kind", "expected"), [(None, "mbpp", "mbpp's"), ("Mine.", "mbpp", "Mine.")]
+)
+def test_the_chat_system_prompt_is_the_kinds_unless_given(given, kind, expected):
+    from engine.config import SamplingSettings
+    from engine.run import _system_prompt
+    from engine.tasks import TASKS, Dataset
+
+    dataset = Dataset("d.jsonl", TASKS[kind], [])
+    wanted = TASKS[kind].system_prompt if expected == "mbpp's" else expected
+    assert _system_prompt(SamplingSettings(system_prompt=given), dataset) == wanted

@@ -187,3 +187,13 @@ def test_humaneval_takes_the_sandboxs_verdict(verdict):
 def test_a_problem_record_is_general():
     p = Problem("X/1", "prompt")
     assert (p.kind, dict(p.payload)) == ("", {})
+
+
+def test_each_kind_has_its_own_chat_system_prompt_and_humanevals_is_the_one_runs_were_stored_with():
+    # Runs resume only with the same sampling settings, the system prompt among them.
+    assert HUMANEVAL.system_prompt == (
+        "You are an expert Python programmer. Complete the Python function the user gives you. "
+        "Answer with the whole function, including its signature, in one ```python code block."
+    )
+    assert all(task.system_prompt for task in TASKS.values())
+    assert TASKS["mbpp"].system_prompt != HUMANEVAL.system_prompt
