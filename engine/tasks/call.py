@@ -91,12 +91,19 @@ class Call:
             "fn_name": tests["fn_name"],
             "inputs": inputs,
             "outputs": outputs,
-            "test_s": float(row.get("time_limit") or DEFAULT_TEST_S),
+            "test_s": R.number(row.get("time_limit") or DEFAULT_TEST_S, "time_limit"),
             "solutions": R.strings(R.parsed(row, "solutions") or [], "solutions"),
             "incorrect": R.strings(R.parsed(row, "incorrect_solutions") or [], "incorrect_solutions"),
             "starter": starter if isinstance(starter, str) else "",
         }
-        return Problem(str(task_id), prompt_for(R.text(row, "question"), payload["starter"]), NAME, payload)
+        prompt = prompt_for(R.text(row, "question"), payload["starter"])
+        # The reference as a completion of the prompt (what preflight and `engine simulate` use).
+        solutions = payload["solutions"]
+        payload["canonical_solution"] = (
+            _completion(prompt, tests["fn_name"], solutions[0]) if solutions else None
+        )
+        payload["entry_point"] = tests["fn_name"]
+        return Problem(str(task_id), prompt, NAME, payload)
 
     def fingerprint(self, source: str, problems: Sequence[Problem]) -> str:
         return R.fingerprint(source, problems)
@@ -107,11 +114,7 @@ class Call:
     def extract(self, problem: Problem, answer: str) -> str:
         """A whole definition in the answer follows a `pass` that closes the prompt's stub (the
         later definition wins); a bare body continues the stub as a base model's would."""
-        code = code_from_answer(answer)
-        name = re.escape(problem.payload["fn_name"])
-        if re.search(rf"^\s*def\s+{name}\s*\(", code, re.MULTILINE):
-            return ("pass\n" if problem.prompt.endswith(" ") else "") + "\n" + code
-        return code
+        return _completion(problem.prompt, problem.payload["fn_name"], code_from_answer(answer))
 
     def program(self, problem: Problem, completion: str, *, guards: bool) -> str:
         p = problem.payload
@@ -119,12 +122,11 @@ class Call:
         return call_program(code, p["fn_name"], p["inputs"], p["test_s"], run_all=self.run_all)
 
     def reference(self, problem: Problem) -> str | None:
-        solutions = problem.payload["solutions"]
-        return self.extract(problem, solutions[0]) if solutions else None
+        return problem.payload["canonical_solution"]
 
     def known_bad(self, problem: Problem, *, guards: bool) -> Mapping[str, str]:
         """Generic wrong programs only (a dataset's incorrect solutions may pass weak tests)."""
-        return {name: _closing(problem) + code for name, code in KNOWN_BAD.items()}
+        return {name: _closing(problem.prompt) + code for name, code in KNOWN_BAD.items()}
 
     def incorrect(self, problem: Problem) -> list[str]:
         """The dataset's incorrect solutions, as completions (tests use them)."""
@@ -171,6 +173,14 @@ def _as_json(value: Any) -> Any:
     return value
 
 
-def _closing(problem: Problem) -> str:
+def _completion(prompt: str, fn_name: str, code: str) -> str:
+    """Code as a completion of the prompt: a whole definition follows a `pass` that closes the
+    prompt's stub (the later definition wins); a bare body continues the stub."""
+    if re.search(rf"^\s*def\s+{re.escape(fn_name)}\s*\(", code, re.MULTILINE):
+        return _closing(prompt) + "\n" + code
+    return code
+
+
+def _closing(prompt: str) -> str:
     """What ends the prompt's stub, so that a whole program can follow it."""
-    return "pass\n" if problem.prompt.endswith(" ") else ""
+    return "pass\n" if prompt.endswith(" ") else ""

@@ -39,6 +39,13 @@ def text(row: Mapping[str, Any], name: str) -> str:
     return value
 
 
+def number(value: Any, what: str) -> float:
+    """A non-negative number of seconds, a tolerance..."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise RowError(f"{what} must be a non-negative number, not {value!r}")
+    return float(value)
+
+
 def strings(value: Any, what: str) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
         raise RowError(f"{what} must be a list of strings")

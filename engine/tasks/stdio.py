@@ -78,6 +78,8 @@ class Stdio:
         outputs: list[str] = []
         for suite in SUITES:
             tests = R.parsed(row, suite) or {}
+            if not isinstance(tests, Mapping):
+                raise R.RowError(f"{suite} must be {{'input': [...], 'output': [...]}}")
             suite_in, suite_out = (R.strings(tests.get(k, []), f"{suite}.{k}") for k in ("input", "output"))
             if len(suite_in) != len(suite_out):
                 raise R.RowError(f"{suite} has {len(suite_in)} inputs but {len(suite_out)} outputs")
@@ -85,17 +87,20 @@ class Stdio:
             outputs += suite_out
         if not inputs:
             raise R.RowError("has no tests")
+        task_id = row.get("name") or row.get("task_id")
+        if not isinstance(task_id, str) or not task_id:
+            raise R.RowError("lacks name")
+        solutions = _python3(R.parsed(row, "solutions"))
         payload = {
             "inputs": inputs,
             "outputs": outputs,
             "test_s": _seconds(row.get("time_limit")),
-            "tolerance": float(row.get("float_tolerance", DEFAULT_TOLERANCE)),
-            "solutions": _python3(R.parsed(row, "solutions")),
+            "tolerance": R.number(row.get("float_tolerance", DEFAULT_TOLERANCE), "float_tolerance"),
+            "solutions": solutions,
             "incorrect": _python3(R.parsed(row, "incorrect_solutions")),
+            # The reference as a completion of the prompt (what preflight and `engine simulate` use).
+            "canonical_solution": "\n" + solutions[0] if solutions else None,
         }
-        task_id = row.get("name") or row.get("task_id")
-        if not isinstance(task_id, str) or not task_id:
-            raise R.RowError("lacks name")
         return Problem(task_id, prompt_for(R.text(row, "description")), NAME, payload)
 
     def fingerprint(self, source: str, problems: Sequence[Problem]) -> str:
@@ -114,8 +119,7 @@ class Stdio:
         return stdio_program(code, p["inputs"], p["test_s"], run_all=self.run_all)
 
     def reference(self, problem: Problem) -> str | None:
-        solutions = problem.payload["solutions"]
-        return _as_completion(problem, solutions[0]) if solutions else None
+        return problem.payload["canonical_solution"]
 
     def known_bad(self, problem: Problem, *, guards: bool) -> Mapping[str, str]:
         """Generic wrong programs only: a dataset's incorrect solutions may time out, or even pass
