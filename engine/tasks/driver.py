@@ -347,8 +347,9 @@ def _exec_main(code, namespace):
         status = 0 if exc.code is None or exc.code == 0 else 1
     except MemoryError:
         status = OOM_EXIT
-    except BaseException:  # noqa: BLE001 - any exception is a runtime error
-        traceback.print_exc()
+    except BaseException as exc:  # noqa: BLE001 - any exception is a runtime error
+        below = exc.__traceback__.tb_next if exc.__traceback__ else None  # the candidate's frames only
+        traceback.print_exception(type(exc), exc, below)
         status = 1
     else:
         status = 0
