@@ -23,6 +23,7 @@ from engine.runner import Sampling, Sweep
 from engine.store import Store
 from engine.summary import RunSummary, summarize
 from engine.tasks import DEFAULT_KIND, Dataset, load_dataset
+from engine.tasks.hooks import prepare
 from metrics.exporter import EngineMetrics
 from metrics.http import MetricsServer, serve_metrics
 from metrics.page import PageData
@@ -119,6 +120,7 @@ async def _sweep(
                 verifier = Verifier(
                     sandbox, problems, programs=dataset.task, dedup=box.dedup, timing=box.timing
                 )
+                await prepare(dataset.task, problems, sandbox)  # e.g. EvalPlus' expected outputs
                 await verifier.preflight()
                 seed_from_store(verifier, store)
                 sweep = Sweep(

@@ -14,6 +14,7 @@ import asyncio
 import logging
 import os
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import orjson
@@ -26,6 +27,8 @@ from engine.runlock import RunLock, keep_heartbeat
 from engine.store import Store, StoredVerdict
 from engine.summary import INFRA_ERROR, VerifySummary, summarize
 from engine.tasks import DEFAULT_KIND, EMBEDDED, Task, get_task, load_dataset
+from engine.tasks.hooks import all_tests as every_test
+from engine.tasks.hooks import prepare
 from metrics.running import RunningPassAtK
 from sandbox import Outcome, SandboxPool
 from sandbox.verifier import Verifier
@@ -81,6 +84,11 @@ def result_fields(task: Task, problem: Problem, outcome: Outcome) -> dict:
         "result": judgement.verdict.value,
         "detail": judgement.detail,
         "task_kind": task.name,
+        **{
+            k: v
+            for k in ("tests_passed", "tests_total", "base_passed")
+            if (v := getattr(judgement, k)) is not None
+        },
         "backend": outcome.backend,
         "limits": outcome.limits.to_dict(),
         "wall_s": outcome.wall_s,
@@ -103,6 +111,7 @@ async def verify_file(
     retry: str | None = None,
     progress: bool = True,
     task: str | None = None,
+    all_tests: bool = False,
 ) -> VerifySummary:
     """Verify every line of `samples` (or, with `retry`, only the lines of a results file whose
     result is `retry`, keeping the others as they are); write `out` atomically, in input order.
@@ -111,6 +120,8 @@ async def verify_file(
     out = Path(out) if out is not None else results_path(samples, retry)
     settings = settings or SandboxSettings()
     loaded = load_dataset(dataset, task)
+    if all_tests:
+        loaded = replace(loaded, task=every_test(loaded.task))
     problems = {p.task_id: p for p in loaded.problems}
     rows = read_samples(samples, set(problems))
     if retry is not None and not all("result" in row for row in rows):
@@ -162,6 +173,7 @@ async def _verify_all(
         workers=settings.workers, limits=settings.limits, backend=settings.backend
     ) as pool:
         verifier = Verifier(pool, problems, programs=task, dedup=settings.dedup, timing=settings.timing)
+        await prepare(task, problems, pool)
         await verifier.preflight()
 
         async def worker() -> None:

@@ -36,6 +36,12 @@ from engine.summary import INFRA_ERROR, VerifySummary
     help="'humaneval', a JSONL/Parquet file, or a hub name (owner/name[:split]).",
 )
 @task_option
+@click.option(
+    "--all-tests",
+    is_flag=True,
+    help="Output-comparing kinds (stdio, call, evalplus): run every test instead of stopping at the first "
+    "failure, for tests_passed/tests_total as a reward.",
+)
 @sandbox_options
 @click.option(
     "--self-test",
@@ -51,6 +57,7 @@ def command(
     retry: str | None,
     dataset: str,
     task: str | None,
+    all_tests: bool,
     self_test: bool,
     as_json: bool,
     verbose: int,
@@ -80,7 +87,9 @@ def command(
     else:
         out = out or results_path(source, retry)
         summary = run_async(
-            verify_file(source, out, dataset, settings, retry, progress=not as_json, task=task)
+            verify_file(
+                source, out, dataset, settings, retry, progress=not as_json, task=task, all_tests=all_tests
+            )
         )
         title = f"engine verify: {summary['samples']:,} samples ({summary['rerun']:,} run, {summary['reused']:,} reused) -> {out}"
     emit(summary, as_json, render(summary, title))

@@ -16,12 +16,15 @@ from typing import Any
 from engine.errors import DatasetError
 from engine.records import Problem
 from engine.tasks.base import Judgement, Task
+from engine.tasks.call import Call
+from engine.tasks.evalplus import Evalplus
 from engine.tasks.humaneval import HumanEval
 from engine.tasks.humaneval import problem as legacy_problem
 from engine.tasks.mbpp import Mbpp
 from engine.tasks.source import EMBEDDED, read_rows
+from engine.tasks.stdio import Stdio
 
-TASKS: dict[str, Task] = {task.name: task for task in (HumanEval(), Mbpp())}
+TASKS: dict[str, Task] = {task.name: task for task in (HumanEval(), Mbpp(), Stdio(), Call(), Evalplus())}
 DEFAULT_KIND = HumanEval.name  # the embedded dataset's kind
 # Runs stored before task kinds existed are of this kind; legacy_problem() rebuilds their problems.
 LEGACY_KIND = HumanEval.name
