@@ -7,7 +7,7 @@ from pathlib import Path
 
 import orjson
 
-DIR = Path(__file__).parent / "fixtures" / "vllm-transcripts"
+DIR = Path(__file__).parents[1] / "fixtures" / "vllm-transcripts"
 
 
 @dataclass(frozen=True)
