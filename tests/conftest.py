@@ -1,7 +1,7 @@
 """Shared by every test: the helpers on the import path, and a marker per folder.
 
-The folders sort tests by what they cost and need (README, "Tests"): `unit/` (in-process, no
-root, no servers), `loopback/` (real sockets on 127.0.0.1, no root), `jail/` (root: namespaces,
+The folders sort tests by what they cost and need (README, "Tests"): `unit/` (no root, no jail,
+no sweep, no network), `loopback/` (real sockets on 127.0.0.1, no root), `jail/` (root: namespaces,
 cgroups), `e2e/` (processes, sweeps, real tools), `sim/` (the simulator's own). `-m "not e2e"`
 and the like select by folder.
 """

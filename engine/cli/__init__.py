@@ -92,7 +92,7 @@ class _EngineGroup(click.Group):
         args: Sequence[str] | None = None,
         prog_name: str | None = None,
         complete_var: str | None = None,
-        standalone_mode: bool = False,
+        standalone_mode: bool = False,  # always False here: every error goes through `fail`
         **extra: Any,
     ) -> Any:
         try:
