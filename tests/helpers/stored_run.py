@@ -1,10 +1,12 @@
 """A run directory with three samples of HumanEval/0: passed, timeout, not yet verified."""
 
+from pathlib import Path
+
 from engine.records import Sample
 from engine.store import Store, StoredVerdict
 
 
-def make_run(path):
+def make_run(path: Path) -> None:
     store = Store.open(path)
     for i in range(3):
         store.stage_sample(
