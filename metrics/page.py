@@ -138,7 +138,7 @@ class PageData:
         return self._stored is None or time.monotonic() - self._stored[0] >= max_age
 
     def _from_store(self) -> dict:
-        if self._store_is_stale():
+        if self._stored is None or self._store_is_stale():
             self._stored = (time.monotonic(), self._read_store())
         return self._stored[1]
 

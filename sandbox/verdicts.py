@@ -157,10 +157,12 @@ def _exit_text(obs: Observation) -> str:
 
 
 def signal_name(number: int | None) -> str:
-    try:
-        return signal.Signals(number).name  # type: ignore[arg-type]
-    except ValueError:
-        return f"signal {number}"
+    if number is not None:
+        try:
+            return signal.Signals(number).name
+        except ValueError:
+            pass  # a number with no name on this platform
+    return f"signal {number}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -143,14 +143,14 @@ class SyntheticModel:
         content = instruct.last_user_content(messages)
         if content is None:
             return None
-        found = self._found.get(content, False)
-        if found is False:
-            found = next(
-                (p for c in instruct.code_candidates(content) if (p := self._by_code.get(c.strip()))), None
-            )
-            if len(self._found) >= 4096:
-                self._found.clear()
-            self._found[content] = found
+        if content in self._found:
+            return self._found[content]
+        found = next(
+            (p for c in instruct.code_candidates(content) if (p := self._by_code.get(c.strip()))), None
+        )
+        if len(self._found) >= 4096:
+            self._found.clear()
+        self._found[content] = found
         return found
 
     def chat_sample(self, messages: Sequence[instruct.Message], sample_seed: int | None) -> SyntheticSample:
@@ -162,7 +162,7 @@ class SyntheticModel:
             u_start, u_count, _, _ = _uniforms(self.seed, "chat\0" + subject, sample_seed)
             start = int(u_start * instruct.GENERIC_STARTS)
             count = instruct.GENERIC_COUNTS[int(u_count * len(instruct.GENERIC_COUNTS))]
-            key = ("chat-generic", start, count)
+            key: tuple = ("chat-generic", start, count)
             text = instruct.generic_answer(start, count)
             return SyntheticSample(key, "generic", self._tokens(key, text), 0, eos=True)
         answers = self._answers_for(problem)

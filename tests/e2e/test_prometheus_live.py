@@ -35,7 +35,7 @@ from fleet_process import ENGINE, simulated_fleet
 from engine.fleet.hosts import parse_hosts
 from engine.tasks import load_problems
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 DASHBOARD = DEPLOY / "grafana" / "dashboards" / "engine.json"
 LIMIT, SAMPLES = 16, 40

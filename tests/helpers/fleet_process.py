@@ -36,7 +36,8 @@ def simulated_fleet(tmp_path: Path, servers: int = 2, tokens_per_second: int = 2
         deadline = time.monotonic() + 60
         while not hosts.exists():
             if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"simulator did not start: {process.stderr.read()}")
+                stderr = process.stderr.read() if process.stderr else ""
+                raise RuntimeError(f"simulator did not start: {stderr}")
             time.sleep(0.05)
         yield hosts
     finally:

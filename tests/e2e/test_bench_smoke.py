@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parent.parent / "bench"
+BENCH = Path(__file__).resolve().parents[2] / "bench"
 HELPERS = {"procstat", "simfleet"}  # imported by the scripts, not run on their own
 
 # script -> (smallest arguments, a line it always prints when it has measured something)

@@ -28,7 +28,7 @@ from metrics.running import RunningPassAtK
 from metrics.sweep_state import SweepState, SweepStateCollector
 from vllm_sim.api.server_metrics import ServerMetrics
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 DASHBOARD = DEPLOY / "grafana" / "dashboards" / "engine.json"
 HOSTS_TO_TARGETS = DEPLOY / "prometheus" / "hosts_to_targets.py"

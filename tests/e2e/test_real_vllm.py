@@ -42,7 +42,7 @@ from vllm_sim import SimulatedFleet
 
 pytestmark = [pytest.mark.real_vllm, pytest.mark.timeout(1200)]
 
-SCRIPTS = Path(__file__).resolve().parent.parent / "scripts" / "real-vllm"
+SCRIPTS = Path(__file__).resolve().parents[2] / "scripts" / "real-vllm"
 SKIP_ENV = "ENGINE_SKIP_REAL_VLLM"
 MODEL = "tiny-llama"  # serve.sh's --served-model-name
 VERDICTS = {"passed", "failed", "timeout", "oom", "error"}

@@ -31,7 +31,7 @@ from metrics.passk import ks_for, pass_at_k_table
 from metrics.running import RunningPassAtK
 from metrics.sweep_state import SweepState
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOT = ROOT / "runs" / "live-page.png"
 CHROMIUM_FLAGS = [
     "--headless",

@@ -16,7 +16,7 @@ from sandbox.capture import TailBuffer
 from sandbox.cgroups import own_cgroups, own_memory_cgroup
 from sandbox.launchers.nsjail import JailLayout, nsjail_command
 from sandbox.protocol import MAX_LINE_BYTES, Failure, StatusParser
-from sandbox.verdicts import KillReason, Observation, decide, load_sensitive
+from sandbox.verdicts import KillReason, Observation, decide, load_sensitive, signal_name
 
 NONCE = "0123456789abcdef0123456789abcdef"
 ASSERTION = Failure(oom=False, type="AssertionError", message="")
@@ -287,6 +287,24 @@ def test_load_sensitive_at_the_ends() -> None:
 def test_verdict_values() -> None:
     assert [v.value for v in Verdict] == ["passed", "failed", "timeout", "oom", "error", "infra_error"]
     assert Verdict("oom") is Verdict.oom and Verdict.oom == "oom" and str(Verdict.oom) == "oom"
+
+
+@given(st.one_of(st.none(), st.integers(min_value=-(2**63), max_value=2**63)))
+def test_a_signal_is_named_by_its_name_or_else_by_its_number(number: int | None) -> None:
+    """Invariant: the platform's name when it has one, "signal N" for anything else (None too)."""
+    names = {s.value: s.name for s in signal.Signals}
+    expected = names[number] if number in names else f"signal {number}"
+    assert signal_name(number) == expected
+
+
+def test_signal_names_at_the_ends() -> None:
+    assert [signal_name(n) for n in (None, 0, 9, 15, 10**6)] == [
+        "signal None",
+        "signal 0",
+        "SIGKILL",
+        "SIGTERM",
+        "signal 1000000",
+    ]
 
 
 # --- status records -------------------------------------------------------------------------

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import orjson
 
-DIR = Path(__file__).parent / "fixtures" / "vllm-transcripts"
+DIR = Path(__file__).parents[1] / "fixtures" / "vllm-transcripts"
 
 
 @dataclass(frozen=True)
@@ -19,6 +19,8 @@ class Transcript:
     request: bytes | None  # the raw body sent (one of them is deliberately not JSON)
 
     def request_json(self) -> dict:
+        if self.request is None:
+            raise ValueError(f"transcript {self.name} has no request body")
         return orjson.loads(self.request)
 
 
@@ -50,7 +52,8 @@ def streams() -> list[str]:
 
 def dechunk(body: bytes) -> bytes:
     """Undo HTTP/1.1 chunked transfer coding (for the --raw capture)."""
-    out, pos = [], 0
+    out: list[bytes] = []
+    pos = 0
     while True:
         end = body.index(b"\r\n", pos)
         size = int(body[pos:end].split(b";")[0], 16)
