@@ -21,7 +21,7 @@ chunk is judged as part of its whole choice's text, when the choice finishes, no
 a broken escape is refused then (ProtocolError: the choice is asked for again), and an escape
 that the next chunk completes (a surrogate pair split in two) passes. The tests that hold it
 to this: tests/unit/wire/test_vllm_fast_equivalence.py (the client's read path against the
-layered one, at hypothesis-chosen read ends and faults) and tests/test_openai_stream.py (real
+layered one, at hypothesis-chosen read ends and faults) and tests/unit/test_openai_stream.py (real
 vLLM captures, chunk by chunk).
 """
 
