@@ -1,5 +1,5 @@
-"""Which node runs the next program: a plain synchronous decision, carried out by
-engine/remote/ray_backend.py.
+"""Which nodes can verify, and which one runs the next program: plain synchronous decisions,
+carried out by engine/remote/ray_backend.py.
 
     nodes = Dispatcher()
     nodes.add("node-a", capacity=4)
@@ -56,6 +56,9 @@ class Dispatcher:
     def busy(self, node: str) -> int:
         return self._nodes[node].busy
 
+    def capacity_of(self, node: str) -> int:
+        return self._nodes[node].capacity
+
     @property
     def nodes(self) -> list[str]:
         return list(self._nodes)
@@ -69,3 +72,27 @@ class Dispatcher:
 
     def __len__(self) -> int:
         return len(self._nodes)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeInfo:
+    """A Ray node as ray.nodes() shows it: its id, the label its series carry, its CPUs."""
+
+    node_id: str
+    label: str
+    cpus: float
+
+
+def alive_nodes(listing: list[dict]) -> list[NodeInfo]:
+    """The nodes that can take an actor: alive and declaring CPUs. Labelled by node name (its IP
+    unless `ray start --node-name`), with the id's head added where two nodes share a name."""
+    usable = [n for n in listing if n.get("Alive") and n.get("Resources", {}).get("CPU", 0) > 0]
+    names = [n.get("NodeName") or n.get("NodeManagerAddress", "?") for n in usable]
+    return [
+        NodeInfo(
+            n["NodeID"],
+            name if names.count(name) == 1 else f"{name}~{n['NodeID'][:8]}",
+            n["Resources"]["CPU"],
+        )
+        for n, name in zip(usable, names)
+    ]

@@ -24,8 +24,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import ray
@@ -34,13 +35,14 @@ from ray.exceptions import RayActorError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from engine.errors import InputError
-from engine.remote.dispatch import Dispatcher
+from engine.remote.dispatch import Dispatcher, NodeInfo, alive_nodes
 from engine.remote.node import NodeSandbox
 from sandbox import Limits, Outcome, SandboxError, Verdict
 
 log = logging.getLogger(__name__)
 
 NODE_LOST = (RayActorError,)  # ActorDiedError, ActorUnavailableError: the node or its actor is gone
+CONNECT_TIMEOUT_S = 5.0  # the head's port must answer this soon
 START_TIMEOUT_S = 120.0  # an actor's jails started and self-checked (the node may fetch nothing)
 
 
@@ -61,28 +63,17 @@ class NodeMetrics:
         self.sandboxes = Gauge("engine_node_sandboxes", "Sandboxes on the node", ["node"], registry=registry)
 
 
-@dataclass(frozen=True, slots=True)
-class NodeInfo:
-    """A Ray node as ray.nodes() shows it: its id, the label its series carry, its CPUs."""
-
-    node_id: str
-    label: str
-    cpus: float
-
-
-def alive_nodes(listing: list[dict]) -> list[NodeInfo]:
-    """The nodes that can take an actor: alive and declaring CPUs. Labelled by node name (its IP
-    unless `ray start --node-name`), with the id's head added where two nodes share a name."""
-    usable = [n for n in listing if n.get("Alive") and n.get("Resources", {}).get("CPU", 0) > 0]
-    names = [n.get("NodeName") or n.get("NodeManagerAddress", "?") for n in usable]
-    return [
-        NodeInfo(
-            n["NodeID"],
-            name if names.count(name) == 1 else f"{name}~{n['NodeID'][:8]}",
-            n["Resources"]["CPU"],
-        )
-        for n, name in zip(usable, names)
-    ]
+def _check_reachable(address: str) -> None:
+    """InputError at once when the head does not answer: Ray itself retries a dead address for
+    minutes. "auto" is the address RAY_ADDRESS names, if it names one (else Ray's own lookup)."""
+    target = os.environ.get("RAY_ADDRESS", "") if address == "auto" else address
+    host, colon, port = target.removeprefix("ray://").rpartition(":")
+    if not colon or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as exc:
+        raise InputError(f"--verify-on: no Ray cluster answers at {target}: {exc.strerror or exc}") from None
 
 
 def ray_address(verify_on: str) -> str:
@@ -119,6 +110,7 @@ class RayBackend:
 
     def connect(self) -> int:
         """Join the cluster; the sandboxes its nodes will have in all (the pool's workers)."""
+        _check_reachable(self.address)
         try:
             ray.init(
                 address=self.address, namespace="engine", log_to_driver=False, logging_level=logging.WARNING
