@@ -30,26 +30,30 @@ FAST_HEALTH_CHECKS = {
 QUIET_ENV = {"RAY_USAGE_STATS_ENABLED": "0"}
 
 
+NODE_PORTS = 60  # a node's ports: its services first, then its workers'
+_handed_out: set[int] = set()  # ports given to a node of this process, bound yet or not
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def free_port_block(size: int = 40) -> int:
-    """The first port of `size` consecutive free ports (a node's worker ports)."""
-    for _ in range(50):
-        start = free_port()
-        if start + size > 65535:
+def free_port_block(size: int = NODE_PORTS) -> range:
+    """`size` consecutive ports free now and not handed out before (Ray wants every port distinct)."""
+    for _ in range(100):
+        block = range(start := free_port(), start + size)
+        if block.stop > 65535 or _handed_out.intersection(block):
             continue
         try:
             with contextlib.ExitStack() as held:
-                for port in range(start, start + size):
-                    s = held.enter_context(socket.socket())
-                    s.bind(("127.0.0.1", port))
-            return start
+                for port in block:
+                    held.enter_context(socket.socket()).bind(("127.0.0.1", port))
         except OSError:
             continue
+        _handed_out.update(block)
+        return block
     raise RuntimeError("no block of free ports")
 
 
@@ -105,11 +109,10 @@ class RayCluster:
         return {**os.environ, **QUIET_ENV, "RAY_ADDRESS": self.address}
 
 
-def _start_node(name: str, base: Path, cpus: int, extra: list[str]) -> RayNode:
+def _start_node(name: str, base: Path, cpus: int, ports: range, extra: list[str]) -> RayNode:
     temp_dir = base / name
     temp_dir.mkdir()
     log = base / f"{name}.log"
-    workers = free_port_block()
     command = [
         RAY,
         "start",
@@ -120,14 +123,14 @@ def _start_node(name: str, base: Path, cpus: int, extra: list[str]) -> RayNode:
         f"--num-cpus={cpus}",
         "--object-store-memory=80000000",
         "--disable-usage-stats",
-        f"--node-manager-port={free_port()}",
-        f"--object-manager-port={free_port()}",
-        f"--dashboard-agent-listen-port={free_port()}",
-        f"--dashboard-agent-grpc-port={free_port()}",
-        f"--runtime-env-agent-port={free_port()}",
-        f"--metrics-export-port={free_port()}",
-        f"--min-worker-port={workers}",
-        f"--max-worker-port={workers + 39}",
+        f"--node-manager-port={ports[0]}",
+        f"--object-manager-port={ports[1]}",
+        f"--dashboard-agent-listen-port={ports[2]}",
+        f"--dashboard-agent-grpc-port={ports[3]}",
+        f"--runtime-env-agent-port={ports[4]}",
+        f"--metrics-export-port={ports[5]}",
+        f"--min-worker-port={ports[10]}",
+        f"--max-worker-port={ports[-1]}",
         *extra,
     ]
     with open(log, "wb") as sink:
@@ -170,7 +173,8 @@ def _wait_for_nodes(cluster: RayCluster, count: int, timeout_s: float = 90.0) ->
 def ray_cluster(cpus_per_node: int = 1):
     """Nodes "head" and "worker", each declaring `cpus_per_node` CPUs (two sandboxes per CPU)."""
     base = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))  # short: Ray's socket paths must fit 107 bytes
-    gcs, client = free_port(), free_port()
+    head_ports, worker_ports = free_port_block(), free_port_block()
+    gcs, client = head_ports[6], head_ports[7]
     cluster = RayCluster(f"127.0.0.1:{gcs}", f"ray://127.0.0.1:{client}")
     try:
         head = [
@@ -178,12 +182,14 @@ def ray_cluster(cpus_per_node: int = 1):
             f"--port={gcs}",
             f"--ray-client-server-port={client}",
             "--include-dashboard=false",
-            f"--dashboard-port={free_port()}",
+            f"--dashboard-port={head_ports[8]}",
             f"--system-config={json.dumps(FAST_HEALTH_CHECKS)}",
         ]
-        cluster.nodes["head"] = _start_node("head", base, cpus_per_node, head)
+        cluster.nodes["head"] = _start_node("head", base, cpus_per_node, head_ports, head)
         _wait_started(cluster.nodes["head"])
-        cluster.nodes["worker"] = _start_node("worker", base, cpus_per_node, [f"--address={cluster.address}"])
+        cluster.nodes["worker"] = _start_node(
+            "worker", base, cpus_per_node, worker_ports, [f"--address={cluster.address}"]
+        )
         _wait_started(cluster.nodes["worker"])
         _wait_for_nodes(cluster, 2)
         yield cluster

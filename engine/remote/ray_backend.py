@@ -76,6 +76,25 @@ def _check_reachable(address: str) -> None:
         raise InputError(f"--verify-on: no Ray cluster answers at {target}: {exc.strerror or exc}") from None
 
 
+def _cluster_messages_to_log() -> None:
+    """Ray prints the cluster's messages to a driver (a raylet died...) on stdout, where --json
+    puts the summary: they go to the log (stderr) instead. Ray offers no option for it, so its
+    printer is replaced; if a Ray release renames it, the messages show on stdout again."""
+    from ray._private import worker
+
+    if hasattr(worker, "print_to_stdstream"):
+        worker.print_to_stdstream = _log_cluster_message
+
+
+def _log_cluster_message(data: dict, ignore_prefix: bool = False) -> None:
+    for line in data.get("lines", ()):
+        log.warning(
+            "Ray (%s): %s",
+            data.get("pid", "cluster"),
+            str(line).strip().splitlines()[0] if str(line).strip() else "",
+        )
+
+
 def ray_address(verify_on: str) -> str:
     """ray.init's address for a --verify-on value: "ray" is the running cluster (address=auto)."""
     return "auto" if verify_on == "ray" else verify_on
@@ -111,6 +130,7 @@ class RayBackend:
     def connect(self) -> int:
         """Join the cluster; the sandboxes its nodes will have in all (the pool's workers)."""
         _check_reachable(self.address)
+        _cluster_messages_to_log()
         try:
             ray.init(
                 address=self.address, namespace="engine", log_to_driver=False, logging_level=logging.WARNING
