@@ -144,7 +144,7 @@ def _start_node(name: str, base: Path, cpus: int, ports: range, extra: list[str]
     return RayNode(name, temp_dir, process, log)
 
 
-def _wait_started(node: RayNode, timeout_s: float = 90.0) -> None:
+def _wait_started(node: RayNode, timeout_s: float = 180.0) -> None:
     """Until `ray start` says the node runs (its raylet has joined the cluster)."""
     deadline = time.monotonic() + timeout_s
     while b"Ray runtime started" not in node.log.read_bytes():
@@ -153,7 +153,7 @@ def _wait_started(node: RayNode, timeout_s: float = 90.0) -> None:
         time.sleep(0.2)
 
 
-def _wait_for_nodes(cluster: RayCluster, count: int, timeout_s: float = 90.0) -> None:
+def _wait_for_nodes(cluster: RayCluster, count: int, timeout_s: float = 180.0) -> None:
     probe = "import ray, sys; ray.init(logging_level='ERROR'); print(sum(n['Alive'] for n in ray.nodes()))"
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -161,7 +161,7 @@ def _wait_for_nodes(cluster: RayCluster, count: int, timeout_s: float = 90.0) ->
             if node.process.poll() is not None:
                 raise RuntimeError(f"ray node {node.name} exited: {node.log.read_text()[-2000:]}")
         done = subprocess.run(
-            [sys.executable, "-c", probe], env=cluster.env(), capture_output=True, text=True, timeout=60
+            [sys.executable, "-c", probe], env=cluster.env(), capture_output=True, text=True, timeout=120
         )
         if done.returncode == 0 and done.stdout.strip().splitlines()[-1:] == [str(count)]:
             return

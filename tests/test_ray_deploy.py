@@ -17,7 +17,8 @@ FAKES = {
     "srun": 'echo "srun $*" >> "$CALLS"\nwhile [ $# -gt 0 ]; do case $1 in -w|--exclude) shift 2;; -*) shift;; *) break;; esac; done\nexec "$@"',
     "hostname": 'echo "10.9.8.7"',
     "ray": 'echo "ray $*" >> "$CALLS"; exec sleep 60',  # `ray start --block` stays until killed
-    "python3": 'echo "python3 $*" >> "$CALLS"; cat > /dev/null',  # the wait for nodes: joined at once
+    # The wait for nodes: done once both `ray start` commands ran.
+    "python3": 'cat > /dev/null; until [ "$(grep -c "^ray start" "$CALLS")" -ge 2 ]; do sleep 0.05; done\necho "python3 $*" >> "$CALLS"',
     "engine": 'echo "engine $* RAY_ADDRESS=$RAY_ADDRESS" >> "$CALLS"; exit 3',
 }
 

@@ -55,7 +55,8 @@ def test_a_sweep_on_ray_verifies_every_sample_once_with_the_local_verdicts(tmp_p
     verdicts whether verified here or on the cluster's two nodes, each sample exactly once."""
     problems, samples = 4, 6
     with simulated_fleet(tmp_path, servers=2) as hosts:
-        args = ["--limit", str(problems), "--samples", str(samples), "--no-dedup"]
+        # A fixed --timeout: no calibration of all 164 problems, the same limits in both modes.
+        args = ["--limit", str(problems), "--samples", str(samples), "--no-dedup", "--timeout", "3"]
         local, _ = sweep(hosts, tmp_path / "local", *args, "--workers", "2")
         remote, err = sweep(hosts, tmp_path / "ray", *args, "--verify-on", "ray", env=cluster.env())
     assert local["samples"] == remote["samples"] == problems * samples
@@ -89,7 +90,18 @@ def test_verify_on_ray_client_agrees_with_local_on_a_mixed_file(tmp_path, cluste
     for mode in ("local", cluster.client_address):
         out = tmp_path / f"{len(results)}.jsonl"
         done = subprocess.run(
-            [*ENGINE, "verify", str(samples), "--out", str(out), "--json", "--verify-on", mode],
+            [
+                *ENGINE,
+                "verify",
+                str(samples),
+                "--out",
+                str(out),
+                "--json",
+                "--timeout",
+                "3",
+                "--verify-on",
+                mode,
+            ],
             capture_output=True,
             text=True,
             env=cluster.env(),
