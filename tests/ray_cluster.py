@@ -111,7 +111,7 @@ class RayCluster:
 
 def _start_node(name: str, base: Path, cpus: int, ports: range, extra: list[str]) -> RayNode:
     temp_dir = base / name
-    temp_dir.mkdir()
+    temp_dir.mkdir(parents=True)
     log = base / f"{name}.log"
     command = [
         RAY,
@@ -153,6 +153,22 @@ def _wait_started(node: RayNode, timeout_s: float = 180.0) -> None:
         time.sleep(0.2)
 
 
+def _start_with_retry(
+    cluster: RayCluster, name: str, base: Path, cpus: int, ports: range, extra: list[str], attempts: int = 2
+) -> None:
+    """A node of the cluster, started again once if it fails: on a loaded machine Ray's own
+    start-up deadlines (30 s to hear from the GCS) are sometimes missed."""
+    for attempt in range(1, attempts + 1):
+        node = cluster.nodes[name] = _start_node(name, base / str(attempt), cpus, ports, extra)
+        try:
+            _wait_started(node)
+            return
+        except RuntimeError:
+            node.stop()
+            if attempt == attempts:
+                raise
+
+
 def _wait_for_nodes(cluster: RayCluster, count: int, timeout_s: float = 180.0) -> None:
     probe = "import ray, sys; ray.init(logging_level='ERROR'); print(sum(n['Alive'] for n in ray.nodes()))"
     deadline = time.monotonic() + timeout_s
@@ -185,12 +201,9 @@ def ray_cluster(cpus_per_node: int = 1):
             f"--dashboard-port={head_ports[8]}",
             f"--system-config={json.dumps(FAST_HEALTH_CHECKS)}",
         ]
-        cluster.nodes["head"] = _start_node("head", base, cpus_per_node, head_ports, head)
-        _wait_started(cluster.nodes["head"])
-        cluster.nodes["worker"] = _start_node(
-            "worker", base, cpus_per_node, worker_ports, [f"--address={cluster.address}"]
-        )
-        _wait_started(cluster.nodes["worker"])
+        _start_with_retry(cluster, "head", base, cpus_per_node, head_ports, head)
+        worker = [f"--address={cluster.address}"]
+        _start_with_retry(cluster, "worker", base, cpus_per_node, worker_ports, worker)
         _wait_for_nodes(cluster, 2)
         yield cluster
     finally:
