@@ -16,11 +16,16 @@ $(VENV)/.installed: pyproject.toml scripts/setup-system.sh
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@
 
+# The ray extra, for tests/e2e/test_ray_*.py (a two-node local Ray cluster); not for demo.
+$(VENV)/.ray-installed: $(VENV)/.installed
+	$(BIN)/pip install --quiet -e '.[ray]'
+	touch $@
+
 # 10 simulated vLLM servers, then a sweep over all 164 HumanEval problems.
 demo: install
 	SAMPLES=$(SAMPLES) OUT=$(OUT) PATH=$(abspath $(BIN)):$$PATH bash scripts/demo.sh
 
-test: install lint test-system real-vllm
+test: install $(VENV)/.ray-installed lint test-system real-vllm
 	$(BIN)/python -m pytest
 
 # The formatter and the linter, configured in pyproject.toml.

@@ -70,6 +70,8 @@ class SandboxSettings:
     limits: Limits = field(default_factory=lambda: limits_for(Timing()))
     dedup: bool = True
     timing: Timing = Timing()
+    verify_on: str = "local"  # or "ray" (the running cluster), "ray://HOST:PORT" (Ray Client): engine.remote
+    node_workers: int | None = None  # on Ray: sandboxes per node (None: 2 per CPU the node declares)
 
 
 @dataclass(frozen=True, slots=True)

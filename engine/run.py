@@ -18,6 +18,7 @@ from engine.fleet.probes import Fleet
 from engine.policies import samples_owed
 from engine.progress import Progress
 from engine.records import Problem
+from engine.remote import open_pool
 from engine.runlock import RunLock, keep_heartbeat
 from engine.runner import Sampling, Sweep
 from engine.store import Store
@@ -29,7 +30,6 @@ from metrics.http import MetricsServer, serve_metrics
 from metrics.page import PageData
 from metrics.running import RunningPassAtK
 from metrics.sweep_state import SweepState, SweepStateCollector, ensure_run_id, sampling_hash
-from sandbox import SandboxPool
 from sandbox.verifier import Verifier, seed_from_store
 
 log = logging.getLogger(__name__)
@@ -116,7 +116,7 @@ async def _sweep(
             server.show(page)
         try:
             box = cfg.sandbox
-            async with SandboxPool(workers=box.workers, limits=box.limits, backend=box.backend) as sandbox:
+            async with open_pool(box, registry) as sandbox:
                 verifier = Verifier(
                     sandbox, problems, programs=dataset.task, dedup=box.dedup, timing=box.timing
                 )
@@ -130,7 +130,7 @@ async def _sweep(
                     store=store,
                     sandbox=sandbox,
                     verifier=verifier,
-                    workers=box.workers,
+                    workers=sandbox.workers,
                     metrics=metrics,
                     running=running,
                     sampling=sampling,

@@ -23,6 +23,7 @@ from engine.config import SandboxSettings
 from engine.errors import SANDBOX_ERRORS, InputError, map_exceptions
 from engine.progress import Progress
 from engine.records import Problem
+from engine.remote import open_pool
 from engine.runlock import RunLock, keep_heartbeat
 from engine.store import Store, StoredVerdict
 from engine.summary import INFRA_ERROR, VerifySummary, summarize
@@ -30,7 +31,7 @@ from engine.tasks import DEFAULT_KIND, EMBEDDED, Task, get_task, load_dataset
 from engine.tasks.hooks import all_tests as every_test
 from engine.tasks.hooks import prepare
 from metrics.running import RunningPassAtK
-from sandbox import Outcome, SandboxPool
+from sandbox import Outcome
 from sandbox.verifier import Verifier
 
 log = logging.getLogger(__name__)
@@ -169,9 +170,7 @@ async def _verify_all(
     `record(key, outcome)` as each verdict arrives; the number of verdicts reused by dedup."""
     bar = Progress(len(jobs), 0, enabled=progress)
     pending = iter(jobs)
-    async with SandboxPool(
-        workers=settings.workers, limits=settings.limits, backend=settings.backend
-    ) as pool:
+    async with open_pool(settings) as pool:
         verifier = Verifier(pool, problems, programs=task, dedup=settings.dedup, timing=settings.timing)
         await prepare(task, problems, pool)
         await verifier.preflight()
@@ -183,7 +182,7 @@ async def _verify_all(
 
         refreshing = asyncio.create_task(bar.refresh_forever())
         try:
-            await asyncio.gather(*(worker() for _ in range(settings.workers * 2)))
+            await asyncio.gather(*(worker() for _ in range(pool.workers * 2)))
         finally:
             refreshing.cancel()
     bar.close()

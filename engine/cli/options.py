@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 
 import click
+from click.core import ParameterSource
 
 from engine.config import SANDBOX_BACKENDS, SandboxSettings, default, limits_for
 from engine.tasks import TASKS
@@ -48,6 +49,29 @@ class LineType(click.types.StringParamType):
 
 
 LINE = LineType()
+
+
+class VerifyOnType(click.ParamType):
+    """local, ray (the running cluster, address=auto) or ray://HOST:PORT (Ray Client)."""
+
+    name = "local|ray|ray://HOST:PORT"
+
+    def convert(self, value, param, ctx):
+        if value in ("local", "ray"):
+            return value
+        host, colon, port = str(value).removeprefix("ray://").rpartition(":")
+        if (
+            not str(value).startswith("ray://")
+            or not colon
+            or not host
+            or not port.isdigit()
+            or int(port) > 65535
+        ):
+            self.fail(f"{value!r} is not local, ray or ray://HOST:PORT", param, ctx)
+        return value
+
+
+VERIFY_ON = VerifyOnType()
 
 
 def fleet_headers(api_key: str | None, headers: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
@@ -144,7 +168,16 @@ def sandbox_options(command):
             default=default(SandboxSettings, "workers"),
             show_default=True,
             type=click.IntRange(min=1),
-            help="Parallel sandboxes [default: 2 per core].",
+            help="Parallel sandboxes [default: 2 per core]; with --verify-on ray, per node [default: 2 per CPU"
+            " the node declares].",
+        ),
+        click.option(
+            "--verify-on",
+            type=VERIFY_ON,
+            default=default(SandboxSettings, "verify_on"),
+            show_default=True,
+            help="Where samples run: this machine, the running Ray cluster (ray: address=auto) or one"
+            " reached by Ray Client (ray://HOST:PORT); one sandbox pool per node. Needs the ray extra.",
         ),
         click.option(
             "--no-guards",
@@ -177,10 +210,14 @@ def sandbox_settings(opts: dict) -> SandboxSettings:
         cpu_floor_s=opts["cpu_time_floor"],
     )
     limits = limits_for(timing, memory_mb=opts["memory_mb"], guards=not opts["no_guards"])
+    ctx = click.get_current_context(silent=True)
+    workers_given = ctx is not None and ctx.get_parameter_source("workers") is not ParameterSource.DEFAULT
     return SandboxSettings(
         backend=opts["sandbox"],
         workers=opts["workers"],
         limits=limits,
         dedup=not opts["no_dedup"],
         timing=timing,
+        verify_on=opts["verify_on"],
+        node_workers=opts["workers"] if workers_given else None,
     )

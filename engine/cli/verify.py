@@ -107,6 +107,8 @@ def _self_test(source: Path | None, settings: SandboxSettings, as_json: bool) ->
 
     if source is not None:
         raise click.BadParameter("--self-test takes no samples file", param_hint="SOURCE")
+    if settings.verify_on != "local":
+        raise click.BadParameter("--self-test runs on this machine only", param_hint="--verify-on")
     summary = self_test_summary(run_async(run_self_test(settings)), settings.limits.guards)
     emit(summary, as_json, render_self_test(summary))
     if summary["passed"]:

@@ -8,7 +8,7 @@ import click
 import pytest
 
 from engine.cli import main
-from engine.cli.options import HeaderType
+from engine.cli.options import HeaderType, VerifyOnType
 
 COMMANDS = main.list_commands(click.Context(main))
 COMMAND = {name: main.get_command(click.Context(main), name) for name in COMMANDS}  # loads the lazy ones
@@ -35,6 +35,8 @@ def sample(option: click.Option) -> tuple[str, object]:
         return "X-A: 1\nX-B: two words", (("X-A", "1"), ("X-B", "two words"))
     if option.multiple:  # one value per line: values may hold spaces
         return "GPT-4o pass@1=0.902\nB=0.5", ("GPT-4o pass@1=0.902", "B=0.5")
+    if isinstance(kind, VerifyOnType):
+        return "ray://127.0.0.1:10001", "ray://127.0.0.1:10001"
     if isinstance(kind, click.Choice):
         return kind.choices[-1], kind.choices[-1]
     if isinstance(kind, (click.IntRange, click.FloatRange)) or kind in (click.INT, click.FLOAT):
