@@ -6,7 +6,7 @@ import sys
 import click
 import orjson
 import pytest
-from engine.dataset import load_problems
+from engine.tasks import load_problems
 
 from engine.cli.options import VERIFY_ON
 
