@@ -170,3 +170,30 @@ def test_engine_run_on_mbpp_scores_near_the_configured_rate(simulator, tmp_path,
     # Neither all-fail nor all-pass meets this; a rare mutant equivalent to the reference may
     # pass, so the range leans up a little.
     assert expected - 0.15 <= passed <= expected + 0.2, (passed, expected, summary["verdicts"])
+
+
+def test_simulate_says_which_problems_have_no_reference_and_serves_them(tmp_path):
+    dataset = tmp_path / "noref.jsonl"
+    row = {
+        "task_id": "no-ref",
+        "text": "Add two numbers.",
+        "test_list": ["assert add(1, 2) == 3"],
+        "code": "",
+    }
+    dataset.write_bytes(orjson.dumps(row) + b"\n")
+    hosts = tmp_path / "hosts.txt"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "engine", "simulate", "--servers", "1", "--hosts-file", str(hosts),
+         "--dataset", str(dataset), "--task", "mbpp"],
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while not hosts.exists():
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0 and "Traceback" not in err
+    assert "1 of 1 problems have no reference solution (no-ref)" in err
