@@ -19,15 +19,20 @@ from hypothesis import strategies as st
 
 from engine.tasks import TASKS, chat_messages, extract_completion, load_dataset
 from engine.tasks.mbpp import problem as mbpp_problem
-from vllm_sim.model import kinds
+from vllm_sim.model import instruct, kinds
 from vllm_sim.model.instruct import Message
 from vllm_sim.model.kinds import PLACEHOLDER, TRAILERS
 from vllm_sim.model.mutations import KINDS, mutants
 from vllm_sim.model.synthetic import SyntheticModel
 
-MBPP = Path(__file__).parents[1] / "fixtures" / "tasks" / "mbpp.jsonl"
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "tasks"
+MBPP = FIXTURES / "mbpp.jsonl"
 PROBLEMS = load_dataset(str(MBPP)).problems
 MODEL = SyntheticModel(PROBLEMS, seed=0)
+# Every kind's fixture dataset (files of samples aside): each kind the engine gains is covered.
+DATASETS = sorted(p for p in FIXTURES.glob("*.jsonl") if not p.stem.endswith("_samples"))
+ALL = [p for d in DATASETS for p in load_dataset(str(d)).problems]
+ALL_MODEL = SyntheticModel(ALL, seed=0)
 
 
 def cut(text: str, stops: tuple[str, ...]) -> str:
@@ -36,20 +41,44 @@ def cut(text: str, stops: tuple[str, ...]) -> str:
     return text[: min(ends)] if ends else text
 
 
-def completion(problem, sample_seed) -> str:
-    sample = MODEL.sample(problem.prompt, sample_seed)
-    return cut(MODEL.sample_text(sample, len(sample.head) + 50), TASKS[problem.kind].stop)
+def completion(problem, sample_seed, model=MODEL) -> str:
+    sample = model.sample(problem.prompt, sample_seed)
+    return cut(model.sample_text(sample, len(sample.head) + 50), TASKS[problem.kind].stop)
 
 
-def chat_answer(problem, sample_seed) -> str:
+def chat_answer(problem, sample_seed, model=MODEL) -> str:
     messages = [Message(m["role"], m["content"]) for m in chat_messages(problem, "system")]
-    return "".join(MODEL.chat_sample(messages, sample_seed).head)
+    return "".join(model.chat_sample(messages, sample_seed).head)
 
 
 def answers(problem) -> set[str]:
     """Every completion the model may give: the reference and its mutants."""
     ref = TASKS[problem.kind].reference(problem)
-    return {ref, *(m.body for m in mutants(problem.prompt, ref, problem.payload["entry_point"]))}
+    return {ref, *(m.body for m in mutants(problem.prompt, ref, entry_point(problem)))}
+
+
+def entry_point(problem) -> str:
+    return problem.payload.get("entry_point") or ""
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.sampled_from(ALL), st.one_of(st.none(), st.integers(0, 2**31)))
+def test_every_kind_answers_with_its_reference_or_a_mutant_in_both_forms(problem, seed):
+    # Invariant (every fixture kind): the completion the client keeps after the kind's stops is
+    # the reference or a mutant; the chat answer is right or wrong with it, and where the kind
+    # takes the fenced code back unchanged (and the prompt does not open the function, as
+    # HumanEval's does: those answers repeat the header), it is the same text.
+    if TASKS[problem.kind].reference(problem) is None:
+        return
+    sample = ALL_MODEL.sample(problem.prompt, seed)
+    text = completion(problem, seed, ALL_MODEL)
+    assert text.rstrip("\n") in {a.rstrip("\n") for a in answers(problem)}
+    messages = [Message(m["role"], m["content"]) for m in chat_messages(problem, "system")]
+    chat = ALL_MODEL.chat_sample(messages, seed)
+    assert (chat.kind == "canonical") == (sample.kind == "canonical") and chat.eos
+    opens_function = "function" in instruct.function_prefixes(problem.prompt, entry_point(problem))
+    if not opens_function and kinds.answer_is_whole_code(problem, TASKS[problem.kind].reference(problem)):
+        assert extract_completion(problem, "".join(chat.head)).rstrip("\n") == text.rstrip("\n")
 
 
 @settings(max_examples=60, deadline=None)
@@ -85,6 +114,7 @@ def test_every_trailer_of_every_kind_is_cut_before_any_code(name):
     # space, so the answer the client keeps is exactly the reference or a mutant.
     task = TASKS[name]
     problem = next((p for p in PROBLEMS if p.kind == name), None)
+    problem = problem or next((p for p in ALL if p.kind == name), None)
     trailers = kinds.trailers(problem) if problem else TRAILERS
     for trailer in trailers:
         text = trailer.format(call="f()", entry="f")
