@@ -53,8 +53,14 @@ def chat_answer(problem, sample_seed, model=MODEL) -> str:
 
 def answers(problem) -> set[str]:
     """Every completion the model may give: the reference and its mutants."""
-    ref = TASKS[problem.kind].reference(problem)
+    ref = reference(problem)
     return {ref, *(m.body for m in mutants(problem.prompt, ref, entry_point(problem)))}
+
+
+def reference(problem) -> str:
+    ref = TASKS[problem.kind].reference(problem)
+    assert ref is not None
+    return ref
 
 
 def entry_point(problem) -> str:
@@ -77,7 +83,7 @@ def test_every_kind_answers_with_its_reference_or_a_mutant_in_both_forms(problem
     chat = ALL_MODEL.chat_sample(messages, seed)
     assert (chat.kind == "canonical") == (sample.kind == "canonical") and chat.eos
     opens_function = "function" in instruct.function_prefixes(problem.prompt, entry_point(problem))
-    if not opens_function and kinds.answer_is_whole_code(problem, TASKS[problem.kind].reference(problem)):
+    if not opens_function and kinds.answer_is_whole_code(problem, reference(problem)):
         assert extract_completion(problem, "".join(chat.head)).rstrip("\n") == text.rstrip("\n")
 
 
@@ -89,7 +95,7 @@ def test_an_mbpp_completion_cut_by_its_stops_is_the_reference_or_a_mutant(proble
     kind = MODEL.sample(problem.prompt, seed).kind
     text = completion(problem, seed)
     assert text.rstrip("\n") in {a.rstrip("\n") for a in answers(problem)}
-    assert (text.rstrip("\n") == TASKS[problem.kind].reference(problem).rstrip("\n")) == (kind == "canonical")
+    assert (text.rstrip("\n") == reference(problem).rstrip("\n")) == (kind == "canonical")
 
 
 @settings(max_examples=60, deadline=None)

@@ -106,7 +106,7 @@ class SyntheticModel:
         if problem is None:
             return self._generic(prompt, sample_seed)
         if problem.task_id not in self._references:
-            key = ("placeholder", problem.task_id)
+            key: tuple = ("placeholder", problem.task_id)
             return SyntheticSample(key, "placeholder", self._tokens(key, PLACEHOLDER), 0, eos=True)
         answers = self._answers_for(problem)
         u_solve, u_kind, u_site, u_trailer = _uniforms(self.seed, problem.task_id, sample_seed)
