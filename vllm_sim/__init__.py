@@ -8,7 +8,8 @@ It depends on `engine` only for what the two truly share: the problem record and
     settings  one server's settings (vLLM names and defaults)
     model/    the synthetic model: prompt + sample seed -> sample (pure)
       synthetic   SyntheticModel: which answer, at which solve rate
-      mutations   plausible wrong answers made from canonical solutions
+      kinds       what a task kind gives it (reference, trailers, chat form), via engine.tasks
+      mutations   plausible wrong answers made from reference solutions
       filler      generic code-like text
       instruct    chat: the template's token count, answers worded as an instruct model's
     gpu/      generation: what vLLM's engine does between a request and its tokens

@@ -15,8 +15,9 @@ from engine.tasks import load_problems
 from vllm_sim.gpu.plans import PlanCache
 from vllm_sim.gpu.stops import StopScanner
 from vllm_sim.gpu.tokens import count_tokens, split_tokens
+from vllm_sim.model.kinds import TRAILERS
 from vllm_sim.model.mutations import KINDS, mutants
-from vllm_sim.model.synthetic import TRAILERS, SyntheticModel, rate_quantile
+from vllm_sim.model.synthetic import SyntheticModel, rate_quantile
 
 HUMANEVAL_STOPS = ("\ndef", "\nclass", "\nif", "\nprint", "\n#")
 

@@ -68,7 +68,8 @@ class _Edit:
 
 
 def mutants(prompt: str, solution: str, entry_point: str) -> tuple[Mutant, ...]:
-    """All mutants of `solution`, a few sites per kind, in a deterministic order."""
+    """All mutants of `solution`, a few sites per kind, in a deterministic order. With no
+    `entry_point` the solution is a whole program and its top-level statements are mutated."""
     source = prompt + solution
     try:
         tokens = list(tokenize.generate_tokens(io.StringIO(source).readline))
@@ -97,8 +98,10 @@ class _Context:
             self.line_offsets.append(self.line_offsets[-1] + len(line))
         self.tokens = [t for t in tokens if self.offset(t.start) >= start]
         self.all_tokens = tokens
-        self.func = _find_function(tree, entry_point)
-        self.body = [s for s in (self.func.body if self.func else []) if self.offset_of(s) >= start]
+        self.func = _find_function(tree, entry_point) if entry_point else None
+        # A whole program (no entry point, e.g. stdin/stdout): its top-level statements are the body.
+        statements = self.func.body if self.func else ([] if entry_point else tree.body)
+        self.body = [s for s in statements if self.offset_of(s) >= start]
 
     def offset(self, pos: tuple[int, int]) -> int:
         return self.line_offsets[pos[0] - 1] + pos[1]
@@ -179,7 +182,8 @@ def _missing_case(ctx: _Context) -> list[_Edit]:
                 start, end = ctx.line_span(stmt.lineno, ctx.end_of(stmt)[0])
                 edits.append(_Edit(start, end, ""))
     if not edits and ctx.body:
-        edits.append(ctx.before_body(f"return {_trivial_value(ctx)}\n"))
+        early = f"return {_trivial_value(ctx)}" if ctx.func else "raise SystemExit(0)"
+        edits.append(ctx.before_body(early + "\n"))
     return edits
 
 

@@ -6,9 +6,9 @@ import sys
 import click
 import orjson
 import pytest
-from engine.tasks import load_problems
 
 from engine.cli.options import VERIFY_ON
+from engine.tasks import load_problems
 
 # `engine verify` in a Python that cannot import Ray (as without the extra).
 WITHOUT_RAY = (
