@@ -39,6 +39,39 @@ def load_problems(dataset: str = "humaneval", limit: int | None = None) -> list[
 
 
 def _read_rows(path: Path) -> list[dict]:
+    if str(path).endswith((".jsonl", ".jsonl.gz")):
+        return _read_jsonl(path)
+    return _read_with_datasets(path)
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    """JSON Lines read directly: milliseconds, where importing `datasets` alone takes ~1 s."""
+    import gzip
+    import zlib
+
+    import orjson
+
+    try:
+        data = gzip.decompress(path.read_bytes()) if path.name.endswith(".gz") else path.read_bytes()
+    except (OSError, EOFError, zlib.error) as exc:
+        raise DatasetError(f"dataset {str(path)!r} cannot be read: {exc}") from exc
+    rows = []
+    for number, line in enumerate(data.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            raise DatasetError(
+                f"dataset {str(path)!r} cannot be read: line {number} is not valid JSON"
+            ) from None
+        if not isinstance(row, dict):
+            raise DatasetError(f"dataset {str(path)!r} cannot be read: line {number} is not a JSON object")
+        rows.append(row)
+    return rows
+
+
+def _read_with_datasets(path: Path) -> list[dict]:
     # The datasets library keeps its cache out of the user's way and never reaches a hub for
     # local files; keep its progress bars quiet, they would garble ours.
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")

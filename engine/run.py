@@ -30,6 +30,7 @@ from metrics.page import PageData
 from metrics.running import RunningPassAtK
 from metrics.sweep_state import SweepState, SweepStateCollector, ensure_run_id, sampling_hash
 from sandbox import SandboxPool
+from sandbox.calibration import CalibrationCache
 from sandbox.verifier import Verifier, seed_from_store
 
 log = logging.getLogger(__name__)
@@ -116,7 +117,13 @@ async def _sweep(
         try:
             box = cfg.sandbox
             async with SandboxPool(workers=box.workers, limits=box.limits, backend=box.backend) as sandbox:
-                verifier = Verifier(sandbox, problems, dedup=box.dedup, timing=box.timing)
+                verifier = Verifier(
+                    sandbox,
+                    problems,
+                    dedup=box.dedup,
+                    timing=box.timing,
+                    calibration_cache=CalibrationCache.default(),
+                )
                 await verifier.preflight()
                 seed_from_store(verifier, store)
                 sweep = Sweep(

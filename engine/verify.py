@@ -27,6 +27,7 @@ from engine.store import Store, StoredVerdict
 from engine.summary import INFRA_ERROR, VerifySummary, summarize
 from metrics.running import RunningPassAtK
 from sandbox import Outcome, SandboxPool
+from sandbox.calibration import CalibrationCache
 from sandbox.verifier import Verifier
 
 log = logging.getLogger(__name__)
@@ -153,7 +154,13 @@ async def _verify_all(
     async with SandboxPool(
         workers=settings.workers, limits=settings.limits, backend=settings.backend
     ) as pool:
-        verifier = Verifier(pool, problems, dedup=settings.dedup, timing=settings.timing)
+        verifier = Verifier(
+            pool,
+            problems,
+            dedup=settings.dedup,
+            timing=settings.timing,
+            calibration_cache=CalibrationCache.default(),
+        )
         await verifier.preflight()
 
         async def worker() -> None:

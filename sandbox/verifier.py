@@ -35,6 +35,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Protocol
 
+from sandbox.calibration import Calibration, CalibrationCache, calibration_key
 from sandbox.errors import SandboxError
 from sandbox.limits import Limits
 from sandbox.pool import SandboxPool
@@ -94,6 +95,7 @@ class Timing:
     cpu_floor_s: float = 1.0
     default_s: float = 3.0  # problems without a canonical solution (and when calibration fails)
     runs: int = 3
+    reuse_calibration: bool = True  # False: measure again (and refresh the cache)
 
     def limit(self, measured_s: float) -> float:
         return round(min(self.ceiling_s, max(self.floor_s, self.factor * measured_s)), 3)
@@ -117,6 +119,7 @@ class Verifier:
         preflight_sample: int = 8,
         cache_size: int = 500_000,
         retry_delay_s: float = INFRA_RETRY_DELAY_S,
+        calibration_cache: CalibrationCache | None = None,
     ):
         self.pool = pool
         self.problems = {p.task_id: p for p in problems}
@@ -125,6 +128,7 @@ class Verifier:
         self.preflight_sample = preflight_sample
         self.cache_size = cache_size
         self.retry_delay_s = retry_delay_s
+        self.calibration_cache = calibration_cache  # None: measured at every start-up
         self.reused = 0  # verdicts reused instead of run
         self.confirmed = 0  # load-sensitive timeouts run again on the reserved worker
         self.measured: dict[str, float] = {}  # task_id -> canonical solution's median wall time
@@ -146,27 +150,86 @@ class Verifier:
         """Prove the sandbox judges correctly (and calibrate); SandboxError saying why if not."""
         with_canonical = [p for p in self.problems.values() if p.canonical_solution]
         sample = _spread(with_canonical, self.preflight_sample)
-        calibrate = self.timing.timeout_s is None
-        probe_s = self.timing.ceiling_s if calibrate else self.limits_for("").timeout_s
-        probe = replace(self.pool.limits, timeout_s=probe_s, cpu_time_s=probe_s)
-        jobs = [(p, 0) for p in (with_canonical if calibrate else sample)]
-        outcomes = await self._run_canonical(jobs, probe)
-        if calibrate and self.timing.runs > 1:
+        if self.timing.timeout_s is None:
+            calibration = await self._calibration(with_canonical, sample)
+            self._apply(calibration)
+        else:
+            fixed = self.limits_for("").timeout_s
+            probe = replace(self.pool.limits, timeout_s=fixed, cpu_time_s=fixed)
+            _, failed = await self._measure([(p, 0) for p in sample], probe)
+            self._refuse_failed(sample, failed)
+        await self._check_known_bad()
+        log.info("preflight passed: %d canonical solutions pass, known-bad completions fail", len(sample))
+
+    async def _calibration(self, with_canonical: list[Problem], sample: list[Problem]) -> Calibration:
+        """From the cache when this dataset was calibrated with these settings on this machine
+        (only the sample's canonical solutions run, to prove the sandbox); else measured and kept."""
+        key = calibration_key(with_canonical, self._calibration_settings())
+        cache = self.calibration_cache
+        if cache is not None and self.timing.reuse_calibration and (cached := cache.load(key)) is not None:
+            _, failed = await self._measure([(p, 0) for p in sample], self._probe_limits())
+            self._refuse_failed(sample, failed)
+            log.info("calibration reused from %s", cache.path(key))
+            return cached
+        calibration = await self._measure_calibration(with_canonical, sample)
+        if self.calibration_cache is not None:
+            self.calibration_cache.store(key, calibration)
+        return calibration
+
+    def _calibration_settings(self) -> dict:
+        timing = {f: getattr(self.timing, f) for f in Timing.__dataclass_fields__ if f != "reuse_calibration"}
+        return {"backend": self.pool.backend.name, "limits": self.pool.limits.to_dict(), "timing": timing}
+
+    def _probe_limits(self) -> Limits:
+        ceiling = self.timing.ceiling_s
+        return replace(self.pool.limits, timeout_s=ceiling, cpu_time_s=ceiling)
+
+    async def _measure_calibration(self, with_canonical: list[Problem], sample: list[Problem]) -> Calibration:
+        probe = self._probe_limits()
+        jobs = [(p, 0) for p in with_canonical]
+        times, failed = await self._measure(jobs, probe)
+        if self.timing.runs > 1:
             # More runs only where the measurement could move the limit off the floor.
             close = [
-                (p, o)
-                for (p, _), o in zip(jobs, outcomes)
-                if o.passed and self.timing.limit(o.wall_s * 2) > self.timing.floor_s
+                p
+                for p in with_canonical
+                if p.task_id in times and self.timing.limit(times[p.task_id][0][0] * 2) > self.timing.floor_s
             ]
-            more = [(p, run) for p, _ in close for run in range(1, self.timing.runs)]
-            jobs, outcomes = jobs + more, outcomes + await self._run_canonical(more, probe)
+            more_times, more_failed = await self._measure(
+                [(p, run) for p in close for run in range(1, self.timing.runs)], probe
+            )
+            for task_id, runs in more_times.items():
+                times[task_id] += runs
+            for task_id, outcome in more_failed.items():
+                failed.setdefault(task_id, outcome)
+        self._refuse_failed(sample, failed)
+        if failed:
+            log.warning(
+                "preflight: canonical solutions of %d problems did not pass (%s): they keep the default limit",
+                len(failed),
+                ", ".join(sorted(failed)[:5]),
+            )
+        measured = {
+            task_id: (statistics.median(w for w, _ in runs), statistics.median(c for _, c in runs))
+            for task_id, runs in times.items()
+            if task_id not in failed
+        }
+        return Calibration(measured, tuple(sorted(failed)))
+
+    async def _measure(
+        self, jobs: list[tuple[Problem, int]], limits: Limits
+    ) -> tuple[dict[str, list[tuple[float, float]]], dict[str, Outcome]]:
+        """Run canonical solutions: (wall, CPU) times of those that passed, outcomes of the others."""
         times: dict[str, list[tuple[float, float]]] = {}
         failed: dict[str, Outcome] = {}
-        for (problem, _), outcome in zip(jobs, outcomes):
+        for (problem, _), outcome in zip(jobs, await self._run_canonical(jobs, limits)):
             if outcome.passed:
                 times.setdefault(problem.task_id, []).append((outcome.wall_s, outcome.cpu_s))
             else:
                 failed.setdefault(problem.task_id, outcome)
+        return times, failed
+
+    def _refuse_failed(self, sample: list[Problem], failed: dict[str, Outcome]) -> None:
         for problem in sample:
             if problem.task_id in failed:
                 o = failed[problem.task_id]
@@ -174,37 +237,28 @@ class Verifier:
                     f"preflight: the canonical solution of {problem.task_id} did not pass in the {self.pool.backend.name}"
                     f" sandbox ({o.verdict.value}: {o.detail}); execution is misconfigured, refusing to start"
                 )
-        if failed:
-            log.warning(
-                "preflight: canonical solutions of %d problems did not pass (%s): they keep the default limit",
-                len(failed),
-                ", ".join(sorted(failed)[:5]),
+
+    def _apply(self, calibration: Calibration) -> None:
+        """Each measured problem's limits from its canonical solution's median times."""
+        for task_id, (wall, cpu) in calibration.measured.items():
+            if task_id not in self.problems:
+                continue
+            self.measured[task_id] = wall
+            wall_limit = self.timing.limit(wall)
+            cpu_limit = self.timing.cpu_limit(cpu, wall_limit)
+            self._limits[task_id] = replace(self.pool.limits, timeout_s=wall_limit, cpu_time_s=cpu_limit)
+        if self._limits:
+            walls = sorted(lim.timeout_s for lim in self._limits.values())
+            cpus = sorted(lim.cpu_time_s for lim in self._limits.values())
+            log.info(
+                "calibrated limits for %d problems: wall clock %.2f-%.2f s, CPU time %.2f-%.2f s (median %.2f s)",
+                len(walls),
+                walls[0],
+                walls[-1],
+                cpus[0],
+                cpus[-1],
+                statistics.median(cpus),
             )
-        await self._check_known_bad()
-        if calibrate:
-            for task_id, measured in times.items():
-                if task_id not in failed:
-                    self.measured[task_id] = statistics.median(wall for wall, _ in measured)
-                    wall_limit = self.timing.limit(self.measured[task_id])
-                    cpu_limit = self.timing.cpu_limit(
-                        statistics.median(cpu for _, cpu in measured), wall_limit
-                    )
-                    self._limits[task_id] = replace(
-                        self.pool.limits, timeout_s=wall_limit, cpu_time_s=cpu_limit
-                    )
-            if self.measured:
-                walls = sorted(lim.timeout_s for lim in self._limits.values())
-                cpus = sorted(lim.cpu_time_s for lim in self._limits.values())
-                log.info(
-                    "calibrated limits for %d problems: wall clock %.2f-%.2f s, CPU time %.2f-%.2f s (median %.2f s)",
-                    len(walls),
-                    walls[0],
-                    walls[-1],
-                    cpus[0],
-                    cpus[-1],
-                    statistics.median(cpus),
-                )
-        log.info("preflight passed: %d canonical solutions pass, known-bad completions fail", len(sample))
 
     async def _run_canonical(self, jobs: list[tuple[Problem, int]], limits: Limits) -> list[Outcome]:
         return list(

@@ -1,0 +1,163 @@
+"""Calibration kept on disk: measured once per (dataset, sandbox settings, machine), reused by
+later runs, so that start-up does not run every canonical solution again.
+
+    cache = CalibrationCache.default()              # $XDG_CACHE_HOME/engine or ~/.cache/engine
+    key = calibration_key(problems, settings)       # dataset x settings x machine fingerprints
+    known = cache.load(key)                         # None: never measured here (or unreadable)
+    cache.store(key, Calibration(measured, failed))
+
+A calibration is what preflight measured: each problem's canonical solution's median wall and
+CPU time, and the problems whose canonical solution did not pass. Anything that could change
+those figures is part of the key: every field of every problem that has a canonical solution,
+the sandbox backend and its limits, the timing rules, and the machine (host, CPU model, usable
+cores, kernel, Python). A different key is a different file; nothing is ever invalidated in
+place. A file that cannot be read or parsed is ignored with a warning and measured again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import platform
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import orjson
+
+log = logging.getLogger(__name__)
+
+CACHE_VERSION = 1
+
+
+class CanonicalProblem(Protocol):
+    @property
+    def task_id(self) -> str: ...
+    @property
+    def prompt(self) -> str: ...
+    @property
+    def test(self) -> str: ...
+    @property
+    def entry_point(self) -> str: ...
+    @property
+    def canonical_solution(self) -> str | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Calibration:
+    measured: dict[str, tuple[float, float]] = field(default_factory=dict)  # task_id -> (wall, CPU) medians
+    failed: tuple[str, ...] = ()  # task_ids whose canonical solution did not pass: default limits
+
+
+def dataset_fingerprint(problems: Iterable[CanonicalProblem]) -> str:
+    """A digest of every field calibration runs, of every problem with a canonical solution."""
+    digest = hashlib.blake2b(digest_size=16)
+    for p in problems:
+        if not p.canonical_solution:
+            continue
+        for part in (p.task_id, p.prompt, p.canonical_solution, p.test, p.entry_point):
+            data = part.encode("utf-8", "surrogatepass")
+            digest.update(len(data).to_bytes(8, "big") + data)  # length-prefixed: no ambiguous joins
+    return digest.hexdigest()
+
+
+def machine_fingerprint() -> dict[str, Any]:
+    """What makes the same program take a different time here than elsewhere."""
+    return {
+        "host": platform.node(),
+        "cpu": _cpu_model(),
+        "cores": len(os.sched_getaffinity(0)),
+        "kernel": platform.release(),
+        "python": sys.version.split()[0],
+    }
+
+
+def calibration_key(
+    problems: Iterable[CanonicalProblem], settings: dict[str, Any], machine: dict[str, Any] | None = None
+) -> str:
+    material = {
+        "version": CACHE_VERSION,
+        "dataset": dataset_fingerprint(problems),
+        "settings": settings,
+        "machine": machine if machine is not None else machine_fingerprint(),
+    }
+    return hashlib.sha256(orjson.dumps(material, option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
+
+
+class CalibrationCache:
+    def __init__(self, directory: Path | str):
+        self.directory = Path(directory)
+
+    @classmethod
+    def default(cls) -> CalibrationCache:
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        return cls(Path(base) / "engine")
+
+    def path(self, key: str) -> Path:
+        return self.directory / f"calibration-{key}.json"
+
+    def load(self, key: str) -> Calibration | None:
+        path = self.path(key)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            log.warning("calibration cache %s unreadable (%s): measuring again", path, exc.strerror)
+            return None
+        try:
+            return _parse(orjson.loads(data), key)
+        except (orjson.JSONDecodeError, ValueError, TypeError, KeyError) as exc:
+            log.warning("calibration cache %s is damaged (%s): measuring again", path, exc)
+            return None
+
+    def store(self, key: str, calibration: Calibration) -> None:
+        """Written atomically; a cache that cannot be written costs only the next start-up."""
+        path = self.path(key)
+        record = {
+            "version": CACHE_VERSION,
+            "key": key,
+            "measured": {task: list(times) for task, times in calibration.measured.items()},
+            "failed": list(calibration.failed),
+        }
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.partial")
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            tmp.write_bytes(orjson.dumps(record))
+            os.replace(tmp, path)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            log.warning("calibration cache %s not written: %s", path, exc.strerror)
+
+
+def _parse(record: Any, key: str) -> Calibration:
+    if not isinstance(record, dict) or record.get("version") != CACHE_VERSION or record.get("key") != key:
+        raise ValueError("not a calibration of this version and key")
+    if not isinstance(record["measured"], dict):
+        raise ValueError("'measured' is not an object")
+    measured = {}
+    for task, times in record["measured"].items():
+        wall, cpu = (float(t) for t in times)
+        if not (wall >= 0 and cpu >= 0):  # also rejects NaN
+            raise ValueError(f"negative time for {task}")
+        measured[str(task)] = (wall, cpu)
+    failed = record["failed"]
+    if not isinstance(failed, list) or not all(isinstance(t, str) for t in failed):
+        raise ValueError("'failed' is not a list of task ids")
+    return Calibration(measured, tuple(failed))
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.machine()
