@@ -133,7 +133,7 @@ async def _sweep(
                     store=store,
                     sandbox=sandbox,
                     verifier=verifier,
-                    workers=box.workers,
+                    workers=sandbox.capacity,
                     metrics=metrics,
                     running=running,
                     sampling=sampling,

@@ -170,7 +170,7 @@ async def _verify_all(
 
         refreshing = asyncio.create_task(bar.refresh_forever())
         try:
-            await asyncio.gather(*(worker() for _ in range(settings.workers * 2)))
+            await asyncio.gather(*(worker() for _ in range(pool.capacity + settings.workers)))
         finally:
             refreshing.cancel()
     bar.close()

@@ -6,9 +6,11 @@ sandbox/forkserver/server.py, each verifying one program at a time.
     outcome = await backend.run(program, limits)
 
 A worker (worker.py) is one jail process (nsjail, firejail, or a bare interpreter for --sandbox
-none: the launcher says which) whose stdin/stdout carry the protocol of server.py. A worker is
-recycled (its jail killed, a fresh one started in the background) after `recycle_after`
-programs or on any anomaly it reports.
+none: the launcher says which) whose stdin/stdout carry the protocol of server.py. Each takes
+`depth` programs at once (pipelined: it runs one while the next waits in its stdin), so the
+idle queue holds one entry per free place, and `depth` x `workers` programs may be in flight. A
+worker is recycled (its jail killed, a fresh one started in the background) after
+`recycle_after` programs (once the last one it holds is answered) or on any anomaly it reports.
 
 Each jail has cgroups of its own (sandbox/cgroups.py: a fair, bounded CPU share, a memory cap,
 its CPU time counting every process in it). One more jail than `workers` is reserved: it runs
@@ -26,7 +28,7 @@ import shutil
 
 from sandbox.cgroups import PoolCgroups, sweep_leftovers
 from sandbox.errors import SandboxError
-from sandbox.forkserver.worker import BrokenWorker, Worker
+from sandbox.forkserver.worker import PIPELINE_DEPTH, BrokenWorker, Worker
 from sandbox.launchers.base import Launcher
 from sandbox.limits import Limits
 from sandbox.verdicts import Outcome, Verdict
@@ -49,8 +51,12 @@ class ForkServerBackend:
         startup_timeout_s: float = 30.0,
         recycle_after: int = 1000,
         cgroups: bool = True,
+        depth: int = PIPELINE_DEPTH,
     ):
+        if depth < 1:
+            raise ValueError(f"depth must be at least 1, not {depth}")
         self.launcher = launcher
+        self.depth = depth  # programs in flight per worker (the reserved one: always 1)
         self.name = launcher.name
         self.startup_timeout_s = startup_timeout_s
         self.recycle_after = recycle_after
@@ -97,7 +103,7 @@ class ForkServerBackend:
             failures = [w for w in started if isinstance(w, BaseException)]
             for worker in started:
                 if isinstance(worker, Worker):
-                    self._idle[worker.reserved].put_nowait(worker)
+                    self._offer(worker)
             if failures:
                 raise failures[0]
             self.features = dict(next(iter(self._workers)).features)
@@ -137,7 +143,7 @@ class ForkServerBackend:
             except OSError as exc:
                 raise SandboxError(f"cannot create the cgroups of a sandbox worker: {exc}") from exc
             argv = cgroup.join_command(self._sh) + argv
-        worker = Worker(argv, label, cgroup, self.name, reserved)
+        worker = Worker(argv, label, cgroup, self.name, reserved, depth=1 if reserved else self.depth)
         self._workers.add(worker)
         try:
             await worker.start(self.startup_timeout_s)
@@ -151,17 +157,35 @@ class ForkServerBackend:
         if self._closed:
             raise RuntimeError("ForkServerBackend.run() after close()")
         worker = await self._idle[reserved].get()
-        keep = False
+        while isinstance(worker, Worker) and worker not in self._workers:  # a place of a retired jail
+            worker = await self._idle[reserved].get()
+        healthy = False
         try:
-            outcome, keep = await worker.run(program, limits)
-            keep = keep and worker.served < self.recycle_after and not self._closed
+            outcome, healthy = await worker.run(program, limits)
             log.debug("%.3fs %s %s: %s", outcome.wall_s, label or "-", outcome.verdict.value, outcome.detail)
             return outcome
         finally:
-            if keep:
-                self._idle[reserved].put_nowait(worker)
-            elif isinstance(worker, Worker):  # a BrokenWorker has no jail to replace
+            self._after_run(worker, reserved, healthy)
+
+    def _after_run(self, worker: Worker | BrokenWorker, reserved: bool, healthy: bool) -> None:
+        """Give the place back, or retire the jail: at once after an anomaly; when worn out
+        (`recycle_after`) or closing, once the last program it holds is answered."""
+        if not isinstance(worker, Worker):  # a BrokenWorker has no jail to replace
+            self._idle[reserved].put_nowait(worker)
+        elif worker not in self._workers:
+            pass  # retired already, by another program it held
+        elif not healthy or not worker.healthy:
+            self._retire(worker, reserved)
+        elif worker.served >= self.recycle_after or self._closed:
+            if not worker.busy:
                 self._retire(worker, reserved)
+        else:
+            self._idle[reserved].put_nowait(worker)
+
+    def _offer(self, worker: Worker) -> None:
+        """A ready worker's places in the idle queue."""
+        for _ in range(worker.depth):
+            self._idle[worker.reserved].put_nowait(worker)
 
     def _retire(self, worker: Worker, reserved: bool) -> None:
         """Kill the worker's jail and start a fresh one in the background."""
@@ -185,7 +209,7 @@ class ForkServerBackend:
         error: BaseException | None = None
         for attempt in range(RESTART_ATTEMPTS):
             try:
-                self._idle[reserved].put_nowait(await self._new_worker(reserved))
+                self._offer(await self._new_worker(reserved))
                 return
             except SandboxError as exc:
                 error = exc
