@@ -13,8 +13,14 @@ reply missing or malformed, the backstop, a program that never said "ready", a c
 ForkServerBackend then recycles it. When a jail dies, every program sent to it and not yet
 answered gets an outcome (an infrastructure error, which the verifier retries): exactly one each.
 
-CPU time: the jail's cgroup clock is read once per reply; a program is charged what the jail
-used from the reply before it (or its own sending, if the line was empty) to its own reply.
+CPU time: the server's wait4 figure (the program's process and those it waited for), and for a
+program that ran at least CGROUP_CPU_MIN_WALL_S, the jail's cgroup clock if that says more: it
+also counts orphans the program left burning CPU (they end with its pid namespace, unwaited).
+The clock is read as each reply is handled, so with programs pipelined its reading is off by the
+engine's lag in handling replies (milliseconds, and a late reply can charge the next program's
+first milliseconds to this one): negligible against a program that ran that long, which is
+where it decides something (a wall-clock timeout is load-sensitive only if CPU stayed under its
+limit), and never used for short programs (canonical solutions, whose CPU calibrates limits).
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ SERVER_SOURCE = b"".join((Path(__file__).parent / name).read_bytes() for name in
 BACKSTOP_S = 5.0  # after the program's own limit: the server should have answered long before
 KILL_GRACE_S = 1.0  # SIGTERM to the jail, then SIGKILL this much later
 STDERR_TAIL_BYTES = 16 * 1024
+CGROUP_CPU_MIN_WALL_S = 0.5  # see the module's docstring
 PIPELINE_DEPTH = 2  # programs sent to a worker ahead of their turn: the one running and the next
 
 
@@ -65,6 +72,9 @@ class BrokenWorker:
     """Stands in for a worker that could not be restarted: every program gets an infrastructure error."""
 
     served = 0
+    depth = 1
+    in_flight = 0
+    head_started = 0.0
 
     def __init__(self, fault: str):
         self.fault = fault
@@ -112,6 +122,10 @@ class Worker:
     @property
     def in_flight(self) -> int:
         return len(self._sent)
+
+    @property
+    def head_started(self) -> float:
+        return self._sent[0].started if self._sent else 0.0
 
     async def start(self, timeout_s: float) -> None:
         try:
@@ -235,12 +249,14 @@ class Worker:
         return outcome, healthy
 
     def _cpu_used(self, sent: _Sent, reply: dict | None) -> float | None:
-        """CPU time of the sample and everything it spawned (its jail's cgroup: the server's
-        share is ~1 ms); without a cgroup, what wait4 saw (the processes it waited for)."""
-        if sent.cpu_before is not None and sent.cpu_after is not None:
-            return max(sent.cpu_after - sent.cpu_before, 0.0)
-        reported = (reply or {}).get("cpu_s")
-        return float(reported) if isinstance(reported, (int, float)) else None
+        waited = _number((reply or {}).get("cpu_s"))
+        if sent.cpu_before is None or sent.cpu_after is None:
+            return waited
+        jail = max(sent.cpu_after - sent.cpu_before, 0.0)
+        if waited is None:
+            return jail
+        ran_long = (_number((reply or {}).get("wall_s")) or 0.0) >= CGROUP_CPU_MIN_WALL_S
+        return max(waited, jail) if ran_long else waited
 
     def _observe(self, reply: dict | None, limits: Limits, cpu_s: float | None) -> tuple[Observation, bool]:
         base: dict[str, Any] = {
@@ -357,6 +373,10 @@ def _request(program: str, limits: Limits) -> bytes:
         encoded = _LIMITS_JSON[limits] = orjson.dumps(limits.to_dict())
     payload = b'{"program":' + orjson.dumps(program) + b',"limits":' + encoded + b"}"
     return len(payload).to_bytes(4, "big") + payload
+
+
+def _number(value: object) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def _parse(line: bytes) -> dict | None:
