@@ -47,8 +47,9 @@ from sandbox.verdicts import KillReason, Observation, Outcome, decide, load_sens
 
 log = logging.getLogger(__name__)
 
-# The fork-server's source: guards.py's, then server.py's, which uses its names.
-SERVER_SOURCE = b"".join((Path(__file__).parent / name).read_bytes() for name in ("guards.py", "server.py"))
+# The fork-server's source: each file uses the names of those before it (server.py's docstring).
+SERVER_FILES = ("guards.py", "child.py", "pipes.py", "server.py")
+SERVER_SOURCE = b"".join((Path(__file__).parent / name).read_bytes() for name in SERVER_FILES)
 BACKSTOP_S = 5.0  # after the program's own limit: the server should have answered long before
 KILL_GRACE_S = 1.0  # SIGTERM to the jail, then SIGKILL this much later
 STDERR_TAIL_BYTES = 16 * 1024
