@@ -249,7 +249,7 @@ class Verifier:
             self._limits[task_id] = replace(self.pool.limits, timeout_s=wall_limit, cpu_time_s=cpu_limit)
         if self._limits:
             walls = sorted(lim.timeout_s for lim in self._limits.values())
-            cpus = sorted(lim.cpu_time_s for lim in self._limits.values())
+            cpus = sorted(lim.cpu_time_s or 0.0 for lim in self._limits.values())  # all set here
             log.info(
                 "calibrated limits for %d problems: wall clock %.2f-%.2f s, CPU time %.2f-%.2f s (median %.2f s)",
                 len(walls),
