@@ -207,8 +207,9 @@ class ForkServerBackend:
         error: BaseException | None = None
         for attempt in range(RESTART_ATTEMPTS):
             try:
-                await self._new_worker(reserved)
-                self._places[reserved].freed()
+                fresh = await self._new_worker(reserved)
+                for _ in range(fresh.depth):  # one waiter per place it brings
+                    self._places[reserved].freed()
                 return
             except SandboxError as exc:
                 error = exc
