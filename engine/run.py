@@ -30,6 +30,7 @@ from metrics.http import MetricsServer, serve_metrics
 from metrics.page import PageData
 from metrics.running import RunningPassAtK
 from metrics.sweep_state import SweepState, SweepStateCollector, ensure_run_id, sampling_hash
+from sandbox.calibration import CalibrationCache
 from sandbox.verifier import Verifier, seed_from_store
 
 log = logging.getLogger(__name__)
@@ -118,7 +119,12 @@ async def _sweep(
             box = cfg.sandbox
             async with open_pool(box, registry) as sandbox:
                 verifier = Verifier(
-                    sandbox, problems, programs=dataset.task, dedup=box.dedup, timing=box.timing
+                    sandbox,
+                    problems,
+                    programs=dataset.task,
+                    dedup=box.dedup,
+                    timing=box.timing,
+                    calibration_cache=CalibrationCache.default(),
                 )
                 await prepare(dataset.task, problems, sandbox)  # e.g. EvalPlus' expected outputs
                 await verifier.preflight()
@@ -130,7 +136,7 @@ async def _sweep(
                     store=store,
                     sandbox=sandbox,
                     verifier=verifier,
-                    workers=sandbox.workers,
+                    workers=sandbox.capacity,
                     metrics=metrics,
                     running=running,
                     sampling=sampling,

@@ -32,6 +32,7 @@ from engine.tasks.hooks import all_tests as every_test
 from engine.tasks.hooks import prepare
 from metrics.running import RunningPassAtK
 from sandbox import Outcome
+from sandbox.calibration import CalibrationCache
 from sandbox.verifier import Verifier
 
 log = logging.getLogger(__name__)
@@ -171,7 +172,14 @@ async def _verify_all(
     bar = Progress(len(jobs), 0, enabled=progress)
     pending = iter(jobs)
     async with open_pool(settings) as pool:
-        verifier = Verifier(pool, problems, programs=task, dedup=settings.dedup, timing=settings.timing)
+        verifier = Verifier(
+            pool,
+            problems,
+            programs=task,
+            dedup=settings.dedup,
+            timing=settings.timing,
+            calibration_cache=CalibrationCache.default(),
+        )
         await prepare(task, problems, pool)
         await verifier.preflight()
 
@@ -182,7 +190,7 @@ async def _verify_all(
 
         refreshing = asyncio.create_task(bar.refresh_forever())
         try:
-            await asyncio.gather(*(worker() for _ in range(pool.workers * 2)))
+            await asyncio.gather(*(worker() for _ in range(pool.capacity + pool.workers)))
         finally:
             refreshing.cancel()
     bar.close()

@@ -157,6 +157,12 @@ def sandbox_options(command):
             " solution's CPU time, at most half the wall-clock limit).",
         ),
         click.option(
+            "--recalibrate",
+            is_flag=True,
+            help="Measure the calibrated limits again instead of reusing those cached for this dataset,"
+            " these settings and this machine (and refresh the cache).",
+        ),
+        click.option(
             "--memory-mb",
             default=Limits().memory_mb,
             show_default=True,
@@ -208,6 +214,7 @@ def sandbox_settings(opts: dict) -> SandboxSettings:
         factor=opts["timeout_factor"],
         ceiling_s=opts["timeout_ceiling"],
         cpu_floor_s=opts["cpu_time_floor"],
+        reuse_calibration=not opts.get("recalibrate", False),
     )
     limits = limits_for(timing, memory_mb=opts["memory_mb"], guards=not opts["no_guards"])
     ctx = click.get_current_context(silent=True)

@@ -73,7 +73,7 @@ def detect(rows: Sequence[Mapping[str, Any]], source: str = "dataset") -> str:
     (the most specific: an EvalPlus row is also a HumanEval row). DatasetError if none fits."""
     if not rows:
         raise DatasetError(f"dataset {source!r}: no rows")
-    present = set(rows[0])
+    present = {field for field, value in rows[0].items() if value is not None}  # Parquet fills gaps with None
     fitting = [task for task in TASKS.values() if task.fields <= present]
     if not fitting:
         raise DatasetError(

@@ -50,6 +50,8 @@ def _datasets_module(offline: bool):
 
 
 def _read_file(path: Path, dataset: str) -> list[dict[str, Any]]:
+    if str(path).endswith((".jsonl", ".jsonl.gz")):
+        return _nonempty(_read_jsonl(path), dataset)
     datasets = _datasets_module(offline=True)
     builder = "parquet" if str(path).endswith(".parquet") else "json"
     try:
@@ -57,6 +59,33 @@ def _read_file(path: Path, dataset: str) -> list[dict[str, Any]]:
     except Exception as exc:  # datasets raises many types for one cause: an unreadable file
         raise DatasetError(f"dataset {str(path)!r} cannot be read: {_first_line(exc)}") from exc
     return _nonempty(ds.to_list(), dataset)
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """JSON Lines read directly: milliseconds, where importing `datasets` alone takes ~1 s."""
+    import gzip
+    import zlib
+
+    import orjson
+
+    try:
+        data = gzip.decompress(path.read_bytes()) if path.name.endswith(".gz") else path.read_bytes()
+    except (OSError, EOFError, zlib.error) as exc:
+        raise DatasetError(f"dataset {str(path)!r} cannot be read: {exc}") from exc
+    rows = []
+    for number, line in enumerate(data.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            raise DatasetError(
+                f"dataset {str(path)!r} cannot be read: line {number} is not valid JSON"
+            ) from None
+        if not isinstance(row, dict):
+            raise DatasetError(f"dataset {str(path)!r} cannot be read: line {number} is not a JSON object")
+        rows.append(row)
+    return rows
 
 
 def _read_hub(dataset: str) -> list[dict[str, Any]]:

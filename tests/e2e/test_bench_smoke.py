@@ -31,6 +31,7 @@ SMOKE = {
         "median CPU-s per million tokens",
     ),
     "verify": (["--rounds", "1", "--problems", "2"], "medians over 1 rounds"),
+    "verify_scale": (["--rounds", "1", "--samples", "2", "--only", "cpu"], "done"),
 }
 TIMEOUT_S = 150  # each run is under a minute on an idle 2-core machine; bench/report.py takes ~30 s of CPU
 
