@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import socket
 
-from sandbox import Limits, Outcome, SandboxError, SandboxPool, Verdict, humaneval_program
+from sandbox import Limits, Outcome, SandboxError, SandboxPool, Verdict, check_program
 
 # A program that must pass and one that must fail: a node whose sandbox judges wrong (a missing
 # jail binary, a broken account) is refused before it is sent any sample.
@@ -46,8 +46,8 @@ class NodeSandbox:
     async def _self_check(self) -> None:
         limits = self.pool.limits
         for expected, completion in _SELF_CHECK.items():
-            program = humaneval_program(
-                "def f():\n", completion, "def check(f):\n    assert f() == 1\n", "f", guards=limits.guards
+            program = check_program(
+                "def f():\n" + completion, "def check(f):\n    assert f() == 1\n", "f", guards=limits.guards
             )
             outcome = await self.pool.run(program, limits=limits, label="node-self-check")
             if outcome.verdict is not expected:
