@@ -64,7 +64,7 @@ def test_persistent_sandbox_faults_are_infra_errors_out_of_pass_at_k_and_retried
     fleet = SimulatedFleet(2, problems=load_problems(limit=PROBLEMS), tokens_per_second=20_000)
     loop.run_until_complete(fleet.__aenter__())
     try:
-        monkeypatch.setattr("engine.run.SandboxPool", BrokenForOneProblem)
+        monkeypatch.setattr("engine.remote.SandboxPool", BrokenForOneProblem)
         first, registry = sweep(tmp_path, fleet.urls)
         assert first["infra_errors"] == SAMPLES and first["samples"] == PROBLEMS * SAMPLES
         assert sum(first["verdicts"].values()) == (PROBLEMS - 1) * SAMPLES
@@ -81,7 +81,7 @@ def test_persistent_sandbox_faults_are_infra_errors_out_of_pass_at_k_and_retried
         assert [(r["result"], r["passed"]) for r in rows] == [("infra_error", False)] * SAMPLES
         store.close()
 
-        monkeypatch.setattr("engine.run.SandboxPool", SandboxPool)  # the sandbox is healthy again
+        monkeypatch.setattr("engine.remote.SandboxPool", SandboxPool)  # the sandbox is healthy again
         second, registry = sweep(tmp_path, fleet.urls)
         assert second["infra_errors"] == 0 and sum(second["verdicts"].values()) == PROBLEMS * SAMPLES
         assert second["new_samples"] == SAMPLES  # only the infra errors were verified again
