@@ -63,6 +63,7 @@ class StatusSummary(TypedDict):
     rate_per_s: float
     eta_s: int | None
     pass_at_k: dict[str, float]
+    tests: dict[str, float | int] | None  # multi-test kinds: Store.test_counts(); None otherwise
 
 
 class SelfTestRow(TypedDict):
