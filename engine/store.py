@@ -29,6 +29,8 @@ from sandbox import Outcome
 DB_NAME = "results.sqlite"
 # What sqlite3 raises on a damaged file (it even fails to decode some of its own messages).
 DAMAGE = (sqlite3.DatabaseError, UnicodeDecodeError)
+# meta key: {task_id: why} of the problems whose reference failed its own tests at the last preflight
+FLAGGED = "flagged_references"
 HEARTBEAT_S = 2.0  # how often a running command says so in its store (`engine status`, the run lock)
 
 _SCHEMA = """

@@ -123,6 +123,7 @@ class Verifier:
         self.reused = 0  # verdicts reused instead of run
         self.confirmed = 0  # load-sensitive timeouts run again on the reserved worker
         self.measured: dict[str, float] = {}  # task_id -> canonical solution's median wall time
+        self.flagged: dict[str, str] = {}  # task_id -> why its reference failed preflight (tolerated kinds)
         self._limits: dict[str, Limits] = {}
         self._cache: OrderedDict[tuple[str, bytes], Outcome] = OrderedDict()
         self._inflight: dict[tuple[str, bytes], asyncio.Future[Outcome]] = {}
@@ -183,6 +184,7 @@ class Verifier:
                     f"preflight: the canonical solution of {problem.task_id} did not pass in the {self.pool.backend.name}"
                     f" sandbox ({o.verdict.value}: {o.detail}); execution is misconfigured, refusing to start"
                 )
+        self.flagged = {task_id: f"{o.verdict.value}: {o.detail}" for task_id, o in sorted(failed.items())}
         if failed:
             log.warning(
                 "preflight: canonical solutions of %d problems did not pass (%s): flagged; they keep the default limit",
