@@ -30,6 +30,7 @@ def export_rows(store: Store) -> Iterator[dict]:
             "result": verdict,
             "task_kind": row.pop("task_kind"),
             **row,
+            "base_passed": None if (base := row.pop("base_passed")) is None else bool(base),
         }
 
 
@@ -113,6 +114,9 @@ def _parquet_schema():
             ("verified_at", real),
             ("cpu_s", real),
             ("reused", integer),
+            ("tests_passed", integer),  # multi-test kinds; null otherwise
+            ("tests_total", integer),
+            ("base_passed", pa.bool_()),  # EvalPlus-style; null otherwise
         ]
     )
 

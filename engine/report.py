@@ -27,6 +27,7 @@ from engine.analysis.html import write_html
 from engine.analysis.load import Run, load_run
 from engine.analysis.plots import plot as plot_figure
 from engine.analysis.scaling import Settings, analyse
+from engine.analysis.suites import analyse_suites, analyse_tests
 from engine.analysis.table import write_table
 from engine.errors import InputError
 from metrics.passk import ks_for, pass_at_k_table
@@ -156,6 +157,8 @@ def analyse_run(run: Run, settings: Settings = Settings(), backtest_m: int | Non
         "target": settings.target,
         "policy": run.policy,
         "provenance": provenance(run),
+        "suites": analyse_suites(problems),  # EvalPlus-style: base and plus side by side; else None
+        "tests": analyse_tests(problems),  # multi-test kinds: mean fraction of tests passed; else None
     }
     if not problems:
         return {

@@ -21,10 +21,10 @@ from engine.records import Problem
 from engine.remote import open_pool
 from engine.runlock import RunLock, keep_heartbeat
 from engine.runner import Sampling, Sweep
-from engine.store import Store
+from engine.store import FLAGGED, Store
 from engine.summary import RunSummary, summarize
 from engine.tasks import DEFAULT_KIND, Dataset, load_dataset
-from engine.tasks.hooks import prepare
+from engine.tasks.hooks import flagged_references, prepare
 from metrics.exporter import EngineMetrics
 from metrics.http import MetricsServer, serve_metrics
 from metrics.page import PageData
@@ -126,8 +126,9 @@ async def _sweep(
                     timing=box.timing,
                     calibration_cache=CalibrationCache.default(),
                 )
-                await prepare(dataset.task, problems, sandbox)  # e.g. EvalPlus' expected outputs
+                prepared = await prepare(dataset.task, problems, sandbox)  # e.g. EvalPlus' expected outputs
                 await verifier.preflight()
+                store.set_meta(FLAGGED, flagged_references(prepared, verifier.flagged))
                 seed_from_store(verifier, store)
                 sweep = Sweep(
                     problems=problems,
@@ -182,6 +183,7 @@ async def _sweep(
     verdicts = store.verdict_counts(wanted)
     return RunSummary(
         **summarize(counts, verdicts),
+        flagged_references=store.get_meta(FLAGGED) or {},
         model=model,
         out=cfg.output.out,
         tokens=totals["tokens"],

@@ -7,8 +7,8 @@ import socket
 import time
 
 from engine.progress import STALL_AFTER_S
-from engine.store import Store
-from engine.summary import StatusSummary, pass_at_k_columns, verdict_columns
+from engine.store import FLAGGED, Store
+from engine.summary import StatusSummary, flagged_line, pass_at_k_columns, verdict_columns
 
 RATE_WINDOW_S = 60.0
 ALIVE_AFTER_S = 10.0  # a heartbeat older than this means nobody is running the sweep
@@ -26,6 +26,8 @@ def run_status(run_dir: str, now: float | None = None) -> StatusSummary:
         verdicts = store.verdict_counts()
         rate = store.verified_since(now - RATE_WINDOW_S) / RATE_WINDOW_S
         last_verdict = store.last_verified_at()
+        tests = store.test_counts()
+        flagged = store.get_meta(FLAGGED) or {}
     finally:
         store.close()
     wanted = target.get("problems", 0) * target.get("samples", 0)
@@ -55,6 +57,8 @@ def run_status(run_dir: str, now: float | None = None) -> StatusSummary:
         if rate > 0 and remaining
         else (0 if not remaining else None),
         pass_at_k=pass_at_k_columns(counts),  # the same columns as `engine run` shows
+        tests=tests,
+        flagged_references=flagged,
     )
 
 
@@ -103,4 +107,17 @@ def render(s: StatusSummary) -> str:
     ]
     if s["pass_at_k"]:
         lines.append("  " + "  ".join(f"pass@{k} {v:.4f}" for k, v in s["pass_at_k"].items()))
+    if s["tests"]:
+        lines.append(_tests_line(s["tests"]))
+    if s["flagged_references"]:
+        lines.append("  " + flagged_line(s["flagged_references"]))
     return "\n".join(lines)
+
+
+def _tests_line(tests: dict[str, float | int]) -> str:
+    line = (
+        f"  tests passed: mean fraction {tests['mean_fraction_passed']:.4f} over {tests['samples']:,} samples"
+    )
+    if tests["base_judged"]:
+        line += f"; base suite passed by {tests['base_passed']:,} of {tests['base_judged']:,}"
+    return line

@@ -23,11 +23,14 @@ from pathlib import Path
 from engine.errors import InputError, StorageError, StoreDamagedError
 from engine.records import Problem, Sample
 from engine.summary import INFRA_ERROR  # not a verdict about the program: the sandbox failed
-from engine.tasks import LEGACY_KIND, legacy_problem
+from engine.tasks import LEGACY_KIND, Judgement, legacy_problem
+from sandbox import Outcome
 
 DB_NAME = "results.sqlite"
 # What sqlite3 raises on a damaged file (it even fails to decode some of its own messages).
 DAMAGE = (sqlite3.DatabaseError, UnicodeDecodeError)
+# meta key: {task_id: why} of the problems whose reference failed its own tests at the last preflight
+FLAGGED = "flagged_references"
 HEARTBEAT_S = 2.0  # how often a running command says so in its store (`engine status`, the run lock)
 
 _SCHEMA = """
@@ -58,6 +61,9 @@ CREATE TABLE IF NOT EXISTS samples (
     verified_at REAL,
     cpu_s REAL,                 -- CPU time of the program and its descendants (0 when reused)
     reused INTEGER,             -- 1: the verdict of an identical earlier sample (dedup), not a new run
+    tests_passed INTEGER,       -- multi-test kinds (stdio, call, evalplus): tests passed; NULL otherwise
+    tests_total INTEGER,        -- ... and tests in the suite (the fraction is an RL reward)
+    base_passed INTEGER,        -- EvalPlus-style: 1 when the base suite alone passed; NULL otherwise
     PRIMARY KEY (task_id, sample_index)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS samples_by_verified_at ON samples (verified_at);
@@ -77,6 +83,9 @@ _LATER_COLUMNS = [
     ("samples", "reused", "INTEGER"),
     ("problems", "kind", "TEXT"),
     ("problems", "payload", "TEXT"),
+    ("samples", "tests_passed", "INTEGER"),
+    ("samples", "tests_total", "INTEGER"),
+    ("samples", "base_passed", "INTEGER"),
 ]
 
 
@@ -92,6 +101,34 @@ class StoredVerdict:
     limits: dict
     cpu_s: float = 0.0
     reused: bool = False
+    tests_passed: int | None = None  # multi-test kinds only
+    tests_total: int | None = None
+    base_passed: bool | None = None  # EvalPlus-style only
+
+    @classmethod
+    def of(
+        cls, task_id: str, sample_index: int, outcome: Outcome, judged: Judgement | None = None
+    ) -> StoredVerdict:
+        """Everything the store keeps of an Outcome, judged by its task kind (the Verifier's own
+        judgement when `judged` is None): the one way a verdict is recorded."""
+        j = judged or Judgement(
+            outcome.verdict, outcome.detail, outcome.tests_passed, outcome.tests_total, outcome.base_passed
+        )
+        return cls(
+            task_id,
+            sample_index,
+            j.verdict.value,
+            j.detail,
+            outcome.output,
+            outcome.wall_s,
+            outcome.backend,
+            outcome.limits.to_dict(),
+            outcome.cpu_s,
+            outcome.reused,
+            j.tests_passed,
+            j.tests_total,
+            j.base_passed,
+        )
 
 
 def _reads(method):
@@ -282,6 +319,9 @@ class Store:
                 time.time(),
                 v.cpu_s,
                 int(v.reused),
+                v.tests_passed,
+                v.tests_total,
+                None if v.base_passed is None else int(v.base_passed),
                 v.task_id,
                 v.sample_index,
             )
@@ -311,7 +351,8 @@ class Store:
             )
             self._db.executemany(
                 "UPDATE samples SET verdict = ?, detail = ?, output = ?, verify_wall_s = ?, backend = ?, limits = ?,"
-                " verified_at = ?, cpu_s = ?, reused = ? WHERE task_id = ? AND sample_index = ?",
+                " verified_at = ?, cpu_s = ?, reused = ?, tests_passed = ?, tests_total = ?, base_passed = ?"
+                " WHERE task_id = ? AND sample_index = ?",
                 verdicts,
             )
             self._db.executemany(
@@ -370,6 +411,26 @@ class Store:
             (INFRA_ERROR,),
         )
         return {task: (n, int(c)) for task, n, c in rows}
+
+    @_reads
+    def test_counts(self) -> dict[str, float | int] | None:
+        """Over the verified samples of multi-test kinds: how many, the mean fraction of tests
+        passed (the RL reward), and for EvalPlus-style ones how many passed the base suite;
+        None when the run has none (HumanEval, MBPP)."""
+        samples, mean, base_judged, base_passed = self._db.execute(
+            "SELECT COUNT(*), AVG(CAST(tests_passed AS REAL) / tests_total), COUNT(base_passed),"
+            " COALESCE(SUM(base_passed), 0) FROM samples"
+            " WHERE verdict IS NOT NULL AND verdict != ? AND tests_total > 0",
+            (INFRA_ERROR,),
+        ).fetchone()
+        if not samples:
+            return None
+        return {
+            "samples": samples,
+            "mean_fraction_passed": round(mean, 6),
+            "base_judged": base_judged,
+            "base_passed": base_passed,
+        }
 
     @_reads
     def verdict_counts(self, task_ids: set[str] | None = None) -> dict[str, int]:

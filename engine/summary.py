@@ -27,6 +27,7 @@ class Summary(TypedDict):
 
 
 class RunSummary(Summary):
+    flagged_references: dict[str, str]  # task_id -> why its reference fails its own tests (still scored)
     model: str
     out: str
     tokens: int
@@ -63,6 +64,8 @@ class StatusSummary(TypedDict):
     rate_per_s: float
     eta_s: int | None
     pass_at_k: dict[str, float]
+    tests: dict[str, float | int] | None  # multi-test kinds: Store.test_counts(); None otherwise
+    flagged_references: dict[str, str]  # as RunSummary's, from the last preflight
 
 
 class SelfTestRow(TypedDict):
@@ -115,6 +118,8 @@ def render(summary: Summary, title: str) -> str:
             else ""
         )
     )
+    if flagged := summary.get("flagged_references"):
+        lines.append(flagged_line(flagged))
     if summary["pass_at_k"]:
         lines.append(f"{'k':>7}  {'pass@k':>8}  {'fail@k':>8}")
         for k, score in summary["pass_at_k"].items():
@@ -122,3 +127,12 @@ def render(summary: Summary, title: str) -> str:
     else:
         lines.append("no verified samples yet")
     return "\n".join(lines)
+
+
+def flagged_line(flagged: dict[str, str]) -> str:
+    """The problems whose reference fails its own tests: scored as usual, so said by name."""
+    named = "; ".join(f"{task} ({why})" for task, why in list(flagged.items())[:10])
+    more = f"; and {len(flagged) - 10} more" if len(flagged) > 10 else ""
+    return (
+        f"flagged: {len(flagged)} problems whose reference fails its own tests, still scored: {named}{more}"
+    )

@@ -223,20 +223,7 @@ async def _retry_in_store(
     task = get_task(next(iter(problems.values())).kind if problems else DEFAULT_KIND)
 
     def record(key: tuple[str, int], o: Outcome) -> None:
-        judgement = task.judge(problems[key[0]], o)
-        store.stage_verdict(
-            StoredVerdict(
-                *key,
-                judgement.verdict.value,
-                judgement.detail,
-                o.output,
-                o.wall_s,
-                o.backend,
-                o.limits.to_dict(),
-                o.cpu_s,
-                o.reused,
-            )
-        )
+        store.stage_verdict(StoredVerdict.of(*key, o, task.judge(problems[key[0]], o)))
 
     jobs = [((task_id, index), problems[task_id], completion) for task_id, index, completion, *_ in rows]
     reused = await _verify_all(task, problems.values(), jobs, settings, progress, record)

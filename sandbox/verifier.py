@@ -93,6 +93,7 @@ class Verifier:
         self.reused = 0  # verdicts reused instead of run
         self.confirmed = 0  # load-sensitive timeouts run again on the reserved worker
         self.measured: dict[str, float] = {}  # task_id -> canonical solution's median wall time
+        self.flagged: dict[str, str] = {}  # task_id -> why its reference failed preflight (tolerated kinds)
         self._limits: dict[str, Limits] = {}
         self._cache: OrderedDict[tuple[str, bytes], Outcome] = OrderedDict()
         self._inflight: dict[tuple[str, bytes], asyncio.Future[Outcome]] = {}
@@ -217,9 +218,14 @@ class Verifier:
                     f"preflight: the canonical solution of {problem.task_id} did not pass in the {self.pool.backend.name}"
                     f" sandbox ({o.verdict.value}: {o.detail}); execution is misconfigured, refusing to start"
                 )
+        self.flagged.update(
+            {task_id: f"{o.verdict.value}: {o.detail}" for task_id, o in sorted(failed.items())}
+        )
 
     def _apply(self, calibration: Calibration) -> None:
         """Each measured problem's limits from its canonical solution's median times."""
+        for task_id in calibration.failed:  # from a cached calibration: named, the reason not kept
+            self.flagged.setdefault(task_id, "its reference failed when this dataset was calibrated")
         for task_id, (wall, cpu) in calibration.measured.items():
             if task_id not in self.problems:
                 continue

@@ -9,6 +9,7 @@ from html import escape
 from pathlib import Path
 
 from engine.analysis.fits import LABELS, METHODS
+from engine.analysis.suites import suite_html
 
 STYLE = """body{font-family:sans-serif;max-width:1200px;margin:2em auto;color:#222}
 table{border-collapse:collapse;margin:0.5em 0 1.5em}td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}
@@ -115,6 +116,7 @@ def _run_section(c: dict) -> str:
         *_adaptive(c),
         "<h3>pass@k</h3>",
         _pass_table(c),
+        suite_html(c),
         "<h3>Fits and extrapolation</h3>",
         _fits_table(c),
     ]

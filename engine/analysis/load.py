@@ -25,6 +25,9 @@ class ProblemSamples:
     wall_s: list[float] = field(default_factory=list)  # of samples that ran (not reused)
     cpu_s: list[float] = field(default_factory=list)
     results: dict[str, int] = field(default_factory=dict)  # every result, infra_error too
+    # Per counted sample, None when the run's kind has no such figure (or its store predates them):
+    base_passed: list[bool | None] = field(default_factory=list)  # EvalPlus-style: the base suite alone
+    fraction: list[float | None] = field(default_factory=list)  # multi-test kinds: tests passed / tests
     unique_completions: int = 0
 
     @property
@@ -75,14 +78,24 @@ def _meta(db: sqlite3.Connection, key: str) -> dict:
     return json.loads(row[0]) if row else {}
 
 
+def _columns(db: sqlite3.Connection, table: str) -> set[str]:
+    return {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+
+
 def _problems(db: sqlite3.Connection) -> list[ProblemSamples]:
     by_task: dict[str, ProblemSamples] = {}
+    # read-only: a store written before the test counts existed lacks their columns
+    tests = (
+        "s.base_passed, s.tests_passed, s.tests_total"
+        if {"base_passed", "tests_total"} <= _columns(db, "samples")
+        else "NULL, NULL, NULL"
+    )
     rows = db.execute(
-        "SELECT s.task_id, s.sample_index, s.verdict, s.completion_tokens, s.verify_wall_s, s.cpu_s, s.reused"
-        " FROM samples s LEFT JOIN problems p USING (task_id) WHERE s.verdict IS NOT NULL"
+        "SELECT s.task_id, s.sample_index, s.verdict, s.completion_tokens, s.verify_wall_s, s.cpu_s, s.reused,"
+        f" {tests} FROM samples s LEFT JOIN problems p USING (task_id) WHERE s.verdict IS NOT NULL"
         " ORDER BY COALESCE(p.position, 1e9), s.task_id, s.sample_index"
     )
-    for task_id, index, verdict, tokens, wall, cpu, reused in rows:
+    for task_id, index, verdict, tokens, wall, cpu, reused, base, passed, total in rows:
         p = by_task.setdefault(task_id, ProblemSamples(task_id))
         p.results[verdict] = p.results.get(verdict, 0) + 1
         if verdict not in VERDICTS:
@@ -90,6 +103,8 @@ def _problems(db: sqlite3.Connection) -> list[ProblemSamples]:
         p.indices.append(index)
         p.passed.append(verdict == "passed")
         p.tokens.append(tokens)
+        p.base_passed.append(None if base is None else bool(base))
+        p.fraction.append(passed / total if total else None)
         if not reused and wall is not None:
             p.wall_s.append(wall)
             p.cpu_s.append(cpu if cpu is not None else np.nan)
@@ -109,6 +124,8 @@ def _limits(db: sqlite3.Connection) -> tuple[dict, list[str]]:
     ):
         backends.add(backend)
         for key, value in (json.loads(limits) if limits else {}).items():
+            if value is None:  # a limit not set (no CPU limit): no range to show
+                continue
             low, high = ranges.get(key, (value, value))
             ranges[key] = [min(low, value), max(high, value)]
     return ranges, sorted(b for b in backends if b)

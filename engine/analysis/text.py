@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from engine.analysis.fits import LABELS, METHODS
+from engine.analysis.suites import suite_lines
 
 
 def _num(x: float | None, digits: int = 4) -> str:
@@ -107,6 +108,7 @@ def render_one(c: dict) -> list[str]:
         lines.append(f"  coverage (share of problems solved) {c['coverage']:.4f}")
     else:
         lines.append(f"  coverage (pass@{c['n']}) {c['coverage']:.4f}")
+    lines += suite_lines(c)
     if c["fit"]:
         f = c["fit"]
         lines.append(f"  fail@k ~= {f['a']:.3f} * k^{f['b']:.3f}  (log-log fit, R^2 {f['r2']:.3f})")

@@ -24,7 +24,7 @@ from engine.tasks import rows as R
 from engine.tasks.base import Judgement
 from engine.tasks.chat import code_from_answer, fenced_messages
 from engine.tasks.compare import Malformed, decode
-from engine.tasks.driver import Unserialisable, canonical_json, digest, encode
+from engine.tasks.encoding import Unserialisable, canonical_json, digest, encode
 from engine.tasks.judging import TestRecord, judge_report
 from engine.tasks.programs import REPORT_BYTES, call_program
 from sandbox.verdicts import Outcome

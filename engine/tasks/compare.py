@@ -22,7 +22,7 @@ from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from engine.tasks.driver import canonical_stdout
+from engine.tasks.encoding import canonical_stdout
 
 FLOAT_ATOL = 1e-6  # EvalPlus: the atol of a float result when the problem sets none
 RTOL = 1e-7  # EvalPlus: numpy.allclose's rtol, set explicitly

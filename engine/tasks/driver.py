@@ -22,7 +22,6 @@ fast (the default): the first test that does not end "ok" ends the run; with "al
 runs (a fraction passed, for RL rewards). Whether an "ok" output is right only the engine knows.
 """
 
-import hashlib
 import io
 import json
 import os
@@ -32,54 +31,13 @@ import sys
 import time
 import traceback
 
+# Shared with the engine, which decodes what the driver encodes. In the jail the engine cannot be
+# imported: engine/tasks/programs.py puts encoding.py's source in place of this line.
+from engine.tasks.encoding import Unserialisable, canonical_json, canonical_stdout, digest, encode
+
 OOM_EXIT = 3  # a runner's MemoryError (the status only classifies a failure: never a pass)
 ERROR_TAIL_BYTES = 2048
 READ_BYTES = 1 << 16
-MAX_DEPTH = 100  # nesting of a return value
-_ATOMS = {type(None): "N", bool: "b", str: "s"}
-
-
-class Unserialisable(Exception):
-    pass
-
-
-def encode(value, depth=0):
-    """A plain builtin as type-tagged JSON-able data; sets and dicts in a canonical order, ints in
-    hex (no digit limit). Anything else raises Unserialisable. Exact types: a subclass of int
-    with its own __eq__ is not an int."""
-    kind = type(value)
-    if depth > MAX_DEPTH:
-        raise Unserialisable("nested too deeply")
-    if kind is type(None):
-        return ["N"]
-    if kind is bool or kind is str:
-        return [_ATOMS[kind], value]
-    if kind is int:
-        return ["i", format(value, "x")]
-    if kind is float:
-        return ["f", repr(value)]
-    if kind is list or kind is tuple:
-        return ["l" if kind is list else "t", [encode(item, depth + 1) for item in value]]
-    if kind is set or kind is frozenset:
-        items = sorted((encode(item, depth + 1) for item in value), key=canonical_json)
-        return ["e" if kind is set else "z", items]
-    if kind is dict:
-        pairs = [[encode(k, depth + 1), encode(v, depth + 1)] for k, v in value.items()]
-        return ["d", sorted(pairs, key=lambda pair: canonical_json(pair[0]))]
-    raise Unserialisable(f"a return value of type {kind.__name__} (only plain builtins)")
-
-
-def canonical_json(data):
-    return json.dumps(data, separators=(",", ":"), ensure_ascii=True)
-
-
-def digest(text):
-    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
-
-
-def canonical_stdout(text):
-    """Whitespace at both ends of the output and of each line does not count (LiveCodeBench)."""
-    return "\n".join(line.strip() for line in text.strip().split("\n"))
 
 
 class Report:

@@ -22,6 +22,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
@@ -268,6 +269,10 @@ def oracle(problem: Problem) -> Special | None:
         return lambda got, exp, args, atol: True
     if mbpp and name == "sum_div":
         return lambda got, exp, args, atol: True if got == exp or got == 0 else None
+    if mbpp and name == "surface_Area":
+        return _surface_area
+    if mbpp and name == "digit_distance_nums":
+        return _digit_distance
     if mbpp and name in MBPP_SET_EQ:
         return _set_equal
     if mbpp and name in MBPP_NOT_NONE:
@@ -290,3 +295,30 @@ def _set_equal(got: Any, exp: Any, args: list[Any], atol: float) -> bool:
         return set(got) == set(exp)
     except TypeError:
         return False
+
+
+def _surface_area(got: Any, exp: Any, args: list[Any], atol: float) -> bool | None:
+    """Mbpp/581: also right, the area with `height` read as the pyramid's perpendicular height
+    (rounded, as EvalPlus' oracle); otherwise the usual rule decides."""
+    try:
+        base_edge, height = args
+        slant = math.sqrt((base_edge / 2) ** 2 + height**2)
+        return (
+            True
+            if got == exp or abs(got - round(base_edge**2 + 4 * (base_edge * slant) / 2)) <= atol
+            else None
+        )
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
+def _digit_distance(got: Any, exp: Any, args: list[Any], atol: float) -> bool | None:
+    """Mbpp/558: also right, the digit distance with the shorter number padded with zeros (EvalPlus'
+    oracle); otherwise the usual rule decides."""
+    try:
+        a, b = (str(n) for n in args)
+        width = max(len(a), len(b))
+        distance = sum(abs(int(x) - int(y)) for x, y in zip(a.zfill(width), b.zfill(width), strict=True))
+    except (TypeError, ValueError):
+        return None
+    return True if got == exp or got == distance else None

@@ -17,6 +17,14 @@ async def prepare(task: Task, problems: Iterable[Problem], pool: SandboxPool) ->
     return await hook(list(problems), pool) if hook is not None else []
 
 
+def flagged_references(prepared: list[str], preflight: dict[str, str]) -> dict[str, str]:
+    """{task_id: why} of the problems whose reference fails its own tests, found by `prepare` or
+    by preflight: reported by problem in the run's summary and `engine status`, and still scored
+    (flagged, not excluded: see the README)."""
+    why = dict.fromkeys(prepared, "the reference fails some of its own tests")
+    return dict(sorted({**why, **preflight}.items()))
+
+
 def all_tests(task: Task) -> Task:
     """The kind with every test run (the fraction passed, an RL reward), not stopping at the first
     failure; kinds with one check are returned as they are."""

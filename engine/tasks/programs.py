@@ -13,7 +13,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-DRIVER_SOURCE = (Path(__file__).parent / "driver.py").read_text(encoding="utf-8")
+
+def _driver_source() -> str:
+    """driver.py with encoding.py's source in place of its import of it: one self-contained program."""
+    here = Path(__file__).parent
+    driver, encoding = ((here / name).read_text(encoding="utf-8") for name in ("driver.py", "encoding.py"))
+    lines = driver.splitlines(keepends=True)
+    [at] = [i for i, line in enumerate(lines) if line.startswith("from engine.tasks.encoding import")]
+    return "".join(lines[:at]) + encoding + "".join(lines[at + 1 :])
+
+
+DRIVER_SOURCE = _driver_source()
 REPORT_BYTES = 1 << 20  # the output a program of these kinds may write (Task.report_bytes)
 TEXT_BUDGET = 256 * 1024  # outputs sent whole, per sample; beyond it, digests only
 

@@ -23,7 +23,7 @@ from engine.tasks import rows as R
 from engine.tasks.base import Judgement
 from engine.tasks.chat import code_from_answer
 from engine.tasks.compare import stdout_matches
-from engine.tasks.driver import canonical_stdout, digest
+from engine.tasks.encoding import canonical_stdout, digest
 from engine.tasks.judging import TestRecord, judge_report
 from engine.tasks.programs import REPORT_BYTES, stdio_program
 from sandbox.verdicts import Outcome
