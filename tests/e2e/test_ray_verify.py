@@ -69,11 +69,11 @@ def mixed_lines() -> list[dict]:
     lines = []
     for p in load_problems(limit=3):
         lines += [
-            {"task_id": p.task_id, "completion": p.canonical_solution},
+            {"task_id": p.task_id, "completion": p.payload["canonical_solution"]},
             {"task_id": p.task_id, "completion": "    return None\n"},
             {"task_id": p.task_id, "completion": "    import os\n    os._exit(0)\n"},
             {"task_id": p.task_id, "completion": "    raise MemoryError\n"},
-            {"task_id": p.task_id, "completion": p.canonical_solution},  # a twin: dedup
+            {"task_id": p.task_id, "completion": p.payload["canonical_solution"]},  # a twin: dedup
         ]
     lines.append({"task_id": lines[0]["task_id"], "completion": "    while True:\n        pass\n"})
     lines.append({"task_id": lines[0]["task_id"], "completion": "    import ctypes; ctypes.string_at(0)\n"})
@@ -122,16 +122,16 @@ def slow_dataset(tmp_path, count: int = 3) -> str:
     path = tmp_path / "slow.jsonl"
     rows = []
     for p in load_problems(limit=count):
-        test = "import time\n" + p.test.replace(
+        test = "import time\n" + p.payload["test"].replace(
             "def check(candidate):\n", "def check(candidate):\n    time.sleep(0.6)\n", 1
         )
         rows.append(
             {
                 "task_id": p.task_id,
                 "prompt": p.prompt,
-                "canonical_solution": p.canonical_solution,
+                "canonical_solution": p.payload["canonical_solution"],
                 "test": test,
-                "entry_point": p.entry_point,
+                "entry_point": p.payload["entry_point"],
             }
         )
     path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
