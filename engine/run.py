@@ -16,14 +16,14 @@ from engine.config import RunConfig
 from engine.dataset import load_problems
 from engine.errors import SANDBOX_ERRORS, RunConfigError, map_exceptions
 from engine.hosts import read_hosts
-from engine.policies import samples_owed
 from engine.progress import Progress
 from engine.records import Problem
 from engine.runlock import RunLock, keep_heartbeat
-from engine.runner import HUMANEVAL_STOP, Sampling, Sweep
 from engine.servers import Fleet
 from engine.store import Store
 from engine.summary import RunSummary, summarize
+from engine.sweep import HUMANEVAL_STOP, Sampling, Sweep
+from engine.sweep.policies import samples_owed
 from metrics.exporter import EngineMetrics
 from metrics.http import MetricsServer, serve_metrics
 from metrics.page import PageData
@@ -124,7 +124,6 @@ async def _sweep(
                     fleet=fleet,
                     session=session,
                     store=store,
-                    sandbox=sandbox,
                     verifier=verifier,
                     workers=box.workers,
                     metrics=metrics,
@@ -133,18 +132,9 @@ async def _sweep(
                     samples=samples,
                     options=options,
                 )
-                state.admission = sweep.admission
+                state.sweep = sweep  # the metrics and the page read its snapshot from now on
                 state.jails = sandbox.jails
-                state.draining = lambda: sweep.stopped
-                verified = sum(n for n, _ in store.pass_counts().values())
-                progress = Progress(
-                    len(problems) * samples,
-                    verified,
-                    sweep.status,
-                    cfg.output.progress,
-                    servers=live["servers"],
-                )
-                sweep.progress = progress
+                progress = Progress(sweep.snapshot, cfg.output.progress)
                 log.info(
                     "sweep: %d problems x %d samples of %s on %d servers -> %s",
                     len(problems),
@@ -160,7 +150,7 @@ async def _sweep(
                 finally:
                     refreshing.cancel()
                     progress.close()
-            state.phase = "stopped" if sweep.stopped else "finished"
+            state.phase = sweep.snapshot().state  # finished or stopped, shown at the next scrape
             if server is not None:  # let Prometheus record the end, not a vanished engine
                 await server.next_scrape(cfg.output.final_scrape_timeout_s)
         finally:

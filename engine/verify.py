@@ -20,7 +20,7 @@ import orjson
 from engine.config import SandboxSettings
 from engine.dataset import load_problems
 from engine.errors import SANDBOX_ERRORS, InputError, map_exceptions
-from engine.progress import Progress
+from engine.progress import Progress, Tally
 from engine.records import Problem
 from engine.runlock import RunLock, keep_heartbeat
 from engine.store import Store, StoredVerdict
@@ -148,7 +148,8 @@ async def _verify_all(
 ) -> int:
     """Open the sandboxes, preflight, and verify every (key, problem, completion) job, calling
     `record(key, outcome)` as each verdict arrives; the number of verdicts reused by dedup."""
-    bar = Progress(len(jobs), 0, enabled=progress)
+    tally = Tally(len(jobs))
+    bar = Progress(tally.snapshot, enabled=progress)
     pending = iter(jobs)
     async with SandboxPool(
         workers=settings.workers, limits=settings.limits, backend=settings.backend
@@ -159,7 +160,7 @@ async def _verify_all(
         async def worker() -> None:
             for key, problem, completion in pending:
                 record(key, await verifier.verify(problem, completion))
-                bar.advance()
+                tally.advance()
 
         refreshing = asyncio.create_task(bar.refresh_forever())
         try:

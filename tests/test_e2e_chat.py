@@ -20,8 +20,8 @@ from engine.chat import DEFAULT_SYSTEM_PROMPT, chat_messages, extract_completion
 from engine.config import Output, RunConfig, SamplingSettings, SandboxSettings, Scheduling
 from engine.dataset import load_problems
 from engine.run import run_sweep
-from engine.scheduler import problem_seed
 from engine.store import Store
+from engine.sweep.plan import problem_seed
 from vllm_sim import SimulatedFleet, SyntheticModel
 from vllm_sim.model.instruct import Message
 
