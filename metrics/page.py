@@ -66,14 +66,15 @@ class PageData:
 
     def _build(self) -> dict:
         state = self._state
-        live = state.sweep.snapshot() if state.sweep is not None else None
+        figures = state.figures()
+        live = state.live()  # the snapshot behind these figures: one reading for the whole page
         counts = state.running.counts()
         wanted = {t: counts.get(t, (0, 0)) for t in state.problems}
         return {
             "now": time.time(),
             "run_id": state.run_id,
             "info": state.info,
-            **state.figures(),
+            **figures,
             "samples_per_problem": state.samples,
             "stall_after_s": STALL_AFTER_S,
             "queue_depth": live.queue_depth if live else _value(self._metrics.queue_depth),
@@ -85,17 +86,16 @@ class PageData:
             "unsolved": [t for t, (_, c) in wanted.items() if c == 0][:UNSOLVED_SHOWN],
             "unsolved_count": sum(1 for _, c in wanted.values() if c == 0),
             "most_failing": _most_failing(wanted),
-            **self._with_eta(self._from_store(), live),
+            **self._with_eta(self._from_store(), figures, live),
         }
 
-    def _stall(self, stored: dict, live: Snapshot | None) -> dict:
+    def _stall(self, stored: dict, figures: dict, live: Snapshot | None) -> dict:
         """No progress as the sweep's snapshot counts it; with no sweep running here, as `engine
         status` counts it: since the latest verdict in the store, or since the running process
         started (its heartbeat) if that is later, stalled after STALL_AFTER_S while running with
         work left."""
         if live is not None:
             return {"no_progress_s": live.no_progress_s, "stalled": live.stalled}
-        figures = self._state.figures()
         since = max(figures["last_progress"], stored.get("started") or 0.0)
         idle = round(max(0.0, time.time() - since), 1) if since else None
         stalled = (
@@ -106,13 +106,13 @@ class PageData:
         )
         return {"no_progress_s": idle, "stalled": stalled}
 
-    def _with_eta(self, stored: dict, live: Snapshot | None) -> dict:
+    def _with_eta(self, stored: dict, figures: dict, live: Snapshot | None) -> dict:
         """The rate and ETA of `engine status`: verdicts of the last minute, from the store."""
-        stored = {**stored, **self._stall(stored, live)}
+        stored = {**stored, **self._stall(stored, figures, live)}
         stored.pop("started", None)
         recent = stored.pop("recent")
         rate = None if recent is None else recent / RATE_WINDOW_S
-        remaining = self._state.figures()["remaining"]
+        remaining = figures["remaining"]
         return {
             **stored,
             "rate_per_s": rate,

@@ -73,6 +73,7 @@ class SweepState:
         self.running = running
         self._phase = "running"
         self.sweep: LiveSweep | None = None  # the running sweep, read through its snapshot
+        self._live: Snapshot | None = None
         self.jails = dict  # () -> {role: {state: jails}}: the SandboxPool's `jails`, read live
         self._store_path = store_path
         self._db: sqlite3.Connection | None = None
@@ -102,32 +103,34 @@ class SweepState:
         now = time.monotonic()
         if self._cached is not None and now - self._cached[0] < self._max_age_s:
             return self._cached[1]
-        stored = self._from_store()
-        figures = {
-            "target": self.target,
-            "problems": len(self.problems),
-            **self._progress(),
-            **stored,
-        }
+        self._live = self.sweep.snapshot() if self.sweep is not None else None
+        figures = {**self._progress(self._live), **self._from_store()}
         self._cached = (now, figures)
         return figures
 
-    def _progress(self) -> dict:
+    def live(self) -> Snapshot | None:
+        """The sweep's snapshot behind the latest figures() (None before a sweep runs)."""
+        return self._live
+
+    def _progress(self, snap: Snapshot | None) -> dict:
         """The live figures: the sweep's snapshot while one runs; before, what the running
         counts (seeded from the store) say."""
-        if self.sweep is None:
+        if snap is None:
             verified, solved = progress_of(self.running.counts(), self.problems)
             return {
                 "state": self._phase,
+                "target": self.target,
+                "problems": len(self.problems),
                 "verified": verified,
                 "remaining": max(0, self.target - verified),
                 "solved": solved,
                 "queue_held": 0,
                 "queue_capacity": 0,
             }
-        snap = self.sweep.snapshot()
         return {
             "state": snap.state,
+            "target": snap.target,
+            "problems": snap.problems,
             "verified": snap.verified,
             "remaining": snap.remaining,
             "solved": snap.solved,

@@ -77,6 +77,7 @@ class Generator:
         self._request_n = request_n
         self._retries_allowed = retries
         self._rng = rng or random.Random()
+        self.backoff = backoff_seconds  # (attempt, jitter in [0, 1)) -> seconds before a retry
         self.retries = RetryQueue()
         self.inflight: set[asyncio.Task] = set()
         self.stopping = False
@@ -192,7 +193,7 @@ class Generator:
         if not owed:
             log.warning("%s: %s broke its stream after every sample finished (%s)", task_id, server.url, exc)
         elif exc.retryable and attempt <= self._retries_allowed:
-            delay = backoff_seconds(
+            delay = self.backoff(
                 attempt, self._rng.random()
             )  # a Retry-After pauses the server, not these samples
             log.warning(
