@@ -24,6 +24,7 @@ from engine.store import Store
 from engine.summary import RunSummary, summarize
 from engine.sweep import HUMANEVAL_STOP, Sampling, Sweep
 from engine.sweep.policies import samples_owed
+from engine.sweep.snapshot import ServerView, fleet_view
 from metrics.exporter import EngineMetrics
 from metrics.http import MetricsServer, serve_metrics
 from metrics.page import PageData
@@ -85,7 +86,9 @@ async def _sweep(
     async with aiohttp.ClientSession(connector=connector, headers=cfg.headers) as session:
         fleet = Fleet(urls, session, options.max_seqs_per_server, metrics, hosts_path=cfg.servers)
         metrics.add_servers(urls)
-        live["servers"] = lambda: (sum(s.up and not s.retired for s in fleet.servers), len(fleet.servers))
+        live["servers"] = lambda: _servers_up(
+            fleet_view(fleet.servers)
+        )  # as the sweep's snapshot counts them
         previous = store.get_meta("sampling")
         requested_model = asked.model or (previous or {}).get("model")
         model = await fleet.discover(requested_model, options.startup_timeout_s)
@@ -229,6 +232,10 @@ def _sweep_state(
         running=running,
         store_path=store.path,
     )
+
+
+def _servers_up(fleet: tuple[ServerView, ...]) -> tuple[int, int]:
+    return sum(s.up for s in fleet), len(fleet)
 
 
 def exit_status(summary: RunSummary) -> int:

@@ -14,6 +14,7 @@ import json
 import sqlite3
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -74,7 +75,7 @@ class SweepState:
         self._phase = "running"
         self.sweep: LiveSweep | None = None  # the running sweep, read through its snapshot
         self._live: Snapshot | None = None
-        self.jails = dict  # () -> {role: {state: jails}}: the SandboxPool's `jails`, read live
+        self.jails: Callable[[], dict[str, dict[str, int]]] = dict  # the SandboxPool's `jails`, read live
         self._store_path = store_path
         self._db: sqlite3.Connection | None = None
         self._max_age_s = max_age_s

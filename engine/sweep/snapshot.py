@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Protocol
 
 STALL_AFTER_S = 10.0  # running with work left and no verdict for this long: stalled (everywhere)
 RATE_WINDOW_S = 30.0  # rates are measured over this much of the recent past
@@ -62,6 +63,18 @@ class Snapshot:
         if self.samples_per_s <= 0 or self.stalled:
             return None
         return self.remaining / self.samples_per_s
+
+
+class ServerLike(Protocol):
+    url: str
+    up: bool
+    retired: bool
+    inflight_requests: int
+
+
+def fleet_view(servers: Iterable[ServerLike]) -> tuple[ServerView, ...]:
+    """The fleet as the snapshot shows it: a retired server (gone from the hosts file) is not up."""
+    return tuple(ServerView(s.url, s.up and not s.retired, s.inflight_requests) for s in servers)
 
 
 def progress_of(counts: dict[str, tuple[int, int]], problems: Iterable[str]) -> tuple[int, int]:

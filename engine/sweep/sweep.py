@@ -27,7 +27,7 @@ from engine.sweep.generate import Client, FleetView, Generator, SampleLog
 from engine.sweep.plan import Request, plan_requests
 from engine.sweep.policies import AdaptivePlan, more_ready
 from engine.sweep.record import Recorder, VerdictLog
-from engine.sweep.snapshot import Meter, ServerView, Snapshot, progress_of
+from engine.sweep.snapshot import Meter, Snapshot, fleet_view, progress_of
 from engine.sweep.stream import Sampling, StreamingClient
 from engine.sweep.verify import SampleVerifier, Verification
 from metrics.exporter import EngineMetrics
@@ -221,9 +221,7 @@ class Sweep:
             tokens=self.generator.tokens,
             samples_per_s=samples_per_s,
             tokens_per_s=tokens_per_s,
-            fleet=tuple(
-                ServerView(s.url, s.up and not s.retired, s.inflight_requests) for s in self.fleet.servers
-            ),
+            fleet=fleet_view(self.fleet.servers),
             queue_depth=self.verification.depth,
             queue_held=self.admission.held,
             queue_capacity=self.admission.capacity,
