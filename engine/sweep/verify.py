@@ -4,9 +4,10 @@ each verdict is recorded and gives its queue slot back.
 Verdicts are reused by the verifier (`sandbox.Verifier`: `known`, and coalescing inside
 `verify`). What the queue adds is where a twin waits: a sample identical to one still queued or
 being verified waits beside it, not in the queue, so it takes neither a place in the queue nor
-a verification task (which would sit idle on the coalesced run, and its sandbox with it: with
-the simulated fleet's 74 % of twins, bench/e2e.py verified 16 % fewer samples per second that
-way). When the first one's verdict is in, its twins are enqueued again and find it `known`.
+a verification task (which would sit idle on the coalesced run, and its sandbox with it). With
+the simulated fleet's 74 % of twins, bench/e2e.py's queue held a median 1,971 samples with twins
+queued against 501 with twins beside. When the first one's verdict is in, its twins are enqueued
+again and find it `known`.
 """
 
 from __future__ import annotations
