@@ -16,7 +16,7 @@ OPS = st.lists(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(capacity=st.integers(1, 8), ops=OPS)
 def test_slots_never_leak_or_go_negative_under_any_sequence(capacity, ops):
     """Invariant, after every call: held == slots taken - slots given back, 0 <= held; a request
@@ -69,7 +69,7 @@ schedules = st.dictionaries(
 )
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(
     faults=schedules,
     queue=st.integers(4, 9),

@@ -16,7 +16,7 @@ schedules = st.dictionaries(
 )
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=50, deadline=None)
 @given(
     faults=schedules,
     problem_count=st.integers(0, 3),

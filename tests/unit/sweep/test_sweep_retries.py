@@ -17,7 +17,7 @@ def _indices(requests) -> list[int]:
     return sorted(i for _, start, n, _, _ in requests for i in range(start, start + n))
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=50, deadline=None)
 @given(n=st.integers(1, 8), k=st.integers(0, 8), max_n=st.integers(1, 8))
 def test_a_request_that_fails_after_k_of_n_is_retried_for_exactly_the_rest(n, k, max_n):
     """Invariant: when the first request (n samples) breaks after k < n choices, the retries ask

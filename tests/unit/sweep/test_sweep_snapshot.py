@@ -76,7 +76,7 @@ def _readers(directory: Path):
     return store, state, registry, page
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(snap=snapshots)
 def test_the_line_the_metrics_and_the_page_agree_on_one_snapshot(snap):
     """Invariant: for any snapshot, the progress line, the engine_sweep_* gauges and /api/state
