@@ -1,6 +1,7 @@
 """Where a sweep stands, for Prometheus and the live page: read at scrape time from the running
-counts (seeded from the store on resume) and from the store itself, so the figures survive
-resumes where the engine's counters restart at zero.
+sweep's `Snapshot` (engine/sweep/snapshot.py: the same facts the progress line shows; before
+the sweep starts, from the running counts seeded from the store) and from the store itself, so
+the figures survive resumes where the engine's counters restart at zero.
 
 The store is read through a connection of its own, read-only (SQLite's WAL lets it read while
 the sweep writes), and at most once per `max_age_s`: the page polls and Prometheus scrapes, the
