@@ -278,9 +278,8 @@ class EngineClient:
         self.next_start = 0
         self.finished: list = []  # what verification would take
         if importlib.util.find_spec(f"{package}.sweep") is not None:
-            sweep = load("sweep")
             self.Request = load("sweep.plan").Request
-            sampling = sweep.Sampling(model=MODEL, dataset="bench", max_tokens=tokens)
+            sampling = load("sweep.stream").Sampling(model=MODEL, dataset="bench", max_tokens=tokens)
             self.generator = load("sweep.generate").Generator(
                 fleet=self.fleet,
                 client=load("sweep.stream").StreamingClient(self.session, sampling, Scheduling()),

@@ -22,9 +22,10 @@ from engine.runlock import RunLock, keep_heartbeat
 from engine.servers import Fleet
 from engine.store import Store
 from engine.summary import RunSummary, summarize
-from engine.sweep import HUMANEVAL_STOP, Sampling, Sweep
 from engine.sweep.policies import samples_owed
 from engine.sweep.snapshot import ServerView, fleet_view
+from engine.sweep.stream import HUMANEVAL_STOP, Sampling
+from engine.sweep.sweep import Sweep
 from metrics.exporter import EngineMetrics
 from metrics.http import MetricsServer, serve_metrics
 from metrics.page import PageData

@@ -38,7 +38,7 @@ from engine.dataset import load_problems
 from engine.openai_stream import StreamAssembler
 from engine.run import run_sweep
 from engine.store import Store
-from engine.sweep import HUMANEVAL_STOP
+from engine.sweep.stream import HUMANEVAL_STOP
 from vllm_sim import SimulatedFleet
 
 pytestmark = [pytest.mark.real_vllm, pytest.mark.timeout(1200)]

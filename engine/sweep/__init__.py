@@ -1,7 +1,3 @@
-"""The sweep, split by responsibility (see sweep.py's docstring for the parts)."""
-
-from engine.sweep.snapshot import Snapshot
-from engine.sweep.stream import HUMANEVAL_STOP, Sampling
-from engine.sweep.sweep import Sweep, SweepStats
-
-__all__ = ["HUMANEVAL_STOP", "Sampling", "Snapshot", "Sweep", "SweepStats"]
+"""The sweep, split by responsibility: see sweep.py's docstring for the parts. Import them from
+their modules (this package imports nothing, so `engine status` and the metrics can read
+`snapshot.py` without loading the request path)."""

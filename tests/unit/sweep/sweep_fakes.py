@@ -15,8 +15,9 @@ from engine.errors import HTTPStatusError, IgnoredNError, StreamError
 from engine.records import Problem, Sample
 from engine.scheduler import ServerState
 from engine.store import StoredVerdict
-from engine.sweep import Sampling, Sweep
 from engine.sweep.plan import Request
+from engine.sweep.stream import Sampling
+from engine.sweep.sweep import Sweep
 from metrics.exporter import EngineMetrics
 from metrics.running import RunningPassAtK
 from sandbox import Limits, Outcome, Verdict
