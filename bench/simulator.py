@@ -23,7 +23,7 @@ from pathlib import Path
 import orjson
 import uvloop
 
-from engine.dataset import load_problems
+from engine.tasks import load_problems
 
 sys.path.insert(0, str(Path(__file__).parent))
 from procstat import cpu_seconds  # noqa: E402

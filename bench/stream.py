@@ -22,8 +22,9 @@ concurrent requests; the medians are printed with the ratios.
     .venv/bin/python bench/stream.py --clients engine aiohttp --rounds 5
     .venv/bin/python bench/stream.py --clients engine --baseline 513a15f   # before/after, same run
 
---baseline REV adds the client "engine@REV": the same request path with the engine package as it
-was at git revision REV (before or after the sweep's split).
+--baseline REV adds the client "engine@REV": the same request path with the whole `engine` and
+`metrics` packages as they were at git revision REV (loaded as `engine_baseline` and
+`metrics_baseline`, so layouts may differ: before or after the sweep's split, the task seam).
 """
 
 from __future__ import annotations
@@ -58,13 +59,16 @@ CLIENTS = ("openai", "aiohttp", "engine")
 
 def encode_stream(n: int, tokens: int) -> list[bytes]:
     """One response body as HTTP chunks, grouped by engine step: element s is what step s sends."""
-    from engine.dataset import load_problems
+    from engine.tasks import load_problems
     from vllm_sim.api.wire import DONE_EVENT, ChunkEncoder, http_chunk
     from vllm_sim.gpu.tokens import split_tokens
 
     texts: list[bytes] = []
     for problem in load_problems():
-        texts += [orjson.dumps(t) for t in split_tokens(problem.prompt + (problem.canonical_solution or ""))]
+        texts += [
+            orjson.dumps(t)
+            for t in split_tokens(problem.prompt + (problem.payload["canonical_solution"] or ""))
+        ]
         if len(texts) > n * tokens:
             break
     encoder = ChunkEncoder("cmpl-0123456789abcdef", 1795612912, MODEL, "vllm-0.32.0-5be7a34d")
@@ -260,26 +264,40 @@ class EngineClient:
     def __init__(self, url: str, n: int, tokens: int, package: str = "engine"):
         from prometheus_client import CollectorRegistry
 
-        def load(name: str, package: str = package):
-            return importlib.import_module(f"{package}.{name}")
+        from engine.tasks import TASKS  # the verifier is unused by the request path: any task
+        from sandbox.verifier import Verifier
+
+        def load(*names: str, package: str = package):  # the first module the package has (layouts change)
+            for name in names:
+                try:
+                    return importlib.import_module(f"{package}.{name}")
+                except ModuleNotFoundError:
+                    continue
+            raise ModuleNotFoundError(f"{package} has none of {names}")
 
         metrics_package = package.replace("engine", "metrics")
-        EngineMetrics = load("exporter", metrics_package).EngineMetrics  # noqa: N806
-        running = load("running", metrics_package).RunningPassAtK()
+        EngineMetrics = load("exporter", package=metrics_package).EngineMetrics  # noqa: N806
+        running = load("running", package=metrics_package).RunningPassAtK()
 
         Scheduling, Problem = load("config").Scheduling, load("records").Problem  # noqa: N806
         self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300))
         self.tmp = tempfile.mkdtemp(prefix="bench-stream-")
         self.store = load("store").Store.open(self.tmp)
-        self.fleet = load("servers").Fleet([url], self.session, 1 << 20)
+        self.fleet = load("fleet.probes", "servers").Fleet([url], self.session, 1 << 20)
         metrics = EngineMetrics(CollectorRegistry(), running)
-        self.problem = Problem("bench/0", PROMPT, "", "add")
+        try:  # the task seam (engine/tasks/), or a baseline from before it
+            humaneval = load("tasks.humaneval")
+            stop, self.problem = humaneval.HumanEval().stop, humaneval.problem("bench/0", PROMPT, "", "add")
+        except ModuleNotFoundError:
+            stop, self.problem = load("runner").HUMANEVAL_STOP, Problem("bench/0", PROMPT, "", "add")
         self.n = n
         self.next_start = 0
         self.finished: list = []  # what verification would take
         if importlib.util.find_spec(f"{package}.sweep") is not None:
             self.Request = load("sweep.plan").Request
-            sampling = load("sweep.stream").Sampling(model=MODEL, dataset="bench", max_tokens=tokens)
+            sampling = load("sweep.stream").Sampling(
+                model=MODEL, dataset="bench", max_tokens=tokens, stop=stop
+            )
             self.generator = load("sweep.generate").Generator(
                 fleet=self.fleet,
                 client=load("sweep.stream").StreamingClient(self.session, sampling, Scheduling()),
@@ -301,11 +319,11 @@ class EngineClient:
                     session=self.session,
                     store=self.store,
                     sandbox=None,
-                    verifier=importlib.import_module("sandbox.verifier").Verifier(None, [], dedup=False),
+                    verifier=Verifier(None, [], programs=TASKS["humaneval"], dedup=False),
                     workers=0,
                     metrics=metrics,
                     running=running,
-                    sampling=runner.Sampling(model=MODEL, dataset="bench", max_tokens=tokens),
+                    sampling=runner.Sampling(model=MODEL, dataset="bench", max_tokens=tokens, stop=stop),
                     samples=n,
                     options=Scheduling(),
                 )
@@ -386,7 +404,7 @@ async def bench(args, url: str) -> None:
     makers = {"openai": OpenAIClient, "aiohttp": AiohttpJsonClient, "engine": EngineClient}
     clients = {name: makers[name](url, args.n, args.tokens) for name in args.clients}
     if args.baseline:
-        clients[f"engine@{args.baseline}"] = EngineClient(url, args.n, args.tokens, args.baseline_module)
+        clients[f"engine@{args.baseline}"] = EngineClient(url, args.n, args.tokens, args.baseline_package)
         args.clients = [*args.clients, f"engine@{args.baseline}"]
     expected = args.requests * args.n * args.tokens
     results: dict[str, list[float]] = {name: [] for name in args.clients}
@@ -449,7 +467,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-stream-") as tmp:
         port_file = Path(tmp) / "port"
         if args.baseline:
-            args.baseline_module = load_baseline(args.baseline, Path(tmp))
+            args.baseline_package = load_baseline(args.baseline, Path(tmp))
         cmd = [
             sys.executable,
             __file__,

@@ -1,11 +1,12 @@
 """The streaming client: one OpenAI-compatible streaming request.
 
-Bytes go to the sans-IO `ResponseReader` (HTTP/1.1 framing), then `SSEParser`, payloads to the
-`StreamAssembler`, finished choices to the caller's callback the moment they finish, all inside
-the transport's `data_received`: a sweep reads ~40k tokens/s, each its own HTTP chunk and SSE
-event, and this path is what the client's CPU goes to (bench/stream.py measures it). Every
-transport failure becomes a `StreamError`, after which the caller retries only the choices
-that had not finished.
+The only I/O around `engine.wire`: bytes go to the sans-IO `ResponseReader` (HTTP/1.1 framing),
+then `SSEParser`, payloads to the `StreamAssembler`, finished choices to the caller's callback
+the moment they finish, all inside the transport's `data_received`. A sweep reads ~40k tokens/s,
+each its own HTTP chunk and SSE event, and this path is what the client's CPU goes to
+(bench/stream.py measures it): `VllmFastPath` takes vLLM's running chunks before the layered
+readers see them. Every transport failure becomes a `StreamError`, after which the caller
+retries only the choices that had not finished.
 """
 
 from __future__ import annotations
@@ -21,15 +22,15 @@ import aiohttp
 import orjson
 
 from engine.errors import HTTPStatusError, ProtocolError, StreamError
-from engine.http11 import MAX_HEAD_BYTES, ResponseReader
-from engine.openai_stream import CHUNK_SLACK, FinishedChoice, StreamAssembler
-from engine.sse import SSEParser
+from engine.wire.http11 import MAX_HEAD_BYTES, ResponseReader
+from engine.wire.openai import CHUNK_SLACK, FinishedChoice, StreamAssembler
+from engine.wire.sse import SSEParser
+from engine.wire.vllm_fast import VllmFastPath
 
 MAX_ERROR_BODY = 4096
 # vLLM 0.32 refuses more stop strings than OpenAI's API allows (HTTP 400, "List should have at
 # most 4 items"): the first four go to the server, and StreamAssembler applies all of them.
 MAX_STOP_STRINGS = 4
-MAX_CARRY = 1 << 20  # a partial chunk held back for the fast path; a larger one goes the general way
 
 # What a server can make one request cost, whatever it sends (see README, "A hostile server").
 DEFAULT_REQUEST_DEADLINE_S = 900.0  # a whole response, from connecting to its last byte
@@ -56,7 +57,8 @@ def request_body(
     stop: list[str],
 ) -> bytes:
     """A streaming /v1/completions body (`prompt`) or /v1/chat/completions body (`messages`)."""
-    body = {"model": model, "prompt": prompt} if messages is None else {"model": model, "messages": messages}
+    body: dict[str, object] = {"model": model}
+    body.update({"prompt": prompt} if messages is None else {"messages": messages})
     body.update(
         n=n,
         seed=seed,
@@ -164,13 +166,11 @@ class _StreamProtocol(asyncio.Protocol):
         self.loop = loop
         self.finished: asyncio.Future[None] = loop.create_future()
         self.assembler = assembler
-        self.delivery = _Delivery(assembler, on_choice, on_chunks)
+        self.fast = VllmFastPath(assembler)
+        self.delivery = _Delivery(self.fast, on_choice, on_chunks)
         self.reader = ResponseReader()
         self.parser = SSEParser()
-        self.budget = response_byte_cap(
-            assembler.n, assembler.max_tokens
-        )  # bytes this response may still take
-        self.carry = b""  # the partial chunk after the whole ones that feed_http_chunks took
+        self.budget = response_byte_cap(assembler.n, assembler.max_tokens)  # bytes it may still take
         self.error_body = b""
         self.idle_timeout = idle_timeout
         self.deadline = deadline  # seconds from connecting to the response's end
@@ -195,19 +195,10 @@ class _StreamProtocol(asyncio.Protocol):
             if self.budget < 0:
                 raise ProtocolError(TOO_LARGE)
             if self.reader.status == 200 and self.reader.between_chunks and self.parser.idle:
-                # Whole chunks of running choices go to the assembler in one pass; a partial
-                # chunk at the end waits for the next read.
-                block = self.carry + data if self.carry else data
-                cut = block.rfind(b"}\n\n\r\n") + 5
-                if (
-                    cut > 4
-                    and len(block) - cut < MAX_CARRY
-                    and self.assembler.feed_http_chunks(block if cut == len(block) else block[:cut])
-                ):
-                    self.carry = block[cut:]
+                data = self.fast.take_chunks(data)  # what it leaves goes the layered way
+                if not data:
                     self.delivery.count_chunks()
                     return
-                data, self.carry = block, b""
             body = self.reader.feed(data)
             if self.reader.status != 200:
                 if self.reader.status is not None:
@@ -232,10 +223,8 @@ class _StreamProtocol(asyncio.Protocol):
             return
         try:
             self.reader.close()
-        except ProtocolError:
-            if exc is not None:
-                error = StreamError(_describe(exc))
-            self._fail(error)
+        except ProtocolError as cut_short:  # the connection's own error says more, if it has one
+            self._fail(StreamError(_describe(exc)) if exc is not None else cut_short)
             return
         try:
             if self.reader.status != 200:
@@ -305,7 +294,7 @@ async def _stream_aiohttp(
                     retry_after=_retry_after(response.headers.get("Retry-After")),
                 )
             parser = SSEParser()
-            delivery = _Delivery(assembler, on_choice, on_chunks)
+            delivery = _Delivery(VllmFastPath(assembler), on_choice, on_chunks)
             budget = response_byte_cap(assembler.n, assembler.max_tokens)
             async for data in response.content.iter_any():
                 budget -= len(data)
@@ -325,22 +314,23 @@ class _Delivery:
     """Hands the caller each finished choice the moment it finishes, and counts choice chunks,
     also when a later payload of the same read breaks the stream: what finished is never lost."""
 
-    __slots__ = ("assembler", "on_choice", "on_chunks", "counted")
+    __slots__ = ("fast", "assembler", "on_choice", "on_chunks", "counted")
 
     def __init__(
         self,
-        assembler: StreamAssembler,
+        fast: VllmFastPath,
         on_choice: Callable[[FinishedChoice], None],
         on_chunks: Callable[[int], None],
     ):
-        self.assembler = assembler
+        self.fast = fast
+        self.assembler = fast.assembler
         self.on_choice = on_choice
         self.on_chunks = on_chunks
         self.counted = 0
 
     def feed(self, payloads: Iterable[bytes]) -> None:
         try:
-            for choice in self.assembler.feed_all(payloads):
+            for choice in self.fast.feed_events(payloads):
                 self.on_choice(choice)
         finally:
             self.count_chunks()

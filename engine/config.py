@@ -14,14 +14,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 
-from engine.chat import DEFAULT_SYSTEM_PROMPT
 from engine.client import DEFAULT_REQUEST_DEADLINE_S
+from engine.tasks.source import EMBEDDED
 from sandbox import Limits
 from sandbox.launchers import LAUNCHERS
 from sandbox.pool import default_workers
 from sandbox.verifier import Timing
 
-HUMANEVAL_STOP = ("\ndef", "\nclass", "\nif", "\nprint", "\n#")
 SANDBOX_BACKENDS = tuple(LAUNCHERS)  # the registry feeds the CLI choices and the factory alike
 POLICIES = ("uniform", "until-solved", "hardest-first")
 APIS = ("completions", "chat")
@@ -31,14 +30,15 @@ APIS = ("completions", "chat")
 class SamplingSettings:
     samples: int = 100  # per problem
     limit: int | None = None  # only the first P problems
-    dataset: str = "humaneval"
+    dataset: str = EMBEDDED  # the embedded default, a JSONL/Parquet path or a hub name
+    task: str | None = None  # the task kind (engine.tasks.TASKS); None: detected from the dataset's fields
     model: str | None = None  # None: what the servers report
     temperature: float = 0.8
     top_p: float = 0.95
     max_tokens: int = 512
     seed: int = 0  # each sample's seed derives from it
     api: str = "completions"  # or "chat": /v1/chat/completions, code taken from the answer
-    system_prompt: str = DEFAULT_SYSTEM_PROMPT  # chat only
+    system_prompt: str | None = None  # chat only; None: the task kind's own
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +50,7 @@ class Scheduling:
     idle_timeout_s: float = 120.0
     request_timeout_s: float = DEFAULT_REQUEST_DEADLINE_S  # one whole response, whatever the server sends
     flush_interval_s: float = 0.5
-    policy: str = "uniform"  # or an adaptive one (engine.policies)
+    policy: str = "uniform"  # or an adaptive one (engine.sweep.policies)
     stop_after: int = 1  # until-solved: passes after which a problem stops
     startup_timeout_s: float = 300.0  # how long to wait for a fleet that is still loading
     drain_timeout_s: float = 60.0  # on the first SIGINT/SIGTERM: how long live work may finish
@@ -70,6 +70,8 @@ class SandboxSettings:
     limits: Limits = field(default_factory=lambda: limits_for(Timing()))
     dedup: bool = True
     timing: Timing = Timing()
+    verify_on: str = "local"  # or "ray" (the running cluster), "ray://HOST:PORT" (Ray Client): engine.remote
+    node_workers: int | None = None  # on Ray: sandboxes per node (None: 2 per CPU the node declares)
 
 
 @dataclass(frozen=True, slots=True)

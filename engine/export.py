@@ -28,6 +28,7 @@ def export_rows(store: Store) -> Iterator[dict]:
             "completion": row.pop("completion"),
             "passed": verdict == "passed" if verdict is not None else None,
             "result": verdict,
+            "task_kind": row.pop("task_kind"),
             **row,
         }
 
@@ -96,6 +97,7 @@ def _parquet_schema():
             ("completion", text),
             ("passed", pa.bool_()),
             ("result", text),
+            ("task_kind", text),
             ("completion_tokens", integer),
             ("finish_reason", text),
             ("server", text),

@@ -17,6 +17,7 @@ import datetime
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -144,7 +145,7 @@ def analyse_run(run: Run, settings: Settings = Settings(), backtest_m: int | Non
         for result, count in p.results.items():
             results[result] = results.get(result, 0) + count
     counts = {p.task_id: (p.n, p.c) for p in problems}
-    summary = {
+    summary: dict[str, Any] = {
         "out": run.out,
         "model": run.sampling.get("model"),
         "samples": sum(p.n for p in problems),
@@ -252,7 +253,7 @@ def make_report(
     runs = [load_run(d) for d in run_dirs]
     curves = [analyse_run(run, settings, backtest_m) for run in runs]
     text = [render(curves)]
-    outputs = {"plot": None, "html": None, "table": None}
+    outputs: dict[str, str | None] = {"plot": None, "html": None, "table": None}
     if table is not None:
         count = write_table(runs, Path(table))
         outputs["table"] = table

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import signal
 import time
@@ -12,26 +11,28 @@ import time
 import aiohttp
 from prometheus_client import CollectorRegistry
 
-from engine.config import RunConfig
-from engine.dataset import load_problems
+from engine.config import RunConfig, SamplingSettings
 from engine.errors import SANDBOX_ERRORS, RunConfigError, map_exceptions
-from engine.hosts import read_hosts
+from engine.fleet.hosts import read_hosts
+from engine.fleet.probes import Fleet
 from engine.progress import Progress
 from engine.records import Problem
+from engine.remote import open_pool
 from engine.runlock import RunLock, keep_heartbeat
-from engine.servers import Fleet
 from engine.store import Store
 from engine.summary import RunSummary, summarize
 from engine.sweep.policies import samples_owed
 from engine.sweep.snapshot import ServerView, fleet_view
-from engine.sweep.stream import HUMANEVAL_STOP, Sampling
+from engine.sweep.stream import Sampling
 from engine.sweep.sweep import Sweep
+from engine.tasks import DEFAULT_KIND, Dataset, load_dataset
+from engine.tasks.hooks import prepare
 from metrics.exporter import EngineMetrics
 from metrics.http import MetricsServer, serve_metrics
 from metrics.page import PageData
 from metrics.running import RunningPassAtK
 from metrics.sweep_state import SweepState, SweepStateCollector, ensure_run_id, sampling_hash
-from sandbox import SandboxPool
+from sandbox.calibration import CalibrationCache
 from sandbox.verifier import Verifier, seed_from_store
 
 log = logging.getLogger(__name__)
@@ -40,7 +41,7 @@ log = logging.getLogger(__name__)
 async def run_sweep(cfg: RunConfig, registry: CollectorRegistry | None = None) -> RunSummary:
     """Run (or resume) a sweep to the end; returns the summary of the whole run."""
     urls = read_hosts(cfg.servers)
-    all_problems = load_problems(cfg.sampling.dataset)
+    dataset = load_dataset(cfg.sampling.dataset, cfg.sampling.task)
     registry = registry if registry is not None else CollectorRegistry()
     running = RunningPassAtK()
     metrics = EngineMetrics(registry, running)
@@ -57,7 +58,7 @@ async def run_sweep(cfg: RunConfig, registry: CollectorRegistry | None = None) -
             live: dict = {}  # figures the heartbeat carries for `engine status` (servers up)
             beating = asyncio.create_task(keep_heartbeat(store, live))
             try:
-                return await _sweep(cfg, store, urls, all_problems, registry, metrics, running, live, server)
+                return await _sweep(cfg, store, urls, dataset, registry, metrics, running, live, server)
             finally:
                 beating.cancel()
                 await asyncio.gather(beating, return_exceptions=True)
@@ -72,7 +73,7 @@ async def _sweep(
     cfg: RunConfig,
     store: Store,
     urls: list[str],
-    all_problems: list[Problem],
+    dataset: Dataset,
     registry: CollectorRegistry,
     metrics: EngineMetrics,
     running: RunningPassAtK,
@@ -80,6 +81,7 @@ async def _sweep(
     server: MetricsServer | None,
 ) -> RunSummary:
     asked, options = cfg.sampling, cfg.scheduling
+    all_problems = dataset.problems
     samples, problem_count = _target(cfg, store, len(all_problems))
     problems = all_problems[:problem_count]
     started = time.monotonic()
@@ -95,14 +97,14 @@ async def _sweep(
         model = await fleet.discover(requested_model, options.startup_timeout_s)
         sampling = Sampling(
             model=model,
-            dataset=_fingerprint(asked.dataset, all_problems),
+            dataset=dataset.fingerprint,
             temperature=asked.temperature,
             top_p=asked.top_p,
             max_tokens=asked.max_tokens,
             seed=asked.seed,
             api=asked.api,
-            stop=HUMANEVAL_STOP if asked.api == "completions" else (),
-            system_prompt=asked.system_prompt if asked.api == "chat" else "",
+            stop=dataset.task.stop if asked.api == "completions" else (),
+            system_prompt=_system_prompt(asked, dataset) if asked.api == "chat" else "",
         )
         _check_same_run(previous, sampling, cfg.output.out)
         store.set_meta("sampling", sampling.to_dict())
@@ -119,8 +121,16 @@ async def _sweep(
             server.show(page)
         try:
             box = cfg.sandbox
-            async with SandboxPool(workers=box.workers, limits=box.limits, backend=box.backend) as sandbox:
-                verifier = Verifier(sandbox, problems, dedup=box.dedup, timing=box.timing)
+            async with open_pool(box, registry) as sandbox:
+                verifier = Verifier(
+                    sandbox,
+                    problems,
+                    programs=dataset.task,
+                    dedup=box.dedup,
+                    timing=box.timing,
+                    calibration_cache=CalibrationCache.default(),
+                )
+                await prepare(dataset.task, problems, sandbox)  # e.g. EvalPlus' expected outputs
                 await verifier.preflight()
                 seed_from_store(verifier, store)
                 sweep = Sweep(
@@ -129,7 +139,7 @@ async def _sweep(
                     session=session,
                     store=store,
                     verifier=verifier,
-                    workers=box.workers,
+                    workers=sandbox.capacity,
                     metrics=metrics,
                     running=running,
                     sampling=sampling,
@@ -222,7 +232,7 @@ def _sweep_state(
         "run_id": run_id,
         "model": sampling.model,
         "dataset": sampling.dataset,
-        "task": settings.get("task", "humaneval"),
+        "task": problems[0].kind if problems else DEFAULT_KIND,
         "sampling_hash": sampling_hash(settings),
     }
     return SweepState(
@@ -281,11 +291,8 @@ def _stop_on_signals(sweep: Sweep, drain_timeout: float):
             loop.remove_signal_handler(sig)
 
 
-def _fingerprint(dataset: str, problems: list[Problem]) -> str:
-    digest = hashlib.sha256()
-    for p in problems:
-        digest.update(f"{p.task_id}\0{p.prompt}\0{p.test}\0{p.entry_point}\0".encode())
-    return f"{dataset}@{digest.hexdigest()[:16]}"
+def _system_prompt(asked: SamplingSettings, dataset: Dataset) -> str:
+    return asked.system_prompt if asked.system_prompt is not None else dataset.task.system_prompt
 
 
 def _check_same_run(previous: dict | None, sampling: Sampling, out: str) -> None:

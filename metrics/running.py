@@ -27,4 +27,4 @@ class RunningPassAtK:
         most samples any problem has."""
         if ks is None and self._counts:
             ks = ks_for(max(n for n, _ in self._counts.values()))
-        return pass_at_k_table(self._counts, ks)
+        return pass_at_k_table(self.counts(), ks)

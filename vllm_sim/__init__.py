@@ -2,13 +2,14 @@
 
 The embedded default for demos, tests and benchmarks (`engine simulate`, or `python -m vllm_sim`).
 It depends on `engine` only for what the two truly share: the problem record and dataset loading
-(`engine.records`, `engine.dataset`) and the error base of bad input (`engine.errors.InputError`);
+(`engine.records`, `engine.tasks`) and the error base of bad input (`engine.errors.InputError`);
 `engine` never imports it, except to run `engine simulate`.
 
     settings  one server's settings (vLLM names and defaults)
     model/    the synthetic model: prompt + sample seed -> sample (pure)
       synthetic   SyntheticModel: which answer, at which solve rate
-      mutations   plausible wrong answers made from canonical solutions
+      kinds       what a task kind gives it (reference, trailers, chat form), via engine.tasks
+      mutations   plausible wrong answers made from reference solutions
       filler      generic code-like text
       instruct    chat: the template's token count, answers worded as an instruct model's
     gpu/      generation: what vLLM's engine does between a request and its tokens

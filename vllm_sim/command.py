@@ -12,8 +12,8 @@ from pathlib import Path
 import click
 import uvloop
 
-from engine.dataset import load_problems
 from engine.errors import InputError
+from engine.tasks import TASKS, load_problems
 from vllm_sim.faults.spec import FaultSpec, parse_faults
 from vllm_sim.fleet import SimulatedFleet
 from vllm_sim.settings import SimulatorConfig
@@ -57,7 +57,13 @@ class HostsFileWriteError(InputError):
     "--dataset",
     default="humaneval",
     show_default=True,
-    help="Problems the model knows: 'humaneval' or a JSONL/Parquet path.",
+    help="Problems the model knows: 'humaneval', a JSONL/Parquet path or a hub name (as engine run's).",
+)
+@click.option(
+    "--task",
+    type=click.Choice(sorted(TASKS)),
+    default=None,
+    help="Task kind of the dataset [default: detected from its fields].",
 )
 @click.option("--max-num-seqs", type=int, default=_DEFAULTS.max_num_seqs, show_default=True)
 @click.option("--max-model-len", type=int, default=_DEFAULTS.max_model_len, show_default=True)
@@ -96,6 +102,7 @@ def simulate(
     base_port: int,
     model_name: str,
     dataset: str,
+    task: str | None,
     max_num_seqs: int,
     max_model_len: int,
     faults: str | None,
@@ -116,7 +123,7 @@ def simulate(
             api_key=api_key,
         )
         _check_writable(hosts_file)
-        problems = load_problems(dataset)
+        problems = load_problems(dataset, task=task)
         fleet = SimulatedFleet(
             servers,
             problems=problems,
@@ -130,6 +137,7 @@ def simulate(
         )
         if spec:
             _log_faults_to_stderr()
+        _say_unanswerable(fleet.model.unanswerable(), len(problems))
         uvloop.run(_serve(fleet, hosts_file, spec, faults_seed))
     except InputError as exc:
         click.echo(f"engine simulate: {exc}", err=True)
@@ -154,6 +162,17 @@ async def _serve(fleet: SimulatedFleet, hosts_file: Path, spec: FaultSpec, fault
         )
         await stop.wait()
         log.info("stopping %d simulated servers", len(fleet.urls))
+
+
+def _say_unanswerable(task_ids: list[str], total: int) -> None:
+    """Problems without a reference solution are answered with a placeholder that fails."""
+    if task_ids:
+        shown = ", ".join(task_ids[:5]) + (", ..." if len(task_ids) > 5 else "")
+        click.echo(
+            f"engine simulate: {len(task_ids)} of {total} problems have no reference solution ({shown});"
+            " their samples are a placeholder that fails",
+            err=True,
+        )
 
 
 def _log_faults_to_stderr() -> None:

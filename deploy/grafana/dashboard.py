@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Writes deploy/grafana/dashboards/engine.json, the "engine: sweep" dashboard.
 
-Run as: python deploy/grafana/dashboard.py   (tests/test_deploy.py checks the JSON is up to date)
+Run as: python deploy/grafana/dashboard.py   (tests/e2e/test_deploy.py checks the JSON is up to date)
 
 Rows, top to bottom: progress (done/target, ETA, samples/s, problems solved, state), health
 (errors by class, time since the last verdict, servers up, sandbox jails), running pass@k, verdicts, queue and

@@ -27,10 +27,10 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 try:
-    from engine.hosts import read_hosts
+    from engine.fleet.hosts import read_hosts
 except ImportError:  # run from a checkout without the package installed
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-    from engine.hosts import read_hosts
+    from engine.fleet.hosts import read_hosts
 from engine.errors import HostsFileError
 
 DEFAULT_PORTS = {"http": 80, "https": 443}

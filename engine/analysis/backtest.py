@@ -33,7 +33,7 @@ def backtest(outcomes: list[np.ndarray], m: int) -> dict:
     n, c = first_m_counts(outcomes, m)
     ks = curve_ks(m)
     curve = mean_over_problems(pass_at_k_matrix(n, c, ks))
-    methods = {}
+    methods: dict[str, dict[str, float | str | None]] = {}
     for method in F.METHODS:
         try:
             fit = F.fit_beta_binomial(n, c) if method == "beta_binomial" else fit_curve(method, ks, curve)

@@ -7,6 +7,7 @@ the fitted density; coverage against completion tokens spent.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -110,7 +111,7 @@ def _cost_panel(ax, c: dict, color) -> None:
     ax.plot(tokens, list(c["curve"].values()), color=color, marker=".", label=_label(c))
 
 
-def plot(curves: list[dict], path: Path, references: list[tuple[str, float]] = ()) -> None:
+def plot(curves: list[dict], path: Path, references: Sequence[tuple[str, float]] = ()) -> None:
     import matplotlib
 
     matplotlib.use("Agg")

@@ -56,6 +56,6 @@ def policy_resimulated(policy: dict, cap: int | None) -> bool:
 def counts_under_policy(fit: Fit, n: np.ndarray, policy: dict, cap: int | None, rng: np.random.Generator):
     """One parametric-bootstrap replicate: (n, c) per problem as the run's policy would draw them."""
     p = draw_rates(fit, len(n), rng)
-    if policy_resimulated(policy, cap):
+    if cap is not None and policy_resimulated(policy, cap):
         return until_solved(p, cap, int(policy.get("stop_after") or 1), rng)
     return n, rng.binomial(n, p)

@@ -14,7 +14,8 @@ import asyncio
 import importlib
 import logging
 import sys
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Mapping, Sequence
+from typing import Any
 
 import click
 import orjson
@@ -70,7 +71,7 @@ def fail(message: str, prefix: str = "engine", status: int = EXIT_BAD_INPUT) -> 
     sys.exit(status)
 
 
-def emit(summary: dict, as_json: bool, text: str) -> None:
+def emit(summary: Mapping[str, object], as_json: bool, text: str) -> None:
     if as_json:
         sys.stdout.buffer.write(orjson.dumps(summary) + b"\n")
         sys.stdout.flush()
@@ -86,13 +87,21 @@ _LAZY = {"simulate": "vllm_sim.command:simulate"}
 class _EngineGroup(click.Group):
     """Click's usage errors are three lines, ours one; every error goes through `fail`."""
 
-    def main(self, *args, **kwargs):
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = False,  # always False here: every error goes through `fail`
+        **extra: Any,
+    ) -> Any:
         try:
-            return super().main(*args, standalone_mode=False, **kwargs)
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except click.exceptions.Exit as exc:
             sys.exit(exc.exit_code)
         except click.ClickException as exc:
-            prefix = exc.ctx.command_path if getattr(exc, "ctx", None) else "engine"
+            ctx = exc.ctx if isinstance(exc, click.UsageError) else None  # only usage errors know it
+            prefix = ctx.command_path if ctx else "engine"
             fail(
                 exc.format_message(),
                 prefix,

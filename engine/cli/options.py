@@ -1,4 +1,4 @@
-"""Command-line options shared by several commands: the sandbox and its limits (`run`, `verify`),
+"""Command-line options shared by several commands: the task kind, the sandbox and its limits (`run`, `verify`),
 the fleet's request headers (`run`), and the environment variable of every option. Defaults
 come from engine.config, where each is written once."""
 
@@ -7,8 +7,10 @@ from __future__ import annotations
 import re
 
 import click
+from click.core import ParameterSource
 
 from engine.config import SANDBOX_BACKENDS, SandboxSettings, default, limits_for
+from engine.tasks import TASKS
 from sandbox import Limits
 from sandbox.verifier import Timing
 
@@ -49,6 +51,29 @@ class LineType(click.types.StringParamType):
 LINE = LineType()
 
 
+class VerifyOnType(click.ParamType):
+    """local, ray (the running cluster, address=auto) or ray://HOST:PORT (Ray Client)."""
+
+    name = "local|ray|ray://HOST:PORT"
+
+    def convert(self, value, param, ctx):
+        if value in ("local", "ray"):
+            return value
+        host, colon, port = str(value).removeprefix("ray://").rpartition(":")
+        if (
+            not str(value).startswith("ray://")
+            or not colon
+            or not host
+            or not port.isdigit()
+            or int(port) > 65535
+        ):
+            self.fail(f"{value!r} is not local, ray or ray://HOST:PORT", param, ctx)
+        return value
+
+
+VERIFY_ON = VerifyOnType()
+
+
 def fleet_headers(api_key: str | None, headers: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
     """--header values, and --api-key as vLLM's `Authorization: Bearer KEY` (it wins over a --header)."""
     if api_key is None:
@@ -70,6 +95,16 @@ def use_envvars(group: click.Group, prefix: str, only: str | None = None) -> Non
             longest = max(param.opts, key=len).lstrip("-")
             param.envvar = f"{prefix}_{command_name}_{longest}".upper().replace("-", "_")
             param.show_envvar = True
+
+
+def task_option(command):
+    """--task: the kind of the dataset's problems; the registry (engine.tasks.TASKS) gives the choices."""
+    return click.option(
+        "--task",
+        type=click.Choice(tuple(TASKS)),
+        default=None,
+        help="Task kind of the dataset [default: detected from its fields].",
+    )(command)
 
 
 def sandbox_options(command):
@@ -122,6 +157,12 @@ def sandbox_options(command):
             " solution's CPU time, at most half the wall-clock limit).",
         ),
         click.option(
+            "--recalibrate",
+            is_flag=True,
+            help="Measure the calibrated limits again instead of reusing those cached for this dataset,"
+            " these settings and this machine (and refresh the cache).",
+        ),
+        click.option(
             "--memory-mb",
             default=Limits().memory_mb,
             show_default=True,
@@ -133,7 +174,16 @@ def sandbox_options(command):
             default=default(SandboxSettings, "workers"),
             show_default=True,
             type=click.IntRange(min=1),
-            help="Parallel sandboxes [default: 2 per core].",
+            help="Parallel sandboxes [default: 2 per core]; with --verify-on ray, per node [default: 2 per CPU"
+            " the node declares].",
+        ),
+        click.option(
+            "--verify-on",
+            type=VERIFY_ON,
+            default=default(SandboxSettings, "verify_on"),
+            show_default=True,
+            help="Where samples run: this machine, the running Ray cluster (ray: address=auto) or one"
+            " reached by Ray Client (ray://HOST:PORT); one sandbox pool per node. Needs the ray extra.",
         ),
         click.option(
             "--no-guards",
@@ -164,12 +214,17 @@ def sandbox_settings(opts: dict) -> SandboxSettings:
         factor=opts["timeout_factor"],
         ceiling_s=opts["timeout_ceiling"],
         cpu_floor_s=opts["cpu_time_floor"],
+        reuse_calibration=not opts.get("recalibrate", False),
     )
     limits = limits_for(timing, memory_mb=opts["memory_mb"], guards=not opts["no_guards"])
+    ctx = click.get_current_context(silent=True)
+    workers_given = ctx is not None and ctx.get_parameter_source("workers") is not ParameterSource.DEFAULT
     return SandboxSettings(
         backend=opts["sandbox"],
         workers=opts["workers"],
         limits=limits,
         dedup=not opts["no_dedup"],
         timing=timing,
+        verify_on=opts["verify_on"],
+        node_workers=opts["workers"] if workers_given else None,
     )

@@ -7,7 +7,7 @@ import sys
 import click
 
 from engine.cli import emit, run_async, setup_logging
-from engine.cli.options import HTTP_HEADER, fleet_headers, sandbox_options, sandbox_settings
+from engine.cli.options import HTTP_HEADER, fleet_headers, sandbox_options, sandbox_settings, task_option
 from engine.config import APIS, POLICIES, Output, RunConfig, SamplingSettings, Scheduling
 from engine.summary import RunSummary
 
@@ -29,8 +29,9 @@ _ASKED, _PLAN, _OUT = SamplingSettings(), Scheduling(), Output()
     "--dataset",
     default=_ASKED.dataset,
     show_default=True,
-    help="'humaneval' or a JSONL/Parquet file with task_id, prompt, test, entry_point.",
+    help="'humaneval', a JSONL/Parquet file, or a hub name (owner/name[:split]).",
 )
+@task_option
 @click.option(
     "--samples",
     default=_ASKED.samples,
@@ -67,7 +68,7 @@ _ASKED, _PLAN, _OUT = SamplingSettings(), Scheduling(), Output()
 @click.option(
     "--system-prompt",
     default=None,
-    help="System prompt of --api chat [default: ask for the whole function in a python block].",
+    help="System prompt of --api chat [default: the task kind's, asking for the whole function in a python block].",
 )
 @click.option("--temperature", default=_ASKED.temperature, show_default=True, type=click.FloatRange(min=0.0))
 @click.option(
@@ -212,15 +213,14 @@ def run_config(opts: dict) -> RunConfig:
             samples=opts["samples"],
             limit=opts["limit"],
             dataset=opts["dataset"],
+            task=opts["task"],
             model=opts["model"],
             temperature=opts["temperature"],
             top_p=opts["top_p"],
             max_tokens=opts["max_tokens"],
             seed=opts["seed"],
             api=opts["api"],
-            system_prompt=opts["system_prompt"]
-            if opts["system_prompt"] is not None
-            else _ASKED.system_prompt,
+            system_prompt=opts["system_prompt"],
         ),
         scheduling=Scheduling(
             request_n=opts["request_n"],

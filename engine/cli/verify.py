@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from engine.cli import emit, run_async, setup_logging
-from engine.cli.options import sandbox_options, sandbox_settings
+from engine.cli.options import sandbox_options, sandbox_settings, task_option
 from engine.config import SamplingSettings, SandboxSettings
 from engine.summary import INFRA_ERROR, VerifySummary
 
@@ -33,7 +33,14 @@ from engine.summary import INFRA_ERROR, VerifySummary
     "--dataset",
     default=SamplingSettings().dataset,
     show_default=True,
-    help="'humaneval' or a JSONL/Parquet file.",
+    help="'humaneval', a JSONL/Parquet file, or a hub name (owner/name[:split]).",
+)
+@task_option
+@click.option(
+    "--all-tests",
+    is_flag=True,
+    help="Output-comparing kinds (stdio, call, evalplus): run every test instead of stopping at the first "
+    "failure, for tests_passed/tests_total as a reward.",
 )
 @sandbox_options
 @click.option(
@@ -49,6 +56,8 @@ def command(
     out: Path | None,
     retry: str | None,
     dataset: str,
+    task: str | None,
+    all_tests: bool,
     self_test: bool,
     as_json: bool,
     verbose: int,
@@ -77,7 +86,11 @@ def command(
         title = f"engine verify --retry {retry}: {summary['rerun']:,} samples re-run in {source}"
     else:
         out = out or results_path(source, retry)
-        summary = run_async(verify_file(source, out, dataset, settings, retry, progress=not as_json))
+        summary = run_async(
+            verify_file(
+                source, out, dataset, settings, retry, progress=not as_json, task=task, all_tests=all_tests
+            )
+        )
         title = f"engine verify: {summary['samples']:,} samples ({summary['rerun']:,} run, {summary['reused']:,} reused) -> {out}"
     emit(summary, as_json, render(summary, title))
     if summary["infra_errors"]:
@@ -94,6 +107,8 @@ def _self_test(source: Path | None, settings: SandboxSettings, as_json: bool) ->
 
     if source is not None:
         raise click.BadParameter("--self-test takes no samples file", param_hint="SOURCE")
+    if settings.verify_on != "local":
+        raise click.BadParameter("--self-test runs on this machine only", param_hint="--verify-on")
     summary = self_test_summary(run_async(run_self_test(settings)), settings.limits.guards)
     emit(summary, as_json, render_self_test(summary))
     if summary["passed"]:

@@ -1,7 +1,7 @@
 """Generation: the request loop. It takes requests from a plan (and retries when due), admits
 them, sends each to a server, and hands every finished sample on; a request that fails has its
 owed samples retried, asked for again one per request (a server that ignores n), or recorded as
-failed. Which request and which server is decided by plain functions (`plan`, `scheduler`);
+failed. Which request and which server is decided by plain functions (`plan`, `engine.fleet.state`);
 this module carries the decisions out.
 
 Ledger: every sample of an admitted request either reaches `deliver` (its slot is then the
@@ -18,8 +18,8 @@ from collections.abc import Callable, Iterator
 from typing import Protocol
 
 from engine.errors import IgnoredNError, StreamError, UnauthorizedError
+from engine.fleet.state import ServerState, next_reopening, pick_server
 from engine.records import Sample
-from engine.scheduler import ServerState, next_reopening, pick_server, record_failure, record_success
 from engine.sweep.admission import Admission
 from engine.sweep.plan import Request, RetryQueue, backoff_seconds, retry_requests, take_for
 from metrics.exporter import EngineMetrics
@@ -124,8 +124,7 @@ class Generator:
 
     def start(self, server: ServerState, request: Request) -> None:
         self.admission.admit(request.n)
-        server.inflight_requests += 1
-        server.inflight_seqs += request.n
+        server.request_started(request.n)
         self.metrics.inflight_requests.labels(server.url).inc()
         self.inflight.add(asyncio.create_task(self._request(server, request)))
 
@@ -135,7 +134,7 @@ class Generator:
 
         def on_sample(sample: Sample) -> None:
             delivered.add(sample.sample_index)
-            server.inflight_seqs -= 1
+            server.choice_finished()
             self.fleet.changed.set()
             self.store.stage_sample(sample)
             self.samples += 1
@@ -148,14 +147,13 @@ class Generator:
 
         try:
             await self.client.stream(server.url, request, on_sample, on_tokens)
-            record_success(server)
+            server.record_success()
         except StreamError as exc:
             self._failed(server, request, [i for i in request.indices if i not in delivered], exc)
         except Exception as exc:  # a bug of ours, not the server's: end the sweep, never leave a hole
             self._crash(exc)
         finally:
-            server.inflight_requests -= 1
-            server.inflight_seqs -= request.n - len(delivered)
+            server.request_ended(request.n - len(delivered))
             self.metrics.inflight_requests.labels(server.url).dec()
             # Off the in-flight set before waking the dispatcher (a done-callback would run
             # later, and the dispatcher would go back to sleep seeing this request still open).
@@ -186,7 +184,7 @@ class Generator:
             attempt = request.attempt
         else:
             attempt = request.attempt + 1
-            if record_failure(server, now, exc.retry_after):
+            if server.record_failure(now, exc.retry_after):
                 log.warning(
                     "%s failed %d requests in a row; pausing it", server.url, server.consecutive_failures
                 )
@@ -211,12 +209,11 @@ class Generator:
     def _fall_back_to_one_per_request(self, server: ServerState, request: Request, owed: list[int]) -> None:
         """The server gave one choice where n were asked: from now on it gets one sample per
         request, and the samples it left out are asked for again at once, as no failure."""
-        if not server.ignores_n:
+        if server.mark_ignores_n():
             log.warning(
                 "%s ignores n (one choice where %d were asked): one sample per request from now on",
                 *(server.url, request.n),
             )
-        server.ignores_n = True
         self.retries.push(
             retry_requests(request, owed, request.attempt, self._request_n, None), time.monotonic()
         )

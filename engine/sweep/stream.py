@@ -13,14 +13,13 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from engine.chat import chat_messages, extract_completion
 from engine.client import credible_completion_tokens, request_body, stream_completion, timeout_for
 from engine.config import SamplingSettings, Scheduling
-from engine.openai_stream import FinishedChoice, StreamAssembler
 from engine.records import Sample
 from engine.sweep.plan import Request, problem_seed
+from engine.tasks import chat_messages, extract_completion
+from engine.wire.openai import FinishedChoice, StreamAssembler
 
-HUMANEVAL_STOP = ("\ndef", "\nclass", "\nif", "\nprint", "\n#")
 _ASKED = SamplingSettings()  # the defaults, written in engine.config
 
 
@@ -33,7 +32,7 @@ class Sampling:
     temperature: float = _ASKED.temperature
     top_p: float = _ASKED.top_p
     max_tokens: int = _ASKED.max_tokens
-    stop: tuple[str, ...] = HUMANEVAL_STOP
+    stop: tuple[str, ...] = ()  # the task kind's, for /v1/completions
     seed: int = _ASKED.seed
     api: str = _ASKED.api  # or "chat": /v1/chat/completions, code taken from the answer
     system_prompt: str = ""  # chat only
@@ -77,7 +76,7 @@ class StreamingClient:
             request.n,
             problem_seed(s.seed, problem.task_id) + request.start,
             prompt=None if chat else problem.prompt,
-            messages=chat_messages(s.system_prompt, problem.prompt) if chat else None,
+            messages=chat_messages(problem, s.system_prompt) if chat else None,
             temperature=s.temperature,
             top_p=s.top_p,
             max_tokens=s.max_tokens,
@@ -89,7 +88,7 @@ class StreamingClient:
         requested_at = time.time()
 
         def on_choice(choice: FinishedChoice) -> None:
-            completion = extract_completion(choice.text, problem.entry_point) if chat else choice.text
+            completion = extract_completion(problem, choice.text) if chat else choice.text
             on_sample(
                 Sample(
                     problem.task_id,

@@ -6,9 +6,11 @@ sandbox/forkserver/server.py, each verifying one program at a time.
     outcome = await backend.run(program, limits)
 
 A worker (worker.py) is one jail process (nsjail, firejail, or a bare interpreter for --sandbox
-none: the launcher says which) whose stdin/stdout carry the protocol of server.py. A worker is
-recycled (its jail killed, a fresh one started in the background) after `recycle_after`
-programs or on any anomaly it reports.
+none: the launcher says which) whose stdin/stdout carry the protocol of server.py. Each takes
+`depth` programs at once (pipelined: it runs one while the next waits in its stdin), so
+`depth` x `workers` programs may be in flight; dispatch.py says which jail gets the next one. A
+worker is recycled (its jail killed, a fresh one started in the background) after
+`recycle_after` programs (once the last one it holds is answered) or on any anomaly it reports.
 
 Each jail has cgroups of its own (sandbox/cgroups.py: a fair, bounded CPU share, a memory cap,
 its CPU time counting every process in it). One more jail than `workers` is reserved: it runs
@@ -20,13 +22,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import secrets
 import shutil
+import time
 
 from sandbox.cgroups import PoolCgroups, sweep_leftovers
 from sandbox.errors import SandboxError
-from sandbox.forkserver.worker import BrokenWorker, Worker
+from sandbox.forkserver.dispatch import Places, choose
+from sandbox.forkserver.worker import PIPELINE_DEPTH, BrokenWorker, Worker
 from sandbox.launchers.base import Launcher
 from sandbox.limits import Limits
 from sandbox.verdicts import Outcome, Verdict
@@ -49,8 +54,12 @@ class ForkServerBackend:
         startup_timeout_s: float = 30.0,
         recycle_after: int = 1000,
         cgroups: bool = True,
+        depth: int = PIPELINE_DEPTH,
     ):
+        if depth < 1:
+            raise ValueError(f"depth must be at least 1, not {depth}")
         self.launcher = launcher
+        self.depth = depth  # programs in flight per worker (the reserved one: always 1)
         self.name = launcher.name
         self.startup_timeout_s = startup_timeout_s
         self.recycle_after = recycle_after
@@ -60,11 +69,9 @@ class ForkServerBackend:
         self._cgroups: PoolCgroups | None = None
         self._sh = shutil.which("sh", path="/usr/bin:/bin") or "/bin/sh"
         self._limits = Limits()
-        self._idle: dict[bool, asyncio.Queue[Worker | BrokenWorker]] = {
-            False: asyncio.Queue(),
-            True: asyncio.Queue(),
-        }
+        self._places = {False: Places(), True: Places()}  # waiting for a jail, by reserved
         self._workers: set[Worker] = set()
+        self._stand_ins: dict[bool, list[BrokenWorker]] = {False: [], True: []}
         self._restarting = {False: 0, True: 0}  # jails being replaced, by reserved
         self._broken = {False: 0, True: 0}  # stand-ins for jails that could not be restarted
         self._background: set[asyncio.Task] = set()
@@ -95,9 +102,6 @@ class ForkServerBackend:
                 *(self._new_worker(reserved) for reserved in kinds), return_exceptions=True
             )
             failures = [w for w in started if isinstance(w, BaseException)]
-            for worker in started:
-                if isinstance(worker, Worker):
-                    self._idle[worker.reserved].put_nowait(worker)
             if failures:
                 raise failures[0]
             self.features = dict(next(iter(self._workers)).features)
@@ -137,7 +141,7 @@ class ForkServerBackend:
             except OSError as exc:
                 raise SandboxError(f"cannot create the cgroups of a sandbox worker: {exc}") from exc
             argv = cgroup.join_command(self._sh) + argv
-        worker = Worker(argv, label, cgroup, self.name, reserved)
+        worker = Worker(argv, label, cgroup, self.name, reserved, depth=1 if reserved else self.depth)
         self._workers.add(worker)
         try:
             await worker.start(self.startup_timeout_s)
@@ -150,18 +154,36 @@ class ForkServerBackend:
     async def run(self, program: str, limits: Limits, label: str = "", reserved: bool = False) -> Outcome:
         if self._closed:
             raise RuntimeError("ForkServerBackend.run() after close()")
-        worker = await self._idle[reserved].get()
-        keep = False
+        worker: Worker | BrokenWorker = await self._places[reserved].take(
+            functools.partial(self._choose, reserved)
+        )
+        healthy = False
         try:
-            outcome, keep = await worker.run(program, limits)
-            keep = keep and worker.served < self.recycle_after and not self._closed
+            outcome, healthy = await worker.run(program, limits)
             log.debug("%.3fs %s %s: %s", outcome.wall_s, label or "-", outcome.verdict.value, outcome.detail)
             return outcome
         finally:
-            if keep:
-                self._idle[reserved].put_nowait(worker)
-            elif isinstance(worker, Worker):  # a BrokenWorker has no jail to replace
+            self._after_run(worker, reserved, healthy)
+
+    def _choose(self, reserved: bool) -> Worker | BrokenWorker | None:
+        """dispatch.choose over the jails taking work: ready, healthy, not worn out."""
+        taking: list[Worker | BrokenWorker] = [
+            w
+            for w in self._workers
+            if w.reserved == reserved and w.ready and w.healthy and w.served < self.recycle_after
+        ]
+        stand_ins: list[Worker | BrokenWorker] = list(self._stand_ins[reserved])
+        return choose(taking, stand_ins, time.monotonic())
+
+    def _after_run(self, worker: Worker | BrokenWorker, reserved: bool, healthy: bool) -> None:
+        """Retire the jail after an anomaly at once; when worn out (`recycle_after`) or closing,
+        once the last program it holds is answered. Then a place may be free: wake a waiter."""
+        if isinstance(worker, Worker) and worker in self._workers:
+            if not healthy or not worker.healthy:
                 self._retire(worker, reserved)
+            elif (worker.served >= self.recycle_after or self._closed) and not worker.busy:
+                self._retire(worker, reserved)
+        self._places[reserved].freed()
 
     def _retire(self, worker: Worker, reserved: bool) -> None:
         """Kill the worker's jail and start a fresh one in the background."""
@@ -185,14 +207,17 @@ class ForkServerBackend:
         error: BaseException | None = None
         for attempt in range(RESTART_ATTEMPTS):
             try:
-                self._idle[reserved].put_nowait(await self._new_worker(reserved))
+                fresh = await self._new_worker(reserved)
+                for _ in range(fresh.depth):  # one waiter per place it brings
+                    self._places[reserved].freed()
                 return
             except SandboxError as exc:
                 error = exc
                 log.warning("sandbox %s: worker restart %d failed: %s", self.name, attempt + 1, exc)
                 await asyncio.sleep(0.5 * (attempt + 1))
         self._broken[reserved] += 1
-        self._idle[reserved].put_nowait(BrokenWorker(f"cannot restart a worker: {error}"))
+        self._stand_ins[reserved].append(BrokenWorker(f"cannot restart a worker: {error}"))
+        self._places[reserved].freed()
 
     def jail_counts(self) -> dict[str, dict[str, int]]:
         """Jails by role ("verify", or "confirm": the reserved one) and state, read-only: busy

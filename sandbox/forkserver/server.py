@@ -3,11 +3,28 @@ then forks one fresh child per program.
 
 Run as: python -I -S -B -u -X utf8 -c <this file's source> CONFIG_JSON
 
-Standard library only and self-contained: the jail sees no project files. The engine (sandbox/
-forkserver/worker.py) talks to it over stdin/stdout:
+Standard library only: the jail sees no project files. It travels as one source made of
+guards.py, child.py (what runs in each program's child), pipes.py (reading a child's pipes,
+cleaning up after it) and this file, in that order (worker.SERVER_SOURCE); this file uses the
+others' names as its own.
 
-    engine -> server   4-byte big-endian length, then JSON {"program": str, "limits": {...}}
-    server -> engine   one JSON line per program (see `_serve_one`), and first a hello line
+PROTOCOL (the engine's half is sandbox/forkserver/worker.py), over the server's stdin/stdout:
+
+    engine -> server   frames: a 4-byte big-endian length, then that many bytes.
+                       Frame 1: the server's own source (boot.py's bootstrap reads and runs it).
+                       Every later frame: one request, JSON {"program": str, "limits": {...}}
+                       (sandbox.limits.Limits.to_dict); end of input (EOF) ends the server.
+    server -> engine   lines of JSON: first {"event": "hello", ...} (its features, or "fault"),
+                       then exactly one {"event": "result", ...} per request (see `_serve_one`),
+                       in the order the requests were sent.
+
+Requests are pipelined: the engine may send the next ones before the current one is answered
+(worker.PIPELINE_DEPTH: two in flight), so the next program is already in the server's stdin
+when the current one ends. The server reads and runs one at a time, each under its own limits;
+a request never affects another's verdict. A server that dies answers no more: the engine gives
+every unanswered request an infrastructure error. Extending it: add fields to the request
+object (the server ignores fields it does not know) or new "event" kinds for frames that are
+not programs; a reply stays one line per request, in order, so the matching stays trivial.
 
 CONFIG: {"pidns": per-program pid namespaces (always, except --sandbox none), "mountns": a
 private mount namespace with its own /tmp (nsjail), "mount_proc": also a fresh /proc there,
@@ -44,22 +61,15 @@ harness can read that pipe and write the record itself. See the README ("What a 
 import ctypes
 import json
 import os
-import resource
-import select
-import shutil
 import signal
 import sys
 import time
 import traceback
 
-READY = b'{"event":"ready"}\n'
-MAX_MESSAGE_CHARS = 300
 STATUS_TAIL_BYTES = 8192
-CHILD_SETUP_FAILED = 125
 CLONE_NEWNS, CLONE_NEWIPC, CLONE_NEWUSER, CLONE_NEWPID = 0x00020000, 0x08000000, 0x10000000, 0x20000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REC, MS_PRIVATE = 1, 2, 4, 8, 0x4000, 0x40000
 PR_SET_DUMPABLE, PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 4, 38, 22, 2
-STATUS_FD, NONCE_FD = 3, 4
 # Modules HumanEval-style tests use, imported once here so that no child pays for them.
 PREWARM = (
     "math",
@@ -81,8 +91,6 @@ PREWARM = (
     "json",
 )
 
-_libc = ctypes.CDLL(None, use_errno=True)
-
 
 class _SockFprog(ctypes.Structure):
     _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
@@ -90,12 +98,6 @@ class _SockFprog(ctypes.Structure):
 
 class _CapHeader(ctypes.Structure):
     _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
-
-
-def _check(result, what):
-    if result != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"{what}: {os.strerror(err)}")
 
 
 def main():
@@ -368,220 +370,6 @@ class Server:
             finally:
                 os._exit(CHILD_SETUP_FAILED)
         _run_program(program, self.guards if limits.get("guards") else None)
-
-
-def _first_for_the_oom_killer():
-    """Memory no rlimit sees (memfd, tmpfs, page cache) can fill the jail's memory cgroup; its OOM
-    killer must then take this child (and all it spawns: inherited), never the fork-server. (A
-    non-dumpable process's /proc files belong to root: dumpable for the moment of the write,
-    before any untrusted code exists in it.)"""
-    _check(_libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0), "prctl(PR_SET_DUMPABLE)")
-    fd = os.open("/proc/self/oom_score_adj", os.O_WRONLY)
-    try:
-        os.write(fd, b"1000")
-    finally:
-        os.close(fd)
-    _check(_libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0), "prctl(PR_SET_DUMPABLE)")
-
-
-def _run_program(source, guards=None):
-    """Run the program; with `guards` (a GuardSnapshot), a program built with guards runs as
-    candidate, restore, test (guards.py); any other program (a probe) as it is."""
-    write, exit_now, read, dumps = os.write, os._exit, os.read, json.dumps
-    print_exception = traceback.print_exception
-    sys.stdin = sys.__stdin__ = open(0, closefd=False)  # the server's stdin buffer stays out of reach
-    flush_out, flush_err = sys.stdout.flush, sys.stderr.flush
-    parts = guard_split(source) if guards is not None else None
-    if parts is not None:
-        guards.accept(sys)
-    write(STATUS_FD, READY)
-    try:
-        if parts is None:
-            exec(compile(source, "<program>", "exec"), {})
-        else:
-            guard_run(guards, *parts)
-    except MemoryError:
-        _report(write, dumps, "oom", "MemoryError", "")
-        _flush(flush_out, flush_err)
-        exit_now(1)
-    except BaseException as exc:  # noqa: BLE001 - every way out of exec is a failure
-        _report(write, dumps, "failed", _type_name(exc), _message(exc))
-        _print_traceback(print_exception, exc)
-        _flush(flush_out, flush_err)
-        exit_now(1)
-    _flush(flush_out, flush_err)
-    try:
-        nonce = read(NONCE_FD, 64)
-        write(STATUS_FD, b'{"event":"passed","nonce":"' + nonce + b'"}\n')
-    finally:
-        exit_now(0)
-
-
-def _cpu_limit_reached(signum, frame, write=os.write, exit_now=os._exit):
-    try:
-        write(STATUS_FD, b'{"event":"cpu_limit"}\n')
-    finally:
-        exit_now(1)
-
-
-def _flush(*flushes):
-    for flush in flushes:
-        try:
-            flush()
-        except BaseException:  # noqa: BLE001
-            pass
-
-
-def _set_rlimits(limits):
-    mb = 1 << 20
-    cpu = int(max(float(limits.get("timeout_s", 3.0)), float(limits.get("cpu_time_s") or 0.0))) + 3
-    for which, value in (
-        (resource.RLIMIT_AS, int(limits.get("memory_mb", 1024)) * mb),
-        (resource.RLIMIT_NPROC, int(limits.get("max_processes", 32))),
-        (resource.RLIMIT_FSIZE, int(limits.get("max_file_mb", 16)) * mb),
-        (resource.RLIMIT_NOFILE, int(limits.get("max_open_files", 64))),
-        (resource.RLIMIT_CORE, 0),
-        (resource.RLIMIT_CPU, cpu),
-    ):
-        resource.setrlimit(which, (value, value))
-
-
-def _report(write, dumps, event, type_name, message):
-    try:
-        record = dumps({"event": event, "type": type_name, "message": message})
-        write(STATUS_FD, record.encode("utf-8", errors="replace") + b"\n")
-    except BaseException:  # noqa: BLE001 - no record then; the verdict follows from how it ended
-        pass
-
-
-def _type_name(exc):
-    try:
-        return str(type(exc).__name__)
-    except BaseException:  # noqa: BLE001
-        return "BaseException"
-
-
-def _message(exc):
-    try:
-        text = str(exc)
-    except BaseException:  # noqa: BLE001 - a program-defined __str__ may raise
-        return "<unprintable message>"
-    return " ".join(text.split())[:MAX_MESSAGE_CHARS]
-
-
-def _print_traceback(print_exception, exc):
-    try:
-        below = exc.__traceback__.tb_next if exc.__traceback__ else None
-        print_exception(type(exc), exc, below, limit=-8, file=sys.stderr)
-    except BaseException:  # noqa: BLE001
-        pass
-
-
-class _Tail:
-    """The first line (for the ready record) and the last `cap` bytes of a pipe."""
-
-    def __init__(self, cap):
-        self.cap = cap
-        self.total = 0
-        self.head = b""
-        self.buf = bytearray()
-
-    def feed(self, data):
-        if len(self.head) < len(READY):
-            self.head += data[: len(READY) - len(self.head)]
-        self.total += len(data)
-        self.buf += data[-self.cap :]
-        if len(self.buf) > self.cap:
-            del self.buf[: len(self.buf) - self.cap]
-
-    def text(self):
-        body = self.buf.decode("utf-8", errors="replace")
-        dropped = self.total - len(self.buf)
-        return f"[... {dropped} bytes dropped ...]\n{body}" if dropped else body
-
-
-def _watch(pid, deadline, pipes):
-    """Read the pipes until the child ends or the deadline passes (then SIGKILL it). True if killed."""
-    pidfd = os.pidfd_open(pid)
-    poller = select.poll()
-    poller.register(pidfd, select.POLLIN)
-    for fd in pipes:
-        poller.register(fd, select.POLLIN)
-    open_fds = set(pipes)
-    try:
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                os.kill(pid, signal.SIGKILL)
-                return True
-            for fd, _ in poller.poll(left * 1000 + 1):
-                if fd == pidfd:
-                    return False
-                data = os.read(fd, 1 << 16)
-                if data:
-                    pipes[fd].feed(data)
-                elif fd in open_fds:
-                    open_fds.discard(fd)
-                    poller.unregister(fd)
-    finally:
-        os.close(pidfd)
-
-
-def _drain(pipes):
-    """After the child (and with it its namespace) is gone: the rest of what it wrote."""
-    for fd, sink in pipes.items():
-        os.set_blocking(fd, False)
-        while True:
-            try:
-                data = os.read(fd, 1 << 16)
-            except BlockingIOError:
-                break  # a writer outlived the child: only possible without isolation
-            if not data:
-                break
-            sink.feed(data)
-
-
-def _remove_tree(path):
-    shutil.rmtree(path, ignore_errors=True)
-
-
-def _kill_group(pid):
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except OSError:
-        pass
-
-
-def _empty_dir(path):
-    try:
-        entries = os.listdir(path)
-    except OSError:
-        return
-    for name in entries:
-        _remove_tree(os.path.join(path, name))
-        try:
-            os.unlink(os.path.join(path, name))
-        except OSError:
-            pass
-
-
-def _kill_leftovers():
-    """Where the server's uid is its own: every other process of that uid is a leftover."""
-    for _ in range(100):
-        try:
-            os.kill(-1, signal.SIGKILL)
-        except ProcessLookupError:
-            return
-        except PermissionError:
-            return
-        time.sleep(0.001)
-
-
-def _write_line(record):
-    data = json.dumps(record, ensure_ascii=True).encode("ascii") + b"\n"
-    view = memoryview(data)
-    while view:
-        view = view[os.write(1, view) :]
 
 
 if __name__ == "__main__":

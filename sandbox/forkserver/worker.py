@@ -1,10 +1,26 @@
 """One worker: a jail with the fork-server in it (sandbox/forkserver/server.py), driven over its
-stdin/stdout, one program at a time. The engine-side half of the protocol lives here.
+stdin/stdout. The engine-side half of the protocol (see server.py's docstring) lives here.
+
+Pipelined: up to `depth` programs are sent ahead, so the server has its next program in its
+stdin before it finishes the current one and never waits for the engine. It runs them one at a
+time, in the order sent, and answers one line each, in that order; one reader task matches each
+line to the oldest program still waiting for one.
 
 The server enforces each program's wall-clock limit itself; the worker keeps a backstop
-(`timeout_s + BACKSTOP_S`) after which it kills the whole jail. `run()` says whether the worker
-may serve again: not after any anomaly (a reply missing or malformed, the backstop, a program
-that never said "ready", a cancelled call); ForkServerBackend then recycles it.
+(`timeout_s + BACKSTOP_S`, armed when the program reaches the head of the line) after which it
+kills the whole jail. `run()` says whether the worker may serve again: not after any anomaly (a
+reply missing or malformed, the backstop, a program that never said "ready", a cancelled call);
+ForkServerBackend then recycles it. When a jail dies, every program sent to it and not yet
+answered gets an outcome (an infrastructure error, which the verifier retries): exactly one each.
+
+CPU time: the server's wait4 figure (the program's process and those it waited for), and for a
+program that ran at least CGROUP_CPU_MIN_WALL_S, the jail's cgroup clock if that says more: it
+also counts orphans the program left burning CPU (they end with its pid namespace, unwaited).
+The clock is read as each reply is handled, so with programs pipelined its reading is off by the
+engine's lag in handling replies (milliseconds, and a late reply can charge the next program's
+first milliseconds to this one): negligible against a program that ran that long, which is
+where it decides something (a wall-clock timeout is load-sensitive only if CPU stayed under its
+limit), and never used for short programs (canonical solutions, whose CPU calibrates limits).
 """
 
 from __future__ import annotations
@@ -15,6 +31,8 @@ import logging
 import os
 import signal
 import time
+from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,17 +47,35 @@ from sandbox.verdicts import KillReason, Observation, Outcome, decide, load_sens
 
 log = logging.getLogger(__name__)
 
-# The fork-server's source: guards.py's, then server.py's, which uses its names.
-SERVER_SOURCE = b"".join((Path(__file__).parent / name).read_bytes() for name in ("guards.py", "server.py"))
+# The fork-server's source: each file uses the names of those before it (server.py's docstring).
+SERVER_FILES = ("guards.py", "child.py", "pipes.py", "server.py")
+SERVER_SOURCE = b"".join((Path(__file__).parent / name).read_bytes() for name in SERVER_FILES)
 BACKSTOP_S = 5.0  # after the program's own limit: the server should have answered long before
 KILL_GRACE_S = 1.0  # SIGTERM to the jail, then SIGKILL this much later
 STDERR_TAIL_BYTES = 16 * 1024
+CGROUP_CPU_MIN_WALL_S = 0.5  # see the module's docstring
+PIPELINE_DEPTH = 2  # programs sent to a worker ahead of their turn: the one running and the next
+
+
+@dataclass(slots=True, eq=False)
+class _Sent:
+    """A program sent to the server and not answered yet."""
+
+    limits: Limits
+    reply: asyncio.Future[bytes]
+    started: float = 0.0  # monotonic, when it reached the head of the line
+    cpu_before: float | None = None  # the jail's CPU clock then
+    cpu_after: float | None = None
+    backstop: asyncio.TimerHandle | None = None
 
 
 class BrokenWorker:
     """Stands in for a worker that could not be restarted: every program gets an infrastructure error."""
 
     served = 0
+    depth = 1
+    in_flight = 0
+    head_started = 0.0
 
     def __init__(self, fault: str):
         self.fault = fault
@@ -53,9 +89,16 @@ class Worker:
     """One jail with a fork-server in it."""
 
     def __init__(
-        self, argv: list[str], label: str, cgroup: JailCgroup | None, backend: str, reserved: bool = False
+        self,
+        argv: list[str],
+        label: str,
+        cgroup: JailCgroup | None,
+        backend: str,
+        reserved: bool = False,
+        depth: int = PIPELINE_DEPTH,
     ):
         self.backend = backend
+        self.depth = depth
         self.argv = argv
         self.label = label
         self.cgroup = cgroup
@@ -64,12 +107,26 @@ class Worker:
         self.proc: asyncio.subprocess.Process | None = None
         self.features: dict = {}
         self.served = 0
-        self.busy = False
         self.ready = False  # said hello: serving, not starting
         self.healthy = True
         self.stderr = TailBuffer(STDERR_TAIL_BYTES)
         self._stderr_task: asyncio.Task | None = None
+        self._reader_task: asyncio.Task | None = None
         self._killed_by: KillReason | None = None
+        self._sent: deque[_Sent] = deque()
+        self._cpu_clock = _CpuClock(cgroup)
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._sent)
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._sent)
+
+    @property
+    def head_started(self) -> float:
+        return self._sent[0].started if self._sent else 0.0
 
     async def start(self, timeout_s: float) -> None:
         try:
@@ -102,6 +159,7 @@ class Worker:
         self.features = {k: hello[k] for k in ("pidns", "mountns", "proc", "seccomp") if k in hello}
         self.features["python"] = hello.get("python")
         self.ready = True
+        self._reader_task = asyncio.get_running_loop().create_task(self._read_replies())
 
     async def _read_stderr(self) -> None:
         assert self.proc is not None and self.proc.stderr is not None
@@ -109,60 +167,97 @@ class Worker:
             self.stderr.feed(chunk)
 
     async def run(self, program: str, limits: Limits) -> tuple[Outcome, bool]:
-        """The outcome, and whether this worker may serve again."""
-        assert self.proc is not None and self.proc.stdin is not None and self.proc.stdout is not None
-        started = time.monotonic()
+        """The outcome, and whether this worker may serve again. Up to `depth` calls at once."""
+        assert self.proc is not None and self.proc.stdin is not None
         self.served += 1
-        self.busy = True
-        payload = orjson.dumps({"program": program, "limits": limits.to_dict()})
-        loop = asyncio.get_running_loop()
-        backstop = loop.call_later(limits.timeout_s + BACKSTOP_S, self.kill, KillReason.unresponsive)
-        cpu_before = self._cpu_clock()
+        sent = _Sent(limits, asyncio.get_running_loop().create_future())
+        if self._reader_task is None or self._reader_task.done():  # the jail is gone already
+            sent.started = time.monotonic()
+            return self._outcome(sent, b"")
+        self._sent.append(sent)
+        if len(self._sent) == 1:
+            self._start_head()
         try:
-            self.proc.stdin.write(len(payload).to_bytes(4, "big") + payload)
+            self.proc.stdin.write(_request(program, limits))
             await self.proc.stdin.drain()
-            line = await self.proc.stdout.readline()
-        except (
-            ConnectionError,
-            ValueError,
-            RuntimeError,
-        ) as exc:  # a broken pipe (uvloop: a closed transport); an overlong reply line
+            line = await sent.reply
+        except (ConnectionError, RuntimeError) as exc:  # a broken pipe (uvloop: a closed transport)
             log.warning("sandbox worker %s: %s", self.label, exc)
-            line = b""
+            self._terminate()  # its end answers every program sent to it (the reader's EOF)
+            line = await sent.reply
         except BaseException:
             self.kill(KillReason.closed)  # cancelled: never leave the program running
             raise
+        return self._outcome(sent, line)
+
+    def _start_head(self) -> None:
+        """The oldest unanswered program is the one the server runs now: time it from here."""
+        head = self._sent[0]
+        head.started = time.monotonic()
+        head.cpu_before = self._cpu_clock.read() if head.cpu_before is None else head.cpu_before
+        timeout = head.limits.timeout_s + BACKSTOP_S
+        head.backstop = asyncio.get_running_loop().call_later(timeout, self.kill, KillReason.unresponsive)
+
+    async def _read_replies(self) -> None:
+        """One line per program, in the order sent; at the end (the jail died or was killed),
+        an empty reply for every program still waiting."""
+        assert self.proc is not None and self.proc.stdout is not None
+        try:
+            while True:
+                try:
+                    line = await self.proc.stdout.readline()
+                except (ConnectionError, ValueError, RuntimeError) as exc:  # an overlong line
+                    log.warning("sandbox worker %s: %s", self.label, exc)
+                    line = b""
+                if not line or not self._sent:
+                    break
+                head = self._sent.popleft()
+                self._finish(head, line)
+                if self._sent:
+                    self._sent[0].cpu_before = head.cpu_after
+                    self._start_head()
         finally:
-            backstop.cancel()
-            self.busy = False
+            while self._sent:
+                self._finish(self._sent.popleft(), b"")
+
+    def _finish(self, sent: _Sent, line: bytes) -> None:
+        if sent.backstop is not None:
+            sent.backstop.cancel()
+        sent.cpu_after = self._cpu_clock.read()
+        sent.started = sent.started or time.monotonic()
+        if not sent.reply.done():
+            sent.reply.set_result(line)
+        else:
+            log.debug("sandbox worker %s: a reply nobody waits for (cancelled)", self.label)
+
+    def _outcome(self, sent: _Sent, line: bytes) -> tuple[Outcome, bool]:
         reply = _parse(line)
-        cpu_s = self._cpu_used(cpu_before, reply)
-        observation, healthy = self._observe(reply, limits, cpu_s)
-        self.healthy = healthy
+        cpu_s = self._cpu_used(sent, reply)
+        observation, healthy = self._observe(reply, sent.limits, cpu_s)
+        self.healthy = self.healthy and healthy
         verdict, detail = decide(observation)
+        output = (reply or {}).get("output", "")
         outcome = Outcome(
             verdict=verdict,
             detail=detail,
-            wall_s=round(time.monotonic() - started, 6),
+            wall_s=round(time.monotonic() - sent.started, 6),
             backend=self.backend,
-            limits=limits,
-            output=(reply or {}).get("output", "") if isinstance((reply or {}).get("output"), str) else "",
+            limits=sent.limits,
+            output=output if isinstance(output, str) else "",
             cpu_s=round(cpu_s or 0.0, 6),
             load_sensitive=load_sensitive(observation),
         )
         return outcome, healthy
 
-    def _cpu_clock(self) -> float | None:
-        return self.cgroup.cpu_usage_s() if self.cgroup is not None else None
-
-    def _cpu_used(self, before: float | None, reply: dict | None) -> float | None:
-        """CPU time of the sample and everything it spawned (its jail's cgroup: the server's
-        share is ~1 ms); without a cgroup, what wait4 saw (the processes it waited for)."""
-        after = self._cpu_clock()
-        if before is not None and after is not None:
-            return max(after - before, 0.0)
-        reported = (reply or {}).get("cpu_s")
-        return float(reported) if isinstance(reported, (int, float)) else None
+    def _cpu_used(self, sent: _Sent, reply: dict | None) -> float | None:
+        waited = _number((reply or {}).get("cpu_s"))
+        if sent.cpu_before is None or sent.cpu_after is None:
+            return waited
+        jail = max(sent.cpu_after - sent.cpu_before, 0.0)
+        if waited is None:
+            return jail
+        ran_long = (_number((reply or {}).get("wall_s")) or 0.0) >= CGROUP_CPU_MIN_WALL_S
+        return max(waited, jail) if ran_long else waited
 
     def _observe(self, reply: dict | None, limits: Limits, cpu_s: float | None) -> tuple[Observation, bool]:
         base: dict[str, Any] = {
@@ -205,6 +300,9 @@ class Worker:
         """SIGTERM the jail (nsjail/firejail kill and reap everything in it); SIGKILL later."""
         if self._killed_by is None:
             self._killed_by = reason
+        self._terminate()
+
+    def _terminate(self) -> None:
         if self.proc is not None and self.proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 self.proc.terminate()
@@ -232,9 +330,54 @@ class Worker:
             await self.proc.wait()
         if self.proc.stdin is not None:
             self.proc.stdin.close()
-        if self._stderr_task is not None:
-            with contextlib.suppress(BaseException):
-                await asyncio.wait_for(self._stderr_task, 2.0)
+        for task in (self._reader_task, self._stderr_task):
+            if task is not None:
+                with contextlib.suppress(BaseException):
+                    await asyncio.wait_for(task, 2.0)
+        self._cpu_clock.close()
+
+
+class _CpuClock:
+    """The jail's cgroup CPU clock, read through a descriptor kept open (one pread per reply)."""
+
+    def __init__(self, cgroup: JailCgroup | None):
+        path = cgroup.paths.get("cpuacct") if cgroup is not None else None
+        self._path = str(path / "cpuacct.usage") if path is not None else None
+        self._fd: int | None = None
+
+    def read(self) -> float | None:
+        if self._path is None:
+            return None
+        try:
+            if self._fd is None:
+                self._fd = os.open(self._path, os.O_RDONLY | os.O_CLOEXEC)
+            return int(os.pread(self._fd, 32, 0)) / 1e9
+        except (OSError, ValueError):
+            return None
+
+    def close(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = None
+
+
+_LIMITS_JSON: dict[Limits, bytes] = {}
+
+
+def _request(program: str, limits: Limits) -> bytes:
+    """One request frame; a Limits' JSON is encoded once (a run uses a few hundred at most)."""
+    encoded = _LIMITS_JSON.get(limits)
+    if encoded is None:
+        if len(_LIMITS_JSON) > 10_000:
+            _LIMITS_JSON.clear()
+        encoded = _LIMITS_JSON[limits] = orjson.dumps(limits.to_dict())
+    payload = b'{"program":' + orjson.dumps(program) + b',"limits":' + encoded + b"}"
+    return len(payload).to_bytes(4, "big") + payload
+
+
+def _number(value: object) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def _parse(line: bytes) -> dict | None:

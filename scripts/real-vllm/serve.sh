@@ -5,7 +5,7 @@
 #   scripts/real-vllm/serve.sh [PORT] [extra `vllm serve` arguments...]      (PORT default 8011)
 #
 # To run it in the background, start it in a session of its own and end that whole process
-# group (what tests/test_real_vllm.py does):
+# group (what tests/e2e/test_real_vllm.py does):
 #   setsid scripts/real-vllm/serve.sh 8011 & ...; kill -TERM -- -$!
 #
 # Environment: REALVLLM_HOME (default: what setup.sh --home prints), SERVED_NAME (tiny-llama),

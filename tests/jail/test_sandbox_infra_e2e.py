@@ -11,10 +11,10 @@ import uvloop
 from prometheus_client import CollectorRegistry
 
 from engine.config import Output, RunConfig, SamplingSettings, SandboxSettings, Scheduling
-from engine.dataset import load_problems
 from engine.export import export_rows
 from engine.run import run_sweep
 from engine.store import Store
+from engine.tasks import load_problems
 from sandbox import Outcome, SandboxPool, Verdict
 from vllm_sim import SimulatedFleet
 

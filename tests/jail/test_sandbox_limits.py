@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import uvloop
 
-from engine.dataset import load_problems
 from engine.records import Problem
+from engine.tasks import TASKS, load_problems
 from sandbox import Outcome, SandboxPool, Verdict
 from sandbox.verifier import Timing, Verifier
 
@@ -38,7 +38,7 @@ def verify(
 ) -> tuple[list[Outcome], int]:
     async def body() -> tuple[list[Outcome], int]:
         async with SandboxPool(workers=2) as pool:
-            verifier = Verifier(pool, problems, dedup=False, timing=timing)
+            verifier = Verifier(pool, problems, programs=TASKS["humaneval"], dedup=False, timing=timing)
             await verifier.preflight()
             outcomes = [await verifier.verify(problems[0], c) for c in completions]
             return outcomes, verifier.confirmed

@@ -15,8 +15,9 @@ import aiohttp
 import pytest
 import uvloop
 
-from engine.chat import DEFAULT_SYSTEM_PROMPT, chat_messages, extract_completion
-from engine.dataset import load_problems
+from engine.tasks import extract_completion, load_problems
+from engine.tasks.chat import fenced_messages as chat_messages
+from engine.tasks.humaneval import SYSTEM_PROMPT as DEFAULT_SYSTEM_PROMPT
 from vllm_sim import SimulatedFleet, SyntheticModel
 from vllm_sim.api.protocol import APIError, parse_chat_request
 from vllm_sim.faults.spec import KINDS
@@ -97,20 +98,20 @@ def test_an_answer_is_a_sentence_then_the_function_in_a_python_fence(problems, m
             intro, _, rest = text.partition("\n\n```python\n")
             assert intro and "\n" not in intro and rest, text
             code = rest.partition("```")[0]
-            completion = extract_completion(text, p.entry_point)
+            completion = extract_completion(p, text)
             forms[sample.key[4]] += 1
             if sample.key[4] == "body_only":
                 assert completion == code and code.startswith("    ")
             else:
                 assert completion == "\n" + code
                 if sample.key[4] in ("function", "no_docstring"):  # stored completions start "\ndef entry("
-                    assert completion.startswith(f"\ndef {p.entry_point}(")
+                    assert completion.startswith(f"\ndef {p.payload['entry_point']}(")
     assert set(forms) == set(FORMS), forms
 
 
 def test_function_prefixes_keep_or_drop_imports_and_docstrings(problems):
     p = problems[0]  # from typing import List ... def has_close_elements(...): """..."""
-    prefixes = function_prefixes(p.prompt, p.entry_point)
+    prefixes = function_prefixes(p.prompt, p.payload["entry_point"])
     assert prefixes["whole_prompt"].startswith("from typing import List")
     assert prefixes["function"].startswith("def has_close_elements(") and '"""' in prefixes["function"]
     assert (
@@ -119,7 +120,8 @@ def test_function_prefixes_keep_or_drop_imports_and_docstrings(problems):
     )
     odd = problems[115]  # its docstring comes after an `import math` in the body: the import stays
     assert (
-        function_prefixes(odd.prompt, odd.entry_point)["no_docstring"] == "def max_fill(grid, capacity):\n"
+        function_prefixes(odd.prompt, odd.payload["entry_point"])["no_docstring"]
+        == "def max_fill(grid, capacity):\n"
         "    import math\n"
     )
 
@@ -153,7 +155,14 @@ def test_the_plan_ends_at_the_end_of_sequence_and_releases_what_it_held(problems
 
 
 def _passes(problem, completion: str) -> bool:
-    program = problem.prompt + completion + "\n" + problem.test + "\n" + f"check({problem.entry_point})"
+    program = (
+        problem.prompt
+        + completion
+        + "\n"
+        + problem.payload["test"]
+        + "\n"
+        + f"check({problem.payload['entry_point']})"
+    )
     try:
         done = subprocess.run([sys.executable, "-I", "-c", program], capture_output=True, timeout=10, cwd="/")
     except subprocess.TimeoutExpired:
@@ -168,7 +177,7 @@ def test_extracted_answers_pass_when_canonical_and_fail_when_wrong(problems, mod
             sample = model.chat_sample(engine_messages(p.prompt), seed)
             if sample.kind == "infinite_loop":
                 continue
-            passed = _passes(p, extract_completion(answer(sample), p.entry_point))
+            passed = _passes(p, extract_completion(p, answer(sample)))
             outcomes[sample.kind == "canonical", passed] += 1
     assert outcomes[True, False] == 0, outcomes
     wrong = outcomes[False, False] + outcomes[False, True]

@@ -18,7 +18,7 @@ import pytest
 import transcripts
 import uvloop
 
-from engine.dataset import load_problems
+from engine.tasks import load_problems
 from vllm_sim import SimulatedFleet
 
 TRANSCRIPTS = transcripts.DIR

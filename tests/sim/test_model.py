@@ -11,12 +11,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.dataset import load_problems
+from engine.tasks import load_problems
 from vllm_sim.gpu.plans import PlanCache
 from vllm_sim.gpu.stops import StopScanner
 from vllm_sim.gpu.tokens import count_tokens, split_tokens
+from vllm_sim.model.kinds import TRAILERS
 from vllm_sim.model.mutations import KINDS, mutants
-from vllm_sim.model.synthetic import TRAILERS, SyntheticModel, rate_quantile
+from vllm_sim.model.synthetic import SyntheticModel, rate_quantile
 
 HUMANEVAL_STOPS = ("\ndef", "\nclass", "\nif", "\nprint", "\n#")
 
@@ -48,7 +49,7 @@ def test_tokens_join_back_to_the_text(text):
 
 
 def test_tokens_are_bpe_sized_on_code(problems):
-    text = "".join(p.prompt + p.canonical_solution for p in problems)
+    text = "".join(p.prompt + p.payload["canonical_solution"] for p in problems)
     assert 3.0 < len(text) / len(split_tokens(text)) < 4.0
 
 
@@ -117,7 +118,10 @@ def test_canonical_samples_are_the_canonical_solution(problems, model):
             sample = model.sample(p.prompt, s)
             if sample.kind == "canonical":
                 text = plans.get(sample, HUMANEVAL_STOPS).text(1000)
-                assert text.startswith(p.canonical_solution) and not text[len(p.canonical_solution) :].strip()
+                assert (
+                    text.startswith(p.payload["canonical_solution"])
+                    and not text[len(p.payload["canonical_solution"]) :].strip()
+                )
                 seen += 1
     assert seen > 50
 
@@ -129,7 +133,7 @@ def test_wrong_samples_differ_and_every_kind_appears(problems, model):
             sample = model.sample(p.prompt, s)
             kinds[sample.kind] += 1
             if sample.kind != "canonical":
-                assert not "".join(sample.head).startswith(p.canonical_solution + "\n")
+                assert not "".join(sample.head).startswith(p.payload["canonical_solution"] + "\n")
     assert set(kinds) == {"canonical", *KINDS}
 
 
@@ -216,7 +220,14 @@ def test_trailers_start_a_new_top_level_statement():
 
 
 def _passes(problem, body: str) -> bool:
-    program = problem.prompt + body + "\n" + problem.test + "\n" + f"check({problem.entry_point})"
+    program = (
+        problem.prompt
+        + body
+        + "\n"
+        + problem.payload["test"]
+        + "\n"
+        + f"check({problem.payload['entry_point']})"
+    )
     try:
         done = subprocess.run([sys.executable, "-I", "-c", program], capture_output=True, timeout=10, cwd="/")
     except subprocess.TimeoutExpired:
@@ -228,8 +239,8 @@ def test_canonical_passes_and_mutants_fail_humaneval_tests(problems):
     picked = problems[::16]  # 11 problems, about 80 programs
     outcomes = Counter()
     for p in picked:
-        assert _passes(p, p.canonical_solution), p.task_id
-        for m in mutants(p.prompt, p.canonical_solution, p.entry_point):
+        assert _passes(p, p.payload["canonical_solution"]), p.task_id
+        for m in mutants(p.prompt, p.payload["canonical_solution"], p.payload["entry_point"]):
             if m.kind != "infinite_loop":
                 outcomes[_passes(p, m.body)] += 1
     assert outcomes[False] >= 0.85 * sum(outcomes.values()), outcomes

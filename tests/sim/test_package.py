@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PRODUCT = ("engine", "sandbox", "metrics")
 # What the simulator truly shares with the engine: the problem record and dataset loading, and
 # the error base of bad input (so `engine simulate` reports it as every command does).
-SHARED = {"engine.records", "engine.dataset", "engine.errors"}
+SHARED = {"engine.records", "engine.tasks", "engine.errors"}
 
 
 def imported_modules(package: str) -> dict[str, set[str]]:
@@ -46,7 +46,7 @@ def test_the_product_packages_never_import_the_simulator(package):
 
 
 def test_the_simulator_takes_from_the_engine_only_what_they_share():
-    """Invariant: vllm_sim imports from the product only engine.records, engine.dataset and
+    """Invariant: vllm_sim imports from the product only engine.records, engine.tasks and
     engine.errors; nothing of sandbox/ or metrics/."""
     files = imported_modules("vllm_sim")
     assert "vllm_sim/command.py" in files and len(files) >= 20

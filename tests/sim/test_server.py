@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 import uvloop
 
-from engine.dataset import load_problems
+from engine.tasks import load_problems
 from vllm_sim import SimulatedFleet
 
 HUMANEVAL_STOPS = ["\ndef", "\nclass", "\nif", "\nprint"]  # what the engine sends: vLLM takes at most 4

@@ -78,10 +78,10 @@ def parse_completion_request(
         )
     _check_stream_options(data)
     f = Fields(data)
-    model = f.str("model")
+    model = f.string("model")
     prompts = f.prompt("prompt")
-    logprobs = f.int("logprobs")
-    max_tokens = f.int("max_tokens")
+    logprobs = f.integer("logprobs")
+    max_tokens = f.integer("max_tokens")
     common = _Common(f)
     f.check()
     _check_model(model, served_model)
@@ -128,9 +128,9 @@ def parse_chat_request(
     _check_stream_options(data)
     f = Fields(data)
     messages = f.messages("messages")
-    model = f.str("model")
-    max_tokens = f.int("max_tokens")
-    max_completion_tokens = f.int("max_completion_tokens")
+    model = f.string("model")
+    max_tokens = f.integer("max_tokens")
+    max_completion_tokens = f.integer("max_completion_tokens")
     common = _Common(f)
     f.check()
     _check_model(model, served_model)
@@ -163,14 +163,14 @@ class _Common:
     is the order of its validation errors)."""
 
     def __init__(self, f: Fields):
-        self.n = f.int("n")
-        self.seed = f.int("seed")
+        self.n = f.integer("n")
+        self.seed = f.integer("seed")
         self.stop = f.stop("stop")
-        self.stream = f.bool("stream")
+        self.stream = f.boolean("stream")
         self.options = f.options("stream_options")
-        self.temperature = f.float("temperature")
-        self.top_p = f.float("top_p")
-        self.include_stop = f.bool("include_stop_str_in_output")
+        self.temperature = f.number("temperature")
+        self.top_p = f.number("top_p")
+        self.include_stop = f.boolean("include_stop_str_in_output")
 
     def passed_on(self) -> dict:
         """The request's fields that need no check of their own."""

@@ -71,7 +71,7 @@ def _shown(value) -> str:
 
 
 def _error(type: str, loc: str, msg: str, value, ctx: dict | None = None) -> dict:
-    error = {"type": type, "loc": loc, "msg": msg, "input": _shown(value)}
+    error: dict[str, object] = {"type": type, "loc": loc, "msg": msg, "input": _shown(value)}
     if ctx is not None:
         error["ctx"] = ctx
     return error
@@ -137,7 +137,7 @@ class Fields:
     def _fail(self, errors: list[dict]) -> None:
         self.errors.extend(errors)
 
-    def int(self, name: str) -> int | None:
+    def integer(self, name: str) -> int | None:
         value = self.data.get(name)
         if value is None:
             return None
@@ -145,7 +145,7 @@ class Fields:
         self._fail(errors)
         return None if errors else int(value.strip() if isinstance(value, str) else value)
 
-    def float(self, name: str) -> float | None:
+    def number(self, name: str) -> float | None:
         value = self.data.get(name)
         if value is None:
             return None
@@ -169,7 +169,7 @@ class Fields:
         self._fail([_error("float_type", f"body.{name}", "Input should be a valid number", value)])
         return None
 
-    def bool(self, name: str) -> bool | None:
+    def boolean(self, name: str) -> bool | None:
         value = self.data.get(name)
         if value is None or isinstance(value, bool):
             return value
@@ -184,7 +184,7 @@ class Fields:
         self._fail([_error(kind, f"body.{name}", msg, value)])
         return None
 
-    def str(self, name: str) -> str | None:
+    def string(self, name: str) -> str | None:
         value = self.data.get(name)
         if value is None or isinstance(value, str):
             return value

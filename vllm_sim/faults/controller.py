@@ -19,7 +19,8 @@ _RESTART_RETRY_S = 0.5
 class _Server(Protocol):
     """What the controller needs of a SimulatedServer."""
 
-    url: str
+    @property
+    def url(self) -> str: ...
 
     @property
     def running(self) -> bool: ...

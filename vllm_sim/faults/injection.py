@@ -28,7 +28,7 @@ from prometheus_client.core import CounterMetricFamily
 
 from vllm_sim.api.wire import DONE_EVENT, error_body, http_chunk, in_band_error_event
 from vllm_sim.faults.spec import KINDS, FaultPlan, FaultSpec
-from vllm_sim.gpu.batch import Job
+from vllm_sim.gpu.batch import Connection, Job
 
 log = logging.getLogger("vllm_sim.faults")  # one logger for every injected fault
 
@@ -145,9 +145,9 @@ class StreamSabotage:
         self._job = job
         self._end_job = end_job
         self._transport: _SabotagedTransport | None = None
-        if plan.kind != "slow_first":
-            self._transport = _SabotagedTransport(self, job.transport, job.framed)  # type: ignore[arg-type]
-            job.transport = self._transport  # type: ignore[assignment]
+        if plan.kind != "slow_first" and job.transport is not None:
+            self._transport = _SabotagedTransport(self, job.transport, job.framed)
+            job.transport = self._transport
 
     async def before_generation(self) -> None:
         if self.plan.kind == "slow_first":
@@ -165,7 +165,7 @@ class StreamSabotage:
 class _SabotagedTransport:
     """Stands in for a streaming request's transport and sabotages its output once."""
 
-    def __init__(self, sabotage: StreamSabotage, transport: asyncio.Transport, framed: bool):
+    def __init__(self, sabotage: StreamSabotage, transport: Connection, framed: bool):
         self._s = sabotage
         self._t = transport
         self._framed = framed
@@ -193,8 +193,9 @@ class _SabotagedTransport:
             self._t.write(data)
             return
         events = self._split(data)
-        if self._s.plan.before is not None:
-            self._write_from_the_end(events)
+        before = self._s.plan.before
+        if before is not None:
+            self._write_from_the_end(events, before)
             return
         after = self._s.plan.after
         for i, event in enumerate(events):
@@ -205,18 +206,18 @@ class _SabotagedTransport:
                 return
         self._let_through(events)
 
-    def _write_from_the_end(self, events: list[bytes]) -> None:
+    def _write_from_the_end(self, events: list[bytes], before: int) -> None:
         """`before=K`: hold the last K events back; at [DONE], fire K events before it."""
         window = self._window
         window += events
         done = next((i for i, e in enumerate(window) if self._payload(e) == DONE_EVENT), None)
         if done is None:
-            keep = len(window) - self._s.plan.before
+            keep = len(window) - before
             if keep > 0:
                 self._let_through(window[:keep])
                 del window[:keep]
             return
-        at = max(0, done - self._s.plan.before)
+        at = max(0, done - before)
         self._let_through(window[:at])
         self._armed = False
         self._fire(window[at:])

@@ -20,6 +20,7 @@ import asyncio
 import logging
 import random
 from collections import deque
+from typing import Any, Protocol
 
 from vllm_sim.api.server_metrics import ServerMetrics
 from vllm_sim.api.wire import DONE_EVENT, ChatChunkEncoder, Choice, ChunkEncoder, http_chunk
@@ -59,12 +60,24 @@ class Sequence:
         self.first_token_at = 0.0
 
 
+class Connection(Protocol):
+    """A client's connection, as the batch engine and the fault injection use it: an asyncio
+    transport, or the stand-in that sabotages its output (vllm_sim/faults/injection.py)."""
+
+    def write(self, data: bytes) -> None: ...
+    def get_write_buffer_size(self) -> int: ...
+    def is_closing(self) -> bool: ...
+    def abort(self) -> None: ...
+    def close(self) -> None: ...
+    def get_extra_info(self, name: str, default: Any = None) -> Any: ...
+
+
 class Job:
     """One /v1/completions or /v1/chat/completions request: its sequences, and the connection
     their output goes to.
 
     `transport` is the client's connection (checked for disconnects; written to when
-    streaming). `framed` says whether to frame events as HTTP/1.1 chunks ourselves. `opening`
+    streaming). `encoder` is set exactly when streaming. `framed` says whether to frame events as HTTP/1.1 chunks ourselves. `opening`
     holds events that go out before the first token of any choice (chat's role chunks).
     """
 
@@ -94,7 +107,7 @@ class Job:
         request_id: str,
         created: int,
         encoder: ChunkEncoder | ChatChunkEncoder | None,
-        transport: asyncio.BaseTransport | None,
+        transport: Connection | None,
         *,
         stream: bool,
         framed: bool = True,
@@ -129,9 +142,10 @@ class Job:
     def emit(self, event: bytes) -> None:
         self.out.append(http_chunk(event) if self.framed else event)
 
-    def gone(self) -> bool:
+    def connection(self) -> Connection | None:
+        """The client's connection while it is open; None once the client went away."""
         transport = self.transport
-        return transport is None or transport.is_closing()
+        return None if transport is None or transport.is_closing() else transport
 
 
 class BatchEngine:
@@ -262,8 +276,8 @@ class BatchEngine:
                         job.emit(event)
                     job.opening = []
             last = k == plan.stop_step or k + 1 == seq.max_tokens
-            if job.stream:
-                encoder = job.encoder
+            encoder = job.encoder
+            if encoder is not None:
                 usage = encoder.step_usage(seq.prompt_tokens, k + 1) if job.continuous else b""
                 if not last:
                     job.emit(encoder.token_event(seq.prefix, plan.deltas[k], usage))
@@ -304,7 +318,7 @@ class BatchEngine:
         self.metrics.e2e_latency.observe(now - seq.queued_at)
         self.metrics.time_to_first_token.observe(seq.first_token_at - seq.queued_at)
         if job.open == 0:
-            if job.stream:
+            if job.encoder is not None:
                 if job.include_usage:
                     job.emit(job.encoder.usage_event(job.prompt_tokens, job.completion_tokens))
                 job.emit(DONE_EVENT)
@@ -319,16 +333,17 @@ class BatchEngine:
         for job in self._jobs:
             if job.aborted:
                 continue
-            if job.gone():
+            transport = job.connection()
+            if transport is None:
                 log.debug("client went away; aborting its %d sequences", job.open)
                 self.cancel(job)
                 continue
             if job.out:
-                job.transport.write(b"".join(job.out))  # type: ignore[union-attr]
+                transport.write(b"".join(job.out))
                 job.out.clear()
-                job.stalled = job.transport.get_write_buffer_size() > _BACKLOG_BYTES  # type: ignore[union-attr]
+                job.stalled = transport.get_write_buffer_size() > _BACKLOG_BYTES
             elif job.stalled:
-                job.stalled = job.transport.get_write_buffer_size() > _BACKLOG_BYTES  # type: ignore[union-attr]
+                job.stalled = transport.get_write_buffer_size() > _BACKLOG_BYTES
             if job.open:
                 keep.append(job)
         self._jobs = keep

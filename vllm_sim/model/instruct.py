@@ -154,3 +154,6 @@ def generic_answer(start: int, count: int) -> str:
 
 GENERIC_STARTS = len(_SENTENCES)
 GENERIC_COUNTS = (1, 2, 3, 4, 5)
+
+# The answer to a problem without a reference (engine simulate has nothing right to say).
+NO_REFERENCE = "This problem has no reference solution in the simulated model's dataset."

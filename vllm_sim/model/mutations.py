@@ -68,7 +68,8 @@ class _Edit:
 
 
 def mutants(prompt: str, solution: str, entry_point: str) -> tuple[Mutant, ...]:
-    """All mutants of `solution`, a few sites per kind, in a deterministic order."""
+    """All mutants of `solution`, a few sites per kind, in a deterministic order. With no
+    `entry_point` the solution is a whole program and its top-level statements are mutated."""
     source = prompt + solution
     try:
         tokens = list(tokenize.generate_tokens(io.StringIO(source).readline))
@@ -97,20 +98,28 @@ class _Context:
             self.line_offsets.append(self.line_offsets[-1] + len(line))
         self.tokens = [t for t in tokens if self.offset(t.start) >= start]
         self.all_tokens = tokens
-        self.func = _find_function(tree, entry_point)
-        self.body = [s for s in (self.func.body if self.func else []) if self.offset_of(s) >= start]
+        self.func = _find_function(tree, entry_point) if entry_point else None
+        # A whole program (no entry point, e.g. stdin/stdout): its top-level statements are the body.
+        statements = self.func.body if self.func else ([] if entry_point else tree.body)
+        self.body = [s for s in statements if self.offset_of(s) >= start]
 
     def offset(self, pos: tuple[int, int]) -> int:
         return self.line_offsets[pos[0] - 1] + pos[1]
 
-    def offset_of(self, node: ast.AST) -> int:
+    def offset_of(self, node: ast.stmt | ast.expr) -> int:
         return self.offset((node.lineno, node.col_offset))
+
+    def end_of(self, node: ast.stmt | ast.expr) -> tuple[int, int]:
+        """(line, column) where node ends: always set by ast.parse, None only on built nodes."""
+        if node.end_lineno is None or node.end_col_offset is None:
+            raise ValueError(f"{type(node).__name__} without an end position")
+        return node.end_lineno, node.end_col_offset
 
     def line_span(self, first: int, last: int) -> tuple[int, int]:
         """Offsets of whole lines first..last (1-based, inclusive), newline included."""
         return self.line_offsets[first - 1], self.line_offsets[last]
 
-    def indent(self, node: ast.AST) -> str:
+    def indent(self, node: ast.stmt | ast.expr) -> str:
         return " " * node.col_offset
 
     def before_body(self, lines: str) -> _Edit:
@@ -145,7 +154,7 @@ def _off_by_one(ctx: _Context) -> list[_Edit]:
     if not edits:  # no constants: shorten a len(...) instead
         for node in _walk_solution(ctx):
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "len":
-                end = ctx.offset((node.end_lineno, node.end_col_offset))
+                end = ctx.offset(ctx.end_of(node))
                 edits.append(_Edit(end, end, " - 1"))
     return edits
 
@@ -170,10 +179,11 @@ def _missing_case(ctx: _Context) -> list[_Edit]:
             continue  # removing the only statement would be a syntax error, not a missing case
         for stmt in block:
             if isinstance(stmt, ast.If) and not stmt.orelse and ctx.offset_of(stmt) >= ctx.start:
-                start, end = ctx.line_span(stmt.lineno, stmt.end_lineno)
+                start, end = ctx.line_span(stmt.lineno, ctx.end_of(stmt)[0])
                 edits.append(_Edit(start, end, ""))
     if not edits and ctx.body:
-        edits.append(ctx.before_body(f"return {_trivial_value(ctx)}\n"))
+        early = f"return {_trivial_value(ctx)}" if ctx.func else "raise SystemExit(0)"
+        edits.append(ctx.before_body(early + "\n"))
     return edits
 
 

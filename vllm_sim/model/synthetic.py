@@ -1,11 +1,12 @@
 """The synthetic model behind the simulated fleet: SYNTHETIC, not a language model.
 
-For a HumanEval prompt (recognised by its exact text) each sample is either the canonical
-solution or one of a few plausible wrong answers (`mutations`), followed by the kind of text a
-real model keeps writing after the function (a `main()`, a `__main__` guard, example prints),
-so HumanEval's stop sequences cut it as they would cut a real completion. Any other prompt
-gets generic code-like text (`filler`). Through chat (`chat_sample`), the same draw is worded
-as an instruct model would answer (`instruct`): the whole function in a ```python block, then the
+For a dataset's prompt (recognised by its exact text; any task kind, `kinds`) each sample is
+either the kind's reference solution or one of a few plausible wrong answers (`mutations`),
+followed by the kind of text a real model keeps writing after the function (for HumanEval a
+`main()`, a `__main__` guard, example prints), so the kind's stop sequences cut it as they would
+cut a real completion. A problem without a reference gets a placeholder that fails. Any other
+prompt gets generic code-like text (`filler`). Through chat (`chat_sample`), the same draw is
+worded as an instruct model would answer (`instruct`): the code in a ```python block, then the
 end of the sequence.
 
 Which sample comes out is a pure function of (server seed, task, sample seed), so every server
@@ -25,8 +26,9 @@ from dataclasses import dataclass
 
 from engine.records import Problem
 from vllm_sim.gpu.tokens import split_tokens
-from vllm_sim.model import instruct
+from vllm_sim.model import instruct, kinds
 from vllm_sim.model.filler import Filler
+from vllm_sim.model.kinds import PLACEHOLDER
 from vllm_sim.model.mutations import KINDS, Mutant, mutants
 
 # Solve rates: a share of problems the model never solves, the rest Kumaraswamy(a, b), a Beta
@@ -48,17 +50,6 @@ KIND_WEIGHTS = {
 }
 assert set(KIND_WEIGHTS) == set(KINDS)
 
-# What the model writes after the function body. Each starts a new top-level statement, which
-# HumanEval's stop sequences ("\ndef", "\nclass", "\nif", "\nprint", "\n#") cut away.
-TRAILERS = (
-    '\n\ndef main():\n    print({call})\n\n\nif __name__ == "__main__":\n    main()\n',
-    '\n\nif __name__ == "__main__":\n    import doctest\n    doctest.testmod()\n',
-    "\n\n# Example usage:\nprint({call})\n",
-    "\n\nprint({call})\n",
-    "\n\n\ndef test_{entry}():\n    assert {call} is not None\n",
-    "\n\nclass Solution:\n    def {entry}(self, *args):\n        return {entry}(*args)\n",
-)
-
 
 @dataclass(frozen=True, slots=True)
 class SyntheticSample:
@@ -78,6 +69,7 @@ class _Answers:
     rate: float
     mutants: tuple[Mutant, ...]
     call: str  # an example call of the entry point, for trailers
+    trailers: tuple[str, ...]  # what may follow the answer (kinds.trailers); none: it ends
 
 
 class SyntheticModel:
@@ -86,12 +78,14 @@ class SyntheticModel:
     def __init__(self, problems: Sequence[Problem], seed: int = 0):
         self.seed = seed
         self.filler = Filler(seed)
-        self._problems = {p.prompt: p for p in problems if p.canonical_solution}
-        self._rates = solve_rates([p.task_id for p in self._problems.values()], seed)
+        self._problems = {p.prompt: p for p in problems}
+        self._references = {p.task_id: ref for p in problems if (ref := kinds.reference(p))}
+        self._rates = solve_rates(list(self._references), seed)
         self._answers: dict[str, _Answers] = {}  # built on first use: startup stays cheap
         self._heads: dict[tuple, tuple[str, ...]] = {}
         self._pieces: dict[tuple, tuple[str, ...]] = {}
-        self._by_code = {p.prompt.strip(): p for p in self._problems.values()}
+        self._by_code = {p.prompt.strip(): p for p in problems}
+        self._by_user = {content: p for p in problems if (content := kinds.chat_user_content(p))}
         self._found: dict[str, Problem | None] = {}  # user message -> its problem (chat)
         self._prefixes: dict[str, dict[str, str]] = {}
 
@@ -99,17 +93,28 @@ class SyntheticModel:
         return self._problems.get(prompt)
 
     def solve_rate(self, task_id: str) -> float:
-        return self._rates[task_id]
+        """The chance that a sample is the reference (0 for a problem without one)."""
+        return self._rates.get(task_id, 0.0)
+
+    def unanswerable(self) -> list[str]:
+        """Task ids of the problems without a reference: their samples are PLACEHOLDER."""
+        return [p.task_id for p in self._problems.values() if p.task_id not in self._references]
 
     def sample(self, prompt: str, sample_seed: int | None) -> SyntheticSample:
         """The sample for `prompt`; `sample_seed` None means greedy (temperature 0)."""
         problem = self._problems.get(prompt)
         if problem is None:
             return self._generic(prompt, sample_seed)
+        if problem.task_id not in self._references:
+            key: tuple = ("placeholder", problem.task_id)
+            return SyntheticSample(key, "placeholder", self._tokens(key, PLACEHOLDER), 0, eos=True)
         answers = self._answers_for(problem)
         u_solve, u_kind, u_site, u_trailer = _uniforms(self.seed, problem.task_id, sample_seed)
         kind, index, body = self._answer(answers, sample_seed, u_solve, u_kind, u_site)
-        trailer = int(u_trailer * len(TRAILERS))
+        if not answers.trailers:  # the kind has no stop sequences: the answer ends the sequence
+            key = (problem.task_id, kind, index)
+            return SyntheticSample(key, kind, self._tokens(key, body), 0, eos=True)
+        trailer = int(u_trailer * len(answers.trailers))
         key = (problem.task_id, kind, index, trailer)
         head = self._heads.get(key)
         if head is None:
@@ -117,7 +122,7 @@ class SyntheticModel:
             head = self._tokens((problem.task_id, kind, index), body)
             head += self._tokens(
                 (problem.task_id, trailer),
-                TRAILERS[trailer].format(call=answers.call, entry=problem.entry_point),
+                answers.trailers[trailer].format(call=answers.call, entry=_entry(problem)),
             )
             self._heads[key] = head
         return SyntheticSample(key, kind, head, filler_start=0)
@@ -130,7 +135,7 @@ class SyntheticModel:
         if sample_seed is None:  # greedy: the canonical answer iff the model mostly gets it right
             u_solve = 0.0 if answers.rate >= 0.5 else 1.0
         if u_solve < answers.rate or not answers.mutants:
-            return "canonical", 0, problem.canonical_solution or ""
+            return "canonical", 0, self._references[problem.task_id]
         kind = _pick_kind(answers.mutants, u_kind)
         same_kind = [m for m in answers.mutants if m.kind == kind]
         index = int(u_site * len(same_kind))
@@ -139,18 +144,19 @@ class SyntheticModel:
     # -- chat ------------------------------------------------------------------------------------
 
     def chat_problem(self, messages: Sequence[instruct.Message]) -> Problem | None:
-        """The HumanEval problem in the last user message: in a ```python block or bare."""
+        """The problem of the last user message: as its kind's chat form writes it, or (a
+        HumanEval-shaped prompt) its code in a ```python block or bare."""
         content = instruct.last_user_content(messages)
         if content is None:
             return None
-        found = self._found.get(content, False)
-        if found is False:
-            found = next(
-                (p for c in instruct.code_candidates(content) if (p := self._by_code.get(c.strip()))), None
-            )
-            if len(self._found) >= 4096:
-                self._found.clear()
-            self._found[content] = found
+        if content in self._found:
+            return self._found[content]
+        found = self._by_user.get(content) or next(
+            (p for c in instruct.code_candidates(content) if (p := self._by_code.get(c.strip()))), None
+        )
+        if len(self._found) >= 4096:
+            self._found.clear()
+        self._found[content] = found
         return found
 
     def chat_sample(self, messages: Sequence[instruct.Message], sample_seed: int | None) -> SyntheticSample:
@@ -162,23 +168,27 @@ class SyntheticModel:
             u_start, u_count, _, _ = _uniforms(self.seed, "chat\0" + subject, sample_seed)
             start = int(u_start * instruct.GENERIC_STARTS)
             count = instruct.GENERIC_COUNTS[int(u_count * len(instruct.GENERIC_COUNTS))]
-            key = ("chat-generic", start, count)
+            key: tuple = ("chat-generic", start, count)
             text = instruct.generic_answer(start, count)
             return SyntheticSample(key, "generic", self._tokens(key, text), 0, eos=True)
+        if problem.task_id not in self._references:
+            key = ("chat-placeholder", problem.task_id)
+            text = instruct.NO_REFERENCE + instruct.FENCE_OPEN + PLACEHOLDER + instruct.FENCE_CLOSE
+            return SyntheticSample(key, "placeholder", self._tokens(key, text), 0, eos=True)
         answers = self._answers_for(problem)
         u_solve, u_kind, u_site, _ = _uniforms(self.seed, problem.task_id, sample_seed)
         kind, index, body = self._answer(answers, sample_seed, u_solve, u_kind, u_site)
         u_intro, u_form, u_outro, _ = _uniforms(self.seed, "chat\0" + problem.task_id, sample_seed)
-        form = instruct.pick_form(u_form)
+        task = problem.task_id
+        prefixes = self._prefixes_for(problem)
+        # A prompt that opens the function (HumanEval's shape) is answered in one of FORMS; any
+        # other in the one form its kind takes back (chat_prefixes).
+        form = instruct.pick_form(u_form) if "function" in prefixes else next(iter(prefixes))
         i_intro, i_outro = int(u_intro * len(instruct.INTROS)), int(u_outro * len(instruct.OUTROS))
         key = ("chat", problem.task_id, kind, index, form, i_intro, i_outro)
-        task = problem.task_id
-        prefixes = self._prefixes.get(task)
-        if prefixes is None:
-            prefixes = self._prefixes[task] = instruct.function_prefixes(problem.prompt, problem.entry_point)
         close = instruct.FENCE_CLOSE if body.endswith("\n") else "\n" + instruct.FENCE_CLOSE
         # Not cached whole (too many combinations): joining the cached pieces takes a microsecond.
-        intro = instruct.intro(i_intro, problem.entry_point) + instruct.FENCE_OPEN
+        intro = instruct.intro(i_intro, _entry(problem)) + instruct.FENCE_OPEN
         head = (
             self._tokens(("chat-intro", task, i_intro), intro)
             + self._tokens(("chat-prefix", task, form), prefixes.get(form, prefixes["whole_prompt"]))
@@ -186,6 +196,17 @@ class SyntheticModel:
             + self._tokens(("chat-outro", close, i_outro), close + instruct.outro(i_outro))
         )
         return SyntheticSample(key, kind, head, 0, eos=True)
+
+    def _prefixes_for(self, problem: Problem) -> dict[str, str]:
+        prefixes = self._prefixes.get(problem.task_id)
+        if prefixes is None:
+            prefixes = instruct.function_prefixes(problem.prompt, _entry(problem))
+            if "function" not in prefixes:
+                whole = kinds.answer_is_whole_code(problem, self._references[problem.task_id])
+                first = "body_only" if whole else "whole_prompt"  # the form used: the dict's first
+                prefixes = {first: prefixes[first], "whole_prompt": prefixes["whole_prompt"]}
+            self._prefixes[problem.task_id] = prefixes
+        return prefixes
 
     def _tokens(self, key: tuple, text: str) -> tuple[str, ...]:
         tokens = self._pieces.get(key)
@@ -211,9 +232,10 @@ class SyntheticModel:
     def _answers_for(self, problem: Problem) -> _Answers:
         answers = self._answers.get(problem.task_id)
         if answers is None:
-            found = mutants(problem.prompt, problem.canonical_solution or "", problem.entry_point)
+            found = mutants(problem.prompt, self._references[problem.task_id], _entry(problem))
             call = _example_call(problem)
-            answers = _Answers(problem, self._rates[problem.task_id], found, call)
+            rate = self._rates[problem.task_id]
+            answers = _Answers(problem, rate, found, call, kinds.trailers(problem))
             self._answers[problem.task_id] = answers
         return answers
 
@@ -254,5 +276,10 @@ def _pick_kind(found: Sequence[Mutant], u: float) -> str:
 
 def _example_call(problem: Problem) -> str:
     """The first doctest-style call of the entry point in the prompt, else a bare call."""
-    match = re.search(rf">>>\s*({re.escape(problem.entry_point)}\(.*\))\s*$", problem.prompt, re.MULTILINE)
-    return match.group(1) if match else f"{problem.entry_point}()"
+    match = re.search(rf">>>\s*({re.escape(_entry(problem))}\(.*\))\s*$", problem.prompt, re.MULTILINE)
+    return match.group(1) if match else f"{_entry(problem)}()"
+
+
+# A payload's entry point (HumanEval, MBPP, call-based); a whole program has none.
+def _entry(problem: Problem) -> str:
+    return problem.payload.get("entry_point") or ""

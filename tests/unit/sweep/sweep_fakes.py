@@ -12,8 +12,8 @@ from prometheus_client import CollectorRegistry
 
 from engine.config import Scheduling
 from engine.errors import HTTPStatusError, IgnoredNError, StreamError
+from engine.fleet.state import ServerState
 from engine.records import Problem, Sample
-from engine.scheduler import ServerState
 from engine.store import StoredVerdict
 from engine.sweep.plan import Request
 from engine.sweep.stream import Sampling
@@ -128,11 +128,11 @@ class FakeFleet:
 
     def mark_down(self, server: ServerState) -> None:
         self.marked_down += 1
-        server.up = False
+        server.set_up(False)
         asyncio.get_running_loop().call_soon(self._back_up, server)
 
     def _back_up(self, server: ServerState) -> None:
-        server.up = True
+        server.set_up(True)
         self.changed.set()
 
     async def watch(self) -> None:
@@ -172,7 +172,7 @@ class MemoryStore:
 
 
 def problems(count: int) -> list[Problem]:
-    return [Problem(f"T/{i}", "def f():\n", "", "f") for i in range(count)]
+    return [Problem(f"T/{i}", "def f():\n") for i in range(count)]  # never judged: a fake verifier
 
 
 def make_sweep(

@@ -1,0 +1,79 @@
+"""Which jail gets the next program. The choice is a plain function (`choose`); `Places` only
+waits, in asyncio, until there is one.
+
+A jail takes up to its `depth` programs at once (pipelined, see worker.py): the one it runs and
+the next, waiting in its stdin. The next program goes to the least loaded jail, so that a
+program queues behind another only when every jail is busy; among equally loaded jails, to the
+one whose current program started last. A jail whose program has run for QUEUE_BEHIND_S already
+takes no second one: that program is probably a loop that will meet its time limit (HumanEval
+programs take milliseconds), and nothing should wait behind it; the next program then waits for
+a jail to come free instead. Stand-ins for jails that could not
+be restarted (BrokenWorker: every program an infrastructure error at once) come last.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import Protocol, TypeVar
+
+QUEUE_BEHIND_S = 0.25
+
+
+class Place(Protocol):
+    @property
+    def depth(self) -> int: ...
+    @property
+    def in_flight(self) -> int: ...
+    @property
+    def head_started(self) -> float: ...  # monotonic start of the program it runs now; 0 if none
+
+
+P = TypeVar("P", bound=Place)
+T = TypeVar("T")
+
+
+def choose(candidates: Iterable[P], broken: Iterable[P] = (), now: float = 0.0) -> P | None:
+    """The jail for the next program among those taking work, or None if every one is full
+    (`now`: monotonic time, to see how long each jail's current program has run)."""
+    best: P | None = None
+    best_key: tuple[int, float] | None = None
+    for worker in candidates:
+        if worker.in_flight >= worker.depth:
+            continue
+        if worker.in_flight and now - worker.head_started > QUEUE_BEHIND_S:
+            continue
+        key = (worker.in_flight, -worker.head_started)
+        if best_key is None or key < best_key:
+            best, best_key = worker, key
+    if best is None:
+        best = next(iter(broken), None)
+    return best
+
+
+class Places:
+    """Waiting for a free place: `take(pick)` returns pick()'s first non-None answer, waking
+    (FIFO) when `freed()` says a place may have opened."""
+
+    def __init__(self) -> None:
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    async def take(self, pick: Callable[[], T | None]) -> T:
+        while (chosen := pick()) is None:
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled():
+                    self.freed()  # woken and cancelled at once: pass the place on
+                raise
+        return chosen
+
+    def freed(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
