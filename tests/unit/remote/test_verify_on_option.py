@@ -21,7 +21,8 @@ def samples(tmp_path):
     problem = load_problems(limit=1)[0]
     path = tmp_path / "samples.jsonl"
     path.write_bytes(
-        orjson.dumps({"task_id": problem.task_id, "completion": problem.payload["canonical_solution"]}) + b"\n"
+        orjson.dumps({"task_id": problem.task_id, "completion": problem.payload["canonical_solution"]})
+        + b"\n"
     )
     return path
 
