@@ -10,9 +10,10 @@ every client, and the client's CPU is measured alone (time.process_time in this 
     openai   the `openai` package's AsyncOpenAI, `async for chunk in stream` (pip install -e '.[bench]')
     aiohttp  aiohttp + json.loads per line, as vLLM's own benchmark client does
              (benchmarks/backend_request_func.py: iterate lines, strip, drop "data: ", json.loads)
-    engine   the engine's real request path: `Sweep._request` from engine/runner.py, i.e.
-             engine.client.stream_completion + SSEParser + StreamAssembler, each finished choice
-             made a Sample, staged in a Store and queued, Prometheus metrics on a fresh registry
+    engine   the engine's real request path: the sweep's Generator and StreamingClient
+             (engine/sweep/generate.py, stream.py), i.e. engine.client.stream_completion +
+             SSEParser + StreamAssembler, each finished choice made a Sample, staged in a Store
+             and handed on, Prometheus metrics on a fresh registry
 
 The clients take turns over --rounds rounds (the order rotates), each round being --requests
 concurrent requests; the medians are printed with the ratios.
@@ -21,8 +22,9 @@ concurrent requests; the medians are printed with the ratios.
     .venv/bin/python bench/stream.py --clients engine aiohttp --rounds 5
     .venv/bin/python bench/stream.py --clients engine --baseline 513a15f   # before/after, same run
 
---baseline REV adds the client "engine@REV": the same request path with the whole `engine`
-package as it was at git revision REV (loaded as `engine_baseline`, so layouts may differ).
+--baseline REV adds the client "engine@REV": the same request path with the whole `engine` and
+`metrics` packages as they were at git revision REV (loaded as `engine_baseline` and
+`metrics_baseline`, so layouts may differ: before or after the sweep's split, the task seam).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import asyncio
 import email.utils
 import gc
 import importlib
-import io
+import importlib.util
 import json
 import re
 import shutil
@@ -40,7 +42,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -256,17 +257,17 @@ class AiohttpJsonClient:
 
 
 class EngineClient:
-    """The engine's own request path: Sweep._request, on a Sweep of one server, fresh metrics."""
+    """The engine's own request path on one server with fresh metrics: the sweep's Generator
+    and StreamingClient (engine/sweep/), or `Sweep._request` for a revision from before the
+    sweep was split (engine/runner.py). `package` is "engine" or a baseline's copy of it."""
 
     def __init__(self, url: str, n: int, tokens: int, package: str = "engine"):
         from prometheus_client import CollectorRegistry
 
         from engine.tasks import TASKS  # the verifier is unused by the request path: any task
-        from metrics.exporter import EngineMetrics
-        from metrics.running import RunningPassAtK
         from sandbox.verifier import Verifier
 
-        def load(*names: str):  # the first of these modules the package has (its layout changes)
+        def load(*names: str, package: str = package):  # the first module the package has (layouts change)
             for name in names:
                 try:
                     return importlib.import_module(f"{package}.{name}")
@@ -274,54 +275,75 @@ class EngineClient:
                     continue
             raise ModuleNotFoundError(f"{package} has none of {names}")
 
-        runner = load("runner")
-        Problem, Store = load("records").Problem, load("store").Store  # noqa: N806
-        Fleet, Scheduling = load("fleet.probes", "servers").Fleet, load("config").Scheduling  # noqa: N806
-        self.Request = load("scheduler").Request
-        try:  # the task seam (engine/tasks/), or a baseline from before it
-            humaneval = load("tasks.humaneval")
-            stop, problem = humaneval.HumanEval().stop, humaneval.problem("bench/0", PROMPT, "", "add")
-        except ModuleNotFoundError:
-            stop, problem = runner.HUMANEVAL_STOP, Problem("bench/0", PROMPT, "", "add")
-        Sampling, Sweep = runner.Sampling, runner.Sweep  # noqa: N806
+        metrics_package = package.replace("engine", "metrics")
+        EngineMetrics = load("exporter", package=metrics_package).EngineMetrics  # noqa: N806
+        running = load("running", package=metrics_package).RunningPassAtK()
+
+        Scheduling, Problem = load("config").Scheduling, load("records").Problem  # noqa: N806
         self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300))
         self.tmp = tempfile.mkdtemp(prefix="bench-stream-")
-        self.store = Store.open(self.tmp)
-        running = RunningPassAtK()
-        self.sweep = Sweep(
-            problems=[],
-            fleet=Fleet([url], self.session, 1 << 20),
-            session=self.session,
-            store=self.store,
-            sandbox=None,
-            verifier=Verifier(None, [], programs=TASKS["humaneval"], dedup=False),
-            workers=0,  # type: ignore[arg-type]
-            metrics=EngineMetrics(CollectorRegistry(), running),
-            running=running,
-            sampling=Sampling(model=MODEL, dataset="bench", max_tokens=tokens, stop=stop),
-            samples=n,
-            options=Scheduling(),
-        )
-        self.problem = problem
+        self.store = load("store").Store.open(self.tmp)
+        self.fleet = load("fleet.probes", "servers").Fleet([url], self.session, 1 << 20)
+        metrics = EngineMetrics(CollectorRegistry(), running)
+        try:  # the task seam (engine/tasks/), or a baseline from before it
+            humaneval = load("tasks.humaneval")
+            stop, self.problem = humaneval.HumanEval().stop, humaneval.problem("bench/0", PROMPT, "", "add")
+        except ModuleNotFoundError:
+            stop, self.problem = load("runner").HUMANEVAL_STOP, Problem("bench/0", PROMPT, "", "add")
         self.n = n
         self.next_start = 0
+        self.finished: list = []  # what verification would take
+        if importlib.util.find_spec(f"{package}.sweep") is not None:
+            self.Request = load("sweep.plan").Request
+            sampling = load("sweep.stream").Sampling(
+                model=MODEL, dataset="bench", max_tokens=tokens, stop=stop
+            )
+            self.generator = load("sweep.generate").Generator(
+                fleet=self.fleet,
+                client=load("sweep.stream").StreamingClient(self.session, sampling, Scheduling()),
+                admission=load("sweep.admission").Admission(1 << 30),
+                store=self.store,
+                metrics=metrics,
+                deliver=self.finished.append,
+                crash=_raise,
+                request_n=n,
+                retries=0,
+            )
+        else:  # a revision with engine/runner.py
+            runner = load("runner")
+            self.Request = load("scheduler").Request
+            self.generator = _OldSweep(
+                runner.Sweep(
+                    problems=[],
+                    fleet=self.fleet,
+                    session=self.session,
+                    store=self.store,
+                    sandbox=None,
+                    verifier=Verifier(None, [], programs=TASKS["humaneval"], dedup=False),
+                    workers=0,
+                    metrics=metrics,
+                    running=running,
+                    sampling=runner.Sampling(model=MODEL, dataset="bench", max_tokens=tokens, stop=stop),
+                    samples=n,
+                    options=Scheduling(),
+                )
+            )
 
     async def round(self, requests: int) -> int:
-        Request = self.Request  # noqa: N806
-        server = self.sweep.fleet.servers[0]
-        before = self.sweep.stats.tokens
+        server = self.fleet.servers[0]
+        before = self.generator.tokens
         for _ in range(requests):
-            self.sweep._start(server, Request(self.problem, self.next_start, self.n))
+            self.generator.start(server, self.Request(self.problem, self.next_start, self.n))
             self.next_start += self.n
-        await asyncio.gather(*list(self.sweep._inflight))
-        return self.sweep.stats.tokens - before
+        await asyncio.gather(*list(self.generator.inflight))
+        return self.generator.tokens - before
 
     def between_rounds(self) -> None:
         """Untimed: what the sweep's flusher and verifiers would do with the finished samples."""
         self.store.flush()
-        while not self.sweep._queue.empty():
-            self.sweep._queue.get_nowait()
-            self.sweep._queue.task_done()
+        self.finished.clear()
+        if isinstance(self.generator, _OldSweep):
+            self.generator.drain()
 
     async def close(self) -> None:
         await self.session.close()
@@ -329,19 +351,45 @@ class EngineClient:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
+class _OldSweep:
+    """A pre-split Sweep seen as a Generator (start, inflight, tokens)."""
+
+    def __init__(self, sweep):
+        self.sweep = sweep
+        self.inflight = sweep._inflight
+
+    @property
+    def tokens(self) -> int:
+        return self.sweep.stats.tokens
+
+    def start(self, server, request) -> None:
+        self.sweep._start(server, request)
+
+    def drain(self) -> None:
+        while not self.sweep._queue.empty():
+            self.sweep._queue.get_nowait()
+            self.sweep._queue.task_done()
+
+
+def _raise(exc: Exception) -> None:
+    raise exc
+
+
 def load_baseline(rev: str, into: Path) -> str:
-    """The `engine` package as of git revision `rev`, importable as `engine_baseline`."""
+    """The engine and metrics packages as of git revision `rev`, importable as `engine_baseline`
+    and `metrics_baseline` (their imports of each other rewritten), so the request path runs as
+    it was, whatever moved since."""
     repo = Path(__file__).resolve().parent.parent
     archive = subprocess.run(
-        ["git", "-C", str(repo), "archive", rev, "engine"], capture_output=True, check=True
+        ["git", "-C", str(repo), "archive", rev, "engine", "metrics"], capture_output=True, check=True
     ).stdout
-    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        tar.extractall(into)
-    package = into / "engine_baseline"
-    (into / "engine").rename(package)
-    for path in package.rglob("*.py"):
-        source = re.sub(r"(?<![\w./-])engine\.(?=[a-z_])", "engine_baseline.", path.read_text())
-        path.write_text(re.sub(r"\bfrom engine import\b", "from engine_baseline import", source))
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    for name in ("engine", "metrics"):
+        package = into / f"{name}_baseline"
+        (into / name).rename(package)
+        for source in package.rglob("*.py"):
+            text = re.sub(r"\b(from|import) (engine|metrics)\b", r"\1 \2_baseline", source.read_text())
+            source.write_text(text)
     sys.path.insert(0, str(into))
     return "engine_baseline"
 

@@ -50,7 +50,7 @@ class Scheduling:
     idle_timeout_s: float = 120.0
     request_timeout_s: float = DEFAULT_REQUEST_DEADLINE_S  # one whole response, whatever the server sends
     flush_interval_s: float = 0.5
-    policy: str = "uniform"  # or an adaptive one (engine.policies)
+    policy: str = "uniform"  # or an adaptive one (engine.sweep.policies)
     stop_after: int = 1  # until-solved: passes after which a problem stops
     startup_timeout_s: float = 300.0  # how long to wait for a fleet that is still loading
     drain_timeout_s: float = 60.0  # on the first SIGINT/SIGTERM: how long live work may finish

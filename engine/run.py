@@ -15,14 +15,16 @@ from engine.config import RunConfig, SamplingSettings
 from engine.errors import SANDBOX_ERRORS, RunConfigError, map_exceptions
 from engine.fleet.hosts import read_hosts
 from engine.fleet.probes import Fleet
-from engine.policies import samples_owed
 from engine.progress import Progress
 from engine.records import Problem
 from engine.remote import open_pool
 from engine.runlock import RunLock, keep_heartbeat
-from engine.runner import Sampling, Sweep
 from engine.store import FLAGGED, Store
 from engine.summary import RunSummary, summarize
+from engine.sweep.policies import samples_owed
+from engine.sweep.snapshot import ServerView, fleet_view
+from engine.sweep.stream import Sampling
+from engine.sweep.sweep import Sweep
 from engine.tasks import DEFAULT_KIND, Dataset, load_dataset
 from engine.tasks.hooks import flagged_references, prepare
 from metrics.exporter import EngineMetrics
@@ -87,7 +89,9 @@ async def _sweep(
     async with aiohttp.ClientSession(connector=connector, headers=cfg.headers) as session:
         fleet = Fleet(urls, session, options.max_seqs_per_server, metrics, hosts_path=cfg.servers)
         metrics.add_servers(urls)
-        live["servers"] = lambda: (sum(s.up and not s.retired for s in fleet.servers), len(fleet.servers))
+        live["servers"] = lambda: _servers_up(
+            fleet_view(fleet.servers)
+        )  # as the sweep's snapshot counts them
         previous = store.get_meta("sampling")
         requested_model = asked.model or (previous or {}).get("model")
         model = await fleet.discover(requested_model, options.startup_timeout_s)
@@ -135,7 +139,6 @@ async def _sweep(
                     fleet=fleet,
                     session=session,
                     store=store,
-                    sandbox=sandbox,
                     verifier=verifier,
                     workers=sandbox.capacity,
                     metrics=metrics,
@@ -144,18 +147,9 @@ async def _sweep(
                     samples=samples,
                     options=options,
                 )
-                state.admission = sweep.admission
+                state.sweep = sweep  # the metrics and the page read its snapshot from now on
                 state.jails = sandbox.jails
-                state.draining = lambda: sweep.stopped
-                verified = sum(n for n, _ in store.pass_counts().values())
-                progress = Progress(
-                    len(problems) * samples,
-                    verified,
-                    sweep.status,
-                    cfg.output.progress,
-                    servers=live["servers"],
-                )
-                sweep.progress = progress
+                progress = Progress(sweep.snapshot, cfg.output.progress)
                 log.info(
                     "sweep: %d problems x %d samples of %s on %d servers -> %s",
                     len(problems),
@@ -171,7 +165,7 @@ async def _sweep(
                 finally:
                     refreshing.cancel()
                     progress.close()
-            state.phase = "stopped" if sweep.stopped else "finished"
+            state.phase = sweep.snapshot().state  # finished or stopped, shown at the next scrape
             if server is not None:  # let Prometheus record the end, not a vanished engine
                 await server.next_scrape(cfg.output.final_scrape_timeout_s)
         finally:
@@ -251,6 +245,10 @@ def _sweep_state(
         running=running,
         store_path=store.path,
     )
+
+
+def _servers_up(fleet: tuple[ServerView, ...]) -> tuple[int, int]:
+    return sum(s.up for s in fleet), len(fleet)
 
 
 def exit_status(summary: RunSummary) -> int:

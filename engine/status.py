@@ -6,9 +6,9 @@ import os
 import socket
 import time
 
-from engine.progress import STALL_AFTER_S
 from engine.store import FLAGGED, Store
 from engine.summary import StatusSummary, flagged_line, pass_at_k_columns, verdict_columns
+from engine.sweep.snapshot import STALL_AFTER_S
 
 RATE_WINDOW_S = 60.0
 ALIVE_AFTER_S = 10.0  # a heartbeat older than this means nobody is running the sweep

@@ -21,7 +21,7 @@ import orjson
 
 from engine.config import SandboxSettings
 from engine.errors import SANDBOX_ERRORS, InputError, map_exceptions
-from engine.progress import Progress
+from engine.progress import Progress, Tally
 from engine.records import Problem
 from engine.remote import open_pool
 from engine.runlock import RunLock, keep_heartbeat
@@ -169,7 +169,8 @@ async def _verify_all(
 ) -> int:
     """Open the sandboxes, preflight, and verify every (key, problem, completion) job, calling
     `record(key, outcome)` as each verdict arrives; the number of verdicts reused by dedup."""
-    bar = Progress(len(jobs), 0, enabled=progress)
+    tally = Tally(len(jobs))
+    bar = Progress(tally.snapshot, enabled=progress)
     pending = iter(jobs)
     async with open_pool(settings) as pool:
         verifier = Verifier(
@@ -186,7 +187,7 @@ async def _verify_all(
         async def worker() -> None:
             for key, problem, completion in pending:
                 record(key, await verifier.verify(problem, completion))
-                bar.advance()
+                tally.advance()
 
         refreshing = asyncio.create_task(bar.refresh_forever())
         try:

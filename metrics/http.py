@@ -134,9 +134,10 @@ class MetricsServer:
 
 
 async def serve_metrics(
-    registry: CollectorRegistry, host: str, port: int, run_id: str = "", page: PageData | None = None
+    registry: CollectorRegistry, host: str, port: int, run_id: str | None = "", page: PageData | None = None
 ) -> tuple[MetricsServer, int]:
-    """Start the endpoint; returns the server (call `cleanup()`) and the bound port. Without a
-    run_id the series go out as the registry has them; without a page, / is not served."""
+    """Start the endpoint; returns the server (call `cleanup()`) and the bound port. With run_id
+    "" the series go out as the registry has them, with None none until `label()`; without a
+    page, / is not served."""
     server = MetricsServer(registry, run_id, page)
     return server, await server.start(host, port)

@@ -15,8 +15,9 @@ from collections import deque
 import orjson
 
 from engine.status import RATE_WINDOW_S
+from engine.sweep.snapshot import STALL_AFTER_S, Snapshot
 from metrics.exporter import EngineMetrics
-from metrics.sweep_state import STALL_AFTER_S, SweepState
+from metrics.sweep_state import SweepState
 
 LIST_LENGTH = 10  # rows in each problem list
 UNSOLVED_SHOWN = 50
@@ -65,32 +66,36 @@ class PageData:
 
     def _build(self) -> dict:
         state = self._state
+        figures = state.figures()
+        live = state.live()  # the snapshot behind these figures: one reading for the whole page
         counts = state.running.counts()
         wanted = {t: counts.get(t, (0, 0)) for t in state.problems}
         return {
             "now": time.time(),
             "run_id": state.run_id,
             "info": state.info,
-            **state.figures(),
+            **figures,
             "samples_per_problem": state.samples,
             "stall_after_s": STALL_AFTER_S,
-            "queue_depth": _value(self._metrics.queue_depth),
-            "tokens": self._tokens(),
+            "queue_depth": live.queue_depth if live else _value(self._metrics.queue_depth),
+            "tokens": live.tokens if live else self._tokens(),
             "pass_at_k": {str(k): v for k, v in state.running.scores().items()},
-            "servers": self._servers(),
+            "servers": self._servers(live),
             "jails": state.jails(),
             "dedup_hits": _value(self._metrics.verify_dedup),
             "unsolved": [t for t, (_, c) in wanted.items() if c == 0][:UNSOLVED_SHOWN],
             "unsolved_count": sum(1 for _, c in wanted.values() if c == 0),
             "most_failing": _most_failing(wanted),
-            **self._with_eta(self._from_store()),
+            **self._with_eta(self._from_store(), figures, live),
         }
 
-    def _stall(self, stored: dict) -> dict:
-        """No progress as `engine status` counts it: since the latest verdict, or since the running
-        process started (its heartbeat) if that is later; stalled after STALL_AFTER_S while running
-        with work left."""
-        figures = self._state.figures()
+    def _stall(self, stored: dict, figures: dict, live: Snapshot | None) -> dict:
+        """No progress as the sweep's snapshot counts it; with no sweep running here, as `engine
+        status` counts it: since the latest verdict in the store, or since the running process
+        started (its heartbeat) if that is later, stalled after STALL_AFTER_S while running with
+        work left."""
+        if live is not None:
+            return {"no_progress_s": live.no_progress_s, "stalled": live.stalled}
         since = max(figures["last_progress"], stored.get("started") or 0.0)
         idle = round(max(0.0, time.time() - since), 1) if since else None
         stalled = (
@@ -101,13 +106,13 @@ class PageData:
         )
         return {"no_progress_s": idle, "stalled": stalled}
 
-    def _with_eta(self, stored: dict) -> dict:
+    def _with_eta(self, stored: dict, figures: dict, live: Snapshot | None) -> dict:
         """The rate and ETA of `engine status`: verdicts of the last minute, from the store."""
-        stored = {**stored, **self._stall(stored)}
+        stored = {**stored, **self._stall(stored, figures, live)}
         stored.pop("started", None)
         recent = stored.pop("recent")
         rate = None if recent is None else recent / RATE_WINDOW_S
-        remaining = self._state.figures()["remaining"]
+        remaining = figures["remaining"]
         return {
             **stored,
             "rate_per_s": rate,
@@ -117,20 +122,27 @@ class PageData:
     def _tokens(self) -> float:
         return sum(_by_label(self._metrics.generated_tokens, "server").values())
 
-    def _servers(self) -> list[dict]:
-        up = _by_label(self._metrics.server_up, "server")
-        inflight = _by_label(self._metrics.inflight_requests, "server")
+    def _servers(self, live: Snapshot | None) -> list[dict]:
+        """Each server: up and in flight from the sweep's snapshot (from the gauges when no sweep
+        runs here), its tokens and errors from the counters."""
         tokens = _by_label(self._metrics.generated_tokens, "server")
         errors = _by_label(self._metrics.generation_errors, "server")
+        if live is not None:
+            fleet = {s.url: (s.up, s.inflight) for s in live.fleet}
+        else:
+            up = _by_label(self._metrics.server_up, "server")
+            inflight = _by_label(self._metrics.inflight_requests, "server")
+            urls = up.keys() | inflight.keys() | tokens.keys()
+            fleet = {url: (bool(up.get(url)), int(inflight.get(url, 0))) for url in urls}
         return [
             {
                 "url": url,
-                "up": bool(up.get(url)),
-                "inflight": inflight.get(url, 0),
+                "up": up_now,
+                "inflight": inflight_now,
                 "tokens": tokens.get(url, 0),
                 "errors": errors.get(url, 0),
             }
-            for url in sorted(up.keys() | inflight.keys() | tokens.keys())
+            for url, (up_now, inflight_now) in sorted(fleet.items())
         ]
 
     def _store_is_stale(self) -> bool:
@@ -138,9 +150,10 @@ class PageData:
         return self._stored is None or time.monotonic() - self._stored[0] >= max_age
 
     def _from_store(self) -> dict:
-        if self._stored is None or self._store_is_stale():
-            self._stored = (time.monotonic(), self._read_store())
-        return self._stored[1]
+        stored = self._stored
+        if stored is None or self._store_is_stale():
+            stored = self._stored = (time.monotonic(), self._read_store())
+        return stored[1]
 
     def _read_store(self) -> dict:
         try:

@@ -1,6 +1,7 @@
 """Where a sweep stands, for Prometheus and the live page: read at scrape time from the running
-counts (seeded from the store on resume) and from the store itself, so the figures survive
-resumes where the engine's counters restart at zero.
+sweep's `Snapshot` (engine/sweep/snapshot.py: the same facts the progress line shows; before
+the sweep starts, from the running counts seeded from the store) and from the store itself, so
+the figures survive resumes where the engine's counters restart at zero.
 
 The store is read through a connection of its own, read-only (SQLite's WAL lets it read while
 the sweep writes), and at most once per `max_age_s`: the page polls and Prometheus scrapes, the
@@ -14,19 +15,19 @@ import json
 import sqlite3
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
 from prometheus_client.core import GaugeMetricFamily
 
+from engine.sweep.snapshot import Snapshot, progress_of
 from metrics.running import RunningPassAtK
 from sandbox.verdicts import Verdict
 
 STATES = ("running", "draining", "finished", "stopped")
 JAIL_ROLES = ("verify", "confirm")  # sandbox/forkserver/backend.py: ForkServerBackend.jail_counts
 JAIL_STATES = ("busy", "idle", "restarting", "broken")
-STALL_AFTER_S = (
-    10.0  # running without a verdict for this long: stalled (the live page, the progress line, status)
-)
 INFRA_ERROR = Verdict.infra_error.value  # the sandbox failed: not a verdict
 _STORED = (
     "generation_failures",
@@ -48,9 +49,13 @@ def sampling_hash(sampling: dict) -> str:
     return hashlib.sha256(json.dumps(sampling, sort_keys=True).encode()).hexdigest()[:12]
 
 
+class LiveSweep(Protocol):
+    def snapshot(self) -> Snapshot: ...
+
+
 class SweepState:
-    """The figures of one sweep. `phase`, `draining`, `admission` and `jails` are set by whoever
-    runs it."""
+    """The figures of one sweep: its identity, what its store holds, and, while it runs, the
+    live figures of its `Snapshot`. `phase`, `sweep` and `jails` are set by whoever runs it."""
 
     def __init__(
         self,
@@ -69,9 +74,9 @@ class SweepState:
         self.samples = samples
         self.running = running
         self._phase = "running"
-        self.draining = lambda: False  # whether a stop was asked for while running
-        self.admission = None  # the sweep's Admission: queue slots held and their capacity
-        self.jails = dict  # () -> {role: {state: jails}}: the SandboxPool's `jails`, read live
+        self.sweep: LiveSweep | None = None  # the running sweep, read through its snapshot
+        self._live: Snapshot | None = None
+        self.jails: Callable[[], dict[str, dict[str, int]]] = dict  # the SandboxPool's `jails`, read live
         self._store_path = store_path
         self._db: sqlite3.Connection | None = None
         self._max_age_s = max_age_s
@@ -100,23 +105,40 @@ class SweepState:
         now = time.monotonic()
         if self._cached is not None and now - self._cached[0] < self._max_age_s:
             return self._cached[1]
-        counts = self.running.counts()
-        wanted = [counts.get(t, (0, 0)) for t in self.problems]
-        verified = sum(n for n, _ in wanted)
-        stored = self._from_store()
-        figures = {
-            "state": "draining" if self._phase == "running" and self.draining() else self._phase,
-            "target": self.target,
-            "verified": verified,
-            "remaining": max(0, self.target - verified),
-            "problems": len(self.problems),
-            "solved": sum(1 for _, c in wanted if c > 0),
-            "queue_held": self.admission.reserved if self.admission else 0,
-            "queue_capacity": self.admission.capacity if self.admission else 0,
-            **stored,
-        }
+        self._live = self.sweep.snapshot() if self.sweep is not None else None
+        figures = {**self._progress(self._live), **self._from_store()}
         self._cached = (now, figures)
         return figures
+
+    def live(self) -> Snapshot | None:
+        """The sweep's snapshot behind the latest figures() (None before a sweep runs)."""
+        return self._live
+
+    def _progress(self, snap: Snapshot | None) -> dict:
+        """The live figures: the sweep's snapshot while one runs; before, what the running
+        counts (seeded from the store) say."""
+        if snap is None:
+            verified, solved = progress_of(self.running.counts(), self.problems)
+            return {
+                "state": self._phase,
+                "target": self.target,
+                "problems": len(self.problems),
+                "verified": verified,
+                "remaining": max(0, self.target - verified),
+                "solved": solved,
+                "queue_held": 0,
+                "queue_capacity": 0,
+            }
+        return {
+            "state": snap.state,
+            "target": snap.target,
+            "problems": snap.problems,
+            "verified": snap.verified,
+            "remaining": snap.remaining,
+            "solved": snap.solved,
+            "queue_held": snap.queue_held,
+            "queue_capacity": snap.queue_capacity,
+        }
 
     def _from_store(self) -> dict:
         try:

@@ -7,7 +7,7 @@ nodes' own sandbox pools (engine/remote/node.py), one actor per node.
         outcome = await pool.run(program)
 
 Only program runs cross the cluster: the engine keeps dedup, calibration, admission and the
-store (sandbox.verifier.Verifier and engine.runner.Sweep over this pool, as over a local one),
+store (sandbox.verifier.Verifier and engine.sweep.sweep.Sweep over this pool, as over a local one),
 and every program carries its limits. An actor is placed on its node by a hard
 NodeAffinitySchedulingStrategy and asks no CPU of Ray (num_cpus=0): its jails use the CPUs the
 node declares (`ray start --num-cpus`), two sandboxes per CPU unless --workers says how many.

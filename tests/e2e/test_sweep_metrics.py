@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import time
+from dataclasses import replace
 
 import aiohttp
 import orjson
@@ -19,6 +20,7 @@ from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from engine.config import Output, RunConfig, SamplingSettings, SandboxSettings, Scheduling
+from engine.progress import Tally
 from engine.records import Sample
 from engine.run import run_sweep
 from engine.store import Store, StoredVerdict
@@ -103,13 +105,21 @@ def test_sweep_gauges_match_the_store(tmp_path_factory, table, extra, failures, 
 
 
 def test_draining_while_running_then_stopped(tmp_path):
+    """Invariant: while a sweep is attached, engine_sweep_state is its snapshot's state."""
     state, registry, store = _state(tmp_path, [["passed"]], 2)
-    stopping = False
-    state.draining = lambda: stopping
+
+    class Live:  # a sweep as the state reads it: through its snapshot
+        state = "running"
+
+        def snapshot(self):
+            return replace(tally.snapshot(), state=self.state)
+
+    tally, live = Tally(2, 1), Live()
+    state.sweep = live
     assert registry.get_sample_value("engine_sweep_state", {"state": "running"}) == 1
-    stopping = True
+    live.state = "draining"
     assert registry.get_sample_value("engine_sweep_state", {"state": "draining"}) == 1
-    state.phase = "stopped"
+    live.state = "stopped"
     assert registry.get_sample_value("engine_sweep_state", {"state": "stopped"}) == 1
     state.close()
     store.close()
@@ -380,7 +390,7 @@ def test_the_page_and_engine_status_agree_on_one_store_during_an_outage(tmp_path
 
     from test_prometheus_live import free_port
 
-    from metrics.sweep_state import STALL_AFTER_S
+    from engine.sweep.snapshot import STALL_AFTER_S
 
     port, out = free_port(), tmp_path / "run"
 

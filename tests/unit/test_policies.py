@@ -4,8 +4,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.policies import AdaptivePlan
 from engine.records import Problem
+from engine.sweep.policies import AdaptivePlan
 
 P = [Problem(f"T/{i}", "p") for i in range(3)]
 
@@ -121,6 +121,6 @@ def test_adaptive_plan_skips_generated_samples_and_counts_them_as_issued():
     ],
 )
 def test_samples_owed_at_the_end_of_a_run(policy, n, c, owed):
-    from engine.policies import samples_owed
+    from engine.sweep.policies import samples_owed
 
     assert samples_owed(policy, 10, 1, n, c) == owed

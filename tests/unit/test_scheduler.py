@@ -1,12 +1,7 @@
 from engine.fleet.state import ServerState, next_reopening, pick_server
 from engine.records import Problem
-from engine.scheduler import (
-    Admission,
-    backoff_seconds,
-    contiguous_runs,
-    plan_requests,
-    problem_seed,
-)
+from engine.sweep.admission import Admission
+from engine.sweep.plan import backoff_seconds, contiguous_runs, plan_requests, problem_seed
 
 P = [Problem(f"T/{i}", "p") for i in range(3)]
 
@@ -30,7 +25,7 @@ def test_plan_requests_skips_generated_samples_and_is_lazy():
 def test_admission_bounds_reserved_slots():
     a = Admission(100)
     assert a.can_admit(64)
-    a.reserve(64)
+    a.admit(64)
     assert not a.can_admit(64) and a.can_admit(36)
     a.release(30)
     assert a.can_admit(64)
@@ -96,7 +91,7 @@ def test_backoff_grows_and_is_capped():
 
 def test_a_server_that_ignores_n_takes_one_sample_of_a_request_and_leaves_the_rest():
     """Invariant: the part taken and the rest cover the request's samples exactly, in order."""
-    from engine.scheduler import Request, take_for
+    from engine.sweep.plan import Request, take_for
 
     problem = Problem("t", "p")
     for n in (1, 2, 64):

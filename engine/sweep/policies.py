@@ -1,12 +1,12 @@
 """Sampling policies beyond uniform: which request to make next, decided from the verdicts so
-far. A plain synchronous iterator, like `scheduler.plan_requests`; the runner carries it out."""
+far. A plain synchronous iterator, like `plan.plan_requests`; the sweep carries it out."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
 from engine.records import Problem
-from engine.scheduler import Request, contiguous_runs
+from engine.sweep.plan import Request, contiguous_runs
 
 POLICIES = ("uniform", "until-solved", "hardest-first")
 

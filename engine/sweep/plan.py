@@ -1,13 +1,14 @@
-"""Scheduling decisions as plain synchronous functions: what to request and whether to admit
-it (which server gets it: `engine.fleet.state`). The async runner only carries them out."""
+"""Planning requests, as plain synchronous code: which samples to ask for, in which requests, with
+which seeds, and when a failed request's samples are asked for again. No I/O, no event loop."""
 
 from __future__ import annotations
 
 import hashlib
+import heapq
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
+from typing import Protocol
 
-from engine.fleet.state import ServerState
 from engine.records import Problem
 
 
@@ -20,6 +21,10 @@ class Request:
     n: int
     attempt: int = 0  # failures so far of these samples
     avoid: str | None = None  # the server the last attempt failed on
+
+    @property
+    def indices(self) -> range:
+        return range(self.start, self.start + self.n)
 
 
 def problem_seed(base_seed: int, task_id: str) -> int:
@@ -34,13 +39,13 @@ def contiguous_runs(indices: Iterable[int], max_n: int) -> Iterator[tuple[int, i
     """Sorted sample indices as (start, n) runs of consecutive indices, each n <= max_n."""
     start = prev = None
     for i in indices:
-        if start is not None and (i != prev + 1 or i - start >= max_n):
+        if start is not None and prev is not None and (i != prev + 1 or i - start >= max_n):
             yield start, prev - start + 1
             start = None
         if start is None:
             start = i
         prev = i
-    if start is not None:
+    if start is not None and prev is not None:
         yield start, prev - start + 1
 
 
@@ -56,7 +61,11 @@ def plan_requests(
             yield Request(problem, start, n)
 
 
-def take_for(request: Request, server: ServerState) -> tuple[Request, Request | None]:
+class TakesN(Protocol):
+    ignores_n: bool  # answers one choice whatever n asks
+
+
+def take_for(request: Request, server: TakesN) -> tuple[Request, Request | None]:
     """The part of `request` that `server` gets now, and the rest for the next server (None when
     it takes all): a server that ignores `n` gets one sample per request."""
     if not server.ignores_n or request.n == 1:
@@ -64,28 +73,47 @@ def take_for(request: Request, server: ServerState) -> tuple[Request, Request | 
     return replace(request, n=1), replace(request, start=request.start + 1, n=request.n - 1)
 
 
-class Admission:
-    """Backpressure: a request is admitted only while the bounded queue has room for every
-    sample it will produce. Slots are held from admission until a sample's verdict is in, so
-    live streams never wait on the queue and memory stays bounded."""
-
-    __slots__ = ("capacity", "reserved")
-
-    def __init__(self, capacity: int):
-        self.capacity = capacity
-        self.reserved = 0
-
-    def can_admit(self, n: int) -> bool:
-        return self.reserved + n <= self.capacity
-
-    def reserve(self, n: int) -> None:
-        self.reserved += n
-
-    def release(self, n: int = 1) -> None:
-        self.reserved -= n
-        assert self.reserved >= 0, "released more queue slots than were reserved"
-
-
 def backoff_seconds(attempt: int, jitter: float, base: float = 0.5, cap: float = 30.0) -> float:
     """Exponential backoff with full jitter in [0.5, 1.5); `jitter` is a number in [0, 1)."""
     return min(cap, base * 2**attempt) * (0.5 + jitter)
+
+
+def retry_requests(
+    request: Request, indices: list[int], attempt: int, max_n: int, avoid: str | None
+) -> list[Request]:
+    """The samples of `request` still owed (`indices`, sorted), asked for again: exactly those,
+    in runs of at most max_n."""
+    return [
+        Request(request.problem, start, n, attempt, avoid=avoid)
+        for start, n in contiguous_runs(indices, max_n)
+    ]
+
+
+class RetryQueue:
+    """Requests waiting for their retry time, earliest first (ties in the order they came)."""
+
+    __slots__ = ("_heap", "_seq")
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, Request]] = []
+        self._seq = 0
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def push(self, requests: Iterable[Request], due: float) -> None:
+        for request in requests:
+            self._seq += 1
+            heapq.heappush(self._heap, (due, self._seq, request))
+
+    def pop_due(self, now: float) -> Request | None:
+        if self._heap and self._heap[0][0] <= now:
+            return heapq.heappop(self._heap)[2]
+        return None
+
+    def next_due(self) -> float | None:
+        return self._heap[0][0] if self._heap else None
+
+    def clear(self) -> None:
+        """Forget every retry: a stopping sweep asks for them again when it resumes."""
+        self._heap.clear()
