@@ -89,11 +89,15 @@ def lcb_lines(text: str) -> list[str]:
     return [line.strip() for line in text.strip().split("\n")]
 
 
-def lcb_stdout_matches(output: str, expected: str, tolerance: float = 0.0) -> bool:
+def lcb_stdout_matches(output: str, expected: str, tolerance: float = 0.0, text_tokens: bool = False) -> bool:
     """LiveCodeBench: stripped lines pair up; a line matches when equal, or when both convert to
-    the same list of decimals. tolerance > 0: our float tolerance (an intended difference)."""
+    the same list of decimals. Our rule adds (intended differences) a float tolerance and tokens
+    equal as text (words split by runs of spaces)."""
     got, want = lcb_lines(output), lcb_lines(expected)
-    return len(got) == len(want) and all(g == w or decimals_match(g, w, tolerance) for g, w in zip(got, want))
+    return len(got) == len(want) and all(
+        g == w or (text_tokens and g.split() == w.split()) or decimals_match(g, w, tolerance)
+        for g, w in zip(got, want)
+    )
 
 
 def decimals_match(got: str, want: str, tolerance: float) -> bool:
@@ -105,30 +109,43 @@ def decimals_match(got: str, want: str, tolerance: float) -> bool:
 
 
 def close(a: Decimal, b: Decimal, tolerance: float) -> bool:
-    if tolerance == 0 or (a == a.to_integral_value() and b == b.to_integral_value()):
-        return False  # integers are always exact
+    if tolerance == 0 or all(t.as_tuple().exponent == 0 for t in (a, b)):
+        return False  # two integers (as written) are always exact
     return abs(a - b) <= Decimal(tolerance) * max(Decimal(1), abs(b))
 
 
-STDIO_TOLERATED = {"full float within tolerance"}  # LiveCodeBench has no tolerance: it fails these
+# Where LiveCodeBench fails and we pass, on purpose (README, "stdout rule")
+# (a float within the tolerance of an integer answer passes: only two integers are exact)
+STDIO_INTENDED = {"full float within tolerance", "words split by two spaces", "a float for an integer"}
+EXTRA_STDIO = {
+    "words split by two spaces": (
+        "reverse-lines",
+        "import sys\nfor line in reversed(sys.stdin.read().splitlines()):\n    print('  '.join(line.split()))\n",
+    ),
+    "a float for an integer": ("sum-of-two", "a, b = map(int, input().split())\nprint(a + b + 1e-9)\n"),
+    "one answer line too many": ("sum-of-two", "a, b = map(int, input().split())\nprint(a + b)\nprint(0)\n"),
+}
 
 
 def test_stdio_verdicts_follow_livecodebench() -> None:
     problems = problems_of("stdio")
-    cases = {name: (problems[t], c) for name, (t, c, _) in STDIO.items()}
+    table = {name: (t, c) for name, (t, c, _) in STDIO.items()} | EXTRA_STDIO
+    cases = {name: (problems[t], c) for name, (t, c) in table.items()}
     cases |= {f"reference of {p.task_id}": (p, Stdio().reference(p) or "") for p in problems.values()}
     task = Stdio(run_all=True)
     outcomes = run_in_sandbox(task, list(cases.values()))
-    tolerated = set()
+    intended = set()
     for (name, (problem, _)), outcome in zip(cases.items(), outcomes):
         expected, tolerance = problem.payload["outputs"], problem.payload["tolerance"]
         outputs = reported(outcome, len(expected))
-        ours = [o is not None and lcb_stdout_matches(o, e, tolerance) for o, e in zip(outputs, expected)]
+        ours = [
+            o is not None and lcb_stdout_matches(o, e, tolerance, True) for o, e in zip(outputs, expected)
+        ]
         theirs = [o is not None and lcb_stdout_matches(o, e) for o, e in zip(outputs, expected)]
         assert_agrees(task.judge(problem, outcome), ours)
         if ours != theirs:
-            tolerated.add(name)
-    assert tolerated == STDIO_TOLERATED
+            intended.add(name)
+    assert intended == STDIO_INTENDED
 
 
 # -- call-based: APPS / LiveCodeBench functional ------------------------------------------------
