@@ -167,6 +167,13 @@ def untag(data: list) -> Any:
     return {untag(k): untag(v) for k, v in item}
 
 
+MISSING = object()
+
+
+def decoded(output: str | None) -> Any:
+    return MISSING if output is None else untag(json.loads(output))
+
+
 def json_normalised(value: Any) -> Any:
     """The value as JSON carries it (tuples become lists); a value JSON cannot carry is itself."""
     try:
@@ -176,15 +183,25 @@ def json_normalised(value: Any) -> Any:
 
 
 def call_matches(value: Any, expected: Any) -> bool:
-    """APPS: equal as JSON values, or equal to the only element of a one-element expected list."""
+    """Our rule: equal as JSON values, or equal to the only element of a one-element list."""
     got = json_normalised(value)
     return got == expected or (isinstance(expected, list) and len(expected) == 1 and got == expected[0])
 
 
+def apps_matches(value: Any, expected: Any) -> bool:
+    """APPS' testing_util: a returned tuple becomes a list; equal, or equal to the first element
+    of any non-empty expected list."""
+    got = list(value) if isinstance(value, tuple) else value
+    return got == expected or (isinstance(expected, list) and bool(expected) and got == expected[0])
+
+
+# Where APPS passes and we fail, on purpose (README, "Verdict fidelity")
+CALL_INTENDED = {"only the first element of the pair"}
 EXTRA_CALL = {
     "a set for the pair": ("call/min-max", "return {min(xs), max(xs)}\n"),
     "floats for ints": ("call/min-max", "return [float(min(xs)), float(max(xs))]\n"),
     "a tuple of indices": ("call/two-sum", "return (0, 1) if nums[0] + nums[1] == target else (1, 2)\n"),
+    "only the first element of the pair": ("call/min-max", "return min(xs)\n"),
 }
 
 
@@ -193,11 +210,16 @@ def test_call_verdicts_follow_apps() -> None:
     table = {name: (t, c) for name, (t, c, _) in CALL.items()} | EXTRA_CALL
     cases = {name: (problems[t], c) for name, (t, c) in table.items()}
     task = Call(run_all=True)
-    for (problem, _), outcome in zip(cases.values(), run_in_sandbox(task, list(cases.values()))):
+    intended = set()
+    for (name, (problem, _)), outcome in zip(cases.items(), run_in_sandbox(task, list(cases.values()))):
         expected = problem.payload["outputs"]
-        outputs = reported(outcome, len(expected))
-        matches = [o is not None and call_matches(untag(json.loads(o)), e) for o, e in zip(outputs, expected)]
-        assert_agrees(task.judge(problem, outcome), matches)
+        values = [decoded(o) for o in reported(outcome, len(expected))]
+        ours = [v is not MISSING and call_matches(v, e) for v, e in zip(values, expected)]
+        theirs = [v is not MISSING and apps_matches(v, e) for v, e in zip(values, expected)]
+        assert_agrees(task.judge(problem, outcome), ours)
+        if ours != theirs:
+            intended.add(name)
+    assert intended == CALL_INTENDED
 
 
 # -- EvalPlus: unsafe_execute's comparison --------------------------------------------------------
@@ -241,13 +263,6 @@ def evalplus_details(
         else:
             details.append(exact)
     return details
-
-
-MISSING = object()
-
-
-def decoded(output: str | None) -> Any:
-    return MISSING if output is None else untag(json.loads(output))
 
 
 def test_evalplus_verdicts_follow_evalplus(tmp_path: Path) -> None:
