@@ -19,12 +19,12 @@ import math
 import secrets
 from collections.abc import Sequence
 from dataclasses import replace
-from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
 import pytest
 import uvloop
+from stdout_reference import lcb_matches, our_matches
 from test_task_kinds_e2e import CALL, EVALPLUS, STDIO
 
 from engine.records import Problem
@@ -85,35 +85,6 @@ def assert_agrees(judgement: Judgement, matches: list[bool]) -> None:
 # -- stdin/stdout: LiveCodeBench's grade_stdio ------------------------------------------------
 
 
-def lcb_lines(text: str) -> list[str]:
-    return [line.strip() for line in text.strip().split("\n")]
-
-
-def lcb_stdout_matches(output: str, expected: str, tolerance: float = 0.0, text_tokens: bool = False) -> bool:
-    """LiveCodeBench: stripped lines pair up; a line matches when equal, or when both convert to
-    the same list of decimals. Our rule adds (intended differences) a float tolerance and tokens
-    equal as text (words split by runs of spaces)."""
-    got, want = lcb_lines(output), lcb_lines(expected)
-    return len(got) == len(want) and all(
-        g == w or (text_tokens and g.split() == w.split()) or decimals_match(g, w, tolerance)
-        for g, w in zip(got, want)
-    )
-
-
-def decimals_match(got: str, want: str, tolerance: float) -> bool:
-    try:
-        g, w = [Decimal(t) for t in got.split()], [Decimal(t) for t in want.split()]
-    except InvalidOperation:
-        return False
-    return len(g) == len(w) and all(a == b or close(a, b, tolerance) for a, b in zip(g, w))
-
-
-def close(a: Decimal, b: Decimal, tolerance: float) -> bool:
-    if tolerance == 0 or all(t.as_tuple().exponent == 0 for t in (a, b)):
-        return False  # two integers (as written) are always exact
-    return abs(a - b) <= Decimal(tolerance) * max(Decimal(1), abs(b))
-
-
 # Where LiveCodeBench fails and we pass, on purpose (README, "stdout rule")
 # (a float within the tolerance of an integer answer passes: only two integers are exact)
 STDIO_INTENDED = {"full float within tolerance", "words split by two spaces", "a float for an integer"}
@@ -138,10 +109,8 @@ def test_stdio_verdicts_follow_livecodebench() -> None:
     for (name, (problem, _)), outcome in zip(cases.items(), outcomes):
         expected, tolerance = problem.payload["outputs"], problem.payload["tolerance"]
         outputs = reported(outcome, len(expected))
-        ours = [
-            o is not None and lcb_stdout_matches(o, e, tolerance, True) for o, e in zip(outputs, expected)
-        ]
-        theirs = [o is not None and lcb_stdout_matches(o, e) for o, e in zip(outputs, expected)]
+        ours = [o is not None and our_matches(o, e, tolerance) for o, e in zip(outputs, expected)]
+        theirs = [o is not None and lcb_matches(o, e) for o, e in zip(outputs, expected)]
         assert_agrees(task.judge(problem, outcome), ours)
         if ours != theirs:
             intended.add(name)
