@@ -20,6 +20,10 @@ SMOKE = {
     "agreement": (["--problems", "2"], "engine verify guards"),
     # e2e: its header; the "steady state" summary needs a longer run than a smoke run
     "e2e": (["--samples", "1", "--servers", "1", "--every", "0.5"], "tok/s"),
+    "kinds": (
+        ["--rounds", "1", "--problems", "1", "--tests", "2", "--megabytes", "0.01", "--samples", "1"],
+        "medians over 1 rounds",
+    ),
     "guards_cost": (["--rounds", "1", "--problems", "2"], "medians over 1 rounds"),
     "page_cost": (["--samples", "1", "--repeat", "1"], "/api/state build:"),
     "report": (["--samples", "2", "--backtest", "1"], "observed pass@"),
