@@ -4,7 +4,8 @@ appended by engine/tasks/checker.py). Standard library only and self-contained.
 For each case, the three texts go into memory files and a forked child runs the checker as
 `checker INPUT OUTPUT ANSWER` (testlib's order: the test's input, the candidate's output, the
 expected answer), with sys.argv holding their paths (/proc/self/fd/N), stdin, stdout and stderr
-on /dev/null (so nothing the checker prints can look like this harness's report) and a CPU limit.
+on an empty memory file that nobody reads (so nothing the checker prints can look like this
+harness's report) and a CPU limit.
 This process writes one line per case, then an end line:
 
     {"k": i, "r": result, "c": exit status or null}    result: accept | reject | fail | crash | timeout
@@ -92,11 +93,10 @@ def _child(code, fds, limit_s):
     try:
         import resource
 
-        cpu = max(1, int(limit_s + 0.999))
-        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
-        null = os.open(os.devnull, os.O_RDWR)
+        _limit_cpu(resource, max(1, int(limit_s + 0.999)))
+        sink = _memory_file("")  # the jail has no /dev/null: what the checker prints lands here
         for target in (0, 1, 2):
-            os.dup2(null, target)
+            os.dup2(sink, target)
         sys.argv = ["checker"] + [f"/proc/self/fd/{fd}" for fd in fds]
         exec(code, {"__name__": "__main__"})
     except SystemExit as exc:
@@ -104,6 +104,16 @@ def _child(code, fds, limit_s):
     except BaseException:
         status = CRASH_EXIT
     os._exit(status)
+
+
+def _limit_cpu(resource, seconds):
+    """Lower the CPU limit (never above the jail's own hard limit: raising it is not allowed)."""
+    _, hard = resource.getrlimit(resource.RLIMIT_CPU)
+    if hard != resource.RLIM_INFINITY:
+        seconds = min(seconds, hard)
+        resource.setrlimit(resource.RLIMIT_CPU, (seconds, hard))
+    else:
+        resource.setrlimit(resource.RLIMIT_CPU, (seconds, seconds + 1))
 
 
 def _exit_status(code):
