@@ -108,7 +108,10 @@ async def check_outcome(
 
 
 def _checker_failure(results: dict[int, CheckResult]) -> Judgement | None:
+    """infra_error when the checker broke before any rejection (after one, the sample failed)."""
     for index, check in sorted(results.items()):
+        if check.result == "reject":
+            return None
         if check.result in CHECKER_FAILURES:
             said = f" (exit status {check.status})" if check.status is not None else ""
             return Judgement(Verdict.infra_error, f"checker {check.result}{said} on test {index + 1}")

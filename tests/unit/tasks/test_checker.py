@@ -223,3 +223,26 @@ def test_a_checker_that_is_not_source_is_a_bad_row(bad: object) -> None:
     row = json.loads(open(FIXTURE).readline())
     with pytest.raises(RowError):
         Stdio()._problem({**row, "checker": bad})
+
+
+@pytest.mark.parametrize(
+    ("outputs", "verdict"),
+    [
+        (["no", "boom", "yes"], Verdict.failed),  # rejected before the checker broke: a wrong answer
+        (["yes", "boom", "no"], Verdict.infra_error),  # broke first: nothing to conclude
+        (["boom"], Verdict.infra_error),
+        (["yes", "yes", "boom"], Verdict.infra_error),  # the last test
+    ],
+)
+def test_a_checker_breaking_after_a_rejection_still_fails_the_sample(
+    outputs: list[str], verdict: Verdict
+) -> None:
+    p = problems()["any-permutation"]
+    picky = "import sys\ngot = open(sys.argv[2]).read()\nif got == 'boom':\n    raise ValueError(got)\nsys.exit(0 if got == 'yes' else 1)\n"
+    three = Problem(
+        p.task_id,
+        p.prompt,
+        p.kind,
+        {**p.payload, "checker": picky, "outputs": ["yes"] * len(outputs), "inputs": [""] * len(outputs)},
+    )
+    assert judge(three, driver_outcome(outputs), run_all=True).verdict is verdict
