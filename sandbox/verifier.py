@@ -259,7 +259,21 @@ class Verifier:
                 )
             )
         )
-        return [self._judged(p, o) for (p, _), o in zip(jobs, outcomes)]
+        return list(await asyncio.gather(*(self._checked(p, o, limits) for (p, _), o in zip(jobs, outcomes))))
+
+    async def _checked(self, problem: Problem, outcome: Outcome, limits: Limits) -> Outcome:
+        """The outcome as the task judges it, through its optional async `check` hook first (a
+        checker program: a second sandbox run, infrastructure faults retried like the first)."""
+        check = getattr(self.programs, "check", None)
+        if check is not None:
+
+            async def run(program: str, wall_s: float) -> Outcome:
+                check_limits = replace(limits, timeout_s=wall_s, cpu_time_s=wall_s)
+                return await self._attempts(program, check_limits, f"check:{problem.task_id}", reserved=False)
+
+            if (j := await check(problem, outcome, run)) is not None:
+                return _with_judgement(outcome, j)
+        return self._judged(problem, outcome)
 
     def _judged(self, problem: Problem, outcome: Outcome) -> Outcome:
         """The outcome as the task judges it: kinds that compare outputs decide only there (the
@@ -267,17 +281,7 @@ class Verifier:
         judge = getattr(self.programs, "judge", None)
         if judge is None:
             return outcome
-        j = judge(problem, outcome)
-        output = outcome.output if j.tests_total is None else outcome.output[-CACHE_OUTPUT_CHARS:]
-        return replace(
-            outcome,
-            output=output,  # judged: a long report need not be kept
-            verdict=j.verdict,
-            detail=j.detail,
-            tests_passed=j.tests_passed,
-            tests_total=j.tests_total,
-            base_passed=j.base_passed,
-        )
+        return _with_judgement(outcome, judge(problem, outcome))
 
     async def _check_known_bad(self) -> None:
         problems = _spread(list(self.problems.values()), min(self.preflight_sample, 4))
@@ -298,7 +302,7 @@ class Verifier:
             )
         )
         for (problem, name, _), outcome in zip(jobs, outcomes):
-            outcome = self._judged(problem, outcome)
+            outcome = await self._checked(problem, outcome, self.limits_for(problem.task_id))
             if outcome.verdict is not Verdict.failed:
                 raise SandboxError(
                     f"preflight: a known-bad completion ({name}) of {problem.task_id} was judged"
@@ -363,7 +367,7 @@ class Verifier:
         program = self.programs.program(problem, completion, guards=limits.guards)
         outcome = await self._attempts(program, limits, problem.task_id, reserved=False)
         if not outcome.load_sensitive:
-            return self._judged(problem, outcome)
+            return await self._checked(problem, outcome, limits)
         self.confirmed += 1
         confirmed = await self._attempts(program, limits, f"confirm:{problem.task_id}", reserved=True)
         log.debug(
@@ -375,7 +379,7 @@ class Verifier:
         )
         if confirmed.verdict is Verdict.timeout:
             confirmed = replace(confirmed, detail=confirmed.detail + " (confirmed on the reserved sandbox)")
-        return self._judged(problem, replace(confirmed, load_sensitive=False))
+        return await self._checked(problem, replace(confirmed, load_sensitive=False), limits)
 
     async def _attempts(self, program: str, limits: Limits, label: str, *, reserved: bool) -> Outcome:
         for attempt in range(1, INFRA_ATTEMPTS + 1):
@@ -391,6 +395,20 @@ class Verifier:
         self._cache[key] = slim
         if len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)
+
+
+def _with_judgement(outcome: Outcome, j: Any) -> Outcome:
+    """The outcome carrying a task's judgement (engine.tasks.Judgement)."""
+    output = outcome.output if j.tests_total is None else outcome.output[-CACHE_OUTPUT_CHARS:]
+    return replace(
+        outcome,
+        output=output,  # judged: a long report need not be kept
+        verdict=j.verdict,
+        detail=j.detail,
+        tests_passed=j.tests_passed,
+        tests_total=j.tests_total,
+        base_passed=j.base_passed,
+    )
 
 
 def _key(task_id: str, completion: str) -> tuple[str, bytes]:

@@ -16,6 +16,17 @@ through the `Task` of the run:
 Where a kind compares outputs (EvalPlus, stdin/stdout, call-based), the candidate's process only
 produces values; `judge` compares them outside it, so nothing the candidate does can change the
 comparison.
+
+One optional async hook, not part of the protocol (the Verifier looks it up with getattr): a kind
+whose judging needs a program of its own, run in the sandbox after the candidate's (stdin/stdout
+problems with a checker: engine/tasks/checker.py), defines
+
+    async def check(self, problem, outcome, run) -> Judgement | None
+        # run(program, wall_s) -> Outcome: one more sandbox run (infrastructure faults retried)
+
+returning None when the problem has nothing to check (then `judge` decides). The Verifier calls
+it before `judge` (in preflight too), and stores and reuses the checked judgement; `judge` must
+then give it back unchanged (the outcome carries tests_total).
 """
 
 from __future__ import annotations

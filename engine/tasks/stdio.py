@@ -4,8 +4,10 @@ a program reads a test's input on stdin and writes its answer on stdout.
 Rows: name, description, public_tests / private_tests / generated_tests (each
 {"input": [...], "output": [...]}), optionally solutions and incorrect_solutions
 ({"language": [...], "solution": [...]}; language 3 is Python 3), time_limit ({"seconds": S}
-or a number: each test's CPU limit, default 2 s) and float_tolerance (default 1e-6; 0: exact
-decimals, LiveCodeBench's rule). The tests are public + private + generated, in that order.
+or a number: each test's CPU limit, default 2 s), float_tolerance (default 1e-6; 0: exact
+decimals, LiveCodeBench's rule) and checker (Python 3 source deciding each test in place of the
+comparison, for problems with several right answers: engine/tasks/checker.py). The tests are
+public + private + generated, in that order.
 
 The program is the driver (engine/tasks/driver.py) running prompt + completion once per test;
 stdout is compared in the engine (engine/tasks/compare.py). Fail fast by default: the run ends at
@@ -22,11 +24,12 @@ from engine.records import Problem
 from engine.tasks import rows as R
 from engine.tasks.base import Judgement
 from engine.tasks.chat import code_from_answer
+from engine.tasks.checker import RunProgram, check_outcome
 from engine.tasks.compare import stdout_matches
 from engine.tasks.encoding import canonical_stdout, digest
-from engine.tasks.judging import TestRecord, judge_report
+from engine.tasks.judging import TestRecord, already_judged, judge_report
 from engine.tasks.programs import REPORT_BYTES, stdio_program
-from sandbox.verdicts import Outcome
+from sandbox.verdicts import Outcome, Verdict
 
 NAME = "stdio"
 FIELDS = frozenset(("description", "public_tests"))
@@ -91,6 +94,9 @@ class Stdio:
         if not isinstance(task_id, str) or not task_id:
             raise R.RowError("lacks name")
         solutions = _python3(R.parsed(row, "solutions"))
+        checker = row.get("checker")
+        if checker is not None and (not isinstance(checker, str) or not checker.strip()):
+            raise R.RowError("checker must be Python source (a non-empty string)")
         payload = {
             "inputs": inputs,
             "outputs": outputs,
@@ -101,6 +107,8 @@ class Stdio:
             # The reference as a completion of the prompt (what preflight and `engine simulate` use).
             "canonical_solution": "\n" + solutions[0] if solutions else None,
         }
+        if checker is not None:
+            payload["checker"] = checker  # only then: the fingerprints of other datasets stay
         return Problem(task_id, prompt_for(R.text(row, "description")), NAME, payload)
 
     def fingerprint(self, source: str, problems: Sequence[Problem]) -> str:
@@ -130,7 +138,17 @@ class Stdio:
         """The dataset's incorrect solutions, as completions (tests use them)."""
         return [_as_completion(problem, s) for s in problem.payload["incorrect"]]
 
+    async def check(self, problem: Problem, outcome: Outcome, run: RunProgram) -> Judgement | None:
+        """The optional async hook (engine/tasks/base.py): problems with a checker are judged by
+        it, in a second sandbox run; None for the others (`judge` decides)."""
+        return await check_outcome(problem, outcome, run, run_all=self.run_all)
+
     def judge(self, problem: Problem, outcome: Outcome) -> Judgement:
+        if problem.payload.get("checker") and already_judged(outcome) is None:
+            if outcome.verdict is Verdict.infra_error:
+                return Judgement(outcome.verdict, outcome.detail)
+            # Only `check` can judge these: the token comparison would be wrong for them.
+            return Judgement(Verdict.infra_error, "not judged: this problem needs its checker")
         expected: list[str] = problem.payload["outputs"]
         tolerance: float = problem.payload["tolerance"]
 
