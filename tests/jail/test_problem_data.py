@@ -1,0 +1,91 @@
+"""Problem data sent to each jail once (server.py's PROTOCOL, "Problem data"), on real
+fork-servers (--sandbox none: the protocol is the same in every jail, and it starts fast)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import uvloop
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sandbox.forkserver.backend import ForkServerBackend
+from sandbox.launchers import LAUNCHERS
+from sandbox.limits import Limits
+from sandbox.pool import SandboxPool
+from sandbox.verdicts import Verdict
+
+LIMITS = Limits(timeout_s=10.0)
+ECHO = "import sys\nsys.stdout.write(__problem_data__.decode())\n"
+# Problems of different sizes: with a 700-byte budget a jail holds two or three at most.
+BLOBS = [(f"problem {i}:" + "x" * size).encode() for i, size in enumerate((10, 200, 300, 650, 1200))]
+
+
+def _pool(workers: int, recycle_after: int) -> SandboxPool:
+    backend = ForkServerBackend(LAUNCHERS["none"](), recycle_after=recycle_after, cgroups=False, data_budget=700)
+    return SandboxPool(workers=workers, limits=LIMITS, backend=backend)
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    workers=st.integers(1, 2),
+    recycle_after=st.integers(1, 6),
+    schedule=st.lists(st.lists(st.integers(0, len(BLOBS) - 1), min_size=1, max_size=3), min_size=1, max_size=8),
+)
+def test_every_program_gets_its_own_problems_data(workers, recycle_after, schedule):
+    """Invariant: whatever the order of problems, the jails (1 or 2), eviction (a tiny budget,
+    one blob larger than it) and restarts (recycled every few programs), every program reads
+    exactly its own problem's data, and no jail is sent a blob it holds or asked for one it
+    lacks (the server refuses both: an infra_error here). Batches run at once (pipelined)."""
+
+    async def body() -> list[list[tuple[Verdict, str]]]:
+        async with _pool(workers, recycle_after) as pool:
+            results = []
+            for batch in schedule:
+                outcomes = await asyncio.gather(*(pool.run(ECHO, data=BLOBS[i]) for i in batch))
+                results.append([(o.verdict, o.output) for o in outcomes])
+            return results
+
+    for batch, results in zip(schedule, uvloop.run(body())):
+        assert results == [(Verdict.passed, BLOBS[i].decode()) for i in batch]
+
+
+HOSTILE = """
+import ctypes, sys
+data = __problem_data__
+ctypes.memset(id(data) + sys.getsizeof(b"") - 1, ord("!"), len(data))  # the bytes' own buffer
+globals()["__problem_data__"] = b"evil"
+sys.modules["builtins"].__problem_data__ = b"evil"
+for frame_globals in [f.f_globals for f in [sys._getframe()]]:
+    frame_globals["__problem_data__"] = b"evil"
+sys.stdout.write(data.decode())
+"""
+
+
+def test_a_candidate_cannot_change_the_data_of_later_programs():
+    """Invariant: a program that overwrites its blob in place (ctypes) and rebinds every name
+    it can reach changes only its own forked copy: the next program on the same jail, which
+    gets only the digest, still reads the original bytes."""
+
+    async def body():
+        async with _pool(1, 1000) as pool:
+            [worker] = [w for w in pool.backend._workers if not w.reserved]
+            hostile = await pool.run(HOSTILE, data=BLOBS[1])
+            before = worker.bytes_written
+            after = [await pool.run(ECHO, data=BLOBS[1]) for _ in range(2)]
+            return hostile, after, worker.bytes_written - before
+
+    hostile, after, sent = uvloop.run(body())
+    assert hostile.output == "!" * len(BLOBS[1])  # it did overwrite its own copy
+    assert [(o.verdict, o.output) for o in after] == [(Verdict.passed, BLOBS[1].decode())] * 2
+    assert sent < len(BLOBS[1])  # the two programs after it got the digest only
+
+
+def test_a_program_without_data_sees_none():
+    """A program sent no data sees no `__problem_data__` (the probe and HumanEval programs)."""
+
+    async def body():
+        async with _pool(1, 1000) as pool:
+            return await pool.run("assert '__problem_data__' not in globals()")
+
+    assert uvloop.run(body()).verdict is Verdict.passed
