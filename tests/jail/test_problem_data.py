@@ -62,6 +62,9 @@ sys.stdout.write(data.decode())
 """
 
 
+BIG = b"a larger problem:" + b"z" * 5000  # larger than the programs' own frames
+
+
 def test_a_candidate_cannot_change_the_data_of_later_programs():
     """Invariant: a program that overwrites its blob in place (ctypes) and rebinds every name
     it can reach changes only its own forked copy: the next program on the same jail, which
@@ -70,15 +73,15 @@ def test_a_candidate_cannot_change_the_data_of_later_programs():
     async def body():
         async with _pool(1, 1000) as pool:
             [worker] = [w for w in pool.backend._workers if not w.reserved]
-            hostile = await pool.run(HOSTILE, data=BLOBS[1])
+            hostile = await pool.run(HOSTILE, data=BIG)
             before = worker.bytes_written
-            after = [await pool.run(ECHO, data=BLOBS[1]) for _ in range(2)]
+            after = [await pool.run(ECHO, data=BIG) for _ in range(2)]
             return hostile, after, worker.bytes_written - before
 
     hostile, after, sent = uvloop.run(body())
-    assert hostile.output == "!" * len(BLOBS[1])  # it did overwrite its own copy
-    assert [(o.verdict, o.output) for o in after] == [(Verdict.passed, BLOBS[1].decode())] * 2
-    assert sent < len(BLOBS[1])  # the two programs after it got the digest only
+    assert hostile.output == "!" * len(BIG)  # it did overwrite its own copy
+    assert [(o.verdict, o.output) for o in after] == [(Verdict.passed, BIG.decode())] * 2
+    assert sent < len(BIG)  # the two programs after it came with its digest only
 
 
 def test_a_program_without_data_sees_none():
