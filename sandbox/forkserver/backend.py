@@ -146,7 +146,13 @@ class ForkServerBackend:
                 raise SandboxError(f"cannot create the cgroups of a sandbox worker: {exc}") from exc
             argv = cgroup.join_command(self._sh) + argv
         worker = Worker(
-            argv, label, cgroup, self.name, reserved, depth=1 if reserved else self.depth, data_budget=self.data_budget
+            argv,
+            label,
+            cgroup,
+            self.name,
+            reserved,
+            depth=1 if reserved else self.depth,
+            data_budget=self.data_budget,
         )
         self._workers.add(worker)
         try:

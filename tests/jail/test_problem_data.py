@@ -22,7 +22,9 @@ BLOBS = [(f"problem {i}:" + "x" * size).encode() for i, size in enumerate((10, 2
 
 
 def _pool(workers: int, recycle_after: int) -> SandboxPool:
-    backend = ForkServerBackend(LAUNCHERS["none"](), recycle_after=recycle_after, cgroups=False, data_budget=700)
+    backend = ForkServerBackend(
+        LAUNCHERS["none"](), recycle_after=recycle_after, cgroups=False, data_budget=700
+    )
     return SandboxPool(workers=workers, limits=LIMITS, backend=backend)
 
 
@@ -30,7 +32,9 @@ def _pool(workers: int, recycle_after: int) -> SandboxPool:
 @given(
     workers=st.integers(1, 2),
     recycle_after=st.integers(1, 6),
-    schedule=st.lists(st.lists(st.integers(0, len(BLOBS) - 1), min_size=1, max_size=3), min_size=1, max_size=8),
+    schedule=st.lists(
+        st.lists(st.integers(0, len(BLOBS) - 1), min_size=1, max_size=3), min_size=1, max_size=8
+    ),
 )
 def test_every_program_gets_its_own_problems_data(workers, recycle_after, schedule):
     """Invariant: whatever the order of problems, the jails (1 or 2), eviction (a tiny budget,
