@@ -39,10 +39,14 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=20)
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
-    print(f"{TESTS} tests, {TESTS * TEST_BYTES / 1e6:.2f} MB of input, {args.samples} samples, {args.workers} jails")
+    print(
+        f"{TESTS} tests, {TESTS * TEST_BYTES / 1e6:.2f} MB of input, {args.samples} samples, {args.workers} jails"
+    )
     for label, as_data in (("embedded (before)", False), ("problem data (after)", True)):
         sent, wall = asyncio.run(written(args.samples, args.workers, as_data))
-        print(f"{label:22s} {sent / 1e6:8.2f} MB written to jails ({sent / args.samples / 1e3:8.1f} kB/sample), {wall:.2f} s")
+        print(
+            f"{label:22s} {sent / 1e6:8.2f} MB written to jails ({sent / args.samples / 1e3:8.1f} kB/sample), {wall:.2f} s"
+        )
 
 
 if __name__ == "__main__":

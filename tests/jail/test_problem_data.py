@@ -96,3 +96,45 @@ def test_a_program_without_data_sees_none():
             return await pool.run("assert '__problem_data__' not in globals()")
 
     assert uvloop.run(body()).verdict is Verdict.passed
+
+
+def test_the_task_kinds_judge_alike_with_their_inputs_as_problem_data():
+    """Invariant: for every fixture problem of stdio, call and evalplus, with its reference, the
+    generic known-bad completions and the dataset's incorrect ones, the program that reads its
+    inputs from the problem data (sent to the jail once) gets the same judgement, test counts
+    included, as the self-contained program that embeds them (nsjail, like the kinds' tests)."""
+    from pathlib import Path
+
+    from engine.tasks import load_dataset
+    from engine.tasks.hooks import prepare
+
+    fixtures = Path(__file__).resolve().parents[1] / "fixtures" / "tasks"
+
+    async def body():
+        limits = Limits(timeout_s=20.0, cpu_time_s=20.0)
+        async with SandboxPool(workers=2, limits=limits, backend="nsjail") as pool:
+            pairs = []
+            for kind in ("stdio", "call", "evalplus"):
+                loaded = load_dataset(str(fixtures / f"{kind}.jsonl"))
+                task, problems = loaded.task, loaded.problems
+                await prepare(task, problems, pool)
+                incorrect = getattr(task, "incorrect", lambda p: [])
+                for p in problems:
+                    bad = list(task.known_bad(p, guards=True).values()) + list(incorrect(p))
+                    for completion in [task.reference(p) or "", *bad]:
+                        embedded = await pool.run(task.program(p, completion, guards=True))
+                        with_data = await pool.run(
+                            task.program_with_data(p, completion, guards=True), data=task.data(p)
+                        )
+                        pairs.append((p.task_id, task.judge(p, embedded), task.judge(p, with_data)))
+            return pairs
+
+    pairs = uvloop.run(body())
+    assert len(pairs) > 10
+    for task_id, embedded, with_data in pairs:
+        assert (task_id, with_data.verdict, with_data.tests_passed, with_data.tests_total) == (
+            task_id,
+            embedded.verdict,
+            embedded.tests_passed,
+            embedded.tests_total,
+        )
