@@ -4,6 +4,7 @@ fork-servers (--sandbox none: the protocol is the same in every jail, and it sta
 from __future__ import annotations
 
 import asyncio
+import json
 
 import uvloop
 from hypothesis import HealthCheck, given, settings
@@ -138,3 +139,38 @@ def test_the_task_kinds_judge_alike_with_their_inputs_as_problem_data():
             embedded.tests_passed,
             embedded.tests_total,
         )
+
+
+def test_the_verifier_sends_a_problems_inputs_as_data():
+    """Invariant: verifying samples of a stdio problem through the Verifier (the engine's path)
+    passes the reference and fails a wrong one, and the program sent with each sample carries
+    no test input (the inputs went as problem data: the bytes written per sample stay below the
+    size of the inputs)."""
+    from pathlib import Path
+
+    from engine.tasks import load_dataset
+    from sandbox.verifier import Verifier
+
+    loaded = load_dataset(str(Path(__file__).resolve().parents[1] / "fixtures" / "tasks" / "stdio.jsonl"))
+    task, problem = loaded.task, loaded.problems[0]
+
+    async def body():
+        backend = ForkServerBackend(LAUNCHERS["none"](), cgroups=False)
+        async with SandboxPool(workers=1, limits=LIMITS, backend=backend) as pool:
+            verifier = Verifier(pool, [problem], programs=task, dedup=False)
+            [worker] = [w for w in backend._workers if not w.reserved]
+            sent: list[bytes] = []
+            write = worker.proc.stdin.write
+            worker.proc.stdin.write = lambda frames: (sent.append(frames), write(frames))[1]
+            good = await verifier.verify(problem, task.reference(problem) or "")
+            bad = await verifier.verify(problem, "print('no')\n")
+            return good, bad, sent
+
+    good, bad, sent = uvloop.run(body())
+    assert good.verdict is Verdict.passed and bad.verdict is not Verdict.passed
+    blob = task.data(problem)
+    assert len(sent) == 2 and sent[0].endswith(blob) and blob not in sent[1]  # the blob, once
+    for frames in sent:
+        request = json.loads(frames[4 : 4 + int.from_bytes(frames[:4], "big")])
+        config = json.loads(json.loads(request["program"].rsplit("_drive(", 1)[1].rstrip(")\n")))
+        assert "inputs" not in config and request["data"]  # read from the data named
