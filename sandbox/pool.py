@@ -14,9 +14,12 @@ class Backend(Protocol):
     """A way to run programs and judge them (sandbox/forkserver/backend.py: fork-server jails)."""
 
     name: str
+    # Optional: `takes_data = True` when run() takes `data` (problem data sent to each jail once).
 
     async def start(self, limits: Limits, workers: int) -> None: ...
-    async def run(self, program: str, limits: Limits, label: str = "", reserved: bool = False) -> Outcome: ...
+    async def run(
+        self, program: str, limits: Limits, label: str = "", reserved: bool = False, data: bytes | None = None
+    ) -> Outcome: ...
     async def close(self) -> None: ...
 
 
@@ -48,6 +51,7 @@ class SandboxPool:
             backend = make_backend(backend or "nsjail")
         self.backend = backend
         self.capacity = workers * getattr(backend, "depth", 1)  # programs in flight at once
+        self.takes_data = bool(getattr(backend, "takes_data", False))  # run(..., data=) is understood
         self._slots = asyncio.Semaphore(self.capacity)
         self._reserved = asyncio.Semaphore(1)  # the backend's reserved worker (confirmations)
         self._state = "new"  # new -> started -> closed
@@ -60,17 +64,30 @@ class SandboxPool:
         self._state = "started"
 
     async def run(
-        self, program: str, *, limits: Limits | None = None, label: str = "", reserved: bool = False
+        self,
+        program: str,
+        *,
+        limits: Limits | None = None,
+        label: str = "",
+        reserved: bool = False,
+        data: bytes | None = None,
     ) -> Outcome:
         """Verify one program (a task kind builds it, e.g. with `check_program`). `label` (e.g. a task id) shows
         in logs and in `ps`. `reserved`: on the worker kept apart for confirming load-sensitive
-        verdicts. Cancelling the call kills the program's jail."""
+        verdicts. `data`: the problem's data (e.g. its test inputs), the same bytes for every
+        sample of a problem: each jail gets it once and the program reads it as
+        `__problem_data__` (sandbox/forkserver/server.py, PROTOCOL). Cancelling the call kills
+        the program's jail."""
         if self._state != "started":
             raise RuntimeError(f"SandboxPool.run() on a {self._state} pool")
         async with self._reserved if reserved else self._slots:
             if self._state != "started":
                 raise RuntimeError("SandboxPool closed while run() waited for a worker")
-            return await self.backend.run(program, limits or self.limits, label, reserved)
+            if data is None:
+                return await self.backend.run(program, limits or self.limits, label, reserved)
+            if not self.takes_data:
+                raise ValueError(f"the {self.backend.name} sandbox takes no problem data")
+            return await self.backend.run(program, limits or self.limits, label, reserved, data)
 
     def jails(self) -> dict[str, dict[str, int]]:
         """Jails by role and state (ForkServerBackend.jail_counts), for metrics; {} for a backend

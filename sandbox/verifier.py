@@ -364,12 +364,14 @@ class Verifier:
         """A final outcome (or infra_error): retried through sandbox faults, and confirmed on the
         reserved worker when the machine's load could have caused it."""
         limits = self.limits_for(problem.task_id)
-        program = self.programs.program(problem, completion, guards=limits.guards)
-        outcome = await self._attempts(program, limits, problem.task_id, reserved=False)
+        program, data = self._program(problem, completion, limits.guards)
+        outcome = await self._attempts(program, limits, problem.task_id, reserved=False, data=data)
         if not outcome.load_sensitive:
             return await self._checked(problem, outcome, limits)
         self.confirmed += 1
-        confirmed = await self._attempts(program, limits, f"confirm:{problem.task_id}", reserved=True)
+        confirmed = await self._attempts(
+            program, limits, f"confirm:{problem.task_id}", reserved=True, data=data
+        )
         log.debug(
             "%s: %s confirmed as %s (%s)",
             problem.task_id,
@@ -381,9 +383,22 @@ class Verifier:
             confirmed = replace(confirmed, detail=confirmed.detail + " (confirmed on the reserved sandbox)")
         return await self._checked(problem, replace(confirmed, load_sensitive=False), limits)
 
-    async def _attempts(self, program: str, limits: Limits, label: str, *, reserved: bool) -> Outcome:
+    def _program(self, problem: Problem, completion: str, guards: bool) -> tuple[str, bytes | None]:
+        """The sample's program, and its problem's data when the task has some (sent to each jail
+        once) and the pool takes it."""
+        data_of = getattr(self.programs, "data", None)  # optional (engine/tasks/base.py)
+        with_data = getattr(self.programs, "program_with_data", None)
+        data = data_of(problem) if data_of and with_data and getattr(self.pool, "takes_data", False) else None
+        if data is None or with_data is None:
+            return self.programs.program(problem, completion, guards=guards), None
+        return with_data(problem, completion, guards=guards), data
+
+    async def _attempts(
+        self, program: str, limits: Limits, label: str, *, reserved: bool, data: bytes | None = None
+    ) -> Outcome:
         for attempt in range(1, INFRA_ATTEMPTS + 1):
-            outcome = await self.pool.run(program, limits=limits, label=label, reserved=reserved)
+            extra = {"data": data} if data is not None else {}  # pools without data take no keyword
+            outcome = await self.pool.run(program, limits=limits, label=label, reserved=reserved, **extra)
             if outcome.verdict is not Verdict.infra_error or attempt == INFRA_ATTEMPTS or self.pool.closed:
                 return outcome
             log.warning("%s: %s; retrying (%d of %d)", label, outcome.detail, attempt + 1, INFRA_ATTEMPTS)

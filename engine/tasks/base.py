@@ -13,6 +13,12 @@ through the `Task` of the run:
     outcome = await pool.run(program, ...)      # the sandbox runs it: an Outcome
     judgement = task.judge(problem, outcome)    # what is stored and counted
 
+Problem data (optional): a kind whose tests are the same for every sample (the inputs of EvalPlus,
+stdin/stdout and call-based problems) has `data(problem) -> bytes | None` and
+`program_with_data(problem, completion, *, guards)`, the program that reads those bytes instead
+of carrying them; the sandbox sends them to each jail once per problem, not once per sample
+(sandbox/verifier.py picks; a pool that cannot take data gets the self-contained `program`).
+
 Where a kind compares outputs (EvalPlus, stdin/stdout, call-based), the candidate's process only
 produces values; `judge` compares them outside it, so nothing the candidate does can change the
 comparison.

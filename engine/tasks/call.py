@@ -26,7 +26,7 @@ from engine.tasks.chat import code_from_answer, fenced_messages
 from engine.tasks.compare import Malformed, decode
 from engine.tasks.encoding import Unserialisable, canonical_json, digest, encode
 from engine.tasks.judging import TestRecord, judge_report
-from engine.tasks.programs import REPORT_BYTES, call_program
+from engine.tasks.programs import REPORT_BYTES, call_program, inputs_data
 from sandbox.verdicts import Outcome
 
 NAME = "call"
@@ -117,9 +117,21 @@ class Call:
         return _completion(problem.prompt, problem.payload["fn_name"], code_from_answer(answer))
 
     def program(self, problem: Problem, completion: str, *, guards: bool) -> str:
+        return self._program(problem, completion, inputs=True)
+
+    def data(self, problem: Problem) -> bytes:
+        """The test inputs, sent to each jail once (base.Task: optional)."""
+        return inputs_data(problem.payload["inputs"])
+
+    def program_with_data(self, problem: Problem, completion: str, *, guards: bool) -> str:
+        return self._program(problem, completion, inputs=False)
+
+    def _program(self, problem: Problem, completion: str, *, inputs: bool) -> str:
         p = problem.payload
         code = problem.prompt + completion
-        return call_program(code, p["fn_name"], p["inputs"], p["test_s"], run_all=self.run_all)
+        return call_program(
+            code, p["fn_name"], p["inputs"] if inputs else None, p["test_s"], run_all=self.run_all
+        )
 
     def reference(self, problem: Problem) -> str | None:
         return problem.payload["canonical_solution"]

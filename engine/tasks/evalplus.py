@@ -35,7 +35,7 @@ from engine.tasks.base import Judgement
 from engine.tasks.chat import code_from_answer, fenced_messages
 from engine.tasks.compare import Malformed, decode, values_match
 from engine.tasks.judging import TestRecord, already_judged, judge_report, read_report
-from engine.tasks.programs import REPORT_BYTES, call_program
+from engine.tasks.programs import REPORT_BYTES, call_program, inputs_data
 from sandbox.pool import SandboxPool
 from sandbox.verdicts import Outcome, Verdict
 
@@ -120,9 +120,20 @@ class Evalplus:
         return "\n" + code if f"def {problem.payload['entry_point']}" in code else code
 
     def program(self, problem: Problem, completion: str, *, guards: bool) -> str:
+        return self._program(problem, completion, inputs=True)
+
+    def data(self, problem: Problem) -> bytes:
+        """The base + plus inputs, sent to each jail once (base.Task: optional)."""
+        return inputs_data(problem.payload["inputs"])
+
+    def program_with_data(self, problem: Problem, completion: str, *, guards: bool) -> str:
+        return self._program(problem, completion, inputs=False)
+
+    def _program(self, problem: Problem, completion: str, *, inputs: bool) -> str:
         p = problem.payload
+        given = p["inputs"] if inputs else None
         return call_program(
-            problem.prompt + completion, p["entry_point"], p["inputs"], TEST_S, run_all=self.run_all
+            problem.prompt + completion, p["entry_point"], given, TEST_S, run_all=self.run_all
         )
 
     def reference(self, problem: Problem) -> str | None:

@@ -28,7 +28,7 @@ from engine.tasks.checker import RunProgram, check_outcome
 from engine.tasks.compare import stdout_matches
 from engine.tasks.encoding import canonical_stdout, digest
 from engine.tasks.judging import TestRecord, already_judged, judge_report
-from engine.tasks.programs import REPORT_BYTES, stdio_program
+from engine.tasks.programs import REPORT_BYTES, inputs_data, stdio_program
 from sandbox.verdicts import Outcome, Verdict
 
 NAME = "stdio"
@@ -122,9 +122,19 @@ class Stdio:
         return code_from_answer(answer)
 
     def program(self, problem: Problem, completion: str, *, guards: bool) -> str:
+        return self._program(problem, completion, inputs=True)
+
+    def data(self, problem: Problem) -> bytes:
+        """The test inputs, sent to each jail once (base.Task: optional)."""
+        return inputs_data(problem.payload["inputs"])
+
+    def program_with_data(self, problem: Problem, completion: str, *, guards: bool) -> str:
+        return self._program(problem, completion, inputs=False)
+
+    def _program(self, problem: Problem, completion: str, *, inputs: bool) -> str:
         p = problem.payload
         code = problem.prompt + completion
-        return stdio_program(code, p["inputs"], p["test_s"], run_all=self.run_all)
+        return stdio_program(code, p["inputs"] if inputs else None, p["test_s"], run_all=self.run_all)
 
     def reference(self, problem: Problem) -> str | None:
         return problem.payload["canonical_solution"]

@@ -30,6 +30,7 @@ import time
 
 from sandbox.cgroups import PoolCgroups, sweep_leftovers
 from sandbox.errors import SandboxError
+from sandbox.forkserver.blobs import DEFAULT_BUDGET_BYTES
 from sandbox.forkserver.dispatch import Places, choose
 from sandbox.forkserver.worker import PIPELINE_DEPTH, BrokenWorker, Worker
 from sandbox.launchers.base import Launcher
@@ -55,11 +56,14 @@ class ForkServerBackend:
         recycle_after: int = 1000,
         cgroups: bool = True,
         depth: int = PIPELINE_DEPTH,
+        data_budget: int = DEFAULT_BUDGET_BYTES,
     ):
         if depth < 1:
             raise ValueError(f"depth must be at least 1, not {depth}")
         self.launcher = launcher
         self.depth = depth  # programs in flight per worker (the reserved one: always 1)
+        self.takes_data = True  # run(..., data=): problem data, sent to each jail once
+        self.data_budget = data_budget  # bytes of problem data each jail holds at most (blobs.py)
         self.name = launcher.name
         self.startup_timeout_s = startup_timeout_s
         self.recycle_after = recycle_after
@@ -141,7 +145,15 @@ class ForkServerBackend:
             except OSError as exc:
                 raise SandboxError(f"cannot create the cgroups of a sandbox worker: {exc}") from exc
             argv = cgroup.join_command(self._sh) + argv
-        worker = Worker(argv, label, cgroup, self.name, reserved, depth=1 if reserved else self.depth)
+        worker = Worker(
+            argv,
+            label,
+            cgroup,
+            self.name,
+            reserved,
+            depth=1 if reserved else self.depth,
+            data_budget=self.data_budget,
+        )
         self._workers.add(worker)
         try:
             await worker.start(self.startup_timeout_s)
@@ -151,7 +163,9 @@ class ForkServerBackend:
             raise
         return worker
 
-    async def run(self, program: str, limits: Limits, label: str = "", reserved: bool = False) -> Outcome:
+    async def run(
+        self, program: str, limits: Limits, label: str = "", reserved: bool = False, data: bytes | None = None
+    ) -> Outcome:
         if self._closed:
             raise RuntimeError("ForkServerBackend.run() after close()")
         worker: Worker | BrokenWorker = await self._places[reserved].take(
@@ -159,7 +173,7 @@ class ForkServerBackend:
         )
         healthy = False
         try:
-            outcome, healthy = await worker.run(program, limits)
+            outcome, healthy = await worker.run(program, limits, data)
             log.debug("%.3fs %s %s: %s", outcome.wall_s, label or "-", outcome.verdict.value, outcome.detail)
             return outcome
         finally:

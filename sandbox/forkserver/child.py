@@ -42,9 +42,10 @@ def _first_for_the_oom_killer():
     _check(_libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0), "prctl(PR_SET_DUMPABLE)")
 
 
-def _run_program(source, guards=None):
+def _run_program(source, guards=None, data=None):
     """Run the program; with `guards` (a GuardSnapshot), a program built with guards runs as
-    candidate, restore, test (guards.py); any other program (a probe) as it is."""
+    candidate, restore, test (guards.py); any other program (a probe) as it is, with its
+    problem data (bytes, if any) as `__problem_data__` in its globals."""
     write, exit_now, read, dumps = os.write, os._exit, os.read, json.dumps
     print_exception = traceback.print_exception
     sys.stdin = sys.__stdin__ = open(0, closefd=False)  # the server's stdin buffer stays out of reach
@@ -55,7 +56,7 @@ def _run_program(source, guards=None):
     write(STATUS_FD, READY)
     try:
         if parts is None:
-            exec(compile(source, "<program>", "exec"), {})
+            exec(compile(source, "<program>", "exec"), {} if data is None else {"__problem_data__": data})
         else:
             guard_run(guards, *parts)
     except MemoryError:

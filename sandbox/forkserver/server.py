@@ -13,10 +13,28 @@ PROTOCOL (the engine's half is sandbox/forkserver/worker.py), over the server's 
     engine -> server   frames: a 4-byte big-endian length, then that many bytes.
                        Frame 1: the server's own source (boot.py's bootstrap reads and runs it).
                        Every later frame: one request, JSON {"program": str, "limits": {...}}
-                       (sandbox.limits.Limits.to_dict); end of input (EOF) ends the server.
+                       (sandbox.limits.Limits.to_dict), with optional data fields (below),
+                       or the raw bytes of a data blob announced by the request before it.
+                       End of input (EOF) ends the server.
     server -> engine   lines of JSON: first {"event": "hello", ...} (its features, or "fault"),
                        then exactly one {"event": "result", ...} per request (see `_serve_one`),
                        in the order the requests were sent.
+
+Problem data (a task's test inputs: the same for every sample of a problem) travels to a jail
+once, not with every program. A request may carry:
+    "evict": [digest, ...]   blobs the server drops first (the engine decides what it holds);
+    "data": digest           the blob this program gets (SHA-256 hex of its bytes);
+    "data_follows": true     the next frame is that blob's bytes: the server checks the digest
+                             and keeps it until evicted (or the jail ends).
+The engine keeps an exact mirror of what each jail holds (blobs.py: least recently used evicted
+past a byte budget), so it sends the bytes only to a jail that does not hold them; a fresh or
+recycled jail holds nothing. A program gets its blob as the bytes object `__problem_data__` in
+its globals (plain programs only, not guarded ones). It cannot change the blob for later
+programs: it runs in a forked child, so whatever it writes (even through ctypes into the bytes
+object's buffer) lands on the child's copy-on-write pages, never the server's. A request naming
+a blob the server does not hold, sending one it holds, or bytes that do not match their digest,
+is not run: its reply
+says "started": false with a fault (an infrastructure error, retried), never a wrong input.
 
 Requests are pipelined: the engine may send the next ones before the current one is answered
 (worker.PIPELINE_DEPTH: two in flight), so the next program is already in the server's stdin
@@ -182,6 +200,7 @@ class Server:
         self._own_pidns = None
         self.count = 0
         self.proc_mounted = False
+        self.blobs = Blobs()  # problem data held for the programs (PROTOCOL above)
 
     def features(self):
         return {
@@ -245,9 +264,12 @@ class Server:
             header = stdin.read(4)
             if len(header) < 4:
                 os._exit(0)
-            size = int.from_bytes(header, "big")
-            request = json.loads(stdin.read(size))
-            _write_line(self._serve_one(request))
+            request = json.loads(stdin.read(int.from_bytes(header, "big")))
+            fault = self.blobs.take(request, stdin)
+            if fault:
+                _write_line({"event": "result", "started": False, "fault": fault})
+            else:
+                _write_line(self._serve_one(request))
 
     def _serve_one(self, request):
         self.count += 1
@@ -272,7 +294,8 @@ class Server:
                     _check(_libc.setns(self._own_pidns, CLONE_NEWPID), "setns(pid)")
                 raise
             if pid == 0:
-                self._child(request["program"], limits, out_w, st_w, nonce_r, tmpdir)  # never returns
+                data = self.blobs.held.get(request.get("data"))
+                self._child(request["program"], limits, out_w, st_w, nonce_r, tmpdir, data)  # never returns
             if self.isolate:  # back to our own: the next program gets a fresh namespace again
                 _check(_libc.setns(self._own_pidns, CLONE_NEWPID), "setns(pid)")
         except OSError as exc:
@@ -320,7 +343,7 @@ class Server:
             reply["exit_status"] = os.waitstatus_to_exitcode(wait_status)
         return reply
 
-    def _child(self, program, limits, out_w, st_w, nonce_r, tmpdir):
+    def _child(self, program, limits, out_w, st_w, nonce_r, tmpdir, data=None):
         """In the fresh child: set up, then run the program. Never returns."""
         try:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -369,7 +392,33 @@ class Server:
                 )
             finally:
                 os._exit(CHILD_SETUP_FAILED)
-        _run_program(program, self.guards if limits.get("guards") else None)
+        _run_program(program, self.guards if limits.get("guards") else None, data)
+
+
+class Blobs:
+    """The problem data this server holds, by digest: what the engine sent and has not evicted."""
+
+    def __init__(self):
+        self.held = {}
+
+    def take(self, request, stdin):
+        """Apply the request's data fields (reading the blob's frame if one follows); a fault
+        (str) when the program must not run, else None."""
+        import hashlib
+
+        for digest in request.get("evict") or ():
+            self.held.pop(digest, None)
+        digest = request.get("data")
+        if request.get("data_follows"):
+            blob = stdin.read(int.from_bytes(stdin.read(4), "big"))
+            if hashlib.sha256(blob).hexdigest() != digest:
+                return "problem data damaged in transit (digest mismatch)"
+            if digest in self.held:
+                return "problem data sent again while held (the engine's mirror is wrong)"
+            self.held[digest] = blob
+        if digest is not None and digest not in self.held:
+            return f"problem data {str(digest)[:16]} not held by this jail"
+        return None
 
 
 if __name__ == "__main__":

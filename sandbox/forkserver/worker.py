@@ -41,6 +41,7 @@ import orjson
 from sandbox.capture import TailBuffer
 from sandbox.cgroups import JailCgroup
 from sandbox.errors import SandboxError
+from sandbox.forkserver.blobs import DEFAULT_BUDGET_BYTES, HeldBlobs, digest_of
 from sandbox.limits import Limits
 from sandbox.protocol import StatusParser
 from sandbox.verdicts import KillReason, Observation, Outcome, decide, load_sensitive
@@ -80,7 +81,7 @@ class BrokenWorker:
     def __init__(self, fault: str):
         self.fault = fault
 
-    async def run(self, program: str, limits: Limits) -> tuple[Outcome, bool]:
+    async def run(self, program: str, limits: Limits, data: bytes | None = None) -> tuple[Outcome, bool]:
         verdict, detail = decide(Observation(sandbox_fault=self.fault))
         return Outcome(verdict, detail, 0.0, "broken", limits, ""), True
 
@@ -96,6 +97,7 @@ class Worker:
         backend: str,
         reserved: bool = False,
         depth: int = PIPELINE_DEPTH,
+        data_budget: int = DEFAULT_BUDGET_BYTES,
     ):
         self.backend = backend
         self.depth = depth
@@ -115,6 +117,8 @@ class Worker:
         self._killed_by: KillReason | None = None
         self._sent: deque[_Sent] = deque()
         self._cpu_clock = _CpuClock(cgroup)
+        self.blobs = HeldBlobs(data_budget)  # the problem data its server holds (blobs.py)
+        self.bytes_written = 0  # to the server, frames included (bench/problem_data.py)
 
     @property
     def busy(self) -> bool:
@@ -166,8 +170,9 @@ class Worker:
         while chunk := await self.proc.stderr.read(1 << 16):
             self.stderr.feed(chunk)
 
-    async def run(self, program: str, limits: Limits) -> tuple[Outcome, bool]:
-        """The outcome, and whether this worker may serve again. Up to `depth` calls at once."""
+    async def run(self, program: str, limits: Limits, data: bytes | None = None) -> tuple[Outcome, bool]:
+        """The outcome, and whether this worker may serve again. Up to `depth` calls at once.
+        `data`: the program's problem data, sent only if the jail does not hold it already."""
         assert self.proc is not None and self.proc.stdin is not None
         self.served += 1
         sent = _Sent(limits, asyncio.get_running_loop().create_future())
@@ -178,7 +183,9 @@ class Worker:
         if len(self._sent) == 1:
             self._start_head()
         try:
-            self.proc.stdin.write(_request(program, limits))
+            frames = self._frames(program, limits, data)
+            self.bytes_written += len(frames)
+            self.proc.stdin.write(frames)
             await self.proc.stdin.drain()
             line = await sent.reply
         except (ConnectionError, RuntimeError) as exc:  # a broken pipe (uvloop: a closed transport)
@@ -189,6 +196,19 @@ class Worker:
             self.kill(KillReason.closed)  # cancelled: never leave the program running
             raise
         return self._outcome(sent, line)
+
+    def _frames(self, program: str, limits: Limits, data: bytes | None) -> bytes:
+        """The request, and the blob's frame if the jail lacks it (the mirror changes here, in
+        the order the server reads)."""
+        if data is None:
+            return _request(program, limits)
+        digest = digest_of(data)
+        admission = self.blobs.admit(digest, len(data))
+        extra: dict[str, Any] = {"data": digest, "data_follows": admission.send}
+        if admission.evict:
+            extra["evict"] = list(admission.evict)
+        frames = _request(program, limits, extra)
+        return frames + len(data).to_bytes(4, "big") + data if admission.send else frames
 
     def _start_head(self) -> None:
         """The oldest unanswered program is the one the server runs now: time it from here."""
@@ -365,14 +385,15 @@ class _CpuClock:
 _LIMITS_JSON: dict[Limits, bytes] = {}
 
 
-def _request(program: str, limits: Limits) -> bytes:
+def _request(program: str, limits: Limits, extra: dict[str, Any] | None = None) -> bytes:
     """One request frame; a Limits' JSON is encoded once (a run uses a few hundred at most)."""
     encoded = _LIMITS_JSON.get(limits)
     if encoded is None:
         if len(_LIMITS_JSON) > 10_000:
             _LIMITS_JSON.clear()
         encoded = _LIMITS_JSON[limits] = orjson.dumps(limits.to_dict())
-    payload = b'{"program":' + orjson.dumps(program) + b',"limits":' + encoded + b"}"
+    payload = b'{"program":' + orjson.dumps(program) + b',"limits":' + encoded
+    payload += b"," + orjson.dumps(extra)[1:] if extra else b"}"
     return len(payload).to_bytes(4, "big") + payload
 
 

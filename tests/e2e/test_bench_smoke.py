@@ -26,6 +26,7 @@ SMOKE = {
     ),
     "guards_cost": (["--rounds", "1", "--problems", "2"], "medians over 1 rounds"),
     "page_cost": (["--samples", "1", "--repeat", "1"], "/api/state build:"),
+    "problem_data": (["--samples", "1", "--workers", "1"], "MB written to jails"),
     "report": (["--samples", "2", "--backtest", "1"], "observed pass@"),
     "report_coverage": (["--trials", "1", "--boots", "1", "--samples", "1"], "1 trials of"),
     "simulator": (["--servers", "1", "--warmup", "0", "--seconds", "1"], "achieved"),
