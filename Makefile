@@ -28,10 +28,11 @@ demo: install
 test: install $(VENV)/.ray-installed lint test-system real-vllm
 	$(BIN)/python -m pytest
 
-# The formatter and the linter, configured in pyproject.toml.
+# The formatter, the linter and the type checker, configured in pyproject.toml.
 lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 # System packages only the tests need (prometheus/promtool, shellcheck, chromium); not for demo.
 test-system:

