@@ -42,8 +42,16 @@ class Preflight:
             probe = replace(self.verifier.base_limits, timeout_s=fixed, cpu_time_s=fixed)
             _, failed = await self._measure([(p, 0) for p in sample], probe)
             self._refuse_failed(sample, failed)
+        flagged = self.verifier.flagged  # measured now or named by a cached calibration: warned alike
+        if flagged:
+            log.warning(
+                "preflight: canonical solutions of %d problems did not pass (%s): flagged; they keep the default limit",
+                len(flagged),
+                ", ".join(sorted(flagged)[:5]),
+            )
         await self._check_known_bad()
-        log.info("preflight passed: %d canonical solutions pass, known-bad completions fail", len(sample))
+        passing = sum(p.task_id not in flagged for p in sample)
+        log.info("preflight passed: %d canonical solutions pass, known-bad completions fail", passing)
 
     async def _calibration(self, with_canonical: list[Problem], sample: list[Problem]) -> Calibration:
         """From the cache when this dataset was calibrated with these settings on this machine
@@ -108,12 +116,6 @@ class Preflight:
             for task_id, outcome in more_failed.items():
                 failed.setdefault(task_id, outcome)
         self._refuse_failed(sample, failed)
-        if failed:
-            log.warning(
-                "preflight: canonical solutions of %d problems did not pass (%s): they keep the default limit",
-                len(failed),
-                ", ".join(sorted(failed)[:5]),
-            )
         measured = {
             task_id: (statistics.median(w for w, _ in runs), statistics.median(c for _, c in runs))
             for task_id, runs in times.items()
