@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 LOCK_NAME = "run.lock"
 STALE_AFTER_S = 5 * HEARTBEAT_S  # a heartbeat this old on another host: its writer is gone
+HOLDER_WAIT_S = 3.0  # a second writer waits this long for a new holder to name itself
 
 
 class RunLock:
@@ -53,7 +54,7 @@ class RunLock:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                raise RunLockedError(_in_use(directory, _read_holder(fd))) from None
+                raise RunLockedError(_in_use(directory, _wait_for_holder(fd))) from None
             holder = _read_holder(fd)
             if holder and _alive_elsewhere(
                 holder, read_heartbeat(directory), time.time() if now is None else now
@@ -114,6 +115,14 @@ def _read_holder(fd: int) -> dict | None:
     except (OSError, ValueError):
         return None
     return holder if isinstance(holder, dict) else None
+
+
+def _wait_for_holder(fd: int, wait_s: float = HOLDER_WAIT_S) -> dict | None:
+    """The holder's record; a holder that has just taken the flock writes it a moment later."""
+    deadline = time.monotonic() + wait_s
+    while (holder := _read_holder(fd)) is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return holder
 
 
 def _write_holder(fd: int) -> None:

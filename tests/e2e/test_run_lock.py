@@ -99,6 +99,31 @@ def test_held_lock_refuses_until_released(tmp_path):
     RunLock.acquire(tmp_path).release()
 
 
+@pytest.mark.parametrize("delay_s", [0.0, 0.05, 0.5])
+def test_a_holder_that_names_itself_a_moment_after_taking_the_lock_is_named(tmp_path, delay_s):
+    """Invariant: the refusal names the holder even when the second writer arrives between the
+    holder's flock and its record (CI caught the generic message once, with two runs started
+    at once); a holder that never names itself still gets a refusal, the generic one."""
+    import fcntl
+    import os
+    import threading
+
+    fd = os.open(tmp_path / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # taken, not yet named
+    record = json.dumps({"pid": 4242, "host": "elsewhere", "started": time.time()}).encode()
+    naming = threading.Timer(delay_s, lambda: os.pwrite(fd, record, 0))
+    naming.start()
+    try:
+        with pytest.raises(RunLockedError, match="pid 4242 on host elsewhere"):
+            RunLock.acquire(tmp_path)
+    finally:
+        naming.join()
+    os.ftruncate(fd, 0)  # a holder that never names itself
+    with pytest.raises(RunLockedError, match="in use by another engine process"):
+        RunLock.acquire(tmp_path)
+    os.close(fd)
+
+
 @pytest.mark.parametrize(
     "text",
     [
