@@ -49,7 +49,7 @@ class _Stream(asyncio.Protocol):
         body = next(self._requests)
         head = b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
         head += b"Content-Length: %d\r\n\r\n"
-        self.transport.write(head % len(body) + body)  # type: ignore[union-attr]
+        self.transport.write(head % len(body) + body)
 
     def data_received(self, data: bytes) -> None:
         self._counters["bytes"] += len(data)
@@ -84,13 +84,13 @@ def _requests(prompts: list[str], n: int, max_tokens: int):
 async def _generated_tokens(urls: list[str]) -> float:
     total = 0.0
     for url in urls:
-        host, port = re.match(r"http://([^:]+):(\d+)", url).groups()  # type: ignore[union-attr]
+        host, port = re.match(r"http://([^:]+):(\d+)", url).groups()
         reader, writer = await asyncio.open_connection(host, int(port))
         writer.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         text = (await reader.read()).decode()
         writer.close()
         match = re.search(r"^vllm:generation_tokens_total\{[^}]*\} (\S+)$", text, re.M)
-        total += float(match.group(1))  # type: ignore[union-attr]
+        total += float(match.group(1))
     return total
 
 
@@ -100,7 +100,7 @@ async def _drive(args, pid: int, urls: list[str]) -> None:
     counters = {"bytes": 0, "responses": 0}
     streams = []
     for url in urls:
-        host, port = re.match(r"http://([^:]+):(\d+)", url).groups()  # type: ignore[union-attr]
+        host, port = re.match(r"http://([^:]+):(\d+)", url).groups()
         for s in range(args.streams):
             requests = _requests(
                 prompts[s % len(prompts) :] + prompts[: s % len(prompts)], args.n, args.max_tokens

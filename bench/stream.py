@@ -116,7 +116,7 @@ class _Replay(asyncio.Protocol):
             self.buffer = self.buffer[head_end + 4 + length :]
             if request_line.startswith(b"post"):
                 date = email.utils.formatdate(usegmt=True).encode()
-                self.transport.write(  # type: ignore[union-attr]
+                self.transport.write(
                     b"HTTP/1.1 200 OK\r\ndate: " + date + b"\r\nserver: uvicorn\r\n"
                     b"content-type: text/event-stream; charset=utf-8\r\nvary: Origin\r\n"
                     b"transfer-encoding: chunked\r\n\r\n"
@@ -125,7 +125,7 @@ class _Replay(asyncio.Protocol):
                 self.server.streams.add(self)
             else:
                 body = b'{"object":"list","data":[{"id":"%s","object":"model"}]}' % MODEL.encode()
-                self.transport.write(  # type: ignore[union-attr]
+                self.transport.write(
                     b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
                     % (len(body), body)
                 )
@@ -154,7 +154,7 @@ class _ReplayServer:
             for stream in list(self.streams):
                 if stream.paused:
                     continue
-                stream.transport.write(self.steps[stream.step])  # type: ignore[union-attr]
+                stream.transport.write(self.steps[stream.step])
                 stream.step += 1
                 if stream.step == len(self.steps):
                     stream.step = -1

@@ -49,9 +49,25 @@ def test_simulated_run_export_report_resume(tmp_path, kind, api):
     out = tmp_path / "run"
     with simulated_fleet(tmp_path, 1, 20_000, "--dataset", str(fixture)) as hosts:
         run = [
-            "run", "--servers", hosts, "--dataset", fixture, "--task", kind, "--api", api,
-            "--samples", SAMPLES, "--out", out, "--json", "--workers", 2, "--metrics-port", 0,
-        ]  # fmt: skip
+            "run",
+            "--servers",
+            hosts,
+            "--dataset",
+            fixture,
+            "--task",
+            kind,
+            "--api",
+            api,
+            "--samples",
+            SAMPLES,
+            "--out",
+            out,
+            "--json",
+            "--workers",
+            2,
+            "--metrics-port",
+            0,
+        ]
         first = engine(*run, env=env)
         again = engine(*run, env=env)
     assert first.returncode == 0, first.stderr[-3000:]
@@ -244,9 +260,19 @@ def verified(tmp_path_factory) -> dict[str, dict[str, dict]]:
             )
         )
         done = engine(
-            "verify", samples, "--task", kind, "--dataset", FIXTURES / f"{kind}.jsonl",
-            "--out", out, "--json", "--workers", 2, env=isolated_env(tmp),
-        )  # fmt: skip
+            "verify",
+            samples,
+            "--task",
+            kind,
+            "--dataset",
+            FIXTURES / f"{kind}.jsonl",
+            "--out",
+            out,
+            "--json",
+            "--workers",
+            2,
+            env=isolated_env(tmp),
+        )
         assert done.returncode == 0, done.stderr[-3000:]
         rows = [orjson.loads(line) for line in out.read_bytes().splitlines()]
         assert sorted(r["case"] for r in rows) == sorted(table)  # every sample judged once

@@ -99,9 +99,9 @@ def test_memory_outside_rlimits_is_oom_and_the_fork_server_survives(program: str
 
     async def body() -> tuple[Outcome, Outcome, list[int], list[int]]:
         async with SandboxPool(workers=1, limits=limits, backend=backend) as pool:
-            before = pool.backend.worker_pids()  # type: ignore[attr-defined]
+            before = pool.backend.worker_pids()
             filled = await pool.run(program)
-            after = pool.backend.worker_pids()  # type: ignore[attr-defined]
+            after = pool.backend.worker_pids()
             return filled, await pool.run("pass"), before, after
 
     filled, next_one, before, after = uvloop.run(body())

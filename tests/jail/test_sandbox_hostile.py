@@ -88,7 +88,7 @@ class Sandbox:
         """Every live worker holds only its baseline processes (a killed jail may need a moment)."""
         deadline = time.monotonic() + grace_s
         while True:
-            extra = {pid: len(descendants(pid)) for pid in self.pool.backend.worker_pids()}  # type: ignore[attr-defined]
+            extra = {pid: len(descendants(pid)) for pid in self.pool.backend.worker_pids()}
             bad = {pid: n for pid, n in extra.items() if n != self.baseline}
             if not bad or time.monotonic() > deadline:
                 break
@@ -116,7 +116,7 @@ def sandbox(request: pytest.FixtureRequest) -> Iterator[Sandbox]:
         if request.param == "firejail" and "not installed" in str(exc):
             pytest.skip(f"firejail backend unavailable here: {exc}")
         raise
-    pids = pool.backend.worker_pids()  # type: ignore[attr-defined]
+    pids = pool.backend.worker_pids()
     counts = {len(descendants(pid)) for pid in pids}
     assert len(counts) == 1, counts
     box = Sandbox(request.param, loop, pool, counts.pop())
@@ -341,7 +341,7 @@ def test_fork_bomb_ends_with_nothing_left(sandbox: Sandbox) -> None:
 def test_memory_cap_covers_the_whole_jail(sandbox: Sandbox) -> None:
     """Four processes of 300 MB each fit their own 512 MB address space but not the jail's 1024 MB:
     the OOM killer must take at least one (the program passes when it did)."""
-    if not sandbox.pool.backend.memory_cap:  # type: ignore[attr-defined]
+    if not sandbox.pool.backend.memory_cap:
         pytest.skip(f"{sandbox.kind}: no jail-wide memory cgroup (per-process RLIMIT_AS only)")
     program = """
 import os, time
@@ -605,7 +605,7 @@ def test_runs_as_an_unprivileged_user_on_the_host(sandbox: Sandbox) -> None:
     outcome = sandbox.run("import os\nprint(os.getuid())\n")
     assert outcome.verdict is Verdict.passed
     uids = set()
-    for pid in sandbox.pool.backend.worker_pids():  # type: ignore[attr-defined]
+    for pid in sandbox.pool.backend.worker_pids():
         for child in descendants(pid):
             try:
                 status = Path(f"/proc/{child}/status").read_text()

@@ -173,10 +173,23 @@ def test_a_whole_program_without_an_entry_point_gets_mutants(program):
 def simulator(tmp_path_factory):
     hosts = tmp_path_factory.mktemp("sim") / "hosts.txt"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "engine", "simulate", "--servers", "2", "--hosts-file", str(hosts),
-         "--tokens-per-second", "50000", "--dataset", str(MBPP)],
-        stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "engine",
+            "simulate",
+            "--servers",
+            "2",
+            "--hosts-file",
+            str(hosts),
+            "--tokens-per-second",
+            "50000",
+            "--dataset",
+            str(MBPP),
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 60
     while not hosts.exists():
         assert proc.poll() is None and time.monotonic() < deadline, proc.stderr
@@ -193,11 +206,30 @@ SAMPLES = 24
 @pytest.mark.parametrize("api", ["completions", "chat"])
 def test_engine_run_on_mbpp_scores_near_the_configured_rate(simulator, tmp_path, api):
     done = subprocess.run(
-        [sys.executable, "-m", "engine", "run", "--servers", str(simulator), "--dataset", str(MBPP),
-         "--samples", str(SAMPLES), "--out", str(tmp_path / "run"), "--no-metrics", "--json",
-         "--workers", "2", "--api", api],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "engine",
+            "run",
+            "--servers",
+            str(simulator),
+            "--dataset",
+            str(MBPP),
+            "--samples",
+            str(SAMPLES),
+            "--out",
+            str(tmp_path / "run"),
+            "--no-metrics",
+            "--json",
+            "--workers",
+            "2",
+            "--api",
+            api,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr  # preflight passed and every sample was verified
     summary = orjson.loads(done.stdout)
     assert summary["samples"] == SAMPLES * len(PROBLEMS)
@@ -219,10 +251,23 @@ def test_simulate_says_which_problems_have_no_reference_and_serves_them(tmp_path
     dataset.write_bytes(orjson.dumps(row) + b"\n")
     hosts = tmp_path / "hosts.txt"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "engine", "simulate", "--servers", "1", "--hosts-file", str(hosts),
-         "--dataset", str(dataset), "--task", "mbpp"],
-        stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "engine",
+            "simulate",
+            "--servers",
+            "1",
+            "--hosts-file",
+            str(hosts),
+            "--dataset",
+            str(dataset),
+            "--task",
+            "mbpp",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 60
         while not hosts.exists():

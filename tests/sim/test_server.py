@@ -59,7 +59,7 @@ async def metric(session: aiohttp.ClientSession, url: str, name: str, labels: st
     async with session.get(url + "/metrics") as r:
         text = await r.text()
     pattern = rf"^{re.escape(name)}\{{[^}}]*{re.escape(labels)}[^}}]*\}} (\S+)$"
-    return float(re.search(pattern, text, re.MULTILINE).group(1))  # type: ignore[union-attr]
+    return float(re.search(pattern, text, re.MULTILINE).group(1))
 
 
 def test_streamed_choices_equal_the_completion_and_usage_adds_up(problems):

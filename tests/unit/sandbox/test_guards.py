@@ -382,7 +382,7 @@ def test_limits_record_the_guards() -> None:
     assert Limits().guards is True and Limits().to_dict()["guards"] is True
     assert Limits(guards=False).to_dict()["guards"] is False
     with pytest.raises(TypeError):
-        Limits(guards="yes")  # type: ignore[arg-type]
+        Limits(guards="yes")
 
 
 class _Store:

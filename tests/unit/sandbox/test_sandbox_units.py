@@ -534,7 +534,7 @@ def test_limits_defaults_units_and_validation() -> None:
         with pytest.raises(TypeError):
             Limits(**bad)
     with pytest.raises(AttributeError):
-        limits.timeout_s = 5  # type: ignore[misc]
+        limits.timeout_s = 5
 
 
 def test_own_cgroups() -> None:
