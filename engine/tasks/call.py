@@ -26,7 +26,7 @@ from engine.tasks.chat import code_from_answer, fenced_messages
 from engine.tasks.compare import Malformed, decode
 from engine.tasks.encoding import Unserialisable, canonical_json, digest, encode
 from engine.tasks.judging import TestRecord, judge_report
-from engine.tasks.programs import REPORT_BYTES, call_program, inputs_data
+from engine.tasks.programs import REPORT_BYTES, call_program
 from sandbox.verdicts import Outcome
 
 NAME = "call"
@@ -56,24 +56,12 @@ def prompt_for(question: str, starter_code: str) -> str:
     return head + starter + "\n" + indent
 
 
-class Call:
+class Call(R.DriverKind):
     name = NAME
     fields = FIELDS
     stop = STOP
     system_prompt = SYSTEM_PROMPT
     report_bytes = REPORT_BYTES  # the driver's report: the sandbox keeps this much output
-
-    def __init__(self, run_all: bool = False):
-        self.run_all = run_all
-
-    def problems(self, rows: Sequence[Mapping[str, Any]], source: str) -> list[Problem]:
-        problems = []
-        for line, row in enumerate(rows, 1):
-            try:
-                problems.append(self._problem(row))
-            except R.RowError as exc:
-                raise R.row_error(source, line, exc) from None
-        return problems
 
     def _problem(self, row: Mapping[str, Any]) -> Problem:
         tests = R.parsed(row, "input_output")
@@ -115,16 +103,6 @@ class Call:
         """A whole definition in the answer follows a `pass` that closes the prompt's stub (the
         later definition wins); a bare body continues the stub as a base model's would."""
         return _completion(problem.prompt, problem.payload["fn_name"], code_from_answer(answer))
-
-    def program(self, problem: Problem, completion: str, *, guards: bool) -> str:
-        return self._program(problem, completion, inputs=True)
-
-    def data(self, problem: Problem) -> bytes:
-        """The test inputs, sent to each jail once (base.Task: optional)."""
-        return inputs_data(problem.payload["inputs"])
-
-    def program_with_data(self, problem: Problem, completion: str, *, guards: bool) -> str:
-        return self._program(problem, completion, inputs=False)
 
     def _program(self, problem: Problem, completion: str, *, inputs: bool) -> str:
         p = problem.payload

@@ -35,7 +35,7 @@ from engine.tasks.base import Judgement
 from engine.tasks.chat import code_from_answer, fenced_messages
 from engine.tasks.compare import Malformed, decode, values_match
 from engine.tasks.judging import TestRecord, already_judged, judge_report, read_report
-from engine.tasks.programs import REPORT_BYTES, call_program, inputs_data
+from engine.tasks.programs import REPORT_BYTES, call_program
 from sandbox.pool import SandboxPool
 from sandbox.verdicts import Outcome, Verdict
 
@@ -71,7 +71,7 @@ def default_cache_dir() -> Path:
     return Path(os.path.expanduser("~")) / ".cache" / "engine" / "expected"
 
 
-class Evalplus:
+class Evalplus(R.DriverKind):
     name = NAME
     fields = FIELDS
     stop = STOP
@@ -82,15 +82,6 @@ class Evalplus:
         self.run_all = run_all
         self.cache_dir = cache_dir
         self._expected: dict[str, list[TestRecord | None]] = {}  # by problem_key: a memo of a pure function
-
-    def problems(self, rows: Sequence[Mapping[str, Any]], source: str) -> list[Problem]:
-        problems = []
-        for line, row in enumerate(rows, 1):
-            try:
-                problems.append(self._problem(row))
-            except R.RowError as exc:
-                raise R.row_error(source, line, exc) from None
-        return problems
 
     def _problem(self, row: Mapping[str, Any]) -> Problem:
         base = R.argument_lists(R.parsed(row, "base_input"), "base_input")
@@ -118,16 +109,6 @@ class Evalplus:
     def extract(self, problem: Problem, answer: str) -> str:
         code = code_from_answer(answer)
         return "\n" + code if f"def {problem.payload['entry_point']}" in code else code
-
-    def program(self, problem: Problem, completion: str, *, guards: bool) -> str:
-        return self._program(problem, completion, inputs=True)
-
-    def data(self, problem: Problem) -> bytes:
-        """The base + plus inputs, sent to each jail once (base.Task: optional)."""
-        return inputs_data(problem.payload["inputs"])
-
-    def program_with_data(self, problem: Problem, completion: str, *, guards: bool) -> str:
-        return self._program(problem, completion, inputs=False)
 
     def _program(self, problem: Problem, completion: str, *, inputs: bool) -> str:
         p = problem.payload

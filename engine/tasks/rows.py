@@ -11,6 +11,7 @@ from typing import Any
 
 from engine.errors import DatasetError
 from engine.records import Problem
+from engine.tasks.programs import inputs_data
 
 
 class RowError(ValueError):
@@ -66,3 +67,38 @@ def fingerprint(source: str, problems: Sequence[Problem]) -> str:
             json.dumps([p.task_id, p.prompt, p.payload], sort_keys=True).encode("utf-8", "surrogatepass")
         )
     return f"{source}@{digest.hexdigest()[:16]}"
+
+
+class DriverKind:
+    """What the kinds judged outside the candidate (stdio, call, evalplus) share: their rows read
+    one by one (a bad row is one error naming it), and the sample's program with its test
+    inputs embedded, or reading them from the problem data sent to each jail once. A kind
+    defines `_problem(row)` and `_program(problem, completion, inputs=...)`."""
+
+    def __init__(self, run_all: bool = False):
+        self.run_all = run_all
+
+    def problems(self, rows: Sequence[Mapping[str, Any]], source: str) -> list[Problem]:
+        problems = []
+        for line, row in enumerate(rows, 1):
+            try:
+                problems.append(self._problem(row))
+            except RowError as exc:
+                raise row_error(source, line, exc) from None
+        return problems
+
+    def program(self, problem: Problem, completion: str, *, guards: bool) -> str:
+        return self._program(problem, completion, inputs=True)
+
+    def data(self, problem: Problem) -> bytes:
+        """The test inputs, sent to each jail once (base.Task: optional)."""
+        return inputs_data(problem.payload["inputs"])
+
+    def program_with_data(self, problem: Problem, completion: str, *, guards: bool) -> str:
+        return self._program(problem, completion, inputs=False)
+
+    def _problem(self, row: Mapping[str, Any]) -> Problem:
+        raise NotImplementedError
+
+    def _program(self, problem: Problem, completion: str, *, inputs: bool) -> str:
+        raise NotImplementedError

@@ -28,7 +28,7 @@ from engine.tasks.checker import RunProgram, check_outcome
 from engine.tasks.compare import stdout_matches
 from engine.tasks.encoding import canonical_stdout, digest
 from engine.tasks.judging import TestRecord, already_judged, judge_report
-from engine.tasks.programs import REPORT_BYTES, inputs_data, stdio_program
+from engine.tasks.programs import REPORT_BYTES, stdio_program
 from sandbox.verdicts import Outcome, Verdict
 
 NAME = "stdio"
@@ -56,25 +56,13 @@ def prompt_for(description: str) -> str:
     return f'"""\n{body}\n"""\n# Python 3: read standard input, write standard output.\nimport sys\n'
 
 
-class Stdio:
+class Stdio(R.DriverKind):
     name = NAME
     fields = FIELDS
     stop = STOP
     system_prompt = SYSTEM_PROMPT
     report_bytes = REPORT_BYTES  # the driver's report: the sandbox keeps this much output
     references_may_fail = True  # CodeContests: some references fail their own tests (flagged at preflight)
-
-    def __init__(self, run_all: bool = False):
-        self.run_all = run_all
-
-    def problems(self, rows: Sequence[Mapping[str, Any]], source: str) -> list[Problem]:
-        problems = []
-        for line, row in enumerate(rows, 1):
-            try:
-                problems.append(self._problem(row))
-            except R.RowError as exc:
-                raise R.row_error(source, line, exc) from None
-        return problems
 
     def _problem(self, row: Mapping[str, Any]) -> Problem:
         inputs: list[str] = []
@@ -120,16 +108,6 @@ class Stdio:
 
     def extract(self, problem: Problem, answer: str) -> str:
         return code_from_answer(answer)
-
-    def program(self, problem: Problem, completion: str, *, guards: bool) -> str:
-        return self._program(problem, completion, inputs=True)
-
-    def data(self, problem: Problem) -> bytes:
-        """The test inputs, sent to each jail once (base.Task: optional)."""
-        return inputs_data(problem.payload["inputs"])
-
-    def program_with_data(self, problem: Problem, completion: str, *, guards: bool) -> str:
-        return self._program(problem, completion, inputs=False)
 
     def _program(self, problem: Problem, completion: str, *, inputs: bool) -> str:
         p = problem.payload
