@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import orjson
 
+from engine.config import DEFAULT_REQUEST_DEADLINE_S
 from engine.errors import HTTPStatusError, ProtocolError, StreamError
 from engine.wire.http11 import MAX_HEAD_BYTES, ResponseReader
 from engine.wire.openai import CHUNK_SLACK, FinishedChoice, StreamAssembler
@@ -32,8 +33,8 @@ MAX_ERROR_BODY = 4096
 # most 4 items"): the first four go to the server, and StreamAssembler applies all of them.
 MAX_STOP_STRINGS = 4
 
-# What a server can make one request cost, whatever it sends (see README, "A hostile server").
-DEFAULT_REQUEST_DEADLINE_S = 900.0  # a whole response, from connecting to its last byte
+# What a server can make one request cost, whatever it sends (see README, "A hostile server"); the
+# whole response's deadline is engine.config's DEFAULT_REQUEST_DEADLINE_S.
 MAX_RETRY_AFTER_S = (
     60.0  # a server's Retry-After pauses it at most as long as the circuit breaker's longest pause
 )

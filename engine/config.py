@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 
-from engine.client import DEFAULT_REQUEST_DEADLINE_S
 from engine.tasks.source import EMBEDDED
 from sandbox import Limits
 from sandbox.launchers import LAUNCHERS
@@ -24,6 +23,10 @@ from sandbox.verifier import Timing
 SANDBOX_BACKENDS = tuple(LAUNCHERS)  # the registry feeds the CLI choices and the factory alike
 POLICIES = ("uniform", "until-solved", "hardest-first")
 APIS = ("completions", "chat")
+# What a server can make one request cost, whatever it sends (see README, "A hostile server"):
+# a whole response, from connecting to its last byte. Here, not in engine.client, so that reading
+# the configuration does not import the HTTP client (aiohttp) for `engine verify`.
+DEFAULT_REQUEST_DEADLINE_S = 900.0
 
 
 @dataclass(frozen=True, slots=True)

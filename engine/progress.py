@@ -12,8 +12,6 @@ import sys
 import time
 from collections.abc import Callable
 
-from tqdm import tqdm
-
 from engine.sweep.snapshot import Meter, Snapshot
 
 log = logging.getLogger("engine.progress")
@@ -70,6 +68,8 @@ class Progress:
         self._stall_reported = False
         self._bar = None
         if enabled and sys.stderr.isatty():
+            from tqdm import tqdm  # only to draw a bar: `write_line` knows none is drawn without it
+
             first = snapshot()
             self._bar = tqdm(
                 total=first.target,
@@ -107,6 +107,18 @@ class Progress:
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()
+
+
+def write_line(text: str) -> None:
+    """One line on stderr, above the progress bar when one is drawn. tqdm is imported only to
+    draw a bar (Progress), so while it is not imported no bar can be torn and a plain write is
+    what tqdm.write would do; commands without a bar (--json, no terminal) never import it."""
+    if "tqdm" in sys.modules:
+        from tqdm import tqdm
+
+        tqdm.write(text, file=sys.stderr)
+    else:
+        sys.stderr.write(text + "\n")
 
 
 def figures(snap: Snapshot) -> str:

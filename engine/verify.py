@@ -16,7 +16,7 @@ import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import orjson
 
@@ -25,8 +25,6 @@ from engine.errors import SANDBOX_ERRORS, InputError, map_exceptions
 from engine.progress import Progress, Tally
 from engine.records import Problem
 from engine.remote import open_pool
-from engine.runlock import RunLock, keep_heartbeat
-from engine.store import Store, StoredVerdict
 from engine.summary import INFRA_ERROR, VerifySummary, summarize
 from engine.tasks import DEFAULT_KIND, EMBEDDED, Task, get_task, load_dataset
 from engine.tasks.hooks import all_tests as every_test
@@ -35,6 +33,9 @@ from metrics.running import RunningPassAtK
 from sandbox import Outcome
 from sandbox.calibration import CalibrationCache
 from sandbox.verifier import Verifier
+
+if TYPE_CHECKING:  # a run's store and lock: imported by --retry of a run only (start-up of a file)
+    from engine.store import Store
 
 log = logging.getLogger(__name__)
 Key = TypeVar("Key")  # what a caller names a job by: a line's position, a (task_id, index)
@@ -205,6 +206,9 @@ async def retry_run(
 ) -> VerifySummary:
     """Re-verify the samples of a run whose verdict is `retry`; update their rows in its store,
     holding the run's lock (a sweep or another retry writing it too would mix up rows)."""
+    from engine.runlock import RunLock, keep_heartbeat
+    from engine.store import Store
+
     run_dir = Path(run_dir)
     Store.require(run_dir)
     with RunLock.acquire(run_dir):
@@ -221,6 +225,8 @@ async def retry_run(
 async def _retry_in_store(
     store: Store, run_dir: Path, settings: SandboxSettings, retry: str, progress: bool
 ) -> VerifySummary:
+    from engine.store import StoredVerdict
+
     problems = {p.task_id: p for p in store.problems()}
     rows = [row for row in store.verified(retry) if row[0] in problems]
     task = get_task(next(iter(problems.values())).kind if problems else DEFAULT_KIND)

@@ -1,16 +1,22 @@
 """The unbiased pass@k estimator of Chen et al. 2021 (the Codex paper).
 
 For a problem with n samples of which c passed, pass@k = 1 - C(n-c, k) / C(n, k). The binomials
-overflow long before n = 1000, so it is computed as the product
-1 - prod_{i = n-c+1}^{n} (1 - k / i), which stays in [0, 1]. The score is the mean over problems
-with at least k samples. Coverage is pass@n; fail@k = 1 - pass@k.
+overflow floats long before n = 1000, so the ratio is computed as a product of terms in (0, 1],
+whichever of its two forms is shorter:
+
+    C(n-c, k) / C(n, k) = prod_{i = n-c+1}^{n} (1 - k / i)        c terms (the Codex paper's)
+                        = prod_{j = 0}^{k-1} (n-c-j) / (n-j)      k terms
+
+so it stays in [0, 1] and costs min(c, k) multiplications. Plain Python, no numpy: the summary of
+every command needs it, and numpy's import (and its BLAS threads) would cost `engine verify`'s
+start-up more than all the arithmetic. The score is the mean over problems with at least k
+samples. Coverage is pass@n; fail@k = 1 - pass@k.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
-
-import numpy as np
 
 STANDARD_KS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
 
@@ -21,13 +27,17 @@ def pass_at_k(n: int, c: int, k: int) -> float:
         raise ValueError(f"need 0 <= c <= n and 1 <= k <= n, got n={n} c={c} k={k}")
     if n - c < k:
         return 1.0
-    return float(1.0 - np.prod(1.0 - k / np.arange(n - c + 1, n + 1)))
+    if c <= k:
+        none_pass = math.prod(1.0 - k / i for i in range(n - c + 1, n + 1))
+    else:
+        none_pass = math.prod((n - c - j) / (n - j) for j in range(k))
+    return 1.0 - none_pass
 
 
 def mean_pass_at_k(ns: Iterable[int], cs: Iterable[int], k: int) -> float | None:
     """Mean pass@k over the problems that have at least k samples; None if there are none."""
     scores = [pass_at_k(n, c, k) for n, c in zip(ns, cs) if n >= k]
-    return float(np.mean(scores)) if scores else None
+    return math.fsum(scores) / len(scores) if scores else None
 
 
 def ks_for(max_n: int) -> list[int]:

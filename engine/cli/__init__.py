@@ -19,10 +19,10 @@ from typing import Any
 
 import click
 import orjson
-from tqdm import tqdm
 
 from engine.cli.options import use_envvars
 from engine.errors import EngineError, SandboxError
+from engine.progress import write_line
 
 log = logging.getLogger("engine")
 
@@ -35,7 +35,7 @@ class _TqdmHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            tqdm.write(self.format(record), file=sys.stderr)
+            write_line(self.format(record))
         except Exception:  # logging must never take the sweep down
             self.handleError(record)
 

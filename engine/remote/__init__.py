@@ -11,11 +11,14 @@ metrics). Ray is an optional extra: imported only for --verify-on ray.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry
+from typing import TYPE_CHECKING
 
 from engine.config import SandboxSettings
 from engine.errors import InputError
 from sandbox import SandboxPool
+
+if TYPE_CHECKING:  # only Ray's per-node metrics take a registry: no prometheus_client for local pools
+    from prometheus_client import CollectorRegistry
 
 LOCAL = "local"
 RAY_INSTALL = "pip install 'engine[ray]'"
