@@ -13,6 +13,7 @@ import asyncio
 import logging
 import statistics
 from dataclasses import replace
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sandbox.calibration import Calibration, Timing, calibration_key
@@ -34,14 +35,60 @@ class Preflight:
         """Prove the sandbox judges correctly (and calibrate); SandboxError saying why if not."""
         with_canonical = [p for p in self.verifier.problems.values() if self.verifier.programs.reference(p)]
         sample = _spread(with_canonical, self.verifier.preflight_sample)
-        if self.verifier.timing.timeout_s is None:
-            calibration = await self._calibration(with_canonical, sample)
-            self._apply(calibration)
+        if self.verifier.timing.timeout_s is not None:
+            await self._with_fixed_limits(sample)
         else:
-            fixed = self.verifier.limits_for("").timeout_s
-            probe = replace(self.verifier.base_limits, timeout_s=fixed, cpu_time_s=fixed)
-            _, failed = await self._measure([(p, 0) for p in sample], probe)
-            self._refuse_failed(sample, failed)
+            key = self._calibration_key(with_canonical)
+            if (cached := self._cached(key)) is None:
+                await self._calibrate(with_canonical, sample, key)
+            else:
+                await self._with_cached_calibration(sample, *cached)
+        passing = sum(p.task_id not in self.verifier.flagged for p in sample)
+        log.info("preflight passed: %d canonical solutions pass, known-bad completions fail", passing)
+
+    async def _calibrate(self, with_canonical: list[Problem], sample: list[Problem], key: str) -> None:
+        """Every canonical solution measured (and kept in the cache); the known-bad controls run
+        after, under the limits just measured."""
+        calibration = await self._measure_calibration(with_canonical, sample)
+        if self.verifier.calibration_cache is not None:
+            self.verifier.calibration_cache.store(key, calibration)
+        self._apply(calibration)
+        self._warn_flagged()
+        self._refuse_known_bad(await self._run_known_bad())
+
+    async def _with_cached_calibration(
+        self, sample: list[Problem], where: Path, calibration: Calibration
+    ) -> None:
+        """Every limit is known before anything runs: the sample's canonical solutions (proving
+        this sandbox still passes them) and the known-bad controls run at once."""
+        self._set_limits(calibration)
+        failed, bad = await self._references_and_known_bad(sample, self._probe_limits())
+        self._refuse_failed(sample, failed)
+        self._flag(calibration)
+        log.info("calibration reused from %s", where)
+        self._log_limits()
+        self._warn_flagged()
+        self._refuse_known_bad(bad)
+
+    async def _with_fixed_limits(self, sample: list[Problem]) -> None:
+        fixed = self.verifier.limits_for("").timeout_s
+        probe = replace(self.verifier.base_limits, timeout_s=fixed, cpu_time_s=fixed)
+        failed, bad = await self._references_and_known_bad(sample, probe)
+        self._refuse_failed(sample, failed)
+        self._warn_flagged()
+        self._refuse_known_bad(bad)
+
+    async def _references_and_known_bad(
+        self, sample: list[Problem], probe: Limits
+    ) -> tuple[dict[str, Outcome], list[tuple[Problem, str, Outcome]]]:
+        """Both at once; checked after, references first, so a failure says what it said when
+        they ran one after the other."""
+        (_, failed), bad = await asyncio.gather(
+            self._measure([(p, 0) for p in sample], probe), self._run_known_bad()
+        )
+        return failed, bad
+
+    def _warn_flagged(self) -> None:
         flagged = self.verifier.flagged  # measured now or named by a cached calibration: warned alike
         if flagged:
             log.warning(
@@ -49,13 +96,8 @@ class Preflight:
                 len(flagged),
                 ", ".join(sorted(flagged)[:5]),
             )
-        await self._check_known_bad()
-        passing = sum(p.task_id not in flagged for p in sample)
-        log.info("preflight passed: %d canonical solutions pass, known-bad completions fail", passing)
 
-    async def _calibration(self, with_canonical: list[Problem], sample: list[Problem]) -> Calibration:
-        """From the cache when this dataset was calibrated with these settings on this machine
-        (only the sample's canonical solutions run, to prove the sandbox); else measured and kept."""
+    def _calibration_key(self, with_canonical: list[Problem]) -> str:
         guards = self.verifier.base_limits.guards
         references = [
             (
@@ -64,21 +106,16 @@ class Preflight:
             )
             for p in with_canonical
         ]
-        key = calibration_key(references, self._calibration_settings())
+        return calibration_key(references, self._calibration_settings())
+
+    def _cached(self, key: str) -> tuple[Path, Calibration] | None:
+        """(its file, the calibration) of this dataset with these settings on this machine, if one
+        was kept and reusing it is allowed: then only the preflight sample's canonical solutions run."""
         cache = self.verifier.calibration_cache
-        if (
-            cache is not None
-            and self.verifier.timing.reuse_calibration
-            and (cached := cache.load(key)) is not None
-        ):
-            _, failed = await self._measure([(p, 0) for p in sample], self._probe_limits())
-            self._refuse_failed(sample, failed)
-            log.info("calibration reused from %s", cache.path(key))
-            return cached
-        calibration = await self._measure_calibration(with_canonical, sample)
-        if self.verifier.calibration_cache is not None:
-            self.verifier.calibration_cache.store(key, calibration)
-        return calibration
+        if cache is None or not self.verifier.timing.reuse_calibration:
+            return None
+        calibration = cache.load(key)
+        return None if calibration is None else (cache.path(key), calibration)
 
     def _calibration_settings(self) -> dict:
         timing = {
@@ -156,9 +193,17 @@ class Preflight:
         )
 
     def _apply(self, calibration: Calibration) -> None:
-        """Each measured problem's limits from its canonical solution's median times."""
+        self._flag(calibration)
+        self._set_limits(calibration)
+        self._log_limits()
+
+    def _flag(self, calibration: Calibration) -> None:
+        """After the failures measured now (their reasons kept, first in `flagged`)."""
         for task_id in calibration.failed:  # from a cached calibration: named, the reason not kept
             self.verifier.flagged.setdefault(task_id, "its reference failed when this dataset was calibrated")
+
+    def _set_limits(self, calibration: Calibration) -> None:
+        """Each measured problem's limits from its canonical solution's median times."""
         for task_id, (wall, cpu) in calibration.measured.items():
             if task_id not in self.verifier.problems:
                 continue
@@ -168,6 +213,8 @@ class Preflight:
             self.verifier._limits[task_id] = replace(
                 self.verifier.base_limits, timeout_s=wall_limit, cpu_time_s=cpu_limit
             )
+
+    def _log_limits(self) -> None:
         if self.verifier._limits:
             walls = sorted(lim.timeout_s for lim in self.verifier._limits.values())
             cpus = sorted(lim.cpu_time_s or 0.0 for lim in self.verifier._limits.values())  # all set here
@@ -199,7 +246,9 @@ class Preflight:
         checked = (self.verifier._checked(p, o, limits) for (p, _), o in zip(jobs, outcomes))
         return list(await asyncio.gather(*checked))
 
-    async def _check_known_bad(self) -> None:
+    async def _run_known_bad(self) -> list[tuple[Problem, str, Outcome]]:
+        """The task's known-bad completions of a few problems, each under its problem's limits:
+        (problem, name, checked outcome)."""
         problems = _spread(list(self.verifier.problems.values()), min(self.verifier.preflight_sample, 4))
         guards = self.verifier.pool.limits.guards
         jobs = [
@@ -217,10 +266,15 @@ class Preflight:
                 for p, _, completion in jobs
             )
         )
+        checked = []
         for (problem, name, _), outcome in zip(jobs, outcomes):
-            outcome = await self.verifier._checked(
-                problem, outcome, self.verifier.limits_for(problem.task_id)
-            )
+            limits = self.verifier.limits_for(problem.task_id)
+            checked.append((problem, name, await self.verifier._checked(problem, outcome, limits)))
+        return checked
+
+    @staticmethod
+    def _refuse_known_bad(checked: list[tuple[Problem, str, Outcome]]) -> None:
+        for problem, name, outcome in checked:
             if outcome.verdict is not Verdict.failed:
                 raise SandboxError(
                     f"preflight: a known-bad completion ({name}) of {problem.task_id} was judged"
