@@ -110,8 +110,17 @@ class ForkServerBackend:
                 raise failures[0]
             self.features = dict(next(iter(self._workers)).features)
             self.features["cgroups"] = ",".join(self._cgroups.parents) if self._cgroups else "none"
-            for reserved in (False, True):
-                outcome = await self.run(SELF_TEST_PROGRAM, limits, label="self-test", reserved=reserved)
+            # Both kinds of jail proved at once; judged in order (a shared jail's failure first).
+            proofs = await asyncio.gather(
+                *(
+                    self.run(SELF_TEST_PROGRAM, limits, label="self-test", reserved=reserved)
+                    for reserved in (False, True)
+                ),
+                return_exceptions=True,
+            )
+            for outcome in proofs:
+                if isinstance(outcome, BaseException):
+                    raise outcome
                 if outcome.verdict is not Verdict.passed:
                     said = outcome.output.strip().splitlines()[-1:]
                     raise SandboxError(
