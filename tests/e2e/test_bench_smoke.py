@@ -30,6 +30,7 @@ SMOKE = {
     "report": (["--samples", "2", "--backtest", "1"], "observed pass@"),
     "report_coverage": (["--trials", "1", "--boots", "1", "--samples", "1"], "1 trials of"),
     "simulator": (["--servers", "1", "--warmup", "0", "--seconds", "1"], "achieved"),
+    "startup_timeline": (["--runs", "1"], "exit; heavy libraries imported"),
     "soak": (["--samples", "1", "--minutes", "0.05", "--every", "1", "--servers", "1"], "store: "),
     "stream": (
         ["--requests", "1", "--n", "1", "--tokens", "1", "--rounds", "1", "--clients", "aiohttp", "engine"],
