@@ -238,14 +238,23 @@ class Verifier:
         raise AssertionError("unreachable")
 
     def _remember(self, key: tuple[str, bytes], outcome: Outcome) -> None:
-        slim = replace(outcome, output=outcome.output[-CACHE_OUTPUT_CHARS:])
-        self._cache[key] = slim
+        long = len(outcome.output) > CACHE_OUTPUT_CHARS
+        self._cache[key] = replace(outcome, output=outcome.output[-CACHE_OUTPUT_CHARS:]) if long else outcome
         if len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)
 
 
 def _with_judgement(outcome: Outcome, j: Any) -> Outcome:
     """The outcome carrying a task's judgement (engine.tasks.Judgement)."""
+    judged = (j.verdict, j.detail, j.tests_passed, j.tests_total, j.base_passed)
+    if judged == (
+        outcome.verdict,
+        outcome.detail,
+        outcome.tests_passed,
+        outcome.tests_total,
+        outcome.base_passed,
+    ):
+        return outcome  # judged as the sandbox saw it (most kinds, most samples): nothing to copy
     output = outcome.output if j.tests_total is None else outcome.output[-CACHE_OUTPUT_CHARS:]
     return replace(
         outcome,

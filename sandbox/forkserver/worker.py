@@ -42,6 +42,7 @@ from sandbox.capture import TailBuffer
 from sandbox.cgroups import JailCgroup
 from sandbox.errors import SandboxError
 from sandbox.forkserver.blobs import DEFAULT_BUDGET_BYTES, HeldBlobs, digest_of
+from sandbox.forkserver.cpu_clock import CpuClock
 from sandbox.limits import Limits
 from sandbox.protocol import StatusParser
 from sandbox.verdicts import KillReason, Observation, Outcome, decide, load_sensitive
@@ -116,7 +117,7 @@ class Worker:
         self._reader_task: asyncio.Task | None = None
         self._killed_by: KillReason | None = None
         self._sent: deque[_Sent] = deque()
-        self._cpu_clock = _CpuClock(cgroup)
+        self._cpu_clock = CpuClock(cgroup)
         self.blobs = HeldBlobs(data_budget)  # the problem data its server holds (blobs.py)
         self.bytes_written = 0  # to the server, frames included (bench/problem_data.py)
 
@@ -280,13 +281,8 @@ class Worker:
         return max(waited, jail) if ran_long else waited
 
     def _observe(self, reply: dict | None, limits: Limits, cpu_s: float | None) -> tuple[Observation, bool]:
-        base: dict[str, Any] = {
-            "timeout_s": limits.timeout_s,
-            "cpu_time_s": limits.cpu_time_s,
-            "memory_cap": self.memory_cap,
-            "cpu_used_s": cpu_s,
-        }
         if reply is None or reply.get("event") != "result":
+            base = self._base(limits, cpu_s)
             if self._killed_by is KillReason.closed:
                 return Observation(ready=True, killed_by=KillReason.closed, **base), False
             if self._killed_by is KillReason.unresponsive:
@@ -295,26 +291,38 @@ class Worker:
                 fault = "the worker died while the program ran" + _suffix(_last_words(self.stderr.text()))
             return Observation(ready=True, worker_fault=fault, **base), False
         if not reply.get("started"):
-            return Observation(sandbox_fault=str(reply.get("fault") or "program not started"), **base), False
+            fault = str(reply.get("fault") or "program not started")
+            return Observation(sandbox_fault=fault, **self._base(limits, cpu_s)), False
         status = StatusParser(str(reply.get("nonce", "")))
         status.feed(str(reply.get("status", "")).encode("utf-8", "replace"))
         ready = bool(reply.get("ready"))
-        sig = reply.get("signal") if isinstance(reply.get("signal"), int) else None
-        timed_out = bool(reply.get("timed_out"))
+        sig = reply.get("signal")
+        exit_status = reply.get("exit_status")
         observation = Observation(
             ready=ready,
             passed_record=status.passed,
             forged_pass=status.forged_pass,
             failure=status.failure,
-            killed_by=KillReason.timeout if timed_out else None,
-            exit_status=reply.get("exit_status") if isinstance(reply.get("exit_status"), int) else None,
-            signal=sig,
+            killed_by=KillReason.timeout if reply.get("timed_out") else None,
+            exit_status=exit_status if isinstance(exit_status, int) else None,
+            signal=sig if isinstance(sig, int) else None,
             sandbox_fault=None if ready else (status.setup_failure or "the program's set-up failed"),
             output_memory_error="MemoryError" in str(reply.get("output", "")),
             cpu_limit=status.cpu_limit,
-            **base,
+            timeout_s=limits.timeout_s,
+            cpu_time_s=limits.cpu_time_s,
+            memory_cap=self.memory_cap,
+            cpu_used_s=cpu_s,
         )
         return observation, ready  # it answered: the fork-server survived whatever the program did
+
+    def _base(self, limits: Limits, cpu_s: float | None) -> dict[str, Any]:
+        return {
+            "timeout_s": limits.timeout_s,
+            "cpu_time_s": limits.cpu_time_s,
+            "memory_cap": self.memory_cap,
+            "cpu_used_s": cpu_s,
+        }
 
     def kill(self, reason: KillReason) -> None:
         """SIGTERM the jail (nsjail/firejail kill and reap everything in it); SIGKILL later."""
@@ -355,31 +363,6 @@ class Worker:
                 with contextlib.suppress(BaseException):
                     await asyncio.wait_for(task, 2.0)
         self._cpu_clock.close()
-
-
-class _CpuClock:
-    """The jail's cgroup CPU clock, read through a descriptor kept open (one pread per reply)."""
-
-    def __init__(self, cgroup: JailCgroup | None):
-        path = cgroup.paths.get("cpuacct") if cgroup is not None else None
-        self._path = str(path / "cpuacct.usage") if path is not None else None
-        self._fd: int | None = None
-
-    def read(self) -> float | None:
-        if self._path is None:
-            return None
-        try:
-            if self._fd is None:
-                self._fd = os.open(self._path, os.O_RDONLY | os.O_CLOEXEC)
-            return int(os.pread(self._fd, 32, 0)) / 1e9
-        except (OSError, ValueError):
-            return None
-
-    def close(self) -> None:
-        if self._fd is not None:
-            with contextlib.suppress(OSError):
-                os.close(self._fd)
-            self._fd = None
 
 
 _LIMITS_JSON: dict[Limits, bytes] = {}
