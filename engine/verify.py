@@ -11,6 +11,7 @@ and what the verdict was obtained with (`backend`, `limits`, `wall_s`, `cpu_s`, 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 from collections.abc import Callable, Iterable, Sequence
@@ -173,7 +174,6 @@ async def _verify_all(
     `record(key, outcome)` as each verdict arrives; the number of verdicts reused by dedup."""
     tally = Tally(len(jobs))
     bar = Progress(tally.snapshot, enabled=progress)
-    pending = iter(jobs)
     async with open_pool(settings) as pool:
         verifier = Verifier(
             pool,
@@ -186,18 +186,58 @@ async def _verify_all(
         await prepare(task, problems, pool)
         await verifier.preflight()
 
-        async def worker() -> None:
-            for key, problem, completion in pending:
-                record(key, await verifier.verify(problem, completion))
-                tally.advance()
-
         refreshing = asyncio.create_task(bar.refresh_forever())
         try:
-            await asyncio.gather(*(worker() for _ in range(pool.capacity + pool.workers)))
+            await _feed(verifier, jobs, pool.capacity + pool.workers, record, tally)
         finally:
             refreshing.cancel()
     bar.close()
     return verifier.reused
+
+
+async def _feed(
+    verifier: Verifier,
+    jobs: Sequence[tuple[Key, Problem, str]],
+    in_flight: int,
+    record: Callable[[Key, Outcome], None],
+    tally: Tally,
+) -> None:
+    """Keep `in_flight` samples submitted, and as each verdict arrives record it and submit the
+    next: no task or future per sample, so the engine's own CPU per sample stays small (issue
+    14). The first error stops it; whatever is still submitted is then withdrawn."""
+    finished: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    pending = iter(jobs)
+    outstanding: dict[Key, Callable[[], None]] = {}  # submitted, not answered: how to withdraw each
+
+    def submit_next() -> None:
+        for key, problem, completion in pending:  # one job, if any is left
+            outstanding[key] = verifier.submit(problem, completion, functools.partial(answered, key))
+            return
+        if not outstanding and not finished.done():
+            finished.set_result(None)
+
+    def answered(key: Key, result: Outcome | BaseException) -> None:
+        outstanding.pop(key, None)
+        if finished.done():
+            return
+        try:
+            if isinstance(result, BaseException):
+                raise result
+            record(key, result)
+            tally.advance()
+            submit_next()
+        except asyncio.CancelledError:
+            finished.cancel()
+        except BaseException as exc:
+            finished.set_exception(exc)
+
+    try:
+        for _ in range(max(in_flight, 1)):
+            submit_next()
+        await finished
+    finally:
+        for withdraw in list(outstanding.values()):
+            withdraw()
 
 
 async def retry_run(

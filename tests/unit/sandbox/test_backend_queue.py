@@ -70,9 +70,9 @@ steps = st.lists(
 @settings(max_examples=300, deadline=None)
 @given(depths=st.lists(st.integers(1, 3), min_size=1, max_size=4), schedule=steps)
 def test_every_ticket_is_answered_once_in_order_and_cancelled_ones_never_run(depths, schedule):
-    backend = ForkServerBackend(FakeLauncher())  # type: ignore[arg-type]
+    backend = ForkServerBackend(FakeLauncher())
     jails = [FakeJail(d) for d in depths]
-    backend._workers = set(jails)  # type: ignore[arg-type]
+    backend._workers = set(jails)
     answers: dict[str, list[str]] = {}
     tickets, sent_order, submitted = [], [], 0
 
@@ -122,9 +122,9 @@ def test_every_ticket_is_answered_once_in_order_and_cancelled_ones_never_run(dep
 
 
 def test_a_cancelled_ticket_answered_later_calls_nobody():
-    backend = ForkServerBackend(FakeLauncher())  # type: ignore[arg-type]
+    backend = ForkServerBackend(FakeLauncher())
     jail = FakeJail(1)
-    backend._workers = {jail}  # type: ignore[arg-type]
+    backend._workers = {jail}
     got: list[str] = []
     ticket = backend.submit("p", Limits(), done=lambda o: got.append(o.detail))
     backend.cancel(ticket)
