@@ -188,7 +188,7 @@ async def _verify_all(
 
         refreshing = asyncio.create_task(bar.refresh_forever())
         try:
-            await _feed(verifier, jobs, pool.capacity + pool.workers, record, tally)
+            await _feed(verifier, jobs, pool.capacity, record, tally)
         finally:
             refreshing.cancel()
     bar.close()

@@ -28,7 +28,7 @@ import secrets
 import shutil
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from sandbox.cgroups import PoolCgroups, sweep_leftovers
 from sandbox.errors import SandboxError
@@ -227,8 +227,7 @@ class ForkServerBackend:
         self, worker: Worker | BrokenWorker, reserved: bool, ticket: Ticket, outcome: Outcome, healthy: bool
     ) -> None:
         ticket.answered = True
-        label = ticket.label or "-"
-        log.debug("%.3fs %s %s: %s", outcome.wall_s, label, outcome.verdict.value, outcome.detail)
+        log.debug("%.3fs %s %s: %s", outcome.wall_s, ticket.label or "-", outcome.verdict, outcome.detail)
         self._after_run(worker, reserved, healthy)
         try:
             if not ticket.cancelled:
@@ -238,13 +237,13 @@ class ForkServerBackend:
 
     def _choose(self, reserved: bool) -> Worker | BrokenWorker | None:
         """dispatch.choose over the jails taking work: ready, healthy, not worn out."""
-        taking: list[Worker | BrokenWorker] = [
+        recycle_after = self.recycle_after
+        taking: Iterator[Worker | BrokenWorker] = (
             w
             for w in self._workers
-            if w.reserved == reserved and w.ready and w.healthy and w.served < self.recycle_after
-        ]
-        stand_ins: list[Worker | BrokenWorker] = list(self._stand_ins[reserved])
-        return choose(taking, stand_ins, time.monotonic())
+            if w.reserved == reserved and w.ready and w.healthy and w.served < recycle_after
+        )
+        return choose(taking, self._stand_ins[reserved], time.monotonic())
 
     def _after_run(self, worker: Worker | BrokenWorker, reserved: bool, healthy: bool) -> None:
         """Retire the jail after an anomaly at once; when worn out (`recycle_after`) or closing,
