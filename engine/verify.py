@@ -33,7 +33,7 @@ from engine.tasks import DEFAULT_KIND, EMBEDDED, Task, get_task, load_dataset
 from engine.tasks.hooks import all_tests as every_test
 from engine.tasks.hooks import prepare
 from metrics.running import RunningPassAtK
-from sandbox import Outcome
+from sandbox import Outcome, Verdict
 from sandbox.calibration import CalibrationCache
 from sandbox.verifier import Verifier
 
@@ -81,18 +81,18 @@ def verdict_of(result: object) -> str:
     return str(result)
 
 
-def result_fields(task: Task, problem: Problem, outcome: Outcome) -> dict:
-    """What a results row says about its verdict, as the problem's task kind judges the outcome."""
-    judgement = task.judge(problem, outcome)
+def result_fields(task: Task, outcome: Outcome) -> dict:
+    """What a results row says about its verdict: the outcome as its task kind judged it (the
+    verifier judges every outcome it gives, reused ones included)."""
     return {
-        "passed": judgement.passed,
-        "result": judgement.verdict.value,
-        "detail": judgement.detail,
+        "passed": outcome.verdict is Verdict.passed,
+        "result": outcome.verdict.value,
+        "detail": outcome.detail,
         "task_kind": task.name,
         **{
             k: v
             for k in ("tests_passed", "tests_total", "base_passed")
-            if (v := getattr(judgement, k)) is not None
+            if (v := getattr(outcome, k)) is not None
         },
         "backend": outcome.backend,
         "limits": outcome.limits.to_dict(),
@@ -135,8 +135,7 @@ async def verify_file(
     results: dict[int, dict] = {}
 
     def record(position: int, outcome: Outcome) -> None:
-        problem = problems[rows[position]["task_id"]]
-        results[position] = result_fields(loaded.task, problem, outcome)
+        results[position] = result_fields(loaded.task, outcome)
 
     jobs = [
         (position, problems[rows[position]["task_id"]], rows[position]["completion"]) for position in todo
