@@ -12,6 +12,10 @@ Target on the 2-core box: >= 99 % of the offered tokens/s sustained, verificatio
 
     .venv/bin/python bench/e2e.py                    # 164 x 200 samples
     .venv/bin/python bench/e2e.py --samples 500 --every 2
+    .venv/bin/python bench/e2e.py --samples 40 -- --cpu-time-floor 0.25   # engine options after --
+
+Busy loops cost their CPU-time limit each (1 s by default): the "sandbox CPU" line says how much
+of the sandboxes' time went there, which is what decides whether a small sweep keeps pace.
 """
 
 from __future__ import annotations
@@ -117,6 +121,13 @@ def report(rows: list[dict], db: Path, offered: int, engine_peak: float) -> None
         )
     )
     reused = connection.execute("SELECT COUNT(*), SUM(reused) FROM samples").fetchone()
+    # Where the sandboxes' CPU went: samples stopped at their CPU-time limit against the rest.
+    spent = connection.execute(
+        "SELECT COUNT(*), COALESCE(SUM(cpu_s), 0),"
+        " COALESCE(SUM(CASE WHEN detail LIKE 'CPU-time limit%' THEN cpu_s END), 0),"
+        " COUNT(CASE WHEN detail LIKE 'CPU-time limit%' THEN 1 END)"
+        " FROM samples WHERE reused = 0 AND verified_at IS NOT NULL"
+    ).fetchone()
     connection.close()
 
     def pct(q: float) -> float:
@@ -133,6 +144,11 @@ def report(rows: list[dict], db: Path, offered: int, engine_peak: float) -> None
         f"  queue depth     max {max(r['queue'] for r in rows):,.0f}, median {statistics.median(r['queue'] for r in steady):,.0f}"
     )
     print(f"  verification lag p50 {pct(0.5):.3f} s, p99 {pct(0.99):.3f} s, max {lags[-1]:.3f} s")
+    runs, cpu, looping_cpu, looping = spent
+    print(
+        f"  sandbox CPU     {cpu:,.1f} s over {runs:,} runs; {looping_cpu:,.1f} s of it in {looping:,} runs"
+        f" stopped at their CPU-time limit ({looping_cpu / max(cpu, 1e-9):.0%})"
+    )
     print(
         f"  engine CPU      {100 * statistics.mean(r['cpu_rate'] for r in steady):.0f} % of one core"
         f" (its own process, sandboxes excluded); peak RSS {engine_peak:,.0f} MB"

@@ -57,8 +57,13 @@ def build_files(directory: Path, samples: int) -> dict[str, Path]:
         }
         for i in range(samples)
     ]
+    # The unfavourable case: every sample fails (an AssertionError, its record and traceback).
+    failing = [
+        {"task_id": problems[i % len(problems)]["task_id"], "completion": f"    return None  # copy {i}\n"}
+        for i in range(samples)
+    ]
     paths = {}
-    for name, rows in (("one", one), ("each", each), ("unique", unique)):
+    for name, rows in (("one", one), ("each", each), ("unique", unique), ("failing", failing)):
         paths[name] = directory / f"{name}.jsonl"
         paths[name].write_text("".join(json.dumps(row) + "\n" for row in rows))
     return paths
@@ -109,17 +114,20 @@ def startup(pythons: dict[str, str], paths: dict[str, Path], rounds: int, worker
 
 
 def coordinator_cpu(pythons: dict[str, str], paths: dict[str, Path], rounds: int, samples: int) -> None:
-    print(f"coordinator CPU per verified sample (engine process only, children excluded), {samples} unique:")
-    raw: dict[str, list[float]] = {who: [] for who in pythons}
-    marginal: dict[str, list[float]] = {who: [] for who in pythons}
-    for round_ in range(rounds):
-        for who in sorted(pythons, reverse=bool(round_ % 2)):
-            _, base = run(pythons[who], paths["one"], [])
-            _, cpu = run(pythons[who], paths["unique"], [])
-            raw[who].append(cpu / samples * 1000)
-            marginal[who].append((cpu - base) / max(samples - 1, 1) * 1000)
-    compare("raw (start-up included)", raw, "ms")
-    compare("marginal (minus a one-line run)", marginal, "ms")
+    for name, what in (("unique", "unique, passing"), ("failing", "unique, failing")):
+        print(
+            f"coordinator CPU per verified sample (engine process only, children excluded), {samples} {what}:"
+        )
+        raw: dict[str, list[float]] = {who: [] for who in pythons}
+        marginal: dict[str, list[float]] = {who: [] for who in pythons}
+        for round_ in range(rounds):
+            for who in sorted(pythons, reverse=bool(round_ % 2)):
+                _, base = run(pythons[who], paths["one"], [])
+                _, cpu = run(pythons[who], paths[name], [])
+                raw[who].append(cpu / samples * 1000)
+                marginal[who].append((cpu - base) / max(samples - 1, 1) * 1000)
+        compare("raw (start-up included)", raw, "ms")
+        compare("marginal (minus a one-line run)", marginal, "ms")
 
 
 def scaling(pythons: dict[str, str], paths: dict[str, Path], rounds: int, samples: int) -> None:

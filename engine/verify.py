@@ -11,6 +11,7 @@ and what the verdict was obtained with (`backend`, `limits`, `wall_s`, `cpu_s`, 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 from collections.abc import Callable, Iterable, Sequence
@@ -30,7 +31,7 @@ from engine.tasks import DEFAULT_KIND, EMBEDDED, Task, get_task, load_dataset
 from engine.tasks.hooks import all_tests as every_test
 from engine.tasks.hooks import prepare
 from metrics.running import RunningPassAtK
-from sandbox import Outcome
+from sandbox import Outcome, Verdict
 from sandbox.calibration import CalibrationCache
 from sandbox.verifier import Verifier
 
@@ -81,18 +82,18 @@ def verdict_of(result: object) -> str:
     return str(result)
 
 
-def result_fields(task: Task, problem: Problem, outcome: Outcome) -> dict:
-    """What a results row says about its verdict, as the problem's task kind judges the outcome."""
-    judgement = task.judge(problem, outcome)
+def result_fields(task: Task, outcome: Outcome) -> dict:
+    """What a results row says about its verdict: the outcome as its task kind judged it (the
+    verifier judges every outcome it gives, reused ones included)."""
     return {
-        "passed": judgement.passed,
-        "result": judgement.verdict.value,
-        "detail": judgement.detail,
+        "passed": outcome.verdict is Verdict.passed,
+        "result": outcome.verdict.value,
+        "detail": outcome.detail,
         "task_kind": task.name,
         **{
             k: v
             for k in ("tests_passed", "tests_total", "base_passed")
-            if (v := getattr(judgement, k)) is not None
+            if (v := getattr(outcome, k)) is not None
         },
         "backend": outcome.backend,
         "limits": outcome.limits.to_dict(),
@@ -135,8 +136,7 @@ async def verify_file(
     results: dict[int, dict] = {}
 
     def record(position: int, outcome: Outcome) -> None:
-        problem = problems[rows[position]["task_id"]]
-        results[position] = result_fields(loaded.task, problem, outcome)
+        results[position] = result_fields(loaded.task, outcome)
 
     jobs = [
         (position, problems[rows[position]["task_id"]], rows[position]["completion"]) for position in todo
@@ -174,7 +174,6 @@ async def _verify_all(
     `record(key, outcome)` as each verdict arrives; the number of verdicts reused by dedup."""
     tally = Tally(len(jobs))
     bar = Progress(tally.snapshot, enabled=progress)
-    pending = iter(jobs)
     async with open_pool(settings) as pool:
         verifier = Verifier(
             pool,
@@ -187,18 +186,58 @@ async def _verify_all(
         await prepare(task, problems, pool)
         await verifier.preflight()
 
-        async def worker() -> None:
-            for key, problem, completion in pending:
-                record(key, await verifier.verify(problem, completion))
-                tally.advance()
-
         refreshing = asyncio.create_task(bar.refresh_forever())
         try:
-            await asyncio.gather(*(worker() for _ in range(pool.capacity + pool.workers)))
+            await _feed(verifier, jobs, pool.capacity, record, tally)
         finally:
             refreshing.cancel()
     bar.close()
     return verifier.reused
+
+
+async def _feed(
+    verifier: Verifier,
+    jobs: Sequence[tuple[Key, Problem, str]],
+    in_flight: int,
+    record: Callable[[Key, Outcome], None],
+    tally: Tally,
+) -> None:
+    """Keep `in_flight` samples submitted, and as each verdict arrives record it and submit the
+    next: no task or future per sample, so the engine's own CPU per sample stays small (issue
+    14). The first error stops it; whatever is still submitted is then withdrawn."""
+    finished: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    pending = iter(jobs)
+    outstanding: dict[Key, Callable[[], None]] = {}  # submitted, not answered: how to withdraw each
+
+    def submit_next() -> None:
+        for key, problem, completion in pending:  # one job, if any is left
+            outstanding[key] = verifier.submit(problem, completion, functools.partial(answered, key))
+            return
+        if not outstanding and not finished.done():
+            finished.set_result(None)
+
+    def answered(key: Key, result: Outcome | BaseException) -> None:
+        outstanding.pop(key, None)
+        if finished.done():
+            return
+        try:
+            if isinstance(result, BaseException):
+                raise result
+            record(key, result)
+            tally.advance()
+            submit_next()
+        except asyncio.CancelledError:
+            finished.cancel()
+        except BaseException as exc:
+            finished.set_exception(exc)
+
+    try:
+        for _ in range(max(in_flight, 1)):
+            submit_next()
+        await finished
+    finally:
+        for withdraw in list(outstanding.values()):
+            withdraw()
 
 
 async def retry_run(

@@ -47,8 +47,18 @@ class Limits:
         return 2 * self.memory_mb
 
     def to_dict(self) -> dict[str, float | int]:
-        # Every field is a scalar: no deep copy (dataclasses.asdict) needed; this runs per sample.
-        return {**{name: getattr(self, name) for name in _FIELD_NAMES}, "jail_memory_mb": self.jail_memory_mb}
+        # Runs per sample, and a run uses a few hundred Limits at most: each one's dict is made
+        # once (every field is a scalar), and each caller gets its own copy.
+        key = (self, type(self.timeout_s), type(self.cpu_time_s))  # 3 == 3.0, but JSON tells them apart
+        if (known := _AS_DICT.get(key)) is None:
+            if len(_AS_DICT) > 10_000:
+                _AS_DICT.clear()
+            known = _AS_DICT[key] = {
+                **{name: getattr(self, name) for name in _FIELD_NAMES},
+                "jail_memory_mb": self.jail_memory_mb,
+            }
+        return dict(known)
 
 
 _FIELD_NAMES = tuple(field.name for field in fields(Limits))
+_AS_DICT: dict[tuple[Limits, type, type], dict[str, float | int]] = {}

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
+from collections.abc import Callable
 from typing import Protocol
 
 from sandbox.limits import Limits
@@ -88,6 +90,37 @@ class SandboxPool:
             if not self.takes_data:
                 raise ValueError(f"the {self.backend.name} sandbox takes no problem data")
             return await self.backend.run(program, limits or self.limits, label, reserved, data)
+
+    def submit(
+        self,
+        program: str,
+        *,
+        limits: Limits | None = None,
+        label: str = "",
+        reserved: bool = False,
+        data: bytes | None = None,
+        done: Callable[[Outcome | BaseException], object],
+    ) -> Callable[[], object]:
+        """`run` without a task per program, for callers verifying many: `done(outcome)` is
+        called once (or with the exception that stopped it), never from inside this call.
+        Returns `stop()`: the program is withdrawn (its jail killed if it runs). A backend
+        without `submit` runs it in a task."""
+        if self._state != "started":
+            raise RuntimeError(f"SandboxPool.submit() on a {self._state} pool")
+        if data is not None and not self.takes_data:
+            raise ValueError(f"the {self.backend.name} sandbox takes no problem data")
+        submit, cancel = getattr(self.backend, "submit", None), getattr(self.backend, "cancel", None)
+        if submit is not None and cancel is not None:
+            ticket = submit(program, limits or self.limits, label, reserved, data, done=done)
+            return functools.partial(cancel, ticket)
+        extra = {"data": data} if data is not None else {}
+        task = asyncio.get_running_loop().create_task(
+            self.run(program, limits=limits, label=label, reserved=reserved, **extra)
+        )
+        task.add_done_callback(
+            lambda t: done(asyncio.CancelledError() if t.cancelled() else t.exception() or t.result())
+        )
+        return task.cancel
 
     def jails(self) -> dict[str, dict[str, int]]:
         """Jails by role and state (ForkServerBackend.jail_counts), for metrics; {} for a backend

@@ -17,8 +17,9 @@ dropped, whatever else arrives.
 from __future__ import annotations
 
 import hmac
-import json
 from dataclasses import dataclass
+
+import orjson
 
 MAX_LINE_BYTES = 4096
 MAX_FIELD_CHARS = 300
@@ -63,8 +64,8 @@ class StatusParser:
 
     def _line(self, line: bytes) -> None:
         try:
-            record = json.loads(line)
-        except ValueError:
+            record = orjson.loads(line)
+        except orjson.JSONDecodeError:
             return
         if not isinstance(record, dict):
             return

@@ -115,7 +115,7 @@ def decide(obs: Observation) -> tuple[Verdict, str]:
 def load_sensitive(obs: Observation) -> bool:
     """A wall-clock timeout whose measured CPU stayed under the CPU limit (or was not measured):
     on an idle machine the sample might have finished, so this verdict needs confirming."""
-    if decide(obs)[0] is not Verdict.timeout or obs.killed_by is not KillReason.timeout:
+    if obs.killed_by is not KillReason.timeout or decide(obs)[0] is not Verdict.timeout:
         return False
     limit = obs.cpu_time_s or obs.timeout_s
     return obs.cpu_used_s is None or obs.cpu_used_s < limit

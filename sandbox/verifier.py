@@ -30,11 +30,12 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
-from dataclasses import replace
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from sandbox.calibration import CalibrationCache, Timing
@@ -44,6 +45,8 @@ from sandbox.preflight import Preflight
 from sandbox.verdicts import Outcome, Verdict
 
 log = logging.getLogger(__name__)
+Key = tuple[str, bytes]  # (task_id, digest of the completion): identical samples share one
+Done = Callable[[Outcome | BaseException], object]
 
 CACHE_OUTPUT_CHARS = 2048
 INFRA_ATTEMPTS = 3  # runs of a sample whose sandbox keeps failing, before it is stored as infra_error
@@ -95,7 +98,7 @@ class Verifier:
         self.flagged: dict[str, str] = {}  # task_id -> why its reference failed preflight (tolerated kinds)
         self._limits: dict[str, Limits] = {}
         self._cache: OrderedDict[tuple[str, bytes], Outcome] = OrderedDict()
-        self._inflight: dict[tuple[str, bytes], asyncio.Future[Outcome]] = {}
+        self._inflight: dict[Key, _Run] = {}
 
     # -- limits ------------------------------------------------------------------------------
 
@@ -162,42 +165,107 @@ class Verifier:
         return _reuse(cached)
 
     async def verify(self, problem: Problem, completion: str) -> Outcome:
-        if not self.dedup:
-            return await self._run(problem, completion)
-        key = _key(problem.task_id, completion)
-        if (cached := self._cached(key)) is not None:
-            return cached
-        if (pending := self._inflight.get(key)) is not None:
-            try:
-                outcome = await asyncio.shield(pending)
-            except asyncio.CancelledError:
-                if not pending.cancelled():
-                    raise  # we were cancelled ourselves
-                return await self._run(problem, completion)  # the first one was cancelled: run it here
-            if not _reusable(outcome):
-                return await self._run(problem, completion)
-            self.reused += 1
-            return _reuse(outcome)
-        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-        self._inflight[key] = future
-        try:
-            outcome = await self._run(problem, completion)
-        except BaseException:
-            future.cancel()
-            raise
-        finally:
-            del self._inflight[key]
-        future.set_result(outcome)
-        if _reusable(outcome):
-            self._remember(key, outcome)
-        return outcome
+        """`submit` awaited: the outcome, or the exception that stopped its verification."""
+        answer: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
 
-    async def _run(self, problem: Problem, completion: str) -> Outcome:
-        """A final outcome (or infra_error): retried through sandbox faults, and confirmed on the
-        reserved worker when the machine's load could have caused it."""
+        def done(result: Outcome | BaseException) -> None:
+            if answer.done():
+                return
+            if isinstance(result, BaseException):
+                answer.set_exception(result)
+            else:
+                answer.set_result(result)
+
+        withdraw = self.submit(problem, completion, done)
+        try:
+            return await answer
+        except asyncio.CancelledError:
+            withdraw()
+            raise
+
+    def submit(self, problem: Problem, completion: str, done: Done) -> Callable[[], None]:
+        """Verify a sample without a task of its own: `done(outcome)` is called once (or with the
+        exception that stopped it), never from inside this call. Returns `withdraw()`: this
+        caller no longer waits; the run is stopped when nobody else waits for it either."""
+        key = _key(problem.task_id, completion) if self.dedup else None
+        if key is not None:
+            if (cached := self._cached(key)) is not None:
+                asyncio.get_running_loop().call_soon(done, cached)
+                return _nothing
+            if (run := self._inflight.get(key)) is not None:  # an identical sample: its verdict
+                run.waiters.append(done)
+                return functools.partial(self._withdraw, run, done)
+        return self._start(problem, completion, key, done)
+
+    def _start(self, problem: Problem, completion: str, key: Key | None, done: Done) -> Callable[[], None]:
         limits = self.limits_for(problem.task_id)
         program, data = self._program(problem, completion, limits.guards)
-        outcome = await self._attempts(program, limits, problem.task_id, reserved=False, data=data)
+        run = _Run(problem, completion, key, [done], limits, program, data)
+        if key is not None:
+            self._inflight[key] = run
+        run.stop = self.pool.submit(
+            program, limits=limits, label=problem.task_id, data=data, done=functools.partial(self._first, run)
+        )
+        return functools.partial(self._withdraw, run, done)
+
+    def _first(self, run: _Run, result: Outcome | BaseException) -> None:
+        """The first run's outcome. Judged here when final; a sandbox fault (retried), a timeout
+        the load may have caused (confirmed) or a kind with a checker program go on in a task."""
+        if isinstance(result, BaseException):
+            self._end(run, result)
+        elif (
+            result.verdict is Verdict.infra_error or result.load_sensitive or hasattr(self.programs, "check")
+        ):
+            task = asyncio.get_running_loop().create_task(self._after_first(run, result))
+            run.stop = task.cancel
+            task.add_done_callback(functools.partial(self._task_ended, run))
+        else:
+            try:
+                judged: Outcome | BaseException = self._judged(run.problem, result)
+            except Exception as exc:  # a task kind's fault: the caller hears of it
+                judged = exc
+            self._end(run, judged)
+
+    def _task_ended(self, run: _Run, task: asyncio.Task[Outcome]) -> None:
+        if task.cancelled():
+            self._end(run, asyncio.CancelledError())
+        else:
+            self._end(run, task.exception() or task.result())
+
+    def _end(self, run: _Run, result: Outcome | BaseException) -> None:
+        """Answer everyone waiting: the first caller gets the result; identical samples get its
+        verdict if it is final, or else each is verified on its own (not shared: a sandbox fault
+        or a load-sensitive verdict says nothing about the twin)."""
+        if run.key is not None and self._inflight.get(run.key) is run:
+            del self._inflight[run.key]
+        if isinstance(result, Outcome) and _reusable(result) and run.key is not None:
+            self._remember(run.key, result)
+        waiters, run.waiters = run.waiters, []
+        for position, waiter in enumerate(waiters):
+            if position == 0:
+                _answer(waiter, result)
+            elif isinstance(result, Outcome) and _reusable(result):
+                self.reused += 1
+                _answer(waiter, _reuse(result))
+            else:
+                self._start(run.problem, run.completion, None, waiter)
+
+    def _withdraw(self, run: _Run, done: Done) -> None:
+        """A caller stops waiting (cancelled); the run stops too when it was the last one."""
+        if done in run.waiters:
+            run.waiters.remove(done)
+            if not run.waiters and run.stop is not None:
+                if run.key is not None and self._inflight.get(run.key) is run:
+                    del self._inflight[run.key]  # a later identical sample starts afresh
+                run.stop()
+
+    async def _after_first(self, run: _Run, first: Outcome) -> Outcome:
+        """A final outcome (or infra_error): retried through sandbox faults, and confirmed on the
+        reserved worker when the machine's load could have caused it."""
+        problem, program, limits, data = run.problem, run.program, run.limits, run.data
+        outcome = await self._attempts(
+            program, limits, problem.task_id, reserved=False, data=data, first=first
+        )
         if not outcome.load_sensitive:
             return await self._checked(problem, outcome, limits)
         self.confirmed += 1
@@ -226,11 +294,23 @@ class Verifier:
         return with_data(problem, completion, guards=guards), data
 
     async def _attempts(
-        self, program: str, limits: Limits, label: str, *, reserved: bool, data: bytes | None = None
+        self,
+        program: str,
+        limits: Limits,
+        label: str,
+        *,
+        reserved: bool,
+        data: bytes | None = None,
+        first: Outcome | None = None,
     ) -> Outcome:
+        """Run until the outcome is not a sandbox fault, INFRA_ATTEMPTS runs at most (`first`:
+        the first run's outcome, when it has run already)."""
         for attempt in range(1, INFRA_ATTEMPTS + 1):
             extra = {"data": data} if data is not None else {}  # pools without data take no keyword
-            outcome = await self.pool.run(program, limits=limits, label=label, reserved=reserved, **extra)
+            if attempt == 1 and first is not None:
+                outcome = first
+            else:
+                outcome = await self.pool.run(program, limits=limits, label=label, reserved=reserved, **extra)
             if outcome.verdict is not Verdict.infra_error or attempt == INFRA_ATTEMPTS or self.pool.closed:
                 return outcome
             log.warning("%s: %s; retrying (%d of %d)", label, outcome.detail, attempt + 1, INFRA_ATTEMPTS)
@@ -238,14 +318,23 @@ class Verifier:
         raise AssertionError("unreachable")
 
     def _remember(self, key: tuple[str, bytes], outcome: Outcome) -> None:
-        slim = replace(outcome, output=outcome.output[-CACHE_OUTPUT_CHARS:])
-        self._cache[key] = slim
+        long = len(outcome.output) > CACHE_OUTPUT_CHARS
+        self._cache[key] = replace(outcome, output=outcome.output[-CACHE_OUTPUT_CHARS:]) if long else outcome
         if len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)
 
 
 def _with_judgement(outcome: Outcome, j: Any) -> Outcome:
     """The outcome carrying a task's judgement (engine.tasks.Judgement)."""
+    judged = (j.verdict, j.detail, j.tests_passed, j.tests_total, j.base_passed)
+    if judged == (
+        outcome.verdict,
+        outcome.detail,
+        outcome.tests_passed,
+        outcome.tests_total,
+        outcome.base_passed,
+    ):
+        return outcome  # judged as the sandbox saw it (most kinds, most samples): nothing to copy
     output = outcome.output if j.tests_total is None else outcome.output[-CACHE_OUTPUT_CHARS:]
     return replace(
         outcome,
@@ -256,6 +345,31 @@ def _with_judgement(outcome: Outcome, j: Any) -> Outcome:
         tests_total=j.tests_total,
         base_passed=j.base_passed,
     )
+
+
+@dataclass(slots=True, eq=False)
+class _Run:
+    """One sample being verified, and everyone waiting for its verdict (identical samples too)."""
+
+    problem: Any
+    completion: str
+    key: Key | None  # None: not shared (dedup off, or a twin verified on its own)
+    waiters: list[Done]
+    limits: Limits
+    program: str
+    data: bytes | None
+    stop: Callable[[], object] | None = None  # withdraws what runs now: a pool ticket, or a task
+
+
+def _answer(done: Done, result: Outcome | BaseException) -> None:
+    try:
+        done(result)
+    except Exception:  # the caller's fault: logged, and the others are still answered
+        log.exception("a verdict's receiver failed")
+
+
+def _nothing() -> None:
+    pass
 
 
 def _key(task_id: str, completion: str) -> tuple[str, bytes]:

@@ -3,7 +3,7 @@ sandbox/forkserver/server.py, each verifying one program at a time.
 
     backend = ForkServerBackend(NsjailLauncher())     # or any launcher of sandbox/launchers/
     await backend.start(limits, workers=2)
-    outcome = await backend.run(program, limits)
+    outcome = await backend.run(program, limits)      # or submit(..., done=callback): no task per program
 
 A worker (worker.py) is one jail process (nsjail, firejail, or a bare interpreter for --sandbox
 none: the launcher says which) whose stdin/stdout carry the protocol of server.py. Each takes
@@ -27,15 +27,17 @@ import logging
 import secrets
 import shutil
 import time
+from collections import deque
+from collections.abc import Callable, Iterator
 
 from sandbox.cgroups import PoolCgroups, sweep_leftovers
 from sandbox.errors import SandboxError
 from sandbox.forkserver.blobs import DEFAULT_BUDGET_BYTES
-from sandbox.forkserver.dispatch import Places, choose
+from sandbox.forkserver.dispatch import Ticket, choose
 from sandbox.forkserver.worker import PIPELINE_DEPTH, BrokenWorker, Worker
 from sandbox.launchers.base import Launcher
 from sandbox.limits import Limits
-from sandbox.verdicts import Outcome, Verdict
+from sandbox.verdicts import KillReason, Outcome, Verdict
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +75,7 @@ class ForkServerBackend:
         self._cgroups: PoolCgroups | None = None
         self._sh = shutil.which("sh", path="/usr/bin:/bin") or "/bin/sh"
         self._limits = Limits()
-        self._places = {False: Places(), True: Places()}  # waiting for a jail, by reserved
+        self._queued: dict[bool, deque[Ticket]] = {False: deque(), True: deque()}  # for a jail, by reserved
         self._workers: set[Worker] = set()
         self._stand_ins: dict[bool, list[BrokenWorker]] = {False: [], True: []}
         self._restarting = {False: 0, True: 0}  # jails being replaced, by reserved
@@ -172,41 +174,94 @@ class ForkServerBackend:
             raise
         return worker
 
+    def submit(
+        self,
+        program: str,
+        limits: Limits,
+        label: str = "",
+        reserved: bool = False,
+        data: bytes | None = None,
+        *,
+        done: Callable[[Outcome], object],
+    ) -> Ticket:
+        """Queue a program for the next free place (FIFO); `done(outcome)` is called once, never
+        from inside this call. `cancel(ticket)` withdraws it (killing its jail if it runs)."""
+        if self._closed:
+            raise RuntimeError("ForkServerBackend.submit() after close()")
+        ticket = Ticket(program, limits, label, data, done)
+        self._queued[reserved].append(ticket)
+        self._dispatch(reserved)
+        return ticket
+
     async def run(
         self, program: str, limits: Limits, label: str = "", reserved: bool = False, data: bytes | None = None
     ) -> Outcome:
-        if self._closed:
-            raise RuntimeError("ForkServerBackend.run() after close()")
-        worker: Worker | BrokenWorker = await self._places[reserved].take(
-            functools.partial(self._choose, reserved)
-        )
-        healthy = False
+        """`submit` awaited; cancelling it cancels the ticket."""
+        answer: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+
+        def done(outcome: Outcome) -> None:
+            if not answer.done():
+                answer.set_result(outcome)
+
+        ticket = self.submit(program, limits, label, reserved, data, done=done)
         try:
-            outcome, healthy = await worker.run(program, limits, data)
-            log.debug("%.3fs %s %s: %s", outcome.wall_s, label or "-", outcome.verdict.value, outcome.detail)
-            return outcome
+            return await answer
+        except BaseException:
+            self.cancel(ticket)
+            raise
+
+    def cancel(self, ticket: Ticket) -> None:
+        """Withdraw a ticket: left out if still queued; its jail killed if its program runs (a
+        program is never left running for nobody; the jail's other programs are retried)."""
+        ticket.cancelled = True
+        if ticket.worker is not None and not ticket.answered:
+            ticket.worker.kill(KillReason.closed)
+
+    def _dispatch(self, reserved: bool) -> None:
+        """Send queued programs, oldest first, while a jail takes one."""
+        queue = self._queued[reserved]
+        while queue:
+            if queue[0].cancelled:
+                queue.popleft()
+                continue
+            worker = self._choose(reserved)
+            if worker is None:
+                return
+            ticket = queue.popleft()
+            ticket.worker = worker
+            answered = functools.partial(self._answered, worker, reserved, ticket)
+            worker.submit(ticket.program, ticket.limits, ticket.data, answered)
+
+    def _answered(
+        self, worker: Worker | BrokenWorker, reserved: bool, ticket: Ticket, outcome: Outcome, healthy: bool
+    ) -> None:
+        ticket.answered = True
+        log.debug("%.3fs %s %s: %s", outcome.wall_s, ticket.label or "-", outcome.verdict, outcome.detail)
+        self._after_run(worker, reserved, healthy)
+        try:
+            if not ticket.cancelled:
+                ticket.done(outcome)
         finally:
-            self._after_run(worker, reserved, healthy)
+            self._dispatch(reserved)
 
     def _choose(self, reserved: bool) -> Worker | BrokenWorker | None:
         """dispatch.choose over the jails taking work: ready, healthy, not worn out."""
-        taking: list[Worker | BrokenWorker] = [
+        recycle_after = self.recycle_after
+        taking: Iterator[Worker | BrokenWorker] = (
             w
             for w in self._workers
-            if w.reserved == reserved and w.ready and w.healthy and w.served < self.recycle_after
-        ]
-        stand_ins: list[Worker | BrokenWorker] = list(self._stand_ins[reserved])
-        return choose(taking, stand_ins, time.monotonic())
+            if w.reserved == reserved and w.ready and w.healthy and w.served < recycle_after
+        )
+        return choose(taking, self._stand_ins[reserved], time.monotonic())
 
     def _after_run(self, worker: Worker | BrokenWorker, reserved: bool, healthy: bool) -> None:
         """Retire the jail after an anomaly at once; when worn out (`recycle_after`) or closing,
-        once the last program it holds is answered. Then a place may be free: wake a waiter."""
+        once the last program it holds is answered."""
         if isinstance(worker, Worker) and worker in self._workers:
             if not healthy or not worker.healthy:
                 self._retire(worker, reserved)
             elif (worker.served >= self.recycle_after or self._closed) and not worker.busy:
                 self._retire(worker, reserved)
-        self._places[reserved].freed()
 
     def _retire(self, worker: Worker, reserved: bool) -> None:
         """Kill the worker's jail and start a fresh one in the background."""
@@ -230,9 +285,8 @@ class ForkServerBackend:
         error: BaseException | None = None
         for attempt in range(RESTART_ATTEMPTS):
             try:
-                fresh = await self._new_worker(reserved)
-                for _ in range(fresh.depth):  # one waiter per place it brings
-                    self._places[reserved].freed()
+                await self._new_worker(reserved)
+                self._dispatch(reserved)
                 return
             except SandboxError as exc:
                 error = exc
@@ -240,7 +294,7 @@ class ForkServerBackend:
                 await asyncio.sleep(0.5 * (attempt + 1))
         self._broken[reserved] += 1
         self._stand_ins[reserved].append(BrokenWorker(f"cannot restart a worker: {error}"))
-        self._places[reserved].freed()
+        self._dispatch(reserved)
 
     def jail_counts(self) -> dict[str, dict[str, int]]:
         """Jails by role ("verify", or "confirm": the reserved one) and state, read-only: busy
@@ -276,6 +330,20 @@ class ForkServerBackend:
 
     async def close(self) -> None:
         self._closed = True
+        for reserved, queue in self._queued.items():
+            while queue:  # never sent: answered now, as a program whose sandbox went away
+                ticket = queue.popleft()
+                fault = Outcome(
+                    Verdict.infra_error,
+                    "sandbox closed before the program started",
+                    0.0,
+                    self.name,
+                    ticket.limits,
+                    "",
+                )
+                asyncio.get_running_loop().call_soon(
+                    self._answered, BrokenWorker(""), reserved, ticket, fault, True
+                )
         for task in list(self._background):
             with contextlib.suppress(BaseException):
                 await task

@@ -1,5 +1,6 @@
-"""Which jail gets the next program. The choice is a plain function (`choose`); `Places` only
-waits, in asyncio, until there is one.
+"""Which jail gets the next program. The choice is a plain function (`choose`); a `Ticket` is a
+program waiting for one (the backend keeps them in a FIFO queue and sends the oldest when a
+jail can take it: on every answer, restart or submission).
 
 A jail takes up to its `depth` programs at once (pipelined, see worker.py): the one it runs and
 the next, waiting in its stdin. The next program goes to the least loaded jail, so that a
@@ -13,10 +14,12 @@ be restarted (BrokenWorker: every program an infrastructure error at once) come 
 
 from __future__ import annotations
 
-import asyncio
-from collections import deque
 from collections.abc import Callable, Iterable
-from typing import Protocol, TypeVar
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+from sandbox.limits import Limits
+from sandbox.verdicts import Outcome
 
 QUEUE_BEHIND_S = 0.25
 
@@ -31,7 +34,6 @@ class Place(Protocol):
 
 
 P = TypeVar("P", bound=Place)
-T = TypeVar("T")
 
 
 def choose(candidates: Iterable[P], broken: Iterable[P] = (), now: float = 0.0) -> P | None:
@@ -52,28 +54,15 @@ def choose(candidates: Iterable[P], broken: Iterable[P] = (), now: float = 0.0) 
     return best
 
 
-class Places:
-    """Waiting for a free place: `take(pick)` returns pick()'s first non-None answer, waking
-    (FIFO) when `freed()` says a place may have opened."""
+@dataclass(slots=True, eq=False)
+class Ticket:
+    """A program submitted to the backend: queued until a jail takes it, then sent, then answered."""
 
-    def __init__(self) -> None:
-        self._waiters: deque[asyncio.Future[None]] = deque()
-
-    async def take(self, pick: Callable[[], T | None]) -> T:
-        while (chosen := pick()) is None:
-            waiter = asyncio.get_running_loop().create_future()
-            self._waiters.append(waiter)
-            try:
-                await waiter
-            except asyncio.CancelledError:
-                if waiter.done() and not waiter.cancelled():
-                    self.freed()  # woken and cancelled at once: pass the place on
-                raise
-        return chosen
-
-    def freed(self) -> None:
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                return
+    program: str
+    limits: Limits
+    label: str
+    data: bytes | None
+    done: Callable[[Outcome], object]
+    worker: Any = None  # the jail it was sent to (a Worker, or a BrokenWorker stand-in)
+    answered: bool = False
+    cancelled: bool = False

@@ -32,6 +32,7 @@ import os
 import signal
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,11 +43,13 @@ from sandbox.capture import TailBuffer
 from sandbox.cgroups import JailCgroup
 from sandbox.errors import SandboxError
 from sandbox.forkserver.blobs import DEFAULT_BUDGET_BYTES, HeldBlobs, digest_of
+from sandbox.forkserver.cpu_clock import CpuClock
 from sandbox.limits import Limits
 from sandbox.protocol import StatusParser
 from sandbox.verdicts import KillReason, Observation, Outcome, decide, load_sensitive
 
 log = logging.getLogger(__name__)
+Answer = Callable[[Outcome, bool], object]  # an outcome, and whether the worker may serve again
 
 # The fork-server's source: each file uses the names of those before it (server.py's docstring).
 SERVER_FILES = ("guards.py", "child.py", "pipes.py", "server.py")
@@ -63,7 +66,7 @@ class _Sent:
     """A program sent to the server and not answered yet."""
 
     limits: Limits
-    reply: asyncio.Future[bytes]
+    done: Answer  # called once, with the outcome and whether the worker may serve again
     started: float = 0.0  # monotonic, when it reached the head of the line
     cpu_before: float | None = None  # the jail's CPU clock then
     cpu_after: float | None = None
@@ -81,9 +84,13 @@ class BrokenWorker:
     def __init__(self, fault: str):
         self.fault = fault
 
-    async def run(self, program: str, limits: Limits, data: bytes | None = None) -> tuple[Outcome, bool]:
+    def submit(self, program: str, limits: Limits, data: bytes | None, done: Answer) -> None:
         verdict, detail = decide(Observation(sandbox_fault=self.fault))
-        return Outcome(verdict, detail, 0.0, "broken", limits, ""), True
+        outcome = Outcome(verdict, detail, 0.0, "broken", limits, "")
+        asyncio.get_running_loop().call_soon(done, outcome, True)  # never from inside submit()
+
+    def kill(self, reason: KillReason) -> None:
+        pass  # nothing runs
 
 
 class Worker:
@@ -114,9 +121,10 @@ class Worker:
         self.stderr = TailBuffer(STDERR_TAIL_BYTES)
         self._stderr_task: asyncio.Task | None = None
         self._reader_task: asyncio.Task | None = None
+        self._reading = False  # its replies are being read: a program sent now will be answered
         self._killed_by: KillReason | None = None
         self._sent: deque[_Sent] = deque()
-        self._cpu_clock = _CpuClock(cgroup)
+        self._cpu_clock = CpuClock(cgroup)
         self.blobs = HeldBlobs(data_budget)  # the problem data its server holds (blobs.py)
         self.bytes_written = 0  # to the server, frames included (bench/problem_data.py)
 
@@ -163,6 +171,7 @@ class Worker:
         self.features = {k: hello[k] for k in ("pidns", "mountns", "proc", "seccomp") if k in hello}
         self.features["python"] = hello.get("python")
         self.ready = True
+        self._reading = True  # from now on: the reader task starts at the loop's next turn
         self._reader_task = asyncio.get_running_loop().create_task(self._read_replies())
 
     async def _read_stderr(self) -> None:
@@ -170,32 +179,43 @@ class Worker:
         while chunk := await self.proc.stderr.read(1 << 16):
             self.stderr.feed(chunk)
 
-    async def run(self, program: str, limits: Limits, data: bytes | None = None) -> tuple[Outcome, bool]:
-        """The outcome, and whether this worker may serve again. Up to `depth` calls at once.
-        `data`: the program's problem data, sent only if the jail does not hold it already."""
+    def submit(self, program: str, limits: Limits, data: bytes | None, done: Answer) -> None:
+        """Send a program; `done(outcome, may_serve_again)` is called once, when the server
+        answers or the jail ends, never from inside this call. Up to `depth` programs at once.
+        `data`: the program's problem data, sent only if the jail does not hold it already.
+        No awaiting here: the pipe buffers at most `depth` requests (and their blobs)."""
         assert self.proc is not None and self.proc.stdin is not None
         self.served += 1
-        sent = _Sent(limits, asyncio.get_running_loop().create_future())
-        if self._reader_task is None or self._reader_task.done():  # the jail is gone already
+        sent = _Sent(limits, done)
+        if not self._reading:  # the jail is gone already
             sent.started = time.monotonic()
-            return self._outcome(sent, b"")
+            asyncio.get_running_loop().call_soon(self._answer, sent, b"")
+            return
         self._sent.append(sent)
         if len(self._sent) == 1:
             self._start_head()
+        frames = self._frames(program, limits, data)
+        self.bytes_written += len(frames)
         try:
-            frames = self._frames(program, limits, data)
-            self.bytes_written += len(frames)
             self.proc.stdin.write(frames)
-            await self.proc.stdin.drain()
-            line = await sent.reply
         except (ConnectionError, RuntimeError) as exc:  # a broken pipe (uvloop: a closed transport)
             log.warning("sandbox worker %s: %s", self.label, exc)
             self._terminate()  # its end answers every program sent to it (the reader's EOF)
-            line = await sent.reply
+
+    async def run(self, program: str, limits: Limits, data: bytes | None = None) -> tuple[Outcome, bool]:
+        """`submit` awaited. Cancelling it kills the jail: a program is never left running."""
+        answer: asyncio.Future[tuple[Outcome, bool]] = asyncio.get_running_loop().create_future()
+
+        def done(outcome: Outcome, healthy: bool) -> None:
+            if not answer.done():
+                answer.set_result((outcome, healthy))
+
+        self.submit(program, limits, data, done)
+        try:
+            return await answer
         except BaseException:
-            self.kill(KillReason.closed)  # cancelled: never leave the program running
+            self.kill(KillReason.closed)
             raise
-        return self._outcome(sent, line)
 
     def _frames(self, program: str, limits: Limits, data: bytes | None) -> bytes:
         """The request, and the blob's frame if the jail lacks it (the mirror changes here, in
@@ -232,23 +252,30 @@ class Worker:
                 if not line or not self._sent:
                     break
                 head = self._sent.popleft()
-                self._finish(head, line)
-                if self._sent:
+                self._finish(head)
+                if self._sent:  # the next one runs now; answered after, so a new submit() finds it so
                     self._sent[0].cpu_before = head.cpu_after
                     self._start_head()
+                self._answer(head, line)
         finally:
+            self._reading = False
             while self._sent:
-                self._finish(self._sent.popleft(), b"")
+                head = self._sent.popleft()
+                self._finish(head)
+                self._answer(head, b"")
 
-    def _finish(self, sent: _Sent, line: bytes) -> None:
+    def _finish(self, sent: _Sent) -> None:
         if sent.backstop is not None:
             sent.backstop.cancel()
         sent.cpu_after = self._cpu_clock.read()
         sent.started = sent.started or time.monotonic()
-        if not sent.reply.done():
-            sent.reply.set_result(line)
-        else:
-            log.debug("sandbox worker %s: a reply nobody waits for (cancelled)", self.label)
+
+    def _answer(self, sent: _Sent, line: bytes) -> None:
+        """The program's outcome to whoever submitted it; a fault there is theirs, not the jail's."""
+        try:
+            sent.done(*self._outcome(sent, line))
+        except Exception:
+            log.exception("sandbox worker %s: handling an outcome failed", self.label)
 
     def _outcome(self, sent: _Sent, line: bytes) -> tuple[Outcome, bool]:
         reply = _parse(line)
@@ -280,13 +307,8 @@ class Worker:
         return max(waited, jail) if ran_long else waited
 
     def _observe(self, reply: dict | None, limits: Limits, cpu_s: float | None) -> tuple[Observation, bool]:
-        base: dict[str, Any] = {
-            "timeout_s": limits.timeout_s,
-            "cpu_time_s": limits.cpu_time_s,
-            "memory_cap": self.memory_cap,
-            "cpu_used_s": cpu_s,
-        }
         if reply is None or reply.get("event") != "result":
+            base = self._base(limits, cpu_s)
             if self._killed_by is KillReason.closed:
                 return Observation(ready=True, killed_by=KillReason.closed, **base), False
             if self._killed_by is KillReason.unresponsive:
@@ -295,26 +317,38 @@ class Worker:
                 fault = "the worker died while the program ran" + _suffix(_last_words(self.stderr.text()))
             return Observation(ready=True, worker_fault=fault, **base), False
         if not reply.get("started"):
-            return Observation(sandbox_fault=str(reply.get("fault") or "program not started"), **base), False
+            fault = str(reply.get("fault") or "program not started")
+            return Observation(sandbox_fault=fault, **self._base(limits, cpu_s)), False
         status = StatusParser(str(reply.get("nonce", "")))
         status.feed(str(reply.get("status", "")).encode("utf-8", "replace"))
         ready = bool(reply.get("ready"))
-        sig = reply.get("signal") if isinstance(reply.get("signal"), int) else None
-        timed_out = bool(reply.get("timed_out"))
+        sig = reply.get("signal")
+        exit_status = reply.get("exit_status")
         observation = Observation(
             ready=ready,
             passed_record=status.passed,
             forged_pass=status.forged_pass,
             failure=status.failure,
-            killed_by=KillReason.timeout if timed_out else None,
-            exit_status=reply.get("exit_status") if isinstance(reply.get("exit_status"), int) else None,
-            signal=sig,
+            killed_by=KillReason.timeout if reply.get("timed_out") else None,
+            exit_status=exit_status if isinstance(exit_status, int) else None,
+            signal=sig if isinstance(sig, int) else None,
             sandbox_fault=None if ready else (status.setup_failure or "the program's set-up failed"),
             output_memory_error="MemoryError" in str(reply.get("output", "")),
             cpu_limit=status.cpu_limit,
-            **base,
+            timeout_s=limits.timeout_s,
+            cpu_time_s=limits.cpu_time_s,
+            memory_cap=self.memory_cap,
+            cpu_used_s=cpu_s,
         )
         return observation, ready  # it answered: the fork-server survived whatever the program did
+
+    def _base(self, limits: Limits, cpu_s: float | None) -> dict[str, Any]:
+        return {
+            "timeout_s": limits.timeout_s,
+            "cpu_time_s": limits.cpu_time_s,
+            "memory_cap": self.memory_cap,
+            "cpu_used_s": cpu_s,
+        }
 
     def kill(self, reason: KillReason) -> None:
         """SIGTERM the jail (nsjail/firejail kill and reap everything in it); SIGKILL later."""
@@ -355,31 +389,6 @@ class Worker:
                 with contextlib.suppress(BaseException):
                     await asyncio.wait_for(task, 2.0)
         self._cpu_clock.close()
-
-
-class _CpuClock:
-    """The jail's cgroup CPU clock, read through a descriptor kept open (one pread per reply)."""
-
-    def __init__(self, cgroup: JailCgroup | None):
-        path = cgroup.paths.get("cpuacct") if cgroup is not None else None
-        self._path = str(path / "cpuacct.usage") if path is not None else None
-        self._fd: int | None = None
-
-    def read(self) -> float | None:
-        if self._path is None:
-            return None
-        try:
-            if self._fd is None:
-                self._fd = os.open(self._path, os.O_RDONLY | os.O_CLOEXEC)
-            return int(os.pread(self._fd, 32, 0)) / 1e9
-        except (OSError, ValueError):
-            return None
-
-    def close(self) -> None:
-        if self._fd is not None:
-            with contextlib.suppress(OSError):
-                os.close(self._fd)
-            self._fd = None
 
 
 _LIMITS_JSON: dict[Limits, bytes] = {}

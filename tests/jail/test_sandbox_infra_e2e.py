@@ -23,20 +23,28 @@ BROKEN = "HumanEval/1"  # its sandbox fails every time (preflight aside, so the 
 
 
 class BrokenForOneProblem(SandboxPool):
-    async def run(self, program: str, *, limits=None, label: str = "", reserved: bool = False) -> Outcome:
-        if label.endswith(BROKEN) and not label.startswith("preflight:"):
-            BrokenForOneProblem.faults += 1
-            return Outcome(
-                Verdict.infra_error,
-                "sandbox fault: the worker died while the program ran",
-                0.01,
-                "test",
-                limits or self.limits,
-                "",
-            )
-        return await super().run(program, limits=limits, label=label, reserved=reserved)
+    """Every run of BROKEN's samples is a sandbox fault, however it is asked for: awaited
+    (`run`: the verifier's retries) or with a callback (`submit`: a sample's first run)."""
 
     faults = 0
+
+    def _fault(self, limits, label: str) -> Outcome | None:
+        if not label.endswith(BROKEN) or label.startswith("preflight:"):
+            return None
+        BrokenForOneProblem.faults += 1
+        detail = "sandbox fault: the worker died while the program ran"
+        return Outcome(Verdict.infra_error, detail, 0.01, "test", limits or self.limits, "")
+
+    async def run(self, program: str, *, limits=None, label: str = "", reserved: bool = False) -> Outcome:
+        if (fault := self._fault(limits, label)) is not None:
+            return fault
+        return await super().run(program, limits=limits, label=label, reserved=reserved)
+
+    def submit(self, program: str, *, limits=None, label: str = "", reserved: bool = False, data=None, done):
+        if (fault := self._fault(limits, label)) is not None:
+            asyncio.get_running_loop().call_soon(done, fault)
+            return lambda: None
+        return super().submit(program, limits=limits, label=label, reserved=reserved, data=data, done=done)
 
 
 def sweep(tmp_path, urls: list[str]) -> tuple[dict, CollectorRegistry]:

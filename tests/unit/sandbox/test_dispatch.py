@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sandbox.forkserver.dispatch import QUEUE_BEHIND_S, Places, choose
+from sandbox.forkserver.dispatch import QUEUE_BEHIND_S, choose
 
 
 @dataclass
@@ -48,23 +47,3 @@ def test_idle_first_then_the_most_recent_then_stand_ins() -> None:
     assert choose([Jail(2, 9.9)], [broken], now=10.0) is broken
     assert choose([Jail(1, 1.0)], now=10.0) is None  # its program has run 9 s: probably a loop
     assert choose([], now=10.0) is None
-
-
-def test_places_wakes_waiters_in_order_and_a_cancelled_waiter_passes_its_wake_on() -> None:
-    async def main() -> list[str]:
-        places, free, got = Places(), [False], []
-
-        async def taker(name: str) -> None:
-            await places.take(lambda: "place" if free[0] else None)
-            got.append(name)
-
-        first = asyncio.ensure_future(taker("first"))
-        second = asyncio.ensure_future(taker("second"))
-        await asyncio.sleep(0)
-        free[0] = True
-        places.freed()
-        first.cancel()  # woken, then cancelled before it ran: the wake goes to `second`
-        await asyncio.gather(first, second, return_exceptions=True)
-        return got
-
-    assert asyncio.run(main()) == ["second"]
