@@ -28,7 +28,8 @@ import secrets
 import shutil
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any
 
 from sandbox.cgroups import PoolCgroups, sweep_leftovers
 from sandbox.errors import SandboxError
@@ -80,7 +81,8 @@ class ForkServerBackend:
         self._stand_ins: dict[bool, list[BrokenWorker]] = {False: [], True: []}
         self._restarting = {False: 0, True: 0}  # jails being replaced, by reserved
         self._broken = {False: 0, True: 0}  # stand-ins for jails that could not be restarted
-        self._background: set[asyncio.Task] = set()
+        self._background: set[asyncio.Task] = set()  # restarts
+        self._joining: set[asyncio.Task] = set()  # jails started after start() returned
         self._closed = False
         self._prepared = False
         self._config: dict = {}
@@ -103,7 +105,10 @@ class ForkServerBackend:
                 self._config = self.launcher.server_config()
             except (OSError, ValueError) as exc:
                 raise SandboxError(f"sandbox {self.name} unavailable: {exc}") from exc
-            kinds = [False] * workers + [True] * RESERVED_WORKERS
+            # One jail of each kind now, proved below; the other shared jails join in the
+            # background as they come up (on 2 cores, starting them all first doubled the
+            # start-up at --workers 4), taking programs as soon as each is ready.
+            kinds = [False] + [True] * RESERVED_WORKERS
             started = await asyncio.gather(
                 *(self._new_worker(reserved) for reserved in kinds), return_exceptions=True
             )
@@ -132,6 +137,8 @@ class ForkServerBackend:
         except BaseException:
             await self.close()
             raise
+        for _ in range(workers - 1):
+            self._in_background(self._join(False), self._joining)
         log.info(
             "sandbox ready: %s, %d fork-server workers + %d reserved (%s)",
             self.name,
@@ -267,9 +274,12 @@ class ForkServerBackend:
         """Kill the worker's jail and start a fresh one in the background."""
         self._workers.discard(worker)  # from now on it counts as restarting, not idle
         self._restarting[reserved] += 1
-        task = asyncio.get_running_loop().create_task(self._replace(worker, reserved))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self._in_background(self._replace(worker, reserved), self._background)
+
+    def _in_background(self, job: Coroutine[Any, Any, None], tasks: set[asyncio.Task]) -> None:
+        task = asyncio.get_running_loop().create_task(job)
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
 
     async def _replace(self, worker: Worker, reserved: bool) -> None:
         try:
@@ -282,18 +292,25 @@ class ForkServerBackend:
         if self._closed:
             return
         self.restarts += 1
+        await self._join(reserved, "restart")
+
+    async def _join(self, reserved: bool, what: str = "start") -> None:
+        """Start a jail that takes programs as soon as it is ready; one that cannot be started
+        (RESTART_ATTEMPTS times) leaves a stand-in whose programs get infrastructure errors."""
         error: BaseException | None = None
         for attempt in range(RESTART_ATTEMPTS):
+            if self._closed:
+                return
             try:
                 await self._new_worker(reserved)
                 self._dispatch(reserved)
                 return
             except SandboxError as exc:
                 error = exc
-                log.warning("sandbox %s: worker restart %d failed: %s", self.name, attempt + 1, exc)
+                log.warning("sandbox %s: worker %s %d failed: %s", self.name, what, attempt + 1, exc)
                 await asyncio.sleep(0.5 * (attempt + 1))
         self._broken[reserved] += 1
-        self._stand_ins[reserved].append(BrokenWorker(f"cannot restart a worker: {error}"))
+        self._stand_ins[reserved].append(BrokenWorker(f"cannot {what} a worker: {error}"))
         self._dispatch(reserved)
 
     def jail_counts(self) -> dict[str, dict[str, int]]:
@@ -330,6 +347,9 @@ class ForkServerBackend:
 
     async def close(self) -> None:
         self._closed = True
+        for task in list(self._joining):  # jails still starting: not worth waiting for now
+            task.cancel()
+        await asyncio.gather(*self._joining, return_exceptions=True)
         for reserved, queue in self._queued.items():
             while queue:  # never sent: answered now, as a program whose sandbox went away
                 ticket = queue.popleft()
