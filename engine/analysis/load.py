@@ -11,7 +11,7 @@ import numpy as np
 
 from engine.analysis.estimators import VERDICTS
 from engine.errors import InputError
-from engine.store import DB_NAME
+from engine.store import DAMAGE, DB_NAME
 
 
 @dataclass(slots=True)
@@ -148,7 +148,7 @@ def load_run(run_dir: str) -> Run:
             finished,
             _meta(db, "policy") or {"name": "uniform"},
         )
-    except sqlite3.DatabaseError as exc:
+    except DAMAGE as exc:  # a damaged page can also make sqlite3's own message undecodable
         raise InputError(f"{out / DB_NAME} is not a usable results store: {exc}") from exc
     finally:
         db.close()

@@ -95,6 +95,20 @@ def test_a_page_of_zeros_in_the_samples_table_is_one_line_for_every_reader(prist
         assert_clean_outcome(result)
 
 
+def test_a_schema_that_sqlite_cannot_even_quote_is_one_line_for_every_reader(pristine, tmp_path):
+    """A byte that is not UTF-8 in the schema's SQL: sqlite3's own error message then fails to
+    decode (UnicodeDecodeError, not a DatabaseError); found by the test above, at its first page."""
+    source, _ = pristine
+    shutil.copy(source / DB_NAME, tmp_path / DB_NAME)
+    first_page = (tmp_path / DB_NAME).read_bytes()[:PAGE]
+    damage(tmp_path / DB_NAME, 0, first_page.index(b"NULL"), b"\x80")
+    runner = CliRunner()
+    for args in READERS:
+        result = invoke(runner, args, tmp_path)
+        assert result.exit_code == 2, (args, result.stderr, result.exception)
+        assert_clean_outcome(result)
+
+
 def test_run_and_verify_retry_on_a_damaged_store_are_one_line(tmp_path):
     out = tmp_path / "run"
     pages = make_run(out)
