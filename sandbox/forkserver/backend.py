@@ -80,6 +80,7 @@ class ForkServerBackend:
         self._workers: set[Worker] = set()
         self._stand_ins: dict[bool, list[BrokenWorker]] = {False: [], True: []}
         self._restarting = {False: 0, True: 0}  # jails being replaced, by reserved
+        self._joins = {False: 0, True: 0}  # jails joining after start() returned, by reserved
         self._broken = {False: 0, True: 0}  # stand-ins for jails that could not be restarted
         self._background: set[asyncio.Task] = set()  # restarts
         self._joining: set[asyncio.Task] = set()  # jails started after start() returned
@@ -138,7 +139,8 @@ class ForkServerBackend:
             await self.close()
             raise
         for _ in range(workers - 1):
-            self._in_background(self._join(False), self._joining)
+            self._joins[False] += 1  # until its task ends, however it ends (cancelled before it ran too)
+            self._in_background(self._join(False), self._joining).add_done_callback(self._joined)
         log.info(
             "sandbox ready: %s, %d fork-server workers + %d reserved (%s)",
             self.name,
@@ -276,10 +278,11 @@ class ForkServerBackend:
         self._restarting[reserved] += 1
         self._in_background(self._replace(worker, reserved), self._background)
 
-    def _in_background(self, job: Coroutine[Any, Any, None], tasks: set[asyncio.Task]) -> None:
+    def _in_background(self, job: Coroutine[Any, Any, None], tasks: set[asyncio.Task]) -> asyncio.Task:
         task = asyncio.get_running_loop().create_task(job)
         tasks.add(task)
         task.add_done_callback(tasks.discard)
+        return task
 
     async def _replace(self, worker: Worker, reserved: bool) -> None:
         try:
@@ -293,6 +296,9 @@ class ForkServerBackend:
             return
         self.restarts += 1
         await self._join(reserved, "restart")
+
+    def _joined(self, task: asyncio.Task) -> None:
+        self._joins[False] -= 1
 
     async def _join(self, reserved: bool, what: str = "start") -> None:
         """Start a jail that takes programs as soon as it is ready; one that cannot be started
@@ -315,7 +321,8 @@ class ForkServerBackend:
 
     def jail_counts(self) -> dict[str, dict[str, int]]:
         """Jails by role ("verify", or "confirm": the reserved one) and state, read-only: busy
-        (running a program), idle (ready), restarting (being replaced, or starting), broken (could
+        (running a program), idle (ready), restarting (being replaced, or starting: at start() or
+        joining after it), broken (could
         not be restarted: its programs get infra_error until the next run)."""
         counts = {}
         for reserved, role in ((False, "verify"), (True, "confirm")):
@@ -326,7 +333,7 @@ class ForkServerBackend:
             counts[role] = {
                 "busy": busy,
                 "idle": ready - busy,
-                "restarting": max(self._restarting[reserved], starting),
+                "restarting": max(self._restarting[reserved] + self._joins[reserved], starting),
                 "broken": self._broken[reserved],
             }
         return counts

@@ -323,8 +323,8 @@ def test_sandbox_jails_by_state_through_busy_a_killed_worker_and_a_jail_that_can
         assert {
             s.value for f in registry.collect() if f.name == "engine_sandbox_jails" for s in f.samples
         } == {0}
-        async with pool:
-            assert jails()[("verify", "idle")] == 2 and jails()[("confirm", "idle")] == 1
+        async with pool:  # one jail of each kind ready, the other shared one joining
+            await until(lambda j: j[("verify", "idle")] == 2 and j[("confirm", "idle")] == 1, "all ready")
             running = [asyncio.create_task(pool.run(SLEEP_PROGRAM.format(1))) for _ in range(2)]
             await until(lambda j: j[("verify", "busy")] == 2, "two busy")
             assert [o.verdict for o in await asyncio.gather(*running)] == [Verdict.passed] * 2

@@ -44,17 +44,38 @@ class WatchedBackend(ForkServerBackend):
 
 @pytest.mark.parametrize("workers", [1, 3])
 def test_both_self_tests_run_at_once_and_the_pool_starts(workers):
-    async def main() -> tuple[int, dict]:
+    """One jail of each kind is ready when start() returns, the other shared jails join in the
+    background (counted as starting until then): every jail is counted at every moment."""
+
+    async def main() -> tuple[int, dict, dict]:
         backend = WatchedBackend()
         await backend.start(LIMITS, workers=workers)
         try:
-            return backend.most_at_once, backend.jail_counts()
+            at_start = backend.jail_counts()
+            while backend.jail_counts()["verify"]["idle"] < workers:
+                assert sum(backend.jail_counts()["verify"].values()) == workers
+                await asyncio.sleep(0.01)
+            return backend.most_at_once, at_start, backend.jail_counts()
         finally:
             await backend.close()
 
-    at_once, counts = asyncio.run(asyncio.wait_for(main(), 60))
+    at_once, at_start, joined = asyncio.run(asyncio.wait_for(main(), 60))
     assert at_once == 2
-    assert counts["verify"]["idle"] == workers and counts["confirm"]["idle"] == 1
+    assert at_start["verify"]["idle"] == 1 and at_start["verify"]["restarting"] == workers - 1
+    assert at_start["confirm"]["idle"] == 1
+    assert joined["verify"] == {"busy": 0, "idle": workers, "restarting": 0, "broken": 0}
+
+
+def test_a_pool_closed_while_jails_still_join_leaves_none_running():
+    async def main() -> tuple[list[int], dict]:
+        backend = WatchedBackend()
+        await backend.start(LIMITS, workers=4)
+        await backend.close()  # at once: three jails are still starting
+        return backend.worker_pids(), backend.jail_counts()
+
+    pids, counts = asyncio.run(asyncio.wait_for(main(), 60))
+    assert pids == []
+    assert counts["verify"] == {"busy": 0, "idle": 0, "restarting": 0, "broken": 0}
 
 
 @pytest.mark.parametrize(
