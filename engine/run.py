@@ -20,6 +20,7 @@ from engine.records import Problem
 from engine.remote import open_pool
 from engine.runlock import RunLock, keep_heartbeat
 from engine.store import FLAGGED, Store
+from engine.store.seeding import seed_from_store
 from engine.summary import RunSummary, summarize
 from engine.sweep.policies import samples_owed
 from engine.sweep.snapshot import ServerView, fleet_view
@@ -33,7 +34,7 @@ from metrics.page import PageData
 from metrics.running import RunningPassAtK
 from metrics.sweep_state import SweepState, SweepStateCollector, ensure_run_id, sampling_hash
 from sandbox.calibration import CalibrationCache
-from sandbox.verifier import Verifier, seed_from_store
+from sandbox.verifier import Verifier
 
 log = logging.getLogger(__name__)
 

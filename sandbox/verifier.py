@@ -382,32 +382,3 @@ def _reusable(outcome: Outcome) -> bool:
 
 def _reuse(outcome: Outcome) -> Outcome:
     return replace(outcome, reused=True, wall_s=0.0, cpu_s=0.0)
-
-
-def seed_from_store(verifier: Verifier, store) -> int:
-    """Seed dedup with a run's verified samples (resume); returns how many were seeded."""
-    import json
-
-    if not verifier.dedup:
-        return 0
-    count = 0
-    for task_id, _, completion, verdict, detail, output, backend, limits, cpu_s in store.verified():
-        if verdict == "error" and (detail or "").startswith("sandbox"):
-            continue  # an infrastructure error as an older engine recorded it
-        try:
-            known = {k: v for k, v in json.loads(limits or "{}").items() if k in Limits.__dataclass_fields__}
-            known.setdefault("guards", False)  # verdicts stored before guards existed had none
-            outcome = Outcome(
-                Verdict(verdict),
-                detail or "",
-                0.0,
-                backend or "",
-                Limits(**known),
-                output or "",
-                cpu_s or 0.0,
-            )
-        except (ValueError, TypeError):
-            continue
-        verifier.seed(task_id, completion, outcome)
-        count += 1
-    return count

@@ -37,13 +37,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from sandbox.capture import TailBuffer
 from sandbox.cgroups import JailCgroup
 from sandbox.errors import SandboxError
 from sandbox.forkserver.blobs import DEFAULT_BUDGET_BYTES, HeldBlobs, digest_of
 from sandbox.forkserver.cpu_clock import CpuClock
+from sandbox.forkserver.frames import in_parentheses, last_words, number, parse_reply, request_frame
 from sandbox.limits import Limits
 from sandbox.protocol import StatusParser
 from sandbox.verdicts import KillReason, Observation, Outcome, decide, load_sensitive
@@ -163,10 +162,10 @@ class Worker:
             line = await asyncio.wait_for(self.proc.stdout.readline(), timeout_s)
         except TimeoutError:
             line = b""
-        hello = _parse(line)
+        hello = parse_reply(line)
         if hello is None or hello.get("event") != "hello" or hello.get("fault"):
             await self.kill_and_wait()
-            why = (hello or {}).get("fault") or _last_words(self.stderr.text()) or "no answer"
+            why = (hello or {}).get("fault") or last_words(self.stderr.text()) or "no answer"
             raise SandboxError(f"sandbox worker did not start: {why}")
         self.features = {k: hello[k] for k in ("pidns", "mountns", "proc", "seccomp") if k in hello}
         self.features["python"] = hello.get("python")
@@ -221,13 +220,13 @@ class Worker:
         """The request, and the blob's frame if the jail lacks it (the mirror changes here, in
         the order the server reads)."""
         if data is None:
-            return _request(program, limits)
+            return request_frame(program, limits)
         digest = digest_of(data)
         admission = self.blobs.admit(digest, len(data))
         extra: dict[str, Any] = {"data": digest, "data_follows": admission.send}
         if admission.evict:
             extra["evict"] = list(admission.evict)
-        frames = _request(program, limits, extra)
+        frames = request_frame(program, limits, extra)
         return frames + len(data).to_bytes(4, "big") + data if admission.send else frames
 
     def _start_head(self) -> None:
@@ -278,7 +277,7 @@ class Worker:
             log.exception("sandbox worker %s: handling an outcome failed", self.label)
 
     def _outcome(self, sent: _Sent, line: bytes) -> tuple[Outcome, bool]:
-        reply = _parse(line)
+        reply = parse_reply(line)
         cpu_s = self._cpu_used(sent, reply)
         observation, healthy = self._observe(reply, sent.limits, cpu_s)
         self.healthy = self.healthy and healthy
@@ -297,13 +296,13 @@ class Worker:
         return outcome, healthy
 
     def _cpu_used(self, sent: _Sent, reply: dict | None) -> float | None:
-        waited = _number((reply or {}).get("cpu_s"))
+        waited = number((reply or {}).get("cpu_s"))
         if sent.cpu_before is None or sent.cpu_after is None:
             return waited
         jail = max(sent.cpu_after - sent.cpu_before, 0.0)
         if waited is None:
             return jail
-        ran_long = (_number((reply or {}).get("wall_s")) or 0.0) >= CGROUP_CPU_MIN_WALL_S
+        ran_long = (number((reply or {}).get("wall_s")) or 0.0) >= CGROUP_CPU_MIN_WALL_S
         return max(waited, jail) if ran_long else waited
 
     def _observe(self, reply: dict | None, limits: Limits, cpu_s: float | None) -> tuple[Observation, bool]:
@@ -314,7 +313,9 @@ class Worker:
             if self._killed_by is KillReason.unresponsive:
                 fault = f"the worker did not answer within {limits.timeout_s + BACKSTOP_S:.1f} s"
             else:
-                fault = "the worker died while the program ran" + _suffix(_last_words(self.stderr.text()))
+                fault = "the worker died while the program ran" + in_parentheses(
+                    last_words(self.stderr.text())
+                )
             return Observation(ready=True, worker_fault=fault, **base), False
         if not reply.get("started"):
             fault = str(reply.get("fault") or "program not started")
@@ -389,41 +390,3 @@ class Worker:
                 with contextlib.suppress(BaseException):
                     await asyncio.wait_for(task, 2.0)
         self._cpu_clock.close()
-
-
-_LIMITS_JSON: dict[Limits, bytes] = {}
-
-
-def _request(program: str, limits: Limits, extra: dict[str, Any] | None = None) -> bytes:
-    """One request frame; a Limits' JSON is encoded once (a run uses a few hundred at most)."""
-    encoded = _LIMITS_JSON.get(limits)
-    if encoded is None:
-        if len(_LIMITS_JSON) > 10_000:
-            _LIMITS_JSON.clear()
-        encoded = _LIMITS_JSON[limits] = orjson.dumps(limits.to_dict())
-    payload = b'{"program":' + orjson.dumps(program) + b',"limits":' + encoded
-    payload += b"," + orjson.dumps(extra)[1:] if extra else b"}"
-    return len(payload).to_bytes(4, "big") + payload
-
-
-def _number(value: object) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-
-
-def _parse(line: bytes) -> dict | None:
-    if not line:
-        return None
-    try:
-        value = orjson.loads(line)
-    except orjson.JSONDecodeError:
-        return None
-    return value if isinstance(value, dict) else None
-
-
-def _last_words(text: str) -> str:
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    return lines[-1][:300] if lines else ""
-
-
-def _suffix(text: str) -> str:
-    return f" ({text})" if text else ""

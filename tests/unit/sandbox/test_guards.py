@@ -16,6 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from engine.store.seeding import seed_from_store
 from engine.tasks import TASKS, load_problems
 from sandbox import Limits, SandboxPool, check_program
 from sandbox.forkserver.guards import (
@@ -26,7 +27,7 @@ from sandbox.forkserver.guards import (
     guard_plain,
     guard_split,
 )
-from sandbox.verifier import Verifier, seed_from_store
+from sandbox.verifier import Verifier
 
 PROBLEMS = {p.task_id: p for p in load_problems("humaneval")}
 
