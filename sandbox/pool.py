@@ -113,9 +113,8 @@ class SandboxPool:
         if submit is not None and cancel is not None:
             ticket = submit(program, limits or self.limits, label, reserved, data, done=done)
             return functools.partial(cancel, ticket)
-        extra = {"data": data} if data is not None else {}
         task = asyncio.get_running_loop().create_task(
-            self.run(program, limits=limits, label=label, reserved=reserved, **extra)
+            self.run(program, limits=limits, label=label, reserved=reserved, data=data)
         )
         task.add_done_callback(
             lambda t: done(asyncio.CancelledError() if t.cancelled() else t.exception() or t.result())

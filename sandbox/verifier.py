@@ -238,17 +238,20 @@ class Verifier:
         or a load-sensitive verdict says nothing about the twin)."""
         if run.key is not None and self._inflight.get(run.key) is run:
             del self._inflight[run.key]
-        if isinstance(result, Outcome) and _reusable(result) and run.key is not None:
-            self._remember(run.key, result)
-        waiters, run.waiters = run.waiters, []
-        for position, waiter in enumerate(waiters):
-            if position == 0:
-                _answer(waiter, result)
-            elif isinstance(result, Outcome) and _reusable(result):
+        shared = result if isinstance(result, Outcome) and _reusable(result) else None
+        if shared is not None and run.key is not None:
+            self._remember(run.key, shared)
+        if not run.waiters:
+            return
+        first, *twins = run.waiters
+        run.waiters = []
+        _answer(first, result)
+        for twin in twins:
+            if shared is not None:
                 self.reused += 1
-                _answer(waiter, _reuse(result))
+                _answer(twin, _reuse(shared))
             else:
-                self._start(run.problem, run.completion, None, waiter)
+                self._start(run.problem, run.completion, None, twin)
 
     def _withdraw(self, run: _Run, done: Done) -> None:
         """A caller stops waiting (cancelled); the run stops too when it was the last one."""

@@ -357,20 +357,13 @@ class ForkServerBackend:
         for task in list(self._joining):  # jails still starting: not worth waiting for now
             task.cancel()
         await asyncio.gather(*self._joining, return_exceptions=True)
-        for reserved, queue in self._queued.items():
+        for queue in self._queued.values():
             while queue:  # never sent: answered now, as a program whose sandbox went away
                 ticket = queue.popleft()
-                fault = Outcome(
-                    Verdict.infra_error,
-                    "sandbox closed before the program started",
-                    0.0,
-                    self.name,
-                    ticket.limits,
-                    "",
-                )
-                asyncio.get_running_loop().call_soon(
-                    self._answered, BrokenWorker(""), reserved, ticket, fault, True
-                )
+                if not ticket.cancelled:
+                    detail = "sandbox closed before the program started"
+                    fault = Outcome(Verdict.infra_error, detail, 0.0, self.name, ticket.limits, "")
+                    asyncio.get_running_loop().call_soon(ticket.done, fault)
         for task in list(self._background):
             with contextlib.suppress(BaseException):
                 await task
