@@ -128,6 +128,10 @@ async def stream_completion(
         raise StreamError("no connection within the connect timeout", connect_failed=True) from exc
     ok = False
     try:
+        # The server may have closed the connection already (it accepted, then went down): the
+        # protocol then holds the error, and writing to its closed transport would raise.
+        if protocol.finished.done():
+            await protocol.finished
         host = target.netloc.rsplit("@", 1)[-1]
         transport.write(
             b"POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nAccept: text/event-stream\r\n"

@@ -119,6 +119,38 @@ def test_connection_refused_is_a_stream_error():
         run(main())
 
 
+def test_a_server_that_closes_right_after_accepting_is_a_stream_error_not_a_crash(monkeypatch):
+    """The server went down between accepting and reading (seen when a server is killed early in
+    a sweep): the close arrives before the request is written. uvloop raised RuntimeError
+    writing to the closed transport, and that ended the sweep with a traceback."""
+    real_wait_for = asyncio.wait_for
+
+    async def connect_then_see_the_close(awaitable, timeout):
+        result = await real_wait_for(awaitable, timeout)
+        if isinstance(result, tuple):  # the connection: hold it until the server's close is read
+            _, protocol = result
+            while not protocol.finished.done():
+                await asyncio.sleep(0.005)
+            await asyncio.sleep(0.05)  # and until the transport has closed (its connection_lost ran)
+        return result
+
+    async def main():
+        async def close_at_once(reader, writer):
+            writer.close()
+
+        server = await asyncio.start_server(close_at_once, "127.0.0.1", 0)
+        url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1/completions"
+        try:
+            async with aiohttp.ClientSession() as session:
+                await stream_completion(session, url, b"{}", StreamAssembler(1), print, print, timeout_for(5.0))
+        finally:
+            server.close()
+
+    monkeypatch.setattr(asyncio, "wait_for", connect_then_see_the_close)
+    with pytest.raises(StreamError, match="closed before the response ended"):
+        run(main())
+
+
 @pytest.mark.parametrize("seed", range(6))
 def test_vllm_framed_stream_split_anywhere_gives_what_the_layered_parsers_give(seed):
     """Each event its own HTTP chunk, as vLLM sends it, so reads of whole chunks take the fast path
