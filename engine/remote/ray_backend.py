@@ -40,6 +40,10 @@ from engine.remote.node import NodeSandbox
 from sandbox import Limits, Outcome, SandboxError, Verdict
 
 log = logging.getLogger(__name__)
+# Ray Client starts a server per connection on the head; on a head that has just started or is
+# busy, that server sometimes exits at once ("Initialization failure from server", after Ray's own
+# 30 s wait). A later connection works: one failure does not end the run.
+JOIN_ATTEMPTS = 3
 
 NODE_LOST = (RayActorError,)  # ActorDiedError, ActorUnavailableError: the node or its actor is gone
 CONNECT_TIMEOUT_S = 5.0  # the head's port must answer this soon
@@ -61,6 +65,11 @@ class NodeMetrics:
             "engine_node_up", "1 while the node's sandbox actor takes programs", ["node"], registry=registry
         )
         self.sandboxes = Gauge("engine_node_sandboxes", "Sandboxes on the node", ["node"], registry=registry)
+
+
+def _cannot_join(address: str, exc: Exception) -> InputError:
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return InputError(f"--verify-on: cannot join the Ray cluster at {address}: {reason}")
 
 
 def _check_reachable(address: str) -> None:
@@ -131,15 +140,25 @@ class RayBackend:
         """Join the cluster; the sandboxes its nodes will have in all (the pool's workers)."""
         _check_reachable(self.address)
         _cluster_messages_to_log()
-        try:
-            ray.init(
-                address=self.address, namespace="engine", log_to_driver=False, logging_level=logging.WARNING
-            )
-        except Exception as exc:  # Ray raises ConnectionError, RuntimeError, ValueError... one line
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise InputError(
-                f"--verify-on: cannot join the Ray cluster at {self.address}: {reason}"
-            ) from None
+        for attempt in range(1, JOIN_ATTEMPTS + 1):
+            try:
+                ray.init(
+                    address=self.address,
+                    namespace="engine",
+                    log_to_driver=False,
+                    logging_level=logging.WARNING,
+                )
+                break
+            except ConnectionAbortedError as exc:  # Ray Client: its server for us did not start
+                if attempt == JOIN_ATTEMPTS:
+                    raise _cannot_join(self.address, exc) from None
+                log.warning(
+                    "--verify-on: %s could not start a Ray Client server for us (attempt %d of %d); "
+                    "trying again",
+                    *(self.address, attempt, JOIN_ATTEMPTS),
+                )
+            except Exception as exc:  # Ray raises ConnectionError, RuntimeError, ValueError...
+                raise _cannot_join(self.address, exc) from None
         nodes = alive_nodes(ray.nodes())
         if not nodes:
             raise InputError(f"--verify-on: the Ray cluster at {self.address} has no node with CPUs")

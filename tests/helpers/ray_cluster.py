@@ -1,6 +1,8 @@
 """A local Ray cluster of two nodes for tests: `ray start --head` plus a second `ray start
---address`, each with its own ports, temp directory, name and CPUs; bound to 127.0.0.1, no
-dashboard, no usage stats (no traffic leaves the machine). Torn down always, by process group
+--address`, each with its own ports, temp directory, name and CPUs; --node-ip-address 127.0.0.1,
+no dashboard, no usage stats: no traffic leaves the machine. (Ray 2.60 still resolves 127.0.0.1 to
+the machine's own address and its gRPC servers listen on every interface; it has no loopback-only
+mode for a cluster of more than one node.) Torn down always, by process group
 and then by pid of anything still naming its temp directories (never a machine-wide `ray stop`:
 other people's clusters may run here)."""
 

@@ -142,7 +142,9 @@ def test_a_server_that_closes_right_after_accepting_is_a_stream_error_not_a_cras
         url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1/completions"
         try:
             async with aiohttp.ClientSession() as session:
-                await stream_completion(session, url, b"{}", StreamAssembler(1), print, print, timeout_for(5.0))
+                await stream_completion(
+                    session, url, b"{}", StreamAssembler(1), print, print, timeout_for(5.0)
+                )
         finally:
             server.close()
 
