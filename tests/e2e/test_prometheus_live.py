@@ -25,6 +25,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
@@ -184,13 +185,14 @@ def engine_run(hosts: Path, out: Path, port: int, *extra: str, stderr=subprocess
     )
 
 
-def wait_for(predicate, timeout: float, what: str):
+def wait_for(predicate, timeout: float, what: str | Callable[[], str]):
+    """`what` names what was awaited; a callable says it at the timeout (with what was seen)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if value := predicate():
             return value
         time.sleep(0.25)
-    pytest.fail(f"timed out waiting for {what}")
+    pytest.fail(f"timed out waiting for {what() if callable(what) else what}")
 
 
 def dashboard_queries(run_id: str) -> list[tuple[str, str, str]]:
@@ -383,16 +385,35 @@ def check_a_misconfigured_harness_is_flagged(prometheus: Prometheus, hosts: Path
     )
     port = free_port()
     prometheus.scrape(hosts, port)
-    c = engine_run(
-        hosts, tmp_path / "run-c", port, "--dataset", str(dataset), "--samples", "200", "--workers", "2"
-    )
+    log_path = tmp_path / "run-c.log"  # a file, not a pipe: nothing read from C while it runs
+    with log_path.open("w") as log:
+        c = engine_run(
+            hosts,
+            tmp_path / "run-c",
+            port,
+            "--dataset",
+            str(dataset),
+            "--samples",
+            "200",
+            "--workers",
+            "2",
+            stderr=log,
+        )
+
+    def alert_while_c_runs():
+        assert c.poll() is None, f"C ended (exit {c.returncode}): {log_path.read_text()[-3000:]}"
+        return prometheus.fired("EnginePassAt1Suspicious", time.time() - 120, time.time())
+
     try:
         wait_for(lambda: (tmp_path / "run-c/results.sqlite").exists(), 60, "C's store")
         run_c = wait_for(lambda: _run_id(tmp_path / "run-c"), 60, "C's run_id")
         fired = wait_for(
-            lambda: prometheus.fired("EnginePassAt1Suspicious", time.time() - 120, time.time()),
+            alert_while_c_runs,
             120,
-            "the pass@1 alert",
+            lambda: (
+                f"the pass@1 alert (C verified {_verified(tmp_path / 'run-c')}; "
+                f"its log ends: {log_path.read_text()[-1500:]})"
+            ),
         )
         assert {m["run_id"] for m in fired} == {run_c}
     finally:
