@@ -386,6 +386,8 @@ def check_a_misconfigured_harness_is_flagged(prometheus: Prometheus, hosts: Path
     port = free_port()
     prometheus.scrape(hosts, port)
     log_path = tmp_path / "run-c.log"  # a file, not a pipe: nothing read from C while it runs
+    # 5 x 5,000 samples: more than C can finish while the alert is awaited. A finished C's series
+    # go stale and the alert never fires (seen in CI: at 5 x 200, C had finished before it fired).
     with log_path.open("w") as log:
         c = engine_run(
             hosts,
@@ -394,7 +396,7 @@ def check_a_misconfigured_harness_is_flagged(prometheus: Prometheus, hosts: Path
             "--dataset",
             str(dataset),
             "--samples",
-            "200",
+            "5000",
             "--workers",
             "2",
             stderr=log,
