@@ -67,11 +67,6 @@ class NodeMetrics:
         self.sandboxes = Gauge("engine_node_sandboxes", "Sandboxes on the node", ["node"], registry=registry)
 
 
-def _cannot_join(address: str, exc: Exception) -> InputError:
-    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return InputError(f"--verify-on: cannot join the Ray cluster at {address}: {reason}")
-
-
 def _check_reachable(address: str) -> None:
     """InputError at once when the head does not answer: Ray itself retries a dead address for
     minutes. "auto" is the address RAY_ADDRESS names, if it names one (else Ray's own lookup)."""
@@ -149,16 +144,20 @@ class RayBackend:
                     logging_level=logging.WARNING,
                 )
                 break
-            except ConnectionAbortedError as exc:  # Ray Client: its server for us did not start
-                if attempt == JOIN_ATTEMPTS:
-                    raise _cannot_join(self.address, exc) from None
+            except Exception as exc:  # Ray raises ConnectionError, RuntimeError, ValueError...
+                # ConnectionAbortedError: Ray Client's server for us did not start; worth a retry
+                if not isinstance(exc, ConnectionAbortedError) or attempt == JOIN_ATTEMPTS:
+                    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                    raise InputError(
+                        f"--verify-on: cannot join the Ray cluster at {self.address}: {reason}"
+                    ) from None
                 log.warning(
                     "--verify-on: %s could not start a Ray Client server for us (attempt %d of %d); "
                     "trying again",
-                    *(self.address, attempt, JOIN_ATTEMPTS),
+                    self.address,
+                    attempt,
+                    JOIN_ATTEMPTS,
                 )
-            except Exception as exc:  # Ray raises ConnectionError, RuntimeError, ValueError...
-                raise _cannot_join(self.address, exc) from None
         nodes = alive_nodes(ray.nodes())
         if not nodes:
             raise InputError(f"--verify-on: the Ray cluster at {self.address} has no node with CPUs")
