@@ -5,7 +5,10 @@
 scrapes the engine's /metrics and reads /proc: achieved tokens/s, samples/s generated and
 verified, queue depth, the engine's CPU (its own process, not the sandboxes). At the end it
 reads the store for the verification lag (generation finished -> verdict) and prints the
-sustained figures over the steady part of the run (the ramp-up and the drain excluded).
+sustained figures over the steady part of the run: from the first full interval with tokens to
+the last interval that ended before the engine sent its last request. After that the fleet only
+drains (fewer requests left than servers can serve), whatever the engine does; before it, a
+slow engine shows as lost tokens/s.
 
 Target on the 2-core box: >= 99 % of the offered tokens/s sustained, verification keeping pace
 (the queue bounded, lag p99 under 2 s) and the engine process under one core.
@@ -42,7 +45,7 @@ def main() -> int:
     parser.add_argument("--samples", type=int, default=200, help="samples per problem")
     parser.add_argument("--servers", type=int, default=10)
     parser.add_argument("--tokens-per-second", type=int, default=4000, help="per server")
-    parser.add_argument("--every", type=float, default=2.0, help="seconds between observations")
+    parser.add_argument("--every", type=float, default=1.0, help="seconds between observations")
     parser.add_argument("--workers", type=int, help="sandbox workers (default: the engine's, two per core)")
     parser.add_argument("engine_args", nargs="*", help="more `engine run` options, after --")
     args = parser.parse_args()
@@ -73,6 +76,7 @@ def observe(engine: subprocess.Popen, port: int, every: float) -> list[dict]:
     )
     rows: list[dict] = []
     start = last_t = time.monotonic()
+    # Wall-clock time of each observation, to compare with the store's timestamps (time.time()).
     last = {"tokens": 0.0, "generated": 0.0, "verified": 0.0, "cpu": cpu_seconds(engine.pid)}
     while True:
         time.sleep(every)
@@ -94,7 +98,8 @@ def observe(engine: subprocess.Popen, port: int, every: float) -> list[dict]:
         }
         dt = now - last_t
         row = {key + "_rate": (current[key] - last[key]) / dt for key in current}
-        row.update(t=now - start, queue=metric(text, "engine_queue_depth"), rss=rss, peak_rss=peak, **current)
+        row["interval"] = dt
+        row.update(t=now - start, wall=time.time(), queue=metric(text, "engine_queue_depth"), rss=rss, peak_rss=peak, **current)
         rows.append(row)
         print(
             f"{row['t']:6.1f} {row['tokens_rate']:8,.0f} {row['generated_rate']:7,.0f} {row['verified_rate']:7,.0f}"
@@ -105,15 +110,17 @@ def observe(engine: subprocess.Popen, port: int, every: float) -> list[dict]:
 
 
 def report(rows: list[dict], db: Path, offered: int, engine_peak: float) -> None:
-    # Steady state: from the first full interval to the last interval still generating at speed.
-    generating = [r for r in rows if r["tokens_rate"] > 0]
-    steady = generating[1:-1] if len(generating) > 2 else generating
-    if not steady:
-        print("e2e: too short to measure; use more --samples")
-        return
-    span = steady[-1]["t"] - steady[0]["t"] + (steady[1]["t"] - steady[0]["t"] if len(steady) > 1 else 0)
-    tokens = sum(r["tokens_rate"] for r in steady) / len(steady)
     connection = sqlite3.connect(db)
+    (last_request,) = connection.execute("SELECT MAX(requested_at) FROM samples").fetchone()
+    # Steady state: from the first full interval with tokens (the one before it holds the ramp-up)
+    # to the last one that ended before the last request was sent (the drain comes after).
+    generating = [r for r in rows if r["tokens_rate"] > 0]
+    steady = [r for r in generating[1:] if r["wall"] <= (last_request or 0.0)]
+    if not steady:
+        print("e2e: too short to measure; use more --samples or a smaller --every")
+        return
+    span = sum(r["interval"] for r in steady)
+    tokens = sum(r["tokens_rate"] * r["interval"] for r in steady) / span
     lags = sorted(
         row[0]
         for row in connection.execute(
