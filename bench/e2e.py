@@ -99,7 +99,14 @@ def observe(engine: subprocess.Popen, port: int, every: float) -> list[dict]:
         dt = now - last_t
         row = {key + "_rate": (current[key] - last[key]) / dt for key in current}
         row["interval"] = dt
-        row.update(t=now - start, wall=time.time(), queue=metric(text, "engine_queue_depth"), rss=rss, peak_rss=peak, **current)
+        row.update(
+            t=now - start,
+            wall=time.time(),
+            queue=metric(text, "engine_queue_depth"),
+            rss=rss,
+            peak_rss=peak,
+            **current,
+        )
         rows.append(row)
         print(
             f"{row['t']:6.1f} {row['tokens_rate']:8,.0f} {row['generated_rate']:7,.0f} {row['verified_rate']:7,.0f}"

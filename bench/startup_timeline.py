@@ -95,7 +95,11 @@ def one_run(python: str, path: Path, workers: int) -> tuple[dict[str, float], di
         code = f"PHASES = {PHASES!r}\n" + TRACER
         command = [python, "-c", code, stamps.name, "verify", str(path), "--out", f"{path}.out", "--json"]
         spawned = time.time()
-        result = subprocess.run([*command, "--workers", str(workers)], capture_output=True, text=True)
+        # cwd outside any checkout: `python -c` puts the cwd first on sys.path (--python would
+        # otherwise time the code of the checkout it is run from)
+        result = subprocess.run(
+            [*command, "--workers", str(workers)], capture_output=True, text=True, cwd=path.parent
+        )
         if result.returncode != 0:
             raise SystemExit(f"engine verify failed:\n{result.stderr[-2000:]}")
         lines = [json.loads(line) for line in Path(stamps.name).read_text().splitlines()]

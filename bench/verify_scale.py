@@ -76,7 +76,9 @@ def run(python: str, path: Path, extra: list[str], cpus: str | None = None) -> t
         command = [*taskset, python, "-c", WRAPPER, report.name, "verify", str(path)]
         command += ["--out", str(path) + ".out", "--json", *extra]
         started = time.perf_counter()
-        result = subprocess.run(command, capture_output=True, text=True)
+        # cwd outside any checkout: `python -c` puts the cwd first on sys.path, and run from a
+        # checkout, every interpreter would import that checkout's code, not its own
+        result = subprocess.run(command, capture_output=True, text=True, cwd=path.parent)
         wall = time.perf_counter() - started
         if result.returncode != 0:
             raise SystemExit(f"engine verify failed ({python}, {path.name}):\n{result.stderr[-2000:]}")
