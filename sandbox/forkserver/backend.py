@@ -35,6 +35,7 @@ from sandbox.cgroups import PoolCgroups, sweep_leftovers
 from sandbox.errors import SandboxError
 from sandbox.forkserver.blobs import DEFAULT_BUDGET_BYTES
 from sandbox.forkserver.dispatch import Ticket, choose
+from sandbox.forkserver.pacing import Pacer
 from sandbox.forkserver.worker import PIPELINE_DEPTH, BrokenWorker, Worker
 from sandbox.launchers.base import Launcher
 from sandbox.limits import Limits
@@ -87,6 +88,7 @@ class ForkServerBackend:
         self._closed = False
         self._prepared = False
         self._config: dict = {}
+        self._pacer = Pacer(self._saturated)  # replies in batches while every jail is busy
 
     @property
     def memory_cap(self) -> bool:
@@ -235,11 +237,18 @@ class ForkServerBackend:
                 continue
             worker = self._choose(reserved)
             if worker is None:
-                return
+                break
             ticket = queue.popleft()
             ticket.worker = worker
             answered = functools.partial(self._answered, worker, reserved, ticket)
             worker.submit(ticket.program, ticket.limits, ticket.data, answered)
+        if not reserved:
+            self._pacer.poke()
+
+    def _saturated(self) -> bool:
+        """Every shared jail holds the program it runs and the next one (pacing.py)."""
+        in_flight = [w.in_flight for w in self._workers if not w.reserved]
+        return bool(in_flight) and min(in_flight) >= 2
 
     def _answered(
         self, worker: Worker | BrokenWorker, reserved: bool, ticket: Ticket, outcome: Outcome, healthy: bool
@@ -354,6 +363,7 @@ class ForkServerBackend:
 
     async def close(self) -> None:
         self._closed = True
+        self._pacer.stop()
         for task in list(self._joining):  # jails still starting: not worth waiting for now
             task.cancel()
         await asyncio.gather(*self._joining, return_exceptions=True)

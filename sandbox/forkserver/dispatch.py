@@ -3,7 +3,7 @@ program waiting for one (the backend keeps them in a FIFO queue and sends the ol
 jail can take it: on every answer, restart or submission).
 
 A jail takes up to its `depth` programs at once (pipelined, see worker.py): the one it runs and
-the next, waiting in its stdin. The next program goes to the least loaded jail, so that a
+the next ones, waiting in its stdin. The next program goes to the least loaded jail, so that a
 program queues behind another only when every jail is busy; among equally loaded jails, to the
 one whose current program started last. A jail whose program has run for QUEUE_BEHIND_S already
 takes no second one: that program is probably a loop that will meet its time limit (HumanEval

@@ -37,7 +37,7 @@ is not run: its reply
 says "started": false with a fault (an infrastructure error, retried), never a wrong input.
 
 Requests are pipelined: the engine may send the next ones before the current one is answered
-(worker.PIPELINE_DEPTH: two in flight), so the next program is already in the server's stdin
+(worker.PIPELINE_DEPTH: up to six in flight), so the next program is already in the server's stdin
 when the current one ends. The server reads and runs one at a time, each under its own limits;
 a request never affects another's verdict. A server that dies answers no more: the engine gives
 every unanswered request an infrastructure error. Extending it: add fields to the request

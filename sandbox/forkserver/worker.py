@@ -1,10 +1,12 @@
 """One worker: a jail with the fork-server in it (sandbox/forkserver/server.py), driven over its
 stdin/stdout. The engine-side half of the protocol (see server.py's docstring) lives here.
 
-Pipelined: up to `depth` programs are sent ahead, so the server has its next program in its
+Pipelined: up to `depth` programs are sent ahead, so the server has its next programs in its
 stdin before it finishes the current one and never waits for the engine. It runs them one at a
-time, in the order sent, and answers one line each, in that order; one reader task matches each
-line to the oldest program still waiting for one.
+time, in the order sent, and answers one line each, in that order; each line is matched to the
+oldest program still waiting for one as soon as it is read (in the event loop's I/O callback,
+not a task's next turn: so that everything read in one wake-up is handled before the loop
+pauses, pacing.py).
 
 The server enforces each program's wall-clock limit itself; the worker keeps a backstop
 (`timeout_s + BACKSTOP_S`, armed when the program reaches the head of the line) after which it
@@ -56,8 +58,11 @@ SERVER_SOURCE = b"".join((Path(__file__).parent / name).read_bytes() for name in
 BACKSTOP_S = 5.0  # after the program's own limit: the server should have answered long before
 KILL_GRACE_S = 1.0  # SIGTERM to the jail, then SIGKILL this much later
 STDERR_TAIL_BYTES = 16 * 1024
+REPLY_LIMIT = 64 * 1024 * 1024  # a longer line is not a reply: the server is not keeping the protocol
 CGROUP_CPU_MIN_WALL_S = 0.5  # see the module's docstring
-PIPELINE_DEPTH = 2  # programs sent to a worker ahead of their turn: the one running and the next
+PIPELINE_DEPTH = (
+    6  # programs sent to a worker ahead of their turn: the one running and the next ones (pacing.py)
+)
 
 
 @dataclass(slots=True, eq=False)
@@ -70,6 +75,24 @@ class _Sent:
     cpu_before: float | None = None  # the jail's CPU clock then
     cpu_after: float | None = None
     backstop: asyncio.TimerHandle | None = None
+
+
+class _Protocol(asyncio.subprocess.SubprocessStreamProtocol):
+    """The jail process's protocol: once `on_stdout` is set, the server's output goes to it as it
+    is read (None: the end), instead of to the stdout stream."""
+
+    on_stdout: Callable[[bytes | None], None] | None = None
+
+    def pipe_data_received(self, fd: int, data: bytes | str) -> None:
+        if fd == 1 and self.on_stdout is not None:
+            self.on_stdout(data if isinstance(data, bytes) else data.encode())  # (always bytes here)
+        else:
+            super().pipe_data_received(fd, data)
+
+    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+        super().pipe_connection_lost(fd, exc)
+        if fd == 1 and self.on_stdout is not None:
+            self.on_stdout(None)
 
 
 class BrokenWorker:
@@ -119,8 +142,9 @@ class Worker:
         self.healthy = True
         self.stderr = TailBuffer(STDERR_TAIL_BYTES)
         self._stderr_task: asyncio.Task | None = None
-        self._reader_task: asyncio.Task | None = None
         self._reading = False  # its replies are being read: a program sent now will be answered
+        self._replies_ended: asyncio.Future[None] | None = None  # set once every program is answered
+        self._partial = bytearray()  # the start of a reply line not read whole yet
         self._killed_by: KillReason | None = None
         self._sent: deque[_Sent] = deque()
         self._cpu_clock = CpuClock(cgroup)
@@ -140,19 +164,21 @@ class Worker:
         return self._sent[0].started if self._sent else 0.0
 
     async def start(self, timeout_s: float) -> None:
+        loop = asyncio.get_running_loop()
         try:
-            self.proc = await asyncio.create_subprocess_exec(
+            transport, protocol = await loop.subprocess_exec(
+                lambda: _Protocol(limit=REPLY_LIMIT, loop=loop),
                 *self.argv,
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
                 env={},
                 start_new_session=True,
-                limit=64 * 1024 * 1024,
             )
         except OSError as exc:
             raise SandboxError(f"cannot start the sandbox worker: {exc}") from exc
-        self._stderr_task = asyncio.get_running_loop().create_task(self._read_stderr())
+        self.proc = asyncio.subprocess.Process(transport, protocol, loop)
+        self._stderr_task = loop.create_task(self._read_stderr())
         assert self.proc.stdin is not None and self.proc.stdout is not None
         with contextlib.suppress(ConnectionError, RuntimeError):  # died at once (uvloop: a closed transport)
             self.proc.stdin.write(
@@ -170,8 +196,13 @@ class Worker:
         self.features = {k: hello[k] for k in ("pidns", "mountns", "proc", "seccomp") if k in hello}
         self.features["python"] = hello.get("python")
         self.ready = True
-        self._reading = True  # from now on: the reader task starts at the loop's next turn
-        self._reader_task = asyncio.get_running_loop().create_task(self._read_replies())
+        # From now on the replies are handled as they are read (the server says nothing between
+        # its hello and the first reply, so the stream holds nothing more).
+        self._reading = True
+        self._replies_ended = loop.create_future()
+        protocol.on_stdout = self._on_stdout
+        if self.proc.stdout.at_eof():  # it ended right after its hello
+            self._end_replies()
 
     async def _read_stderr(self) -> None:
         assert self.proc is not None and self.proc.stderr is not None
@@ -237,31 +268,47 @@ class Worker:
         timeout = head.limits.timeout_s + BACKSTOP_S
         head.backstop = asyncio.get_running_loop().call_later(timeout, self.kill, KillReason.unresponsive)
 
-    async def _read_replies(self) -> None:
-        """One line per program, in the order sent; at the end (the jail died or was killed),
-        an empty reply for every program still waiting."""
-        assert self.proc is not None and self.proc.stdout is not None
-        try:
-            while True:
-                try:
-                    line = await self.proc.stdout.readline()
-                except (ConnectionError, ValueError, RuntimeError) as exc:  # an overlong line
-                    log.warning("sandbox worker %s: %s", self.label, exc)
-                    line = b""
-                if not line or not self._sent:
-                    break
-                head = self._sent.popleft()
-                self._finish(head)
-                if self._sent:  # the next one runs now; answered after, so a new submit() finds it so
-                    self._sent[0].cpu_before = head.cpu_after
-                    self._start_head()
-                self._answer(head, line)
-        finally:
-            self._reading = False
-            while self._sent:
-                head = self._sent.popleft()
-                self._finish(head)
-                self._answer(head, b"")
+    def _on_stdout(self, data: bytes | None) -> None:
+        """The server's output as it is read: one line per program, in the order sent; at its
+        end (the jail died or was killed), an empty reply for every program still waiting."""
+        if not self._reading:
+            return
+        if data is None:
+            return self._end_replies()
+        partial = self._partial
+        partial += data
+        start = 0
+        while (end := partial.find(b"\n", start)) >= 0:
+            line = bytes(partial[start : end + 1])
+            start = end + 1
+            if not self._sent:  # a line nobody asked for: the server is not keeping the protocol
+                log.warning("sandbox worker %s: a reply to no program", self.label)
+                return self._end_replies()
+            head = self._sent.popleft()
+            self._finish(head)
+            if self._sent:  # the next one runs now; answered after, so a new submit() finds it so
+                self._sent[0].cpu_before = head.cpu_after
+                self._start_head()
+            self._answer(head, line)
+            if not self._reading:  # answering it ended this worker's replies
+                return
+        del partial[:start]
+        if len(partial) > REPLY_LIMIT:
+            log.warning("sandbox worker %s: a reply longer than %d bytes", self.label, REPLY_LIMIT)
+            self._end_replies()
+
+    def _end_replies(self) -> None:
+        """No more replies will be read: every program still waiting gets an empty one."""
+        if not self._reading:
+            return
+        self._reading = False
+        self._partial.clear()
+        while self._sent:
+            head = self._sent.popleft()
+            self._finish(head)
+            self._answer(head, b"")
+        if self._replies_ended is not None and not self._replies_ended.done():
+            self._replies_ended.set_result(None)
 
     def _finish(self, sent: _Sent) -> None:
         if sent.backstop is not None:
@@ -385,8 +432,11 @@ class Worker:
             await self.proc.wait()
         if self.proc.stdin is not None:
             self.proc.stdin.close()
-        for task in (self._reader_task, self._stderr_task):
-            if task is not None:
-                with contextlib.suppress(BaseException):
-                    await asyncio.wait_for(task, 2.0)
+        if self._replies_ended is not None:
+            with contextlib.suppress(BaseException):
+                await asyncio.wait_for(asyncio.shield(self._replies_ended), 2.0)
+        self._end_replies()  # the output's end never came: answered all the same
+        if self._stderr_task is not None:
+            with contextlib.suppress(BaseException):
+                await asyncio.wait_for(self._stderr_task, 2.0)
         self._cpu_clock.close()

@@ -44,9 +44,9 @@ async def run_all(kinds: list[str], workers: int, depth: int) -> list:
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    kinds=st.lists(st.sampled_from(sorted(PROGRAMS)), min_size=1, max_size=8),
+    kinds=st.lists(st.sampled_from(sorted(PROGRAMS)), min_size=1, max_size=14),
     workers=st.integers(1, 2),
-    depth=st.integers(1, 3),
+    depth=st.integers(1, 6),
 )
 def test_every_program_gets_exactly_one_outcome_under_any_schedule(kinds, workers, depth) -> None:
     """Invariant: one Outcome per call, never an exception or a hang; each program's own verdict,
