@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import os
 import secrets
 import shutil
 import time
@@ -89,6 +90,7 @@ class ForkServerBackend:
         self._prepared = False
         self._config: dict = {}
         self._pacer = Pacer(self._saturated)  # replies in batches while every jail is busy
+        self._cores = max(1, len(os.sched_getaffinity(0)))
 
     @property
     def memory_cap(self) -> bool:
@@ -246,15 +248,18 @@ class ForkServerBackend:
             self._pacer.poke()
 
     def _saturated(self) -> bool:
-        """Every shared jail holds the program it runs and the next one (pacing.py)."""
+        """Every shared jail holds the program it runs and the next one, and there are at least
+        as many jails as cores: the jails' forks then run where the engine runs (pacing.py)."""
         in_flight = [w.in_flight for w in self._workers if not w.reserved]
-        return bool(in_flight) and min(in_flight) >= 2
+        return len(in_flight) >= self._cores and min(in_flight) >= 2
 
     def _answered(
         self, worker: Worker | BrokenWorker, reserved: bool, ticket: Ticket, outcome: Outcome, healthy: bool
     ) -> None:
         ticket.answered = True
         log.debug("%.3fs %s %s: %s", outcome.wall_s, ticket.label or "-", outcome.verdict, outcome.detail)
+        if not worker.in_flight and not reserved:  # it has nothing to run until we send it more
+            self._pacer.ran_dry()
         self._after_run(worker, reserved, healthy)
         try:
             if not ticket.cancelled:

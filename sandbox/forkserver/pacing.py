@@ -8,7 +8,14 @@ work: so the loop then pauses PAUSE_S once per iteration, and the next iteration
 replies of all the jails that finished meanwhile at once (~0.10 ms per sample,
 bench/verify_scale.py). The pause blocks the whole loop on purpose (a timer would wake it for
 each reply again); everything else the loop serves (streams, timers, the metrics page) is late
-by at most PAUSE_S meanwhile. Below full load nothing pauses: a lone sample is answered at once.
+by at most PAUSE_S meanwhile. Below full load nothing pauses: a lone sample is answered at once;
+nor with fewer jails than cores (the engine then has a core of its own, and its caches stay).
+
+The pause adapts: a jail that answered every program it held within one pause ran dry (it
+waited for the engine), so the pause halves (`ran_dry`); each pause that left none dry lets it
+grow again by PAUSE_STEP_S, up to PAUSE_S. It starts short (a burst of a few programs, such as
+preflight's, is barely paused), one jail running fast programs keeps it short, and four jails on
+two cores reach the longest within ~0.1 s.
 """
 
 from __future__ import annotations
@@ -17,7 +24,9 @@ import asyncio
 import time
 from collections.abc import Callable
 
-PAUSE_S = 0.010  # a jail holds PIPELINE_DEPTH programs: more than it runs in this time
+PAUSE_S = 0.010  # the longest pause: a jail holds PIPELINE_DEPTH programs, mostly more than this
+MIN_PAUSE_S = 0.0005
+PAUSE_STEP_S = 0.0005
 
 
 class Pacer:
@@ -25,7 +34,8 @@ class Pacer:
 
     def __init__(self, saturated: Callable[[], bool], pause_s: float = PAUSE_S, sleep=time.sleep):
         self._saturated = saturated
-        self._pause_s = pause_s
+        self._longest = pause_s  # 0: never pause
+        self._pause_s = min(MIN_PAUSE_S, pause_s)  # grows while no jail runs dry
         self._sleep = sleep
         self._active = False
         self._stopped = False
@@ -33,9 +43,13 @@ class Pacer:
 
     def poke(self) -> None:
         """Called when work was handed out: start pausing if every jail is now busy."""
-        if not self._active and not self._stopped and self._pause_s > 0 and self._saturated():
+        if not self._active and not self._stopped and self._longest > 0 and self._saturated():
             self._active = True
             asyncio.get_running_loop().call_soon(self._tick)
+
+    def ran_dry(self) -> None:
+        """A jail answered every program it held: it waited for the engine. Shorter pauses."""
+        self._pause_s = max(MIN_PAUSE_S, self._pause_s / 2)
 
     def stop(self) -> None:
         self._stopped = True
@@ -45,5 +59,6 @@ class Pacer:
             self._active = False
             return
         self.pauses += 1
-        self._sleep(self._pause_s)
+        self._sleep(min(self._pause_s, self._longest))
+        self._pause_s = min(self._longest, self._pause_s + PAUSE_STEP_S)  # ran_dry() may halve it
         asyncio.get_running_loop().call_soon(self._tick)  # the next iteration, after its I/O

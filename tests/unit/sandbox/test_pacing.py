@@ -1,8 +1,9 @@
 """Replies in batches (sandbox/forkserver/pacing.py, worker.py's reply reading).
 
-The pacer: over any schedule of saturation and pokes, it pauses at most once per event-loop
-iteration, only in an iteration where the jails are saturated, never after stop() and never
-with a pause of 0. The reader: however the server's output is cut into reads (a reply split
+The pacer: over any schedule of saturation, pokes and jails running dry, it pauses at most once
+per event-loop iteration, only in an iteration where the jails are saturated, never after
+stop() and never with a pause of 0; a pause after a jail ran dry is at most half the one
+before (down to a floor), and otherwise grows back by one step up to the longest. The reader: however the server's output is cut into reads (a reply split
 anywhere, several in one read, the end in the same read as the last reply, a line nobody asked
 for), every program gets exactly one outcome, its own reply's, in order, or an empty one (an
 infrastructure error) when the output ends first. And a real pool under load does pause, with
@@ -12,32 +13,44 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sandbox import Limits, SandboxPool, Verdict
 from sandbox.forkserver.backend import ForkServerBackend
-from sandbox.forkserver.pacing import Pacer
+from sandbox.forkserver.pacing import MIN_PAUSE_S, PAUSE_S, PAUSE_STEP_S, Pacer
 from sandbox.forkserver.worker import Worker, _Sent
 from sandbox.launchers.bare import BareLauncher
 
 LIMITS = Limits(timeout_s=5.0, cpu_time_s=2.5, guards=False)
 
 
-async def _pace(saturation: list[bool], pokes: set[int], stop_at: int | None, pause_s: float):
-    """Run len(saturation) loop iterations; returns the iterations in which the pacer paused."""
+async def _pace(saturation: list[bool], pokes: set[int], dry: set[int], stop_at: int | None, pause_s: float):
+    """Run len(saturation) loop iterations; returns the pacer and its pauses: (iteration, seconds,
+    whether a jail ran dry since the pause before)."""
     iteration = 0
-    paused_in: list[int] = []
+    pauses: list[tuple[int, float, bool]] = []
+    dried = False
 
     def saturated() -> bool:  # after the schedule: drained
         return iteration < len(saturation) and saturation[iteration]
 
-    pacer = Pacer(saturated, pause_s, lambda _: paused_in.append(iteration))
+    def sleep(seconds: float) -> None:
+        nonlocal dried
+        pauses.append((iteration, seconds, dried))
+        dried = False
+
+    pacer = Pacer(saturated, pause_s, sleep)
     done = asyncio.get_running_loop().create_future()
 
     def count() -> None:  # runs once per iteration, like the pacer's tick
-        nonlocal iteration
+        nonlocal iteration, dried
+        if iteration in dry:
+            pacer.ran_dry()
+            dried = True
         if iteration in pokes:
             pacer.poke()
         if iteration == stop_at:
@@ -52,27 +65,39 @@ async def _pace(saturation: list[bool], pokes: set[int], stop_at: int | None, pa
     await done
     pacer.stop()  # as the backend's close() does
     await asyncio.sleep(0)  # a tick still scheduled runs now, and must not pause
-    return pacer, paused_in
+    return pacer, pauses
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(
-    saturation=st.lists(st.booleans(), min_size=1, max_size=30),
-    pokes=st.sets(st.integers(0, 29)),
-    stop_at=st.none() | st.integers(0, 29),
-    pause_s=st.sampled_from([0.0, 0.001]),
+    saturation=st.lists(st.booleans(), min_size=1, max_size=40),
+    pokes=st.sets(st.integers(0, 39)),
+    dry=st.sets(st.integers(0, 39)),
+    stop_at=st.none() | st.integers(0, 39),
+    pause_s=st.sampled_from([0.0, 0.002, PAUSE_S]),
 )
-def test_the_pacer_pauses_at_most_once_per_iteration_and_only_while_saturated(
-    saturation, pokes, stop_at, pause_s
+def test_the_pacer_pauses_at_most_once_per_iteration_only_while_saturated_and_shorter_after_a_jail_ran_dry(
+    saturation, pokes, dry, stop_at, pause_s
 ):
-    pacer, paused_in = asyncio.run(_pace(saturation, pokes, stop_at, pause_s))
+    pacer, pauses = asyncio.run(_pace(saturation, pokes, dry, stop_at, pause_s))
+    paused_in = [i for i, _, _ in pauses]
     assert len(paused_in) == len(set(paused_in)), "two pauses in one iteration"
-    assert pacer.pauses == len(paused_in)
+    assert pacer.pauses == len(pauses)
     for i in paused_in:
         assert i < len(saturation) and saturation[i], "paused while not saturated"
         assert stop_at is None or i <= stop_at, "paused after stop()"
     if pause_s == 0.0 or not pokes:
-        assert paused_in == []
+        assert pauses == []
+    for _, seconds, _ in pauses:
+        assert min(MIN_PAUSE_S, pause_s) <= seconds <= pause_s
+    for (_, before, _), (_, after, dried) in zip(pauses, pauses[1:]):
+        grown = min(pause_s, before + PAUSE_STEP_S)
+        if dried:
+            assert after <= max(MIN_PAUSE_S, grown / 2) + 1e-12, (
+                "a jail ran dry, yet the pause did not shrink"
+            )
+        else:
+            assert after == pytest.approx(grown), "the pause did not grow back"
     # a poke in a saturated iteration, still saturated in the next (where its tick runs): a pause
     started = [
         p
@@ -149,17 +174,33 @@ def test_every_program_gets_exactly_one_outcome_however_the_replies_are_cut(
 
 
 def test_a_saturated_pool_pauses_and_every_program_still_gets_its_own_verdict() -> None:
+    """As many jails as cores (the least that pauses), each holding several programs."""
     programs = ["x = 1\n" if i % 3 else "raise ValueError('no')\n" for i in range(60)]
+    workers = max(2, len(os.sched_getaffinity(0)))
 
     async def main() -> tuple[list[Verdict], int]:
         box = ForkServerBackend(BareLauncher(), cgroups=False, depth=4)
-        async with SandboxPool(workers=2, limits=LIMITS, backend=box) as pool:
+        async with SandboxPool(workers=workers, limits=LIMITS, backend=box) as pool:
             outcomes = await asyncio.gather(*(pool.run(p, limits=LIMITS) for p in programs))
             return [o.verdict for o in outcomes], box._pacer.pauses
 
     verdicts, pauses = asyncio.run(main())
     assert verdicts == [Verdict.passed if i % 3 else Verdict.failed for i in range(60)]
     assert pauses > 0
+
+
+def test_one_jail_on_a_machine_of_several_cores_never_pauses() -> None:
+    """The engine then has a core of its own: pausing would only make the jail wait."""
+    programs = ["x = 1\n"] * 30
+
+    async def main() -> tuple[list[Verdict], int]:
+        box = ForkServerBackend(BareLauncher(), cgroups=False, depth=4)
+        box._cores = 2
+        async with SandboxPool(workers=1, limits=LIMITS, backend=box) as pool:
+            outcomes = await asyncio.gather(*(pool.run(p, limits=LIMITS) for p in programs))
+            return [o.verdict for o in outcomes], box._pacer.pauses
+
+    assert asyncio.run(main()) == ([Verdict.passed] * 30, 0)
 
 
 def test_a_lone_program_is_answered_without_a_pause() -> None:
