@@ -60,9 +60,7 @@ KILL_GRACE_S = 1.0  # SIGTERM to the jail, then SIGKILL this much later
 STDERR_TAIL_BYTES = 16 * 1024
 REPLY_LIMIT = 64 * 1024 * 1024  # a longer line is not a reply: the server is not keeping the protocol
 CGROUP_CPU_MIN_WALL_S = 0.5  # see the module's docstring
-PIPELINE_DEPTH = (
-    6  # programs sent to a worker ahead of their turn: the one running and the next ones (pacing.py)
-)
+PIPELINE_DEPTH = 6  # programs a jail holds at once: the one it runs and those queued (pacing.py)
 
 
 @dataclass(slots=True, eq=False)
