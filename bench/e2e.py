@@ -76,7 +76,6 @@ def observe(engine: subprocess.Popen, port: int, every: float) -> list[dict]:
     )
     rows: list[dict] = []
     start = last_t = time.monotonic()
-    # Wall-clock time of each observation, to compare with the store's timestamps (time.time()).
     last = {"tokens": 0.0, "generated": 0.0, "verified": 0.0, "cpu": cpu_seconds(engine.pid)}
     while True:
         time.sleep(every)
@@ -98,10 +97,10 @@ def observe(engine: subprocess.Popen, port: int, every: float) -> list[dict]:
         }
         dt = now - last_t
         row = {key + "_rate": (current[key] - last[key]) / dt for key in current}
-        row["interval"] = dt
         row.update(
+            interval=dt,
             t=now - start,
-            wall=time.time(),
+            wall=time.time(),  # to compare with the store's timestamps (time.time())
             queue=metric(text, "engine_queue_depth"),
             rss=rss,
             peak_rss=peak,

@@ -35,7 +35,8 @@ class Pacer:
     def __init__(self, saturated: Callable[[], bool], pause_s: float = PAUSE_S, sleep=time.sleep):
         self._saturated = saturated
         self._longest = pause_s  # 0: never pause
-        self._pause_s = min(MIN_PAUSE_S, pause_s)  # grows while no jail runs dry
+        self._shortest = min(MIN_PAUSE_S, pause_s)
+        self._pause_s = self._shortest  # grows while no jail runs dry
         self._sleep = sleep
         self._active = False
         self._stopped = False
@@ -49,7 +50,7 @@ class Pacer:
 
     def ran_dry(self) -> None:
         """A jail answered every program it held: it waited for the engine. Shorter pauses."""
-        self._pause_s = max(MIN_PAUSE_S, self._pause_s / 2)
+        self._pause_s = max(self._shortest, self._pause_s / 2)
 
     def stop(self) -> None:
         self._stopped = True
@@ -59,6 +60,6 @@ class Pacer:
             self._active = False
             return
         self.pauses += 1
-        self._sleep(min(self._pause_s, self._longest))
+        self._sleep(self._pause_s)
         self._pause_s = min(self._longest, self._pause_s + PAUSE_STEP_S)  # ran_dry() may halve it
         asyncio.get_running_loop().call_soon(self._tick)  # the next iteration, after its I/O
