@@ -248,10 +248,11 @@ class ForkServerBackend:
             self._pacer.poke()
 
     def _saturated(self) -> bool:
-        """Every shared jail holds the program it runs and the next one, and there are at least
-        as many jails as cores: the jails' forks then run where the engine runs (pacing.py)."""
+        """Every shared jail holds the program it runs and the next one, and there are more jails
+        than cores: the jails' forks then run where the engine runs, and a jail that runs dry
+        during a pause leaves its core to another (pacing.py)."""
         in_flight = [w.in_flight for w in self._workers if not w.reserved]
-        return len(in_flight) >= self._cores and min(in_flight) >= 2
+        return len(in_flight) > self._cores and min(in_flight) >= 2
 
     def _answered(
         self, worker: Worker | BrokenWorker, reserved: bool, ticket: Ticket, outcome: Outcome, healthy: bool

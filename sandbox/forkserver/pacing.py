@@ -9,7 +9,10 @@ replies of all the jails that finished meanwhile at once (~0.10 ms per sample,
 bench/verify_scale.py). The pause blocks the whole loop on purpose (a timer would wake it for
 each reply again); everything else the loop serves (streams, timers, the metrics page) is late
 by at most PAUSE_S meanwhile. Below full load nothing pauses: a lone sample is answered at once;
-nor with fewer jails than cores (the engine then has a core of its own, and its caches stay).
+nor unless there are more jails than cores. With fewer, the engine has a core of its own (its
+caches stay); with one per core, a jail that finished what it held during a pause leaves its
+core idle, with no other jail to take it (bench/verify.py's file (a) with --workers 2 on two
+cores: 3.96 s paced against 3.53 s unpaced; with 3 or 4 jails, as fast as unpaced).
 
 The pause adapts: a jail that answered every program it held within one pause ran dry (it
 waited for the engine), so the pause halves (`ran_dry`); each pause that left none dry lets it

@@ -174,9 +174,9 @@ def test_every_program_gets_exactly_one_outcome_however_the_replies_are_cut(
 
 
 def test_a_saturated_pool_pauses_and_every_program_still_gets_its_own_verdict() -> None:
-    """As many jails as cores (the least that pauses), each holding several programs."""
+    """One jail more than cores (the least that pauses), each holding several programs."""
     programs = ["x = 1\n" if i % 3 else "raise ValueError('no')\n" for i in range(60)]
-    workers = max(2, len(os.sched_getaffinity(0)))
+    workers = len(os.sched_getaffinity(0)) + 1
 
     async def main() -> tuple[list[Verdict], int]:
         box = ForkServerBackend(BareLauncher(), cgroups=False, depth=4)
@@ -189,14 +189,16 @@ def test_a_saturated_pool_pauses_and_every_program_still_gets_its_own_verdict() 
     assert pauses > 0
 
 
-def test_one_jail_on_a_machine_of_several_cores_never_pauses() -> None:
-    """The engine then has a core of its own: pausing would only make the jail wait."""
+@pytest.mark.parametrize("workers", [1, 2])
+def test_no_more_jails_than_cores_never_pauses(workers: int) -> None:
+    """With fewer jails than cores the engine has a core of its own; with one per core, a jail
+    that ran dry during a pause would leave its core idle. Pausing would only make them wait."""
     programs = ["x = 1\n"] * 30
 
     async def main() -> tuple[list[Verdict], int]:
         box = ForkServerBackend(BareLauncher(), cgroups=False, depth=4)
         box._cores = 2
-        async with SandboxPool(workers=1, limits=LIMITS, backend=box) as pool:
+        async with SandboxPool(workers=workers, limits=LIMITS, backend=box) as pool:
             outcomes = await asyncio.gather(*(pool.run(p, limits=LIMITS) for p in programs))
             return [o.verdict for o in outcomes], box._pacer.pauses
 
