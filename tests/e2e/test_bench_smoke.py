@@ -24,6 +24,7 @@ SMOKE = {
         ["--rounds", "1", "--problems", "1", "--tests", "2", "--megabytes", "0.01", "--samples", "1"],
         "medians over 1 rounds",
     ),
+    "fork_cost": (["--forks", "2", "--megabytes", "0", "1", "--problems", "2"], "CPU per program"),
     "guards_cost": (["--rounds", "1", "--problems", "2"], "medians over 1 rounds"),
     "page_cost": (["--samples", "1", "--repeat", "1"], "/api/state build:"),
     "problem_data": (["--samples", "1", "--workers", "1"], "MB written to jails"),
