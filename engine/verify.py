@@ -204,17 +204,33 @@ async def _feed(
 ) -> None:
     """Keep `in_flight` samples submitted, and as each verdict arrives record it and submit the
     next: no task or future per sample, so the engine's own CPU per sample stays small (issue
-    14). The first error stops it; whatever is still submitted is then withdrawn."""
+    14). A sample deferred behind the others (sandbox/verifier.py) stops counting, so loops do
+    not hold the places of the rest. The first error stops it; whatever is still submitted is
+    then withdrawn."""
     finished: asyncio.Future[None] = asyncio.get_running_loop().create_future()
     pending = iter(jobs)
     outstanding: dict[Key, Callable[[], None]] = {}  # submitted, not answered: how to withdraw each
+    replaced: set[Key] = set()  # deferred ones: another sample took their place already
 
     def submit_next() -> None:
         for key, problem, completion in pending:  # one job, if any is left
-            outstanding[key] = verifier.submit(problem, completion, functools.partial(answered, key))
+            outstanding[key] = verifier.submit(
+                problem,
+                completion,
+                functools.partial(answered, key),
+                deferred=functools.partial(deferred, key),
+            )
             return
+        finish_if_idle()
+
+    def finish_if_idle() -> None:
         if not outstanding and not finished.done():
             finished.set_result(None)
+
+    def deferred(key: Key) -> None:  # its verdict comes after the others' (a loop, mostly)
+        if not finished.done() and key in outstanding and key not in replaced:
+            replaced.add(key)
+            submit_next()
 
     def answered(key: Key, result: Outcome | BaseException) -> None:
         outstanding.pop(key, None)
@@ -225,7 +241,11 @@ async def _feed(
                 raise result
             record(key, result)
             tally.advance()
-            submit_next()
+            if key in replaced:  # another sample took its place when it was deferred
+                replaced.discard(key)
+                finish_if_idle()
+            else:
+                submit_next()
         except asyncio.CancelledError:
             finished.cancel()
         except BaseException as exc:

@@ -54,6 +54,11 @@ class Timing:
     factor: float = 10.0
     ceiling_s: float = 30.0
     cpu_floor_s: float = 1.0
+    # > 0: each unique sample runs first under a short CPU-time limit, max(this, factor x the
+    # reference's CPU time), when that is below the full one; a sample that meets it runs again
+    # under the full limits once no other sample waits (sandbox/verifier.py, "loops last").
+    # 0 (the default): one run each, in order.
+    short_cpu_s: float = 0.0
     default_s: float = 3.0  # problems without a canonical solution (and when calibration fails)
     runs: int = 3
     reuse_calibration: bool = True  # False: measure again (and refresh the cache)
@@ -63,6 +68,9 @@ class Timing:
 
     def cpu_limit(self, measured_cpu_s: float, wall_limit_s: float) -> float:
         return round(min(CPU_SHARE * wall_limit_s, max(self.cpu_floor_s, self.factor * measured_cpu_s)), 3)
+
+    def short_cpu_limit(self, measured_cpu_s: float) -> float:
+        return round(max(self.short_cpu_s, self.factor * measured_cpu_s), 3)
 
     def fixed_limits(self, wall_limit_s: float) -> tuple[float, float]:
         """(wall, CPU) where nothing was measured: a fixed --timeout, or no canonical solution."""

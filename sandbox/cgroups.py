@@ -43,6 +43,7 @@ PREFIX = "engine-sandbox-"
 LEFTOVER = re.compile(rf"^{PREFIX}(\d+)-")
 JAIL_SHARES = 1024  # one busy process's weight: a jail weighs what one sample process weighed before
 RESERVED_SHARES = 8 * 1024  # the reserved jail wins against ~8 busy processes for its one core
+LAST_SHARES = 64  # a jail running a program submitted `last` (a loop, mostly) yields to the others
 # Runs first in a worker's process: joins each cgroup listed before "--", then execs the jail.
 JOIN_SCRIPT = 'while [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shift; done; shift; exec "$@"'
 
@@ -66,6 +67,13 @@ class JailCgroup:
             return int((path / "cpuacct.usage").read_bytes()) / 1e9
         except (OSError, ValueError):
             return None
+
+    def weigh(self, shares: int) -> None:
+        """Set the jail's CPU weight (`cpu.shares`); a jail without a cpu cgroup ignores it."""
+        path = self.paths.get("cpu")
+        if path is not None:
+            with contextlib.suppress(OSError):  # a jail being torn down: nothing left to weigh
+                _write(path / "cpu.shares", shares)
 
     @property
     def memory_cap(self) -> bool:

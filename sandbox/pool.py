@@ -16,7 +16,8 @@ class Backend(Protocol):
     """A way to run programs and judge them (sandbox/forkserver/backend.py: fork-server jails)."""
 
     name: str
-    # Optional: `takes_data = True` when run() takes `data` (problem data sent to each jail once).
+    # Optional: `takes_data = True` when run() takes `data` (problem data sent to each jail once);
+    # `takes_last = True` when run() takes `last` (run after every other program waiting).
 
     async def start(self, limits: Limits, workers: int) -> None: ...
     async def run(
@@ -54,6 +55,7 @@ class SandboxPool:
         self.backend = backend
         self.capacity = workers * getattr(backend, "depth", 1)  # programs in flight at once
         self.takes_data = bool(getattr(backend, "takes_data", False))  # run(..., data=) is understood
+        self.takes_last = bool(getattr(backend, "takes_last", False))  # submit(..., last=) is understood
         self._slots = asyncio.Semaphore(self.capacity)
         self._reserved = asyncio.Semaphore(1)  # the backend's reserved worker (confirmations)
         self._state = "new"  # new -> started -> closed
@@ -100,18 +102,21 @@ class SandboxPool:
         reserved: bool = False,
         data: bytes | None = None,
         done: Callable[[Outcome | BaseException], object],
+        last: bool = False,
     ) -> Callable[[], object]:
         """`run` without a task per program, for callers verifying many: `done(outcome)` is
         called once (or with the exception that stopped it), never from inside this call.
         Returns `stop()`: the program is withdrawn (its jail killed if it runs). A backend
-        without `submit` runs it in a task."""
+        without `submit` runs it in a task. `last`: a program expected to run long waits until
+        no other does, where the backend can tell (`takes_last`; elsewhere it is queued as any)."""
         if self._state != "started":
             raise RuntimeError(f"SandboxPool.submit() on a {self._state} pool")
         if data is not None and not self.takes_data:
             raise ValueError(f"the {self.backend.name} sandbox takes no problem data")
         submit, cancel = getattr(self.backend, "submit", None), getattr(self.backend, "cancel", None)
         if submit is not None and cancel is not None:
-            ticket = submit(program, limits or self.limits, label, reserved, data, done=done)
+            extra = {"last": True} if last and self.takes_last else {}
+            ticket = submit(program, limits or self.limits, label, reserved, data, done=done, **extra)
             return functools.partial(cancel, ticket)
         task = asyncio.get_running_loop().create_task(
             self.run(program, limits=limits, label=label, reserved=reserved, data=data)

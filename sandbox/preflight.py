@@ -121,7 +121,7 @@ class Preflight:
         timing = {
             f: getattr(self.verifier.timing, f)
             for f in Timing.__dataclass_fields__
-            if f != "reuse_calibration"
+            if f not in ("reuse_calibration", "short_cpu_s")  # neither changes what is measured
         }
         return {
             "backend": self.verifier.pool.backend.name,
@@ -210,9 +210,11 @@ class Preflight:
             self.verifier.measured[task_id] = wall
             wall_limit = self.verifier.timing.limit(wall)
             cpu_limit = self.verifier.timing.cpu_limit(cpu, wall_limit)
-            self.verifier._limits[task_id] = replace(
-                self.verifier.base_limits, timeout_s=wall_limit, cpu_time_s=cpu_limit
-            )
+            limits = replace(self.verifier.base_limits, timeout_s=wall_limit, cpu_time_s=cpu_limit)
+            self.verifier._limits[task_id] = limits
+            short = self.verifier.timing.short_cpu_limit(cpu)
+            if 0 < self.verifier.timing.short_cpu_s and short < cpu_limit:
+                self.verifier._short[task_id] = replace(limits, cpu_time_s=short)
 
     def _log_limits(self) -> None:
         if self.verifier._limits:

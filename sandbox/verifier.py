@@ -9,6 +9,15 @@
   loads verdicts from a store on resume. Only final verdicts are reused (`Outcome.final`).
 - Infrastructure errors (a sandbox fault: a worker died, a jail failed to start) are retried, up
   to INFRA_ATTEMPTS runs in all; if they persist the outcome is `infra_error`, never reused.
+- Loops last (`Timing.short_cpu_s` > 0; off by default): each unique sample of a calibrated
+  problem runs first under a short CPU-time limit (`Timing.short_cpu_limit`: e.g. 0.05 s, or 10x
+  its reference's CPU time if more), when that is below its full one. A sample that finishes
+  within it has the verdict it would have under the full limits (it never needed more), and the
+  outcome says the full limits; one that meets it (nearly always a loop) runs again under the
+  full limits once no other program waits, on a jail of its own (ForkServerBackend `last`), and
+  its caller is told (`deferred`) so that it can take another sample meanwhile. The samples
+  that take milliseconds then do not queue behind loops that take a second each; the cost is
+  the short run again for each sample that meets it, and the loops' verdicts come later.
 - Load-sensitive timeouts (a wall-clock timeout whose CPU stayed under its limit: see
   sandbox/verdicts.py) are run once more on the pool's reserved worker, whose CPU weight gets it
   a core on a loaded machine; that second run's verdict is final. Busy loops meet their CPU limit
@@ -34,8 +43,8 @@ import functools
 import hashlib
 import logging
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Coroutine, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from sandbox.calibration import CalibrationCache, Timing
@@ -94,9 +103,12 @@ class Verifier:
         self.calibration_cache = calibration_cache  # None: measured at every start-up
         self.reused = 0  # verdicts reused instead of run
         self.confirmed = 0  # load-sensitive timeouts run again on the reserved worker
+        self.rerun = 0  # samples that met their short CPU-time limit, run again under the full one
         self.measured: dict[str, float] = {}  # task_id -> canonical solution's median wall time
         self.flagged: dict[str, str] = {}  # task_id -> why its reference failed preflight (tolerated kinds)
         self._limits: dict[str, Limits] = {}
+        self._short: dict[str, Limits] = {}  # task_id -> its limits with the short CPU-time limit
+        self._lasts = bool(getattr(pool, "takes_last", False))  # the pool runs deferred ones last
         self._cache: OrderedDict[tuple[str, bytes], Outcome] = OrderedDict()
         self._inflight: dict[Key, _Run] = {}
 
@@ -183,10 +195,46 @@ class Verifier:
             withdraw()
             raise
 
-    def submit(self, problem: Problem, completion: str, done: Done) -> Callable[[], None]:
+    async def verify_or_defer(self, problem: Problem, completion: str) -> Outcome | asyncio.Future[Outcome]:
+        """`verify`, except that a sample deferred behind the others (it met its short CPU-time
+        limit: module doc) returns at once a future of its verdict, so that the caller can take
+        the next sample meanwhile. Cancelling that future withdraws the sample."""
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[Outcome] = loop.create_future()
+        moved: asyncio.Future[None] = loop.create_future()  # a verdict, or a deferral
+
+        def done(result: Outcome | BaseException) -> None:
+            if not answer.done():
+                if isinstance(result, BaseException):
+                    answer.set_exception(result)
+                else:
+                    answer.set_result(result)
+            if not moved.done():
+                moved.set_result(None)
+
+        def deferred() -> None:
+            if not moved.done():
+                moved.set_result(None)
+
+        withdraw = self.submit(problem, completion, done, deferred=deferred)
+        try:
+            await moved
+        except asyncio.CancelledError:
+            withdraw()
+            raise
+        if answer.done():
+            return answer.result()
+        answer.add_done_callback(lambda future: withdraw() if future.cancelled() else None)
+        return answer
+
+    def submit(
+        self, problem: Problem, completion: str, done: Done, deferred: Callable[[], object] | None = None
+    ) -> Callable[[], None]:
         """Verify a sample without a task of its own: `done(outcome)` is called once (or with the
         exception that stopped it), never from inside this call. Returns `withdraw()`: this
-        caller no longer waits; the run is stopped when nobody else waits for it either."""
+        caller no longer waits; the run is stopped when nobody else waits for it either.
+        `deferred()` is called, at most once and before `done`, if the sample is deferred behind
+        the others (module doc): its verdict comes later, and the caller may take another."""
         key = _key(problem.task_id, completion) if self.dedup else None
         if key is not None:
             if (cached := self._cached(key)) is not None:
@@ -194,17 +242,36 @@ class Verifier:
                 return _nothing
             if (run := self._inflight.get(key)) is not None:  # an identical sample: its verdict
                 run.waiters.append(done)
+                if deferred is not None and (run.short or run.later):  # else it cannot be deferred
+                    if run.later:
+                        asyncio.get_running_loop().call_soon(deferred)
+                    else:
+                        run.deferred[done] = deferred
                 return functools.partial(self._withdraw, run, done)
-        return self._start(problem, completion, key, done)
+        return self._start(problem, completion, key, done, deferred)
 
-    def _start(self, problem: Problem, completion: str, key: Key | None, done: Done) -> Callable[[], None]:
+    def _start(
+        self,
+        problem: Problem,
+        completion: str,
+        key: Key | None,
+        done: Done,
+        deferred: Callable[[], object] | None = None,
+    ) -> Callable[[], None]:
         limits = self.limits_for(problem.task_id)
         program, data = self._program(problem, completion, limits.guards)
-        run = _Run(problem, completion, key, [done], limits, program, data)
+        short = self._short.get(problem.task_id) if self._lasts else None
+        run = _Run(problem, completion, key, [done], limits, program, data, short=short is not None)
+        if deferred is not None and run.short:
+            run.deferred[done] = deferred
         if key is not None:
             self._inflight[key] = run
         run.stop = self.pool.submit(
-            program, limits=limits, label=problem.task_id, data=data, done=functools.partial(self._first, run)
+            program,
+            limits=short or limits,
+            label=problem.task_id,
+            data=data,
+            done=functools.partial(self._first, run),
         )
         return functools.partial(self._withdraw, run, done)
 
@@ -213,18 +280,52 @@ class Verifier:
         the load may have caused (confirmed) or a kind with a checker program go on in a task."""
         if isinstance(result, BaseException):
             self._end(run, result)
-        elif (
-            result.verdict is Verdict.infra_error or result.load_sensitive or hasattr(self.programs, "check")
-        ):
-            task = asyncio.get_running_loop().create_task(self._after_first(run, result))
-            run.stop = task.cancel
-            task.add_done_callback(functools.partial(self._task_ended, run))
+            return
+        if run.short:
+            run.short = False
+            if result.verdict is Verdict.timeout and not result.load_sensitive:  # met the short limit
+                self._in_task(run, self._full_run(run))
+                run.later = True
+                callbacks, run.deferred = list(run.deferred.values()), {}
+                for callback in callbacks:
+                    _answer(callback)
+                return
+            result = replace(result, limits=run.limits)  # finished within it: the full limits' verdict
+        if result.verdict is Verdict.infra_error or result.load_sensitive or hasattr(self.programs, "check"):
+            self._in_task(run, self._after_first(run, result))
         else:
             try:
                 judged: Outcome | BaseException = self._judged(run.problem, result)
             except Exception as exc:  # a task kind's fault: the caller hears of it
                 judged = exc
             self._end(run, judged)
+
+    def _in_task(self, run: _Run, job: Coroutine[Any, Any, Outcome]) -> None:
+        task = asyncio.get_running_loop().create_task(job)
+        run.stop = task.cancel
+        task.add_done_callback(functools.partial(self._task_ended, run))
+
+    async def _full_run(self, run: _Run) -> Outcome:
+        """A sample that met its short CPU-time limit, run under its full limits once no other
+        program waits; then as any first run (retried, confirmed, checked)."""
+        self.rerun += 1
+        answer: asyncio.Future[Outcome | BaseException] = asyncio.get_running_loop().create_future()
+
+        def done(result: Outcome | BaseException) -> None:
+            if not answer.done():
+                answer.set_result(result)
+
+        stop = self.pool.submit(
+            run.program, limits=run.limits, label=run.problem.task_id, data=run.data, done=done, last=True
+        )
+        try:
+            result = await answer
+        except asyncio.CancelledError:
+            stop()
+            raise
+        if isinstance(result, BaseException):
+            raise result
+        return await self._after_first(run, result)
 
     def _task_ended(self, run: _Run, task: asyncio.Task[Outcome]) -> None:
         if task.cancelled():
@@ -246,15 +347,17 @@ class Verifier:
         first, *twins = run.waiters
         run.waiters = []
         _answer(first, result)
+        told = run.later  # the twins' callers know of the deferral already: never told twice
         for twin in twins:
             if shared is not None:
                 self.reused += 1
                 _answer(twin, _reuse(shared))
             else:
-                self._start(run.problem, run.completion, None, twin)
+                self._start(run.problem, run.completion, None, twin, None if told else run.deferred.get(twin))
 
     def _withdraw(self, run: _Run, done: Done) -> None:
         """A caller stops waiting (cancelled); the run stops too when it was the last one."""
+        run.deferred.pop(done, None)
         if done in run.waiters:
             run.waiters.remove(done)
             if not run.waiters and run.stop is not None:
@@ -361,12 +464,15 @@ class _Run:
     limits: Limits
     program: str
     data: bytes | None
+    short: bool = False  # its first run is under the short CPU-time limit (module doc)
+    later: bool = False  # it met that limit: deferred behind the others, its callers told
+    deferred: dict[Done, Callable[[], object]] = field(default_factory=dict)  # whom to tell
     stop: Callable[[], object] | None = None  # withdraws what runs now: a pool ticket, or a task
 
 
-def _answer(done: Done, result: Outcome | BaseException) -> None:
+def _answer(done: Callable[..., object], *result: Outcome | BaseException) -> None:
     try:
-        done(result)
+        done(*result)
     except Exception:  # the caller's fault: logged, and the others are still answered
         log.exception("a verdict's receiver failed")
 

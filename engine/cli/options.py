@@ -157,6 +157,16 @@ def sandbox_options(command):
             " solution's CPU time, at most half the wall-clock limit).",
         ),
         click.option(
+            "--short-cpu-limit",
+            default=timing.short_cpu_s,
+            show_default=True,
+            type=click.FloatRange(min=0.0),
+            help="Loops last: run each unique sample first under this CPU-time limit (or factor x the"
+            " canonical solution's CPU time, if more); one that meets it (a loop, mostly) runs again under"
+            " the full limits once no other sample waits, so loops do not hold up the other verdicts."
+            " Try 0.05. 0: one run each, in order.",
+        ),
+        click.option(
             "--recalibrate",
             is_flag=True,
             help="Measure the calibrated limits again instead of reusing those cached for this dataset,"
@@ -214,6 +224,7 @@ def sandbox_settings(opts: dict) -> SandboxSettings:
         factor=opts["timeout_factor"],
         ceiling_s=opts["timeout_ceiling"],
         cpu_floor_s=opts["cpu_time_floor"],
+        short_cpu_s=opts["short_cpu_limit"],
         reuse_calibration=not opts.get("recalibrate", False),
     )
     limits = limits_for(timing, memory_mb=opts["memory_mb"], guards=not opts["no_guards"])

@@ -100,6 +100,7 @@ class Sweep:
             admission=self.admission,
             record=self.recorder.record,
             on_depth=metrics.queue_depth.set,
+            on_error=self._crash,
         )
         self.generator = Generator(
             fleet=fleet,
@@ -164,6 +165,7 @@ class Sweep:
             inflight = list(self.generator.inflight)
             for task in [work, *background, *inflight]:
                 task.cancel()
+            self.verification.withdraw_deferred()
             await asyncio.gather(work, *background, *inflight, return_exceptions=True)
             self.store.flush()
             self._phase = "stopped" if self._stopping else "finished"

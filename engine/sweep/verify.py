@@ -39,6 +39,7 @@ class Verification:
         admission: Admission,
         record: Callable[[Sample, Outcome], None],
         on_depth: Callable[[int], None] = lambda depth: None,
+        on_error: Callable[[Exception], None] = lambda exc: None,
     ):
         self.verifier = verifier
         self.problems = problems
@@ -47,6 +48,8 @@ class Verification:
         self._on_depth = on_depth  # the queue-depth gauge
         self._queue: asyncio.Queue[Sample] = asyncio.Queue()
         self._twins: dict[tuple[str, str], list[Sample]] = {}  # queued (task, completion) -> twins beside it
+        self._later: dict[asyncio.Future[Outcome], Sample] = {}  # deferred by the verifier, not answered
+        self._on_error = on_error  # a deferred sample's verification failed
 
     @property
     def depth(self) -> int:
@@ -70,18 +73,46 @@ class Verification:
         self._on_depth(self._queue.qsize())
 
     async def worker(self) -> None:
+        verify = getattr(self.verifier, "verify_or_defer", self.verifier.verify)
         while True:
             sample = await self._queue.get()
             self._on_depth(self._queue.qsize())
             try:
-                outcome = await self.verifier.verify(self.problems[sample.task_id], sample.completion)
+                outcome = await verify(self.problems[sample.task_id], sample.completion)
+                if isinstance(outcome, asyncio.Future):  # deferred behind the others: take the next
+                    self._later[outcome] = sample
+                    outcome.add_done_callback(self._deferred_done)
+                    continue
                 self._done(sample, outcome)
-            finally:
-                # Twins get the verdict now; if it cannot be reused (a sandbox fault), they queue
-                # for a sandbox of their own. Before task_done, so a drain waits for them.
-                for twin in self._twins.pop((sample.task_id, sample.completion), ()):
-                    self.enqueue(twin)
-                self._queue.task_done()
+            except BaseException:
+                self._settle(sample)
+                raise
+            self._settle(sample)
+
+    def _deferred_done(self, future: asyncio.Future[Outcome]) -> None:
+        """A deferred sample's verdict (or its withdrawal when the sweep ends); an error ends
+        the sweep (`on_error`), as it does when a worker meets one."""
+        sample = self._later.pop(future)
+        try:
+            self._done(sample, future.result())
+        except asyncio.CancelledError:
+            pass  # withdrawn (the sweep ends): stored unverified, verified when it resumes
+        except Exception as exc:  # noqa: BLE001 - handed to the sweep, which raises it
+            self._on_error(exc)
+        finally:
+            self._settle(sample)
+
+    def withdraw_deferred(self) -> None:
+        """The sweep ends: deferred samples stop (stored unverified: verified on resume)."""
+        for future in list(self._later):
+            future.cancel()
+
+    def _settle(self, sample: Sample) -> None:
+        # Twins get the verdict now; if it cannot be reused (a sandbox fault), they queue
+        # for a sandbox of their own. Before task_done, so a drain waits for them.
+        for twin in self._twins.pop((sample.task_id, sample.completion), ()):
+            self.enqueue(twin)
+        self._queue.task_done()
 
     async def drain(self) -> None:
         """Until every queued sample has its verdict."""

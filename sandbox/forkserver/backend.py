@@ -32,7 +32,7 @@ from collections import deque
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
-from sandbox.cgroups import PoolCgroups, sweep_leftovers
+from sandbox.cgroups import JAIL_SHARES, LAST_SHARES, PoolCgroups, sweep_leftovers
 from sandbox.errors import SandboxError
 from sandbox.forkserver.blobs import DEFAULT_BUDGET_BYTES
 from sandbox.forkserver.dispatch import Ticket, choose
@@ -68,6 +68,7 @@ class ForkServerBackend:
         self.launcher = launcher
         self.depth = depth  # programs in flight per worker (the reserved one: always 1)
         self.takes_data = True  # run(..., data=): problem data, sent to each jail once
+        self.takes_last = True  # run(..., last=True): after every other program (submit)
         self.data_budget = data_budget  # bytes of problem data each jail holds at most (blobs.py)
         self.name = launcher.name
         self.startup_timeout_s = startup_timeout_s
@@ -79,6 +80,8 @@ class ForkServerBackend:
         self._sh = shutil.which("sh", path="/usr/bin:/bin") or "/bin/sh"
         self._limits = Limits()
         self._queued: dict[bool, deque[Ticket]] = {False: deque(), True: deque()}  # for a jail, by reserved
+        self._last: deque[Ticket] = deque()  # run after everything else (`submit(..., last=True)`)
+        self._running_last: set[Worker | BrokenWorker] = set()  # jails running one of those
         self._workers: set[Worker] = set()
         self._stand_ins: dict[bool, list[BrokenWorker]] = {False: [], True: []}
         self._restarting = {False: 0, True: 0}  # jails being replaced, by reserved
@@ -196,18 +199,28 @@ class ForkServerBackend:
         data: bytes | None = None,
         *,
         done: Callable[[Outcome], object],
+        last: bool = False,
     ) -> Ticket:
         """Queue a program for the next free place (FIFO); `done(outcome)` is called once, never
-        from inside this call. `cancel(ticket)` withdraws it (killing its jail if it runs)."""
+        from inside this call. `cancel(ticket)` withdraws it (killing its jail if it runs).
+        `last`: a program expected to run long (it met a short CPU-time limit, sandbox/verifier.py)
+        waits until no other program does, then runs on an idle jail of its own (`_dispatch_last`)."""
         if self._closed:
             raise RuntimeError("ForkServerBackend.submit() after close()")
-        ticket = Ticket(program, limits, label, data, done)
-        self._queued[reserved].append(ticket)
+        ticket = Ticket(program, limits, label, data, done, last=last and not reserved)
+        (self._last if ticket.last else self._queued[reserved]).append(ticket)
         self._dispatch(reserved)
         return ticket
 
     async def run(
-        self, program: str, limits: Limits, label: str = "", reserved: bool = False, data: bytes | None = None
+        self,
+        program: str,
+        limits: Limits,
+        label: str = "",
+        reserved: bool = False,
+        data: bytes | None = None,
+        *,
+        last: bool = False,
     ) -> Outcome:
         """`submit` awaited; cancelling it cancels the ticket."""
         answer: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
@@ -216,7 +229,7 @@ class ForkServerBackend:
             if not answer.done():
                 answer.set_result(outcome)
 
-        ticket = self.submit(program, limits, label, reserved, data, done=done)
+        ticket = self.submit(program, limits, label, reserved, data, done=done, last=last)
         try:
             return await answer
         except BaseException:
@@ -240,12 +253,45 @@ class ForkServerBackend:
             worker = self._choose(reserved)
             if worker is None:
                 break
-            ticket = queue.popleft()
-            ticket.worker = worker
-            answered = functools.partial(self._answered, worker, reserved, ticket)
-            worker.submit(ticket.program, ticket.limits, ticket.data, answered)
+            self._send(worker, reserved, queue.popleft())
         if not reserved:
+            if not queue and self._last:
+                self._dispatch_last()
             self._pacer.poke()
+
+    def _dispatch_last(self) -> None:
+        """Programs submitted `last`, oldest first, once no other program waits: each on an idle
+        jail, which then takes nothing else until it is answered, and on at most `jails - cores`
+        jails at once (at least one), so that programs arriving meanwhile still find jails."""
+        shared = [w for w in self._workers if not w.reserved]
+        while self._last and len(self._running_last) < max(1, len(shared) - self._cores):
+            if self._last[0].cancelled:
+                self._last.popleft()
+                continue
+            recycle_after = self.recycle_after
+            idle = (
+                w
+                for w in shared
+                if w.ready
+                and w.healthy
+                and w.served < recycle_after
+                and not w.in_flight
+                and w not in self._running_last
+            )
+            worker: Worker | BrokenWorker | None = next(idle, None)
+            if worker is None and not any(w.healthy for w in shared):  # no jail left to wait for
+                worker = next(iter(self._stand_ins[False]), None)
+            if worker is None:
+                return
+            self._running_last.add(worker)
+            if isinstance(worker, Worker) and worker.cgroup is not None:
+                worker.cgroup.weigh(LAST_SHARES)  # the others' programs first, its own meanwhile
+            self._send(worker, False, self._last.popleft())
+
+    def _send(self, worker: Worker | BrokenWorker, reserved: bool, ticket: Ticket) -> None:
+        ticket.worker = worker
+        answered = functools.partial(self._answered, worker, reserved, ticket)
+        worker.submit(ticket.program, ticket.limits, ticket.data, answered)
 
     def _saturated(self) -> bool:
         """Every shared jail holds the program it runs and the next one, and there are more jails
@@ -258,6 +304,10 @@ class ForkServerBackend:
         self, worker: Worker | BrokenWorker, reserved: bool, ticket: Ticket, outcome: Outcome, healthy: bool
     ) -> None:
         ticket.answered = True
+        if ticket.last:
+            self._running_last.discard(worker)
+            if isinstance(worker, Worker) and worker.cgroup is not None:
+                worker.cgroup.weigh(JAIL_SHARES)
         log.debug("%.3fs %s %s: %s", outcome.wall_s, ticket.label or "-", outcome.verdict, outcome.detail)
         if not worker.in_flight and not reserved:  # it has nothing to run until we send it more
             self._pacer.ran_dry()
@@ -274,7 +324,11 @@ class ForkServerBackend:
         taking: Iterator[Worker | BrokenWorker] = (
             w
             for w in self._workers
-            if w.reserved == reserved and w.ready and w.healthy and w.served < recycle_after
+            if w.reserved == reserved
+            and w.ready
+            and w.healthy
+            and w.served < recycle_after
+            and w not in self._running_last
         )
         return choose(taking, self._stand_ins[reserved], time.monotonic())
 
@@ -373,7 +427,7 @@ class ForkServerBackend:
         for task in list(self._joining):  # jails still starting: not worth waiting for now
             task.cancel()
         await asyncio.gather(*self._joining, return_exceptions=True)
-        for queue in self._queued.values():
+        for queue in (*self._queued.values(), self._last):
             while queue:  # never sent: answered now, as a program whose sandbox went away
                 ticket = queue.popleft()
                 if not ticket.cancelled:

@@ -66,3 +66,4 @@ class Ticket:
     worker: Any = None  # the jail it was sent to (a Worker, or a BrokenWorker stand-in)
     answered: bool = False
     cancelled: bool = False
+    last: bool = False  # runs after every other program waiting, on a jail of its own (backend.py)
