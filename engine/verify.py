@@ -211,14 +211,13 @@ async def _feed(
     pending = iter(jobs)
     outstanding: dict[Key, Callable[[], None]] = {}  # submitted, not answered: how to withdraw each
     replaced: set[Key] = set()  # deferred ones: another sample took their place already
+    defers = getattr(verifier, "defers", False)  # else no sample is told of a deferral
 
     def submit_next() -> None:
         for key, problem, completion in pending:  # one job, if any is left
+            tell = functools.partial(deferred, key) if defers else None
             outstanding[key] = verifier.submit(
-                problem,
-                completion,
-                functools.partial(answered, key),
-                deferred=functools.partial(deferred, key),
+                problem, completion, functools.partial(answered, key), deferred=tell
             )
             return
         finish_if_idle()

@@ -44,7 +44,7 @@ import hashlib
 import logging
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from sandbox.calibration import CalibrationCache, Timing
@@ -111,6 +111,11 @@ class Verifier:
         self._lasts = bool(getattr(pool, "takes_last", False))  # the pool runs deferred ones last
         self._cache: OrderedDict[tuple[str, bytes], Outcome] = OrderedDict()
         self._inflight: dict[Key, _Run] = {}
+
+    @property
+    def defers(self) -> bool:
+        """Whether a sample may be deferred behind the others (loops last: module doc)."""
+        return self._lasts and bool(self._short)
 
     # -- limits ------------------------------------------------------------------------------
 
@@ -246,7 +251,7 @@ class Verifier:
                     if run.later:
                         asyncio.get_running_loop().call_soon(deferred)
                     else:
-                        run.deferred[done] = deferred
+                        run.deferred = {**(run.deferred or {}), done: deferred}
                 return functools.partial(self._withdraw, run, done)
         return self._start(problem, completion, key, done, deferred)
 
@@ -263,7 +268,7 @@ class Verifier:
         short = self._short.get(problem.task_id) if self._lasts else None
         run = _Run(problem, completion, key, [done], limits, program, data, short=short is not None)
         if deferred is not None and run.short:
-            run.deferred[done] = deferred
+            run.deferred = {done: deferred}
         if key is not None:
             self._inflight[key] = run
         run.stop = self.pool.submit(
@@ -286,7 +291,7 @@ class Verifier:
             if result.verdict is Verdict.timeout and not result.load_sensitive:  # met the short limit
                 self._in_task(run, self._full_run(run))
                 run.later = True
-                callbacks, run.deferred = list(run.deferred.values()), {}
+                callbacks, run.deferred = list((run.deferred or {}).values()), None
                 for callback in callbacks:
                     _answer(callback)
                 return
@@ -353,11 +358,13 @@ class Verifier:
                 self.reused += 1
                 _answer(twin, _reuse(shared))
             else:
-                self._start(run.problem, run.completion, None, twin, None if told else run.deferred.get(twin))
+                deferred = None if told or run.deferred is None else run.deferred.get(twin)
+                self._start(run.problem, run.completion, None, twin, deferred)
 
     def _withdraw(self, run: _Run, done: Done) -> None:
         """A caller stops waiting (cancelled); the run stops too when it was the last one."""
-        run.deferred.pop(done, None)
+        if run.deferred is not None:
+            run.deferred.pop(done, None)
         if done in run.waiters:
             run.waiters.remove(done)
             if not run.waiters and run.stop is not None:
@@ -466,7 +473,7 @@ class _Run:
     data: bytes | None
     short: bool = False  # its first run is under the short CPU-time limit (module doc)
     later: bool = False  # it met that limit: deferred behind the others, its callers told
-    deferred: dict[Done, Callable[[], object]] = field(default_factory=dict)  # whom to tell
+    deferred: dict[Done, Callable[[], object]] | None = None  # whom to tell (None: nobody)
     stop: Callable[[], object] | None = None  # withdraws what runs now: a pool ticket, or a task
 
 
