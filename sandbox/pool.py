@@ -115,8 +115,10 @@ class SandboxPool:
             raise ValueError(f"the {self.backend.name} sandbox takes no problem data")
         submit, cancel = getattr(self.backend, "submit", None), getattr(self.backend, "cancel", None)
         if submit is not None and cancel is not None:
-            extra = {"last": True} if last and self.takes_last else {}
-            ticket = submit(program, limits or self.limits, label, reserved, data, done=done, **extra)
+            if last and self.takes_last:
+                ticket = submit(program, limits or self.limits, label, reserved, data, done=done, last=True)
+            else:  # no keyword: backends without `last` take the same call
+                ticket = submit(program, limits or self.limits, label, reserved, data, done=done)
             return functools.partial(cancel, ticket)
         task = asyncio.get_running_loop().create_task(
             self.run(program, limits=limits, label=label, reserved=reserved, data=data)

@@ -183,22 +183,8 @@ class Verifier:
 
     async def verify(self, problem: Problem, completion: str) -> Outcome:
         """`submit` awaited: the outcome, or the exception that stopped its verification."""
-        answer: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-
-        def done(result: Outcome | BaseException) -> None:
-            if answer.done():
-                return
-            if isinstance(result, BaseException):
-                answer.set_exception(result)
-            else:
-                answer.set_result(result)
-
-        withdraw = self.submit(problem, completion, done)
-        try:
-            return await answer
-        except asyncio.CancelledError:
-            withdraw()
-            raise
+        outcome = await self.verify_or_defer(problem, completion)
+        return await outcome if isinstance(outcome, asyncio.Future) else outcome  # cancelling withdraws
 
     async def verify_or_defer(self, problem: Problem, completion: str) -> Outcome | asyncio.Future[Outcome]:
         """`verify`, except that a sample deferred behind the others (it met its short CPU-time
@@ -251,7 +237,8 @@ class Verifier:
                     if run.later:
                         asyncio.get_running_loop().call_soon(deferred)
                     else:
-                        run.deferred = {**(run.deferred or {}), done: deferred}
+                        run.deferred = run.deferred or {}
+                        run.deferred[done] = deferred
                 return functools.partial(self._withdraw, run, done)
         return self._start(problem, completion, key, done, deferred)
 
